@@ -1,0 +1,112 @@
+# aiserve: build, run and test.  The two commands a user needs are
+#   make run    serve the default model on 127.0.0.1:8080
+#   make test   build everything and run the unit and integration suites
+# Component-specific targets (fuzzers, golden generators, benchmarks) live in
+# mk/*.mk, included at the end.
+
+SHELL        := /bin/bash
+ROOT         := $(CURDIR)
+BUILD        := build
+NGINX        ?= /usr/sbin/nginx
+NGX_SRC      ?= /usr/share/nginx/src
+MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+
+# BLIS, pthread flavour: no OpenMP team to break across nginx's fork().
+BLIS_INC     := -I/usr/include/$(MULTIARCH)/blis-pthread
+BLIS_LIBDIR  := /usr/lib/$(MULTIARCH)/blis-pthread
+DEP_PKGS     := jansson libutf8proc lmdb libcrypto
+DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLIS_INC)
+DEP_LIBS     := $(shell pkg-config --libs $(DEP_PKGS) 2>/dev/null) \
+                -L$(BLIS_LIBDIR) -Wl,-rpath,$(BLIS_LIBDIR) -lblis -lm -lpthread
+
+CC           ?= cc
+CFLAGS       ?= -O2 -g
+WARN         := -Wall -Wextra -Wno-unused-parameter -Wpointer-arith -Werror
+ALL_CFLAGS    = $(CFLAGS) $(WARN) -std=gnu11 -fPIC -pthread -D_GNU_SOURCE \
+                -Isrc $(DEP_CFLAGS)
+
+# The nginx-free engine: every src/aiserve_*.c.  The module and the tools
+# link the same code.
+ENGINE_SRCS  := $(sort $(wildcard src/aiserve_*.c))
+ENGINE_OBJS  := $(patsubst src/%.c,$(BUILD)/engine/%.o,$(ENGINE_SRCS))
+ENGINE_LIB   := $(BUILD)/libaiserve.a
+MODULE_SRCS  := $(sort $(wildcard src/ngx_http_aiserve_*.c src/ngx_http_aiserve_*.h))
+
+# Tools for people: tools/NAME.c becomes tools/NAME.
+TOOL_SRCS    := $(sort $(wildcard tools/aiserve-*.c))
+TOOLS        := $(TOOL_SRCS:.c=)
+
+# Unit tests: t/unit/test_*.c, each a TAP producer run by prove.
+UNIT_SRCS    := $(sort $(wildcard t/unit/test_*.c))
+UNIT_TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
+
+MODULE_SO    := $(BUILD)/ngx_http_aiserve_module.so
+DEFAULT_MODEL := models/all-MiniLM-L6-v2
+
+.PHONY: all deps module tools unit-tests test test-unit test-nginx run clean
+.DEFAULT_GOAL := all
+
+all: module tools unit-tests
+
+# --- dependencies -----------------------------------------------------------
+# Installs the Debian packages (when missing) and the default model.
+deps: $(BUILD)/.deps-ok $(DEFAULT_MODEL)/model.safetensors
+
+$(BUILD)/.deps-ok: tools/deps.sh
+	tools/deps.sh
+	@mkdir -p $(BUILD) && touch $@
+
+$(DEFAULT_MODEL)/model.safetensors: tools/fetch-model.sh | $(BUILD)/.deps-ok
+	tools/fetch-model.sh $(DEFAULT_MODEL)
+
+# --- engine and tools -------------------------------------------------------
+$(BUILD)/engine/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(ENGINE_LIB): $(ENGINE_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+tools: $(TOOLS)
+
+tools/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
+
+unit-tests: $(UNIT_TESTS)
+
+$(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -It/unit $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
+
+# --- the nginx module, built against Debian's packaged nginx ---------------
+# Recipe from shared/DESIGN.md: nginx-dev ships the configure tree and the
+# exact flags of /usr/sbin/nginx, so the .so loads into the packaged binary.
+module: $(MODULE_SO)
+
+$(BUILD)/Makefile: config | $(BUILD)/.deps-ok
+	cd $(NGX_SRC) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(ROOT) --builddir=$(ROOT)/$(BUILD) >$(ROOT)/$(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(ROOT)/$(BUILD)/configure.log; exit 1; }
+
+$(MODULE_SO): $(BUILD)/Makefile $(MODULE_SRCS) $(ENGINE_SRCS) $(wildcard src/*.h)
+	$(MAKE) -f $(ROOT)/$(BUILD)/Makefile -C $(NGX_SRC) modules
+
+# --- run and test -----------------------------------------------------------
+run: deps all
+	tools/run.sh
+
+test: deps all
+	$(MAKE) --no-print-directory test-unit test-nginx
+
+test-unit: unit-tests
+	prove --exec '' $(UNIT_TESTS)
+
+test-nginx: module
+	prove -I t/lib -r t/
+	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
+
+clean:
+	rm -rf $(BUILD) $(TOOLS)
+
+-include $(sort $(wildcard mk/*.mk))

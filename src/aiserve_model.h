@@ -1,0 +1,104 @@
+/*
+ * aiserve encoder: Hugging Face BERT checkpoints (config.json +
+ * model.safetensors, sentence-transformers modules.json / 1_Pooling) run on
+ * the CPU with the numbers of `transformers` in fp32.
+ *
+ * No nginx types.  A loaded model is read-only (weights mmap'ed and shared)
+ * and serves concurrent forward passes from several threads, each with its
+ * own scratch.
+ */
+#ifndef AISERVE_MODEL_H
+#define AISERVE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct aiserve_model_s    aiserve_model_t;
+typedef struct aiserve_scratch_s  aiserve_scratch_t;
+
+typedef enum {
+    AISERVE_ARCH_BERT_MODEL = 0,          /* BertModel + pooling: embeddings */
+    AISERVE_ARCH_SEQUENCE_CLASSIFICATION, /* BertForSequenceClassification */
+    AISERVE_ARCH_TOKEN_CLASSIFICATION     /* BertForTokenClassification */
+} aiserve_arch_e;
+
+typedef enum {
+    AISERVE_POOLING_CLS = 0,
+    AISERVE_POOLING_MEAN,
+    AISERVE_POOLING_MAX
+} aiserve_pooling_e;
+
+typedef enum {
+    AISERVE_PROBLEM_SINGLE_LABEL = 0,     /* softmax */
+    AISERVE_PROBLEM_MULTI_LABEL,          /* sigmoid */
+    AISERVE_PROBLEM_REGRESSION            /* none */
+} aiserve_problem_e;
+
+typedef struct {
+    aiserve_arch_e     arch;
+    size_t             hidden_size;
+    size_t             num_hidden_layers;
+    size_t             num_attention_heads;
+    size_t             intermediate_size;
+    size_t             max_position_embeddings;
+    size_t             type_vocab_size;
+    size_t             vocab_size;
+    float              layer_norm_eps;
+    aiserve_pooling_e  pooling;           /* BertModel only */
+    int                normalize;         /* sentence-transformers Normalize */
+    size_t             num_labels;        /* classification heads, else 0 */
+    char             **id2label;          /* [num_labels] */
+    aiserve_problem_e  problem_type;
+} aiserve_model_info_t;
+
+/*
+ * Loads MODEL_DIR (config.json, model.safetensors, modules.json,
+ * 1_Pooling/config.json).  Returns NULL with a message naming the file and
+ * the tensor in err.
+ */
+aiserve_model_t *aiserve_model_load(const char *model_dir, char *err,
+    size_t err_len);
+void aiserve_model_free(aiserve_model_t *model);
+const aiserve_model_info_t *aiserve_model_info(const aiserve_model_t *model);
+
+/* A packed, padding-free batch: sequence i occupies seq_lens[i] tokens of
+ * input_ids / token_type_ids, one after the other. */
+typedef struct {
+    const int32_t  *input_ids;        /* [total_tokens] */
+    const int32_t  *token_type_ids;   /* [total_tokens], NULL: all 0 */
+    const size_t   *seq_lens;         /* [n_seqs], each >= 1 and
+                                         <= max_position_embeddings */
+    size_t          n_seqs;
+} aiserve_batch_t;
+
+/*
+ * Per-thread working memory for batches of at most max_tokens tokens in
+ * total (and max_seq_len per sequence).  Reused across calls.
+ */
+aiserve_scratch_t *aiserve_scratch_create(const aiserve_model_t *model,
+    size_t max_tokens, char *err, size_t err_len);
+void aiserve_scratch_free(aiserve_scratch_t *scratch);
+
+/* Number of floats aiserve_model_forward() writes for this batch:
+ *   BertModel:                n_seqs * hidden_size (pooled, normalized if
+ *                             the model has a Normalize module)
+ *   SequenceClassification:   n_seqs * num_labels (raw logits)
+ *   TokenClassification:      total_tokens * num_labels (raw logits) */
+size_t aiserve_model_output_len(const aiserve_model_t *model,
+    const aiserve_batch_t *batch);
+
+/*
+ * Runs the encoder and the head on a batch.  out has
+ * aiserve_model_output_len() floats.  Returns 0, or -1 with err set (id out
+ * of vocabulary, sequence too long, batch over the scratch's max_tokens).
+ */
+int aiserve_model_forward(const aiserve_model_t *model,
+    const aiserve_batch_t *batch, aiserve_scratch_t *scratch, float *out,
+    char *err, size_t err_len);
+
+/* Threads the BLAS uses for one forward pass.  Call after fork(), in each
+ * process that computes (nginx: init_process); never starts threads in the
+ * calling process before it is needed. */
+void aiserve_set_num_threads(int n);
+
+#endif /* AISERVE_MODEL_H */
