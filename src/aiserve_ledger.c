@@ -1,0 +1,1269 @@
+/*
+ * aiserve ledger: API keys and usage rows in LMDB.  See aiserve_ledger.h
+ * for the schema and the LMDB caveats followed.
+ */
+#include "aiserve_ledger.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#define AISERVE_LEDGER_VERSION     1
+#define AISERVE_LEDGER_MAXREADERS  1022
+#define AISERVE_LEDGER_MAP_DEFAULT (1024 * 1024)
+#define AISERVE_ROW_KEY_LEN        (8 + AISERVE_MODEL_MAX)
+
+struct aiserve_ledger_s {
+    MDB_env   *env;
+    MDB_dbi    meta;
+    MDB_dbi    keys;
+    MDB_dbi    hashes;
+    MDB_dbi    usage;
+    MDB_txn   *rtxn;          /* reusable read txn (MDB_NOTLS), reset */
+    MDB_txn   *wtxn;          /* flush in progress */
+    int        has_pepper;
+    uint8_t    pepper[AISERVE_PEPPER_LEN];
+    char       err[256];
+};
+
+static const char  base62[] =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+
+static int
+ledger_fail(aiserve_ledger_t *l, int rc, const char *fmt, ...)
+{
+    va_list  ap;
+    size_t   n;
+
+    va_start(ap, fmt);
+    vsnprintf(l->err, sizeof(l->err), fmt, ap);
+    va_end(ap);
+
+    if (rc != 0 && rc != MDB_MAP_FULL) {
+        n = strlen(l->err);
+        snprintf(l->err + n, sizeof(l->err) - n, ": %s", mdb_strerror(rc));
+    }
+
+    if (rc == MDB_MAP_FULL) {
+        n = strlen(l->err);
+        snprintf(l->err + n, sizeof(l->err) - n, ": ledger map is full");
+        return AISERVE_LEDGER_FULL;
+    }
+
+    return AISERVE_LEDGER_ERROR;
+}
+
+
+const char *
+aiserve_ledger_error(aiserve_ledger_t *l)
+{
+    return l->err;
+}
+
+
+int
+aiserve_ledger_read_pepper(const char *path,
+    uint8_t pepper[AISERVE_PEPPER_LEN], char *err, size_t errlen)
+{
+    char     file[4096];
+    int      fd;
+    ssize_t  n;
+
+    snprintf(file, sizeof(file), "%s/hmac.key", path);
+
+    fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd == -1) {
+        snprintf(err, errlen, "open(\"%s\") failed: %s", file,
+                 strerror(errno));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    n = read(fd, pepper, AISERVE_PEPPER_LEN);
+    close(fd);
+
+    if (n != AISERVE_PEPPER_LEN) {
+        snprintf(err, errlen, "\"%s\" is not %d bytes", file,
+                 AISERVE_PEPPER_LEN);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+static int
+ledger_create_pepper(const char *path, char *err, size_t errlen)
+{
+    char     file[4096];
+    uint8_t  pepper[AISERVE_PEPPER_LEN];
+    int      fd;
+
+    snprintf(file, sizeof(file), "%s/hmac.key", path);
+
+    fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd == -1) {
+        if (errno == EEXIST) {
+            return AISERVE_LEDGER_OK;
+        }
+        snprintf(err, errlen, "open(\"%s\") failed: %s", file,
+                 strerror(errno));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (RAND_bytes(pepper, sizeof(pepper)) != 1
+        || write(fd, pepper, sizeof(pepper)) != (ssize_t) sizeof(pepper)
+        || fsync(fd) != 0)
+    {
+        snprintf(err, errlen, "cannot write \"%s\"", file);
+        close(fd);
+        unlink(file);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    OPENSSL_cleanse(pepper, sizeof(pepper));
+    close(fd);
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_ledger_open(aiserve_ledger_t **lp, const char *path,
+    size_t map_size, unsigned flags, char *err, size_t errlen)
+{
+    int                rc;
+    unsigned           dbflags;
+    uint32_t           version;
+    MDB_val            k, v;
+    MDB_txn           *txn;
+    char               file[4096];
+    struct stat        st;
+    MDB_envinfo        info;
+    aiserve_ledger_t  *l;
+
+    *lp = NULL;
+
+    if (flags & AISERVE_LEDGER_CREATE) {
+        if (mkdir(path, 0700) == -1 && errno != EEXIST) {
+            snprintf(err, errlen, "mkdir(\"%s\") failed: %s", path,
+                     strerror(errno));
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        if (ledger_create_pepper(path, err, errlen) != AISERVE_LEDGER_OK) {
+            return AISERVE_LEDGER_ERROR;
+        }
+    }
+
+    l = calloc(1, sizeof(aiserve_ledger_t));
+    if (l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (!(flags & AISERVE_LEDGER_NO_PEPPER)) {
+        if (aiserve_ledger_read_pepper(path, l->pepper, err, errlen)
+            != AISERVE_LEDGER_OK)
+        {
+            free(l);
+            return AISERVE_LEDGER_ERROR;
+        }
+        l->has_pepper = 1;
+    }
+
+    rc = mdb_env_create(&l->env);
+    if (rc != 0) {
+        snprintf(err, errlen, "mdb_env_create: %s", mdb_strerror(rc));
+        free(l);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    mdb_env_set_maxdbs(l->env, 8);
+    mdb_env_set_maxreaders(l->env, AISERVE_LEDGER_MAXREADERS);
+
+    /* a new environment gets the configured size (or 1 MiB); an existing
+     * one keeps the size it has grown to, or grows to the configured one */
+    snprintf(file, sizeof(file), "%s/data.mdb", path);
+    if (stat(file, &st) == -1) {
+        mdb_env_set_mapsize(l->env,
+                            map_size ? map_size : AISERVE_LEDGER_MAP_DEFAULT);
+    }
+
+    rc = mdb_env_open(l->env, path, MDB_NOTLS, 0600);
+    if (rc != 0) {
+        snprintf(err, errlen, "mdb_env_open(\"%s\"): %s", path,
+                 mdb_strerror(rc));
+        goto failed;
+    }
+
+    mdb_env_info(l->env, &info);
+    if (map_size > info.me_mapsize) {
+        rc = mdb_env_set_mapsize(l->env, map_size);
+        if (rc != 0) {
+            snprintf(err, errlen, "mdb_env_set_mapsize: %s",
+                     mdb_strerror(rc));
+            goto failed;
+        }
+    }
+
+    mdb_reader_check(l->env, NULL);
+
+    dbflags = (flags & AISERVE_LEDGER_CREATE) ? MDB_CREATE : 0;
+
+    rc = mdb_txn_begin(l->env, NULL, dbflags ? 0 : MDB_RDONLY, &txn);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_env_set_mapsize(l->env, 0);
+        rc = mdb_txn_begin(l->env, NULL, dbflags ? 0 : MDB_RDONLY, &txn);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "mdb_txn_begin: %s", mdb_strerror(rc));
+        goto failed;
+    }
+
+    if ((rc = mdb_dbi_open(txn, "meta", dbflags, &l->meta)) != 0
+        || (rc = mdb_dbi_open(txn, "keys", dbflags | MDB_INTEGERKEY,
+                              &l->keys)) != 0
+        || (rc = mdb_dbi_open(txn, "hashes", dbflags, &l->hashes)) != 0
+        || (rc = mdb_dbi_open(txn, "usage", dbflags, &l->usage)) != 0)
+    {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\" is not an aiserve ledger (%s)", path,
+                 mdb_strerror(rc));
+        goto failed;
+    }
+
+    k.mv_data = "version";
+    k.mv_size = sizeof("version") - 1;
+
+    rc = mdb_get(txn, l->meta, &k, &v);
+    if (rc == MDB_NOTFOUND && dbflags) {
+        version = AISERVE_LEDGER_VERSION;
+        v.mv_data = &version;
+        v.mv_size = sizeof(version);
+        rc = mdb_put(txn, l->meta, &k, &v, 0);
+
+    } else if (rc == 0) {
+        if (v.mv_size != sizeof(uint32_t)
+            || (memcpy(&version, v.mv_data, sizeof(uint32_t)),
+                version != AISERVE_LEDGER_VERSION))
+        {
+            mdb_txn_abort(txn);
+            snprintf(err, errlen, "\"%s\": unsupported ledger version",
+                     path);
+            goto failed;
+        }
+    }
+
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\": cannot read ledger version: %s",
+                 path, mdb_strerror(rc));
+        goto failed;
+    }
+
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "mdb_txn_commit: %s", mdb_strerror(rc));
+        goto failed;
+    }
+
+    *lp = l;
+    return AISERVE_LEDGER_OK;
+
+failed:
+
+    mdb_env_close(l->env);
+    OPENSSL_cleanse(l->pepper, sizeof(l->pepper));
+    free(l);
+    return AISERVE_LEDGER_ERROR;
+}
+
+
+void
+aiserve_ledger_close(aiserve_ledger_t *l)
+{
+    if (l == NULL) {
+        return;
+    }
+
+    if (l->wtxn) {
+        mdb_txn_abort(l->wtxn);
+    }
+
+    if (l->rtxn) {
+        mdb_txn_abort(l->rtxn);
+    }
+
+    mdb_env_close(l->env);
+    OPENSSL_cleanse(l->pepper, sizeof(l->pepper));
+    free(l);
+}
+
+
+void
+aiserve_ledger_map_info(aiserve_ledger_t *l, size_t *map_size, size_t *used)
+{
+    MDB_envinfo  info;
+    MDB_stat     st;
+
+    mdb_env_info(l->env, &info);
+    mdb_env_stat(l->env, &st);
+
+    *map_size = info.me_mapsize;
+    *used = (info.me_last_pgno + 1) * (size_t) st.ms_psize;
+}
+
+
+int
+aiserve_ledger_grow(aiserve_ledger_t *l, size_t max_size)
+{
+    int          rc;
+    size_t       size;
+    MDB_envinfo  info;
+
+    if (l->rtxn) {
+        mdb_txn_abort(l->rtxn);
+        l->rtxn = NULL;
+    }
+
+    mdb_env_info(l->env, &info);
+
+    size = info.me_mapsize * 2;
+    if (max_size && size > max_size) {
+        size = max_size;
+    }
+
+    if (size <= info.me_mapsize) {
+        snprintf(l->err, sizeof(l->err),
+                 "ledger map is full at its maximum size %zu",
+                 info.me_mapsize);
+        return AISERVE_LEDGER_FULL;
+    }
+
+    rc = mdb_env_set_mapsize(l->env, size);
+    if (rc != 0) {
+        return ledger_fail(l, rc, "mdb_env_set_mapsize(%zu)", size);
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_ledger_reader_check(aiserve_ledger_t *l)
+{
+    int  dead = 0;
+
+    mdb_reader_check(l->env, &dead);
+
+    return dead;
+}
+
+
+/* Begins a transaction; adopts a map grown by another process. */
+static int
+ledger_txn_begin(aiserve_ledger_t *l, unsigned flags, MDB_txn **txn)
+{
+    int  rc;
+
+    rc = mdb_txn_begin(l->env, NULL, flags, txn);
+
+    if (rc == MDB_MAP_RESIZED) {
+        if (l->rtxn) {
+            mdb_txn_abort(l->rtxn);
+            l->rtxn = NULL;
+        }
+        mdb_env_set_mapsize(l->env, 0);
+        rc = mdb_txn_begin(l->env, NULL, flags, txn);
+    }
+
+    if (rc != 0) {
+        return ledger_fail(l, rc, "mdb_txn_begin");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/* The reusable read transaction: renewed here, reset by ledger_rend(). */
+static int
+ledger_rbegin(aiserve_ledger_t *l)
+{
+    int  rc;
+
+    if (l->rtxn) {
+        rc = mdb_txn_renew(l->rtxn);
+        if (rc == 0) {
+            return AISERVE_LEDGER_OK;
+        }
+
+        mdb_txn_abort(l->rtxn);
+        l->rtxn = NULL;
+
+        if (rc == MDB_MAP_RESIZED) {
+            mdb_env_set_mapsize(l->env, 0);
+        }
+    }
+
+    return ledger_txn_begin(l, MDB_RDONLY, &l->rtxn);
+}
+
+
+static void
+ledger_rend(aiserve_ledger_t *l)
+{
+    mdb_txn_reset(l->rtxn);
+}
+
+
+/* --- keys ------------------------------------------------------------------ */
+
+static void
+key_checksum(const char *s, size_t len, char out[AISERVE_KEY_CHECK_CHARS])
+{
+    int            i;
+    uint32_t       c;
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+
+    SHA256((const unsigned char *) s, len, md);
+
+    c = (uint32_t) md[0] << 24 | (uint32_t) md[1] << 16
+        | (uint32_t) md[2] << 8 | md[3];
+
+    for (i = AISERVE_KEY_CHECK_CHARS - 1; i >= 0; i--) {
+        out[i] = base62[c % 62];
+        c /= 62;
+    }
+}
+
+
+int
+aiserve_key_generate(const char *type, char *out)
+{
+    size_t         tlen, n, i;
+    unsigned char  rnd[64];
+
+    tlen = strlen(type);
+    if (tlen == 0 || tlen > 8) {
+        return -1;
+    }
+    for (i = 0; i < tlen; i++) {
+        if (type[i] < 'a' || type[i] > 'z') {
+            return -1;
+        }
+    }
+
+    n = (size_t) snprintf(out, AISERVE_API_KEY_MAX, "ais_%s_", type);
+
+    /* rejection sampling: 248 = 4 * 62, so byte % 62 is uniform */
+    i = 0;
+    while (i < AISERVE_KEY_RANDOM_CHARS) {
+        size_t  j;
+
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+            return -1;
+        }
+        for (j = 0; j < sizeof(rnd) && i < AISERVE_KEY_RANDOM_CHARS; j++) {
+            if (rnd[j] < 248) {
+                out[n + i++] = base62[rnd[j] % 62];
+            }
+        }
+    }
+
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+
+    key_checksum(out, n + AISERVE_KEY_RANDOM_CHARS,
+                 out + n + AISERVE_KEY_RANDOM_CHARS);
+    out[n + AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS] = '\0';
+
+    return 0;
+}
+
+
+static int
+is_alnum(int c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+           || (c >= 'A' && c <= 'Z');
+}
+
+
+/* Length of a key-shaped token at s (0 if none): "ais_" [a-z]{1,8} "_"
+ * then 38 alphanumerics. */
+static size_t
+key_shape(const char *s, size_t len)
+{
+    size_t  i, t;
+
+    if (len < 4 || memcmp(s, "ais_", 4) != 0) {
+        return 0;
+    }
+
+    for (i = 4, t = 0; i < len && s[i] >= 'a' && s[i] <= 'z'; i++, t++) {
+        /* type */
+    }
+
+    if (t == 0 || t > 8 || i >= len || s[i] != '_') {
+        return 0;
+    }
+
+    i++;
+
+    for (t = 0; i < len && is_alnum(s[i]); i++, t++) { /* random+check */ }
+
+    if (t != AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS) {
+        return 0;
+    }
+
+    return i;
+}
+
+
+int
+aiserve_key_well_formed(const char *s, size_t len)
+{
+    char  check[AISERVE_KEY_CHECK_CHARS];
+
+    if (key_shape(s, len) != len) {
+        return 0;
+    }
+
+    key_checksum(s, len - AISERVE_KEY_CHECK_CHARS, check);
+
+    return CRYPTO_memcmp(check, s + len - AISERVE_KEY_CHECK_CHARS,
+                         AISERVE_KEY_CHECK_CHARS) == 0;
+}
+
+
+int
+aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen)
+{
+    size_t  i, n;
+
+    for (i = 0; i + 4 <= len; i++) {
+        if (s[i] == 'a' && (n = key_shape(s + i, len - i)) != 0) {
+            *off = i;
+            *klen = n;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+void
+aiserve_key_hash(const uint8_t pepper[AISERVE_PEPPER_LEN], const char *key,
+    size_t len, uint8_t out[AISERVE_HASH_LEN])
+{
+    unsigned int  n = AISERVE_HASH_LEN;
+
+    HMAC(EVP_sha256(), pepper, AISERVE_PEPPER_LEN,
+         (const unsigned char *) key, len, out, &n);
+}
+
+
+static MDB_val
+key_id_val(uint32_t *id)
+{
+    MDB_val  v;
+
+    v.mv_data = id;
+    v.mv_size = sizeof(uint32_t);
+
+    return v;
+}
+
+
+static int
+key_read(MDB_val *v, aiserve_key_t *k)
+{
+    if (v->mv_size != sizeof(aiserve_key_t)) {
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    memcpy(k, v->mv_data, sizeof(aiserve_key_t));
+
+    return k->version == AISERVE_KEY_RECORD_VERSION
+           ? AISERVE_LEDGER_OK : AISERVE_LEDGER_ERROR;
+}
+
+
+int
+aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
+    const char *type, char *secret)
+{
+    int       rc, tries;
+    size_t    slen;
+    uint32_t  id;
+    MDB_txn  *txn;
+    MDB_val   mk, mv, hk;
+
+    if (!l->has_pepper) {
+        snprintf(l->err, sizeof(l->err), "no hmac.key loaded");
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    for (tries = 0; tries < 8; tries++) {
+
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        mk.mv_data = "next_id";
+        mk.mv_size = sizeof("next_id") - 1;
+
+        rc = mdb_get(txn, l->meta, &mk, &mv);
+        if (rc == 0 && mv.mv_size == sizeof(uint32_t)) {
+            memcpy(&id, mv.mv_data, sizeof(uint32_t));
+        } else {
+            id = 1;
+        }
+
+        if (aiserve_key_generate(type, secret) != 0) {
+            mdb_txn_abort(txn);
+            snprintf(l->err, sizeof(l->err), "cannot generate a key");
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        slen = strlen(secret);
+
+        k->version = AISERVE_KEY_RECORD_VERSION;
+        k->id = id;
+        k->created = time(NULL);
+        k->updated = k->created;
+        snprintf(k->prefix, sizeof(k->prefix), "%.*s",
+                 (int) (slen - AISERVE_KEY_RANDOM_CHARS
+                        - AISERVE_KEY_CHECK_CHARS + 4), secret);
+        snprintf(k->last4, sizeof(k->last4), "%s", secret + slen - 4);
+        aiserve_key_hash(l->pepper, secret, slen, k->hash);
+
+        id++;
+        mv.mv_data = &id;
+        mv.mv_size = sizeof(uint32_t);
+
+        hk.mv_data = k->hash;
+        hk.mv_size = AISERVE_HASH_LEN;
+
+        if ((rc = mdb_put(txn, l->meta, &mk, &mv, 0)) == 0) {
+            mv = key_id_val(&k->id);
+            rc = mdb_put(txn, l->hashes, &hk, &mv, MDB_NOOVERWRITE);
+        }
+
+        if (rc == 0) {
+            mk = key_id_val(&k->id);
+            mv.mv_data = k;
+            mv.mv_size = sizeof(aiserve_key_t);
+            rc = mdb_put(txn, l->keys, &mk, &mv, MDB_NOOVERWRITE);
+        }
+
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc == MDB_MAP_FULL) {
+            rc = aiserve_ledger_grow(l, 0);
+            if (rc != AISERVE_LEDGER_OK) {
+                return rc;
+            }
+            continue;
+        }
+
+        if (rc != MDB_KEYEXIST) {
+            break;
+        }
+    }
+
+    return ledger_fail(l, rc, "cannot store key");
+}
+
+
+int
+aiserve_ledger_key_get(aiserve_ledger_t *l, uint32_t id, aiserve_key_t *k)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    mk = key_id_val(&id);
+
+    rc = mdb_get(l->rtxn, l->keys, &mk, &mv);
+    if (rc == 0) {
+        rc = key_read(&mv, k);
+
+    } else if (rc == MDB_NOTFOUND) {
+        rc = AISERVE_LEDGER_NOTFOUND;
+
+    } else {
+        rc = ledger_fail(l, rc, "mdb_get(key %u)", id);
+    }
+
+    ledger_rend(l);
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_key_lookup(aiserve_ledger_t *l,
+    const uint8_t hash[AISERVE_HASH_LEN], aiserve_key_t *k)
+{
+    int       rc;
+    uint32_t  id;
+    MDB_val   mk, mv;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    mk.mv_data = (void *) hash;
+    mk.mv_size = AISERVE_HASH_LEN;
+
+    rc = mdb_get(l->rtxn, l->hashes, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(uint32_t)) {
+        memcpy(&id, mv.mv_data, sizeof(uint32_t));
+        mk = key_id_val(&id);
+        rc = mdb_get(l->rtxn, l->keys, &mk, &mv);
+    }
+
+    if (rc == 0) {
+        rc = key_read(&mv, k);
+        if (rc == AISERVE_LEDGER_OK
+            && CRYPTO_memcmp(k->hash, hash, AISERVE_HASH_LEN) != 0)
+        {
+            rc = AISERVE_LEDGER_NOTFOUND;
+        }
+
+    } else if (rc == MDB_NOTFOUND) {
+        rc = AISERVE_LEDGER_NOTFOUND;
+
+    } else {
+        rc = ledger_fail(l, rc, "key lookup");
+    }
+
+    ledger_rend(l);
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k)
+{
+    int       rc, tries;
+    MDB_txn  *txn;
+    MDB_val   mk, mv;
+
+    k->updated = time(NULL);
+
+    for (tries = 0; tries < 8; tries++) {
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        mk = key_id_val(&k->id);
+
+        rc = mdb_get(txn, l->keys, &mk, &mv);
+        if (rc == MDB_NOTFOUND) {
+            mdb_txn_abort(txn);
+            return AISERVE_LEDGER_NOTFOUND;
+        }
+
+        if (rc == 0) {
+            mv.mv_data = k;
+            mv.mv_size = sizeof(aiserve_key_t);
+            rc = mdb_put(txn, l->keys, &mk, &mv, 0);
+        }
+
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+
+        rc = aiserve_ledger_grow(l, 0);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+    }
+
+    return ledger_fail(l, rc, "cannot update key %u", k->id);
+}
+
+
+int
+aiserve_ledger_key_each(aiserve_ledger_t *l,
+    int (*cb)(const aiserve_key_t *k, void *arg), void *arg)
+{
+    int            rc;
+    MDB_val        mk, mv;
+    MDB_cursor    *cur;
+    aiserve_key_t  k;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = mdb_cursor_open(l->rtxn, l->keys, &cur);
+    if (rc != 0) {
+        ledger_rend(l);
+        return ledger_fail(l, rc, "mdb_cursor_open");
+    }
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (key_read(&mv, &k) != AISERVE_LEDGER_OK) {
+            continue;
+        }
+        if (cb(&k, arg) != 0) {
+            break;
+        }
+    }
+
+    mdb_cursor_close(cur);
+    ledger_rend(l);
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_key_model_allowed(const aiserve_key_t *k, const char *model,
+    size_t len)
+{
+    const char  *p, *end, *comma;
+
+    p = k->models;
+    end = p + strnlen(k->models, sizeof(k->models));
+
+    if (p == end) {
+        return 1;
+    }
+
+    while (p < end) {
+        comma = memchr(p, ',', (size_t) (end - p));
+        if (comma == NULL) {
+            comma = end;
+        }
+
+        if ((size_t) (comma - p) == len && memcmp(p, model, len) == 0) {
+            return 1;
+        }
+
+        p = comma + 1;
+    }
+
+    return 0;
+}
+
+
+const char *
+aiserve_key_status_name(uint32_t status)
+{
+    switch (status) {
+    case AISERVE_KEY_ACTIVE:
+        return "active";
+    case AISERVE_KEY_BLOCKED:
+        return "blocked";
+    case AISERVE_KEY_REVOKED:
+        return "revoked";
+    }
+
+    return "unknown";
+}
+
+
+/* --- usage ---------------------------------------------------------------- */
+
+static size_t
+row_key_encode(const aiserve_row_key_t *rk, unsigned char *buf)
+{
+    size_t  n;
+
+    buf[0] = rk->key_id >> 24;
+    buf[1] = rk->key_id >> 16;
+    buf[2] = rk->key_id >> 8;
+    buf[3] = rk->key_id;
+    buf[4] = rk->day >> 24;
+    buf[5] = rk->day >> 16;
+    buf[6] = rk->day >> 8;
+    buf[7] = rk->day;
+
+    n = strnlen(rk->model, AISERVE_MODEL_MAX);
+    memcpy(buf + 8, rk->model, n);
+
+    return 8 + n;
+}
+
+
+static int
+row_key_decode(MDB_val *v, aiserve_row_key_t *rk)
+{
+    unsigned char  *p = v->mv_data;
+
+    if (v->mv_size < 8 || v->mv_size > AISERVE_ROW_KEY_LEN) {
+        return -1;
+    }
+
+    rk->key_id = (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16
+                 | (uint32_t) p[2] << 8 | p[3];
+    rk->day = (uint32_t) p[4] << 24 | (uint32_t) p[5] << 16
+              | (uint32_t) p[6] << 8 | p[7];
+    memcpy(rk->model, p + 8, v->mv_size - 8);
+    rk->model[v->mv_size - 8] = '\0';
+
+    return 0;
+}
+
+
+int
+aiserve_ledger_wbegin(aiserve_ledger_t *l, uint64_t *seq)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    rc = ledger_txn_begin(l, 0, &l->wtxn);
+    if (rc != AISERVE_LEDGER_OK) {
+        l->wtxn = NULL;
+        return rc;
+    }
+
+    mk.mv_data = "flush_seq";
+    mk.mv_size = sizeof("flush_seq") - 1;
+
+    *seq = 0;
+
+    rc = mdb_get(l->wtxn, l->meta, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(uint64_t)) {
+        memcpy(seq, mv.mv_data, sizeof(uint64_t));
+
+    } else if (rc != 0 && rc != MDB_NOTFOUND) {
+        aiserve_ledger_wabort(l);
+        return ledger_fail(l, rc, "mdb_get(flush_seq)");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_ledger_wadd(aiserve_ledger_t *l, const aiserve_row_key_t *rk,
+    const aiserve_usage_t *u)
+{
+    int              rc;
+    MDB_val          mk, mv;
+    unsigned char    buf[AISERVE_ROW_KEY_LEN];
+    aiserve_usage_t  row;
+
+    mk.mv_data = buf;
+    mk.mv_size = row_key_encode(rk, buf);
+
+    rc = mdb_get(l->wtxn, l->usage, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(aiserve_usage_t)) {
+        memcpy(&row, mv.mv_data, sizeof(aiserve_usage_t));
+
+    } else if (rc == 0 || rc == MDB_NOTFOUND) {
+        memset(&row, 0, sizeof(aiserve_usage_t));
+
+    } else {
+        aiserve_ledger_wabort(l);
+        return ledger_fail(l, rc, "mdb_get(usage)");
+    }
+
+    row.requests += u->requests;
+    row.prompt_tokens += u->prompt_tokens;
+    row.compute_usec += u->compute_usec;
+    row.bytes_in += u->bytes_in;
+    row.bytes_out += u->bytes_out;
+    row.errors += u->errors;
+    row.cost_nano += u->cost_nano;
+
+    mv.mv_data = &row;
+    mv.mv_size = sizeof(aiserve_usage_t);
+
+    rc = mdb_put(l->wtxn, l->usage, &mk, &mv, 0);
+    if (rc != 0) {
+        aiserve_ledger_wabort(l);
+        return ledger_fail(l, rc, "mdb_put(usage)");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_ledger_wcommit(aiserve_ledger_t *l, uint64_t new_seq)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    mk.mv_data = "flush_seq";
+    mk.mv_size = sizeof("flush_seq") - 1;
+    mv.mv_data = &new_seq;
+    mv.mv_size = sizeof(uint64_t);
+
+    rc = mdb_put(l->wtxn, l->meta, &mk, &mv, 0);
+    if (rc != 0) {
+        aiserve_ledger_wabort(l);
+        return ledger_fail(l, rc, "mdb_put(flush_seq)");
+    }
+
+    rc = mdb_txn_commit(l->wtxn);
+    l->wtxn = NULL;
+
+    if (rc != 0) {
+        return ledger_fail(l, rc, "mdb_txn_commit(flush)");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+void
+aiserve_ledger_wabort(aiserve_ledger_t *l)
+{
+    if (l->wtxn) {
+        mdb_txn_abort(l->wtxn);
+        l->wtxn = NULL;
+    }
+}
+
+
+int
+aiserve_ledger_flush_seq(aiserve_ledger_t *l, uint64_t *seq)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    mk.mv_data = "flush_seq";
+    mk.mv_size = sizeof("flush_seq") - 1;
+
+    *seq = 0;
+
+    rc = mdb_get(l->rtxn, l->meta, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(uint64_t)) {
+        memcpy(seq, mv.mv_data, sizeof(uint64_t));
+        rc = AISERVE_LEDGER_OK;
+
+    } else if (rc == MDB_NOTFOUND) {
+        rc = AISERVE_LEDGER_OK;
+
+    } else {
+        rc = ledger_fail(l, rc, "mdb_get(flush_seq)");
+    }
+
+    ledger_rend(l);
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_usage_each(aiserve_ledger_t *l, uint32_t key_id,
+    uint32_t day_from, uint32_t day_to,
+    int (*cb)(const aiserve_row_key_t *rk, const aiserve_usage_t *u,
+              void *arg), void *arg)
+{
+    int                rc;
+    MDB_val            mk, mv;
+    MDB_cursor        *cur;
+    unsigned char      buf[AISERVE_ROW_KEY_LEN];
+    aiserve_usage_t    u;
+    aiserve_row_key_t  rk;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = mdb_cursor_open(l->rtxn, l->usage, &cur);
+    if (rc != 0) {
+        ledger_rend(l);
+        return ledger_fail(l, rc, "mdb_cursor_open");
+    }
+
+    if (key_id) {
+        memset(&rk, 0, sizeof(rk));
+        rk.key_id = key_id;
+        rk.day = day_from;
+        mk.mv_data = buf;
+        mk.mv_size = row_key_encode(&rk, buf);
+        rc = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
+
+    } else {
+        rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+    }
+
+    for ( /* void */ ; rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (row_key_decode(&mk, &rk) != 0
+            || mv.mv_size != sizeof(aiserve_usage_t))
+        {
+            continue;
+        }
+
+        if (key_id && rk.key_id != key_id) {
+            break;
+        }
+
+        if ((day_from && rk.day < day_from) || (day_to && rk.day > day_to)) {
+            continue;
+        }
+
+        memcpy(&u, mv.mv_data, sizeof(aiserve_usage_t));
+
+        if (cb(&rk, &u, arg) != 0) {
+            break;
+        }
+    }
+
+    mdb_cursor_close(cur);
+    ledger_rend(l);
+
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return ledger_fail(l, rc, "mdb_cursor_get(usage)");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+static int
+tokens_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
+{
+    *(uint64_t *) arg += u->prompt_tokens;
+    return 0;
+}
+
+
+int
+aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
+    uint32_t day_from, uint32_t day_to, uint64_t *tokens)
+{
+    *tokens = 0;
+
+    return aiserve_ledger_usage_each(l, key_id, day_from, day_to, tokens_cb,
+                                     tokens);
+}
+
+
+void
+aiserve_row_id(const aiserve_row_key_t *rk, char out[17])
+{
+    int            i, n;
+    char           buf[128];
+    unsigned char  md[SHA256_DIGEST_LENGTH];
+
+    n = snprintf(buf, sizeof(buf), "%u|%u|%s", rk->key_id, rk->day,
+                 rk->model);
+    SHA256((const unsigned char *) buf, (size_t) n, md);
+
+    for (i = 0; i < 8; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+}
+
+
+uint64_t
+aiserve_cost_micro(uint64_t cost_nano)
+{
+    return (cost_nano + 500) / 1000;
+}
+
+
+uint32_t
+aiserve_day(int64_t t)
+{
+    time_t     tt = (time_t) t;
+    struct tm  tm;
+
+    gmtime_r(&tt, &tm);
+
+    return (uint32_t) ((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100
+                       + tm.tm_mday);
+}
+
+
+void
+aiserve_month_range(uint32_t day, uint32_t *first, uint32_t *last)
+{
+    *first = day / 100 * 100 + 1;
+    *last = day / 100 * 100 + 31;
+}
+
+
+int
+aiserve_parse_size(const char *s, size_t *out)
+{
+    char      *end;
+    unsigned long long  n;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+    if (errno || end == s) {
+        return -1;
+    }
+
+    switch (*end) {
+    case 'k': case 'K':
+        n <<= 10; end++;
+        break;
+    case 'm': case 'M':
+        n <<= 20; end++;
+        break;
+    case 'g': case 'G':
+        n <<= 30; end++;
+        break;
+    }
+
+    if (*end != '\0') {
+        return -1;
+    }
+
+    *out = (size_t) n;
+    return 0;
+}

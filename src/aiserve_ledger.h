@@ -1,0 +1,249 @@
+/*
+ * aiserve ledger: API keys and the usage ledger, stored in one LMDB
+ * environment.  Nginx-free: the module, tools/aiserve-keys and the unit
+ * tests link it directly.
+ *
+ * On disk (a directory, the LMDB environment):
+ *   data.mdb, lock.mdb   LMDB files
+ *   hmac.key             32 random bytes, mode 0600: the HMAC-SHA-256 key
+ *                        ("pepper") API keys are hashed with.  Created with
+ *                        the environment; kept outside data.mdb so a copy
+ *                        of the ledger (backup, billing export) holds no
+ *                        material that can verify a guessed key.
+ *
+ * Named databases inside the environment:
+ *   meta    "version" u32, "next_id" u32, "flush_seq" u64 (the sequence
+ *           number of the last flush the nginx module committed)
+ *   keys    key id (u32, MDB_INTEGERKEY) -> aiserve_key_t
+ *   hashes  HMAC-SHA-256(pepper, api_key) (32 bytes) -> key id (u32)
+ *   usage   aiserve_row_key_t bytes (key id BE, day BE, model) ->
+ *           aiserve_usage_t
+ *
+ * Records are host-endian fixed structs with a version field: the ledger is
+ * a local file, read by the tools on the same host.
+ *
+ * LMDB caveats this follows (lmdb.h): an environment is opened per process
+ * and never used across fork(); MDB_NOTLS so one reusable read transaction
+ * works from any thread; maxreaders raised because old and new nginx
+ * workers coexist during a reload; stale reader slots of killed processes
+ * are cleared with mdb_reader_check(); MDB_MAP_RESIZED (another process
+ * grew the map) is handled by adopting the new size; MDB_MAP_FULL is
+ * reported to the caller, who may grow the map with aiserve_ledger_grow().
+ */
+#ifndef AISERVE_LEDGER_H
+#define AISERVE_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AISERVE_LEDGER_OK          0
+#define AISERVE_LEDGER_NOTFOUND    1
+#define AISERVE_LEDGER_FULL        2   /* MDB_MAP_FULL: grow or refuse */
+#define AISERVE_LEDGER_ERROR      -1
+
+#define AISERVE_LEDGER_CREATE      0x01  /* create env and hmac.key */
+#define AISERVE_LEDGER_NO_PEPPER   0x02  /* do not read hmac.key */
+
+#define AISERVE_PEPPER_LEN         32
+#define AISERVE_HASH_LEN           32
+#define AISERVE_MODEL_MAX          64
+#define AISERVE_KEY_NAME_MAX       64
+#define AISERVE_MODELS_MAX         256
+/* "ais_" + type (<= 8) + "_" + 32 base62 + 6 base62 checksum + NUL */
+#define AISERVE_API_KEY_MAX        64
+#define AISERVE_KEY_RANDOM_CHARS   32
+#define AISERVE_KEY_CHECK_CHARS    6
+
+#define AISERVE_KEY_ACTIVE         0
+#define AISERVE_KEY_BLOCKED        1
+#define AISERVE_KEY_REVOKED        2
+
+#define AISERVE_KEY_ADMIN          0x01   /* aiserve_usage shows every key */
+
+#define AISERVE_PERIOD_NONE        0
+#define AISERVE_PERIOD_DAY         1
+#define AISERVE_PERIOD_MONTH       2
+
+#define AISERVE_KEY_RECORD_VERSION 1
+
+
+/* One API key.  Limits of 0 mean "unlimited". */
+typedef struct {
+    uint32_t  version;
+    uint32_t  id;
+    uint32_t  status;                    /* AISERVE_KEY_* */
+    uint32_t  flags;                     /* AISERVE_KEY_ADMIN */
+    char      name[AISERVE_KEY_NAME_MAX];
+    char      prefix[24];                /* "ais_live_AbCd" */
+    char      last4[8];
+    int64_t   created;                   /* unix seconds */
+    int64_t   updated;                   /* unix seconds */
+    int64_t   expires;                   /* unix seconds, 0: never */
+    uint64_t  rpm;                       /* requests per minute */
+    uint64_t  tpm;                       /* prompt tokens per minute */
+    uint64_t  budget_tokens;             /* per budget_period */
+    uint32_t  budget_period;             /* AISERVE_PERIOD_* */
+    uint32_t  max_concurrent;            /* requests in flight */
+    char      models[AISERVE_MODELS_MAX];  /* "a,b"; "" allows all */
+    uint8_t   hash[AISERVE_HASH_LEN];
+} aiserve_key_t;
+
+
+/* Usage counters of one (key, model, UTC day).  cost is in nano-units of
+ * currency (micro-units / 1000): prompt_tokens * price_per_1k exactly, so
+ * summing never rounds; rounding to micro-units happens once, on export
+ * (aiserve_cost_micro()). */
+typedef struct {
+    uint64_t  requests;        /* admitted requests, failed ones included */
+    uint64_t  prompt_tokens;   /* tokens of successful requests */
+    uint64_t  compute_usec;    /* encoder microseconds */
+    uint64_t  bytes_in;        /* request body bytes */
+    uint64_t  bytes_out;       /* response body bytes */
+    uint64_t  errors;          /* admitted requests that failed */
+    uint64_t  cost_nano;       /* see above */
+} aiserve_usage_t;
+
+
+typedef struct {
+    uint32_t  key_id;
+    uint32_t  day;             /* YYYYMMDD, UTC */
+    char      model[AISERVE_MODEL_MAX + 1];
+} aiserve_row_key_t;
+
+
+typedef struct aiserve_ledger_s  aiserve_ledger_t;
+
+
+/*
+ * Opens (with AISERVE_LEDGER_CREATE: creates, directory included) the
+ * environment at path.  map_size: initial LMDB map size in bytes, 0 keeps
+ * the environment's own (1 MiB for a new one).  Reads path/hmac.key unless
+ * AISERVE_LEDGER_NO_PEPPER.  Returns AISERVE_LEDGER_OK or ERROR with a
+ * message in err.
+ */
+int aiserve_ledger_open(aiserve_ledger_t **lp, const char *path,
+    size_t map_size, unsigned flags, char *err, size_t errlen);
+void aiserve_ledger_close(aiserve_ledger_t *l);
+
+/* The last error message of l (empty when none). */
+const char *aiserve_ledger_error(aiserve_ledger_t *l);
+
+/* Reads path/hmac.key (AISERVE_PEPPER_LEN bytes) into pepper. */
+int aiserve_ledger_read_pepper(const char *path,
+    uint8_t pepper[AISERVE_PEPPER_LEN], char *err, size_t errlen);
+
+/* Current map size (bytes) and bytes in use (last page number * page). */
+void aiserve_ledger_map_info(aiserve_ledger_t *l, size_t *map_size,
+    size_t *used);
+
+/*
+ * Doubles the map size, up to max_size bytes (0: no limit).  Must be called
+ * with no transaction of this process active (lmdb.h,
+ * mdb_env_set_mapsize).  Returns OK, or FULL when max_size is reached.
+ */
+int aiserve_ledger_grow(aiserve_ledger_t *l, size_t max_size);
+
+/* Clears reader slots left by dead processes; returns how many. */
+int aiserve_ledger_reader_check(aiserve_ledger_t *l);
+
+
+/* --- API keys ------------------------------------------------------------ */
+
+/*
+ * Generates a new secret "ais_<type>_<32 base62 random><6 base62 crc32>"
+ * from RAND_bytes into out (AISERVE_API_KEY_MAX).  type: "live", "test"
+ * (lower-case letters, at most 8).  Returns 0 or -1.
+ */
+int aiserve_key_generate(const char *type, char *out);
+
+/* 1 if s[0..len) has the shape and a valid checksum of a generated key. */
+int aiserve_key_well_formed(const char *s, size_t len);
+
+/* 1 if s[0..len) contains something shaped like a generated key; its
+ * offset and length in *off, *klen.  Used to refuse and mask keys sent in
+ * a query string. */
+int aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen);
+
+/* HMAC-SHA-256(pepper, key). */
+void aiserve_key_hash(const uint8_t pepper[AISERVE_PEPPER_LEN],
+    const char *key, size_t len, uint8_t out[AISERVE_HASH_LEN]);
+
+/*
+ * Creates a key from the fields of *k (name, flags, limits, models,
+ * expires); assigns id, created, prefix, last4, hash.  Writes the secret
+ * (shown once) to secret.  Needs the pepper.
+ */
+int aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
+    const char *type, char *secret);
+
+/* Reads key id into *k: OK or NOTFOUND. */
+int aiserve_ledger_key_get(aiserve_ledger_t *l, uint32_t id,
+    aiserve_key_t *k);
+
+/*
+ * Finds the key whose secret hashes to hash (one read transaction, reused:
+ * cheap enough for every request).  The stored hash is compared with
+ * CRYPTO_memcmp.  OK or NOTFOUND.
+ */
+int aiserve_ledger_key_lookup(aiserve_ledger_t *l,
+    const uint8_t hash[AISERVE_HASH_LEN], aiserve_key_t *k);
+
+/* Rewrites key k->id (status, limits, ...; updated set to now). */
+int aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k);
+
+/* Calls cb for each key in id order; stops when cb returns non-zero. */
+int aiserve_ledger_key_each(aiserve_ledger_t *l,
+    int (*cb)(const aiserve_key_t *k, void *arg), void *arg);
+
+/* 1 if model (len bytes) is allowed by the key's model list. */
+int aiserve_key_model_allowed(const aiserve_key_t *k, const char *model,
+    size_t len);
+
+const char *aiserve_key_status_name(uint32_t status);
+
+
+/* --- usage ---------------------------------------------------------------- */
+
+/*
+ * Batched, synced flush.  wbegin starts the write transaction and returns
+ * the sequence number of the last committed flush in *seq (read inside the
+ * transaction, so it is exact while the writer lock is held).  wadd adds
+ * *u to row *rk.  wcommit stores new_seq and commits (synced).  Any error
+ * aborts the transaction: FULL when the map is full (grow and redo).
+ */
+int aiserve_ledger_wbegin(aiserve_ledger_t *l, uint64_t *seq);
+int aiserve_ledger_wadd(aiserve_ledger_t *l, const aiserve_row_key_t *rk,
+    const aiserve_usage_t *u);
+int aiserve_ledger_wcommit(aiserve_ledger_t *l, uint64_t new_seq);
+void aiserve_ledger_wabort(aiserve_ledger_t *l);
+
+/* Reads the committed flush sequence number (read transaction). */
+int aiserve_ledger_flush_seq(aiserve_ledger_t *l, uint64_t *seq);
+
+/*
+ * Calls cb for each usage row with key_id (0: all keys) and day in
+ * [day_from, day_to] (0: open), in (key, day, model) order.
+ */
+int aiserve_ledger_usage_each(aiserve_ledger_t *l, uint32_t key_id,
+    uint32_t day_from, uint32_t day_to,
+    int (*cb)(const aiserve_row_key_t *rk, const aiserve_usage_t *u,
+              void *arg), void *arg);
+
+/* Sum of prompt_tokens of key_id over days [day_from, day_to]. */
+int aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
+    uint32_t day_from, uint32_t day_to, uint64_t *tokens);
+
+/* Stable id of a usage row: 16 hex digits of SHA-256("id|day|model"). */
+void aiserve_row_id(const aiserve_row_key_t *rk, char out[17]);
+
+/* cost_nano -> micro-units, rounded half up. */
+uint64_t aiserve_cost_micro(uint64_t cost_nano);
+
+/* UTC day YYYYMMDD of unix time t; first and last day of its month. */
+uint32_t aiserve_day(int64_t t);
+void aiserve_month_range(uint32_t day, uint32_t *first, uint32_t *last);
+
+/* Parses "123", "64k", "16m", "1g" into bytes; -1 on error. */
+int aiserve_parse_size(const char *s, size_t *out);
+
+#endif /* AISERVE_LEDGER_H */

@@ -1,0 +1,434 @@
+/*
+ * Unit tests of the ledger (src/aiserve_ledger.c) on a real LMDB
+ * environment in a temporary directory.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aiserve_ledger.h"
+#include "tap.h"
+
+static char  dir[128];
+
+
+static int
+count_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
+{
+    ((uint64_t *) arg)[0]++;
+    ((uint64_t *) arg)[1] += u->prompt_tokens;
+    return 0;
+}
+
+
+static int
+key_count_cb(const aiserve_key_t *k, void *arg)
+{
+    (*(int *) arg)++;
+    return 0;
+}
+
+
+static void
+test_key_format(void)
+{
+    char    a[AISERVE_API_KEY_MAX], b[AISERVE_API_KEY_MAX], bad[80];
+    size_t  off, len;
+
+    tap_ok(aiserve_key_generate("live", a) == 0, "generate a live key");
+    tap_ok(strncmp(a, "ais_live_", 9) == 0, "typed prefix ais_live_");
+    tap_ok(strlen(a) == 9 + AISERVE_KEY_RANDOM_CHARS
+                        + AISERVE_KEY_CHECK_CHARS, "length %zu", strlen(a));
+    tap_ok(aiserve_key_well_formed(a, strlen(a)), "checksum verifies");
+
+    aiserve_key_generate("live", b);
+    tap_ok(strcmp(a, b) != 0, "two keys differ");
+
+    snprintf(bad, sizeof(bad), "%s", a);
+    bad[12] = bad[12] == 'x' ? 'y' : 'x';
+    tap_ok(!aiserve_key_well_formed(bad, strlen(bad)),
+           "one changed character fails the checksum");
+    tap_ok(!aiserve_key_well_formed(a, strlen(a) - 1), "truncated key fails");
+    tap_ok(aiserve_key_generate("LIVE", b) == -1, "upper-case type refused");
+    tap_ok(aiserve_key_generate("test", b) == 0
+           && strncmp(b, "ais_test_", 9) == 0, "test key type");
+
+    snprintf(bad, sizeof(bad), "/v1/x?api_key=%s&y=1", a);
+    tap_ok(aiserve_key_find(bad, strlen(bad), &off, &len)
+           && off == 14 && len == strlen(a), "key found in a query string");
+    tap_ok(!aiserve_key_find("model=ais_live_short", 20, &off, &len),
+           "short look-alike not taken for a key");
+}
+
+
+static void
+test_hash(void)
+{
+    uint8_t  p1[AISERVE_PEPPER_LEN], p2[AISERVE_PEPPER_LEN];
+    uint8_t  h1[AISERVE_HASH_LEN], h2[AISERVE_HASH_LEN];
+
+    memset(p1, 1, sizeof(p1));
+    memset(p2, 2, sizeof(p2));
+
+    aiserve_key_hash(p1, "ais_live_x", 10, h1);
+    aiserve_key_hash(p1, "ais_live_x", 10, h2);
+    tap_ok(memcmp(h1, h2, sizeof(h1)) == 0, "HMAC is deterministic");
+
+    aiserve_key_hash(p2, "ais_live_x", 10, h2);
+    tap_ok(memcmp(h1, h2, sizeof(h1)) != 0, "HMAC depends on the pepper");
+
+    /* vector from Python's hmac module:
+     * hmac.new(b"\x0b" * 32, b"Hi There", hashlib.sha256) */
+    memset(p1, 0x0b, sizeof(p1));
+    aiserve_key_hash(p1, "Hi There", 8, h1);
+    tap_ok(h1[0] == 0x19 && h1[1] == 0x8a && h1[2] == 0x60,
+           "HMAC-SHA-256 vector (32 x 0x0b, \"Hi There\")");
+}
+
+
+static void
+test_keys(void)
+{
+    int                rc, n;
+    char               secret[AISERVE_API_KEY_MAX], err[256];
+    uint8_t            pepper[AISERVE_PEPPER_LEN], h[AISERVE_HASH_LEN];
+    struct stat        st;
+    aiserve_key_t      k, got;
+    aiserve_ledger_t  *l;
+
+    rc = aiserve_ledger_open(&l, dir, 0, 0, err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_ERROR, "open without CREATE fails on a "
+           "missing ledger");
+
+    rc = aiserve_ledger_open(&l, dir, 0, AISERVE_LEDGER_CREATE, err,
+                             sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "create ledger (%s)", err);
+
+    snprintf(err, sizeof(err), "%s/hmac.key", dir);
+    tap_ok(stat(err, &st) == 0 && (st.st_mode & 0777) == 0600
+           && st.st_size == AISERVE_PEPPER_LEN, "hmac.key is 32 bytes, 0600");
+
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "alice");
+    snprintf(k.models, sizeof(k.models), "tiny,mini");
+    k.rpm = 60;
+
+    rc = aiserve_ledger_key_create(l, &k, "live", secret);
+    tap_ok(rc == AISERVE_LEDGER_OK && k.id == 1, "first key has id 1");
+    tap_ok(strncmp(k.prefix, secret, strlen(k.prefix)) == 0
+           && strlen(k.prefix) == 13, "prefix is ais_live_ + 4 (%s)",
+           k.prefix);
+    tap_ok(strcmp(k.last4, secret + strlen(secret) - 4) == 0, "last4");
+
+    aiserve_ledger_read_pepper(dir, pepper, err, sizeof(err));
+    aiserve_key_hash(pepper, secret, strlen(secret), h);
+
+    rc = aiserve_ledger_key_lookup(l, h, &got);
+    tap_ok(rc == AISERVE_LEDGER_OK && got.id == 1 && got.rpm == 60
+           && strcmp(got.name, "alice") == 0, "lookup by HMAC");
+
+    h[0] ^= 1;
+    tap_ok(aiserve_ledger_key_lookup(l, h, &got) == AISERVE_LEDGER_NOTFOUND,
+           "unknown hash not found");
+
+    tap_ok(aiserve_key_model_allowed(&k, "tiny", 4)
+           && aiserve_key_model_allowed(&k, "mini", 4)
+           && !aiserve_key_model_allowed(&k, "min", 3)
+           && !aiserve_key_model_allowed(&k, "big", 3), "model list");
+
+    got.status = AISERVE_KEY_REVOKED;
+    tap_ok(aiserve_ledger_key_put(l, &got) == AISERVE_LEDGER_OK, "revoke");
+
+    h[0] ^= 1;
+    aiserve_ledger_key_lookup(l, h, &got);
+    tap_ok(got.status == AISERVE_KEY_REVOKED, "revoked status read back");
+
+    memset(&k, 0, sizeof(k));
+    aiserve_ledger_key_create(l, &k, "live", secret);
+    tap_ok(k.id == 2, "second key has id 2");
+
+    k.id = 99;
+    tap_ok(aiserve_ledger_key_put(l, &k) == AISERVE_LEDGER_NOTFOUND,
+           "put of a missing id is NOTFOUND");
+
+    n = 0;
+    aiserve_ledger_key_each(l, key_count_cb, &n);
+    tap_ok(n == 2, "two keys listed");
+
+    aiserve_ledger_close(l);
+
+    /* a reader without the pepper (nginx workers, CLI list) */
+    rc = aiserve_ledger_open(&l, dir, 0, AISERVE_LEDGER_NO_PEPPER, err,
+                             sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "open without pepper");
+    tap_ok(aiserve_ledger_key_create(l, &k, "live", secret)
+           == AISERVE_LEDGER_ERROR, "no key creation without pepper");
+    aiserve_ledger_close(l);
+}
+
+
+static void
+test_usage(void)
+{
+    int                rc;
+    char               err[256], id1[17], id2[17];
+    uint64_t           seq, cnt[2], tokens;
+    aiserve_usage_t    u;
+    aiserve_row_key_t  rk;
+    aiserve_ledger_t  *l;
+
+    aiserve_ledger_open(&l, dir, 0, AISERVE_LEDGER_NO_PEPPER, err,
+                        sizeof(err));
+
+    tap_ok(aiserve_ledger_wbegin(l, &seq) == AISERVE_LEDGER_OK && seq == 0,
+           "first flush sees seq 0");
+
+    memset(&rk, 0, sizeof(rk));
+    memset(&u, 0, sizeof(u));
+    rk.key_id = 1;
+    rk.day = 20261130;
+    snprintf(rk.model, sizeof(rk.model), "tiny");
+    u.requests = 2;
+    u.prompt_tokens = 10;
+    u.cost_nano = 10 * 1500;
+
+    aiserve_ledger_wadd(l, &rk, &u);
+    aiserve_ledger_wadd(l, &rk, &u);
+    rk.day = 20261201;
+    aiserve_ledger_wadd(l, &rk, &u);
+    rk.key_id = 2;
+    aiserve_ledger_wadd(l, &rk, &u);
+    tap_ok(aiserve_ledger_wcommit(l, 1) == AISERVE_LEDGER_OK, "commit");
+
+    aiserve_ledger_flush_seq(l, &seq);
+    tap_ok(seq == 1, "flush_seq committed with the rows");
+
+    aiserve_ledger_wbegin(l, &seq);
+    rk.key_id = 1;
+    aiserve_ledger_wadd(l, &rk, &u);
+    aiserve_ledger_wabort(l);
+    aiserve_ledger_flush_seq(l, &seq);
+    tap_ok(seq == 1, "aborted flush leaves seq");
+
+    memset(cnt, 0, sizeof(cnt));
+    aiserve_ledger_usage_each(l, 1, 0, 0, count_cb, cnt);
+    tap_ok(cnt[0] == 2 && cnt[1] == 30, "key 1: 2 rows, 30 tokens "
+           "(aborted add not counted) [%llu %llu]",
+           (unsigned long long) cnt[0], (unsigned long long) cnt[1]);
+
+    memset(cnt, 0, sizeof(cnt));
+    aiserve_ledger_usage_each(l, 0, 20261201, 20261231, count_cb, cnt);
+    tap_ok(cnt[0] == 2 && cnt[1] == 20, "all keys, December: 2 rows");
+
+    aiserve_ledger_tokens_used(l, 1, 20261101, 20261131, &tokens);
+    tap_ok(tokens == 20, "tokens used by key 1 in November: 20");
+
+    rk.key_id = 1;
+    rk.day = 20261130;
+    aiserve_row_id(&rk, id1);
+    aiserve_row_id(&rk, id2);
+    tap_ok(strlen(id1) == 16 && strcmp(id1, id2) == 0, "row id stable: %s",
+           id1);
+    rk.day = 20261201;
+    aiserve_row_id(&rk, id2);
+    tap_ok(strcmp(id1, id2) != 0, "row id differs by day");
+
+    tap_ok(aiserve_cost_micro(1499) == 1 && aiserve_cost_micro(1500) == 2
+           && aiserve_cost_micro(0) == 0, "cost rounds half up");
+    tap_ok(aiserve_day(0) == 19700101 && aiserve_day(1798675200) == 20261231,
+           "UTC day");
+
+    rc = 0;
+    {
+        size_t  s;
+
+        rc = aiserve_parse_size("64k", &s) == 0 && s == 65536
+             && aiserve_parse_size("2m", &s) == 0 && s == 2097152
+             && aiserve_parse_size("2x", &s) == -1;
+    }
+    tap_ok(rc, "parse sizes");
+
+    aiserve_ledger_close(l);
+}
+
+
+/* Fills a small map: FULL is reported, nothing committed is lost, growing
+ * lets the same flush succeed. */
+static void
+test_map_full(void)
+{
+    int                rc, i, full = 0;
+    char               err[256], d[300];
+    size_t             map, used;
+    uint64_t           seq, cnt[2];
+    aiserve_usage_t    u;
+    aiserve_row_key_t  rk;
+    aiserve_ledger_t  *l;
+
+    snprintf(d, sizeof(d), "%s/small", dir);
+    rc = aiserve_ledger_open(&l, d, 64 * 1024,
+                             AISERVE_LEDGER_CREATE | AISERVE_LEDGER_NO_PEPPER,
+                             err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "small ledger (%s)", err);
+
+    memset(&u, 0, sizeof(u));
+    u.requests = 1;
+    u.prompt_tokens = 7;
+
+    for (i = 0; i < 100000 && !full; i += 100) {
+        int  j;
+
+        aiserve_ledger_wbegin(l, &seq);
+        for (j = i; j < i + 100; j++) {
+            memset(&rk, 0, sizeof(rk));
+            rk.key_id = (uint32_t) j + 1;
+            rk.day = 20261130;
+            snprintf(rk.model, sizeof(rk.model), "model-%d", j);
+            rc = aiserve_ledger_wadd(l, &rk, &u);
+            if (rc != AISERVE_LEDGER_OK) {
+                break;
+            }
+        }
+        if (rc == AISERVE_LEDGER_OK) {
+            rc = aiserve_ledger_wcommit(l, seq + 1);
+        }
+        if (rc == AISERVE_LEDGER_FULL) {
+            full = i;
+        }
+    }
+
+    tap_ok(full > 0, "map full after %d rows", full);
+
+    tap_ok(aiserve_ledger_grow(l, 64 * 1024) == AISERVE_LEDGER_FULL,
+           "grow refused at max_size");
+
+    memset(cnt, 0, sizeof(cnt));
+    aiserve_ledger_usage_each(l, 0, 0, 0, count_cb, cnt);
+    tap_ok(cnt[0] == (uint64_t) full, "committed rows intact: %llu",
+           (unsigned long long) cnt[0]);
+
+    tap_ok(aiserve_ledger_grow(l, 0) == AISERVE_LEDGER_OK, "grow");
+    aiserve_ledger_map_info(l, &map, &used);
+    tap_ok(map == 128 * 1024, "map doubled to %zu", map);
+
+    aiserve_ledger_wbegin(l, &seq);
+    for (i = full; i < full + 100; i++) {
+        memset(&rk, 0, sizeof(rk));
+        rk.key_id = (uint32_t) i + 1;
+        rk.day = 20261130;
+        snprintf(rk.model, sizeof(rk.model), "model-%d", i);
+        aiserve_ledger_wadd(l, &rk, &u);
+    }
+    tap_ok(aiserve_ledger_wcommit(l, seq + 1) == AISERVE_LEDGER_OK,
+           "the refused flush commits after growing");
+
+    memset(cnt, 0, sizeof(cnt));
+    aiserve_ledger_usage_each(l, 0, 0, 0, count_cb, cnt);
+    tap_ok(cnt[0] == (uint64_t) full + 100
+           && cnt[1] == 7 * ((uint64_t) full + 100), "all rows present");
+
+    aiserve_ledger_close(l);
+}
+
+
+/* Another process grows the map: this one adopts it (MDB_MAP_RESIZED). */
+static void
+test_resized_by_other(void)
+{
+    int                p1[2], p2[2], status, rc, i;
+    char               c, err[256], d[300];
+    pid_t              pid;
+    uint64_t           seq, cnt[2];
+    aiserve_usage_t    u;
+    aiserve_row_key_t  rk;
+    aiserve_ledger_t  *l;
+
+    snprintf(d, sizeof(d), "%s/resize", dir);
+
+    if (pipe(p1) || pipe(p2)) {
+        tap_ok(0, "pipe");
+        return;
+    }
+
+    pid = fork();
+    if (pid == 0) {
+        /* child: opens its own env after fork, never the parent's */
+        if (read(p1[0], &c, 1) != 1) {
+            _exit(1);
+        }
+        if (aiserve_ledger_open(&l, d, 0, AISERVE_LEDGER_NO_PEPPER, err,
+                                sizeof(err)) != AISERVE_LEDGER_OK)
+        {
+            _exit(2);
+        }
+        memset(&u, 0, sizeof(u));
+        u.prompt_tokens = 1;
+        for (i = 0; i < 3000; i++) {
+            memset(&rk, 0, sizeof(rk));
+            rk.key_id = (uint32_t) i + 1;
+            rk.day = 20261130;
+            snprintf(rk.model, sizeof(rk.model), "m");
+            do {
+                aiserve_ledger_wbegin(l, &seq);
+                rc = aiserve_ledger_wadd(l, &rk, &u);
+                if (rc == AISERVE_LEDGER_OK) {
+                    rc = aiserve_ledger_wcommit(l, seq + 1);
+                }
+                if (rc == AISERVE_LEDGER_FULL) {
+                    aiserve_ledger_grow(l, 0);
+                }
+            } while (rc == AISERVE_LEDGER_FULL);
+        }
+        aiserve_ledger_close(l);
+        if (write(p2[1], "x", 1) != 1) {
+            _exit(3);
+        }
+        _exit(0);
+    }
+
+    rc = aiserve_ledger_open(&l, d, 64 * 1024,
+                             AISERVE_LEDGER_CREATE | AISERVE_LEDGER_NO_PEPPER,
+                             err, sizeof(err));
+    aiserve_ledger_flush_seq(l, &seq);
+
+    if (write(p1[1], "x", 1) != 1 || read(p2[0], &c, 1) != 1) {
+        tap_ok(0, "child ran");
+    }
+    waitpid(pid, &status, 0);
+    tap_ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child grew map");
+
+    memset(cnt, 0, sizeof(cnt));
+    rc = aiserve_ledger_usage_each(l, 0, 0, 0, count_cb, cnt);
+    tap_ok(rc == AISERVE_LEDGER_OK && cnt[0] == 3000,
+           "parent reads all rows after the map grew elsewhere (%llu)",
+           (unsigned long long) cnt[0]);
+
+    aiserve_ledger_close(l);
+}
+
+
+int
+main(void)
+{
+    char  cmd[300];
+
+    snprintf(dir, sizeof(dir), "/tmp/aiserve-test-ledger.%d", (int) getpid());
+
+    test_key_format();
+    test_hash();
+    test_keys();
+    test_usage();
+    test_map_full();
+    test_resized_by_other();
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0) {
+        tap_diag("cannot remove %s", dir);
+    }
+
+    return tap_done();
+}
