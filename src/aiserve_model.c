@@ -1,0 +1,1130 @@
+/*
+ * aiserve encoder: Hugging Face BERT (transformers' modeling_bert.py) on the
+ * CPU in fp32.  Weights come from model.safetensors (aiserve_safetensors.c),
+ * the configuration from config.json and sentence-transformers' modules.json
+ * / 1_Pooling/config.json.
+ *
+ * A batch is packed: the sequences lie one after the other with no padding,
+ * so every matrix product runs on exactly the batch's tokens and attention
+ * runs per sequence and head on that sequence's tokens only (no mask).
+ */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#include "aiserve_blas.h"
+#include "aiserve_model.h"
+#include "aiserve_ops.h"
+#include "aiserve_safetensors.h"
+
+#define AISERVE_MAX_THREADS  64
+
+
+typedef struct {
+    const float  *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* BertSelfAttention */
+    const float  *ao_w, *ao_b, *ao_ln_g, *ao_ln_b;     /* BertSelfOutput */
+    const float  *i_w, *i_b;                           /* BertIntermediate */
+    const float  *o_w, *o_b, *o_ln_g, *o_ln_b;         /* BertOutput */
+} aiserve_layer_t;
+
+
+struct aiserve_model_s {
+    aiserve_model_info_t   info;
+    aiserve_act_e          act;
+    size_t                 head_dim;
+    aiserve_st_file_t     *st;
+    const char            *st_name;      /* for messages */
+
+    const float           *word_emb, *pos_emb, *type_emb;   /* BertEmbeddings */
+    const float           *emb_ln_g, *emb_ln_b;
+    aiserve_layer_t       *layers;
+    const float           *pool_w, *pool_b;                 /* BertPooler */
+    const float           *cls_w, *cls_b;                   /* classifier */
+
+    void                 **owned;        /* converted copies */
+    size_t                 n_owned;
+    size_t                 cap_owned;
+};
+
+
+struct aiserve_scratch_s {
+    const aiserve_model_t  *model;
+    size_t                  max_tokens;
+    size_t                  max_seq;
+    float                  *x;           /* [T, H] hidden states */
+    float                  *q, *k, *v;   /* [T, H] */
+    float                  *ctx;         /* [T, H] attention output */
+    float                  *tmp;         /* [T, H] dense outputs */
+    float                  *inter;       /* [T, I] */
+    float                  *scores[AISERVE_MAX_THREADS];  /* [S, S] each */
+    size_t                  n_scores;
+};
+
+
+/* BLAS threads per forward pass; set after fork() by
+ * aiserve_set_num_threads(), read by every forward pass. */
+static int  aiserve_num_threads = 1;
+
+
+static void
+aiserve_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (err == NULL || err_len == 0) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+
+void
+aiserve_set_num_threads(int n)
+{
+    if (n < 1) {
+        n = 1;
+    }
+    if (n > AISERVE_MAX_THREADS) {
+        n = AISERVE_MAX_THREADS;
+    }
+    aiserve_num_threads = n;
+}
+
+
+/* --- loading --------------------------------------------------------- */
+
+static json_t *
+aiserve_load_json(const char *dir, const char *file, int required,
+    char *err, size_t err_len)
+{
+    char          path[4096];
+    json_t       *j;
+    json_error_t  jerr;
+    struct stat   sb;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if (stat(path, &sb) != 0) {
+        if (required) {
+            aiserve_err(err, err_len, "%s: %s", path, strerror(errno));
+        }
+        return NULL;
+    }
+    j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL) {
+        aiserve_err(err, err_len, "%s: invalid JSON: %s (line %d)", path,
+                    jerr.text, jerr.line);
+    }
+    return j;
+}
+
+
+/* config.json integer field: > 0, or DEF when absent and DEF != 0. */
+static int
+aiserve_cfg_size(json_t *cfg, const char *dir, const char *key, size_t def,
+    size_t *out, char *err, size_t err_len)
+{
+    json_t  *v = json_object_get(cfg, key);
+
+    if (v == NULL || json_is_null(v)) {
+        if (def == 0) {
+            aiserve_err(err, err_len, "%s/config.json: \"%s\" is missing",
+                        dir, key);
+            return -1;
+        }
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) <= 0
+        || json_integer_value(v) > (1 << 24))
+    {
+        aiserve_err(err, err_len, "%s/config.json: \"%s\" must be a positive "
+                    "integer", dir, key);
+        return -1;
+    }
+    *out = (size_t) json_integer_value(v);
+    return 0;
+}
+
+
+static const char *
+aiserve_cfg_string(json_t *cfg, const char *key, const char *def)
+{
+    json_t  *v = json_object_get(cfg, key);
+
+    return json_is_string(v) ? json_string_value(v) : def;
+}
+
+
+static int
+aiserve_parse_config(aiserve_model_t *m, json_t *cfg, const char *dir,
+    char *err, size_t err_len)
+{
+    aiserve_model_info_t  *info = &m->info;
+    const char            *s;
+    json_t                *v, *arch;
+    size_t                 i;
+
+    if (!json_is_object(cfg)) {
+        aiserve_err(err, err_len, "%s/config.json: not a JSON object", dir);
+        return -1;
+    }
+
+    s = aiserve_cfg_string(cfg, "model_type", "bert");
+    if (strcmp(s, "bert") != 0) {
+        aiserve_err(err, err_len, "%s/config.json: model_type \"%s\" is not "
+                    "supported (only \"bert\")", dir, s);
+        return -1;
+    }
+
+    if (aiserve_cfg_size(cfg, dir, "hidden_size", 0, &info->hidden_size,
+                         err, err_len) != 0
+        || aiserve_cfg_size(cfg, dir, "num_hidden_layers", 0,
+                            &info->num_hidden_layers, err, err_len) != 0
+        || aiserve_cfg_size(cfg, dir, "num_attention_heads", 0,
+                            &info->num_attention_heads, err, err_len) != 0
+        || aiserve_cfg_size(cfg, dir, "intermediate_size", 0,
+                            &info->intermediate_size, err, err_len) != 0
+        || aiserve_cfg_size(cfg, dir, "vocab_size", 0, &info->vocab_size,
+                            err, err_len) != 0
+        || aiserve_cfg_size(cfg, dir, "max_position_embeddings", 512,
+                            &info->max_position_embeddings, err,
+                            err_len) != 0
+        || aiserve_cfg_size(cfg, dir, "type_vocab_size", 2,
+                            &info->type_vocab_size, err, err_len) != 0)
+    {
+        return -1;
+    }
+    if (info->hidden_size % info->num_attention_heads != 0) {
+        aiserve_err(err, err_len, "%s/config.json: hidden_size %zu is not a "
+                    "multiple of num_attention_heads %zu", dir,
+                    info->hidden_size, info->num_attention_heads);
+        return -1;
+    }
+    m->head_dim = info->hidden_size / info->num_attention_heads;
+
+    v = json_object_get(cfg, "layer_norm_eps");
+    if (v == NULL) {
+        info->layer_norm_eps = 1e-12f;
+    } else if (json_is_number(v) && json_number_value(v) > 0) {
+        info->layer_norm_eps = (float) json_number_value(v);
+    } else {
+        aiserve_err(err, err_len, "%s/config.json: layer_norm_eps must be a "
+                    "positive number", dir);
+        return -1;
+    }
+
+    s = aiserve_cfg_string(cfg, "hidden_act", "gelu");
+    if (!json_is_string(json_object_get(cfg, "hidden_act"))
+        && json_object_get(cfg, "hidden_act") != NULL)
+    {
+        aiserve_err(err, err_len, "%s/config.json: hidden_act must be a "
+                    "string", dir);
+        return -1;
+    }
+    if (aiserve_act_parse(s, &m->act) != 0) {
+        aiserve_err(err, err_len, "%s/config.json: hidden_act \"%s\" is not "
+                    "supported (gelu, gelu_python, gelu_new, "
+                    "gelu_pytorch_tanh, relu, silu, swish)", dir, s);
+        return -1;
+    }
+
+    s = aiserve_cfg_string(cfg, "position_embedding_type", "absolute");
+    if (strcmp(s, "absolute") != 0) {
+        aiserve_err(err, err_len, "%s/config.json: position_embedding_type "
+                    "\"%s\" is not supported (only \"absolute\")", dir, s);
+        return -1;
+    }
+    if (json_is_true(json_object_get(cfg, "is_decoder"))
+        || json_is_true(json_object_get(cfg, "add_cross_attention")))
+    {
+        aiserve_err(err, err_len, "%s/config.json: decoder / cross-attention "
+                    "BERT is not supported", dir);
+        return -1;
+    }
+
+    /* architectures[0] picks the head; encoder-only checkpoints saved with
+     * a pre-training head are served as BertModel (the head is unused). */
+    info->arch = AISERVE_ARCH_BERT_MODEL;
+    arch = json_object_get(cfg, "architectures");
+    if (json_is_array(arch) && json_array_size(arch) > 0) {
+        if (json_array_size(arch) != 1
+            || !json_is_string(json_array_get(arch, 0)))
+        {
+            aiserve_err(err, err_len, "%s/config.json: architectures must "
+                        "name one class", dir);
+            return -1;
+        }
+        s = json_string_value(json_array_get(arch, 0));
+        if (strcmp(s, "BertForSequenceClassification") == 0) {
+            info->arch = AISERVE_ARCH_SEQUENCE_CLASSIFICATION;
+        } else if (strcmp(s, "BertForTokenClassification") == 0) {
+            info->arch = AISERVE_ARCH_TOKEN_CLASSIFICATION;
+        } else if (strcmp(s, "BertModel") != 0
+                   && strcmp(s, "BertForMaskedLM") != 0
+                   && strcmp(s, "BertForPreTraining") != 0)
+        {
+            aiserve_err(err, err_len, "%s/config.json: architecture \"%s\" "
+                        "is not supported (BertModel, "
+                        "BertForSequenceClassification, "
+                        "BertForTokenClassification)", dir, s);
+            return -1;
+        }
+    }
+
+    if (info->arch == AISERVE_ARCH_BERT_MODEL) {
+        return 0;
+    }
+
+    /* Labels: id2label ({"0": "O", ...}) fixes num_labels, as
+     * PretrainedConfig does; without it num_labels (default 2) and
+     * LABEL_i names. */
+    v = json_object_get(cfg, "id2label");
+    if (json_is_object(v) && json_object_size(v) > 0) {
+        info->num_labels = json_object_size(v);
+    } else if (aiserve_cfg_size(cfg, dir, "num_labels", 2, &info->num_labels,
+                                err, err_len) != 0)
+    {
+        return -1;
+    }
+    info->id2label = calloc(info->num_labels, sizeof(char *));
+    if (info->id2label == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    for (i = 0; i < info->num_labels; i++) {
+        char         key[32];
+        json_t      *l;
+
+        snprintf(key, sizeof(key), "%zu", i);
+        l = json_is_object(v) ? json_object_get(v, key) : NULL;
+        if (json_is_object(v) && json_object_size(v) > 0 && l == NULL) {
+            aiserve_err(err, err_len, "%s/config.json: id2label has no "
+                        "entry \"%s\" (ids must be 0..%zu)", dir, key,
+                        info->num_labels - 1);
+            return -1;
+        }
+        if (l != NULL && !json_is_string(l)) {
+            aiserve_err(err, err_len, "%s/config.json: id2label \"%s\" is "
+                        "not a string", dir, key);
+            return -1;
+        }
+        if (l != NULL) {
+            info->id2label[i] = strdup(json_string_value(l));
+        } else {
+            info->id2label[i] = malloc(32);
+            if (info->id2label[i] != NULL) {
+                snprintf(info->id2label[i], 32, "LABEL_%zu", i);
+            }
+        }
+        if (info->id2label[i] == NULL) {
+            aiserve_err(err, err_len, "out of memory");
+            return -1;
+        }
+    }
+
+    /* problem_type as BertForSequenceClassification.forward() infers it
+     * when unset: one label is regression, otherwise single-label. */
+    s = aiserve_cfg_string(cfg, "problem_type", NULL);
+    if (s == NULL) {
+        info->problem_type = info->num_labels == 1
+                             ? AISERVE_PROBLEM_REGRESSION
+                             : AISERVE_PROBLEM_SINGLE_LABEL;
+    } else if (strcmp(s, "single_label_classification") == 0) {
+        info->problem_type = AISERVE_PROBLEM_SINGLE_LABEL;
+    } else if (strcmp(s, "multi_label_classification") == 0) {
+        info->problem_type = AISERVE_PROBLEM_MULTI_LABEL;
+    } else if (strcmp(s, "regression") == 0) {
+        info->problem_type = AISERVE_PROBLEM_REGRESSION;
+    } else {
+        aiserve_err(err, err_len, "%s/config.json: problem_type \"%s\" is "
+                    "not supported", dir, s);
+        return -1;
+    }
+    return 0;
+}
+
+
+static int
+aiserve_cfg_flag(json_t *cfg, const char *key)
+{
+    return json_is_true(json_object_get(cfg, key));
+}
+
+
+/* sentence-transformers' modules.json: Transformer, Pooling, Normalize. */
+static int
+aiserve_parse_modules(aiserve_model_t *m, const char *dir, char *err,
+    size_t err_len)
+{
+    json_t       *mods, *mod, *pool;
+    const char   *type, *path;
+    char          sub[4096];
+    struct stat   sb;
+    size_t        i;
+    int           have_pooling = 0, n;
+
+    /* Without modules.json sentence-transformers builds Transformer + mean
+     * pooling; so do we (no Normalize). */
+    m->info.pooling = AISERVE_POOLING_MEAN;
+    m->info.normalize = 0;
+
+    snprintf(sub, sizeof(sub), "%s/modules.json", dir);
+    if (stat(sub, &sb) != 0) {
+        return 0;
+    }
+    mods = aiserve_load_json(dir, "modules.json", 1, err, err_len);
+    if (mods == NULL) {
+        return -1;
+    }
+    if (!json_is_array(mods)) {
+        aiserve_err(err, err_len, "%s/modules.json: not a JSON array", dir);
+        goto fail;
+    }
+
+    json_array_foreach(mods, i, mod) {
+        type = aiserve_cfg_string(mod, "type", NULL);
+        path = aiserve_cfg_string(mod, "path", "");
+        if (type == NULL) {
+            aiserve_err(err, err_len, "%s/modules.json: module %zu has no "
+                        "type", dir, i);
+            goto fail;
+        }
+        if (strcmp(type, "sentence_transformers.models.Transformer") == 0) {
+            continue;
+        }
+        if (strcmp(type, "sentence_transformers.models.Normalize") == 0) {
+            m->info.normalize = 1;
+            continue;
+        }
+        if (strcmp(type, "sentence_transformers.models.Pooling") != 0) {
+            aiserve_err(err, err_len, "%s/modules.json: module type \"%s\" "
+                        "is not supported (Transformer, Pooling, Normalize)",
+                        dir, type);
+            goto fail;
+        }
+        if (have_pooling) {
+            aiserve_err(err, err_len, "%s/modules.json: more than one "
+                        "Pooling module", dir);
+            goto fail;
+        }
+        have_pooling = 1;
+        snprintf(sub, sizeof(sub), "%s/%s", dir, path);
+        pool = aiserve_load_json(sub, "config.json", 1, err, err_len);
+        if (pool == NULL) {
+            goto fail;
+        }
+        if (aiserve_cfg_flag(pool, "pooling_mode_mean_sqrt_len_tokens")
+            || aiserve_cfg_flag(pool, "pooling_mode_weightedmean_tokens")
+            || aiserve_cfg_flag(pool, "pooling_mode_lasttoken"))
+        {
+            aiserve_err(err, err_len, "%s/config.json: pooling mode not "
+                        "supported (cls, mean or max)", sub);
+            json_decref(pool);
+            goto fail;
+        }
+        n = aiserve_cfg_flag(pool, "pooling_mode_cls_token")
+            + aiserve_cfg_flag(pool, "pooling_mode_mean_tokens")
+            + aiserve_cfg_flag(pool, "pooling_mode_max_tokens");
+        if (n != 1) {
+            aiserve_err(err, err_len, "%s/config.json: exactly one of "
+                        "pooling_mode_cls_token, pooling_mode_mean_tokens, "
+                        "pooling_mode_max_tokens must be true", sub);
+            json_decref(pool);
+            goto fail;
+        }
+        m->info.pooling = aiserve_cfg_flag(pool, "pooling_mode_cls_token")
+                          ? AISERVE_POOLING_CLS
+                          : aiserve_cfg_flag(pool, "pooling_mode_mean_tokens")
+                          ? AISERVE_POOLING_MEAN : AISERVE_POOLING_MAX;
+        json_decref(pool);
+    }
+    json_decref(mods);
+    return 0;
+
+fail:
+    json_decref(mods);
+    return -1;
+}
+
+
+static int
+aiserve_own(aiserve_model_t *m, void *p)
+{
+    void  **n;
+
+    if (m->n_owned == m->cap_owned) {
+        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
+        n = realloc(m->owned, m->cap_owned * sizeof(void *));
+        if (n == NULL) {
+            return -1;
+        }
+        m->owned = n;
+    }
+    m->owned[m->n_owned++] = p;
+    return 0;
+}
+
+
+static const aiserve_st_tensor_t *
+aiserve_find_tensor(const aiserve_model_t *m, const char *name)
+{
+    const aiserve_st_tensor_t  *t;
+    char                        alt[512];
+    size_t                      len;
+    int                         prefix, ln;
+
+    /* Names as BertModel saves them, then with the "bert." prefix of the
+     * task models, each also with TF-era LayerNorm gamma/beta
+     * (transformers' _fix_state_dict_key_on_load renames these). */
+    len = strlen(name);
+    for (prefix = 0; prefix < 2; prefix++) {
+        for (ln = 0; ln < 2; ln++) {
+            snprintf(alt, sizeof(alt), "%s%s", prefix ? "bert." : "", name);
+            if (ln) {
+                len = strlen(alt);
+                if (len > 16
+                    && strcmp(alt + len - 16, "LayerNorm.weight") == 0)
+                {
+                    strcpy(alt + len - 6, "gamma");
+                } else if (len > 14
+                           && strcmp(alt + len - 14, "LayerNorm.bias") == 0)
+                {
+                    strcpy(alt + len - 4, "beta");
+                } else {
+                    continue;
+                }
+            }
+            t = aiserve_st_find(m->st, alt);
+            if (t != NULL) {
+                return t;
+            }
+        }
+    }
+    return NULL;
+}
+
+
+/*
+ * The F32 data of tensor NAME with shape [d0] (d1 == 0) or [d0, d1].
+ * F32 tensors are used in place in the read-only mapping (shared by every
+ * process that maps the file).  F16/BF16 tensors are converted to F32 once,
+ * here: nginx loads models in the master before it forks, so this copy is
+ * shared copy-on-write by all workers and never written again.
+ */
+static const float *
+aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
+    char *err, size_t err_len)
+{
+    const aiserve_st_tensor_t  *t;
+    float                      *f;
+    size_t                      ndim = d1 ? 2 : 1;
+
+    t = aiserve_find_tensor(m, name);
+    if (t == NULL) {
+        aiserve_err(err, err_len, "%s: tensor \"%s\" is missing (also "
+                    "looked for bert.%s and LayerNorm gamma/beta names)",
+                    m->st_name, name, name);
+        return NULL;
+    }
+    if (t->ndim != ndim || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
+        char    got[128];
+        size_t  i, off = 0;
+
+        got[0] = '\0';
+        for (i = 0; i < t->ndim && off < sizeof(got) - 24; i++) {
+            off += (size_t) snprintf(got + off, sizeof(got) - off, "%s%zu",
+                                     i ? ", " : "", t->shape[i]);
+        }
+        if (d1) {
+            aiserve_err(err, err_len, "%s: tensor \"%s\" has shape [%s], "
+                        "config.json implies [%zu, %zu]", m->st_name,
+                        t->name, got, d0, d1);
+        } else {
+            aiserve_err(err, err_len, "%s: tensor \"%s\" has shape [%s], "
+                        "config.json implies [%zu]", m->st_name, t->name,
+                        got, d0);
+        }
+        return NULL;
+    }
+    if (t->dtype == AISERVE_ST_F32 && ((uintptr_t) t->data & 3) == 0) {
+        return (const float *) t->data;
+    }
+    if (t->dtype != AISERVE_ST_F32 && t->dtype != AISERVE_ST_F16
+        && t->dtype != AISERVE_ST_BF16)
+    {
+        aiserve_err(err, err_len, "%s: tensor \"%s\" has dtype %s (F32, F16 "
+                    "or BF16 expected)", m->st_name, t->name,
+                    aiserve_st_dtype_name(t->dtype));
+        return NULL;
+    }
+    f = malloc(t->n_elements * sizeof(float) + 1);
+    if (f == NULL || aiserve_own(m, f) != 0) {
+        free(f);
+        aiserve_err(err, err_len, "%s: out of memory converting \"%s\"",
+                    m->st_name, t->name);
+        return NULL;
+    }
+    aiserve_st_to_f32(t->dtype, t->data, f, t->n_elements);
+    return f;
+}
+
+
+static int
+aiserve_load_weights(aiserve_model_t *m, char *err, size_t err_len)
+{
+    aiserve_model_info_t  *info = &m->info;
+    size_t                 H = info->hidden_size, I = info->intermediate_size;
+    size_t                 l, nl = info->num_labels;
+    char                   p[128];
+
+#define W(dst, name, d0, d1) \
+    if (((dst) = aiserve_weight(m, name, d0, d1, err, err_len)) == NULL) { \
+        return -1; \
+    }
+#define LW(dst, suffix, d0, d1) \
+    snprintf(p, sizeof(p), "encoder.layer.%zu.%s", l, suffix); \
+    W(dst, p, d0, d1)
+
+    W(m->word_emb, "embeddings.word_embeddings.weight", info->vocab_size, H);
+    W(m->pos_emb, "embeddings.position_embeddings.weight",
+      info->max_position_embeddings, H);
+    W(m->type_emb, "embeddings.token_type_embeddings.weight",
+      info->type_vocab_size, H);
+    W(m->emb_ln_g, "embeddings.LayerNorm.weight", H, 0);
+    W(m->emb_ln_b, "embeddings.LayerNorm.bias", H, 0);
+
+    m->layers = calloc(info->num_hidden_layers, sizeof(aiserve_layer_t));
+    if (m->layers == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    for (l = 0; l < info->num_hidden_layers; l++) {
+        aiserve_layer_t  *L = &m->layers[l];
+
+        LW(L->q_w, "attention.self.query.weight", H, H);
+        LW(L->q_b, "attention.self.query.bias", H, 0);
+        LW(L->k_w, "attention.self.key.weight", H, H);
+        LW(L->k_b, "attention.self.key.bias", H, 0);
+        LW(L->v_w, "attention.self.value.weight", H, H);
+        LW(L->v_b, "attention.self.value.bias", H, 0);
+        LW(L->ao_w, "attention.output.dense.weight", H, H);
+        LW(L->ao_b, "attention.output.dense.bias", H, 0);
+        LW(L->ao_ln_g, "attention.output.LayerNorm.weight", H, 0);
+        LW(L->ao_ln_b, "attention.output.LayerNorm.bias", H, 0);
+        LW(L->i_w, "intermediate.dense.weight", I, H);
+        LW(L->i_b, "intermediate.dense.bias", I, 0);
+        LW(L->o_w, "output.dense.weight", H, I);
+        LW(L->o_b, "output.dense.bias", H, 0);
+        LW(L->o_ln_g, "output.LayerNorm.weight", H, 0);
+        LW(L->o_ln_b, "output.LayerNorm.bias", H, 0);
+    }
+
+    if (info->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION) {
+        W(m->pool_w, "pooler.dense.weight", H, H);
+        W(m->pool_b, "pooler.dense.bias", H, 0);
+    }
+    if (info->arch != AISERVE_ARCH_BERT_MODEL) {
+        W(m->cls_w, "classifier.weight", nl, H);
+        W(m->cls_b, "classifier.bias", nl, 0);
+    }
+
+#undef LW
+#undef W
+    return 0;
+}
+
+
+aiserve_model_t *
+aiserve_model_load(const char *model_dir, char *err, size_t err_len)
+{
+    aiserve_model_t  *m;
+    json_t           *cfg;
+    char              path[4096];
+
+    m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return NULL;
+    }
+
+    cfg = aiserve_load_json(model_dir, "config.json", 1, err, err_len);
+    if (cfg == NULL) {
+        goto fail;
+    }
+    if (aiserve_parse_config(m, cfg, model_dir, err, err_len) != 0) {
+        json_decref(cfg);
+        goto fail;
+    }
+    json_decref(cfg);
+
+    if (m->info.arch == AISERVE_ARCH_BERT_MODEL
+        && aiserve_parse_modules(m, model_dir, err, err_len) != 0)
+    {
+        goto fail;
+    }
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", model_dir);
+    m->st = aiserve_st_open(path, err, err_len);
+    if (m->st == NULL) {
+        goto fail;
+    }
+    m->st_name = m->st->path;
+
+    if (aiserve_load_weights(m, err, err_len) != 0) {
+        goto fail;
+    }
+    return m;
+
+fail:
+    aiserve_model_free(m);
+    return NULL;
+}
+
+
+void
+aiserve_model_free(aiserve_model_t *m)
+{
+    size_t  i;
+
+    if (m == NULL) {
+        return;
+    }
+    for (i = 0; i < m->n_owned; i++) {
+        free(m->owned[i]);
+    }
+    free(m->owned);
+    if (m->info.id2label != NULL) {
+        for (i = 0; i < m->info.num_labels; i++) {
+            free(m->info.id2label[i]);
+        }
+        free(m->info.id2label);
+    }
+    free(m->layers);
+    aiserve_st_close(m->st);
+    free(m);
+}
+
+
+const aiserve_model_info_t *
+aiserve_model_info(const aiserve_model_t *model)
+{
+    return &model->info;
+}
+
+
+/* --- scratch ------------------------------------------------------------ */
+
+aiserve_scratch_t *
+aiserve_scratch_create(const aiserve_model_t *model, size_t max_tokens,
+    char *err, size_t err_len)
+{
+    aiserve_scratch_t  *s;
+    size_t              H = model->info.hidden_size;
+    size_t              I = model->info.intermediate_size;
+
+    if (max_tokens == 0 || max_tokens > ((size_t) 1 << 24)) {
+        aiserve_err(err, err_len, "scratch: max_tokens %zu out of range",
+                    max_tokens);
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        aiserve_err(err, err_len, "scratch: out of memory");
+        return NULL;
+    }
+    s->model = model;
+    s->max_tokens = max_tokens;
+    s->max_seq = max_tokens < model->info.max_position_embeddings
+                 ? max_tokens : model->info.max_position_embeddings;
+    s->x = malloc(max_tokens * H * sizeof(float));
+    s->q = malloc(max_tokens * H * sizeof(float));
+    s->k = malloc(max_tokens * H * sizeof(float));
+    s->v = malloc(max_tokens * H * sizeof(float));
+    s->ctx = malloc(max_tokens * H * sizeof(float));
+    s->tmp = malloc(max_tokens * H * sizeof(float));
+    s->inter = malloc(max_tokens * I * sizeof(float));
+    if (s->x == NULL || s->q == NULL || s->k == NULL || s->v == NULL
+        || s->ctx == NULL || s->tmp == NULL || s->inter == NULL)
+    {
+        aiserve_scratch_free(s);
+        aiserve_err(err, err_len, "scratch: out of memory for %zu tokens",
+                    max_tokens);
+        return NULL;
+    }
+    return s;
+}
+
+
+void
+aiserve_scratch_free(aiserve_scratch_t *s)
+{
+    size_t  i;
+
+    if (s == NULL) {
+        return;
+    }
+    for (i = 0; i < s->n_scores; i++) {
+        free(s->scores[i]);
+    }
+    free(s->x);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->ctx);
+    free(s->tmp);
+    free(s->inter);
+    free(s);
+}
+
+
+/* --- forward ------------------------------------------------------------ */
+
+size_t
+aiserve_model_output_len(const aiserve_model_t *model,
+    const aiserve_batch_t *batch)
+{
+    size_t  i, total = 0;
+
+    switch (model->info.arch) {
+    case AISERVE_ARCH_SEQUENCE_CLASSIFICATION:
+        return batch->n_seqs * model->info.num_labels;
+    case AISERVE_ARCH_TOKEN_CLASSIFICATION:
+        for (i = 0; i < batch->n_seqs; i++) {
+            total += batch->seq_lens[i];
+        }
+        return total * model->info.num_labels;
+    default:
+        return batch->n_seqs * model->info.hidden_size;
+    }
+}
+
+
+/* One unit of attention work: sequence s, head h. */
+typedef struct {
+    const aiserve_model_t  *model;
+    aiserve_scratch_t      *scratch;
+    const aiserve_batch_t  *batch;
+    const size_t           *offsets;      /* token offset of each sequence */
+    size_t                  n_items;      /* n_seqs * heads */
+    size_t                  next;         /* shared work counter */
+    pthread_mutex_t         lock;
+} aiserve_attn_job_t;
+
+
+/*
+ * BertSelfAttention (eager) for one sequence and head on packed rows:
+ * softmax(Q K^T / sqrt(head_dim)) V over the sequence's own tokens, so no
+ * padding mask is needed and no masked row can turn into NaN.
+ */
+static void
+aiserve_attention_one(const aiserve_attn_job_t *job, size_t item,
+    float *scores)
+{
+    const aiserve_model_t  *m = job->model;
+    aiserve_scratch_t      *s = job->scratch;
+    size_t                  H = m->info.hidden_size, d = m->head_dim;
+    size_t                  heads = m->info.num_attention_heads;
+    size_t                  seq = item / heads, h = item % heads;
+    size_t                  L = job->batch->seq_lens[seq];
+    size_t                  off = job->offsets[seq] * H + h * d;
+
+    aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), s->q + off, H,
+                    s->k + off, H, 0.f, scores, L, 1);
+    aiserve_softmax(scores, L, L);
+    aiserve_gemm_nn(L, d, L, scores, L, s->v + off, H, s->ctx + off, H, 1);
+}
+
+
+typedef struct {
+    aiserve_attn_job_t  *job;
+    float               *scores;
+} aiserve_attn_arg_t;
+
+
+static void *
+aiserve_attention_worker(void *arg)
+{
+    aiserve_attn_arg_t  *a = arg;
+    aiserve_attn_job_t  *job = a->job;
+    size_t               item;
+
+    for ( ;; ) {
+        pthread_mutex_lock(&job->lock);
+        item = job->next++;
+        pthread_mutex_unlock(&job->lock);
+        if (item >= job->n_items) {
+            return NULL;
+        }
+        aiserve_attention_one(job, item, a->scores);
+    }
+}
+
+
+/* Attention for every (sequence, head) of the batch, spread over up to
+ * nthreads threads (the caller is one of them). */
+static int
+aiserve_attention(aiserve_attn_job_t *job, int nthreads)
+{
+    aiserve_scratch_t   *s = job->scratch;
+    aiserve_attn_arg_t   args[AISERVE_MAX_THREADS];
+    pthread_t            tid[AISERVE_MAX_THREADS];
+    int                  i, started = 0;
+
+    if ((size_t) nthreads > job->n_items) {
+        nthreads = (int) job->n_items;
+    }
+    for (i = 0; i < nthreads; i++) {
+        args[i].job = job;
+        args[i].scores = s->scores[i];
+    }
+    job->next = 0;
+    for (i = 1; i < nthreads; i++) {
+        if (pthread_create(&tid[i], NULL, aiserve_attention_worker,
+                           &args[i]) != 0)
+        {
+            break;
+        }
+        started++;
+    }
+    aiserve_attention_worker(&args[0]);
+    for (i = 1; i <= started; i++) {
+        pthread_join(tid[i], NULL);
+    }
+    return 0;
+}
+
+
+static void
+aiserve_l2_normalize(float *v, size_t n)
+{
+    double  ss = 0;
+    float   inv;
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        ss += (double) v[i] * v[i];
+    }
+    /* torch.nn.functional.normalize: x / max(||x||, 1e-12) */
+    inv = (float) (1.0 / fmax(sqrt(ss), 1e-12));
+    for (i = 0; i < n; i++) {
+        v[i] *= inv;
+    }
+}
+
+
+int
+aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
+    aiserve_scratch_t *s, float *out, char *err, size_t err_len)
+{
+    const aiserve_model_info_t  *info = &m->info;
+    aiserve_attn_job_t           job;
+    size_t                       H = info->hidden_size;
+    size_t                       I = info->intermediate_size;
+    size_t                       T, i, j, t, l, c, off, *offsets;
+    int                          nthreads = aiserve_num_threads;
+    float                       *x, *row;
+    int32_t                      id, tt;
+
+    if (s->model != m) {
+        aiserve_err(err, err_len, "scratch was created for another model");
+        return -1;
+    }
+    if (batch->n_seqs == 0) {
+        return 0;
+    }
+
+    T = 0;
+    for (i = 0; i < batch->n_seqs; i++) {
+        if (batch->seq_lens[i] == 0) {
+            aiserve_err(err, err_len, "sequence %zu is empty", i);
+            return -1;
+        }
+        if (batch->seq_lens[i] > info->max_position_embeddings) {
+            aiserve_err(err, err_len, "sequence %zu has %zu tokens, over "
+                        "max_position_embeddings %zu", i, batch->seq_lens[i],
+                        info->max_position_embeddings);
+            return -1;
+        }
+        T += batch->seq_lens[i];
+        if (T > s->max_tokens) {
+            aiserve_err(err, err_len, "batch has over %zu tokens, the "
+                        "scratch's max_tokens", s->max_tokens);
+            return -1;
+        }
+    }
+    for (t = 0; t < T; t++) {
+        id = batch->input_ids[t];
+        tt = batch->token_type_ids ? batch->token_type_ids[t] : 0;
+        if (id < 0 || (size_t) id >= info->vocab_size) {
+            aiserve_err(err, err_len, "input_ids[%zu] = %d is outside the "
+                        "vocabulary (vocab_size %zu)", t, (int) id,
+                        info->vocab_size);
+            return -1;
+        }
+        if (tt < 0 || (size_t) tt >= info->type_vocab_size) {
+            aiserve_err(err, err_len, "token_type_ids[%zu] = %d is outside "
+                        "type_vocab_size %zu", t, (int) tt,
+                        info->type_vocab_size);
+            return -1;
+        }
+    }
+
+    /* per-thread attention scores, grown on first use at this width */
+    if ((size_t) nthreads > batch->n_seqs * info->num_attention_heads) {
+        nthreads = (int) (batch->n_seqs * info->num_attention_heads);
+    }
+    while (s->n_scores < (size_t) nthreads) {
+        s->scores[s->n_scores] = malloc(s->max_seq * s->max_seq
+                                        * sizeof(float));
+        if (s->scores[s->n_scores] == NULL) {
+            aiserve_err(err, err_len, "scratch: out of memory");
+            return -1;
+        }
+        s->n_scores++;
+    }
+    offsets = malloc(batch->n_seqs * sizeof(size_t));
+    if (offsets == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    for (i = 0, off = 0; i < batch->n_seqs; i++) {
+        offsets[i] = off;
+        off += batch->seq_lens[i];
+    }
+
+    /* BertEmbeddings: word + token_type + position (absolute, restarting
+     * at 0 for every sequence), LayerNorm. */
+    x = s->x;
+    for (i = 0, t = 0; i < batch->n_seqs; i++) {
+        for (j = 0; j < batch->seq_lens[i]; j++, t++) {
+            const float  *we = m->word_emb + (size_t) batch->input_ids[t] * H;
+            const float  *te = m->type_emb + (size_t) (batch->token_type_ids
+                                   ? batch->token_type_ids[t] : 0) * H;
+            const float  *pe = m->pos_emb + j * H;
+
+            row = x + t * H;
+            for (c = 0; c < H; c++) {
+                row[c] = (we[c] + te[c]) + pe[c];
+            }
+        }
+    }
+    aiserve_layernorm(x, m->emb_ln_g, m->emb_ln_b, T, H, info->layer_norm_eps);
+
+    job.model = m;
+    job.scratch = s;
+    job.batch = batch;
+    job.offsets = offsets;
+    job.n_items = batch->n_seqs * info->num_attention_heads;
+    pthread_mutex_init(&job.lock, NULL);
+
+    for (l = 0; l < info->num_hidden_layers; l++) {
+        const aiserve_layer_t  *L = &m->layers[l];
+
+        /* BertSelfAttention: query / key / value projections */
+        aiserve_gemm_nt(T, H, H, 1.f, x, H, L->q_w, H, 0.f, s->q, H,
+                        nthreads);
+        aiserve_gemm_nt(T, H, H, 1.f, x, H, L->k_w, H, 0.f, s->k, H,
+                        nthreads);
+        aiserve_gemm_nt(T, H, H, 1.f, x, H, L->v_w, H, 0.f, s->v, H,
+                        nthreads);
+        aiserve_bias_add(s->q, L->q_b, T, H);
+        aiserve_bias_add(s->k, L->k_b, T, H);
+        aiserve_bias_add(s->v, L->v_b, T, H);
+        aiserve_attention(&job, nthreads);
+
+        /* BertSelfOutput: dense, LayerNorm(hidden + input) */
+        aiserve_gemm_nt(T, H, H, 1.f, s->ctx, H, L->ao_w, H, 0.f, s->tmp, H,
+                        nthreads);
+        aiserve_residual_layernorm(x, s->tmp, L->ao_b, L->ao_ln_g,
+                                   L->ao_ln_b, T, H, info->layer_norm_eps);
+
+        /* BertIntermediate: dense + activation (fused with the bias) */
+        aiserve_gemm_nt(T, I, H, 1.f, x, H, L->i_w, H, 0.f, s->inter, I,
+                        nthreads);
+        aiserve_bias_act(s->inter, L->i_b, T, I, m->act);
+
+        /* BertOutput: dense, LayerNorm(hidden + input) */
+        aiserve_gemm_nt(T, H, I, 1.f, s->inter, I, L->o_w, I, 0.f, s->tmp, H,
+                        nthreads);
+        aiserve_residual_layernorm(x, s->tmp, L->o_b, L->o_ln_g, L->o_ln_b,
+                                   T, H, info->layer_norm_eps);
+    }
+    pthread_mutex_destroy(&job.lock);
+
+    switch (info->arch) {
+    case AISERVE_ARCH_BERT_MODEL:
+        /* sentence-transformers Pooling (attention mask all ones in a
+         * packed batch), then Normalize */
+        for (i = 0; i < batch->n_seqs; i++) {
+            const float  *seq = x + offsets[i] * H;
+            size_t        n = batch->seq_lens[i];
+            float        *o = out + i * H;
+
+            switch (info->pooling) {
+            case AISERVE_POOLING_CLS:
+                memcpy(o, seq, H * sizeof(float));
+                break;
+            case AISERVE_POOLING_MEAN:
+                for (c = 0; c < H; c++) {
+                    o[c] = 0.f;
+                }
+                for (j = 0; j < n; j++) {
+                    for (c = 0; c < H; c++) {
+                        o[c] += seq[j * H + c];
+                    }
+                }
+                for (c = 0; c < H; c++) {
+                    o[c] /= (float) n;
+                }
+                break;
+            case AISERVE_POOLING_MAX:
+                memcpy(o, seq, H * sizeof(float));
+                for (j = 1; j < n; j++) {
+                    for (c = 0; c < H; c++) {
+                        o[c] = seq[j * H + c] > o[c] ? seq[j * H + c] : o[c];
+                    }
+                }
+                break;
+            }
+            if (info->normalize) {
+                aiserve_l2_normalize(o, H);
+            }
+        }
+        break;
+
+    case AISERVE_ARCH_SEQUENCE_CLASSIFICATION:
+        /* BertPooler: tanh(dense(first token)); then classifier */
+        for (i = 0; i < batch->n_seqs; i++) {
+            memcpy(s->tmp + i * H, x + offsets[i] * H, H * sizeof(float));
+        }
+        aiserve_gemm_nt(batch->n_seqs, H, H, 1.f, s->tmp, H, m->pool_w, H,
+                        0.f, s->q, H, 1);
+        for (i = 0; i < batch->n_seqs; i++) {
+            for (c = 0; c < H; c++) {
+                s->q[i * H + c] = tanhf(s->q[i * H + c] + m->pool_b[c]);
+            }
+        }
+        aiserve_gemm_nt(batch->n_seqs, info->num_labels, H, 1.f, s->q, H,
+                        m->cls_w, H, 0.f, out, info->num_labels, 1);
+        aiserve_bias_add(out, m->cls_b, batch->n_seqs, info->num_labels);
+        break;
+
+    case AISERVE_ARCH_TOKEN_CLASSIFICATION:
+        aiserve_gemm_nt(T, info->num_labels, H, 1.f, x, H, m->cls_w, H, 0.f,
+                        out, info->num_labels, nthreads);
+        aiserve_bias_add(out, m->cls_b, T, info->num_labels);
+        break;
+    }
+
+    free(offsets);
+    return 0;
+}

@@ -1,0 +1,325 @@
+/*
+ * aiserve CPU element-wise kernels.  Written as plain loops the compiler
+ * vectorises; on x86-64 with GCC each hot kernel is also built for
+ * x86-64-v3 (AVX2+FMA) and x86-64-v4 (AVX-512) and picked at load time
+ * (target_clones), so the library still runs on any x86-64.
+ */
+#pragma GCC optimize("O3")
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "aiserve_ops.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define AISERVE_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                                 "default")))
+#else
+#define AISERVE_CLONES
+#endif
+
+/* Reductions are accumulated in this many independent lanes so that the
+ * compiler can vectorise them without reassociating a serial sum. */
+#define AISERVE_LANES  16
+
+
+int
+aiserve_act_parse(const char *hidden_act, aiserve_act_e *act)
+{
+    if (strcmp(hidden_act, "gelu") == 0
+        || strcmp(hidden_act, "gelu_python") == 0)
+    {
+        *act = AISERVE_ACT_GELU_ERF;
+    } else if (strcmp(hidden_act, "gelu_new") == 0
+               || strcmp(hidden_act, "gelu_pytorch_tanh") == 0)
+    {
+        *act = AISERVE_ACT_GELU_TANH;
+    } else if (strcmp(hidden_act, "relu") == 0) {
+        *act = AISERVE_ACT_RELU;
+    } else if (strcmp(hidden_act, "silu") == 0
+               || strcmp(hidden_act, "swish") == 0)
+    {
+        *act = AISERVE_ACT_SILU;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+
+/*
+ * Rational approximation of erf on [-4, 4] (outside it erf is +-1 in
+ * float), the minimax form used by Eigen's generic_fast_erf_float and
+ * XLA: x P(x^2) / Q(x^2).
+ */
+static inline float
+aiserve_erf_inline(float a)
+{
+    float  x, x2, p, q;
+
+    x = a > 4.f ? 4.f : (a < -4.f ? -4.f : a);
+    x2 = x * x;
+
+    p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+    p = x2 * p + -2.10102402082508e-06f;
+    p = x2 * p + -5.69250639462346e-05f;
+    p = x2 * p + -7.34990630326855e-04f;
+    p = x2 * p + -2.95459980854025e-03f;
+    p = x2 * p + -1.60960333262415e-02f;
+    p = x * p;
+
+    q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+    q = x2 * q + -1.68282697438203e-03f;
+    q = x2 * q + -7.37332916720468e-03f;
+    q = x2 * q + -1.42647390514189e-02f;
+
+    return p / q;
+}
+
+
+/* exp by range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7
+ * polynomial for e^r and 2^n assembled in the exponent bits. */
+static inline float
+aiserve_exp_inline(float x)
+{
+    float     n, r, p, s;
+    int32_t   e;
+    uint32_t  bits;
+
+    x = x > 88.3f ? 88.3f : x;
+    x = x < -87.3f ? -87.3f : x;
+    n = floorf(x * 1.44269504088896341f + 0.5f);
+    r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+
+    p = 1.f / 5040.f;
+    p = p * r + 1.f / 720.f;
+    p = p * r + 1.f / 120.f;
+    p = p * r + 1.f / 24.f;
+    p = p * r + 1.f / 6.f;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+
+    e = (int32_t) n + 127;
+    bits = (uint32_t) e << 23;
+    memcpy(&s, &bits, 4);
+    return p * s;
+}
+
+
+float
+aiserve_erf(float x)
+{
+    return aiserve_erf_inline(x);
+}
+
+
+float
+aiserve_exp(float x)
+{
+    return x < -87.3f ? 0.f : aiserve_exp_inline(x);
+}
+
+
+AISERVE_CLONES
+void
+aiserve_bias_act(float *x, const float *bias, size_t rows, size_t cols,
+    aiserve_act_e act)
+{
+    size_t  r, c;
+    float  *row, v, u;
+
+    for (r = 0; r < rows; r++) {
+        row = x + r * cols;
+        switch (act) {
+        case AISERVE_ACT_GELU_ERF:
+            for (c = 0; c < cols; c++) {
+                v = row[c] + bias[c];
+                row[c] = 0.5f * v
+                         * (1.f + aiserve_erf_inline(v * 0.70710678118654752f));
+            }
+            break;
+        case AISERVE_ACT_GELU_TANH:
+            for (c = 0; c < cols; c++) {
+                v = row[c] + bias[c];
+                u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
+                /* tanh(u) = 1 - 2 / (e^(2u) + 1) */
+                u = 1.f - 2.f / (aiserve_exp_inline(2.f * u) + 1.f);
+                row[c] = 0.5f * v * (1.f + u);
+            }
+            break;
+        case AISERVE_ACT_RELU:
+            for (c = 0; c < cols; c++) {
+                v = row[c] + bias[c];
+                row[c] = v > 0.f ? v : 0.f;
+            }
+            break;
+        case AISERVE_ACT_SILU:
+            for (c = 0; c < cols; c++) {
+                v = row[c] + bias[c];
+                row[c] = v / (1.f + aiserve_exp_inline(-v));
+            }
+            break;
+        }
+    }
+}
+
+
+AISERVE_CLONES
+void
+aiserve_bias_add(float *x, const float *bias, size_t rows, size_t cols)
+{
+    size_t  r, c;
+    float  *row;
+
+    for (r = 0; r < rows; r++) {
+        row = x + r * cols;
+        for (c = 0; c < cols; c++) {
+            row[c] += bias[c];
+        }
+    }
+}
+
+
+static inline float
+aiserve_lane_sum(const float *acc)
+{
+    float   s = 0.f;
+    size_t  j;
+
+    for (j = 0; j < AISERVE_LANES; j++) {
+        s += acc[j];
+    }
+    return s;
+}
+
+
+static inline void
+aiserve_layernorm_row(float *row, const float *gamma, const float *beta,
+    size_t cols, float eps)
+{
+    float   acc[AISERVE_LANES], mean, var, inv, d;
+    size_t  c, j, full;
+
+    full = cols - cols % AISERVE_LANES;
+
+    memset(acc, 0, sizeof(acc));
+    for (c = 0; c < full; c += AISERVE_LANES) {
+        for (j = 0; j < AISERVE_LANES; j++) {
+            acc[j] += row[c + j];
+        }
+    }
+    for (c = full; c < cols; c++) {
+        acc[c - full] += row[c];
+    }
+    mean = aiserve_lane_sum(acc) / (float) cols;
+
+    memset(acc, 0, sizeof(acc));
+    for (c = 0; c < full; c += AISERVE_LANES) {
+        for (j = 0; j < AISERVE_LANES; j++) {
+            d = row[c + j] - mean;
+            acc[j] += d * d;
+        }
+    }
+    for (c = full; c < cols; c++) {
+        d = row[c] - mean;
+        acc[c - full] += d * d;
+    }
+    var = aiserve_lane_sum(acc) / (float) cols;
+    inv = 1.f / sqrtf(var + eps);
+
+    for (c = 0; c < cols; c++) {
+        row[c] = (row[c] - mean) * inv * gamma[c] + beta[c];
+    }
+}
+
+
+AISERVE_CLONES
+void
+aiserve_residual_layernorm(float *x, const float *y, const float *bias,
+    const float *gamma, const float *beta, size_t rows, size_t cols,
+    float eps)
+{
+    size_t        r, c;
+    float        *row;
+    const float  *yr;
+
+    for (r = 0; r < rows; r++) {
+        row = x + r * cols;
+        yr = y + r * cols;
+        if (bias != NULL) {
+            for (c = 0; c < cols; c++) {
+                row[c] = (yr[c] + bias[c]) + row[c];
+            }
+        } else {
+            for (c = 0; c < cols; c++) {
+                row[c] = yr[c] + row[c];
+            }
+        }
+        aiserve_layernorm_row(row, gamma, beta, cols, eps);
+    }
+}
+
+
+AISERVE_CLONES
+void
+aiserve_layernorm(float *x, const float *gamma, const float *beta,
+    size_t rows, size_t cols, float eps)
+{
+    size_t  r;
+
+    for (r = 0; r < rows; r++) {
+        aiserve_layernorm_row(x + r * cols, gamma, beta, cols, eps);
+    }
+}
+
+
+AISERVE_CLONES
+void
+aiserve_softmax(float *x, size_t rows, size_t cols)
+{
+    float   acc[AISERVE_LANES], *row, m, s, inv;
+    size_t  r, c, j, full;
+
+    full = cols - cols % AISERVE_LANES;
+
+    for (r = 0; r < rows; r++) {
+        row = x + r * cols;
+
+        for (j = 0; j < AISERVE_LANES; j++) {
+            acc[j] = -INFINITY;
+        }
+        for (c = 0; c < full; c += AISERVE_LANES) {
+            for (j = 0; j < AISERVE_LANES; j++) {
+                acc[j] = row[c + j] > acc[j] ? row[c + j] : acc[j];
+            }
+        }
+        for (c = full; c < cols; c++) {
+            acc[c - full] = row[c] > acc[c - full] ? row[c] : acc[c - full];
+        }
+        m = acc[0];
+        for (j = 1; j < AISERVE_LANES; j++) {
+            m = acc[j] > m ? acc[j] : m;
+        }
+
+        memset(acc, 0, sizeof(acc));
+        for (c = 0; c < full; c += AISERVE_LANES) {
+            for (j = 0; j < AISERVE_LANES; j++) {
+                row[c + j] = aiserve_exp_inline(row[c + j] - m);
+                acc[j] += row[c + j];
+            }
+        }
+        for (c = full; c < cols; c++) {
+            row[c] = aiserve_exp_inline(row[c] - m);
+            acc[c - full] += row[c];
+        }
+        s = aiserve_lane_sum(acc);
+        inv = 1.f / s;
+        for (c = 0; c < cols; c++) {
+            row[c] *= inv;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+/*
+ * aiserve CPU element-wise kernels of a BERT layer (internal to the engine;
+ * the matrix products go through the BLAS).  All fp32, row-major, rows of
+ * COLS contiguous floats.
+ */
+#ifndef AISERVE_OPS_H
+#define AISERVE_OPS_H
+
+#include <stddef.h>
+
+typedef enum {
+    AISERVE_ACT_GELU_ERF = 0,     /* "gelu", "gelu_python": exact erf form */
+    AISERVE_ACT_GELU_TANH,        /* "gelu_new", "gelu_pytorch_tanh" */
+    AISERVE_ACT_RELU,             /* "relu" */
+    AISERVE_ACT_SILU              /* "silu", "swish" */
+} aiserve_act_e;
+
+/*
+ * Maps a config.json hidden_act to the activation transformers' ACT2FN
+ * gives it (activations.py: GELUActivation, NewGELUActivation,
+ * PytorchGELUTanh, ...).  Returns 0, or -1 for names not supported.
+ */
+int aiserve_act_parse(const char *hidden_act, aiserve_act_e *act);
+
+/* erf(x) in fp32, |error| < 4e-7, vectorisable (no libm call). */
+float aiserve_erf(float x);
+
+/* exp(x) in fp32, relative error < 2e-7 for x in [-87, 88]; 0 below. */
+float aiserve_exp(float x);
+
+/*
+ * x[r][c] = act(x[r][c] + bias[c]) for ROWS x COLS (BertIntermediate:
+ * dense then intermediate_act_fn).  gelu: 0.5 x (1 + erf(x / sqrt 2));
+ * tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+ */
+void aiserve_bias_act(float *x, const float *bias, size_t rows, size_t cols,
+    aiserve_act_e act);
+
+/* x[r][c] += bias[c] for ROWS x COLS. */
+void aiserve_bias_add(float *x, const float *bias, size_t rows, size_t cols);
+
+/*
+ * x = LayerNorm(y + bias + x) row by row (BertSelfOutput / BertOutput:
+ * dense, dropout, LayerNorm(hidden + input_tensor)); statistics in fp32,
+ * biased variance, eps inside the square root as torch.nn.LayerNorm.
+ * bias may be NULL (embeddings).
+ */
+void aiserve_residual_layernorm(float *x, const float *y, const float *bias,
+    const float *gamma, const float *beta, size_t rows, size_t cols,
+    float eps);
+
+/* x = LayerNorm(x) row by row. */
+void aiserve_layernorm(float *x, const float *gamma, const float *beta,
+    size_t rows, size_t cols, float eps);
+
+/*
+ * Row-wise softmax of ROWS x COLS scores in fp32 with max subtraction
+ * (torch.softmax(dim=-1)).
+ */
+void aiserve_softmax(float *x, size_t rows, size_t cols);
+
+#endif /* AISERVE_OPS_H */
