@@ -121,6 +121,191 @@ def gen_minilm():
                                                max(lens)))
 
 
+# --- tiny random models -----------------------------------------------------
+
+TINY_TEXTS = [
+    "hello world",
+    "John Smith works for Acme Corporation in London.",
+    "the movie was great and the music was better",
+    "I did not like this at all.",
+    "Paris and Berlin are cities in Europe.",
+    "a",
+    "Maria lives in New York and works at the United Nations.",
+    "this is a longer sentence that goes on and on with many words so "
+    "that the sequence is clearly longer than the others in the batch",
+    "numbers like 42 and 7 are tokens too",
+    "unknown words like xylophonist get split into pieces",
+]
+
+TINY_PAIRS = [
+    ("what is the capital of france", "paris is the capital of france"),
+    ("what is the capital of france", "the music was great"),
+    ("who works for acme", "john smith works for acme corporation"),
+]
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC",
+              "B-MISC", "I-MISC"]
+
+# name, class, labels, problem_type, hidden_act, dtype, gamma/beta naming
+TINY_MODELS = [
+    ("tiny-bert-seq-cls", "seq", ["negative", "positive"], None, "gelu",
+     "f32", False),
+    ("tiny-bert-seq-cls-bf16", "seq", ["negative", "positive"], None, "gelu",
+     "bf16", False),
+    ("tiny-bert-seq-multilabel", "seq", ["toxic", "insult", "threat"],
+     "multi_label_classification", "gelu_new", "f32", False),
+    ("tiny-bert-seq-regression", "seq", ["score"], "regression",
+     "gelu_pytorch_tanh", "f32", False),
+    ("tiny-bert-ner", "tok", NER_LABELS, None, "gelu", "f32", True),
+    ("tiny-bert-ner-bf16", "tok", NER_LABELS, None, "gelu", "bf16", False),
+]
+
+
+def tiny_vocab():
+    """A small WordPiece vocabulary taken from MiniLM's (uncased BERT):
+    specials, single characters and their ## forms, frequent words."""
+    with open(os.path.join(MINILM, "vocab.txt"), encoding="utf-8") as f:
+        full = [line.rstrip("\n") for line in f]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = [w for w in full if len(w) == 1 and w.isascii()
+             and w.isprintable() and not w.isspace()]
+    pieces = ["##" + c for c in chars if ("##" + c) in set(full)]
+    words = [w for w in full[1996:] if w.isascii() and w.isalpha()
+             and len(w) > 1][:1200]
+    extra = [w for w in ("john", "smith", "acme", "corporation", "london",
+                         "paris", "berlin", "europe", "maria", "york",
+                         "united", "nations", "france", "capital", "movie",
+                         "music", "xylophon", "##ist") if w in set(full)]
+    vocab = []
+    seen = set()
+    for w in specials + chars + pieces + words + extra:
+        if w not in seen:
+            seen.add(w)
+            vocab.append(w)
+    return vocab
+
+
+def save_tokenizer(d, vocab):
+    from transformers import BertTokenizerFast
+
+    os.makedirs(d, exist_ok=True)
+    vf = os.path.join(d, "vocab.txt")
+    with open(vf, "w", encoding="utf-8") as f:
+        f.write("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=vf, do_lower_case=True,
+                            model_max_length=128)
+    tok.save_pretrained(d)
+    return tok
+
+
+def rename_gamma_beta(path):
+    """Rewrites a safetensors file with LayerNorm.weight/bias named
+    LayerNorm.gamma/beta (the TF-era naming of old BERT checkpoints)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(path)
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("LayerNorm.weight", "LayerNorm.gamma")
+        k = k.replace("LayerNorm.bias", "LayerNorm.beta")
+        out[k] = v
+    save_file(out, path, metadata={"format": "pt"})
+
+
+def gen_tiny():
+    from transformers import (BertConfig, BertForSequenceClassification,
+                              BertForTokenClassification)
+
+    vocab = tiny_vocab()
+    lines = []
+    f32_logits = {}
+    for name, kind, labels, problem, act, dtype, gamma in TINY_MODELS:
+        d = os.path.join(ROOT, "models", name)
+        shutil.rmtree(d, ignore_errors=True)
+        tok = save_tokenizer(d, vocab)
+        base = name.replace("-bf16", "")
+        torch.manual_seed(1234 + sum(map(ord, base)))
+        cfg = BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128, type_vocab_size=2,
+            hidden_act=act, initializer_range=0.2,
+            id2label={i: l for i, l in enumerate(labels)},
+            label2id={l: i for i, l in enumerate(labels)},
+            problem_type=problem)
+        cls = (BertForSequenceClassification if kind == "seq"
+               else BertForTokenClassification)
+        model = cls(cfg).eval()
+        # random LayerNorm affine parameters and biases too, so that every
+        # tensor matters to the output
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n.endswith("bias") or "LayerNorm" in n:
+                    p.add_(torch.randn_like(p) * 0.1)
+        if dtype == "bf16":
+            model = model.to(torch.bfloat16)
+        model.save_pretrained(d, safe_serialization=True)
+        st = os.path.join(d, "model.safetensors")
+        if gamma:
+            rename_gamma_beta(st)
+        size = sum(os.path.getsize(os.path.join(dp, fn))
+                   for dp, _, fns in os.walk(d) for fn in fns)
+        assert size < 2 * 1024 * 1024, (name, size)
+
+        # the reference: transformers loading the directory as saved, in
+        # fp32 (bf16 weights are widened exactly, as aiserve does)
+        ref = cls.from_pretrained(d, dtype=torch.float32).eval()
+        inputs = [(t, None) for t in TINY_TEXTS]
+        if kind == "seq":
+            inputs += TINY_PAIRS
+        for text, pair in inputs:
+            enc = tok(text, pair, return_tensors="pt", truncation=True)
+            with torch.no_grad():
+                logits = ref(**enc).logits[0]
+                if dtype == "f32":
+                    # the directory as saved (renamed gamma/beta included)
+                    # loads back to the model that was built
+                    assert torch.allclose(logits, model(**enc).logits[0],
+                                          atol=1e-6), name
+                # the same weights with the other GELU form, to show that
+                # the activation is told apart at this tolerance (num-03)
+                if act == "gelu":
+                    ref.config.hidden_act = "gelu_new"
+                    for layer in ref.bert.encoder.layer:
+                        from transformers.activations import ACT2FN
+                        layer.intermediate.intermediate_act_fn = \
+                            ACT2FN["gelu_new"]
+                    other = ref(**enc).logits[0]
+                    for layer in ref.bert.encoder.layer:
+                        layer.intermediate.intermediate_act_fn = \
+                            ACT2FN["gelu"]
+                    ref.config.hidden_act = "gelu"
+                else:
+                    other = None
+            line = {
+                "model": name, "text": text, "text_pair": pair,
+                "input_ids": enc["input_ids"][0].tolist(),
+                "token_type_ids": enc["token_type_ids"][0].tolist(),
+                "logits": f32(logits.reshape(-1).numpy()),
+            }
+            if other is not None:
+                line["logits_tanh_gelu"] = f32(other.reshape(-1).numpy())
+            key = (base, text, pair)
+            if dtype == "f32":
+                f32_logits[key] = line["logits"]
+            else:
+                line["logits_f32_model"] = f32_logits[key]
+            lines.append(line)
+        print("models/%s: %s, %s, %s, %d bytes" % (name, cls.__name__, act,
+                                                   dtype, size))
+
+    path = os.path.join(DATA, "encoder-tiny.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for o in lines:
+            f.write(json.dumps(o, ensure_ascii=False) + "\n")
+    print("%s: %d cases" % (path, len(lines)))
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["minilm", "tiny"]
     if "minilm" in what:

@@ -16,7 +16,7 @@
 #include "aiserve_model.h"
 
 /* All lines of a JSON-lines file, as an array; NULL if it cannot be read. */
-static json_t *
+static inline json_t *
 enc_load_jsonl(const char *path)
 {
     FILE          *f = fopen(path, "r");
@@ -46,7 +46,7 @@ enc_load_jsonl(const char *path)
 
 
 /* A JSON array of numbers as malloc'ed int32 / float. */
-static int32_t *
+static inline int32_t *
 enc_ids(json_t *a, size_t *n)
 {
     int32_t  *ids;
@@ -61,7 +61,7 @@ enc_ids(json_t *a, size_t *n)
 }
 
 
-static float *
+static inline float *
 enc_floats(json_t *a, size_t *n)
 {
     float   *v;
@@ -76,7 +76,7 @@ enc_floats(json_t *a, size_t *n)
 }
 
 
-static double
+static inline double
 enc_max_diff(const float *a, const float *b, size_t n)
 {
     double  m = 0, d;
@@ -92,7 +92,7 @@ enc_max_diff(const float *a, const float *b, size_t n)
 }
 
 
-static double
+static inline double
 enc_cosine(const float *a, const float *b, size_t n)
 {
     double  ab = 0, aa = 0, bb = 0;
@@ -107,7 +107,7 @@ enc_cosine(const float *a, const float *b, size_t n)
 }
 
 
-static int
+static inline int
 enc_all_finite(const float *a, size_t n)
 {
     size_t  i;
@@ -121,7 +121,7 @@ enc_all_finite(const float *a, size_t n)
 }
 
 
-static int
+static inline int
 enc_exists(const char *path)
 {
     struct stat  sb;
@@ -131,7 +131,7 @@ enc_exists(const char *path)
 
 
 /* Runs one sequence alone; out has output_len floats. */
-static int
+static inline int
 enc_forward_one(const aiserve_model_t *m, aiserve_scratch_t *s,
     const int32_t *ids, const int32_t *types, size_t n, float *out,
     char *err, size_t err_len)
