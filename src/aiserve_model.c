@@ -360,17 +360,68 @@ aiserve_cfg_flag(json_t *cfg, const char *key)
 }
 
 
+/*
+ * 1_Pooling/config.json: "pooling_mode": "cls" | "mean" | "max"
+ * (sentence-transformers 6.x), or the pooling_mode_*_token(s) flags of
+ * earlier versions, exactly one of them true.
+ */
+static int
+aiserve_parse_pooling(aiserve_model_t *m, json_t *pool, const char *sub,
+    char *err, size_t err_len)
+{
+    const char  *mode = aiserve_cfg_string(pool, "pooling_mode", NULL);
+    int          n;
+
+    if (mode != NULL) {
+        if (strcmp(mode, "cls") == 0) {
+            m->info.pooling = AISERVE_POOLING_CLS;
+        } else if (strcmp(mode, "mean") == 0) {
+            m->info.pooling = AISERVE_POOLING_MEAN;
+        } else if (strcmp(mode, "max") == 0) {
+            m->info.pooling = AISERVE_POOLING_MAX;
+        } else {
+            aiserve_err(err, err_len, "%s/config.json: pooling_mode \"%s\" "
+                        "is not supported (cls, mean or max)", sub, mode);
+            return -1;
+        }
+        return 0;
+    }
+    if (aiserve_cfg_flag(pool, "pooling_mode_mean_sqrt_len_tokens")
+        || aiserve_cfg_flag(pool, "pooling_mode_weightedmean_tokens")
+        || aiserve_cfg_flag(pool, "pooling_mode_lasttoken"))
+    {
+        aiserve_err(err, err_len, "%s/config.json: pooling mode not "
+                    "supported (cls, mean or max)", sub);
+        return -1;
+    }
+    n = aiserve_cfg_flag(pool, "pooling_mode_cls_token")
+        + aiserve_cfg_flag(pool, "pooling_mode_mean_tokens")
+        + aiserve_cfg_flag(pool, "pooling_mode_max_tokens");
+    if (n != 1) {
+        aiserve_err(err, err_len, "%s/config.json: exactly one of "
+                    "pooling_mode_cls_token, pooling_mode_mean_tokens, "
+                    "pooling_mode_max_tokens must be true", sub);
+        return -1;
+    }
+    m->info.pooling = aiserve_cfg_flag(pool, "pooling_mode_cls_token")
+                      ? AISERVE_POOLING_CLS
+                      : aiserve_cfg_flag(pool, "pooling_mode_mean_tokens")
+                      ? AISERVE_POOLING_MEAN : AISERVE_POOLING_MAX;
+    return 0;
+}
+
+
 /* sentence-transformers' modules.json: Transformer, Pooling, Normalize. */
 static int
 aiserve_parse_modules(aiserve_model_t *m, const char *dir, char *err,
     size_t err_len)
 {
     json_t       *mods, *mod, *pool;
-    const char   *type, *path;
+    const char   *type, *path, *cls;
     char          sub[4096];
     struct stat   sb;
     size_t        i;
-    int           have_pooling = 0, n;
+    int           have_pooling = 0, rc;
 
     /* Without modules.json sentence-transformers builds Transformer + mean
      * pooling; so do we (no Normalize). */
@@ -393,19 +444,23 @@ aiserve_parse_modules(aiserve_model_t *m, const char *dir, char *err,
     json_array_foreach(mods, i, mod) {
         type = aiserve_cfg_string(mod, "type", NULL);
         path = aiserve_cfg_string(mod, "path", "");
-        if (type == NULL) {
+        cls = type ? strrchr(type, '.') : NULL;
+        if (cls == NULL || strncmp(type, "sentence_transformers.", 22) != 0) {
             aiserve_err(err, err_len, "%s/modules.json: module %zu has no "
-                        "type", dir, i);
+                        "sentence_transformers type", dir, i);
             goto fail;
         }
-        if (strcmp(type, "sentence_transformers.models.Transformer") == 0) {
+        /* sentence_transformers.models.Pooling (up to 5.x) and
+         * sentence_transformers.<...>.modules.pooling.Pooling (6.x) */
+        cls++;
+        if (strcmp(cls, "Transformer") == 0) {
             continue;
         }
-        if (strcmp(type, "sentence_transformers.models.Normalize") == 0) {
+        if (strcmp(cls, "Normalize") == 0) {
             m->info.normalize = 1;
             continue;
         }
-        if (strcmp(type, "sentence_transformers.models.Pooling") != 0) {
+        if (strcmp(cls, "Pooling") != 0) {
             aiserve_err(err, err_len, "%s/modules.json: module type \"%s\" "
                         "is not supported (Transformer, Pooling, Normalize)",
                         dir, type);
@@ -422,30 +477,11 @@ aiserve_parse_modules(aiserve_model_t *m, const char *dir, char *err,
         if (pool == NULL) {
             goto fail;
         }
-        if (aiserve_cfg_flag(pool, "pooling_mode_mean_sqrt_len_tokens")
-            || aiserve_cfg_flag(pool, "pooling_mode_weightedmean_tokens")
-            || aiserve_cfg_flag(pool, "pooling_mode_lasttoken"))
-        {
-            aiserve_err(err, err_len, "%s/config.json: pooling mode not "
-                        "supported (cls, mean or max)", sub);
-            json_decref(pool);
-            goto fail;
-        }
-        n = aiserve_cfg_flag(pool, "pooling_mode_cls_token")
-            + aiserve_cfg_flag(pool, "pooling_mode_mean_tokens")
-            + aiserve_cfg_flag(pool, "pooling_mode_max_tokens");
-        if (n != 1) {
-            aiserve_err(err, err_len, "%s/config.json: exactly one of "
-                        "pooling_mode_cls_token, pooling_mode_mean_tokens, "
-                        "pooling_mode_max_tokens must be true", sub);
-            json_decref(pool);
-            goto fail;
-        }
-        m->info.pooling = aiserve_cfg_flag(pool, "pooling_mode_cls_token")
-                          ? AISERVE_POOLING_CLS
-                          : aiserve_cfg_flag(pool, "pooling_mode_mean_tokens")
-                          ? AISERVE_POOLING_MEAN : AISERVE_POOLING_MAX;
+        rc = aiserve_parse_pooling(m, pool, sub, err, err_len);
         json_decref(pool);
+        if (rc != 0) {
+            goto fail;
+        }
     }
     json_decref(mods);
     return 0;

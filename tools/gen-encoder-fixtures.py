@@ -299,11 +299,50 @@ def gen_tiny():
         print("models/%s: %s, %s, %s, %d bytes" % (name, cls.__name__, act,
                                                    dtype, size))
 
+    lines += gen_tiny_embedders(vocab)
+
     path = os.path.join(DATA, "encoder-tiny.jsonl")
     with open(path, "w", encoding="utf-8") as f:
         for o in lines:
             f.write(json.dumps(o, ensure_ascii=False) + "\n")
     print("%s: %d cases" % (path, len(lines)))
+
+
+def gen_tiny_embedders(vocab):
+    """Tiny sentence-transformers models: BertModel + CLS pooling +
+    Normalize, and BertModel + max pooling; references from
+    SentenceTransformer.encode."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    lines = []
+    for name, mode, normalize in (("tiny-st-cls", "cls", True),
+                                  ("tiny-st-max", "max", False)):
+        d = os.path.join(ROOT, "models", name)
+        shutil.rmtree(d, ignore_errors=True)
+        tok = save_tokenizer(d, vocab)
+        torch.manual_seed(4321 + sum(map(ord, name)))
+        cfg = BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+            num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=128, initializer_range=0.2)
+        BertModel(cfg).eval().save_pretrained(d, safe_serialization=True)
+        tr = models.Transformer(d, max_seq_length=128)
+        mods = [tr, models.Pooling(32, pooling_mode=mode)]
+        if normalize:
+            mods.append(models.Normalize())
+        st = SentenceTransformer(modules=mods, device="cpu")
+        st.save(d)
+        emb = st.encode(TINY_TEXTS, convert_to_numpy=True)
+        for text, e in zip(TINY_TEXTS, emb):
+            enc = tok(text, truncation=True)
+            lines.append({"model": name, "text": text, "text_pair": None,
+                          "input_ids": enc["input_ids"],
+                          "token_type_ids": enc["token_type_ids"],
+                          "embedding": f32(e)})
+        print("models/%s: BertModel, %s pooling%s" %
+              (name, mode, ", Normalize" if normalize else ""))
+    return lines
 
 
 if __name__ == "__main__":

@@ -24,21 +24,27 @@ typedef struct {
     aiserve_problem_e problem;
     size_t            num_labels;
     const char       *label0, *label_last;
+    aiserve_pooling_e pooling;            /* BertModel */
+    int               normalize;
 } expect_t;
 
 static const expect_t  expects[] = {
     { "tiny-bert-seq-cls", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
-      AISERVE_PROBLEM_SINGLE_LABEL, 2, "negative", "positive" },
+      AISERVE_PROBLEM_SINGLE_LABEL, 2, "negative", "positive", 0, 0 },
     { "tiny-bert-seq-cls-bf16", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
-      AISERVE_PROBLEM_SINGLE_LABEL, 2, "negative", "positive" },
+      AISERVE_PROBLEM_SINGLE_LABEL, 2, "negative", "positive", 0, 0 },
     { "tiny-bert-seq-multilabel", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
-      AISERVE_PROBLEM_MULTI_LABEL, 3, "toxic", "threat" },
+      AISERVE_PROBLEM_MULTI_LABEL, 3, "toxic", "threat", 0, 0 },
     { "tiny-bert-seq-regression", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
-      AISERVE_PROBLEM_REGRESSION, 1, "score", "score" },
+      AISERVE_PROBLEM_REGRESSION, 1, "score", "score", 0, 0 },
     { "tiny-bert-ner", AISERVE_ARCH_TOKEN_CLASSIFICATION,
-      AISERVE_PROBLEM_SINGLE_LABEL, 9, "O", "I-MISC" },
+      AISERVE_PROBLEM_SINGLE_LABEL, 9, "O", "I-MISC", 0, 0 },
     { "tiny-bert-ner-bf16", AISERVE_ARCH_TOKEN_CLASSIFICATION,
-      AISERVE_PROBLEM_SINGLE_LABEL, 9, "O", "I-MISC" },
+      AISERVE_PROBLEM_SINGLE_LABEL, 9, "O", "I-MISC", 0, 0 },
+    { "tiny-st-cls", AISERVE_ARCH_BERT_MODEL, AISERVE_PROBLEM_SINGLE_LABEL,
+      0, NULL, NULL, AISERVE_POOLING_CLS, 1 },
+    { "tiny-st-max", AISERVE_ARCH_BERT_MODEL, AISERVE_PROBLEM_SINGLE_LABEL,
+      0, NULL, NULL, AISERVE_POOLING_MAX, 0 },
 };
 
 #define N_MODELS  (sizeof(expects) / sizeof(expects[0]))
@@ -100,6 +106,15 @@ main(void)
             return tap_done();
         }
         info = aiserve_model_info(models[k]);
+        if (expects[k].arch == AISERVE_ARCH_BERT_MODEL) {
+            tap_ok(info->arch == AISERVE_ARCH_BERT_MODEL
+                   && info->pooling == expects[k].pooling
+                   && info->normalize == expects[k].normalize
+                   && info->num_labels == 0 && info->hidden_size == 32,
+                   "%s: BertModel, pooling %d, normalize %d (modules.json "
+                   "of sentence-transformers 6)", expects[k].name,
+                   (int) expects[k].pooling, expects[k].normalize);
+        } else
         tap_ok(info->arch == expects[k].arch
                && info->problem_type == expects[k].problem
                && info->num_labels == expects[k].num_labels
@@ -140,8 +155,13 @@ main(void)
         }
         ids = enc_ids(json_object_get(line, "input_ids"), &ntok);
         types = enc_ids(json_object_get(line, "token_type_ids"), &n);
-        want = enc_floats(json_object_get(line, "logits"), &nw);
-        nl = aiserve_model_info(models[k])->num_labels;
+        if (expects[k].arch == AISERVE_ARCH_BERT_MODEL) {
+            want = enc_floats(json_object_get(line, "embedding"), &nw);
+            nl = 32;
+        } else {
+            want = enc_floats(json_object_get(line, "logits"), &nw);
+            nl = aiserve_model_info(models[k])->num_labels;
+        }
         out = malloc((ntok * nl + 1) * sizeof(float));
         cases[k]++;
         if (enc_forward_one(models[k], scratch[k], ids, types, ntok, out, err,
@@ -151,7 +171,7 @@ main(void)
             bad[k]++;
         } else {
             if (nw != (expects[k].arch == AISERVE_ARCH_TOKEN_CLASSIFICATION
-                       ? ntok * nl : nl))
+                       ? ntok * nl : nl) || nl == 0)
             {
                 tap_diag("%s case %zu: %zu logits expected", name, i, nw);
                 bad[k]++;
@@ -182,8 +202,11 @@ main(void)
 
     for (k = 0; k < N_MODELS; k++) {
         tap_ok(cases[k] > 0 && bad[k] == 0 && worst[k] <= 1e-4,
-               "%s: %d cases, logits max|diff| %.2e vs transformers "
-               "(<= 1e-4)", expects[k].name, cases[k], worst[k]);
+               "%s: %d cases, %s max|diff| %.2e vs %s (<= 1e-4)",
+               expects[k].name, cases[k],
+               expects[k].num_labels ? "logits" : "embeddings", worst[k],
+               expects[k].num_labels ? "transformers"
+                                     : "sentence-transformers encode");
         if (worst_tanh[k] > 0) {
             tap_ok(worst[k] * 10 < worst_tanh[k],
                    "num-03: %s (hidden_act gelu) is 10x closer to the erf "
@@ -242,7 +265,8 @@ main(void)
         for (i = 0, T = 0; i < nseq && worst_b == 0; i++) {
             size_t  per = expects[k].arch == AISERVE_ARCH_TOKEN_CLASSIFICATION
                           ? lens[i] * expects[k].num_labels
-                          : expects[k].num_labels;
+                          : expects[k].arch == AISERVE_ARCH_BERT_MODEL
+                          ? 32 : expects[k].num_labels;
 
             enc_forward_one(models[k], scratch[k], ids + T, types + T,
                             lens[i], alone + o, err, sizeof(err));
