@@ -1,0 +1,171 @@
+/*
+ * Parity of the tokenizer with Hugging Face `tokenizers` on the whole
+ * corpus (t/data/tokenizer/corpus.jsonl.gz), for three vocabularies, in
+ * single and pair mode and with truncation (longest_first, right and left).
+ * Reference values come from tools/gen-tokenizer-goldens.py.
+ *
+ * Needs models/all-MiniLM-L6-v2 (make deps).
+ */
+#include "tap.h"
+#include "tok_golden.h"
+
+#define DATA  "t/data/tokenizer/"
+
+static const char *vocabs[][2] = {
+    { "uncased", "models/all-MiniLM-L6-v2" },
+    { "cased",   "t/data/tokenizers/minilm-cased" },
+    { "chinese", "t/data/tokenizers/bert-base-chinese" },
+};
+
+
+static void
+parity_mode(const aiserve_tok_t *tok, const char *name, const char *mode,
+    const golden_lines_t *corpus)
+{
+    golden_lines_t       gold;
+    aiserve_tok_opts_t   opts;
+    aiserve_encoding_t   enc;
+    char                 path[256], err[256], why[320];
+    size_t               i, j, equal, shown;
+    int                  is_pair;
+
+    snprintf(path, sizeof(path), DATA "golden-%s-%s.txt.gz", name, mode);
+    if (golden_read(path, &gold) != 0 || gold.n != corpus->n) {
+        tap_ok(0, "parity %s %s: read %s", name, mode, path);
+        golden_free(&gold);
+        return;
+    }
+
+    aiserve_tok_opts_default(&opts);
+    opts.truncation = 0;
+    is_pair = strcmp(mode, "pair") == 0;
+    equal = 0;
+    shown = 0;
+
+    for (i = 0; i < corpus->n; i++) {
+        j = (i + 1) % corpus->n;
+        if (aiserve_tok_encode(tok, corpus->s[i], corpus->len[i],
+                               is_pair ? corpus->s[j] : NULL,
+                               is_pair ? corpus->len[j] : 0, &opts, &enc,
+                               err, sizeof(err)) != 0)
+        {
+            snprintf(why, sizeof(why), "error: %s", err);
+        } else {
+            if (golden_equal(&enc, gold.s[i], corpus->s[i], corpus->len[i],
+                             is_pair ? corpus->s[j] : NULL,
+                             is_pair ? corpus->len[j] : 0, why, sizeof(why)))
+            {
+                equal++;
+                why[0] = '\0';
+            }
+            aiserve_encoding_free(&enc);
+        }
+        if (why[0] && shown++ < 5) {
+            tap_diag("%s %s line %zu: %s", name, mode, i + 1, why);
+        }
+    }
+
+    tap_ok(equal == corpus->n, "parity %s %s: %zu/%zu lines equal (ids, "
+           "type ids, offsets in code points and bytes)", name, mode, equal,
+           corpus->n);
+    golden_free(&gold);
+}
+
+
+static void
+parity_trunc(const aiserve_tok_t *tok, const char *name,
+    const golden_lines_t *corpus)
+{
+    golden_lines_t       gold;
+    aiserve_tok_opts_t   opts;
+    aiserve_encoding_t   enc;
+    char                 path[256], err[256], why[320], dir[16];
+    const char          *rec;
+    size_t               i, equal, shown, line, ml;
+    long                 pl;
+    int                  off;
+
+    snprintf(path, sizeof(path), DATA "golden-%s-trunc.txt.gz", name);
+    if (golden_read(path, &gold) != 0) {
+        tap_ok(0, "truncation %s: read %s", name, path);
+        return;
+    }
+
+    equal = 0;
+    shown = 0;
+    for (i = 0; i < gold.n; i++) {
+        if (sscanf(gold.s[i], "%zu %ld %zu %15[a-z];%n", &line, &pl, &ml, dir,
+                   &off) != 4 || line >= corpus->n
+            || pl >= (long) corpus->n)
+        {
+            snprintf(why, sizeof(why), "bad record");
+            goto next;
+        }
+        rec = gold.s[i] + off;
+
+        aiserve_tok_opts_default(&opts);
+        opts.truncation = 1;
+        opts.max_length = ml;
+        opts.direction = strcmp(dir, "left") == 0 ? AISERVE_TRUNCATE_LEFT
+                                                  : AISERVE_TRUNCATE_RIGHT;
+        if (aiserve_tok_encode(tok, corpus->s[line], corpus->len[line],
+                               pl >= 0 ? corpus->s[pl] : NULL,
+                               pl >= 0 ? corpus->len[pl] : 0, &opts, &enc,
+                               err, sizeof(err)) != 0)
+        {
+            snprintf(why, sizeof(why), "error: %s", err);
+            goto next;
+        }
+        if (golden_equal(&enc, rec, corpus->s[line], corpus->len[line],
+                         pl >= 0 ? corpus->s[pl] : NULL,
+                         pl >= 0 ? corpus->len[pl] : 0, why, sizeof(why)))
+        {
+            equal++;
+            why[0] = '\0';
+        }
+        aiserve_encoding_free(&enc);
+
+    next:
+
+        if (why[0] && shown++ < 5) {
+            tap_diag("%s truncation record %zu: %s", name, i + 1, why);
+        }
+    }
+
+    tap_ok(equal == gold.n, "truncation %s: %zu/%zu cases equal (max_length "
+           "5..32, longest_first, right and left, single and pair)", name,
+           equal, gold.n);
+    golden_free(&gold);
+}
+
+
+int
+main(void)
+{
+    golden_lines_t   corpus;
+    aiserve_tok_t   *tok;
+    char             err[512];
+    size_t           v;
+
+    if (golden_corpus(DATA "corpus.jsonl.gz", &corpus) != 0) {
+        tap_ok(0, "read " DATA "corpus.jsonl.gz");
+        return tap_done();
+    }
+    tap_ok(corpus.n >= 5000, "corpus has %zu lines (>= 5000)", corpus.n);
+
+    for (v = 0; v < sizeof(vocabs) / sizeof(vocabs[0]); v++) {
+        tok = aiserve_tok_load(vocabs[v][1], err, sizeof(err));
+        if (!tap_ok(tok != NULL, "load %s (%s)", vocabs[v][0], vocabs[v][1])) {
+            tap_diag("%s (run make deps for models/)", err);
+            continue;
+        }
+        parity_mode(tok, vocabs[v][0], "single", &corpus);
+        parity_mode(tok, vocabs[v][0], "pair", &corpus);
+        parity_trunc(tok, vocabs[v][0], &corpus);
+        aiserve_tok_free(tok);
+    }
+
+    golden_free(&corpus);
+
+    return tap_done();
+}
