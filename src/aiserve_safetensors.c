@@ -338,18 +338,29 @@ aiserve_st_parse(const uint8_t *buf, size_t len, const char *name, char *err,
     }
 
     /* The tensors must tile [0, data_len) exactly, as in Metadata::validate
-     * followed by the MetadataIncompleteBuffer check. */
+     * followed by the MetadataIncompleteBuffer check.  Overlaps are looked
+     * for first, so that one is reported as such and not as the gap it
+     * leaves elsewhere. */
     qsort(spans, st->n_tensors, sizeof(*spans), aiserve_st_cmp_span);
+    for (i = 1; i < st->n_tensors; i++) {
+        if (spans[i].begin < spans[i - 1].end) {
+            snprintf(err, err_len, "%s: tensor \"%s\": data_offsets "
+                     "[%zu, %zu] overlap those of \"%s\" [%zu, %zu]", name,
+                     st->tensors[spans[i].index].name, spans[i].begin,
+                     spans[i].end, st->tensors[spans[i - 1].index].name,
+                     spans[i - 1].begin, spans[i - 1].end);
+            goto fail;
+        }
+    }
     pos = 0;
     for (i = 0; i < st->n_tensors; i++) {
         aiserve_st_tensor_t  *t = &st->tensors[spans[i].index];
 
         if (spans[i].begin != pos) {
             snprintf(err, err_len, "%s: tensor \"%s\": data_offsets "
-                     "[%zu, %zu] %s the previous tensor (which ends at %zu)",
-                     name, t->name, spans[i].begin, spans[i].end,
-                     spans[i].begin < pos ? "overlap" : "leave a gap after",
-                     pos);
+                     "[%zu, %zu] leave a gap after the previous tensor "
+                     "(which ends at %zu)", name, t->name, spans[i].begin,
+                     spans[i].end, pos);
             goto fail;
         }
         if (spans[i].end > data_len) {
