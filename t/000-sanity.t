@@ -5,7 +5,7 @@
 use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use AiserveTest qw(aiserve_http_concurrent);
+use AiserveTest qw(aiserve_http_concurrent aiserve_free_port);
 
 repeat_each(2);
 no_shuffle();
@@ -28,6 +28,80 @@ add_response_body_check(sub {
 });
 
 run_tests();
+
+# The runner must also fail when it should.  A file of broken blocks runs
+# under aiserve's runner (t/lib) in a child, in the current mode (normal or
+# HUP), on its own port and server root; exactly the expected checks fail,
+# and no nginx of it survives.
+{
+    my $root = "$FindBin::Bin/servroot-selftest-$$";
+    my $fixture = "$root/broken.pl";
+    system('mkdir', '-p', $root);
+    open my $out, '>', $fixture or die "$fixture: $!";
+    print $out <<'EOT';
+use Test::Nginx::Socket 'no_plan';
+no_shuffle();
+master_on();
+run_tests();
+__DATA__
+
+=== TEST 1: wrong body
+--- config
+    location = /t { return 200 "hello\n"; }
+--- request
+GET /t
+--- response_body
+bye
+
+=== TEST 2: an alert in the error log fails the block
+--- main_config
+worker_rlimit_nofile 2000000000;
+--- config
+    location = /t { return 200 "hello\n"; }
+--- request
+GET /t
+--- response_body
+hello
+
+=== TEST 3: must_die, but nginx starts
+--- config
+--- must_die
+--- error_log
+unknown directive
+
+=== TEST 4: no_error_log that matches, header that is missing
+--- config
+--- request
+GET /nope
+--- error_code: 404
+--- response_headers
+X-Absent: 1
+--- no_error_log
+No such file or directory
+EOT
+    close $out;
+    my $port = aiserve_free_port();
+    my $tap = `TEST_NGINX_SERVER_PORT=$port TEST_NGINX_SERVROOT=$root \
+               $^X -I$FindBin::Bin/lib $fixture 2>&1`;
+    my $status = $?;
+    my @failed = map { s/ - .*//sr } $tap =~ /^not ok \d+ - \S+ (TEST \d+:.*)$/mg;
+    is(join("\n", @failed), join("\n",
+        "TEST 1: wrong body",
+        "TEST 2: an alert in the error log fails the block",
+        "TEST 3: must_die, but nginx starts",
+        "TEST 3: must_die, but nginx starts",
+        "TEST 4: no_error_log that matches, header that is missing",
+        "TEST 4: no_error_log that matches, header that is missing"),
+       "the runner fails the broken blocks, and only them")
+        or diag $tap;
+    like($tap, qr/^not ok \d+ - .*TEST 2.*\[alert\] .*setrlimit/m,
+         "the failure names the [alert] line");
+    isnt($status, 0, "the broken file exits non-zero");
+    # A master or worker left behind would hold the listening socket.
+    ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port),
+       "no nginx of the broken file is left running");
+    system('rm', '-rf', $root);
+}
 
 __DATA__
 

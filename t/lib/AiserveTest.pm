@@ -24,7 +24,8 @@ use IO::Socket::INET;
 use Socket qw(SOL_SOCKET SO_ERROR);
 use Time::HiRes ();
 
-our @EXPORT_OK = qw(aiserve_http_concurrent aiserve_http aiserve_request);
+our @EXPORT_OK = qw(aiserve_http_concurrent aiserve_http aiserve_request
+                    aiserve_free_port);
 
 # aiserve_request(\%req) -> raw HTTP/1.1 request bytes.
 #
@@ -152,6 +153,17 @@ sub aiserve_http {
     my ($port, $req, %opt) = @_;
     my ($res) = aiserve_http_concurrent($port, [$req], 1, %opt);
     return $res;
+}
+
+# aiserve_free_port() -> a TCP port on 127.0.0.1 that nothing listens on now
+# (the kernel's choice), for a second server or a child test run.
+sub aiserve_free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', Listen => 1)
+        or die "cannot find a free port: $!\n";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
 }
 
 sub finish {
