@@ -81,8 +81,12 @@ No such file or directory
 EOT
     close $out;
     my $port = aiserve_free_port();
-    my $tap = `TEST_NGINX_SERVER_PORT=$port TEST_NGINX_SERVROOT=$root \
-               $^X -I$FindBin::Bin/lib $fixture 2>&1`;
+    local %ENV = %ENV;
+    delete @ENV{qw(TEST_NGINX_RANDOMIZE TEST_NGINX_NO_CLEAN
+                   TEST_NGINX_CLIENT_PORT TEST_NGINX_PORT)};
+    $ENV{TEST_NGINX_SERVER_PORT} = $port;
+    $ENV{TEST_NGINX_SERVROOT} = $root;
+    my $tap = `$^X -I$FindBin::Bin/lib $fixture 2>&1`;
     my $status = $?;
     my @failed = map { s/ - .*//sr } $tap =~ /^not ok \d+ - \S+ (TEST \d+:.*)$/mg;
     is(join("\n", @failed), join("\n",
