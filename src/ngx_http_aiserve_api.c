@@ -1,0 +1,1844 @@
+/*
+ * Request shapes and responses of the aiserve routes.  The shape of a
+ * location is chosen by "aiserve_infer NAME api=..." (default: from the
+ * model's task); URLs are the operator's locations.
+ *
+ *   openai    POST /v1/embeddings of the OpenAI API
+ *   embed     Text Embeddings Inference /embed
+ *   predict   TEI /predict with the semantics of transformers'
+ *             TextClassificationPipeline (top_k, function_to_apply)
+ *   rerank    TEI /rerank
+ *   tokenize  TEI /tokenize
+ *   ner       transformers' TokenClassificationPipeline
+ *             (aggregation_strategy none, simple, first, average, max)
+ *
+ * Validation errors are 422 and name the field and index ("input[2]").
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <math.h>
+
+#include "ngx_http_aiserve_infer.h"
+
+
+#define NGX_HTTP_AISERVE_PARAMLEN  64
+
+#define ngx_http_aiserve_param(buf, name, i)                                 \
+    (*ngx_snprintf((u_char *) (buf), NGX_HTTP_AISERVE_PARAMLEN - 1,          \
+                   "%s[%ui]%Z", name, (ngx_uint_t) (i)) = '\0', buf)
+
+
+/* one NER token or word before grouping */
+typedef struct {
+    const char   *word;
+    size_t        word_len;
+    const float  *scores;       /* [num_labels] */
+    ngx_uint_t    index;
+    uint32_t      start;
+    uint32_t      end;
+    ngx_uint_t    is_subword;
+    ngx_uint_t    label;
+    float         score;
+} ngx_http_aiserve_entity_t;
+
+
+static void ngx_http_aiserve_invalid(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_uint_t status, const char *code,
+    const char *param, const char *fmt, ...);
+static ngx_int_t ngx_http_aiserve_get_text(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *v, const char *param,
+    const char **text, size_t *len);
+static ngx_int_t ngx_http_aiserve_get_bool(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, const char *name, ngx_uint_t def,
+    ngx_uint_t *value);
+static ngx_int_t ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_uint_t n, size_t per_seq);
+static ngx_int_t ngx_http_aiserve_tokenize(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, const char *text, size_t len,
+    const char *pair, size_t pair_len, ngx_uint_t truncate,
+    const char *param);
+static ngx_int_t ngx_http_aiserve_token_ids(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, json_t *ids,
+    ngx_uint_t truncate, const char *param);
+static ngx_int_t ngx_http_aiserve_inputs(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, const char *field, ngx_uint_t allow_ids,
+    ngx_uint_t truncate, size_t per_seq);
+static ngx_int_t ngx_http_aiserve_dimensions(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_openai(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_embed(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_rerank(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_tokenize(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+
+static void ngx_http_aiserve_embedding(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j, float *v, size_t n, ngx_uint_t normalize);
+static void ngx_http_aiserve_apply(ngx_uint_t fn, const float *logits,
+    float *scores, size_t n);
+static ngx_uint_t ngx_http_aiserve_default_fn(
+    const aiserve_model_info_t *info);
+static void ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j, const float *logits);
+static ngx_int_t ngx_http_aiserve_respond_ner(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_seq_t *seq, const float *logits);
+static ngx_int_t ngx_http_aiserve_decode(ngx_pool_t *pool,
+    ngx_http_aiserve_entity_t *e, size_t n, const char **out,
+    size_t *out_len);
+static size_t ngx_http_aiserve_utf8_len(const char *s, size_t len);
+
+
+static void
+ngx_http_aiserve_invalid(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    ngx_uint_t status, const char *code, const char *param,
+    const char *fmt, ...)
+{
+    u_char   msg[NGX_MAX_ERROR_STR], *last;
+    va_list  args;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(msg, msg + sizeof(msg) - 1, fmt, args);
+    va_end(args);
+
+    *last = '\0';
+
+    ctx->rc = ngx_http_aiserve_send_error(r, status,
+                                          status >= 500
+                                          ? "server_error"
+                                          : "invalid_request_error",
+                                          code, param, "%s", msg);
+    ctx->done = 1;
+}
+
+
+void
+ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t  *v;
+
+    v = json_object_get(ctx->doc, "model");
+
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_string(v)) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", "model",
+                                     "model must be a string");
+            return;
+        }
+
+        ctx->echo_model.data = (u_char *) json_string_value(v);
+        ctx->echo_model.len = json_string_length(v);
+
+    } else {
+        ctx->echo_model = ctx->model->name;
+    }
+
+    switch (ctx->alcf->api) {
+
+    case NGX_HTTP_AISERVE_API_OPENAI:
+        ngx_http_aiserve_prepare_openai(r, ctx);
+        break;
+
+    case NGX_HTTP_AISERVE_API_EMBED:
+        ngx_http_aiserve_prepare_embed(r, ctx);
+        break;
+
+    case NGX_HTTP_AISERVE_API_PREDICT:
+        ngx_http_aiserve_prepare_predict(r, ctx);
+        break;
+
+    case NGX_HTTP_AISERVE_API_RERANK:
+        ngx_http_aiserve_prepare_rerank(r, ctx);
+        break;
+
+    case NGX_HTTP_AISERVE_API_TOKENIZE:
+        ngx_http_aiserve_prepare_tokenize(r, ctx);
+        break;
+
+    default:
+        ngx_http_aiserve_prepare_ner(r, ctx);
+        break;
+    }
+}
+
+
+/* common validation */
+
+static ngx_int_t
+ngx_http_aiserve_get_text(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    json_t *v, const char *param, const char **text, size_t *len)
+{
+    const char  *s, *bad;
+
+    if (!json_is_string(v)) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", param,
+                                 "%s must be a string", param);
+        return NGX_ERROR;
+    }
+
+    s = json_string_value(v);
+    *len = json_string_length(v);
+    *text = s;
+
+    if (*len == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
+                                 "%s must not be empty", param);
+        return NGX_ERROR;
+    }
+
+    if (ctx->repaired) {
+        bad = (const char *) ngx_strlcasestrn((u_char *) s,
+                                              (u_char *) s + *len,
+                                              (u_char *) "\xf4\x8f\xbf\xbf",
+                                              3);
+        if (bad) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_utf8", param,
+                                     "%s is not valid UTF-8 (byte %uz)",
+                                     param, (size_t) (bad - s));
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* A JSON boolean field; absent or null means def. */
+
+static ngx_int_t
+ngx_http_aiserve_get_bool(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    const char *name, ngx_uint_t def, ngx_uint_t *value)
+{
+    json_t  *v;
+
+    v = json_object_get(ctx->doc, name);
+
+    if (v == NULL || json_is_null(v)) {
+        *value = def;
+        return NGX_OK;
+    }
+
+    if (!json_is_boolean(v)) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", name,
+                                 "%s must be true or false", name);
+        return NGX_ERROR;
+    }
+
+    *value = json_is_true(v);
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_uint_t n, size_t per_seq)
+{
+    ngx_uint_t  i;
+
+    ctx->seqs = ngx_pcalloc(r->pool, n * sizeof(ngx_http_aiserve_seq_t));
+    if (ctx->seqs == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "out of memory");
+        return NGX_ERROR;
+    }
+
+    ctx->n_seqs = n;
+
+    for (i = 0; i < n; i++) {
+        ctx->seqs[i].out_off = i * per_seq;
+    }
+
+    if (per_seq) {
+        ctx->out_len = n * per_seq;
+        ctx->out = ngx_palloc(r->pool, ctx->out_len * sizeof(float));
+        if (ctx->out == NULL) {
+            ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                     "out of memory");
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Tokenizes one input (or pair) into ctx->seqs[i].  With truncation off, a
+ * sequence longer than the model's max_seq is a 422 that names the limit.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_tokenize(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    ngx_uint_t i, const char *text, size_t len, const char *pair,
+    size_t pair_len, ngx_uint_t truncate, const char *param)
+{
+    char                       err[NGX_HTTP_AISERVE_ERRLEN];
+    aiserve_tok_opts_t         opts;
+    aiserve_encoding_t        *enc;
+    ngx_http_aiserve_seq_t    *seq;
+    ngx_http_aiserve_model_t  *m;
+
+    m = ctx->model;
+    seq = &ctx->seqs[i];
+
+    enc = ngx_pcalloc(r->pool, sizeof(aiserve_encoding_t));
+    if (enc == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "out of memory");
+        return NGX_ERROR;
+    }
+
+    aiserve_tok_opts_default(&opts);
+    opts.max_length = m->max_seq;
+    opts.truncation = truncate ? 1 : 0;
+    opts.add_special_tokens = ctx->add_special ? 1 : 0;
+
+    if (aiserve_tok_encode(m->tok, text, len, pair, pair_len, &opts, enc,
+                           err, sizeof(err))
+        != 0)
+    {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_input", param,
+                                 "%s: %s", param, err);
+        return NGX_ERROR;
+    }
+
+    seq->enc = enc;
+    seq->text = text;
+    seq->text_len = len;
+    seq->input_ids = enc->input_ids;
+    seq->token_type_ids = enc->token_type_ids;
+    seq->n_tokens = enc->n_tokens;
+
+    if (enc->n_tokens > m->max_seq) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", param,
+                                 "%s has %uz tokens, more than the limit of "
+                                 "%uz tokens of model \"%V\"; shorten it or "
+                                 "ask for truncation", param, enc->n_tokens,
+                                 m->max_seq, &m->name);
+        return NGX_ERROR;
+    }
+
+    if (enc->n_tokens == 0 && ctx->alcf->api != NGX_HTTP_AISERVE_API_TOKENIZE)
+    {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
+                                 "%s has no tokens", param);
+        return NGX_ERROR;
+    }
+
+    ctx->prompt_tokens += enc->n_tokens;
+
+    return NGX_OK;
+}
+
+
+/* An array of token ids, special tokens included, as /tokenize returns. */
+
+static ngx_int_t
+ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    ngx_uint_t i, json_t *ids, ngx_uint_t truncate, const char *param)
+{
+    size_t                     k, n, vocab;
+    json_t                    *v;
+    int32_t                   *p;
+    json_int_t                 id;
+    ngx_http_aiserve_model_t  *m;
+
+    m = ctx->model;
+    n = json_array_size(ids);
+    vocab = m->info->vocab_size;
+
+    if (n == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
+                                 "%s must not be empty", param);
+        return NGX_ERROR;
+    }
+
+    if (n > m->max_seq) {
+        if (!truncate) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", param,
+                                     "%s has %uz tokens, more than the limit "
+                                     "of %uz tokens of model \"%V\"", param,
+                                     n, m->max_seq, &m->name);
+            return NGX_ERROR;
+        }
+
+        n = m->max_seq;
+    }
+
+    p = ngx_palloc(r->pool, n * sizeof(int32_t));
+    if (p == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "out of memory");
+        return NGX_ERROR;
+    }
+
+    for (k = 0; k < n; k++) {
+        v = json_array_get(ids, k);
+        id = json_is_integer(v) ? json_integer_value(v) : -1;
+
+        if (id < 0 || (size_t) id >= vocab) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token", param,
+                                     "%s[%uz] must be a token id from 0 to "
+                                     "%uz", param, k, vocab - 1);
+            return NGX_ERROR;
+        }
+
+        p[k] = (int32_t) id;
+    }
+
+    ctx->seqs[i].input_ids = p;
+    ctx->seqs[i].token_type_ids = NULL;
+    ctx->seqs[i].n_tokens = n;
+    ctx->prompt_tokens += n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * FIELD: a string, an array of strings, and with allow_ids an array of
+ * token ids or an array of such arrays.  Fills ctx->seqs.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_inputs(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    const char *field, ngx_uint_t allow_ids, ngx_uint_t truncate,
+    size_t per_seq)
+{
+    char         param[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t       len;
+    json_t      *in, *v;
+    ngx_uint_t   i, n;
+    const char  *text;
+
+    in = json_object_get(ctx->doc, field);
+
+    if (in == NULL || json_is_null(in)) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "missing_field", field,
+                                 "%s is required", field);
+        return NGX_ERROR;
+    }
+
+    if (json_is_string(in)) {
+        ctx->single = 1;
+
+        if (ngx_http_aiserve_alloc_seqs(r, ctx, 1, per_seq) != NGX_OK
+            || ngx_http_aiserve_get_text(r, ctx, in, field, &text, &len)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_aiserve_tokenize(r, ctx, 0, text, len, NULL, 0,
+                                         truncate, field);
+    }
+
+    if (!json_is_array(in)) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", field,
+                                 allow_ids
+                                 ? "%s must be a string, an array of strings"
+                                   " or of token ids"
+                                 : "%s must be a string or an array of "
+                                   "strings", field);
+        return NGX_ERROR;
+    }
+
+    n = json_array_size(in);
+
+    if (n == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", field,
+                                 "%s must not be empty", field);
+        return NGX_ERROR;
+    }
+
+    if (allow_ids && json_is_integer(json_array_get(in, 0))) {
+        /* one sequence of token ids */
+        ctx->single = 1;
+
+        if (ngx_http_aiserve_alloc_seqs(r, ctx, 1, per_seq) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_aiserve_token_ids(r, ctx, 0, in, truncate, field);
+    }
+
+    if (n > ctx->alcf->max_inputs) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs", field,
+                                 "%s has %ui items, more than the limit of "
+                                 "%ui (aiserve_max_inputs)", field, n,
+                                 ctx->alcf->max_inputs);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_aiserve_alloc_seqs(r, ctx, n, per_seq) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(in, i);
+        ngx_http_aiserve_param(param, field, i);
+
+        if (allow_ids && json_is_array(v)) {
+            if (ngx_http_aiserve_token_ids(r, ctx, i, v, truncate, param)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_http_aiserve_get_text(r, ctx, v, param, &text, &len)
+            != NGX_OK
+            || ngx_http_aiserve_tokenize(r, ctx, i, text, len, NULL, 0,
+                                         truncate, param)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* OpenAI's "dimensions": 1 .. hidden_size; the result is shortened and
+ * L2-normalized again, as OpenAI does for its text-embedding-3 models. */
+
+static ngx_int_t
+ngx_http_aiserve_dimensions(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t      *v;
+    json_int_t   d;
+
+    v = json_object_get(ctx->doc, "dimensions");
+
+    if (v == NULL || json_is_null(v)) {
+        ctx->dimensions = 0;
+        return NGX_OK;
+    }
+
+    d = json_is_integer(v) ? json_integer_value(v) : 0;
+
+    if (d < 1 || (size_t) d > ctx->model->info->hidden_size) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value", "dimensions",
+                                 "dimensions must be an integer from 1 to "
+                                 "%uz", ctx->model->info->hidden_size);
+        return NGX_ERROR;
+    }
+
+    ctx->dimensions = d;
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_aiserve_prepare_openai(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t      *v;
+    const char  *s;
+
+    v = json_object_get(ctx->doc, "encoding_format");
+
+    if (v != NULL && !json_is_null(v)) {
+        s = json_is_string(v) ? json_string_value(v) : "";
+
+        if (ngx_strcmp(s, "base64") == 0) {
+            ctx->base64 = 1;
+
+        } else if (ngx_strcmp(s, "float") != 0) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                                     "encoding_format",
+                                     "encoding_format must be \"float\" or "
+                                     "\"base64\"");
+            return;
+        }
+    }
+
+    if (ngx_http_aiserve_dimensions(r, ctx) != NGX_OK) {
+        return;
+    }
+
+    ctx->add_special = 1;
+
+    (void) ngx_http_aiserve_inputs(r, ctx, "input", 1, ctx->model->truncate,
+                                   ctx->model->info->hidden_size);
+}
+
+
+static void
+ngx_http_aiserve_prepare_embed(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t      *v;
+    ngx_uint_t   normalize, truncate;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "normalize", 1, &normalize)
+        != NGX_OK
+        || ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
+                                     &truncate)
+           != NGX_OK
+        || ngx_http_aiserve_dimensions(r, ctx) != NGX_OK)
+    {
+        return;
+    }
+
+    v = json_object_get(ctx->doc, "truncation_direction");
+
+    if (v != NULL && !json_is_null(v)
+        && !(json_is_string(v)
+             && ngx_strcasecmp((u_char *) json_string_value(v),
+                               (u_char *) "right") == 0))
+    {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                                 "truncation_direction",
+                                 "truncation_direction must be \"Right\"");
+        return;
+    }
+
+    ctx->normalize = normalize;
+    ctx->add_special = 1;
+
+    (void) ngx_http_aiserve_inputs(r, ctx, "inputs", 1, truncate,
+                                   ctx->model->info->hidden_size);
+}
+
+
+/*
+ * predict: inputs is a string, an object {"text", "text_pair"}, or an
+ * array of these.  top_k absent keeps the pipeline's legacy shape (the top
+ * label per input); top_k null returns every label, sorted.
+ */
+
+static void
+ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    char         param[NGX_HTTP_AISERVE_PARAMLEN],
+                 pparam[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t       len, pair_len;
+    json_t      *in, *v, *t, *tp;
+    ngx_uint_t   i, n, truncate, raw;
+    const char  *text, *pair, *s;
+    json_int_t   k;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
+                                  &truncate)
+        != NGX_OK
+        || ngx_http_aiserve_get_bool(r, ctx, "raw_scores", 0, &raw) != NGX_OK)
+    {
+        return;
+    }
+
+    v = json_object_get(ctx->doc, "top_k");
+
+    if (v == NULL) {
+        ctx->legacy = 1;
+        ctx->top_k = 1;
+
+    } else if (json_is_null(v)) {
+        ctx->top_k = -1;
+
+    } else {
+        k = json_is_integer(v) ? json_integer_value(v) : -1;
+
+        if (k < 0) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value", "top_k",
+                                     "top_k must be null or an integer >= 0");
+            return;
+        }
+
+        ctx->top_k = k;
+    }
+
+    ctx->fn = raw ? NGX_HTTP_AISERVE_FN_NONE : NGX_HTTP_AISERVE_FN_DEFAULT;
+
+    v = json_object_get(ctx->doc, "function_to_apply");
+
+    if (v != NULL && !json_is_null(v)) {
+        s = json_is_string(v) ? json_string_value(v) : "";
+
+        if (ngx_strcasecmp((u_char *) s, (u_char *) "sigmoid") == 0) {
+            ctx->fn = NGX_HTTP_AISERVE_FN_SIGMOID;
+
+        } else if (ngx_strcasecmp((u_char *) s, (u_char *) "softmax") == 0) {
+            ctx->fn = NGX_HTTP_AISERVE_FN_SOFTMAX;
+
+        } else if (ngx_strcasecmp((u_char *) s, (u_char *) "none") == 0) {
+            ctx->fn = NGX_HTTP_AISERVE_FN_NONE;
+
+        } else {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                                     "function_to_apply",
+                                     "function_to_apply must be \"sigmoid\","
+                                     " \"softmax\" or \"none\"");
+            return;
+        }
+    }
+
+    if (ctx->fn == NGX_HTTP_AISERVE_FN_DEFAULT) {
+        ctx->fn = ngx_http_aiserve_default_fn(ctx->model->info);
+    }
+
+    ctx->add_special = 1;
+
+    in = json_object_get(ctx->doc, "inputs");
+
+    if (in == NULL || json_is_null(in)) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "missing_field", "inputs",
+                                 "inputs is required");
+        return;
+    }
+
+    if (json_is_array(in)) {
+        n = json_array_size(in);
+
+        if (n == 0) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", "inputs",
+                                     "inputs must not be empty");
+            return;
+        }
+
+        if (n > ctx->alcf->max_inputs) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs",
+                                     "inputs", "inputs has %ui items, more "
+                                     "than the limit of %ui "
+                                     "(aiserve_max_inputs)", n,
+                                     ctx->alcf->max_inputs);
+            return;
+        }
+
+    } else {
+        n = 1;
+        ctx->single = 1;
+    }
+
+    if (ngx_http_aiserve_alloc_seqs(r, ctx, n,
+                                    ctx->model->info->num_labels)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ctx->single) {
+            v = in;
+            ngx_cpystrn((u_char *) param, (u_char *) "inputs",
+                        sizeof(param));
+
+        } else {
+            v = json_array_get(in, i);
+            ngx_http_aiserve_param(param, "inputs", i);
+        }
+
+        pair = NULL;
+        pair_len = 0;
+
+        if (json_is_object(v)) {
+            if (ctx->single) {
+                /* a single {"text", "text_pair"}: the pipeline answers a
+                 * bare object in its legacy shape */
+                ctx->single = 0;
+                ctx->n_texts = 1;
+            }
+
+            t = json_object_get(v, "text");
+            tp = json_object_get(v, "text_pair");
+
+            ngx_snprintf((u_char *) pparam, sizeof(pparam) - 1, "%s.text%Z",
+                         param);
+
+            if (ngx_http_aiserve_get_text(r, ctx, t, pparam, &text, &len)
+                != NGX_OK)
+            {
+                return;
+            }
+
+            if (tp != NULL && !json_is_null(tp)) {
+                ngx_snprintf((u_char *) pparam, sizeof(pparam) - 1,
+                             "%s.text_pair%Z", param);
+
+                if (ngx_http_aiserve_get_text(r, ctx, tp, pparam, &pair,
+                                              &pair_len)
+                    != NGX_OK)
+                {
+                    return;
+                }
+            }
+
+        } else if (ngx_http_aiserve_get_text(r, ctx, v, param, &text, &len)
+                   != NGX_OK)
+        {
+            return;
+        }
+
+        if (ngx_http_aiserve_tokenize(r, ctx, i, text, len, pair, pair_len,
+                                      truncate, param)
+            != NGX_OK)
+        {
+            return;
+        }
+    }
+}
+
+
+static void
+ngx_http_aiserve_prepare_rerank(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    char         param[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t       qlen, len;
+    json_t      *texts;
+    ngx_uint_t   i, n, truncate, return_text, raw;
+    const char  *query, *text;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
+                                  &truncate)
+        != NGX_OK
+        || ngx_http_aiserve_get_bool(r, ctx, "return_text", 0, &return_text)
+           != NGX_OK
+        || ngx_http_aiserve_get_bool(r, ctx, "raw_scores", 0, &raw) != NGX_OK)
+    {
+        return;
+    }
+
+    ctx->return_text = return_text;
+    ctx->raw_scores = raw;
+    ctx->add_special = 1;
+
+    if (json_object_get(ctx->doc, "query") == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "missing_field", "query",
+                                 "query is required");
+        return;
+    }
+
+    if (ngx_http_aiserve_get_text(r, ctx, json_object_get(ctx->doc, "query"),
+                                  "query", &query, &qlen)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    texts = json_object_get(ctx->doc, "texts");
+
+    if (!json_is_array(texts)) {
+        ngx_http_aiserve_invalid(r, ctx, 422,
+                                 texts ? "invalid_type" : "missing_field",
+                                 "texts", "texts must be an array of "
+                                 "strings");
+        return;
+    }
+
+    n = json_array_size(texts);
+
+    if (n == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", "texts",
+                                 "texts must not be empty");
+        return;
+    }
+
+    if (n > ctx->alcf->max_inputs) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs", "texts",
+                                 "texts has %ui items, more than the limit "
+                                 "of %ui (aiserve_max_inputs)", n,
+                                 ctx->alcf->max_inputs);
+        return;
+    }
+
+    if (ngx_http_aiserve_alloc_seqs(r, ctx, n, ctx->model->info->num_labels)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_http_aiserve_param(param, "texts", i);
+
+        if (ngx_http_aiserve_get_text(r, ctx, json_array_get(texts, i),
+                                      param, &text, &len)
+            != NGX_OK
+            || ngx_http_aiserve_tokenize(r, ctx, i, query, qlen, text, len,
+                                         truncate, param)
+               != NGX_OK)
+        {
+            return;
+        }
+
+        /* return_text gives back the text, not the query */
+        ctx->seqs[i].text = text;
+        ctx->seqs[i].text_len = len;
+    }
+}
+
+
+static void
+ngx_http_aiserve_prepare_tokenize(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    ngx_uint_t  add_special;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "add_special_tokens", 1,
+                                  &add_special)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ctx->add_special = add_special;
+
+    (void) ngx_http_aiserve_inputs(r, ctx, "inputs", 0, 1, 0);
+}
+
+
+static void
+ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t      *v;
+    ngx_uint_t   i, truncate;
+    const char  *s;
+
+    static const char  *strategies[] = {
+        "none", "simple", "first", "average", "max", NULL
+    };
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
+                                  &truncate)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    v = json_object_get(ctx->doc, "aggregation_strategy");
+    ctx->aggregation = NGX_HTTP_AISERVE_AGG_NONE;
+
+    if (v != NULL && !json_is_null(v)) {
+        s = json_is_string(v) ? json_string_value(v) : "";
+
+        for (i = 0; strategies[i]; i++) {
+            if (ngx_strcasecmp((u_char *) s, (u_char *) strategies[i]) == 0) {
+                break;
+            }
+        }
+
+        if (strategies[i] == NULL) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                                     "aggregation_strategy",
+                                     "aggregation_strategy must be one of "
+                                     "none, simple, first, average, max");
+            return;
+        }
+
+        ctx->aggregation = i;
+    }
+
+    v = json_object_get(ctx->doc, "ignore_labels");
+
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_array(v)) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type",
+                                     "ignore_labels",
+                                     "ignore_labels must be an array of "
+                                     "strings");
+            return;
+        }
+
+        for (i = 0; i < json_array_size(v); i++) {
+            if (!json_is_string(json_array_get(v, i))) {
+                ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type",
+                                         "ignore_labels",
+                                         "ignore_labels[%ui] must be a "
+                                         "string", i);
+                return;
+            }
+        }
+    }
+
+    ctx->add_special = 1;
+
+    /* outputs: num_labels logits per token; sized after tokenizing */
+
+    if (ngx_http_aiserve_inputs(r, ctx, "inputs", 0, truncate, 0) != NGX_OK) {
+        return;
+    }
+
+    ctx->out_len = 0;
+
+    for (i = 0; i < ctx->n_seqs; i++) {
+        ctx->seqs[i].out_off = ctx->out_len;
+        ctx->out_len += ctx->seqs[i].n_tokens * ctx->model->info->num_labels;
+    }
+
+    ctx->out = ngx_palloc(r->pool, ctx->out_len * sizeof(float));
+    if (ctx->out == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "out of memory");
+    }
+}
+
+
+/* responses */
+
+ngx_int_t
+ngx_http_aiserve_api_respond(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j)
+{
+    float                       *v, score, *scores;
+    size_t                       dim, k, t;
+    ngx_uint_t                   i, n, *order, a, b, tmp;
+    const char                  *tok;
+    aiserve_encoding_t          *enc;
+    ngx_http_aiserve_seq_t      *seq;
+    const aiserve_model_info_t  *info;
+
+    info = ctx->model->info;
+    dim = ctx->dimensions ? (size_t) ctx->dimensions : info->hidden_size;
+
+    switch (ctx->alcf->api) {
+
+    case NGX_HTTP_AISERVE_API_OPENAI:
+        ngx_http_aiserve_json_lit(j, "{\"object\":\"list\",\"data\":[");
+
+        for (i = 0; i < ctx->n_seqs; i++) {
+            if (i) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_json_lit(j, "{\"object\":\"embedding\","
+                                         "\"index\":");
+            ngx_http_aiserve_json_int(j, i);
+            ngx_http_aiserve_json_lit(j, ",\"embedding\":");
+            ngx_http_aiserve_embedding(ctx, j, ctx->out + i * info->hidden_size,
+                                       dim, ctx->dimensions != 0);
+            ngx_http_aiserve_json_lit(j, "}");
+        }
+
+        ngx_http_aiserve_json_lit(j, "],\"model\":");
+        ngx_http_aiserve_json_string(j, (char *) ctx->echo_model.data,
+                                     ctx->echo_model.len);
+        ngx_http_aiserve_json_lit(j, ",\"usage\":{\"prompt_tokens\":");
+        ngx_http_aiserve_json_int(j, ctx->prompt_tokens);
+        ngx_http_aiserve_json_lit(j, ",\"total_tokens\":");
+        ngx_http_aiserve_json_int(j, ctx->prompt_tokens);
+        ngx_http_aiserve_json_lit(j, "}}\n");
+        break;
+
+    case NGX_HTTP_AISERVE_API_EMBED:
+        ngx_http_aiserve_json_lit(j, "[");
+
+        for (i = 0; i < ctx->n_seqs; i++) {
+            if (i) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_embedding(ctx, j, ctx->out + i * info->hidden_size,
+                                       dim,
+                                       ctx->normalize || ctx->dimensions);
+        }
+
+        ngx_http_aiserve_json_lit(j, "]\n");
+        break;
+
+    case NGX_HTTP_AISERVE_API_PREDICT:
+        if (!ctx->single && ctx->n_texts == 0) {
+            ngx_http_aiserve_json_lit(j, "[");
+        }
+
+        for (i = 0; i < ctx->n_seqs; i++) {
+            if (i) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_respond_labels(ctx, j,
+                                            ctx->out + ctx->seqs[i].out_off);
+        }
+
+        if (!ctx->single && ctx->n_texts == 0) {
+            ngx_http_aiserve_json_lit(j, "]");
+        }
+
+        ngx_http_aiserve_json_lit(j, "\n");
+        break;
+
+    case NGX_HTTP_AISERVE_API_RERANK:
+        n = ctx->n_seqs;
+        order = ngx_palloc(r->pool, n * sizeof(ngx_uint_t));
+        scores = ngx_palloc(r->pool, n * sizeof(float));
+        if (order == NULL || scores == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < n; i++) {
+            v = ctx->out + ctx->seqs[i].out_off;
+            k = (info->num_labels == 1) ? 0 : 1;
+
+            if (ctx->raw_scores) {
+                score = v[k];
+
+            } else if (info->num_labels == 1) {
+                ngx_http_aiserve_apply(NGX_HTTP_AISERVE_FN_SIGMOID, v,
+                                       &score, 1);
+
+            } else {
+                ngx_http_aiserve_apply(NGX_HTTP_AISERVE_FN_SOFTMAX, v,
+                                       ctx->out + ctx->seqs[i].out_off,
+                                       info->num_labels);
+                score = v[k];
+            }
+
+            scores[i] = score;
+            order[i] = i;
+        }
+
+        /* stable insertion sort, highest score first */
+
+        for (a = 1; a < n; a++) {
+            tmp = order[a];
+
+            for (b = a; b > 0 && scores[order[b - 1]] < scores[tmp]; b--) {
+                order[b] = order[b - 1];
+            }
+
+            order[b] = tmp;
+        }
+
+        ngx_http_aiserve_json_lit(j, "[");
+
+        for (a = 0; a < n; a++) {
+            i = order[a];
+
+            if (a) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_json_lit(j, "{\"index\":");
+            ngx_http_aiserve_json_int(j, i);
+            ngx_http_aiserve_json_lit(j, ",\"score\":");
+            ngx_http_aiserve_json_float(j, scores[i]);
+
+            if (ctx->return_text) {
+                ngx_http_aiserve_json_lit(j, ",\"text\":");
+                ngx_http_aiserve_json_string(j, ctx->seqs[i].text,
+                                             ctx->seqs[i].text_len);
+            }
+
+            ngx_http_aiserve_json_lit(j, "}");
+        }
+
+        ngx_http_aiserve_json_lit(j, "]\n");
+        break;
+
+    case NGX_HTTP_AISERVE_API_TOKENIZE:
+        ngx_http_aiserve_json_lit(j, "[");
+
+        for (i = 0; i < ctx->n_seqs; i++) {
+            seq = &ctx->seqs[i];
+            enc = seq->enc;
+
+            if (i) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_json_lit(j, "[");
+
+            for (t = 0; t < enc->n_tokens; t++) {
+                if (t) {
+                    ngx_http_aiserve_json_lit(j, ",");
+                }
+
+                ngx_http_aiserve_json_lit(j, "{\"id\":");
+                ngx_http_aiserve_json_int(j, enc->input_ids[t]);
+                ngx_http_aiserve_json_lit(j, ",\"text\":");
+
+                if (enc->special_tokens_mask[t]) {
+                    tok = aiserve_tok_id_to_token(ctx->model->tok,
+                                                  enc->input_ids[t]);
+                    tok = tok ? tok : "";
+                    ngx_http_aiserve_json_string(j, tok, ngx_strlen(tok));
+                    ngx_http_aiserve_json_lit(j, ",\"special\":true");
+
+                } else {
+                    ngx_http_aiserve_json_string(j,
+                        seq->text + enc->byte_offsets[2 * t],
+                        enc->byte_offsets[2 * t + 1]
+                        - enc->byte_offsets[2 * t]);
+                    ngx_http_aiserve_json_lit(j, ",\"special\":false");
+                }
+
+                ngx_http_aiserve_json_lit(j, ",\"start\":");
+                ngx_http_aiserve_json_int(j, enc->offsets[2 * t]);
+                ngx_http_aiserve_json_lit(j, ",\"stop\":");
+                ngx_http_aiserve_json_int(j, enc->offsets[2 * t + 1]);
+                ngx_http_aiserve_json_lit(j, "}");
+            }
+
+            ngx_http_aiserve_json_lit(j, "]");
+        }
+
+        ngx_http_aiserve_json_lit(j, "]\n");
+        break;
+
+    default: /* NER */
+        if (!ctx->single) {
+            ngx_http_aiserve_json_lit(j, "[");
+        }
+
+        for (i = 0; i < ctx->n_seqs; i++) {
+            if (i) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            if (ngx_http_aiserve_respond_ner(r, ctx, j, &ctx->seqs[i],
+                                             ctx->out + ctx->seqs[i].out_off)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        if (!ctx->single) {
+            ngx_http_aiserve_json_lit(j, "]");
+        }
+
+        ngx_http_aiserve_json_lit(j, "\n");
+        break;
+    }
+
+    return j->failed ? NGX_ERROR : NGX_OK;
+}
+
+
+/* An embedding of n floats, L2-normalized again when asked. */
+
+static void
+ngx_http_aiserve_embedding(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j, float *v, size_t n, ngx_uint_t normalize)
+{
+    size_t  i;
+    double  norm;
+
+    if (normalize) {
+        norm = 0;
+
+        for (i = 0; i < n; i++) {
+            norm += (double) v[i] * v[i];
+        }
+
+        norm = sqrt(norm);
+
+        /* torch.nn.functional.normalize: divide by max(norm, 1e-12) */
+        if (norm < 1e-12) {
+            norm = 1e-12;
+        }
+
+        for (i = 0; i < n; i++) {
+            v[i] = (float) (v[i] / norm);
+        }
+    }
+
+    if (ctx->base64) {
+        ngx_http_aiserve_json_base64_floats(j, v, n);
+        return;
+    }
+
+    ngx_http_aiserve_json_lit(j, "[");
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        ngx_http_aiserve_json_float(j, v[i]);
+    }
+
+    ngx_http_aiserve_json_lit(j, "]");
+}
+
+
+/*
+ * transformers' TextClassificationPipeline.postprocess: regression -> none;
+ * multi-label or a single label -> sigmoid; otherwise softmax.
+ */
+
+static ngx_uint_t
+ngx_http_aiserve_default_fn(const aiserve_model_info_t *info)
+{
+    if (info->problem_type == AISERVE_PROBLEM_REGRESSION) {
+        return NGX_HTTP_AISERVE_FN_NONE;
+    }
+
+    if (info->problem_type == AISERVE_PROBLEM_MULTI_LABEL
+        || info->num_labels == 1)
+    {
+        return NGX_HTTP_AISERVE_FN_SIGMOID;
+    }
+
+    return NGX_HTTP_AISERVE_FN_SOFTMAX;
+}
+
+
+/* the pipeline's numpy sigmoid / softmax, in float32 */
+
+static void
+ngx_http_aiserve_apply(ngx_uint_t fn, const float *logits, float *scores,
+    size_t n)
+{
+    float   max, sum;
+    size_t  i;
+
+    switch (fn) {
+
+    case NGX_HTTP_AISERVE_FN_SIGMOID:
+        for (i = 0; i < n; i++) {
+            scores[i] = 1.0f / (1.0f + expf(-logits[i]));
+        }
+        break;
+
+    case NGX_HTTP_AISERVE_FN_SOFTMAX:
+        max = logits[0];
+        for (i = 1; i < n; i++) {
+            if (logits[i] > max) {
+                max = logits[i];
+            }
+        }
+
+        sum = 0;
+        for (i = 0; i < n; i++) {
+            scores[i] = expf(logits[i] - max);
+            sum += scores[i];
+        }
+
+        for (i = 0; i < n; i++) {
+            scores[i] /= sum;
+        }
+        break;
+
+    default:
+        for (i = 0; i < n; i++) {
+            scores[i] = logits[i];
+        }
+        break;
+    }
+}
+
+
+static void
+ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j, const float *logits)
+{
+    float                        scores[256], *s;
+    size_t                       n, k, a, b, limit;
+    ngx_uint_t                   order[256], tmp;
+    const char                  *label;
+    const aiserve_model_info_t  *info;
+
+    info = ctx->model->info;
+    n = info->num_labels;
+
+    if (n > 256) {
+        n = 256;
+    }
+
+    s = scores;
+    ngx_http_aiserve_apply(ctx->fn, logits, s, n);
+
+    for (k = 0; k < n; k++) {
+        order[k] = k;
+    }
+
+    if (ctx->legacy) {
+        /* argmax, first on ties, as numpy */
+        a = 0;
+        for (k = 1; k < n; k++) {
+            if (s[k] > s[a]) {
+                a = k;
+            }
+        }
+
+        label = info->id2label[a];
+
+        if (ctx->single) {
+            ngx_http_aiserve_json_lit(j, "[");
+        }
+
+        ngx_http_aiserve_json_lit(j, "{\"label\":");
+        ngx_http_aiserve_json_string(j, label, ngx_strlen(label));
+        ngx_http_aiserve_json_lit(j, ",\"score\":");
+        ngx_http_aiserve_json_float(j, s[a]);
+        ngx_http_aiserve_json_lit(j, "}");
+
+        if (ctx->single) {
+            ngx_http_aiserve_json_lit(j, "]");
+        }
+
+        return;
+    }
+
+    /* list.sort(key=score, reverse=True) is stable */
+
+    for (a = 1; a < n; a++) {
+        tmp = order[a];
+
+        for (b = a; b > 0 && s[order[b - 1]] < s[tmp]; b--) {
+            order[b] = order[b - 1];
+        }
+
+        order[b] = tmp;
+    }
+
+    limit = (ctx->top_k < 0 || (size_t) ctx->top_k > n) ? n
+                                                         : (size_t) ctx->top_k;
+
+    ngx_http_aiserve_json_lit(j, "[");
+
+    for (k = 0; k < limit; k++) {
+        if (k) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        label = info->id2label[order[k]];
+
+        ngx_http_aiserve_json_lit(j, "{\"label\":");
+        ngx_http_aiserve_json_string(j, label, ngx_strlen(label));
+        ngx_http_aiserve_json_lit(j, ",\"score\":");
+        ngx_http_aiserve_json_float(j, s[order[k]]);
+        ngx_http_aiserve_json_lit(j, "}");
+    }
+
+    ngx_http_aiserve_json_lit(j, "]");
+}
+
+
+static size_t
+ngx_http_aiserve_utf8_len(const char *s, size_t len)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (((u_char) s[i] & 0xc0) != 0x80) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+static ngx_uint_t
+ngx_http_aiserve_argmax(const float *v, size_t n)
+{
+    size_t  k, a;
+
+    a = 0;
+    for (k = 1; k < n; k++) {
+        if (v[k] > v[a]) {
+            a = k;
+        }
+    }
+
+    return a;
+}
+
+
+/*
+ * The entity's tag as the pipeline's get_tag(): "B-X" -> (B, X),
+ * "I-X" -> (I, X), anything else -> (I, itself).
+ */
+
+static void
+ngx_http_aiserve_tag(const char *label, ngx_uint_t *begin, const char **tag)
+{
+    if ((label[0] == 'B' || label[0] == 'I') && label[1] == '-') {
+        *begin = (label[0] == 'B');
+        *tag = label + 2;
+        return;
+    }
+
+    *begin = 0;
+    *tag = label;
+}
+
+
+static ngx_uint_t
+ngx_http_aiserve_ignored(ngx_http_aiserve_ctx_t *ctx, const char *label,
+    size_t len)
+{
+    json_t      *v, *s;
+    ngx_uint_t   i;
+
+    v = json_object_get(ctx->doc, "ignore_labels");
+
+    if (v == NULL || json_is_null(v)) {
+        return (len == 1 && label[0] == 'O');
+    }
+
+    for (i = 0; i < json_array_size(v); i++) {
+        s = json_array_get(v, i);
+
+        if (json_string_length(s) == len
+            && ngx_strncmp(json_string_value(s), label, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * transformers' TokenClassificationPipeline.postprocess for one text:
+ * gather_pre_entities, aggregate (aggregate_words for first / average /
+ * max), group_entities for every strategy but none, then ignore_labels.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_respond_ner(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_seq_t *seq, const float *logits)
+{
+    float                       *probs, *avg, sum;
+    size_t                       nl, t, k, w, g, first, last, glen;
+    int32_t                      unk;
+    ngx_uint_t                   n, nw, bi, last_bi, emitted;
+    const char                  *tok, *tag, *last_tag, *label, *group;
+    aiserve_encoding_t          *enc;
+    ngx_http_aiserve_entity_t   *pre, *words, *e;
+    const aiserve_model_info_t  *info;
+
+    info = ctx->model->info;
+    nl = info->num_labels;
+    enc = seq->enc;
+
+    pre = ngx_pcalloc(r->pool, (enc->n_tokens + 1)
+                               * sizeof(ngx_http_aiserve_entity_t));
+    probs = ngx_palloc(r->pool, (enc->n_tokens * nl + 1) * sizeof(float));
+    if (pre == NULL || probs == NULL) {
+        return NGX_ERROR;
+    }
+
+    unk = aiserve_tok_token_to_id(ctx->model->tok, "[UNK]");
+
+    /* gather_pre_entities */
+
+    n = 0;
+
+    for (t = 0; t < enc->n_tokens; t++) {
+        if (enc->special_tokens_mask[t]) {
+            continue;
+        }
+
+        e = &pre[n++];
+
+        ngx_http_aiserve_apply(NGX_HTTP_AISERVE_FN_SOFTMAX, logits + t * nl,
+                               probs + t * nl, nl);
+
+        e->scores = probs + t * nl;
+        e->index = t;
+        e->start = enc->offsets[2 * t];
+        e->end = enc->offsets[2 * t + 1];
+
+        tok = aiserve_tok_id_to_token(ctx->model->tok, enc->input_ids[t]);
+        tok = tok ? tok : "";
+
+        if (enc->input_ids[t] == unk) {
+            e->word = seq->text + enc->byte_offsets[2 * t];
+            e->word_len = enc->byte_offsets[2 * t + 1]
+                          - enc->byte_offsets[2 * t];
+            e->is_subword = 0;
+
+        } else {
+            e->word = tok;
+            e->word_len = ngx_strlen(tok);
+            e->is_subword = ngx_http_aiserve_utf8_len(tok, e->word_len)
+                            != (size_t) (e->end - e->start);
+        }
+
+        e->label = ngx_http_aiserve_argmax(e->scores, nl);
+        e->score = e->scores[e->label];
+    }
+
+    /* aggregate_words for first / average / max */
+
+    words = pre;
+    nw = n;
+
+    if (ctx->aggregation >= NGX_HTTP_AISERVE_AGG_FIRST) {
+        words = ngx_pcalloc(r->pool, (n + 1)
+                                     * sizeof(ngx_http_aiserve_entity_t));
+        if (words == NULL) {
+            return NGX_ERROR;
+        }
+
+        nw = 0;
+
+        for (first = 0; first < n; first = last) {
+            for (last = first + 1; last < n && pre[last].is_subword; last++) {
+                /* void */
+            }
+
+            e = &words[nw++];
+            e->start = pre[first].start;
+            e->end = pre[last - 1].end;
+
+            if (ngx_http_aiserve_decode(r->pool, &pre[first], last - first,
+                                        &e->word, &e->word_len)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            switch (ctx->aggregation) {
+
+            case NGX_HTTP_AISERVE_AGG_FIRST:
+                g = first;
+                break;
+
+            case NGX_HTTP_AISERVE_AGG_MAX:
+                /* max(entities, key=scores.max()): the first maximum */
+                g = first;
+                for (k = first + 1; k < last; k++) {
+                    if (pre[k].score > pre[g].score) {
+                        g = k;
+                    }
+                }
+                break;
+
+            default: /* average */
+                avg = ngx_palloc(r->pool, nl * sizeof(float));
+                if (avg == NULL) {
+                    return NGX_ERROR;
+                }
+
+                for (k = 0; k < nl; k++) {
+                    sum = 0;
+                    for (g = first; g < last; g++) {
+                        sum += pre[g].scores[k];
+                    }
+
+                    avg[k] = sum / (float) (last - first);
+                }
+
+                e->label = ngx_http_aiserve_argmax(avg, nl);
+                e->score = avg[e->label];
+                continue;
+            }
+
+            e->label = pre[g].label;
+            e->score = pre[g].score;
+        }
+    }
+
+    ngx_http_aiserve_json_lit(j, "[");
+    emitted = 0;
+
+    if (ctx->aggregation == NGX_HTTP_AISERVE_AGG_NONE) {
+
+        for (k = 0; k < n; k++) {
+            e = &pre[k];
+            label = info->id2label[e->label];
+
+            if (ngx_http_aiserve_ignored(ctx, label, ngx_strlen(label))) {
+                continue;
+            }
+
+            if (emitted++) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_json_lit(j, "{");
+            ngx_http_aiserve_json_lit(j, "\"entity\":");
+            ngx_http_aiserve_json_string(j, label, ngx_strlen(label));
+            ngx_http_aiserve_json_lit(j, ",\"score\":");
+            ngx_http_aiserve_json_float(j, e->score);
+            ngx_http_aiserve_json_lit(j, ",\"index\":");
+            ngx_http_aiserve_json_int(j, e->index);
+            ngx_http_aiserve_json_lit(j, ",\"word\":");
+            ngx_http_aiserve_json_string(j, e->word, e->word_len);
+            ngx_http_aiserve_json_lit(j, ",\"start\":");
+            ngx_http_aiserve_json_int(j, e->start);
+            ngx_http_aiserve_json_lit(j, ",\"end\":");
+            ngx_http_aiserve_json_int(j, e->end);
+            ngx_http_aiserve_json_lit(j, "}");
+        }
+
+        ngx_http_aiserve_json_lit(j, "]");
+        return NGX_OK;
+    }
+
+    /* group_entities over words (simple: over tokens) */
+
+    for (first = 0; first < nw; first = last) {
+
+        for (last = first + 1; last < nw; last++) {
+            ngx_http_aiserve_tag(info->id2label[words[last].label], &bi,
+                                 &tag);
+            ngx_http_aiserve_tag(info->id2label[words[last - 1].label],
+                                 &last_bi, &last_tag);
+
+            if (bi || ngx_strcmp(tag, last_tag) != 0) {
+                break;
+            }
+        }
+
+        /* entity_group: the first label after its first "-" */
+        label = info->id2label[words[first].label];
+        group = (const char *) ngx_strchr(label, '-');
+        group = group ? group + 1 : label;
+        glen = ngx_strlen(group);
+
+        if (ngx_http_aiserve_ignored(ctx, group, glen)) {
+            continue;
+        }
+
+        /* np.nanmean of the scores, float32 */
+        sum = 0;
+        for (w = first; w < last; w++) {
+            sum += words[w].score;
+        }
+
+        if (ngx_http_aiserve_decode(r->pool, &words[first], last - first,
+                                    &tok, &t)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (emitted++) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        ngx_http_aiserve_json_lit(j, "{");
+        ngx_http_aiserve_json_lit(j, "\"entity_group\":");
+        ngx_http_aiserve_json_string(j, group, glen);
+        ngx_http_aiserve_json_lit(j, ",\"score\":");
+        ngx_http_aiserve_json_float(j, sum / (float) (last - first));
+        ngx_http_aiserve_json_lit(j, ",\"word\":");
+        ngx_http_aiserve_json_string(j, tok, t);
+        ngx_http_aiserve_json_lit(j, ",\"start\":");
+        ngx_http_aiserve_json_int(j, words[first].start);
+        ngx_http_aiserve_json_lit(j, ",\"end\":");
+        ngx_http_aiserve_json_int(j, words[last - 1].end);
+        ngx_http_aiserve_json_lit(j, "}");
+    }
+
+    ngx_http_aiserve_json_lit(j, "]");
+    return NGX_OK;
+}
+
+
+/*
+ * In-place replacement of every FROM by TO (not longer than FROM) in
+ * buf[0 .. *len), as Rust's str::replace.
+ */
+
+static void
+ngx_http_aiserve_replace(u_char *buf, size_t *len, const char *from,
+    const char *to)
+{
+    u_char  *src, *dst, *last;
+    size_t   flen, tlen;
+
+    flen = ngx_strlen(from);
+    tlen = ngx_strlen(to);
+    src = buf;
+    dst = buf;
+    last = buf + *len;
+
+    while (src < last) {
+        if ((size_t) (last - src) >= flen
+            && ngx_strncmp(src, from, flen) == 0)
+        {
+            dst = ngx_cpymem(dst, to, tlen);
+            src += flen;
+            continue;
+        }
+
+        *dst++ = *src++;
+    }
+
+    *len = dst - buf;
+}
+
+
+/*
+ * tokenizer.convert_tokens_to_string() of a BERT fast tokenizer: the
+ * WordPiece decoder of `tokenizers` (prefix "##", cleanup on): tokens
+ * after the first lose their "##" prefix or get a leading space, then each
+ * piece is cleaned up (" ." -> ".", " 's" -> "'s", ...), then joined.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_decode(ngx_pool_t *pool, ngx_http_aiserve_entity_t *e,
+    size_t n, const char **out, size_t *out_len)
+{
+    u_char      *buf, *p;
+    size_t       i, k, size, len;
+    const char  *s;
+
+    static const char  *cleanup[][2] = {
+        { " .", "." }, { " ?", "?" }, { " !", "!" }, { " ,", "," },
+        { " ' ", "'" }, { " n't", "n't" }, { " 'm", "'m" },
+        { " do not", " don't" }, { " 's", "'s" }, { " 've", "'ve" },
+        { " 're", "'re" }
+    };
+
+    size = 0;
+    for (i = 0; i < n; i++) {
+        size += e[i].word_len + 1;
+    }
+
+    buf = ngx_pnalloc(pool, size + 1);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = buf;
+
+    for (i = 0; i < n; i++) {
+        s = e[i].word;
+        len = e[i].word_len;
+
+        if (i != 0) {
+            if (len >= 2 && s[0] == '#' && s[1] == '#') {
+                s += 2;
+                len -= 2;
+
+            } else {
+                *p = ' ';
+                ngx_memcpy(p + 1, s, len);
+                s = (const char *) p;
+                len++;
+            }
+        }
+
+        if (s != (const char *) p) {
+            ngx_memmove(p, s, len);
+        }
+
+        for (k = 0; k < sizeof(cleanup) / sizeof(cleanup[0]); k++) {
+            ngx_http_aiserve_replace(p, &len, cleanup[k][0], cleanup[k][1]);
+        }
+
+        p += len;
+    }
+
+    *out = (const char *) buf;
+    *out_len = p - buf;
+
+    return NGX_OK;
+}

@@ -1,0 +1,232 @@
+/*
+ * Internal declarations of the aiserve inference handler, shared by
+ * ngx_http_aiserve_module.c (directives, models, handler),
+ * ngx_http_aiserve_api.c (request shapes and responses),
+ * ngx_http_aiserve_batch.c (per-worker queues, thread-pool batches) and
+ * ngx_http_aiserve_json.c (response writer).
+ */
+#ifndef NGX_HTTP_AISERVE_INFER_H
+#define NGX_HTTP_AISERVE_INFER_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+#include "ngx_http_aiserve.h"
+#include "aiserve_tokenizer.h"
+#include "aiserve_model.h"
+
+
+#define NGX_HTTP_AISERVE_TASK_EMBED     0
+#define NGX_HTTP_AISERVE_TASK_CLASSIFY  1
+#define NGX_HTTP_AISERVE_TASK_NER       2
+#define NGX_HTTP_AISERVE_TASK_RERANK    3
+
+#define NGX_HTTP_AISERVE_API_OPENAI     0
+#define NGX_HTTP_AISERVE_API_EMBED      1
+#define NGX_HTTP_AISERVE_API_PREDICT    2
+#define NGX_HTTP_AISERVE_API_RERANK     3
+#define NGX_HTTP_AISERVE_API_TOKENIZE   4
+#define NGX_HTTP_AISERVE_API_NER        5
+
+#define NGX_HTTP_AISERVE_FN_DEFAULT     0
+#define NGX_HTTP_AISERVE_FN_SIGMOID     1
+#define NGX_HTTP_AISERVE_FN_SOFTMAX     2
+#define NGX_HTTP_AISERVE_FN_NONE        3
+
+#define NGX_HTTP_AISERVE_AGG_NONE       0
+#define NGX_HTTP_AISERVE_AGG_SIMPLE     1
+#define NGX_HTTP_AISERVE_AGG_FIRST      2
+#define NGX_HTTP_AISERVE_AGG_AVERAGE    3
+#define NGX_HTTP_AISERVE_AGG_MAX        4
+
+#define NGX_HTTP_AISERVE_ERRLEN         256
+
+
+typedef struct ngx_http_aiserve_model_s  ngx_http_aiserve_model_t;
+typedef struct ngx_http_aiserve_batch_s  ngx_http_aiserve_batch_t;
+typedef struct ngx_http_aiserve_ctx_s    ngx_http_aiserve_ctx_t;
+
+
+typedef struct {
+    ngx_array_t                 models;     /* ngx_http_aiserve_model_t * */
+    ngx_str_t                   thread_pool_name;
+    ngx_thread_pool_t          *thread_pool;
+    size_t                      max_batch_tokens;
+    ngx_uint_t                  max_queue;
+    ngx_int_t                   threads;
+} ngx_http_aiserve_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   model_name;
+    ngx_http_aiserve_model_t   *model;
+    ngx_uint_t                  api;
+    ngx_uint_t                  max_inputs;
+    ngx_msec_t                  queue_timeout;
+    ngx_uint_t                  retry_after;
+} ngx_http_aiserve_loc_conf_t;
+
+
+/*
+ * One aiserve_model: loaded in the master while nginx reads its
+ * configuration, freed with the cycle's pool.  The fields after "per
+ * worker" are used by the event loop of one worker process only (each
+ * worker has its own copy after fork()).
+ */
+struct ngx_http_aiserve_model_s {
+    ngx_str_t                        name;
+    ngx_str_t                        path;       /* NUL-terminated */
+    ngx_uint_t                       task;
+    size_t                           max_seq;    /* tokens */
+    ngx_flag_t                       truncate;
+    aiserve_tok_t                   *tok;
+    aiserve_model_t                 *model;
+    const aiserve_model_info_t      *info;
+    ngx_http_aiserve_main_conf_t    *amcf;
+
+    /* per worker */
+    ngx_queue_t                      queue;      /* waiting requests */
+    ngx_uint_t                       queued;
+    ngx_http_aiserve_batch_t        *batch;      /* the one in flight */
+    ngx_flag_t                       busy;
+};
+
+
+/* One input sequence of a request. */
+typedef struct {
+    const int32_t                   *input_ids;
+    const int32_t                   *token_type_ids;   /* NULL: all 0 */
+    size_t                           n_tokens;
+    aiserve_encoding_t              *enc;        /* NULL for id input */
+    const char                      *text;       /* UTF-8, for NER */
+    size_t                           text_len;
+    size_t                           out_off;    /* floats into ctx->out */
+} ngx_http_aiserve_seq_t;
+
+
+struct ngx_http_aiserve_ctx_s {
+    ngx_http_request_t              *request;
+    ngx_http_aiserve_model_t        *model;
+    ngx_http_aiserve_loc_conf_t     *alcf;
+    json_t                          *doc;
+
+    ngx_http_aiserve_seq_t          *seqs;
+    ngx_uint_t                       n_seqs;
+    ngx_uint_t                       next_seq;   /* first not dispatched */
+    ngx_uint_t                       done_seqs;
+    float                           *out;
+    size_t                           out_len;    /* floats */
+
+    ngx_queue_t                      queue;
+    ngx_event_t                      timer;
+
+    ngx_http_aiserve_ctx_t          *next_done;
+    ngx_msec_int_t                   enqueued_usec;
+    ngx_msec_int_t                   queue_usec;
+    ngx_msec_int_t                   infer_usec;
+    ngx_msec_int_t                   compute_usec;  /* share charged */
+    ngx_uint_t                       batch_size;
+    ngx_uint_t                       prompt_tokens;
+    off_t                            bytes_in;
+
+    ngx_int_t                        rc;         /* to finalize with */
+    ngx_str_t                        page;       /* JSON for nginx's own
+                                                    error pages */
+    ngx_uint_t                       status;     /* error after queueing */
+    const char                      *err_type;
+    const char                      *err_code;
+    const char                      *err_msg;
+
+    /* request parameters */
+    ngx_str_t                        echo_model;
+    ngx_int_t                        dimensions;     /* 0: all */
+    ngx_int_t                        top_k;          /* -1: all */
+    ngx_uint_t                       fn;
+    ngx_uint_t                       aggregation;
+    ngx_uint_t                       n_texts;        /* rerank */
+
+    unsigned                         single:1;
+    unsigned                         base64:1;
+    unsigned                         normalize:1;
+    unsigned                         legacy:1;       /* predict: no top_k */
+    unsigned                         return_text:1;
+    unsigned                         raw_scores:1;
+    unsigned                         add_special:1;
+    unsigned                         admitted:1;
+    unsigned                         queued:1;
+    unsigned                         waiting:1;      /* blocked on us */
+    unsigned                         done:1;
+    unsigned                         repaired:1;     /* invalid UTF-8 */
+    unsigned                         rewrite_page:1;
+    unsigned                         page_sent:1;
+};
+
+
+/* Growable response buffer in a request pool. */
+typedef struct {
+    ngx_pool_t                      *pool;
+    u_char                          *start;
+    u_char                          *pos;
+    u_char                          *end;
+    ngx_uint_t                       failed;
+} ngx_http_aiserve_json_t;
+
+
+extern ngx_module_t  ngx_http_aiserve_module;
+
+
+/* ngx_http_aiserve_api.c */
+
+/*
+ * Validates the parsed body (ctx->doc) for the location's API, tokenizes
+ * every input and fills ctx->seqs, ctx->out_len and ctx->prompt_tokens.
+ * On a bad request it sends the error response, sets ctx->done and leaves
+ * in ctx->rc what the request is to be finalized with.
+ */
+void ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+
+/*
+ * Builds the response body of a completed request into out.
+ * Returns NGX_OK or NGX_ERROR (memory).
+ */
+ngx_int_t ngx_http_aiserve_api_respond(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *out);
+
+
+/* ngx_http_aiserve_batch.c */
+
+/*
+ * Puts a tokenized request into its model's per-worker queue and starts a
+ * batch when none is in flight.  Returns NGX_OK (the request is blocked
+ * until ngx_http_aiserve_finish() runs), or NGX_DECLINED when the queue is
+ * full (nothing changed; the caller answers 503).
+ */
+ngx_int_t ngx_http_aiserve_enqueue(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+
+/* Sends the response (or ctx's error) and finalizes the request. */
+void ngx_http_aiserve_finish(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+
+
+/* ngx_http_aiserve_json.c */
+
+void ngx_http_aiserve_json_init(ngx_http_aiserve_json_t *j, ngx_pool_t *pool,
+    size_t size);
+void ngx_http_aiserve_json_raw(ngx_http_aiserve_json_t *j, const char *s,
+    size_t len);
+/* s must be a string literal */
+#define ngx_http_aiserve_json_lit(j, s)                                      \
+    ngx_http_aiserve_json_raw(j, "" s, sizeof(s) - 1)
+void ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
+    size_t len);
+void ngx_http_aiserve_json_float(ngx_http_aiserve_json_t *j, double v);
+void ngx_http_aiserve_json_int(ngx_http_aiserve_json_t *j, int64_t v);
+void ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
+    const float *v, size_t n);
+
+#endif /* NGX_HTTP_AISERVE_INFER_H */
