@@ -1,0 +1,31 @@
+# Encoder (issue 3): fuzzing, golden values, benchmarks.
+#
+#   make fuzz-safetensors [FUZZ_SECONDS=30]   libFuzzer on the header parser
+#   make encoder-fixtures                     regenerate t/data/encoder-*.jsonl
+#                                             and models/tiny-* (needs .venv)
+#   make bench-gemm                           sgemm GFLOP/s on BERT shapes
+#   make bench-encoder                        engine vs PyTorch vs ONNX Runtime
+
+FUZZ_SECONDS ?= 30
+FUZZ_CC      ?= clang
+FUZZ_DIR     := $(BUILD)/fuzz
+PYTHON       ?= .venv/bin/python
+
+.PHONY: fuzz-safetensors encoder-fixtures bench-gemm bench-encoder
+
+$(FUZZ_DIR)/fuzz_safetensors: t/fuzz/fuzz_safetensors.c \
+        src/aiserve_safetensors.c src/aiserve_safetensors.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -Isrc \
+	    t/fuzz/fuzz_safetensors.c src/aiserve_safetensors.c -o $@ \
+	    $(shell pkg-config --libs jansson)
+
+fuzz-safetensors: $(FUZZ_DIR)/fuzz_safetensors
+	@mkdir -p $(FUZZ_DIR)/corpus-safetensors
+	$< -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -dict=t/fuzz/safetensors.dict \
+	    $(FUZZ_DIR)/corpus-safetensors t/fuzz/seeds-safetensors
+
+encoder-fixtures: $(DEFAULT_MODEL)/model.safetensors
+	$(PYTHON) tools/gen-encoder-fixtures.py minilm tiny
