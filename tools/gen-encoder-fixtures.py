@@ -186,15 +186,37 @@ def tiny_vocab():
 
 
 def save_tokenizer(d, vocab):
-    from transformers import BertTokenizerFast
+    """MiniLM's tokenizer (BertNormalizer, BertPreTokenizer, WordPiece,
+    TemplateProcessing) over the small vocabulary, written as a complete
+    HF tokenizer: tokenizer.json, vocab.txt, tokenizer_config.json,
+    special_tokens_map.json."""
+    from transformers import AutoTokenizer
 
     os.makedirs(d, exist_ok=True)
-    vf = os.path.join(d, "vocab.txt")
-    with open(vf, "w", encoding="utf-8") as f:
+    ids = {w: i for i, w in enumerate(vocab)}
+    with open(os.path.join(MINILM, "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    tj["model"]["vocab"] = ids
+    tj["truncation"] = None
+    tj["padding"] = None
+    for a in tj["added_tokens"]:
+        a["id"] = ids[a["content"]]
+    for name, v in tj["post_processor"]["special_tokens"].items():
+        v["ids"] = [ids[name]]
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False, indent=1)
+    with open(os.path.join(d, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=vf, do_lower_case=True,
-                            model_max_length=128)
-    tok.save_pretrained(d)
+    with open(os.path.join(MINILM, "tokenizer_config.json")) as f:
+        tc = json.load(f)
+    tc.pop("name_or_path", None)
+    tc["model_max_length"] = 128
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(tc, f, indent=2)
+    shutil.copy(os.path.join(MINILM, "special_tokens_map.json"), d)
+    tok = AutoTokenizer.from_pretrained(d)
+    assert tok("the john")["input_ids"] == [ids["[CLS]"], ids["the"],
+                                            ids["john"], ids["[SEP]"]]
     return tok
 
 
