@@ -1,0 +1,408 @@
+# aiserve_meter: API keys.  401 with WWW-Authenticate for a missing or
+# unknown key, keys in the query string refused and masked in the logs, 403
+# for a model the key may not use or a blocked key, CLI changes seen without
+# a reload, $aiserve_key_id / $aiserve_cost, the aiserve_usage location and
+# configuration errors.
+
+use Test::Nginx::Socket 'no_plan';
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use AiserveTest qw(aiserve_http);
+use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
+                    meter_embed_request meter_log_dir meter_json
+                    meter_keys_in_logs);
+use Time::HiRes ();
+
+repeat_each(1);
+no_shuffle();
+
+my $db = meter_db('050');
+my $logs = meter_log_dir();
+my %key;
+my %id;
+($id{alice}, $key{alice}) = meter_create_key($db, '--name', 'alice',
+                                             '--models', 'tiny');
+($id{bob}, $key{bob}) = meter_create_key($db, '--name', 'bob');
+($id{admin}, $key{admin}) = meter_create_key($db, '--name', 'ops',
+                                             '--admin');
+($id{blocked}, $key{blocked}) = meter_create_key($db, '--name', 'mallory');
+meter_cli($db, 'block', $id{blocked});
+($id{expired}, $key{expired}) = meter_create_key($db, '--name', 'old',
+                                                 '--expires', '+1s');
+
+our $key_for_query = $key{alice};
+
+$ENV{TEST_NGINX_METER_DB} = $db;
+$ENV{TEST_NGINX_METER_LOGS} = $logs;
+
+# "Bearer $KEY{alice}" in --- more_headers becomes alice's secret.
+add_block_preprocessor(sub {
+    my $block = shift;
+    my $h = $block->more_headers;
+    if (defined $h) {
+        $h =~ s/\$KEY\{(\w+)\}/$key{$1}/g;
+        $block->set_value(more_headers => $h);
+    }
+    $block->set_value(main_config => <<"EOC") unless defined $block->main_config;
+load_module $ENV{TEST_NGINX_AISERVE_MODULE};
+error_log $logs/error.log info;
+EOC
+    $block->set_value(http_config => <<"EOC") unless defined $block->http_config;
+    log_format meter '\$remote_addr "\$request" \$status '
+                     'key=\$aiserve_key_id cost=\$aiserve_cost';
+    access_log $logs/access.log meter;
+    access_log $logs/access-050.log meter;
+    aiserve_model tiny $ENV{TEST_NGINX_AISERVE_ROOT}/models/tiny-st-cls;
+    aiserve_model other $ENV{TEST_NGINX_AISERVE_ROOT}/models/tiny-st-max;
+    aiserve_meter_db $db flush=100ms;
+    aiserve_meter_zone meter 1m;
+    aiserve_price tiny 1500;
+EOC
+});
+
+sub post {
+    my ($who, %opt) = @_;
+    my $secret = defined $who ? ($key{$who} // $who) : undef;
+    return aiserve_http(server_port(),
+                        meter_embed_request($secret, $opt{input} // 'hello',
+                                            %opt));
+}
+
+my %checks = (
+    # revoke and set through the CLI, seen by the running workers
+    cli_changes => sub {
+        my $r = post('bob');
+        is($r->{status}, 200, 'bob is admitted');
+
+        meter_cli($db, 'set', $id{bob}, '--models', 'other');
+        $r = post('bob');
+        is($r->{status}, 403, 'models changed by the CLI: 403 at once');
+        meter_cli($db, 'set', $id{bob}, '--models', '');
+
+        my ($rc) = meter_cli($db, 'revoke', $id{bob});
+        is($rc, 0, 'aiserve-keys revoke');
+        my $t0 = Time::HiRes::time();
+        my $status;
+        while (Time::HiRes::time() - $t0 < 1) {
+            $status = post('bob')->{status};
+            last if $status == 401;
+            Time::HiRes::sleep(0.05);
+        }
+        is($status, 401, 'revoked key refused within 1 s, no reload');
+
+        $r = post('blocked');
+        is($r->{status}, 403, 'blocked key: 403');
+        is(meter_json($r->{body})->{error}{code}, 'api_key_blocked',
+           'blocked: code');
+        meter_cli($db, 'unblock', $id{blocked});
+        is(post('blocked')->{status}, 200, 'unblocked key admitted at once');
+    },
+
+    expired => sub {
+        Time::HiRes::sleep(1.1);
+        my $r = post('expired');
+        is($r->{status}, 401, 'expired key: 401');
+        like($r->{body}, qr/expired/, 'expired: message');
+    },
+
+    # $aiserve_key_id and $aiserve_cost in the access log, exact cost
+    variables => sub {
+        my $r = post('alice', input => 'one two three');
+        is($r->{status}, 200, 'alice admitted');
+        my $tokens = meter_json($r->{body})->{usage}{prompt_tokens};
+        ok($tokens > 0, "usage.prompt_tokens = $tokens");
+        Time::HiRes::sleep(0.05);
+        open my $in, '<', "$logs/access-050.log" or die $!;
+        my @lines = grep { /key=\Q$id{alice}\E / } <$in>;
+        my $cost = $tokens * 1500 / 1000;
+        my $want = sprintf '%d.%03d', int($cost), ($tokens * 1500) % 1000;
+        like($lines[-1], qr/" 200 key=\Q$id{alice}\E cost=\Q$want\E$/,
+             "access log: key id and cost $want");
+    },
+
+    # the caller's own usage; an admin key sees every key
+    usage => sub {
+        post('alice') for 1 .. 3;
+        my $r = aiserve_http(server_port(), {
+            uri => '/usage',
+            headers => [Authorization => "Bearer $key{alice}"] });
+        is($r->{status}, 200, 'usage: 200');
+        my $u = meter_json($r->{body});
+        my @keys = map { $_->{key_id} } @{ $u->{data} };
+        ok(@keys && !grep({ $_ ne $id{alice} } @keys),
+           'alice sees only her own rows');
+        my $req = 0;
+        $req += $_->{requests} for @{ $u->{data} };
+        ok($req >= 3, "alice's requests counted before any flush ($req)");
+
+        $r = aiserve_http(server_port(), {
+            uri => '/usage',
+            headers => [Authorization => "Bearer $key{admin}"] });
+        $u = meter_json($r->{body});
+        my %seen = map { $_->{key_id} => 1 } @{ $u->{data} };
+        ok($u->{admin} && $seen{ $id{alice} } && $seen{ $id{blocked} },
+           'admin sees every key');
+
+        $r = aiserve_http(server_port(), { uri => '/usage' });
+        is($r->{status}, 401, 'usage without a key: 401');
+    },
+);
+
+add_response_body_check(sub {
+    my ($block) = @_;
+    my $name = $block->meter_check or return;
+    $name =~ s/\s+//g;
+    $checks{$name}->();
+});
+
+run_tests();
+
+my @hits = meter_keys_in_logs($logs, server_root() . '/logs');
+is(scalar @hits, 0, 'no API key in the logs of this suite')
+    or Test::More::diag(Test::More::explain(\@hits));
+
+__DATA__
+
+=== TEST 1: no key: 401, WWW-Authenticate, JSON error
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- request
+POST /v1/embeddings
+{"model": "tiny", "input": "hello"}
+--- more_headers
+Content-Type: application/json
+--- error_code: 401
+--- response_headers
+WWW-Authenticate: Bearer realm="aiserve"
+Content-Type: application/json
+--- response_body_like: "code":"missing_api_key"
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: unknown key (well formed, valid checksum shape): 401 invalid_token
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- request
+POST /v1/embeddings
+{"model": "tiny", "input": "hello"}
+--- more_headers
+Content-Type: application/json
+Authorization: Bearer ais_live_00000000000000000000000000000000000000
+--- error_code: 401
+--- response_headers
+WWW-Authenticate: Bearer realm="aiserve", error="invalid_token"
+--- response_body_like: "code":"invalid_api_key"
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: another scheme than Bearer: 401
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- request
+POST /v1/embeddings
+{"model": "tiny", "input": "hello"}
+--- more_headers
+Content-Type: application/json
+Authorization: Basic YWxhZGRpbjpvcGVuc2VzYW1l
+--- error_code: 401
+--- response_body_like: "code":"invalid_api_key"
+
+
+
+=== TEST 4: valid key, scheme case-insensitive (RFC 6750): 200 and usage
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- request
+POST /v1/embeddings
+{"model": "tiny", "input": "hello"}
+--- more_headers
+Content-Type: application/json
+Authorization: bEaReR $KEY{alice}
+--- error_code: 200
+--- response_body_like: "usage":\{"prompt_tokens":\d+
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: key in the query string: 400, masked in the request line
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- more_headers eval
+"Content-Type: application/json\nX-Probe: 1"
+--- request eval
+"POST /v1/embeddings?api_key=$::key_for_query\n{\"model\": \"tiny\", \"input\": \"x\"}"
+--- error_code: 400
+--- response_body_like: "code":"api_key_in_query"
+--- error_log eval
+qr/request: "POST \/v1\/embeddings\?api_key=ais_live_\w{4}\*{34} HTTP/
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: model not allowed for the key: 403
+--- config
+    location /other/v1/embeddings {
+        aiserve_infer other api=openai;
+        aiserve_meter on;
+    }
+--- request
+POST /other/v1/embeddings
+{"model": "other", "input": "hello"}
+--- more_headers
+Content-Type: application/json
+Authorization: Bearer $KEY{alice}
+--- error_code: 403
+--- response_body_like: "code":"model_not_allowed"
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: aiserve_meter off: no key needed
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter off;
+    }
+--- request
+POST /v1/embeddings
+{"model": "tiny", "input": "hello"}
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: revoke, block, set with the CLI take effect without reload
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: cli_changes
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: expired key: 401
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: expired
+--- response_body
+ok
+
+
+
+=== TEST 10: $aiserve_key_id and $aiserve_cost in log_format
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: variables
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 11: aiserve_usage: own rows, admin sees all, 401 without key
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+    location = /usage {
+        aiserve_usage;
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: usage
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 12: aiserve_meter on without a ledger is a configuration error
+--- http_config
+    aiserve_model tiny $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- must_die
+--- error_log
+"aiserve_meter" needs "aiserve_meter_db" and "aiserve_meter_zone"
+
+
+
+=== TEST 13: invalid aiserve_meter_db parameter names the token
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB map_size=lots;
+--- config
+--- must_die
+--- error_log
+invalid map_size "map_size=lots" in "aiserve_meter_db"
+
+
+
+=== TEST 14: aiserve_meter takes on, off or dry_run
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB;
+    aiserve_meter_zone meter 1m;
+--- config
+    aiserve_meter maybe;
+--- must_die
+--- error_log
+invalid value "maybe"
