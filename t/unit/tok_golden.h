@@ -24,7 +24,7 @@ typedef struct {
 
 
 /* reads every line of a gzip file (newline removed); returns 0 or -1 */
-static int
+static inline int
 golden_read(const char *path, golden_lines_t *out)
 {
     char     cmd[1024], *line;
@@ -64,7 +64,7 @@ golden_read(const char *path, golden_lines_t *out)
 }
 
 
-static void
+static inline void
 golden_free(golden_lines_t *g)
 {
     size_t  i;
@@ -79,7 +79,7 @@ golden_free(golden_lines_t *g)
 
 
 /* the corpus: one JSON string per line (NUL bytes allowed) */
-static int
+static inline int
 golden_corpus(const char *path, golden_lines_t *out)
 {
     golden_lines_t  raw;
@@ -116,7 +116,7 @@ golden_corpus(const char *path, golden_lines_t *out)
 
 
 /* byte offset of code point index cp in UTF-8 text s (len bytes) */
-static size_t
+static inline size_t
 golden_cp_to_byte(const char *s, size_t len, size_t cp)
 {
     size_t  i, n;
@@ -141,7 +141,7 @@ golden_cp_to_byte(const char *s, size_t len, size_t cp)
  * through the text of the token's sequence (type id 0: text, 1: pair).
  * Returns 1 when equal; otherwise 0 with a reason in why.
  */
-static int
+static inline int
 golden_equal(const aiserve_encoding_t *enc, const char *rec,
     const char *text, size_t len, const char *pair, size_t pair_len,
     char *why, size_t why_len)
