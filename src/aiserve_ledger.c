@@ -554,9 +554,17 @@ aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen)
 {
     size_t  i, n;
 
-    for (i = 0; i + 4 <= len; i++) {
-        if (s[i] == 'a' && (n = key_shape(s + i, len - i)) != 0) {
-            *off = i;
+    const char  *p;
+
+    for (i = 0; i + 4 <= len; i = (size_t) (p - s) + 1) {
+        p = memmem(s + i, len - i, "ais_", 4);
+        if (p == NULL) {
+            return 0;
+        }
+
+        n = key_shape(p, len - (size_t) (p - s));
+        if (n) {
+            *off = (size_t) (p - s);
             *klen = n;
             return 1;
         }

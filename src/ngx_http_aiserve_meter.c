@@ -171,6 +171,8 @@ static char *ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle,
+    ngx_log_t *log);
 static ngx_int_t ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle);
 
@@ -1983,6 +1985,84 @@ ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * API keys never reach the error log: nginx itself logs every request
+ * header at debug level ("http header: ..."), before any phase handler
+ * runs.  Every error log of the cycle gets a writer that overwrites the
+ * secret part of anything shaped like a key with '*' (the typed prefix and
+ * 4 characters stay, as in "aiserve-keys list") and then writes as nginx
+ * would: to the file, or through the writer it had (syslog, memory).
+ * Logs set with error_log inside a location are not covered.
+ */
+
+typedef struct {
+    ngx_log_writer_pt   writer;
+    void               *wdata;
+} ngx_http_aiserve_meter_log_wrap_t;
+
+
+static void
+ngx_http_aiserve_meter_log_writer(ngx_log_t *log, ngx_uint_t level,
+    u_char *buf, size_t len)
+{
+    size_t                              off, klen, pos;
+    ngx_log_t                           orig;
+    ngx_http_aiserve_meter_log_wrap_t  *wrap;
+
+    pos = 0;
+
+    while (pos < len
+           && aiserve_key_find((char *) buf + pos, len - pos, &off, &klen))
+    {
+        ngx_memset(buf + pos + off + klen - AISERVE_KEY_RANDOM_CHARS
+                   - AISERVE_KEY_CHECK_CHARS + 4, '*',
+                   AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS - 4);
+        pos += off + klen;
+    }
+
+    wrap = log->wdata;
+
+    if (wrap->writer) {
+        orig = *log;
+        orig.writer = wrap->writer;
+        orig.wdata = wrap->wdata;
+        orig.next = NULL;
+        wrap->writer(&orig, level, buf, len);
+        return;
+    }
+
+    (void) ngx_write_fd(log->file->fd, buf, len);
+}
+
+
+static ngx_int_t
+ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle, ngx_log_t *log)
+{
+    ngx_http_aiserve_meter_log_wrap_t  *wrap;
+
+    for ( /* void */ ; log; log = log->next) {
+
+        if (log->writer == ngx_http_aiserve_meter_log_writer) {
+            continue;
+        }
+
+        wrap = ngx_palloc(cycle->pool,
+                          sizeof(ngx_http_aiserve_meter_log_wrap_t));
+        if (wrap == NULL) {
+            return NGX_ERROR;
+        }
+
+        wrap->writer = log->writer;
+        wrap->wdata = log->wdata;
+
+        log->writer = ngx_http_aiserve_meter_log_writer;
+        log->wdata = wrap;
+    }
+
+    return NGX_OK;
+}
+
+
 /* Master, after the configuration is read: the ledger's files belong to
  * the worker user (like nginx's temp paths). */
 static ngx_int_t
@@ -1991,6 +2071,9 @@ ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle)
     u_char                               file[NGX_MAX_PATH];
     ngx_uint_t                           i;
     ngx_core_conf_t                     *ccf;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_core_srv_conf_t           **cscf;
+    ngx_http_core_main_conf_t           *cmcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
     static const char                   *names[] = {
         "", "/data.mdb", "/lock.mdb"
@@ -1998,7 +2081,28 @@ ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle)
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_aiserve_meter_module);
-    if (mcf == NULL || mcf->db_path.len == 0 || geteuid() != 0) {
+    if (mcf == NULL || mcf->db_path.len == 0) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_aiserve_meter_mask_logs(cycle, &cycle->new_log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
+    cscf = cmcf->servers.elts;
+
+    for (i = 0; i < cmcf->servers.nelts; i++) {
+        clcf = cscf[i]->ctx->loc_conf[ngx_http_core_module.ctx_index];
+
+        if (ngx_http_aiserve_meter_mask_logs(cycle, clcf->error_log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (geteuid() != 0) {
         return NGX_OK;
     }
 
