@@ -173,6 +173,8 @@ static char *ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle,
     ngx_log_t *log);
+static void ngx_http_aiserve_meter_log_writer(ngx_log_t *log,
+    ngx_uint_t level, u_char *buf, size_t len);
 static ngx_int_t ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle);
 
@@ -1998,7 +2000,24 @@ ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle)
 typedef struct {
     ngx_log_writer_pt   writer;
     void               *wdata;
+    ngx_log_t          *log;
 } ngx_http_aiserve_meter_log_wrap_t;
+
+
+/* The cycle's pool is going: give the log its writer back before the
+ * module is unloaded (nginx logs while it frees the pool). */
+static void
+ngx_http_aiserve_meter_log_restore(void *data)
+{
+    ngx_http_aiserve_meter_log_wrap_t  *wrap = data;
+
+    if (wrap->log->writer == ngx_http_aiserve_meter_log_writer
+        && wrap->log->wdata == wrap)
+    {
+        wrap->log->writer = wrap->writer;
+        wrap->log->wdata = wrap->wdata;
+    }
+}
 
 
 static void
@@ -2038,6 +2057,7 @@ ngx_http_aiserve_meter_log_writer(ngx_log_t *log, ngx_uint_t level,
 static ngx_int_t
 ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle, ngx_log_t *log)
 {
+    ngx_pool_cleanup_t                 *cln;
     ngx_http_aiserve_meter_log_wrap_t  *wrap;
 
     for ( /* void */ ; log; log = log->next) {
@@ -2046,14 +2066,18 @@ ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle, ngx_log_t *log)
             continue;
         }
 
-        wrap = ngx_palloc(cycle->pool,
-                          sizeof(ngx_http_aiserve_meter_log_wrap_t));
-        if (wrap == NULL) {
+        cln = ngx_pool_cleanup_add(cycle->pool,
+                                   sizeof(ngx_http_aiserve_meter_log_wrap_t));
+        if (cln == NULL) {
             return NGX_ERROR;
         }
 
+        wrap = cln->data;
         wrap->writer = log->writer;
         wrap->wdata = log->wdata;
+        wrap->log = log;
+
+        cln->handler = ngx_http_aiserve_meter_log_restore;
 
         log->writer = ngx_http_aiserve_meter_log_writer;
         log->wdata = wrap;
