@@ -11,13 +11,15 @@ NGINX        ?= /usr/sbin/nginx
 NGX_SRC      ?= /usr/share/nginx/src
 MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
-# BLIS, pthread flavour: no OpenMP team to break across nginx's fork().
-BLIS_INC     := -I/usr/include/$(MULTIARCH)/blis-pthread
-BLIS_LIBDIR  := /usr/lib/$(MULTIARCH)/blis-pthread
+# OpenBLAS, serial flavour: the engine runs its own thread team, started on
+# the first forward pass (after fork()), so the BLAS starts no threads.
+# Chosen by measurement on BERT shapes (BENCHMARKS.md, tools/bench-gemm.c).
+BLIS_INC     := -I/usr/include/$(MULTIARCH)/openblas-serial
+BLIS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-serial
 DEP_PKGS     := jansson libutf8proc lmdb libcrypto
 DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLIS_INC)
 DEP_LIBS     := $(shell pkg-config --libs $(DEP_PKGS) 2>/dev/null) \
-                -L$(BLIS_LIBDIR) -Wl,-rpath,$(BLIS_LIBDIR) -lblis -lm -lpthread
+                -L$(BLIS_LIBDIR) -Wl,-rpath,$(BLIS_LIBDIR) -lopenblas -lm -lpthread
 
 CC           ?= cc
 CFLAGS       ?= -O2 -g

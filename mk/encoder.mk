@@ -29,3 +29,12 @@ fuzz-safetensors: $(FUZZ_DIR)/fuzz_safetensors
 
 encoder-fixtures: $(DEFAULT_MODEL)/model.safetensors
 	$(PYTHON) tools/gen-encoder-fixtures.py minilm tiny
+
+# Benchmark tools, not part of `make all`.
+tools/bench-gemm: tools/bench-gemm.c
+	$(CC) $(ALL_CFLAGS) $< -o $@ -ldl
+
+BENCH_THREADS ?= 2
+bench-gemm: tools/bench-gemm
+	tools/bench-gemm --threads 1
+	tools/bench-gemm --threads $(BENCH_THREADS)

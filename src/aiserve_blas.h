@@ -1,8 +1,10 @@
 /*
- * aiserve matrix products: the BLAS (BLIS, pthread flavour) behind two
- * row-major sgemm shapes.  The thread count is passed per call (a BLIS
- * runtime object), so no global BLAS state is set and no BLAS thread is
- * started before the first product.
+ * aiserve matrix products: row-major sgemm through the CBLAS interface of
+ * the BLAS the build links (OpenBLAS, serial flavour; see BENCHMARKS.md for
+ * the measurement that chose it).  Every call runs in the calling thread:
+ * the encoder parallelises over its own thread team (aiserve_team.h), so
+ * the BLAS starts no threads, at load time or ever, and nothing breaks
+ * across nginx's fork().
  */
 #ifndef AISERVE_BLAS_H
 #define AISERVE_BLAS_H
@@ -16,11 +18,10 @@
  */
 void aiserve_gemm_nt(size_t m, size_t n, size_t k, float alpha,
     const float *a, size_t lda, const float *b, size_t ldb, float beta,
-    float *c, size_t ldc, int nthreads);
+    float *c, size_t ldc);
 
 /* C[m, n] = A[m, k] B[k, n]. */
 void aiserve_gemm_nn(size_t m, size_t n, size_t k, const float *a,
-    size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
-    int nthreads);
+    size_t lda, const float *b, size_t ldb, float *c, size_t ldc);
 
 #endif /* AISERVE_BLAS_H */

@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "aiserve_model.h"
 #include "aiserve_ops.h"
 #include "aiserve_safetensors.h"
+#include "aiserve_team.h"
 
 #define AISERVE_MAX_THREADS  64
 
@@ -65,10 +65,11 @@ struct aiserve_scratch_s {
     float                  *inter;       /* [T, I] */
     float                  *scores[AISERVE_MAX_THREADS];  /* [S, S] each */
     size_t                  n_scores;
+    aiserve_team_t         *team;        /* started on first use */
 };
 
 
-/* BLAS threads per forward pass; set after fork() by
+/* Threads per forward pass (the caller and its team); set after fork() by
  * aiserve_set_num_threads(), read by every forward pass. */
 static int  aiserve_num_threads = 1;
 
@@ -808,6 +809,7 @@ aiserve_scratch_free(aiserve_scratch_t *s)
     if (s == NULL) {
         return;
     }
+    aiserve_team_free(s->team);
     for (i = 0; i < s->n_scores; i++) {
         free(s->scores[i]);
     }
@@ -844,16 +846,33 @@ aiserve_model_output_len(const aiserve_model_t *model,
 }
 
 
-/* One unit of attention work: sequence s, head h. */
+/*
+ * One parallel step of the forward pass.  A step's items are blocks of
+ * rows (or of output columns) of one operation, or (sequence, head) pairs
+ * of attention; every thread runs items until none are left.
+ */
+typedef enum {
+    AISERVE_STEP_GEMM_ROWS = 0,   /* C rows [i*chunk, ...) */
+    AISERVE_STEP_GEMM_COLS,       /* C columns [i*chunk, ...) */
+    AISERVE_STEP_BIAS,            /* bias add on row blocks */
+    AISERVE_STEP_BIAS_ACT,        /* bias + activation on row blocks */
+    AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
+    AISERVE_STEP_ATTENTION        /* item = sequence * heads + head */
+} aiserve_step_e;
+
 typedef struct {
-    const aiserve_model_t  *model;
+    aiserve_step_e          op;
+    size_t                  rows, cols, k, chunk;
+    const float            *a, *b, *bias, *gamma, *beta;
+    float                  *c;
+    float                   eps;
+    aiserve_act_e           act;
+
+    const aiserve_model_t  *model;         /* attention */
     aiserve_scratch_t      *scratch;
     const aiserve_batch_t  *batch;
-    const size_t           *offsets;      /* token offset of each sequence */
-    size_t                  n_items;      /* n_seqs * heads */
-    size_t                  next;         /* shared work counter */
-    pthread_mutex_t         lock;
-} aiserve_attn_job_t;
+    const size_t           *offsets;
+} aiserve_step_t;
 
 
 /*
@@ -862,80 +881,139 @@ typedef struct {
  * padding mask is needed and no masked row can turn into NaN.
  */
 static void
-aiserve_attention_one(const aiserve_attn_job_t *job, size_t item,
-    float *scores)
+aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
 {
-    const aiserve_model_t  *m = job->model;
-    aiserve_scratch_t      *s = job->scratch;
+    const aiserve_model_t  *m = st->model;
+    aiserve_scratch_t      *s = st->scratch;
     size_t                  H = m->info.hidden_size, d = m->head_dim;
     size_t                  heads = m->info.num_attention_heads;
     size_t                  seq = item / heads, h = item % heads;
-    size_t                  L = job->batch->seq_lens[seq];
-    size_t                  off = job->offsets[seq] * H + h * d;
+    size_t                  L = st->batch->seq_lens[seq];
+    size_t                  off = st->offsets[seq] * H + h * d;
 
     aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), s->q + off, H,
-                    s->k + off, H, 0.f, scores, L, 1);
+                    s->k + off, H, 0.f, scores, L);
     aiserve_softmax(scores, L, L);
-    aiserve_gemm_nn(L, d, L, scores, L, s->v + off, H, s->ctx + off, H, 1);
+    aiserve_gemm_nn(L, d, L, scores, L, s->v + off, H, s->ctx + off, H);
 }
 
 
-typedef struct {
-    aiserve_attn_job_t  *job;
-    float               *scores;
-} aiserve_attn_arg_t;
-
-
-static void *
-aiserve_attention_worker(void *arg)
+static void
+aiserve_step_item(void *arg, size_t item, int thread)
 {
-    aiserve_attn_arg_t  *a = arg;
-    aiserve_attn_job_t  *job = a->job;
-    size_t               item;
+    const aiserve_step_t  *st = arg;
+    size_t                 r0, n;
 
-    for ( ;; ) {
-        pthread_mutex_lock(&job->lock);
-        item = job->next++;
-        pthread_mutex_unlock(&job->lock);
-        if (item >= job->n_items) {
-            return NULL;
-        }
-        aiserve_attention_one(job, item, a->scores);
+    if (st->op == AISERVE_STEP_ATTENTION) {
+        aiserve_attention_one(st, item, st->scratch->scores[thread]);
+        return;
+    }
+
+    r0 = item * st->chunk;
+    n = st->op == AISERVE_STEP_GEMM_COLS ? st->cols : st->rows;
+    n = n - r0 < st->chunk ? n - r0 : st->chunk;
+
+    switch (st->op) {
+    case AISERVE_STEP_GEMM_ROWS:
+        aiserve_gemm_nt(n, st->cols, st->k, 1.f, st->a + r0 * st->k, st->k,
+                        st->b, st->k, 0.f, st->c + r0 * st->cols, st->cols);
+        break;
+    case AISERVE_STEP_GEMM_COLS:
+        aiserve_gemm_nt(st->rows, n, st->k, 1.f, st->a, st->k,
+                        st->b + r0 * st->k, st->k, 0.f, st->c + r0,
+                        st->cols);
+        break;
+    case AISERVE_STEP_BIAS:
+        aiserve_bias_add(st->c + r0 * st->cols, st->bias, n, st->cols);
+        break;
+    case AISERVE_STEP_BIAS_ACT:
+        aiserve_bias_act(st->c + r0 * st->cols, st->bias, n, st->cols,
+                         st->act);
+        break;
+    case AISERVE_STEP_RESIDUAL_LN:
+        aiserve_residual_layernorm(st->c + r0 * st->cols,
+                                   st->a + r0 * st->cols, st->bias,
+                                   st->gamma, st->beta, n, st->cols,
+                                   st->eps);
+        break;
+    case AISERVE_STEP_ATTENTION:
+        break;
     }
 }
 
 
-/* Attention for every (sequence, head) of the batch, spread over up to
- * nthreads threads (the caller is one of them). */
-static int
-aiserve_attention(aiserve_attn_job_t *job, int nthreads)
+/* Splits N units into items of a multiple of ALIGN units, about PER_THREAD
+ * items per thread; returns the item size. */
+static size_t
+aiserve_chunk(size_t n, int threads, size_t per_thread, size_t align)
 {
-    aiserve_scratch_t   *s = job->scratch;
-    aiserve_attn_arg_t   args[AISERVE_MAX_THREADS];
-    pthread_t            tid[AISERVE_MAX_THREADS];
-    int                  i, started = 0;
+    size_t  items = (size_t) threads * per_thread, chunk;
 
-    if ((size_t) nthreads > job->n_items) {
-        nthreads = (int) job->n_items;
+    chunk = (n + items - 1) / items;
+    chunk = (chunk + align - 1) / align * align;
+    return chunk ? chunk : align;
+}
+
+
+/* Work below this many multiply-adds runs in the caller alone: waking the
+ * team costs more than it saves. */
+#define AISERVE_PAR_MIN_MACS  ((size_t) 1 << 20)
+
+
+static void
+aiserve_run(aiserve_scratch_t *s, aiserve_step_t *st, size_t n_items)
+{
+    aiserve_team_run(s->team, aiserve_step_item, st, n_items);
+}
+
+
+/* C[T, N] = A[T, K] W^T, W an nn.Linear weight [N, K]; parallel over row
+ * blocks for many tokens, over output columns for few. */
+static void
+aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
+    float *c, size_t T, size_t N, size_t K)
+{
+    aiserve_step_t  st;
+    int             nt = aiserve_team_size(s->team);
+
+    memset(&st, 0, sizeof(st));
+    st.rows = T;
+    st.cols = N;
+    st.k = K;
+    st.a = a;
+    st.b = w;
+    st.c = c;
+    if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
+        aiserve_gemm_nt(T, N, K, 1.f, a, K, w, K, 0.f, c, N);
+        return;
     }
-    for (i = 0; i < nthreads; i++) {
-        args[i].job = job;
-        args[i].scores = s->scores[i];
+    if (T >= (size_t) nt * 64) {
+        st.op = AISERVE_STEP_GEMM_ROWS;
+        st.chunk = aiserve_chunk(T, nt, 1, 16);
+        aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
+    } else {
+        st.op = AISERVE_STEP_GEMM_COLS;
+        st.chunk = aiserve_chunk(N, nt, 1, 16);
+        aiserve_run(s, &st, (N + st.chunk - 1) / st.chunk);
     }
-    job->next = 0;
-    for (i = 1; i < nthreads; i++) {
-        if (pthread_create(&tid[i], NULL, aiserve_attention_worker,
-                           &args[i]) != 0)
-        {
-            break;
-        }
-        started++;
+}
+
+
+/* An element-wise step over T rows of N (bias, bias+act, residual+LN). */
+static void
+aiserve_rows(aiserve_scratch_t *s, aiserve_step_t *st, size_t T, size_t N)
+{
+    int  nt = aiserve_team_size(s->team);
+
+    st->rows = T;
+    st->cols = N;
+    if (nt == 1 || T * N < 16384) {
+        st->chunk = T;
+        aiserve_step_item(st, 0, 0);
+        return;
     }
-    aiserve_attention_worker(&args[0]);
-    for (i = 1; i <= started; i++) {
-        pthread_join(tid[i], NULL);
-    }
-    return 0;
+    st->chunk = aiserve_chunk(T, nt, 4, 1);
+    aiserve_run(s, st, (T + st->chunk - 1) / st->chunk);
 }
 
 
@@ -957,28 +1035,15 @@ aiserve_l2_normalize(float *v, size_t n)
 }
 
 
-int
-aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
-    aiserve_scratch_t *s, float *out, char *err, size_t err_len)
+/* Checks a batch against the model and the scratch; returns its tokens. */
+static int
+aiserve_check_batch(const aiserve_model_t *m, const aiserve_batch_t *batch,
+    const aiserve_scratch_t *s, size_t *total, char *err, size_t err_len)
 {
     const aiserve_model_info_t  *info = &m->info;
-    aiserve_attn_job_t           job;
-    size_t                       H = info->hidden_size;
-    size_t                       I = info->intermediate_size;
-    size_t                       T, i, j, t, l, c, off, *offsets;
-    int                          nthreads = aiserve_num_threads;
-    float                       *x, *row;
+    size_t                       i, t, T = 0;
     int32_t                      id, tt;
 
-    if (s->model != m) {
-        aiserve_err(err, err_len, "scratch was created for another model");
-        return -1;
-    }
-    if (batch->n_seqs == 0) {
-        return 0;
-    }
-
-    T = 0;
     for (i = 0; i < batch->n_seqs; i++) {
         if (batch->seq_lens[i] == 0) {
             aiserve_err(err, err_len, "sequence %zu is empty", i);
@@ -1013,12 +1078,27 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
             return -1;
         }
     }
+    *total = T;
+    return 0;
+}
 
-    /* per-thread attention scores, grown on first use at this width */
-    if ((size_t) nthreads > batch->n_seqs * info->num_attention_heads) {
-        nthreads = (int) (batch->n_seqs * info->num_attention_heads);
+
+/* The team at the current thread count and one attention buffer per
+ * thread, (re)made when aiserve_set_num_threads() changed. */
+static int
+aiserve_scratch_ready(aiserve_scratch_t *s, char *err, size_t err_len)
+{
+    int  nt = aiserve_num_threads;
+
+    if (s->team == NULL || aiserve_team_size(s->team) != nt) {
+        aiserve_team_free(s->team);
+        s->team = aiserve_team_create(nt);
+        if (s->team == NULL) {
+            aiserve_err(err, err_len, "scratch: out of memory");
+            return -1;
+        }
     }
-    while (s->n_scores < (size_t) nthreads) {
+    while (s->n_scores < (size_t) nt) {
         s->scores[s->n_scores] = malloc(s->max_seq * s->max_seq
                                         * sizeof(float));
         if (s->scores[s->n_scores] == NULL) {
@@ -1026,6 +1106,80 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
             return -1;
         }
         s->n_scores++;
+    }
+    return 0;
+}
+
+
+/* sentence-transformers Pooling (the attention mask is all ones in a
+ * packed batch) and Normalize, for every sequence. */
+static void
+aiserve_pool(const aiserve_model_t *m, const aiserve_batch_t *batch,
+    const float *x, const size_t *offsets, float *out)
+{
+    size_t  H = m->info.hidden_size, i, j, c, n;
+
+    for (i = 0; i < batch->n_seqs; i++) {
+        const float  *seq = x + offsets[i] * H;
+        float        *o = out + i * H;
+
+        n = batch->seq_lens[i];
+        switch (m->info.pooling) {
+        case AISERVE_POOLING_CLS:
+            memcpy(o, seq, H * sizeof(float));
+            break;
+        case AISERVE_POOLING_MEAN:
+            for (c = 0; c < H; c++) {
+                o[c] = 0.f;
+            }
+            for (j = 0; j < n; j++) {
+                for (c = 0; c < H; c++) {
+                    o[c] += seq[j * H + c];
+                }
+            }
+            for (c = 0; c < H; c++) {
+                o[c] /= (float) n;
+            }
+            break;
+        case AISERVE_POOLING_MAX:
+            memcpy(o, seq, H * sizeof(float));
+            for (j = 1; j < n; j++) {
+                for (c = 0; c < H; c++) {
+                    o[c] = seq[j * H + c] > o[c] ? seq[j * H + c] : o[c];
+                }
+            }
+            break;
+        }
+        if (m->info.normalize) {
+            aiserve_l2_normalize(o, H);
+        }
+    }
+}
+
+
+int
+aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
+    aiserve_scratch_t *s, float *out, char *err, size_t err_len)
+{
+    const aiserve_model_info_t  *info = &m->info;
+    aiserve_step_t               st;
+    size_t                       H = info->hidden_size;
+    size_t                       I = info->intermediate_size;
+    size_t                       nl = info->num_labels;
+    size_t                       T, i, j, t, l, c, off, *offsets;
+    float                       *x, *row;
+
+    if (s->model != m) {
+        aiserve_err(err, err_len, "scratch was created for another model");
+        return -1;
+    }
+    if (batch->n_seqs == 0) {
+        return 0;
+    }
+    if (aiserve_check_batch(m, batch, s, &T, err, err_len) != 0
+        || aiserve_scratch_ready(s, err, err_len) != 0)
+    {
+        return -1;
     }
     offsets = malloc(batch->n_seqs * sizeof(size_t));
     if (offsets == NULL) {
@@ -1055,109 +1209,93 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     }
     aiserve_layernorm(x, m->emb_ln_g, m->emb_ln_b, T, H, info->layer_norm_eps);
 
-    job.model = m;
-    job.scratch = s;
-    job.batch = batch;
-    job.offsets = offsets;
-    job.n_items = batch->n_seqs * info->num_attention_heads;
-    pthread_mutex_init(&job.lock, NULL);
-
     for (l = 0; l < info->num_hidden_layers; l++) {
         const aiserve_layer_t  *L = &m->layers[l];
 
         /* BertSelfAttention: query / key / value projections */
-        aiserve_gemm_nt(T, H, H, 1.f, x, H, L->q_w, H, 0.f, s->q, H,
-                        nthreads);
-        aiserve_gemm_nt(T, H, H, 1.f, x, H, L->k_w, H, 0.f, s->k, H,
-                        nthreads);
-        aiserve_gemm_nt(T, H, H, 1.f, x, H, L->v_w, H, 0.f, s->v, H,
-                        nthreads);
-        aiserve_bias_add(s->q, L->q_b, T, H);
-        aiserve_bias_add(s->k, L->k_b, T, H);
-        aiserve_bias_add(s->v, L->v_b, T, H);
-        aiserve_attention(&job, nthreads);
+        aiserve_linear(s, x, L->q_w, s->q, T, H, H);
+        aiserve_linear(s, x, L->k_w, s->k, T, H, H);
+        aiserve_linear(s, x, L->v_w, s->v, T, H, H);
+        memset(&st, 0, sizeof(st));
+        st.op = AISERVE_STEP_BIAS;
+        st.c = s->q;
+        st.bias = L->q_b;
+        aiserve_rows(s, &st, T, H);
+        st.c = s->k;
+        st.bias = L->k_b;
+        aiserve_rows(s, &st, T, H);
+        st.c = s->v;
+        st.bias = L->v_b;
+        aiserve_rows(s, &st, T, H);
+
+        memset(&st, 0, sizeof(st));
+        st.op = AISERVE_STEP_ATTENTION;
+        st.model = m;
+        st.scratch = s;
+        st.batch = batch;
+        st.offsets = offsets;
+        aiserve_run(s, &st, batch->n_seqs * info->num_attention_heads);
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
-        aiserve_gemm_nt(T, H, H, 1.f, s->ctx, H, L->ao_w, H, 0.f, s->tmp, H,
-                        nthreads);
-        aiserve_residual_layernorm(x, s->tmp, L->ao_b, L->ao_ln_g,
-                                   L->ao_ln_b, T, H, info->layer_norm_eps);
+        aiserve_linear(s, s->ctx, L->ao_w, s->tmp, T, H, H);
+        memset(&st, 0, sizeof(st));
+        st.op = AISERVE_STEP_RESIDUAL_LN;
+        st.c = x;
+        st.a = s->tmp;
+        st.bias = L->ao_b;
+        st.gamma = L->ao_ln_g;
+        st.beta = L->ao_ln_b;
+        st.eps = info->layer_norm_eps;
+        aiserve_rows(s, &st, T, H);
 
         /* BertIntermediate: dense + activation (fused with the bias) */
-        aiserve_gemm_nt(T, I, H, 1.f, x, H, L->i_w, H, 0.f, s->inter, I,
-                        nthreads);
-        aiserve_bias_act(s->inter, L->i_b, T, I, m->act);
+        aiserve_linear(s, x, L->i_w, s->inter, T, I, H);
+        memset(&st, 0, sizeof(st));
+        st.op = AISERVE_STEP_BIAS_ACT;
+        st.c = s->inter;
+        st.bias = L->i_b;
+        st.act = m->act;
+        aiserve_rows(s, &st, T, I);
 
         /* BertOutput: dense, LayerNorm(hidden + input) */
-        aiserve_gemm_nt(T, H, I, 1.f, s->inter, I, L->o_w, I, 0.f, s->tmp, H,
-                        nthreads);
-        aiserve_residual_layernorm(x, s->tmp, L->o_b, L->o_ln_g, L->o_ln_b,
-                                   T, H, info->layer_norm_eps);
+        aiserve_linear(s, s->inter, L->o_w, s->tmp, T, H, I);
+        memset(&st, 0, sizeof(st));
+        st.op = AISERVE_STEP_RESIDUAL_LN;
+        st.c = x;
+        st.a = s->tmp;
+        st.bias = L->o_b;
+        st.gamma = L->o_ln_g;
+        st.beta = L->o_ln_b;
+        st.eps = info->layer_norm_eps;
+        aiserve_rows(s, &st, T, H);
     }
-    pthread_mutex_destroy(&job.lock);
 
     switch (info->arch) {
     case AISERVE_ARCH_BERT_MODEL:
-        /* sentence-transformers Pooling (attention mask all ones in a
-         * packed batch), then Normalize */
-        for (i = 0; i < batch->n_seqs; i++) {
-            const float  *seq = x + offsets[i] * H;
-            size_t        n = batch->seq_lens[i];
-            float        *o = out + i * H;
-
-            switch (info->pooling) {
-            case AISERVE_POOLING_CLS:
-                memcpy(o, seq, H * sizeof(float));
-                break;
-            case AISERVE_POOLING_MEAN:
-                for (c = 0; c < H; c++) {
-                    o[c] = 0.f;
-                }
-                for (j = 0; j < n; j++) {
-                    for (c = 0; c < H; c++) {
-                        o[c] += seq[j * H + c];
-                    }
-                }
-                for (c = 0; c < H; c++) {
-                    o[c] /= (float) n;
-                }
-                break;
-            case AISERVE_POOLING_MAX:
-                memcpy(o, seq, H * sizeof(float));
-                for (j = 1; j < n; j++) {
-                    for (c = 0; c < H; c++) {
-                        o[c] = seq[j * H + c] > o[c] ? seq[j * H + c] : o[c];
-                    }
-                }
-                break;
-            }
-            if (info->normalize) {
-                aiserve_l2_normalize(o, H);
-            }
-        }
+        aiserve_pool(m, batch, x, offsets, out);
         break;
 
     case AISERVE_ARCH_SEQUENCE_CLASSIFICATION:
-        /* BertPooler: tanh(dense(first token)); then classifier */
+        /* BertPooler: tanh(dense(first token)); then the classifier */
         for (i = 0; i < batch->n_seqs; i++) {
             memcpy(s->tmp + i * H, x + offsets[i] * H, H * sizeof(float));
         }
         aiserve_gemm_nt(batch->n_seqs, H, H, 1.f, s->tmp, H, m->pool_w, H,
-                        0.f, s->q, H, 1);
+                        0.f, s->q, H);
         for (i = 0; i < batch->n_seqs; i++) {
             for (c = 0; c < H; c++) {
                 s->q[i * H + c] = tanhf(s->q[i * H + c] + m->pool_b[c]);
             }
         }
-        aiserve_gemm_nt(batch->n_seqs, info->num_labels, H, 1.f, s->q, H,
-                        m->cls_w, H, 0.f, out, info->num_labels, 1);
-        aiserve_bias_add(out, m->cls_b, batch->n_seqs, info->num_labels);
+        aiserve_gemm_nt(batch->n_seqs, nl, H, 1.f, s->q, H, m->cls_w, H,
+                        0.f, out, nl);
+        aiserve_bias_add(out, m->cls_b, batch->n_seqs, nl);
         break;
 
     case AISERVE_ARCH_TOKEN_CLASSIFICATION:
-        aiserve_gemm_nt(T, info->num_labels, H, 1.f, x, H, m->cls_w, H, 0.f,
-                        out, info->num_labels, nthreads);
-        aiserve_bias_add(out, m->cls_b, T, info->num_labels);
+        /* dropout (identity), classifier on every token */
+        aiserve_gemm_nt(T, nl, H, 1.f, x, H, m->cls_w, H, 0.f, out, nl);
+        aiserve_bias_add(out, m->cls_b, T, nl);
         break;
     }
 
