@@ -125,6 +125,10 @@ aiserve_tok_uni_compute(uint32_t c)
         cls |= AISERVE_TOK_U_NFD;
     }
 
+    if (aiserve_tok_uni_ccc(c) != 0) {
+        cls |= AISERVE_TOK_U_MARK;
+    }
+
     if (aiserve_tok_uni_lower_entry(c) != NULL
         || (uint32_t) utf8proc_tolower((utf8proc_int32_t) c) != c)
     {
@@ -201,6 +205,22 @@ aiserve_tok_uni_lower(uint32_t c, uint32_t *out)
 
     out[0] = (uint32_t) utf8proc_tolower((utf8proc_int32_t) c);
     return 1;
+}
+
+
+unsigned
+aiserve_tok_uni_ccc(uint32_t c)
+{
+    const utf8proc_property_t  *p;
+
+    p = utf8proc_get_property((utf8proc_int32_t) c);
+    if (p->combining_class == 0
+        || aiserve_tok_uni_in(aiserve_tok_ccc_zero, AISERVE_TOK_N_CCC_ZERO, c))
+    {
+        return 0;
+    }
+
+    return (unsigned) p->combining_class;
 }
 
 

@@ -19,6 +19,7 @@
 #define AISERVE_TOK_U_MN        0x10   /* removed by strip_accents */
 #define AISERVE_TOK_U_NFD       0x20   /* has a canonical decomposition */
 #define AISERVE_TOK_U_LOWER     0x40   /* lowercase differs from itself */
+#define AISERVE_TOK_U_MARK      0x80   /* canonical combining class > 0 */
 
 /*
  * Class bits of code point c (< 0x110000).  Follows
@@ -44,6 +45,13 @@ size_t aiserve_tok_uni_nfd(uint32_t c, uint32_t *out);
  * to out and returns the count.
  */
 size_t aiserve_tok_uni_lower(uint32_t c, uint32_t *out);
+
+/*
+ * Canonical combining class of c as the reference's NFD
+ * (unicode-normalization-alignments) knows it: utf8proc's, except marks
+ * newer than its tables, which it orders as starters (0).
+ */
+unsigned aiserve_tok_uni_ccc(uint32_t c);
 
 /* \w of Rust's regex crate (used by added tokens' single_word) */
 int aiserve_tok_uni_is_word(uint32_t c);

@@ -8,7 +8,8 @@
  * marks (Mn) with the `unicode_categories` crate, whose tables are older
  * than utf8proc's, and lowercases with Rust's char::to_lowercase (full
  * mappings, newer tables); its NFD (unicode-normalization-alignments)
- * lacks a few decompositions.  Each *_flip list inverts utf8proc's answer.
+ * lacks a few decompositions and combining classes.  Each *_flip list
+ * inverts utf8proc's answer.
  */
 #ifndef AISERVE_TOK_UNITAB_H
 #define AISERVE_TOK_UNITAB_H
@@ -19,6 +20,7 @@
 #define AISERVE_TOK_N_PUNCT_FLIP  129
 #define AISERVE_TOK_N_MN_FLIP     420
 #define AISERVE_TOK_N_NFD_KEEP    1
+#define AISERVE_TOK_N_CCC_ZERO    108
 #define AISERVE_TOK_N_LOWER       56
 
 static const uint32_t aiserve_tok_ctrl_flip[20] = {
@@ -106,6 +108,24 @@ static const uint32_t aiserve_tok_mn_flip[420] = {
 /* utf8proc decomposes these, the reference leaves them */
 static const uint32_t aiserve_tok_nfd_keep[1] = {
     0x11938,
+};
+
+/* marks the reference's canonical ordering takes for starters (ccc 0) */
+static const uint32_t aiserve_tok_ccc_zero[108] = {
+    0x007FD, 0x00898, 0x00899, 0x0089A, 0x0089B, 0x0089C, 0x0089D, 0x0089E,
+    0x0089F, 0x008CA, 0x008CB, 0x008CC, 0x008CD, 0x008CE, 0x008CF, 0x008D0,
+    0x008D1, 0x008D2, 0x008D3, 0x009FE, 0x00C3C, 0x00D3B, 0x00D3C, 0x00EBA,
+    0x01715, 0x01ABF, 0x01AC0, 0x01AC1, 0x01AC2, 0x01AC3, 0x01AC4, 0x01AC5,
+    0x01AC6, 0x01AC7, 0x01AC8, 0x01AC9, 0x01ACA, 0x01ACB, 0x01ACC, 0x01ACD,
+    0x01ACE, 0x01DF6, 0x01DF7, 0x01DF8, 0x01DF9, 0x01DFA, 0x0A82C, 0x10D24,
+    0x10D25, 0x10D26, 0x10D27, 0x10EAB, 0x10EAC, 0x10EFD, 0x10EFE, 0x10EFF,
+    0x10F46, 0x10F47, 0x10F48, 0x10F49, 0x10F4A, 0x10F4B, 0x10F4C, 0x10F4D,
+    0x10F4E, 0x10F4F, 0x10F50, 0x10F82, 0x10F83, 0x10F84, 0x10F85, 0x11070,
+    0x1133B, 0x1145E, 0x11839, 0x1183A, 0x1193D, 0x1193E, 0x11943, 0x119E0,
+    0x11A34, 0x11A47, 0x11A99, 0x11D42, 0x11D44, 0x11D45, 0x11D97, 0x11F41,
+    0x11F42, 0x16FF0, 0x16FF1, 0x1E08F, 0x1E130, 0x1E131, 0x1E132, 0x1E133,
+    0x1E134, 0x1E135, 0x1E136, 0x1E2AE, 0x1E2EC, 0x1E2ED, 0x1E2EE, 0x1E2EF,
+    0x1E4EC, 0x1E4ED, 0x1E4EE, 0x1E4EF,
 };
 
 /* code point, then its lowercase (up to 3; 0 ends) */

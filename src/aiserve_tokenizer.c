@@ -131,15 +131,30 @@ typedef struct {
 } aiserve_tok_wch_t;
 
 
+/* a combining mark (ccc > 0) of the current run, before canonical
+ * ordering, and the original code point it was decomposed from */
+typedef struct {
+    uint32_t  c;
+    uint16_t  ccc;
+    uint16_t  head;         /* first code point of its decomposition */
+    uint32_t  cs;
+    uint32_t  bs, be;
+} aiserve_tok_mark_t;
+
+
 typedef struct {
     const aiserve_tok_t  *tok;
     aiserve_tok_vec_t    *out;
     char                 *wbuf;         /* normalized word, UTF-8 */
     size_t                wlen;
-    aiserve_tok_wch_t    *wch;          /* max_chars + 1 entries */
+    aiserve_tok_wch_t    *wch;          /* wcap entries */
+    size_t                wcap;         /* min(max_chars, input) + 1 */
     size_t                wn;           /* stored code points */
     size_t                wtotal;       /* code points seen */
     uint32_t              last_ce, last_be;
+    aiserve_tok_mark_t   *run;          /* marks awaiting canonical order */
+    size_t                n_run, run_cap, run_kept;
+    uint32_t             *order;
     uint32_t             *hs;           /* prefix hashes, max_chars + 1 */
     size_t               *ends;
     int                   oom;
@@ -754,6 +769,16 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
 
     vocab = json_object_get(model, "vocab");
     unk = json_string_value(json_object_get(model, "unk_token"));
+    if (type == NULL) {
+        /* untagged models: tell them apart as tokenizers' serde does */
+        type = json_object_get(model, "merges") ? "BPE"
+               : json_is_array(vocab) ? "Unigram" : NULL;
+    }
+    if (type != NULL && strcmp(type, "WordPiece") != 0) {
+        snprintf(msg, sizeof(msg), "model type \"%s\" is not supported "
+                 "(aiserve implements WordPiece)", type);
+        goto done;
+    }
     if (!json_is_object(vocab) || unk == NULL) {
         snprintf(msg, sizeof(msg), "model type \"%s\" is not supported "
                  "(aiserve implements WordPiece)", type ? type : "unknown");
@@ -1289,7 +1314,7 @@ aiserve_tok_word_add(aiserve_tok_word_t *w, uint32_t c, uint32_t cs,
 {
     aiserve_tok_wch_t  *ch;
 
-    if (w->wn <= w->tok->max_chars) {
+    if (w->wn < w->wcap) {
         ch = &w->wch[w->wn++];
         ch->cs = cs;
         ch->bs = bs;
@@ -1331,18 +1356,159 @@ aiserve_tok_pretok(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
 }
 
 
-/* strip_accents (NFD, drop Mn) then lowercase, as bert.rs orders them,
- * then the pre-tokenizer; every result aligns to the original code point */
+/* after NFD: drop Mn (strip_accents), lowercase, pre-tokenize */
+static void
+aiserve_tok_normalized(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
+    uint32_t cs, uint32_t bs, uint32_t be)
+{
+    const aiserve_tok_t  *tok = w->tok;
+    uint32_t              l[3];
+    size_t                nl, j;
+
+    if (tok->strip_accents && (cls & AISERVE_TOK_U_MN)) {
+        return;
+    }
+
+    if (tok->lowercase && (cls & AISERVE_TOK_U_LOWER)) {
+        nl = aiserve_tok_uni_lower(c, l);
+        for (j = 0; j < nl; j++) {
+            aiserve_tok_pretok(w, l[j], aiserve_tok_uni_class(l[j]), cs, bs,
+                               be);
+        }
+        return;
+    }
+
+    aiserve_tok_pretok(w, c, cls, cs, bs, be);
+}
+
+
+/*
+ * Ends a run of combining marks: NFD's canonical ordering sorts it by
+ * combining class (stable).  Alignments then follow the reference's
+ * NormalizedString::transform_range (tokenizer/normalizer.rs): the marks
+ * move with their "change" (0 for the first code point of a
+ * decomposition, +1 for the rest); a 0 takes the next original code point
+ * in order, a +1 repeats the alignment before it.  A run whose marks
+ * strip_accents all removes leaves nothing to order.
+ */
+static void
+aiserve_tok_run_flush(aiserve_tok_word_t *w)
+{
+    aiserve_tok_mark_t  *r = w->run, *m;
+    size_t               n = w->n_run, i, k, hp, count[256], pos;
+    uint32_t             c, cs, bs, be;
+
+    w->n_run = 0;
+    if (w->run_kept == 0) {
+        return;
+    }
+    w->run_kept = 0;
+
+    /* counting sort of positions by class: linear in the run */
+    memset(count, 0, sizeof(count));
+    for (i = 0; i < n; i++) {
+        count[r[i].ccc & 0xFF]++;
+    }
+    pos = 0;
+    for (k = 0; k < 256; k++) {
+        i = count[k];
+        count[k] = pos;
+        pos += i;
+    }
+    for (i = 0; i < n; i++) {
+        w->order[count[r[i].ccc & 0xFF]++] = (uint32_t) i;
+    }
+
+    /* before the first head, a +1 can only belong to the starter that
+     * precedes the run, whose alignment its first mark carries */
+    cs = r[0].cs;
+    bs = r[0].bs;
+    be = r[0].be;
+    hp = 0;
+    for (k = 0; k < n; k++) {
+        m = &r[w->order[k]];
+        if (m->head) {
+            while (!r[hp].head) {
+                hp++;
+            }
+            cs = r[hp].cs;
+            bs = r[hp].bs;
+            be = r[hp].be;
+            hp++;
+        }
+        c = m->c;
+        aiserve_tok_normalized(w, c, aiserve_tok_uni_class(c), cs, bs, be);
+    }
+}
+
+
+static inline void
+aiserve_tok_run_end(aiserve_tok_word_t *w)
+{
+    if (w->n_run) {
+        aiserve_tok_run_flush(w);
+    }
+}
+
+
+static void
+aiserve_tok_run_push(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
+    int head, uint32_t cs, uint32_t bs, uint32_t be)
+{
+    aiserve_tok_mark_t  *nr, *m;
+    uint32_t            *no;
+    size_t               cap;
+
+    if (w->n_run == w->run_cap) {
+        cap = w->run_cap ? w->run_cap * 2 : 16;
+        nr = realloc(w->run, cap * sizeof(*nr));
+        if (nr == NULL) {
+            w->oom = 1;
+            return;
+        }
+        w->run = nr;
+        no = realloc(w->order, cap * sizeof(*no));
+        if (no == NULL) {
+            w->oom = 1;
+            return;
+        }
+        w->order = no;
+        w->run_cap = cap;
+    }
+
+    m = &w->run[w->n_run++];
+    m->c = c;
+    m->ccc = (uint16_t) aiserve_tok_uni_ccc(c);
+    m->head = (uint16_t) head;
+    m->cs = cs;
+    m->bs = bs;
+    m->be = be;
+    if (!(cls & AISERVE_TOK_U_MN)) {
+        w->run_kept++;
+    }
+}
+
+
+/*
+ * strip_accents (NFD: decomposition and canonical ordering, then drop Mn)
+ * then lowercase, as bert.rs orders them, then the pre-tokenizer; every
+ * result aligns to an original code point.
+ */
 static void
 aiserve_tok_normalize(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
     uint32_t cs, uint32_t bs, uint32_t be)
 {
     const aiserve_tok_t  *tok = w->tok;
-    uint32_t              d[8], l[3];
-    size_t                nd, nl, i, j;
+    uint32_t              d[8];
+    size_t                nd, i;
     unsigned              dc;
 
-    if (tok->strip_accents && (cls & AISERVE_TOK_U_NFD)) {
+    if (!tok->strip_accents) {
+        aiserve_tok_normalized(w, c, cls, cs, bs, be);
+        return;
+    }
+
+    if (cls & AISERVE_TOK_U_NFD) {
         nd = aiserve_tok_uni_nfd(c, d);
     } else {
         d[0] = c;
@@ -1351,18 +1517,12 @@ aiserve_tok_normalize(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
 
     for (i = 0; i < nd; i++) {
         dc = (i == 0 && nd == 1) ? cls : aiserve_tok_uni_class(d[i]);
-        if (tok->strip_accents && (dc & AISERVE_TOK_U_MN)) {
+        if (dc & AISERVE_TOK_U_MARK) {
+            aiserve_tok_run_push(w, d[i], dc, i == 0, cs, bs, be);
             continue;
         }
-        if (tok->lowercase && (dc & AISERVE_TOK_U_LOWER)) {
-            nl = aiserve_tok_uni_lower(d[i], l);
-            for (j = 0; j < nl; j++) {
-                aiserve_tok_pretok(w, l[j], aiserve_tok_uni_class(l[j]), cs,
-                                   bs, be);
-            }
-            continue;
-        }
-        aiserve_tok_pretok(w, d[i], dc, cs, bs, be);
+        aiserve_tok_run_end(w);
+        aiserve_tok_normalized(w, d[i], dc, cs, bs, be);
     }
 }
 
@@ -1464,6 +1624,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
             k = aiserve_tok_added_match(tok, text, len, i, prev);
             if (k >= 0) {
                 a = &tok->added[k];
+                aiserve_tok_run_end(w);
                 aiserve_tok_word_flush(w);
                 mbs = (uint32_t) i;
                 mcs = ci;
@@ -1531,9 +1692,11 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
             /* dropped */
 
         } else if (tok->clean_text && (cls & AISERVE_TOK_U_SPACE)) {
+            aiserve_tok_run_end(w);
             aiserve_tok_word_flush(w);
 
         } else if (tok->chinese && (cls & AISERVE_TOK_U_CHINESE)) {
+            aiserve_tok_run_end(w);
             aiserve_tok_word_flush(w);
             aiserve_tok_normalize(w, c, cls, ci, (uint32_t) i,
                                   (uint32_t) (i + (size_t) n));
@@ -1543,6 +1706,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
                                         | AISERVE_TOK_U_PUNCT))
                    && w->tok->bert_pretok)
         {
+            aiserve_tok_run_end(w);
             if (tok->lowercase && c >= 'A' && c <= 'Z') {
                 c += 'a' - 'A';
             }
@@ -1558,6 +1722,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
         ci++;
     }
 
+    aiserve_tok_run_end(w);
     aiserve_tok_word_flush(w);
 
     if (w->oom) {
@@ -1691,6 +1856,7 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     aiserve_tok_vec_t          *seqs[2];
     const aiserve_tok_piece_t  *pc;
     size_t                      n_special, max_length, n, k, i, j, p, np;
+    size_t                      wcap;
     int                         is_pair, rc;
 
     memset(out, 0, sizeof(*out));
@@ -1708,10 +1874,16 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     memset(&vb, 0, sizeof(vb));
     memset(&w, 0, sizeof(w));
     w.tok = tok;
-    w.wbuf = malloc(4 * (tok->max_chars + 1) + 4);
-    w.wch = malloc((tok->max_chars + 1) * sizeof(*w.wch));
-    w.hs = malloc((tok->max_chars + 1) * sizeof(*w.hs));
-    w.ends = malloc((tok->max_chars + 1) * sizeof(*w.ends));
+    /* a word holds at most max_chars + 1 code points, and never more than
+     * the normalized input has: NFD and lowercasing make at most 4 code
+     * points of one input byte) */
+    wcap = 4 * (len + pair_len);
+    wcap = (tok->max_chars < wcap ? tok->max_chars : wcap) + 1;
+    w.wbuf = malloc(4 * wcap + 4);
+    w.wch = malloc(wcap * sizeof(*w.wch));
+    w.hs = malloc(wcap * sizeof(*w.hs));
+    w.ends = malloc(wcap * sizeof(*w.ends));
+    w.wcap = wcap;
     rc = -1;
     if (w.wbuf == NULL || w.wch == NULL || w.hs == NULL || w.ends == NULL) {
         aiserve_tok_err(err, err_len, "out of memory");
@@ -1813,6 +1985,8 @@ done:
     free(w.wch);
     free(w.hs);
     free(w.ends);
+    free(w.run);
+    free(w.order);
 
     return rc;
 }

@@ -35,6 +35,18 @@ u8.utf8proc_unicode_version.restype = ctypes.c_char_p
 CN, MN, PC, PO, ZS, ZP, CC, CF, CS, CO = 0, 6, 12, 18, 23, 25, 26, 27, 28, 29
 
 
+class _Prop(ctypes.Structure):
+    _fields_ = [("category", ctypes.c_int16),
+                ("combining_class", ctypes.c_int16)]
+
+
+u8.utf8proc_get_property.restype = ctypes.POINTER(_Prop)
+
+
+def ccc(c):
+    return u8.utf8proc_get_property(ctypes.c_int32(c)).contents.combining_class
+
+
 def cat(c):
     return u8.utf8proc_category(ctypes.c_int32(c))
 
@@ -124,7 +136,28 @@ def main():
         elif got != want:
             sys.exit("NFD differs at U+%04X: %s vs %s" % (c, got, want))
 
-    write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, lower)
+    # canonical ordering: the reference's NFD reorders marks by its own
+    # (older) combining classes; find the marks it treats as starters by
+    # probing with U+1D165 (ccc 216) and U+1D16D (ccc 226), which it keeps
+    lo_p, hi_p = chr(0x1D165), chr(0x1D16D)
+    ccc_zero = []
+    for c in range(0x110000):
+        if 0xD800 <= c < 0xE000 or ccc(c) == 0:
+            continue
+        x, ch = ccc(c), chr(c)
+        if strip.normalize_str(ch) == '':
+            out = strip.normalize_str('a' + hi_p + ch + lo_p)
+            nonzero = out == 'a' + lo_p + hi_p
+        elif x > 216:
+            nonzero = strip.normalize_str('a' + ch + lo_p) == 'a' + lo_p + ch
+        elif x < 216:
+            nonzero = strip.normalize_str('a' + lo_p + ch) == 'a' + ch + lo_p
+        else:
+            nonzero = strip.normalize_str('a' + hi_p + ch) == 'a' + ch + hi_p
+        if not nonzero:
+            ccc_zero.append(c)
+
+    write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower)
     write_dump(rows)
 
 
@@ -142,7 +175,7 @@ def carr(name, cps):
     return "\n".join(out)
 
 
-def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, lower):
+def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower):
     path = os.path.join(ROOT, "src", "aiserve_tok_unitab.h")
     with open(path, "w") as f:
         f.write("""/*
@@ -155,7 +188,8 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, lower):
  * marks (Mn) with the `unicode_categories` crate, whose tables are older
  * than utf8proc's, and lowercases with Rust's char::to_lowercase (full
  * mappings, newer tables); its NFD (unicode-normalization-alignments)
- * lacks a few decompositions.  Each *_flip list inverts utf8proc's answer.
+ * lacks a few decompositions and combining classes.  Each *_flip list
+ * inverts utf8proc's answer.
  */
 #ifndef AISERVE_TOK_UNITAB_H
 #define AISERVE_TOK_UNITAB_H
@@ -166,16 +200,21 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, lower):
 #define AISERVE_TOK_N_PUNCT_FLIP  %d
 #define AISERVE_TOK_N_MN_FLIP     %d
 #define AISERVE_TOK_N_NFD_KEEP    %d
+#define AISERVE_TOK_N_CCC_ZERO    %d
 #define AISERVE_TOK_N_LOWER       %d
 
 """ % (tokenizers.__version__, u8.utf8proc_version().decode(),
        u8.utf8proc_unicode_version().decode(), len(ctrl_flip),
-       len(punct_flip), len(mn_flip), len(nfd_keep), len(lower)))
+       len(punct_flip), len(mn_flip), len(nfd_keep), len(ccc_zero),
+       len(lower)))
         f.write(carr("aiserve_tok_ctrl_flip", ctrl_flip) + "\n\n")
         f.write(carr("aiserve_tok_punct_flip", punct_flip) + "\n\n")
         f.write(carr("aiserve_tok_mn_flip", mn_flip) + "\n\n")
         f.write("/* utf8proc decomposes these, the reference leaves them */\n")
         f.write(carr("aiserve_tok_nfd_keep", nfd_keep) + "\n\n")
+        f.write("/* marks the reference's canonical ordering takes for "
+                "starters (ccc 0) */\n")
+        f.write(carr("aiserve_tok_ccc_zero", ccc_zero) + "\n\n")
         f.write("/* code point, then its lowercase (up to 3; 0 ends) */\n")
         f.write("static const uint32_t aiserve_tok_lower[%d][4] = {\n"
                 % len(lower))
@@ -184,8 +223,9 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, lower):
             f.write("    { 0x%05X, 0x%05X, 0x%05X, 0x%05X },\n"
                     % (c, lo[0], lo[1], lo[2]))
         f.write("};\n\n#endif /* AISERVE_TOK_UNITAB_H */\n")
-    print("wrote %s: %d ctrl, %d punct, %d mn, %d lower"
-          % (path, len(ctrl_flip), len(punct_flip), len(mn_flip), len(lower)))
+    print("wrote %s: %d ctrl, %d punct, %d mn, %d nfd, %d ccc, %d lower"
+          % (path, len(ctrl_flip), len(punct_flip), len(mn_flip),
+             len(nfd_keep), len(ccc_zero), len(lower)))
 
 
 def write_dump(rows):

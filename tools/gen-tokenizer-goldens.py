@@ -244,6 +244,28 @@ def corpus_generated(rng):
         if i % 7 == 0:
             s = unicodedata.normalize("NFKC", s)
         lines.append(s + rng.choice(["", "!", "?!", " ...", "\u3002"]))
+    # runs of combining marks out of canonical order: kept (Mc, marks newer
+    # than the reference's tables) and stripped (Mn) ones of many classes,
+    # some split by control characters that clean_text removes first
+    marks = ([0x1D165, 0x1D166, 0x1D167, 0x1D16D, 0x1D16E, 0x1D172, 0x07FD,
+              0x0898, 0x089C, 0x0C3C, 0x0D3B, 0x1ABF, 0x1AC1, 0x1DF6, 0x16FF0,
+              0x0F39, 0x302A, 0x302F, 0x0E38, 0x0E48, 0x0F71, 0x0F72, 0x0F80,
+              0x05B0, 0x05BC, 0x05C1, 0x064B, 0x0651, 0x0670, 0x0300, 0x0301,
+              0x0316, 0x031B, 0x0323, 0x0334, 0x0345, 0x035C, 0x0360, 0x1DCE,
+              0x20D2, 0x20E3, 0x034F, 0x0488])
+    bases = "aeoxYZİßǕ한ア北" + "\u0915\u05D0\u0627\u0E01\u0F40"
+    for i in range(240):
+        words_ = []
+        for _ in range(rng.randint(1, 4)):
+            w = rng.choice(bases)
+            for _ in range(rng.randint(1, 6)):
+                w += chr(rng.choice(marks))
+                if rng.random() < 0.1:
+                    w += rng.choice(["\x01", "\u200b", "\x00", "\u00ad"])
+            if rng.random() < 0.4:
+                w += rng.choice(bases) + "b"
+            words_.append(w)
+        lines.append(" ".join(words_))
     lines.append("ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ σς Σ")
     lines.append("ÇOCUK ŞANLIURFA'DAN GELENLERİ ÖĞÜN OLARAK YİYOR")
     lines.append("Tiếng Việt có dấu: Đường phố Hà Nội")
