@@ -34,6 +34,7 @@ struct aiserve_ledger_s {
     MDB_dbi    usage;
     MDB_txn   *rtxn;          /* reusable read txn (MDB_NOTLS), reset */
     MDB_txn   *wtxn;          /* flush in progress */
+    size_t     max_map;       /* cap for key writes, 0: none */
     int        has_pepper;
     uint8_t    pepper[AISERVE_PEPPER_LEN];
     char       err[256];
@@ -360,6 +361,13 @@ aiserve_ledger_grow(aiserve_ledger_t *l, size_t max_size)
     }
 
     return AISERVE_LEDGER_OK;
+}
+
+
+void
+aiserve_ledger_set_max_map_size(aiserve_ledger_t *l, size_t max_size)
+{
+    l->max_map = max_size;
 }
 
 
@@ -691,7 +699,7 @@ aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
         }
 
         if (rc == MDB_MAP_FULL) {
-            rc = aiserve_ledger_grow(l, 0);
+            rc = aiserve_ledger_grow(l, l->max_map);
             if (rc != AISERVE_LEDGER_OK) {
                 return rc;
             }
@@ -824,7 +832,7 @@ aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k)
             break;
         }
 
-        rc = aiserve_ledger_grow(l, 0);
+        rc = aiserve_ledger_grow(l, l->max_map);
         if (rc != AISERVE_LEDGER_OK) {
             return rc;
         }

@@ -143,6 +143,10 @@ void aiserve_ledger_map_info(aiserve_ledger_t *l, size_t *map_size,
  */
 int aiserve_ledger_grow(aiserve_ledger_t *l, size_t max_size);
 
+/* Caps the growth of key writes (create, put) on MDB_MAP_FULL: 0, the
+ * default, doubles without limit; otherwise FULL is returned at max_size. */
+void aiserve_ledger_set_max_map_size(aiserve_ledger_t *l, size_t max_size);
+
 /* Clears reader slots left by dead processes; returns how many. */
 int aiserve_ledger_reader_check(aiserve_ledger_t *l);
 

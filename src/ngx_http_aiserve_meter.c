@@ -86,16 +86,21 @@ typedef struct {
     uint64_t                     committed_seq;
     ngx_msec_t                   next_flush;
     ngx_uint_t                   full;         /* ledger map full */
+    uint8_t                      ledger_id[AISERVE_HASH_LEN];
 } ngx_http_aiserve_meter_shctx_t;
 
 
+typedef struct ngx_http_aiserve_meter_main_conf_s
+    ngx_http_aiserve_meter_main_conf_t;
+
 typedef struct {
-    ngx_http_aiserve_meter_shctx_t  *sh;
-    ngx_slab_pool_t                 *shpool;
+    ngx_http_aiserve_meter_shctx_t      *sh;
+    ngx_slab_pool_t                     *shpool;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
 } ngx_http_aiserve_meter_zone_t;
 
 
-typedef struct {
+struct ngx_http_aiserve_meter_main_conf_s {
     ngx_str_t                    db_path;
     size_t                       map_size;
     size_t                       max_map_size;
@@ -104,7 +109,7 @@ typedef struct {
     ngx_array_t                 *prices;
     ngx_uint_t                   have_pepper;
     uint8_t                      pepper[AISERVE_PEPPER_LEN];
-} ngx_http_aiserve_meter_main_conf_t;
+};
 
 
 typedef struct {
@@ -144,7 +149,8 @@ static ngx_int_t ngx_http_aiserve_meter_refuse(ngx_http_request_t *r,
 static ngx_int_t ngx_http_aiserve_meter_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r);
 static void ngx_http_aiserve_meter_cleanup(void *data);
-static void ngx_http_aiserve_meter_flush(ngx_cycle_t *cycle, ngx_uint_t force);
+static void ngx_http_aiserve_meter_flush(ngx_cycle_t *cycle,
+    ngx_uint_t exiting);
 static void ngx_http_aiserve_meter_flush_timer(ngx_event_t *ev);
 static ngx_int_t ngx_http_aiserve_meter_header_filter(ngx_http_request_t *r);
 
@@ -1705,8 +1711,15 @@ ngx_http_aiserve_meter_reap(ngx_cycle_t *cycle,
 }
 
 
+/*
+ * Flushes the zone's settled usage to the ledger (see the protocol at the
+ * top of this file).  exiting: the worker is going away; flush whatever
+ * the interval, and grow the map past max_map_size if it must: the cap
+ * exists to refuse new work, not to drop settled usage when the last
+ * process holding the zone exits.
+ */
 static void
-ngx_http_aiserve_meter_flush(ngx_cycle_t *cycle, ngx_uint_t force)
+ngx_http_aiserve_meter_flush(ngx_cycle_t *cycle, ngx_uint_t exiting)
 {
     int                                  rc;
     uint32_t                             today;
@@ -1730,7 +1743,8 @@ ngx_http_aiserve_meter_flush(ngx_cycle_t *cycle, ngx_uint_t force)
 
     ngx_shmtx_lock(&z->shpool->mutex);
 
-    if (!force && (ngx_msec_int_t) (ngx_current_msec - z->sh->next_flush) < 0)
+    if (!exiting
+        && (ngx_msec_int_t) (ngx_current_msec - z->sh->next_flush) < 0)
     {
         ngx_shmtx_unlock(&z->shpool->mutex);
         return;
@@ -1837,12 +1851,12 @@ again:
         rc = aiserve_ledger_wcommit(ngx_http_aiserve_meter_ledger, seq + 1);
     }
 
-    if (rc == AISERVE_LEDGER_FULL && !grown) {
+    if (rc == AISERVE_LEDGER_FULL && grown < 8) {
         /* the transaction is aborted, inflight stays for the next try */
-        grown = 1;
+        grown++;
 
         if (aiserve_ledger_grow(ngx_http_aiserve_meter_ledger,
-                                mcf->max_map_size)
+                                exiting ? 0 : mcf->max_map_size)
             == AISERVE_LEDGER_OK)
         {
             size_t  map, used;
@@ -2267,9 +2281,25 @@ ngx_http_aiserve_meter_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     size_t                          len;
     ngx_http_aiserve_meter_zone_t  *z;
 
+    uint8_t                         id[AISERVE_HASH_LEN];
+
     z = shm_zone->data;
 
+    /* the zone's unflushed usage belongs to one ledger: its identity is a
+     * hash of the ledger's HMAC key */
+    aiserve_key_hash(z->mcf->pepper, "aiserve_meter_zone",
+                     sizeof("aiserve_meter_zone") - 1, id);
+
     if (oz) {
+        if (ngx_memcmp(oz->sh->ledger_id, id, AISERVE_HASH_LEN) != 0) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "aiserve_meter_zone \"%V\" holds usage of another "
+                          "ledger than \"%V\": use a new zone name with a "
+                          "new aiserve_meter_db", &shm_zone->shm.name,
+                          &z->mcf->db_path);
+            return NGX_ERROR;
+        }
+
         z->sh = oz->sh;
         z->shpool = oz->shpool;
         return NGX_OK;
@@ -2289,6 +2319,7 @@ ngx_http_aiserve_meter_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     z->shpool->data = z->sh;
+    ngx_memcpy(z->sh->ledger_id, id, AISERVE_HASH_LEN);
 
     ngx_rbtree_init(&z->sh->keys, &z->sh->keys_sentinel,
                     ngx_rbtree_insert_value);
@@ -2548,6 +2579,8 @@ ngx_http_aiserve_meter_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "duplicate zone \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
+
+    z->mcf = mcf;
 
     mcf->shm_zone->init = ngx_http_aiserve_meter_init_zone;
     mcf->shm_zone->data = z;

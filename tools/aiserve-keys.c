@@ -14,6 +14,7 @@
 #include "aiserve_ledger.h"
 
 static const char  *db_path;
+static size_t       max_map_size;
 
 
 static void
@@ -24,6 +25,10 @@ usage_main(FILE *f)
 "\n"
 "Manages the API keys and reads the usage ledger of aiserve.  PATH is the\n"
 "LMDB directory of aiserve_meter_db (default: $AISERVE_DB).\n"
+"\n"
+"  --max-map-size SIZE  when a key write finds the LMDB map full, grow it\n"
+"                       (doubling) up to SIZE (e.g. 64m) and no further;\n"
+"                       default: no limit\n"
 "\n"
 "commands:\n"
 "  create   create a key; prints its secret once\n"
@@ -68,6 +73,8 @@ open_db(unsigned flags)
     {
         die("%s", err);
     }
+
+    aiserve_ledger_set_max_map_size(l, max_map_size);
 
     return l;
 }
@@ -1046,6 +1053,12 @@ main(int argc, char **argv)
         }
         if (strncmp(argv[i], "--db=", 5) == 0) {
             db_path = argv[i] + 5;
+            continue;
+        }
+        if (strcmp(argv[i], "--max-map-size") == 0 && i + 1 < argc) {
+            if (aiserve_parse_size(argv[++i], &max_map_size) != 0) {
+                die("invalid --max-map-size \"%s\"", argv[i]);
+            }
             continue;
         }
         break;

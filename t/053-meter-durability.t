@@ -1,0 +1,379 @@
+# aiserve_meter: durability.  A reload during load loses no usage; SIGKILL
+# of one worker during load loses no settled usage; SIGKILL of every nginx
+# process loses at most the flush window (measured and printed); a full
+# LMDB map is grown, or, at max_map_size, new requests get 503 while the
+# settled usage waits in the zone and reaches the ledger once it may grow.
+
+use Test::Nginx::Socket 'no_plan';
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use AiserveTest qw(aiserve_http aiserve_http_concurrent);
+use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
+                    meter_embed_request meter_log_dir meter_json
+                    meter_keys_in_logs);
+use POSIX ();
+use Time::HiRes ();
+
+repeat_each(1);
+no_shuffle();
+master_on();
+workers(2);
+
+my $db = meter_db('053');
+my $full_db = meter_db('053-full');
+my $grow_db = meter_db('053-grow');
+my $logs = meter_log_dir();
+my ($kid, $key) = meter_create_key($db, '--name', 'load');
+
+$ENV{TEST_NGINX_METER_DB} = $db;
+$ENV{TEST_NGINX_METER_FULL_DB} = $full_db;
+$ENV{TEST_NGINX_METER_GROW_DB} = $grow_db;
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value(main_config => <<"EOC");
+load_module $ENV{TEST_NGINX_AISERVE_MODULE};
+error_log $logs/error.log info;
+EOC
+    my $extra = $block->meter_http_config // '';
+    $block->set_value(http_config => <<"EOC");
+    access_log $logs/access.log;
+    aiserve_model tiny $ENV{TEST_NGINX_AISERVE_ROOT}/models/tiny-st-cls;
+$extra
+EOC
+    $block->set_value(config => <<"EOC");
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+    location = /t {
+        return 200 "ok\\n";
+    }
+EOC
+});
+
+sub master_pid {
+    open my $in, '<', server_root() . '/logs/nginx.pid' or return;
+    my $pid = <$in>;
+    chomp $pid;
+    return $pid;
+}
+
+sub workers_of {
+    my ($master) = @_;
+    my @w;
+    for my $dir (glob '/proc/[0-9]*') {
+        open my $st, '<', "$dir/stat" or next;
+        my $line = <$st> // '';
+        my ($pid, $ppid) = $line =~ /^(\d+) \(.*?\) \S (\d+)/;
+        push @w, $pid if defined $ppid && $ppid == $master;
+    }
+    return @w;
+}
+
+# Runs $n requests from 32 clients in a child process while $during->()
+# runs here; returns (ok requests, ok tokens, failed requests, seconds).
+sub load_while {
+    my ($secret, $n, $during) = @_;
+    my $out = server_root() . "/load.$$";
+    my $t0 = Time::HiRes::time();
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $Test::Nginx::Socket::InChild = 1;
+        my @reqs = map { meter_embed_request($secret, 'durable words') }
+                   1 .. $n;
+        my @res = aiserve_http_concurrent(server_port(), \@reqs, 32,
+                                          timeout => 60);
+        my ($ok, $tokens, $failed) = (0, 0, 0);
+        for my $r (@res) {
+            my $u = ($r->{status} // 0) == 200 ? meter_json($r->{body}) : undef;
+            if ($u && $u->{usage}) {
+                $ok++;
+                $tokens += $u->{usage}{prompt_tokens};
+            } else {
+                $failed++;
+            }
+        }
+        open my $f, '>', $out or POSIX::_exit(1);
+        print $f "$ok $tokens $failed\n";
+        close $f;
+        POSIX::_exit(0);
+    }
+    $during->();
+    waitpid $pid, 0;
+    open my $f, '<', $out or die "no load result: $!";
+    my ($ok, $tokens, $failed) = split ' ', scalar <$f>;
+    unlink $out;
+    return ($ok, $tokens, $failed, Time::HiRes::time() - $t0);
+}
+
+my %tally;    # key id -> [requests, tokens] the clients saw
+
+sub tally {
+    my ($id, $ok, $tokens) = @_;
+    $tally{$id}[0] += $ok;
+    $tally{$id}[1] += $tokens;
+}
+
+my %checks = (
+    reload => sub {
+        my $master = master_pid();
+        my ($ok, $tokens, $failed, $secs) = load_while($key, 3000, sub {
+            for (1 .. 3) {
+                Time::HiRes::sleep(0.4);
+                kill 'HUP', $master;
+            }
+        });
+        Test::More::diag(sprintf "reload: %d ok, %d failed in %.1f s",
+                         $ok, $failed, $secs);
+        is($failed, 0, 'no request failed across 3 reloads');
+        tally($kid, $ok, $tokens);
+        Time::HiRes::sleep(1);
+        my $u = meter_usage($db)->{$kid};
+        is($u->{requests}, $tally{$kid}[0],
+           'ledger requests = responses, across reloads');
+        is($u->{prompt_tokens}, $tally{$kid}[1],
+           'ledger tokens = responses, across reloads');
+    },
+
+    kill_worker => sub {
+        my $master = master_pid();
+        my ($ok, $tokens, $failed, $secs) = load_while($key, 3000, sub {
+            Time::HiRes::sleep(0.5);
+            my @w = workers_of($master);
+            kill 'KILL', $w[0];
+        });
+        Test::More::diag(sprintf "kill one worker: %d ok, %d failed in "
+                         . "%.1f s", $ok, $failed, $secs);
+        my $t = $ok ? $tokens / $ok : 0;
+        Time::HiRes::sleep(1);
+        my $u = meter_usage($db)->{$kid};
+        my $extra = $u->{requests} - $tally{$kid}[0] - $ok;
+        ok($extra >= 0, 'no settled request lost (ledger has every '
+                        . "response; $extra more)");
+        ok($extra <= $failed, 'ledger holds at most the requests the '
+                              . 'killed worker had settled but not sent');
+        is($u->{prompt_tokens}, $tally{$kid}[1] + $tokens + $extra * $t,
+           'tokens agree');
+        tally($kid, $ok + $extra, $tokens + $extra * $t);
+    },
+
+    kill_all => sub {
+        my $master = master_pid();
+        my @pids;
+        my $killed_at;
+        my ($ok, $tokens, $failed, $secs) = load_while($key, 6000, sub {
+            Time::HiRes::sleep(1.7);
+            @pids = ($master, workers_of($master));
+            kill 'KILL', @pids;
+            $killed_at = Time::HiRes::time();
+        });
+        my $u = meter_usage($db)->{$kid};
+        my $ledger = $u->{requests} - $tally{$kid}[0];
+        my $lost = $ok - $ledger;
+        my $rate = $ok / 1.7;
+        Test::More::diag(sprintf "kill -9 of all nginx processes with "
+            . "flush=1s: %d responses, %d in the ledger, %d lost "
+            . "(%.2f s of traffic at %.0f req/s)",
+            $ok, $ledger, $lost, $rate ? $lost / $rate : 0, $rate);
+        ok($ledger <= $ok + $failed, 'nothing invented: the ledger holds '
+           . 'at most the requests sent');
+        ok($lost <= $rate * 1.25 + 32,
+           'lost at most the flush window (1 s of traffic, plus the '
+           . 'requests in flight)');
+        tally($kid, $ledger, $u->{prompt_tokens} - $tally{$kid}[1]);
+    },
+
+    after_kill => sub {
+        my $r = aiserve_http(server_port(),
+                             meter_embed_request($key, 'after restart'));
+        is($r->{status}, 200, 'nginx serves after kill -9 and restart');
+        Time::HiRes::sleep(1.3);
+        my $u = meter_usage($db)->{$kid};
+        is($u->{requests}, $tally{$kid}[0] + 1,
+           'the ledger counts on after the restart');
+    },
+
+    full => sub {
+        # one key for traffic, then ballast keys until the map is full
+        my ($id, $secret) = meter_create_key($full_db, '--name', 'full');
+        my ($n, $rc) = (0, 0);
+        while ($n < 2000) {
+            ($rc) = meter_cli($full_db, '--max-map-size', '64k', 'create',
+                              '--name', "ballast$n");
+            last if $rc;
+            $n++;
+        }
+        ok($rc && $n > 0, "map full after $n ballast keys");
+
+        my ($ok, $tokens, $refused) = (0, 0, 0);
+        for (1 .. 400) {
+            my $r = aiserve_http(server_port(),
+                                 meter_embed_request($secret, 'full map'));
+            if ($r->{status} == 200) {
+                $ok++;
+                $tokens += meter_json($r->{body})->{usage}{prompt_tokens};
+            } elsif ($r->{status} == 503) {
+                $refused++;
+                is(meter_json($r->{body})->{error}{code}, 'ledger_full',
+                   '503 ledger_full') if $refused == 1;
+                last if $refused == 3;
+            }
+            Time::HiRes::sleep(0.01);
+        }
+        ok($ok > 0, "$ok requests admitted before the first flush");
+        is($refused, 3, 'then new requests are refused with 503');
+        $tally{full} = [$ok, $tokens, $id];
+        my $u = meter_usage($full_db)->{$id} // { requests => 0 };
+        is($u->{requests}, 0, 'nothing of it in the ledger yet');
+    },
+
+    full_later => sub {
+        # the previous nginx exited: its last flush grew the map past the
+        # cap rather than drop settled usage
+        my ($ok, $tokens, $id) = @{ $tally{full} };
+        my $u = meter_usage($full_db)->{$id};
+        is($u->{requests}, $ok, 'settled usage reached the ledger');
+        is($u->{prompt_tokens}, $tokens, '... every token of it');
+        my $r = aiserve_http(server_port(),
+                             meter_embed_request(undef, 'x'));
+        is($r->{status}, 401, 'the grown ledger serves lookups');
+    },
+
+    grow => sub {
+        my ($id, $secret) = meter_create_key($grow_db, '--name', 'grow');
+        my ($n, $rc) = (0, 0);
+        while ($n < 2000) {
+            ($rc) = meter_cli($grow_db, '--max-map-size', '64k', 'create',
+                              '--name', "ballast$n");
+            last if $rc;
+            $n++;
+        }
+        ok($rc, "map full after $n ballast keys");
+        my @reqs = map { meter_embed_request($secret, 'grow') } 1 .. 300;
+        my @res = aiserve_http_concurrent(server_port(), \@reqs, 8);
+        my @ok = grep { ($_->{status} // 0) == 200 } @res;
+        is(scalar @ok, 300, 'no request refused: the map grows');
+        my $tokens = 0;
+        $tokens += meter_json($_->{body})->{usage}{prompt_tokens} for @ok;
+        Time::HiRes::sleep(0.5);
+        my $u = meter_usage($grow_db)->{$id};
+        is($u->{requests}, 300, 'ledger: every request');
+        is($u->{prompt_tokens}, $tokens, 'ledger: every token');
+    },
+);
+
+add_response_body_check(sub {
+    my ($block) = @_;
+    my $name = $block->meter_check or return;
+    $name =~ s/\s+//g;
+    $checks{$name}->();
+});
+
+run_tests();
+
+my @hits = meter_keys_in_logs($logs, server_root() . '/logs');
+is(scalar @hits, 0, 'no API key in the logs of this suite')
+    or Test::More::diag(Test::More::explain(\@hits));
+
+__DATA__
+
+=== TEST 1: nginx -s reload during load loses no usage
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB flush=200ms;
+    aiserve_meter_zone meter 1m;
+--- request
+GET /t
+--- meter_check: reload
+--- response_body
+ok
+--- timeout: 90
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: SIGKILL of one worker during load loses no settled usage
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB flush=200ms;
+    aiserve_meter_zone meter 1m;
+--- request
+GET /t
+--- meter_check: kill_worker
+--- response_body
+ok
+--- timeout: 90
+--- error_log eval
+qr/\[alert\] .* exited on signal 9/
+
+
+
+=== TEST 3: SIGKILL of every nginx process loses at most the flush window
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB flush=1s;
+    aiserve_meter_zone meter 1m;
+--- request
+GET /t
+--- meter_check: kill_all
+--- response_body
+ok
+--- timeout: 90
+
+
+
+=== TEST 4: after kill -9 of everything, nginx restarts on the same ledger
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB flush=200ms;
+    aiserve_meter_zone meter 1m;
+--- request
+GET /t
+--- meter_check: after_kill
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: map full at max_map_size: 503 for new requests, usage kept
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_FULL_DB map_size=64k max_map_size=64k
+                     flush=100ms;
+    aiserve_meter_zone full 1m;
+--- request
+GET /t
+--- meter_check: full
+--- response_body
+ok
+--- timeout: 90
+--- error_log
+flush failed, usage kept in the zone
+
+
+
+=== TEST 6: ... and reaches the ledger at exit, the map grown past the cap
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_FULL_DB flush=100ms;
+    aiserve_meter_zone full 1m;
+--- request
+GET /t
+--- meter_check: full_later
+--- response_body
+ok
+
+
+
+=== TEST 7: map full below max_map_size: grown, nothing refused or lost
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_GROW_DB map_size=64k flush=100ms;
+    aiserve_meter_zone grow 1m;
+--- request
+GET /t
+--- meter_check: grow
+--- response_body
+ok
+--- timeout: 90
+--- error_log
+ledger map grown to
+--- no_error_log
+[error]
