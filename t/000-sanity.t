@@ -363,7 +363,21 @@ qr/^random=[0-9a-f]{32}\n\z/
 
 
 
-=== TEST 19: user_files are served from the html directory
+=== TEST 19: response_body_filters
+--- config
+    location = /t {
+        return 200 "Hello\n";
+    }
+--- request
+GET /t
+--- response_body_filters
+uc
+--- response_body
+HELLO
+
+
+
+=== TEST 20: user_files are served from the html directory
 --- user_files
 >>> sub/hello.txt
 served from a user file
@@ -375,7 +389,7 @@ served from a user file
 
 
 
-=== TEST 20: a bad directive makes nginx die with an emerg
+=== TEST 21: a bad directive makes nginx die with an emerg
 --- config
     location = /t {
         no_such_directive on;
@@ -387,7 +401,7 @@ unknown directive "no_such_directive"
 
 
 
-=== TEST 21: an unknown thread pool makes nginx die with exit code 1
+=== TEST 22: an unknown thread pool makes nginx die with exit code 1
 --- config
     location = /t {
         aio threads=not_declared;
@@ -398,7 +412,7 @@ qr/\[emerg\] .*thread pool "not_declared"/
 
 
 
-=== TEST 22: the block after must_die starts nginx again
+=== TEST 23: the block after must_die starts nginx again
 --- config
     location = /t {
         return 200 "back\n";
@@ -412,7 +426,7 @@ back
 
 
 
-=== TEST 23: many clients at once (AiserveTest)
+=== TEST 24: many clients at once (AiserveTest)
 --- config
     location = /c {
         add_header X-Id $arg_id;
@@ -428,7 +442,7 @@ id=0
 
 
 
-=== TEST 24: a block without config reuses the previous server
+=== TEST 25: a block without config reuses the previous server
 --- request
 GET /c?id=7
 --- response_body
@@ -436,7 +450,7 @@ id=7
 
 
 
-=== TEST 25: log_level per block and timeout
+=== TEST 26: log_level per block and timeout
 --- log_level: warn
 --- timeout: 5
 --- config
@@ -452,7 +466,7 @@ http request line: "GET /t
 
 
 
-=== TEST 26: SKIP blocks are not run
+=== TEST 27: SKIP blocks are not run
 --- SKIP
 --- config
     location = /t {
@@ -465,7 +479,7 @@ never
 
 
 
-=== TEST 27: skip_nginx skips by nginx version
+=== TEST 28: skip_nginx skips by nginx version
 --- skip_nginx
 2: > 0.0.1
 --- config

@@ -16,6 +16,8 @@ use warnings;
 use Test::Base -base;
 
 use Cwd ();
+use Digest::MD5 ();
+use Digest::SHA ();
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use File::Basename ();
 use File::Path ();
@@ -442,29 +444,66 @@ sub slurp {
     return $d // '';
 }
 
-# HUP mode: load the block's configuration into the running master and wait
-# until the new generation answers with the new configuration's version.
+# HUP mode: load the block's configuration into the running master, wait
+# until the new generation answers with the new configuration's version, and
+# then until the old generation's processes have exited: the master lets
+# both generations accept for a while (100 ms in nginx 1.22) before it tells
+# the old one to shut down.
 sub reload_nginx {
     my ($block, $version) = @_;
     my $name = $block->name;
-    note_v("reloading nginx $NginxPid");
+    my @old = children_of($NginxPid);
+    my $log_from = -s $ErrLog // 0;
+    note_v("reloading nginx $NginxPid (old workers: @old)");
     kill 'HUP', $NginxPid or bail_out("$name - cannot send HUP: $!");
     Time::HiRes::sleep($Sleep * 3);
     my ($ok, $tries) = (0, 0);
-    while ($ok < 10) {
+    while ($ok < 3) {
         my $got = version_of_running();
         if (defined $got && $got eq $version) {
             $ok++;
             next;
         }
         $ok = 0;
-        if (++$tries > 200) {
+        my ($emerg) = grep { /\[emerg\]/ } log_lines_from($log_from);
+        if ($emerg || ++$tries > 200) {
             Test::More::fail("$name - nginx did not load the new "
-                             . "configuration after HUP");
+                             . "configuration after HUP"
+                             . ($emerg ? ": " . one_line($emerg) : ''));
             return;
         }
         Time::HiRes::sleep($tries < 10 ? $Sleep * $tries : 0.1);
     }
+    my $deadline = Time::HiRes::time() + ($Timeout > 10 ? $Timeout : 10);
+    while (grep { alive($_) } @old) {
+        if (Time::HiRes::time() > $deadline) {
+            Test::More::fail("$name - the old generation's processes "
+                             . join(' ', grep { alive($_) } @old)
+                             . " did not exit after HUP");
+            return;
+        }
+        Time::HiRes::sleep(0.01);
+    }
+}
+
+sub children_of {
+    my ($ppid) = @_;
+    my @kids;
+    for my $dir (glob '/proc/[0-9]*') {
+        open my $st, '<', "$dir/stat" or next;
+        my $line = <$st> // '';
+        my ($pid, $state, $parent) = $line =~ /^(\d+) \(.*\) (\S) (\d+)/s
+            or next;
+        push @kids, $pid if $parent == $ppid && $state ne 'Z';
+    }
+    return @kids;
+}
+
+sub log_lines_from {
+    my ($pos) = @_;
+    open my $in, '<', $ErrLog or return;
+    seek $in, $pos, 0;
+    return <$in>;
 }
 
 sub version_of_running {
@@ -963,10 +1002,15 @@ sub check_response {
         $filters = [split ' ', $filters] unless ref $filters;
         $filters = [$filters] if ref $filters eq 'CODE';
         for my $f (@$filters) {
-            $res->{body} = ref $f eq 'CODE' ? $f->($res->{body})
-                         : $f eq 'uc' ? uc $res->{body}
-                         : $f eq 'lc' ? lc $res->{body}
-                         : $f eq 'length' ? length $res->{body}
+            my $b = $res->{body};
+            $res->{body} = ref $f eq 'CODE' ? $f->($b)
+                         : $f eq 'uc' ? uc $b
+                         : $f eq 'lc' ? lc $b
+                         : $f eq 'ucfirst' ? ucfirst $b
+                         : $f eq 'lcfirst' ? lcfirst $b
+                         : $f eq 'length' ? length $b
+                         : $f eq 'md5_hex' ? Digest::MD5::md5_hex($b)
+                         : $f eq 'sha1_hex' ? Digest::SHA::sha1_hex($b)
                          : bail_out("$name - unknown response_body_filters "
                                     . "entry \"$f\"");
         }
