@@ -1,0 +1,299 @@
+# Every error status of an aiserve location, as the JSON error object
+# {"error": {"message", "type", "param", "code"}}: 400 bad JSON, 405, 413
+# (nginx's own client_max_body_size answer, rewritten), 415, 422 validation
+# naming the field and index, 422 too many tokens naming the limit, invalid
+# UTF-8, too many inputs.
+
+use Test::Nginx::Socket 'no_plan';
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use AiserveApprox;
+
+add_response_body_check(\&AiserveApprox::check);
+
+sub err {
+    my ($message, $code, $param) = @_;
+    return { error => { message => $message, type => 'invalid_request_error',
+                        code => $code, param => $param } };
+}
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: 405 for methods other than POST, with Allow
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- request eval
+["GET /predict", "PUT /predict\n{}"]
+--- error_code eval
+[405, 405]
+--- response_headers eval
+[ "Allow: POST\nContent-Type: application/json",
+  "Allow: POST\nContent-Type: application/json" ]
+--- json_approx eval
+[ main::err("method GET is not allowed, use POST", "method_not_allowed", undef),
+  main::err("method PUT is not allowed, use POST", "method_not_allowed", undef) ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: 415 without a JSON content type
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- request eval
+["POST /predict\n{\"inputs\": \"x\"}", "POST /predict\n{\"inputs\": \"x\"}",
+ "POST /predict\n{\"inputs\": \"x\"}"]
+--- more_headers eval
+["Content-Type: application/x-www-form-urlencoded", "X-Nothing: 1",
+ "Content-Type: application/jsonp"]
+--- error_code eval
+[415, 415, 415]
+--- json_approx eval
+[ (main::err("Content-Type must be application/json",
+             "unsupported_media_type", undef)) x 3 ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: application/json with a charset is accepted
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- more_headers
+Content-Type: Application/JSON; charset=utf-8
+--- request
+POST /predict
+{"inputs": "paris", "top_k": 0}
+--- response_body
+[]
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: 400 for a body that is not JSON or not an object
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+["POST /predict\n{\"inputs\": ", "POST /predict\n[1, 2]", "POST /predict\n"]
+--- error_code eval
+[400, 400, 400]
+--- response_body_like eval
+[ qr/^\{"error":\{"message":"invalid JSON body: [^"]+ at line 1, column \d+","type":"invalid_request_error","param":null,"code":"invalid_json"\}\}$/,
+  qr/"message":"the JSON body must be an object"/,
+  qr/"code":"invalid_json"/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: 413 from client_max_body_size is JSON too
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict {
+    client_max_body_size 100;
+    aiserve_infer cls;
+}
+--- more_headers
+Content-Type: application/json
+--- request eval
+"POST /predict\n{\"inputs\": \"" . ("a " x 100) . "\"}"
+--- error_code: 413
+--- response_headers
+Content-Type: application/json
+--- json_approx eval
+[ main::err("the request body is larger than client_max_body_size",
+            "request_too_large", undef) ]
+--- error_log
+client intended to send too large body
+
+
+
+=== TEST 6: 422 names the field and the index
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /v1/embeddings\n{}",
+  "POST /v1/embeddings\n{\"input\": [\"ok\", 3]}",
+  "POST /v1/embeddings\n{\"input\": [\"ok\", \"\"]}",
+  "POST /v1/embeddings\n{\"input\": []}",
+  "POST /v1/embeddings\n{\"input\": {\"a\": 1}}",
+  "POST /v1/embeddings\n{\"input\": [[101, 99999999]]}",
+  "POST /v1/embeddings\n{\"input\": [101, -1]}",
+  "POST /v1/embeddings\n{\"input\": \"x\", \"encoding_format\": \"int8\"}",
+  "POST /v1/embeddings\n{\"input\": \"x\", \"dimensions\": 385}",
+  "POST /v1/embeddings\n{\"input\": \"x\", \"model\": 7}" ]
+--- error_code eval
+[ (422) x 10 ]
+--- json_approx eval
+[ main::err("input is required", "missing_field", "input"),
+  main::err("input[1] must be a string", "invalid_type", "input[1]"),
+  main::err("input[1] must not be empty", "empty_input", "input[1]"),
+  main::err("input must not be empty", "empty_input", "input"),
+  main::err("input must be a string, an array of strings or of token ids",
+            "invalid_type", "input"),
+  main::err("input[0][1] must be a token id from 0 to 30521",
+            "invalid_token", "input[0]"),
+  main::err("input[1] must be a token id from 0 to 30521",
+            "invalid_token", "input"),
+  main::err("encoding_format must be \"float\" or \"base64\"",
+            "invalid_value", "encoding_format"),
+  main::err("dimensions must be an integer from 1 to 384",
+            "invalid_value", "dimensions"),
+  main::err("model must be a string", "invalid_type", "model") ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: invalid UTF-8 names the field and index; nothing crashes
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /embed\n{\"inputs\": [\"fine\", \"ab\xff\xfecd\"]}",
+  "POST /embed\n{\"inputs\": \"\xed\xa0\x80 surrogate\"}",
+  "POST /embed\n{\"inputs\": \"ok\", \"\xc3\": 1}",
+  "POST /embed\n{\"inputs\": \"nul \\u0000 inside\"}" ]
+--- error_code eval
+[422, 422, 200, 200]
+--- response_body_like eval
+[ qr/^\{"error":\{"message":"inputs\[1\] is not valid UTF-8 \(byte 2\)","type":"invalid_request_error","param":"inputs\[1\]","code":"invalid_utf8"\}\}$/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 0\)"/,
+  qr/^\[\[[-0-9.e,]+\]\]$/,
+  qr/^\[\[[-0-9.e,]+\]\]$/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 8: too many tokens with truncation off names the limit; truncation on answers
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 max_seq=16;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /v1/embeddings\n{\"input\": [\"short\", \"" . ("word " x 20) . "\"]}",
+  "POST /embed\n{\"inputs\": \"" . ("word " x 20) . "\"}",
+  "POST /embed\n{\"inputs\": \"" . ("word " x 20) . "\", \"truncate\": true}",
+  "POST /v1/embeddings\n{\"input\": [" . CORE::join(",", (1000) x 17) . "]}" ]
+--- error_code eval
+[422, 422, 200, 422]
+--- response_body_like eval
+[ qr/"message":"input\[1\] has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it or ask for truncation","type":"invalid_request_error","param":"input\[1\]","code":"too_many_tokens"/,
+  qr/"message":"inputs has 22 tokens, more than the limit of 16 tokens/,
+  qr/^\[\[[-0-9.e,]+\]\]$/,
+  qr/"message":"input has 17 tokens, more than the limit of 16 tokens of model \\"minilm\\"".*"code":"too_many_tokens"/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: aiserve_max_inputs
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_model rr $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-regression task=rerank;
+--- config
+aiserve_max_inputs 2;
+location = /predict { aiserve_infer cls; }
+location = /rerank { aiserve_infer rr; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /predict\n{\"inputs\": [\"a\", \"b\", \"c\"]}",
+  "POST /predict\n{\"inputs\": [\"a\", \"b\"]}",
+  "POST /rerank\n{\"query\": \"q\", \"texts\": [\"a\", \"b\", \"c\"]}" ]
+--- error_code eval
+[422, 200, 422]
+--- response_body_like eval
+[ qr/"message":"inputs has 3 items, more than the limit of 2 \(aiserve_max_inputs\)".*"code":"too_many_inputs"/,
+  qr/^\[\{"label":"\w+","score":[0-9.e-]+\},\{"label":"\w+","score":[0-9.e-]+\}\]$/,
+  qr/"message":"texts has 3 items, more than the limit of 2/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 10: predict, rerank and NER validation
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_model rr $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-regression task=rerank;
+aiserve_model ner $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-ner;
+--- config
+location = /predict { aiserve_infer cls; }
+location = /rerank { aiserve_infer rr; }
+location = /ner { aiserve_infer ner; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /predict\n{\"inputs\": \"a\", \"top_k\": -1}",
+  "POST /predict\n{\"inputs\": \"a\", \"function_to_apply\": \"relu\"}",
+  "POST /predict\n{\"inputs\": [{\"text\": \"a\", \"text_pair\": 5}]}",
+  "POST /predict\n{\"inputs\": \"a\", \"truncate\": \"yes\"}",
+  "POST /rerank\n{\"texts\": [\"a\"]}",
+  "POST /rerank\n{\"query\": \"q\", \"texts\": \"a\"}",
+  "POST /rerank\n{\"query\": \"q\", \"texts\": [\"a\", null]}",
+  "POST /ner\n{\"inputs\": \"a\", \"aggregation_strategy\": \"longest\"}",
+  "POST /ner\n{\"inputs\": \"a\", \"ignore_labels\": [\"O\", 1]}" ]
+--- error_code eval
+[ (422) x 9 ]
+--- json_approx eval
+[ main::err("top_k must be null or an integer >= 0", "invalid_value", "top_k"),
+  main::err("function_to_apply must be \"sigmoid\", \"softmax\" or \"none\"",
+            "invalid_value", "function_to_apply"),
+  main::err("inputs[0].text_pair must be a string", "invalid_type",
+            "inputs[0].text_pair"),
+  main::err("truncate must be true or false", "invalid_type", "truncate"),
+  main::err("query is required", "missing_field", "query"),
+  main::err("texts must be an array of strings", "invalid_type", "texts"),
+  main::err("texts[1] must be a string", "invalid_type", "texts[1]"),
+  main::err("aggregation_strategy must be one of none, simple, first, average, max",
+            "invalid_value", "aggregation_strategy"),
+  main::err("ignore_labels[1] must be a string", "invalid_type",
+            "ignore_labels") ]
+--- no_error_log
+[error]
