@@ -29,6 +29,7 @@ key('rpm', '--rpm', 3);
 key('tpm', '--tpm', 20);
 key('budget', '--budget', 1, '--period', 'day');   # set once measured
 key('dry', '--rpm', 1);
+key('one', '--concurrency', 1);
 key('probe');
 
 add_block_preprocessor(sub {
@@ -169,6 +170,24 @@ my %checks = (
         is($u->{requests}, $n, 'ledger: refused requests not counted');
     },
 
+    concurrency => sub {
+        my @reqs = map { meter_embed_request($key{one}, "request $_") }
+                   1 .. 64;
+        my @res = aiserve_http_concurrent(server_port(), \@reqs, 32);
+        my @ok = grep { ($_->{status} // 0) == 200 } @res;
+        my @busy = grep { ($_->{status} // 0) == 429 } @res;
+        is(@ok + @busy, 64, 'concurrency=1: every answer 200 or 429');
+        ok(@busy > 0, scalar(@busy) . ' of 64 refused while one was in '
+                      . 'flight');
+        like($busy[0]{body} // '', qr/concurrent/, '429 names concurrency')
+            if @busy;
+        my $tokens = 0;
+        $tokens += meter_json($_->{body})->{usage}{prompt_tokens} for @ok;
+        my $u = flushed_usage()->{ $id{one} };
+        is($u->{requests}, scalar @ok, 'ledger: admitted requests only');
+        is($u->{prompt_tokens}, $tokens, 'ledger: their tokens');
+    },
+
     dry_run => sub {
         my @res = map { post('dry', uri => '/dry/v1/embeddings') } 1 .. 3;
         is_deeply([map { $_->{status} } @res], [200, 200, 200],
@@ -231,7 +250,18 @@ ok
 
 
 
-=== TEST 4: dry_run counts and logs, refuses nothing
+=== TEST 4: max concurrent requests per key
+--- request
+GET /t
+--- meter_check: concurrency
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: dry_run counts and logs, refuses nothing
 --- request
 GET /t
 --- meter_check: dry_run
