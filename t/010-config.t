@@ -1,0 +1,296 @@
+# Directives: aiserve_model (parameters, loading, errors at configuration
+# time: nginx -t is the operator's first test), aiserve_infer (api=, model
+# look-up), aiserve_thread_pool, aiserve_threads, aiserve_max_batch_tokens,
+# aiserve_max_queue, aiserve_queue_timeout, aiserve_max_inputs,
+# aiserve_retry_after.
+
+use Test::Nginx::Socket 'no_plan';
+
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: every directive, set explicitly
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+thread_pool ai threads=2 max_queue=16;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls task=classify max_seq=64 truncate=on device=cpu;
+aiserve_thread_pool ai;
+aiserve_threads 2;
+aiserve_max_batch_tokens 4k;
+aiserve_max_queue 8;
+aiserve_queue_timeout 2s;
+aiserve_max_inputs 4;
+aiserve_retry_after 3;
+--- config
+location = /predict {
+    aiserve_infer cls api=predict;
+}
+--- more_headers
+Content-Type: application/json
+--- request
+POST /predict
+{"inputs": "paris", "top_k": 1, "function_to_apply": "none"}
+--- response_body_like: ^\[\{"label":"(positive|negative)","score":-?[0-9.e-]+\}\]$
+--- error_log eval
+qr/aiserve batch "cls": 1 sequences, 3 tokens, 1 requests/
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: the model path is relative to the prefix when not absolute
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls ../../../models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- more_headers
+Content-Type: application/json
+--- request
+POST /predict
+{"inputs": ["a", "b"]}
+--- response_body_like: ^\[\{"label":"\w+","score":[0-9.e-]+\},\{"label":"\w+","score":[0-9.e-]+\}\]$
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: a missing model directory stops nginx -t, naming the directive and the path
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model broken /nonexistent/model;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_model" "broken": cannot load the tokenizer from "\/nonexistent\/model": /
+
+
+
+=== TEST 4: a directory with a tokenizer but no weights
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model broken $TEST_NGINX_AISERVE_ROOT/t/data/tokenizers/bert-base-cased;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_model" "broken": cannot load the model from "[^"]+": .*config\.json/
+
+
+
+=== TEST 5: invalid task
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls task=translate;
+--- config
+--- must_die
+--- error_log
+invalid task "translate" in "aiserve_model", use embed, classify, ner or rerank
+
+
+
+=== TEST 6: a task that does not fit the checkpoint
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls task=ner;
+--- config
+--- must_die
+--- error_log eval
+qr/"aiserve_model" "m": task=ner does not fit the model in "[^"]+tiny-bert-seq-cls", which is for task=classify/
+
+
+
+=== TEST 7: invalid max_seq, and max_seq above max_position_embeddings
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls max_seq=lots;
+--- config
+--- must_die
+--- error_log
+invalid max_seq "max_seq=lots" in "aiserve_model"
+
+
+
+=== TEST 8: max_seq above max_position_embeddings
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls max_seq=4096;
+--- config
+--- must_die
+--- error_log
+invalid max_seq=4096 in "aiserve_model" "m": the model has max_position_embeddings 128
+
+
+
+=== TEST 9: device=gpu says the GPU backend is not built
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls device=gpu;
+--- config
+--- must_die
+--- error_log
+"device=gpu" in "aiserve_model": the GPU backend is not built yet, only device=cpu is available
+
+
+
+=== TEST 10: unknown parameter
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls pooling=mean;
+--- config
+--- must_die
+--- error_log
+invalid parameter "pooling=mean" in "aiserve_model"
+
+
+
+=== TEST 11: duplicate model name
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-ner;
+--- config
+--- must_die
+--- error_log
+duplicate model "m" in "aiserve_model"
+
+
+
+=== TEST 12: aiserve_model is an http-level directive
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- config
+location = /x {
+    aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+}
+--- must_die
+--- error_log
+"aiserve_model" directive is not allowed here
+
+
+
+=== TEST 13: aiserve_infer with an unknown model
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { aiserve_infer other; }
+--- must_die
+--- error_log
+unknown model "other" in "aiserve_infer", declare it with "aiserve_model" at the http level
+
+
+
+=== TEST 14: aiserve_infer api that does not fit the model's task
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { aiserve_infer m api=openai; }
+--- must_die
+--- error_log
+"aiserve_infer" api=openai does not fit model "m" (task=classify)
+
+
+
+=== TEST 15: aiserve_infer with an invalid api or parameter
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { aiserve_infer m api=grpc; }
+--- must_die
+--- error_log
+invalid api "grpc" in "aiserve_infer", use openai, embed, predict, rerank, tokenize or ner
+
+
+
+=== TEST 16: aiserve_infer twice in a location
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { aiserve_infer m; aiserve_infer m; }
+--- must_die
+--- error_log
+"aiserve_infer" directive is duplicate
+
+
+
+=== TEST 17: aiserve_max_batch_tokens below a model's max_seq
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_max_batch_tokens 64;
+--- config
+--- must_die
+--- error_log
+"aiserve_max_batch_tokens" 64 is less than max_seq=128 of model "m"
+
+
+
+=== TEST 18: aiserve_thread_pool naming a pool that thread_pool does not define
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_thread_pool nosuchpool;
+--- config
+--- must_die
+--- error_log
+unknown thread pool "nosuchpool"
+
+
+
+=== TEST 19: aiserve_threads bounds
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_threads 0;
+--- config
+--- must_die
+--- error_log
+value must be between 1 and 256
+
+
+
+=== TEST 20: aiserve_max_queue and aiserve_max_inputs must be positive
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_max_queue 0;
+--- config
+--- must_die
+--- error_log
+value must be equal to or greater than 1
+
+
+
+=== TEST 21: the module loads and nginx serves without any aiserve_model
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- config
+location = /t { return 200 "plain\n"; }
+--- request
+GET /t
+--- response_body
+plain
+--- no_error_log
+[error]
