@@ -19,7 +19,7 @@ Corpus (t/data/tokenizer/corpus.jsonl.gz, one JSON string per line):
 
 Vocabularies (DIR: reference):
   uncased  models/all-MiniLM-L6-v2 (tokenizer.json): Tokenizer.from_file
-  cased    t/data/tokenizers/minilm-cased (vocab.txt + tokenizer_config.json)
+  cased    t/data/tokenizers/bert-base-cased (vocab.txt + tokenizer_config.json)
   chinese  t/data/tokenizers/bert-base-chinese (vocab.txt + config)
 The two vocab.txt directories are loaded with transformers' AutoTokenizer,
 whose backend tokenizer is the reference for aiserve's vocab.txt fallback.
@@ -48,7 +48,7 @@ DATA = os.path.join(ROOT, "t", "data", "tokenizer")
 
 VOCABS = [
     ("uncased", "models/all-MiniLM-L6-v2"),
-    ("cased", "t/data/tokenizers/minilm-cased"),
+    ("cased", "t/data/tokenizers/bert-base-cased"),
     ("chinese", "t/data/tokenizers/bert-base-chinese"),
 ]
 
@@ -346,7 +346,7 @@ def goldens(lines):
 CASE_DIRS = {
     "uncased": "models/all-MiniLM-L6-v2",
     "uncased-nostrip": "t/data/tokenizers/minilm-uncased-nostrip",
-    "cased": "t/data/tokenizers/minilm-cased",
+    "cased": "t/data/tokenizers/bert-base-cased",
     "chinese": "t/data/tokenizers/bert-base-chinese",
     "chinese-nocjk": "t/data/tokenizers/bert-base-chinese-nocjk",
 }

@@ -13,7 +13,7 @@
 
 static const char *vocabs[][2] = {
     { "uncased", "models/all-MiniLM-L6-v2" },
-    { "cased",   "t/data/tokenizers/minilm-cased" },
+    { "cased",   "t/data/tokenizers/bert-base-cased" },
     { "chinese", "t/data/tokenizers/bert-base-chinese" },
 };
 
