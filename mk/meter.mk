@@ -1,0 +1,16 @@
+# Metering targets (issue 5).  Included by the Makefile.
+#
+#   make test-meter                       ledger unit tests and the
+#                                         t/05*-meter-*.t suites only
+#   make bench-meter [BENCH_METER_ARGS=]  aiserve_meter on vs off, same
+#                                         nginx and run (tools/bench-meter
+#                                         --help); table for BENCHMARKS.md
+
+.PHONY: test-meter bench-meter
+
+test-meter: module tools $(BUILD)/t/test_ledger
+	prove --exec '' $(BUILD)/t/test_ledger
+	prove -I t/lib t/05*-meter-*.t
+
+bench-meter: module tools
+	tools/bench-meter $(BENCH_METER_ARGS)
