@@ -150,6 +150,15 @@ aiserve_tok_bmp_init(void)
 }
 
 
+const uint8_t *
+aiserve_tok_uni_bmp(void)
+{
+    pthread_once(&aiserve_tok_bmp_once, aiserve_tok_bmp_init);
+
+    return aiserve_tok_bmp;
+}
+
+
 unsigned
 aiserve_tok_uni_class(uint32_t c)
 {

@@ -32,6 +32,9 @@
  */
 unsigned aiserve_tok_uni_class(uint32_t c);
 
+/* the class bits of U+0000..U+FFFF, 65,536 entries, computed once */
+const uint8_t *aiserve_tok_uni_bmp(void);
+
 /*
  * Canonical decomposition (NFD) of c into out (room for 8 code points);
  * returns the count (1 and out[0] == c when there is none).

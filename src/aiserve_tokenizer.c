@@ -1098,7 +1098,7 @@ aiserve_tok_load(const char *model_dir, char *err, size_t err_len)
     }
 
     /* fills the code point class table now, not in the first request */
-    (void) aiserve_tok_uni_class(0);
+    (void) aiserve_tok_uni_bmp();
 
     return tok;
 }
@@ -1527,27 +1527,6 @@ aiserve_tok_normalize(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
 }
 
 
-/* ASCII code points take this path: no decomposition, no table lookups */
-static uint8_t  aiserve_tok_ascii[128];
-static int      aiserve_tok_ascii_ready;
-
-
-static const uint8_t *
-aiserve_tok_ascii_class(void)
-{
-    uint32_t  c;
-
-    if (!__atomic_load_n(&aiserve_tok_ascii_ready, __ATOMIC_ACQUIRE)) {
-        for (c = 0; c < 128; c++) {
-            aiserve_tok_ascii[c] = (uint8_t) aiserve_tok_uni_class(c);
-        }
-        __atomic_store_n(&aiserve_tok_ascii_ready, 1, __ATOMIC_RELEASE);
-    }
-
-    return aiserve_tok_ascii;
-}
-
-
 /*
  * Longest added token matching at text[i] (added_vocabulary.rs find_matches:
  * leftmost-longest over the raw text), honouring single_word.  Returns its
@@ -1600,7 +1579,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     const char *text, size_t len, const char *what, char *err,
     size_t err_len)
 {
-    const uint8_t              *ascii, *s;
+    const uint8_t              *bmp, *s;
     size_t                      i, skip_until;
     uint32_t                    ci, c, prev, ws_bs, ws_cs, floor_bs, floor_cs;
     uint32_t                    mbs, mcs, mbe, mce;
@@ -1610,7 +1589,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     long                        k;
     const aiserve_tok_added_t  *a;
 
-    ascii = aiserve_tok_ascii_class();
+    bmp = aiserve_tok_uni_bmp();
     s = (const uint8_t *) text;
     ci = 0;
     prev = 0;
@@ -1670,7 +1649,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
 
         if (s[i] < 0x80) {
             c = s[i];
-            cls = ascii[c];
+            cls = bmp[c];
             n = 1;
         } else {
             n = utf8proc_iterate(s + i, (utf8proc_ssize_t) (len - i), &cp);
@@ -1680,7 +1659,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
                 return -1;
             }
             c = (uint32_t) cp;
-            cls = aiserve_tok_uni_class(c);
+            cls = c < 0x10000 ? bmp[c] : aiserve_tok_uni_class(c);
         }
 
         if (!(cls & AISERVE_TOK_U_SPACE)) {

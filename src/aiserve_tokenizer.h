@@ -54,6 +54,19 @@ typedef struct {
  * Loads MODEL_DIR/tokenizer.json, or falls back to vocab.txt +
  * tokenizer_config.json.  Returns NULL on error with a message naming the
  * file (and the unsupported model type: BPE, Unigram, ...) in err.
+ *
+ * tokenizer.json: model WordPiece (vocab, unk_token,
+ * continuing_subword_prefix, max_input_chars_per_word), normalizer
+ * BertNormalizer or null, pre_tokenizer BertPreTokenizer or null,
+ * post_processor TemplateProcessing, BertProcessing or null, added_tokens
+ * (lstrip, rstrip, single_word; normalized=true is refused), truncation
+ * (max_length, strategy).  Padding and the decoder are ignored.  Other
+ * component types are load errors that name them.
+ * vocab.txt: one token per line, id = line number; tokenizer_config.json
+ * (optional) gives do_lower_case, tokenize_chinese_chars, strip_accents and
+ * the special tokens, as transformers' BertTokenizer reads them.
+ * Follows tokenizers/src/tokenizer/serialization.rs and transformers'
+ * models/bert/tokenization_bert.py.
  */
 aiserve_tok_t *aiserve_tok_load(const char *model_dir, char *err,
     size_t err_len);
@@ -66,6 +79,16 @@ void aiserve_tok_opts_default(aiserve_tok_opts_t *opts);
  * pair != NULL, the second sequence of a pair.  Returns 0, or -1 with err
  * set, e.g. "invalid UTF-8 at byte 17" (byte index within the offending
  * sequence; for a pair the message says "text_pair").  Linear time.
+ *
+ * The result equals Hugging Face tokenizers' Tokenizer.encode(text, pair,
+ * add_special_tokens) with the same truncation and no padding: ids, type
+ * ids, and offsets (Python's code point offsets; bytes as the Rust API).
+ * opts NULL means aiserve_tok_opts_default().  Truncation follows
+ * utils/truncation.rs: max_length counts the special tokens, pairs are cut
+ * longest_first (or tokenizer.json's only_first / only_second), direction
+ * is opts->direction.  Other errors: "max_length N is less than the M
+ * special tokens", only_second without a pair, "sequence too short",
+ * "out of memory" (out is then empty; nothing to free).
  */
 int aiserve_tok_encode(const aiserve_tok_t *tok, const char *text,
     size_t len, const char *pair, size_t pair_len,
@@ -74,7 +97,9 @@ int aiserve_tok_encode(const aiserve_tok_t *tok, const char *text,
 void aiserve_encoding_free(aiserve_encoding_t *enc);
 
 /* Vocabulary access: token string of an id (NUL-terminated, owned by the
- * tokenizer) or NULL; id of a token or -1. */
+ * tokenizer) or NULL; id of a token or -1 (added tokens included).
+ * vocab_size counts the vocabulary plus added tokens outside it, as
+ * tokenizers' get_vocab_size(with_added_tokens=True). */
 const char *aiserve_tok_id_to_token(const aiserve_tok_t *tok, int32_t id);
 int32_t aiserve_tok_token_to_id(const aiserve_tok_t *tok, const char *token);
 size_t aiserve_tok_vocab_size(const aiserve_tok_t *tok);
