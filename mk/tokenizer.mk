@@ -6,7 +6,7 @@
 #   make bench-tokenizer                    ours vs HF tokenizers, updates
 #                                           BENCHMARKS.md (needs .venv)
 
-TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_unicode.c
+TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_encode.c src/aiserve_tok_unicode.c
 FUZZ_SECONDS   ?= 30
 FUZZ_CC        ?= clang
 FUZZ_TOKENIZER := $(BUILD)/fuzz/fuzz_tokenizer
