@@ -38,3 +38,12 @@ BENCH_THREADS ?= 2
 bench-gemm: tools/bench-gemm
 	tools/bench-gemm --threads 1
 	tools/bench-gemm --threads $(BENCH_THREADS)
+
+$(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c $(ENGINE_LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
+
+BENCH_SECONDS ?= 3
+bench-encoder: $(BUILD)/bench-encoder-engine tools/bench-gemm \
+        $(DEFAULT_MODEL)/model.safetensors
+	$(PYTHON) tools/bench-encoder --threads $(BENCH_THREADS) \
+	    --seconds $(BENCH_SECONDS) --write BENCHMARKS.md

@@ -28,7 +28,9 @@
 
 
 typedef struct {
-    const float  *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* BertSelfAttention */
+    /* BertSelfAttention: query, key and value stacked into one [3H, H]
+     * weight and [3H] bias, so that one product computes all three */
+    const float  *qkv_w, *qkv_b;
     const float  *ao_w, *ao_b, *ao_ln_g, *ao_ln_b;     /* BertSelfOutput */
     const float  *i_w, *i_b;                           /* BertIntermediate */
     const float  *o_w, *o_b, *o_ln_g, *o_ln_b;         /* BertOutput */
@@ -59,7 +61,7 @@ struct aiserve_scratch_s {
     size_t                  max_tokens;
     size_t                  max_seq;
     float                  *x;           /* [T, H] hidden states */
-    float                  *q, *k, *v;   /* [T, H] */
+    float                  *qkv;         /* [T, 3H]: query | key | value */
     float                  *ctx;         /* [T, H] attention output */
     float                  *tmp;         /* [T, H] dense outputs */
     float                  *inter;       /* [T, I] */
@@ -615,12 +617,37 @@ aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
 }
 
 
+/*
+ * *dst = [a; b; c], each N floats: the query, key and value weights (or
+ * biases) of a layer stacked for one product.  A copy made once at load;
+ * in nginx that is the master, before fork(), so the workers share it
+ * copy-on-write.
+ */
+static int
+aiserve_stack3(aiserve_model_t *m, const float **dst, const float *a,
+    const float *b, const float *c, size_t n)
+{
+    float  *f = malloc(3 * n * sizeof(float));
+
+    if (f == NULL || aiserve_own(m, f) != 0) {
+        free(f);
+        return -1;
+    }
+    memcpy(f, a, n * sizeof(float));
+    memcpy(f + n, b, n * sizeof(float));
+    memcpy(f + 2 * n, c, n * sizeof(float));
+    *dst = f;
+    return 0;
+}
+
+
 static int
 aiserve_load_weights(aiserve_model_t *m, char *err, size_t err_len)
 {
     aiserve_model_info_t  *info = &m->info;
     size_t                 H = info->hidden_size, I = info->intermediate_size;
     size_t                 l, nl = info->num_labels;
+    const float           *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;
     char                   p[128];
 
 #define W(dst, name, d0, d1) \
@@ -647,12 +674,18 @@ aiserve_load_weights(aiserve_model_t *m, char *err, size_t err_len)
     for (l = 0; l < info->num_hidden_layers; l++) {
         aiserve_layer_t  *L = &m->layers[l];
 
-        LW(L->q_w, "attention.self.query.weight", H, H);
-        LW(L->q_b, "attention.self.query.bias", H, 0);
-        LW(L->k_w, "attention.self.key.weight", H, H);
-        LW(L->k_b, "attention.self.key.bias", H, 0);
-        LW(L->v_w, "attention.self.value.weight", H, H);
-        LW(L->v_b, "attention.self.value.bias", H, 0);
+        LW(q_w, "attention.self.query.weight", H, H);
+        LW(q_b, "attention.self.query.bias", H, 0);
+        LW(k_w, "attention.self.key.weight", H, H);
+        LW(k_b, "attention.self.key.bias", H, 0);
+        LW(v_w, "attention.self.value.weight", H, H);
+        LW(v_b, "attention.self.value.bias", H, 0);
+        if (aiserve_stack3(m, &L->qkv_w, q_w, k_w, v_w, H * H) != 0
+            || aiserve_stack3(m, &L->qkv_b, q_b, k_b, v_b, H) != 0)
+        {
+            aiserve_err(err, err_len, "out of memory");
+            return -1;
+        }
         LW(L->ao_w, "attention.output.dense.weight", H, H);
         LW(L->ao_b, "attention.output.dense.bias", H, 0);
         LW(L->ao_ln_g, "attention.output.LayerNorm.weight", H, 0);
@@ -783,13 +816,11 @@ aiserve_scratch_create(const aiserve_model_t *model, size_t max_tokens,
     s->max_seq = max_tokens < model->info.max_position_embeddings
                  ? max_tokens : model->info.max_position_embeddings;
     s->x = malloc(max_tokens * H * sizeof(float));
-    s->q = malloc(max_tokens * H * sizeof(float));
-    s->k = malloc(max_tokens * H * sizeof(float));
-    s->v = malloc(max_tokens * H * sizeof(float));
+    s->qkv = malloc(max_tokens * 3 * H * sizeof(float));
     s->ctx = malloc(max_tokens * H * sizeof(float));
     s->tmp = malloc(max_tokens * H * sizeof(float));
     s->inter = malloc(max_tokens * I * sizeof(float));
-    if (s->x == NULL || s->q == NULL || s->k == NULL || s->v == NULL
+    if (s->x == NULL || s->qkv == NULL
         || s->ctx == NULL || s->tmp == NULL || s->inter == NULL)
     {
         aiserve_scratch_free(s);
@@ -814,9 +845,7 @@ aiserve_scratch_free(aiserve_scratch_t *s)
         free(s->scores[i]);
     }
     free(s->x);
-    free(s->q);
-    free(s->k);
-    free(s->v);
+    free(s->qkv);
     free(s->ctx);
     free(s->tmp);
     free(s->inter);
@@ -889,12 +918,13 @@ aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
     size_t                  heads = m->info.num_attention_heads;
     size_t                  seq = item / heads, h = item % heads;
     size_t                  L = st->batch->seq_lens[seq];
-    size_t                  off = st->offsets[seq] * H + h * d;
+    const float            *q = s->qkv + st->offsets[seq] * 3 * H + h * d;
 
-    aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), s->q + off, H,
-                    s->k + off, H, 0.f, scores, L);
+    aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), q, 3 * H, q + H,
+                    3 * H, 0.f, scores, L);
     aiserve_softmax(scores, L, L);
-    aiserve_gemm_nn(L, d, L, scores, L, s->v + off, H, s->ctx + off, H);
+    aiserve_gemm_nn(L, d, L, scores, L, q + 2 * H, 3 * H,
+                    s->ctx + st->offsets[seq] * H + h * d, H);
 }
 
 
@@ -1212,21 +1242,13 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     for (l = 0; l < info->num_hidden_layers; l++) {
         const aiserve_layer_t  *L = &m->layers[l];
 
-        /* BertSelfAttention: query / key / value projections */
-        aiserve_linear(s, x, L->q_w, s->q, T, H, H);
-        aiserve_linear(s, x, L->k_w, s->k, T, H, H);
-        aiserve_linear(s, x, L->v_w, s->v, T, H, H);
+        /* BertSelfAttention: query, key and value projections at once */
+        aiserve_linear(s, x, L->qkv_w, s->qkv, T, 3 * H, H);
         memset(&st, 0, sizeof(st));
         st.op = AISERVE_STEP_BIAS;
-        st.c = s->q;
-        st.bias = L->q_b;
-        aiserve_rows(s, &st, T, H);
-        st.c = s->k;
-        st.bias = L->k_b;
-        aiserve_rows(s, &st, T, H);
-        st.c = s->v;
-        st.bias = L->v_b;
-        aiserve_rows(s, &st, T, H);
+        st.c = s->qkv;
+        st.bias = L->qkv_b;
+        aiserve_rows(s, &st, T, 3 * H);
 
         memset(&st, 0, sizeof(st));
         st.op = AISERVE_STEP_ATTENTION;
@@ -1281,13 +1303,13 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
             memcpy(s->tmp + i * H, x + offsets[i] * H, H * sizeof(float));
         }
         aiserve_gemm_nt(batch->n_seqs, H, H, 1.f, s->tmp, H, m->pool_w, H,
-                        0.f, s->q, H);
+                        0.f, s->ctx, H);
         for (i = 0; i < batch->n_seqs; i++) {
             for (c = 0; c < H; c++) {
-                s->q[i * H + c] = tanhf(s->q[i * H + c] + m->pool_b[c]);
+                s->ctx[i * H + c] = tanhf(s->ctx[i * H + c] + m->pool_b[c]);
             }
         }
-        aiserve_gemm_nt(batch->n_seqs, nl, H, 1.f, s->q, H, m->cls_w, H,
+        aiserve_gemm_nt(batch->n_seqs, nl, H, 1.f, s->ctx, H, m->cls_w, H,
                         0.f, out, nl);
         aiserve_bias_add(out, m->cls_b, batch->n_seqs, nl);
         break;

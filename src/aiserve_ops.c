@@ -79,8 +79,8 @@ aiserve_erf_inline(float a)
 }
 
 
-/* exp by range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-7
- * polynomial for e^r and 2^n assembled in the exponent bits. */
+/* exp by range reduction x = n ln2 + r, |r| <= ln2 / 2 (about), a
+ * degree-7 polynomial for e^r and 2^n assembled in the exponent bits. */
 static inline float
 aiserve_exp_inline(float x)
 {
@@ -90,7 +90,9 @@ aiserve_exp_inline(float x)
 
     x = x > 88.3f ? 88.3f : x;
     x = x < -87.3f ? -87.3f : x;
-    n = floorf(x * 1.44269504088896341f + 0.5f);
+    /* round to nearest by adding and removing 1.5 * 2^23 (no libm call,
+     * so the loop around this vectorises) */
+    n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
     r = x - n * 0.693145751953125f;
     r = r - n * 1.428606765330187e-06f;
 
@@ -305,15 +307,16 @@ aiserve_softmax(float *x, size_t rows, size_t cols)
             m = acc[j] > m ? acc[j] : m;
         }
 
+        for (c = 0; c < cols; c++) {
+            row[c] = aiserve_exp_inline(row[c] - m);
+        }
         memset(acc, 0, sizeof(acc));
         for (c = 0; c < full; c += AISERVE_LANES) {
             for (j = 0; j < AISERVE_LANES; j++) {
-                row[c + j] = aiserve_exp_inline(row[c + j] - m);
                 acc[j] += row[c + j];
             }
         }
         for (c = full; c < cols; c++) {
-            row[c] = aiserve_exp_inline(row[c] - m);
             acc[c - full] += row[c];
         }
         s = aiserve_lane_sum(acc);
