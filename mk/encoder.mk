@@ -34,10 +34,15 @@ encoder-fixtures: $(DEFAULT_MODEL)/model.safetensors
 tools/bench-gemm: tools/bench-gemm.c
 	$(CC) $(ALL_CFLAGS) $< -o $@ -ldl
 
+# OpenBLAS chooses its kernels for the CPU unless OPENBLAS_CORETYPE is set;
+# a development shell here sets it to Haswell (AVX2), so the benchmarks run
+# without it by default, as nginx started from systemd would.  Override with
+# e.g. BENCH_ENV=OPENBLAS_CORETYPE=Haswell.
 BENCH_THREADS ?= 2
+BENCH_ENV     ?= -u OPENBLAS_CORETYPE
 bench-gemm: tools/bench-gemm
-	tools/bench-gemm --threads 1
-	tools/bench-gemm --threads $(BENCH_THREADS)
+	env $(BENCH_ENV) tools/bench-gemm --threads 1
+	env $(BENCH_ENV) tools/bench-gemm --threads $(BENCH_THREADS)
 
 $(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c $(ENGINE_LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
@@ -45,5 +50,5 @@ $(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c $(ENGINE_LIB)
 BENCH_SECONDS ?= 3
 bench-encoder: $(BUILD)/bench-encoder-engine tools/bench-gemm \
         $(DEFAULT_MODEL)/model.safetensors
-	$(PYTHON) tools/bench-encoder --threads $(BENCH_THREADS) \
+	env $(BENCH_ENV) $(PYTHON) tools/bench-encoder --threads $(BENCH_THREADS) \
 	    --seconds $(BENCH_SECONDS) --write BENCHMARKS.md

@@ -18,6 +18,9 @@
 typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *,
     int, const float *, int, float, float *, int);
 typedef void (*set_threads_fn)(int);
+typedef char *(*corename_fn)(void);
+typedef int (*arch_id_fn)(void);
+typedef char *(*arch_str_fn)(int);
 
 typedef struct {
     const char      *name;
@@ -103,7 +106,9 @@ usage(FILE *f)
 "  attention context      L x D x L            (P V, per head)\n"
 "for tokens in 16..4096 and L in 16..512.  The last line is the peak: the\n"
 "best GFLOP/s of any library on the 4096-token projections, the figure\n"
-"bench-encoder compares the engine with.\n"
+"bench-encoder compares the engine with.  OpenBLAS picks its kernels\n"
+"for the CPU unless OPENBLAS_CORETYPE says otherwise; the column header\n"
+"names the kernels in use.\n"
 "\n"
 "options:\n"
 "  --threads N    BLAS threads (default 1)\n"
@@ -121,7 +126,10 @@ main(int argc, char **argv)
     double            secs = 0.3, g, peak = 0;
     size_t            l, i;
     int               t, have = 0;
-    char              shape[64];
+    char              shape[64], names[4][96];
+    corename_fn       corename;
+    arch_id_fn        arch_id;
+    arch_str_fn       arch_str;
 
     for (t = 1; t < argc; t++) {
         if (strcmp(argv[t], "--threads") == 0 && t + 1 < argc) {
@@ -159,6 +167,18 @@ main(int argc, char **argv)
             continue;
         }
         libs[l].set_threads(threads);
+        corename = (corename_fn) dlsym(libs[l].dl, "openblas_get_corename");
+        arch_id = (arch_id_fn) dlsym(libs[l].dl, "bli_arch_query_id");
+        arch_str = (arch_str_fn) dlsym(libs[l].dl, "bli_arch_string");
+        if (arch_id != NULL && arch_str != NULL) {
+            snprintf(names[l], sizeof(names[l]), "%s, %s config",
+                     libs[l].name, arch_str(arch_id()));
+            libs[l].name = names[l];
+        } else if (corename != NULL) {
+            snprintf(names[l], sizeof(names[l]), "%s, %s kernels",
+                     libs[l].name, corename());
+            libs[l].name = names[l];
+        }
         have++;
     }
     if (have == 0) {
