@@ -57,9 +57,22 @@ typedef struct {
 } aiserve_tok_mark_t;
 
 
+/* one code point of the normalized piece, when it must be kept whole */
+typedef struct {
+    uint32_t  c;
+    uint32_t  cs;
+    uint32_t  bs, be;
+} aiserve_tok_sch_t;
+
+
 typedef struct {
     const aiserve_tok_t  *tok;
     aiserve_tok_vec_t    *out;
+    /* with normalized added tokens, the normalized piece is collected in
+     * seg and matched before pre-tokenization; otherwise it streams */
+    int                   seg_on;
+    aiserve_tok_sch_t    *seg;
+    size_t                n_seg, seg_cap;
     char                 *wbuf;         /* normalized word, UTF-8 */
     size_t                wlen;
     aiserve_tok_wch_t    *wch;          /* wcap entries */
@@ -247,7 +260,46 @@ aiserve_tok_pretok(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
 }
 
 
-/* after NFD: drop Mn (strip_accents), lowercase, pre-tokenize */
+static void
+aiserve_tok_seg_push(aiserve_tok_word_t *w, uint32_t c, uint32_t cs,
+    uint32_t bs, uint32_t be)
+{
+    aiserve_tok_sch_t  *ns;
+    size_t              cap;
+
+    if (w->n_seg == w->seg_cap) {
+        cap = w->seg_cap ? w->seg_cap * 2 : 256;
+        ns = realloc(w->seg, cap * sizeof(*ns));
+        if (ns == NULL) {
+            w->oom = 1;
+            return;
+        }
+        w->seg = ns;
+        w->seg_cap = cap;
+    }
+
+    w->seg[w->n_seg].c = c;
+    w->seg[w->n_seg].cs = cs;
+    w->seg[w->n_seg].bs = bs;
+    w->seg[w->n_seg].be = be;
+    w->n_seg++;
+}
+
+
+/* a normalized code point goes to the pre-tokenizer, or to the piece */
+static inline void
+aiserve_tok_sink(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
+    uint32_t cs, uint32_t bs, uint32_t be)
+{
+    if (w->seg_on) {
+        aiserve_tok_seg_push(w, c, cs, bs, be);
+    } else {
+        aiserve_tok_pretok(w, c, cls, cs, bs, be);
+    }
+}
+
+
+/* after NFD: drop Mn (strip_accents), lowercase, on to the sink */
 static void
 aiserve_tok_normalized(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
     uint32_t cs, uint32_t bs, uint32_t be)
@@ -263,13 +315,13 @@ aiserve_tok_normalized(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
     if (tok->lowercase && (cls & AISERVE_TOK_U_LOWER)) {
         nl = aiserve_tok_uni_lower(c, l);
         for (j = 0; j < nl; j++) {
-            aiserve_tok_pretok(w, l[j], aiserve_tok_uni_class(l[j]), cs, bs,
-                               be);
+            aiserve_tok_sink(w, l[j], aiserve_tok_uni_class(l[j]), cs, bs,
+                             be);
         }
         return;
     }
 
-    aiserve_tok_pretok(w, c, cls, cs, bs, be);
+    aiserve_tok_sink(w, c, cls, cs, bs, be);
 }
 
 
@@ -420,12 +472,13 @@ aiserve_tok_normalize(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
 
 /*
  * Longest added token matching at text[i] (added_vocabulary.rs find_matches:
- * leftmost-longest over the raw text), honouring single_word.  Returns its
- * index or -1.
+ * leftmost-longest over the raw text).  Returns its index, or -1 with
+ * *skip set to the bytes a match rejected by single_word covers (the
+ * reference's matcher moves past it) or 1.
  */
 static long
 aiserve_tok_added_match(const aiserve_tok_t *tok, const char *text,
-    size_t len, size_t i, uint32_t prev)
+    size_t len, size_t i, uint32_t prev, size_t *skip)
 {
     size_t                      k, end;
     const aiserve_tok_added_t  *a;
@@ -443,6 +496,7 @@ aiserve_tok_added_match(const aiserve_tok_t *tok, const char *text,
         }
         if (a->single_word) {
             end = i + a->len;
+            *skip = a->len;
             if (i > 0 && aiserve_tok_uni_is_word(prev)) {
                 return -1;
             }
@@ -457,13 +511,215 @@ aiserve_tok_added_match(const aiserve_tok_t *tok, const char *text,
         return (long) k;
     }
 
+    *skip = 1;
     return -1;
 }
 
 
 /*
- * Tokenizes one sequence into out (no special tokens).  Returns 0, or -1
- * with err set on invalid UTF-8 (naming the byte) or memory exhaustion.
+ * One original code point c (index ci, bytes [i, i + n)) through
+ * BertNormalizer: clean_text drops controls and turns whitespace into a
+ * space, handle_chinese_chars pads CJK ideographs with spaces, then NFD /
+ * Mn removal / lowercase (aiserve_tok_normalize).  Streaming, a space just
+ * ends the word.
+ */
+static void
+aiserve_tok_char(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
+    uint32_t ci, size_t i, size_t n)
+{
+    const aiserve_tok_t  *tok = w->tok;
+    uint32_t              bs, be;
+
+    bs = (uint32_t) i;
+    be = (uint32_t) (i + n);
+
+    if (tok->clean_text && (cls & AISERVE_TOK_U_CONTROL)) {
+        return;
+    }
+
+    if (tok->clean_text && (cls & AISERVE_TOK_U_SPACE)) {
+        aiserve_tok_run_end(w);
+        if (w->seg_on) {
+            aiserve_tok_seg_push(w, ' ', ci, bs, be);
+        } else {
+            aiserve_tok_word_flush(w);
+        }
+        return;
+    }
+
+    if (tok->chinese && (cls & AISERVE_TOK_U_CHINESE)) {
+        aiserve_tok_run_end(w);
+        if (w->seg_on) {
+            aiserve_tok_seg_push(w, ' ', ci, bs, be);
+            aiserve_tok_normalize(w, c, cls, ci, bs, be);
+            aiserve_tok_seg_push(w, ' ', ci, bs, be);
+        } else {
+            aiserve_tok_word_flush(w);
+            aiserve_tok_normalize(w, c, cls, ci, bs, be);
+            aiserve_tok_word_flush(w);
+        }
+        return;
+    }
+
+    if (c < 0x80 && !(cls & (AISERVE_TOK_U_SPACE | AISERVE_TOK_U_PUNCT))
+        && tok->bert_pretok && !w->seg_on)
+    {
+        /* ASCII letters and digits: no decomposition, no class lookups */
+        aiserve_tok_run_end(w);
+        if (tok->lowercase && c >= 'A' && c <= 'Z') {
+            c += 'a' - 'A';
+        }
+        aiserve_tok_word_add(w, c, ci, bs, be);
+        return;
+    }
+
+    aiserve_tok_normalize(w, c, cls, ci, bs, be);
+}
+
+
+static inline int
+aiserve_tok_seg_is_word(const aiserve_tok_word_t *w, size_t k)
+{
+    return aiserve_tok_uni_is_word(w->seg[k].c);
+}
+
+
+static inline int
+aiserve_tok_seg_is_space(const aiserve_tok_word_t *w, size_t k)
+{
+    return (aiserve_tok_uni_class(w->seg[k].c) & AISERVE_TOK_U_SPACE) != 0;
+}
+
+
+/* normalized code points [from, to) of the piece to the pre-tokenizer */
+static void
+aiserve_tok_seg_pretok(aiserve_tok_word_t *w, size_t from, size_t to)
+{
+    const aiserve_tok_sch_t  *sc;
+
+    for (/* void */; from < to; from++) {
+        sc = &w->seg[from];
+        aiserve_tok_pretok(w, sc->c, aiserve_tok_uni_class(sc->c), sc->cs,
+                           sc->bs, sc->be);
+    }
+    aiserve_tok_word_flush(w);
+}
+
+
+/*
+ * Ends a normalized piece: finds the normalized added tokens in it
+ * (added_vocabulary.rs find_matches on the normalized string:
+ * leftmost-longest, single_word, lstrip, rstrip, a rejected match still
+ * consumed), pre-tokenizes what lies between them.  A match's offsets are
+ * those of its first and last normalized code points.
+ */
+static void
+aiserve_tok_seg_flush(aiserve_tok_word_t *w)
+{
+    const aiserve_tok_t         *tok = w->tok;
+    const aiserve_tok_nadded_t  *a, *best;
+    size_t                       i, j, k, n, from, start, stop, skip;
+
+    if (!w->seg_on) {
+        return;
+    }
+
+    n = w->n_seg;
+    from = 0;
+    skip = 0;
+    for (i = 0; i < n; i++) {
+        if (i < skip) {
+            continue;
+        }
+        best = NULL;
+        for (k = 0; k < tok->n_nadded; k++) {
+            a = &tok->nadded[k];
+            if (a->cps[0] != w->seg[i].c || a->n > n - i
+                || (best != NULL && a->n <= best->n))
+            {
+                continue;
+            }
+            for (j = 1; j < a->n && a->cps[j] == w->seg[i + j].c; j++) {
+                /* void */
+            }
+            if (j == a->n) {
+                best = a;
+            }
+        }
+        if (best == NULL) {
+            continue;
+        }
+
+        /* the search goes on after the match itself: a match may begin in
+         * the spaces rstrip took (the offsets then overlap, as in the
+         * reference) */
+        start = i;
+        stop = i + best->n;
+        skip = stop;
+        if (best->single_word
+            && ((start > 0 && aiserve_tok_seg_is_word(w, start - 1))
+                || (stop < n && aiserve_tok_seg_is_word(w, stop))))
+        {
+            continue;
+        }
+        if (best->lstrip) {
+            /* max(start of the spaces before it, end of the last match) */
+            if (start < from) {
+                start = from;
+            }
+            while (start > from && aiserve_tok_seg_is_space(w, start - 1)) {
+                start--;
+            }
+        }
+        if (best->rstrip) {
+            while (stop < n && aiserve_tok_seg_is_space(w, stop)) {
+                stop++;
+            }
+        }
+
+        if (from < start) {
+            aiserve_tok_seg_pretok(w, from, start);
+        }
+        if (aiserve_tok_vec_push(w->out, best->id, w->seg[start].cs,
+                                 w->seg[stop - 1].cs + 1, w->seg[start].bs,
+                                 w->seg[stop - 1].be) != 0)
+        {
+            w->oom = 1;
+        }
+        from = stop;
+        i = skip - 1;
+    }
+
+    aiserve_tok_seg_pretok(w, from, n);
+    w->n_seg = 0;
+}
+
+
+/* the last code point of the UTF-8 string s (len > 0 bytes) */
+static uint32_t
+aiserve_tok_last_cp(const char *s, size_t len)
+{
+    size_t            i;
+    utf8proc_int32_t  cp;
+
+    for (i = len - 1; i > 0 && ((uint8_t) s[i] & 0xC0) == 0x80; i--) {
+        /* void */
+    }
+    if (utf8proc_iterate((const utf8proc_uint8_t *) s + i,
+                         (utf8proc_ssize_t) (len - i), &cp) < 0)
+    {
+        return 0;
+    }
+
+    return (uint32_t) cp;
+}
+
+
+/*
+ * Tokenizes one sequence into out (no special tokens).  Raw added tokens
+ * are found in the original text first (added_vocabulary.rs: the pieces
+ * between them are normalized one by one).  Returns 0, or -1 with err set
+ * on invalid UTF-8 (naming the byte) or memory exhaustion.
  */
 static int
 aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
@@ -471,8 +727,8 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     size_t err_len)
 {
     const uint8_t              *bmp, *s;
-    size_t                      i, skip_until;
-    uint32_t                    ci, c, prev, ws_bs, ws_cs, floor_bs, floor_cs;
+    size_t                      i, j, skip_until, skip, dead_until;
+    uint32_t                    ci, c, prev, ws_bs, ws_cs;
     uint32_t                    mbs, mcs, mbe, mce;
     utf8proc_int32_t            cp;
     utf8proc_ssize_t            n;
@@ -484,17 +740,20 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     s = (const uint8_t *) text;
     ci = 0;
     prev = 0;
-    ws_bs = ws_cs = 0;              /* start of the trailing whitespace run */
-    floor_bs = floor_cs = 0;        /* end of the last added token */
+    /* start of the trailing whitespace run, or end of the last added
+     * token if later */
+    ws_bs = ws_cs = 0;
     skip_until = 0;
+    dead_until = 0;
 
     for (i = 0; i < len; /* void */) {
 
         if (tok->n_added && tok->added_first[s[i]] && i >= skip_until) {
-            k = aiserve_tok_added_match(tok, text, len, i, prev);
+            k = aiserve_tok_added_match(tok, text, len, i, prev, &skip);
             if (k >= 0) {
                 a = &tok->added[k];
                 aiserve_tok_run_end(w);
+                aiserve_tok_seg_flush(w);
                 aiserve_tok_word_flush(w);
                 mbs = (uint32_t) i;
                 mcs = ci;
@@ -503,39 +762,41 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
                 for (k = 0; k < (long) a->len; k++) {
                     mce += (s[i + (size_t) k] & 0xC0) != 0x80;
                 }
-                if (a->lstrip && ws_bs < mbs) {
-                    mbs = ws_bs > floor_bs ? ws_bs : floor_bs;
-                    mcs = ws_cs > floor_cs ? ws_cs : floor_cs;
+                if (a->lstrip) {
+                    /* max(start of the spaces before it, end of the last
+                     * token): ws_* never fall below the last token's end */
+                    mbs = ws_bs;
+                    mcs = ws_cs;
                 }
                 i = mbe;
                 ci = mce;
+                prev = aiserve_tok_last_cp(tok->pool + a->off, a->len);
                 if (a->rstrip) {
-                    while (i < len) {
-                        n = utf8proc_iterate(s + i, (utf8proc_ssize_t)
-                                             (len - i), &cp);
+                    /* the spaces after it join the token, but the search
+                     * goes on right after the match (they are "dead") */
+                    for (j = i; j < len; j += (size_t) n) {
+                        n = utf8proc_iterate(s + j, (utf8proc_ssize_t)
+                                             (len - j), &cp);
                         if (n < 0 || !(aiserve_tok_uni_class((uint32_t) cp)
                                        & AISERVE_TOK_U_SPACE))
                         {
                             break;
                         }
-                        i += (size_t) n;
-                        ci++;
-                        prev = (uint32_t) cp;
+                        mce++;
                     }
-                    mbe = (uint32_t) i;
-                    mce = ci;
+                    mbe = (uint32_t) j;
                 }
                 if (aiserve_tok_vec_push(w->out, a->id, mcs, mce, mbs, mbe)
                     != 0)
                 {
                     w->oom = 1;
                 }
-                prev = (uint32_t) tok->pool[a->off + a->len - 1];
-                floor_bs = ws_bs = (uint32_t) i;
-                floor_cs = ws_cs = ci;
+                dead_until = mbe;
+                ws_bs = mbe;
+                ws_cs = mce;
                 continue;
             }
-            skip_until = i + 1;
+            skip_until = i + skip;
         }
 
         if (s[i] < 0x80) {
@@ -553,39 +814,20 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
             cls = c < 0x10000 ? bmp[c] : aiserve_tok_uni_class(c);
         }
 
+        if (i < dead_until) {
+            /* taken by an rstrip token: not text any more */
+            prev = c;
+            i += (size_t) n;
+            ci++;
+            continue;
+        }
+
         if (!(cls & AISERVE_TOK_U_SPACE)) {
             ws_bs = (uint32_t) (i + (size_t) n);
             ws_cs = ci + 1;
         }
 
-        if (tok->clean_text && (cls & AISERVE_TOK_U_CONTROL)) {
-            /* dropped */
-
-        } else if (tok->clean_text && (cls & AISERVE_TOK_U_SPACE)) {
-            aiserve_tok_run_end(w);
-            aiserve_tok_word_flush(w);
-
-        } else if (tok->chinese && (cls & AISERVE_TOK_U_CHINESE)) {
-            aiserve_tok_run_end(w);
-            aiserve_tok_word_flush(w);
-            aiserve_tok_normalize(w, c, cls, ci, (uint32_t) i,
-                                  (uint32_t) (i + (size_t) n));
-            aiserve_tok_word_flush(w);
-
-        } else if (c < 0x80 && !(cls & (AISERVE_TOK_U_SPACE
-                                        | AISERVE_TOK_U_PUNCT))
-                   && w->tok->bert_pretok)
-        {
-            aiserve_tok_run_end(w);
-            if (tok->lowercase && c >= 'A' && c <= 'Z') {
-                c += 'a' - 'A';
-            }
-            aiserve_tok_word_add(w, c, ci, (uint32_t) i, (uint32_t) i + 1);
-
-        } else {
-            aiserve_tok_normalize(w, c, cls, ci, (uint32_t) i,
-                                  (uint32_t) (i + (size_t) n));
-        }
+        aiserve_tok_char(w, c, cls, ci, i, (size_t) n);
 
         prev = c;
         i += (size_t) n;
@@ -593,6 +835,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     }
 
     aiserve_tok_run_end(w);
+    aiserve_tok_seg_flush(w);
     aiserve_tok_word_flush(w);
 
     if (w->oom) {
@@ -601,6 +844,52 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     }
 
     return 0;
+}
+
+
+int
+aiserve_tok_normalize_string(const aiserve_tok_t *tok, const char *s,
+    size_t len, uint32_t **out, size_t *n)
+{
+    aiserve_tok_word_t  w;
+    size_t              i, k;
+    utf8proc_int32_t    cp;
+    utf8proc_ssize_t    r;
+
+    memset(&w, 0, sizeof(w));
+    w.tok = tok;
+    w.seg_on = tok->n_nadded > 0;
+    w.seg_on = 1;
+
+    for (i = 0, k = 0; i < len; i += (size_t) r, k++) {
+        r = utf8proc_iterate((const utf8proc_uint8_t *) s + i,
+                             (utf8proc_ssize_t) (len - i), &cp);
+        if (r < 0) {
+            w.oom = 1;
+            break;
+        }
+        aiserve_tok_char(&w, (uint32_t) cp,
+                         aiserve_tok_uni_class((uint32_t) cp), (uint32_t) k,
+                         i, (size_t) r);
+    }
+    aiserve_tok_run_end(&w);
+
+    *out = malloc((w.n_seg ? w.n_seg : 1) * sizeof(uint32_t));
+    if (*out == NULL || w.oom) {
+        free(*out);
+        *out = NULL;
+        w.oom = 1;
+    } else {
+        for (k = 0; k < w.n_seg; k++) {
+            (*out)[k] = w.seg[k].c;
+        }
+        *n = w.n_seg;
+    }
+    free(w.seg);
+    free(w.run);
+    free(w.order);
+
+    return w.oom ? -1 : 0;
 }
 
 
@@ -744,6 +1033,7 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     memset(&vb, 0, sizeof(vb));
     memset(&w, 0, sizeof(w));
     w.tok = tok;
+    w.seg_on = tok->n_nadded > 0;
     /* a word holds at most max_chars + 1 code points, and never more than
      * the normalized input has: NFD and lowercasing make at most 4 code
      * points of one input byte) */
@@ -857,6 +1147,7 @@ done:
     free(w.ends);
     free(w.run);
     free(w.order);
+    free(w.seg);
 
     return rc;
 }

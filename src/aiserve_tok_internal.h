@@ -50,6 +50,21 @@ typedef struct {
 } aiserve_tok_added_t;
 
 
+/* an added token with normalized=true: matched in the normalized text of
+ * each piece between raw matches (added_vocabulary.rs
+ * extract_and_normalize), as its content normalized */
+typedef struct {
+    uint32_t  off;          /* raw content in tok->pool */
+    uint32_t  len;
+    uint32_t *cps;          /* normalized content */
+    size_t    n;
+    int32_t   id;
+    unsigned  lstrip:1;
+    unsigned  rstrip:1;
+    unsigned  single_word:1;
+} aiserve_tok_nadded_t;
+
+
 /* one piece of a TemplateProcessing template */
 typedef struct {
     int       seq;          /* 0: $A, 1: $B, -1: special token */
@@ -87,6 +102,9 @@ struct aiserve_tok_s {
     aiserve_tok_added_t  *added;        /* sorted by first byte, longest first */
     size_t                n_added;
     uint8_t               added_first[256];
+
+    aiserve_tok_nadded_t *nadded;       /* normalized=true added tokens */
+    size_t                n_nadded;
 
     size_t                trunc_max;
     int                   trunc_strategy;
@@ -126,6 +144,14 @@ aiserve_tok_map_get(const aiserve_tok_map_t *m, const char *pool,
     }
 }
 
+
+/*
+ * Runs the tokenizer's normalizer (BertNormalizer, or none) over len bytes
+ * of UTF-8: *out gets the normalized code points (malloc'ed), *n their
+ * count.  Returns 0, or -1 on invalid UTF-8 or memory exhaustion.
+ */
+int aiserve_tok_normalize_string(const aiserve_tok_t *tok, const char *s,
+    size_t len, uint32_t **out, size_t *n);
 
 /* formats an error into err (if any) */
 void aiserve_tok_err(char *err, size_t err_len, const char *fmt, ...)

@@ -223,24 +223,14 @@ aiserve_tok_added_cmp(const void *a, const void *b, void *arg)
 }
 
 
-/*
- * Registers an added token (content matched in raw text).  Tokens whose
- * content is not in the vocabulary keep the id tokenizer.json gives.
- * Returns -1 on memory error.
- */
+/* gives id the token at off in the pool unless the vocabulary has it */
 static int
-aiserve_tok_add_token(aiserve_tok_t *tok, const char *content, size_t len,
-    int32_t id, int lstrip, int rstrip, int single_word)
+aiserve_tok_reserve_id(aiserve_tok_t *tok, int32_t id, uint32_t off)
 {
-    aiserve_tok_added_t  *a, *na;
-    uint32_t              off, *ids;
-    size_t                i, n;
+    uint32_t  *ids;
+    size_t     i, n;
 
-    if (len == 0) {
-        return 0;
-    }
-
-    if (aiserve_tok_pool_add(tok, content, len, &off) != 0) {
+    if (id < 0) {
         return -1;
     }
 
@@ -261,6 +251,32 @@ aiserve_tok_add_token(aiserve_tok_t *tok, const char *content, size_t len,
         tok->vocab_size++;
     }
 
+    return 0;
+}
+
+
+/*
+ * Registers an added token (content matched in raw text).  Tokens whose
+ * content is not in the vocabulary keep the id tokenizer.json gives.
+ * Returns -1 on memory error.
+ */
+static int
+aiserve_tok_add_token(aiserve_tok_t *tok, const char *content, size_t len,
+    int32_t id, int lstrip, int rstrip, int single_word)
+{
+    aiserve_tok_added_t  *a, *na;
+    uint32_t              off;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    if (aiserve_tok_pool_add(tok, content, len, &off) != 0
+        || aiserve_tok_reserve_id(tok, id, off) != 0)
+    {
+        return -1;
+    }
+
     na = realloc(tok->added, (tok->n_added + 1) * sizeof(*na));
     if (na == NULL) {
         return -1;
@@ -274,6 +290,58 @@ aiserve_tok_add_token(aiserve_tok_t *tok, const char *content, size_t len,
     a->rstrip = rstrip ? 1 : 0;
     a->single_word = single_word ? 1 : 0;
     tok->added_first[(uint8_t) content[0]] = 1;
+
+    return 0;
+}
+
+
+/*
+ * Registers an added token with normalized=true: matched after
+ * normalization, as its own content normalized (added_vocabulary.rs
+ * refresh_added_tokens).  Returns -1 on error.
+ */
+static int
+aiserve_tok_add_normalized(aiserve_tok_t *tok, const char *content,
+    size_t len, int32_t id, int lstrip, int rstrip, int single_word)
+{
+    aiserve_tok_nadded_t  *na, *a;
+    uint32_t               off, *cps;
+    size_t                 n;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    if (aiserve_tok_normalize_string(tok, content, len, &cps, &n) != 0) {
+        return -1;
+    }
+    if (n == 0) {
+        free(cps);
+        return 0;
+    }
+
+    if (aiserve_tok_pool_add(tok, content, len, &off) != 0
+        || aiserve_tok_reserve_id(tok, id, off) != 0)
+    {
+        free(cps);
+        return -1;
+    }
+
+    na = realloc(tok->nadded, (tok->n_nadded + 1) * sizeof(*na));
+    if (na == NULL) {
+        free(cps);
+        return -1;
+    }
+    tok->nadded = na;
+    a = &na[tok->n_nadded++];
+    a->off = off;
+    a->len = (uint32_t) len;
+    a->cps = cps;
+    a->n = n;
+    a->id = id;
+    a->lstrip = lstrip ? 1 : 0;
+    a->rstrip = rstrip ? 1 : 0;
+    a->single_word = single_word ? 1 : 0;
 
     return 0;
 }
@@ -660,20 +728,18 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
         if (content == NULL) {
             continue;
         }
-        if (aiserve_tok_json_bool(v, "normalized", 0)) {
-            /* matched on normalized text in added_vocabulary.rs; BERT
-             * tokenizers ship none, so aiserve refuses rather than guess */
-            snprintf(msg, sizeof(msg), "added token \"%.64s\" has "
-                     "normalized=true, which is not supported", content);
-            goto done;
-        }
-        if (aiserve_tok_add_token(tok, content, strlen(content),
-                (int32_t) json_integer_value(json_object_get(v, "id")),
-                aiserve_tok_json_bool(v, "lstrip", 0),
-                aiserve_tok_json_bool(v, "rstrip", 0),
-                aiserve_tok_json_bool(v, "single_word", 0)) != 0)
+        /* AddedToken's serde default for "normalized" is !special */
+        if ((aiserve_tok_json_bool(v, "normalized",
+                                   !aiserve_tok_json_bool(v, "special", 0))
+             ? aiserve_tok_add_normalized : aiserve_tok_add_token)
+                (tok, content, strlen(content),
+                 (int32_t) json_integer_value(json_object_get(v, "id")),
+                 aiserve_tok_json_bool(v, "lstrip", 0),
+                 aiserve_tok_json_bool(v, "rstrip", 0),
+                 aiserve_tok_json_bool(v, "single_word", 0)) != 0)
         {
-            snprintf(msg, sizeof(msg), "out of memory");
+            snprintf(msg, sizeof(msg), "added token \"%.64s\": bad id or "
+                     "out of memory", content);
             goto done;
         }
     }
@@ -945,6 +1011,10 @@ aiserve_tok_free(aiserve_tok_t *tok)
         free(tok->tmpl[k]);
     }
     free(tok->added);
+    for (i = 0; i < tok->n_nadded; i++) {
+        free(tok->nadded[i].cps);
+    }
+    free(tok->nadded);
     free(tok->full.slots);
     free(tok->cont.slots);
     free(tok->id_off);
@@ -987,6 +1057,14 @@ aiserve_tok_token_to_id(const aiserve_tok_t *tok, const char *token)
             && memcmp(tok->pool + tok->added[i].off, token, len) == 0)
         {
             return tok->added[i].id;
+        }
+    }
+
+    for (i = 0; i < tok->n_nadded; i++) {
+        if (tok->nadded[i].len == len
+            && memcmp(tok->pool + tok->nadded[i].off, token, len) == 0)
+        {
+            return tok->nadded[i].id;
         }
     }
 

@@ -29,6 +29,8 @@ line, MODE single (the line) or pair (the line, then the next line):
   IDS;TYPE_IDS;OFFSETS   space-separated ids, type ids as digits, offsets
                          as "start end" pairs in code points
 golden-VOCAB-trunc.txt.gz: LINE PAIR_LINE(-1) MAX_LENGTH DIR;IDS;TYPES;OFFS
+golden-added-single.txt.gz: LINE;IDS;TYPES;OFFS for the uncased tokenizer
+                         with added tokens (ADDED)
 t/data/tokenizer/cases.jsonl: the named cases of shared/cases/tokenizer.jsonl.
 
 Usage: .venv/bin/python tools/gen-tokenizer-goldens.py [--lines-only]
@@ -266,6 +268,16 @@ def corpus_generated(rng):
                 w += rng.choice(bases) + "b"
             words_.append(w)
         lines.append(" ".join(words_))
+    # added tokens of the "added" tokenizer (ADDED below) in context
+    pieces = ["Hello World", "hello  world", "NEW YORK", "new-york",
+              "Naïve", "NAIVE", "naïveté", "unaffable", "Unaffableness",
+              "ß", "SS", "北京", "北京人", "[custom]", "[CUSTOM]x", "<lx>",
+              "  <lx>", "<rx>  ", "a<rx>", "<rx>b", "<raw>", "x<raw>",
+              "<raw>y", "  Σ  ", "ΣΣ", "Σ", "[SEP]", "[MASK]", "\u00adhello"]
+    for i in range(60):
+        lines.append(" ".join(rng.choice(pieces) for _ in range(5))
+                     if i % 2 else
+                     "".join(rng.choice(pieces) for _ in range(4)))
     lines.append("ΣΊΣΥΦΟΣ ὈΔΥΣΣΕΎΣ σς Σ")
     lines.append("ÇOCUK ŞANLIURFA'DAN GELENLERİ ÖĞÜN OLARAK YİYOR")
     lines.append("Tiếng Việt có dấu: Đường phố Hà Nội")
@@ -315,6 +327,35 @@ def write_gz(name, rows):
 
 TRUNC_LENGTHS = (5, 8, 13, 32)
 
+# Added tokens of the "added" tokenizer: MiniLM's tokenizer.json with these
+# (normalized ones matched after normalization, raw ones before, with
+# lstrip / rstrip / single_word).  The test rebuilds it from
+# added-tokens.json, the final added_tokens array written here.
+ADDED = [("hello world", {}), ("New York", {}), ("Naïve", {}),
+         ("unaffable", {}), ("ß", {}), ("北京", {}), ("[custom]", {}),
+         ("<lx>", {"lstrip": True}),
+         ("<rx>", {"rstrip": True, "single_word": True}),
+         ("<raw>", {"normalized": False, "single_word": True}),
+         ("Σ", {"normalized": False, "lstrip": True, "rstrip": True})]
+
+
+def added_goldens(lines):
+    from tokenizers import AddedToken
+    t = load_reference("models/all-MiniLM-L6-v2")
+    t.add_tokens([AddedToken(c, **kw) for c, kw in ADDED])
+    added = json.loads(t.to_str())["added_tokens"]
+    with open(os.path.join(DATA, "added-tokens.json"), "w") as f:
+        json.dump(added, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    # every 4th line, and every line with an added token's text in it
+    keys = [c.lower() for c, _ in ADDED] + ["naive", "\u03c3"]
+    pick = [i for i, s in enumerate(lines)
+            if i % 4 == 0 or any(k in s.lower() for k in keys)]
+    single = t.encode_batch([lines[i] for i in pick])
+    write_gz("golden-added-single.txt.gz",
+             ["%d;%s" % (i, fmt(e)) for i, e in zip(pick, single)])
+    print("added: %d lines single" % len(pick))
+
 
 def goldens(lines):
     for name, d in VOCABS:
@@ -330,7 +371,7 @@ def goldens(lines):
             for direction in ("right", "left"):
                 t.enable_truncation(ml, strategy="longest_first",
                                     direction=direction)
-                for i in range(k, len(lines), 11):
+                for i in range(k, len(lines), 17):
                     j = (i + 3) % len(lines)
                     e = t.encode(lines[i])
                     rows.append("%d -1 %d %s;%s" % (i, ml, direction, fmt(e)))
@@ -411,6 +452,7 @@ def main():
     if "--lines-only" in sys.argv:
         return
     goldens(lines)
+    added_goldens(lines)
     cases()
 
 

@@ -6,6 +6,8 @@
  *
  * Needs models/all-MiniLM-L6-v2 (make deps).
  */
+#include <unistd.h>
+
 #include "tap.h"
 #include "tok_golden.h"
 
@@ -139,6 +141,93 @@ parity_trunc(const aiserve_tok_t *tok, const char *name,
 }
 
 
+/*
+ * MiniLM's tokenizer.json with the added tokens of
+ * t/data/tokenizer/added-tokens.json (normalized and raw, lstrip, rstrip,
+ * single_word), written to a temporary directory as the generator built it.
+ */
+static void
+parity_added(const golden_lines_t *corpus)
+{
+    json_t              *root, *added;
+    json_error_t         jerr;
+    char                 dir[] = "/tmp/aiserve-tok-added-XXXXXX", path[128];
+    char                 err[256], why[320];
+    aiserve_tok_t       *tok;
+    golden_lines_t       gold;
+    aiserve_tok_opts_t   opts;
+    aiserve_encoding_t   enc;
+    size_t               i, line, equal, shown;
+    int                  off;
+
+    root = json_load_file("models/all-MiniLM-L6-v2/tokenizer.json", 0, &jerr);
+    added = json_load_file(DATA "added-tokens.json", 0, &jerr);
+    if (!tap_ok(root != NULL && added != NULL && mkdtemp(dir) != NULL,
+                "added tokens: build the tokenizer.json"))
+    {
+        json_decref(root);
+        json_decref(added);
+        return;
+    }
+    json_object_set_new(root, "added_tokens", added);
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    json_dump_file(root, path, 0);
+    json_decref(root);
+
+    tok = aiserve_tok_load(dir, err, sizeof(err));
+    unlink(path);
+    rmdir(dir);
+    if (!tap_ok(tok != NULL, "added tokens: load (%s)", tok ? "ok" : err)) {
+        return;
+    }
+    tap_ok(aiserve_tok_token_to_id(tok, "New York") == 30523
+           && strcmp(aiserve_tok_id_to_token(tok, 30531), "\xce\xa3") == 0
+           && aiserve_tok_vocab_size(tok) == 30532,
+           "added tokens: ids beyond the vocabulary (size %zu)",
+           aiserve_tok_vocab_size(tok));
+
+    if (golden_read(DATA "golden-added-single.txt.gz", &gold) != 0) {
+        tap_ok(0, "read golden-added-single.txt.gz");
+        aiserve_tok_free(tok);
+        return;
+    }
+
+    aiserve_tok_opts_default(&opts);
+    opts.truncation = 0;
+    equal = 0;
+    shown = 0;
+    for (i = 0; i < gold.n; i++) {
+        why[0] = '\0';
+        if (sscanf(gold.s[i], "%zu;%n", &line, &off) != 1
+            || line >= corpus->n)
+        {
+            snprintf(why, sizeof(why), "bad record");
+        } else if (aiserve_tok_encode(tok, corpus->s[line], corpus->len[line],
+                                      NULL, 0, &opts, &enc, err, sizeof(err))
+                   != 0)
+        {
+            snprintf(why, sizeof(why), "error: %s", err);
+        } else {
+            if (golden_equal(&enc, gold.s[i] + off, corpus->s[line],
+                             corpus->len[line], NULL, 0, why, sizeof(why)))
+            {
+                equal++;
+                why[0] = '\0';
+            }
+            aiserve_encoding_free(&enc);
+        }
+        if (why[0] && shown++ < 5) {
+            tap_diag("added line %zu: %s", line + 1, why);
+        }
+    }
+
+    tap_ok(equal == gold.n, "parity uncased + added tokens: %zu/%zu lines "
+           "equal", equal, gold.n);
+    golden_free(&gold);
+    aiserve_tok_free(tok);
+}
+
+
 int
 main(void)
 {
@@ -164,6 +253,8 @@ main(void)
         parity_trunc(tok, vocabs[v][0], &corpus);
         aiserve_tok_free(tok);
     }
+
+    parity_added(&corpus);
 
     golden_free(&corpus);
 
