@@ -59,7 +59,7 @@ typedef struct {
  * continuing_subword_prefix, max_input_chars_per_word), normalizer
  * BertNormalizer or null, pre_tokenizer BertPreTokenizer or null,
  * post_processor TemplateProcessing, BertProcessing or null, added_tokens
- * (lstrip, rstrip, single_word; normalized=true is refused), truncation
+ * (raw or normalized, lstrip, rstrip, single_word), truncation
  * (max_length, strategy).  Padding and the decoder are ignored.  Other
  * component types are load errors that name them.
  * vocab.txt: one token per line, id = line number; tokenizer_config.json
