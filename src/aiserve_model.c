@@ -883,6 +883,7 @@ aiserve_model_output_len(const aiserve_model_t *model,
 typedef enum {
     AISERVE_STEP_GEMM_ROWS = 0,   /* C rows [i*chunk, ...) */
     AISERVE_STEP_GEMM_COLS,       /* C columns [i*chunk, ...) */
+    AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
     AISERVE_STEP_BIAS,            /* bias add on row blocks */
     AISERVE_STEP_BIAS_ACT,        /* bias + activation on row blocks */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
@@ -940,7 +941,8 @@ aiserve_step_item(void *arg, size_t item, int thread)
     }
 
     r0 = item * st->chunk;
-    n = st->op == AISERVE_STEP_GEMM_COLS ? st->cols : st->rows;
+    n = st->op == AISERVE_STEP_GEMM_COLS || st->op == AISERVE_STEP_GEMM_SMALL
+        ? st->cols : st->rows;
     n = n - r0 < st->chunk ? n - r0 : st->chunk;
 
     switch (st->op) {
@@ -952,6 +954,10 @@ aiserve_step_item(void *arg, size_t item, int thread)
         aiserve_gemm_nt(st->rows, n, st->k, 1.f, st->a, st->k,
                         st->b + r0 * st->k, st->k, 0.f, st->c + r0,
                         st->cols);
+        break;
+    case AISERVE_STEP_GEMM_SMALL:
+        aiserve_gemm_nt_small(st->rows, n, st->k, st->a, st->b + r0 * st->k,
+                              st->c + r0, st->cols);
         break;
     case AISERVE_STEP_BIAS:
         aiserve_bias_add(st->c + r0 * st->cols, st->bias, n, st->cols);
@@ -989,6 +995,11 @@ aiserve_chunk(size_t n, int threads, size_t per_thread, size_t align)
  * team costs more than it saves. */
 #define AISERVE_PAR_MIN_MACS  ((size_t) 1 << 20)
 
+/* Below this many tokens aiserve_gemm_nt_small() beats the BLAS, which
+ * packs the whole weight matrix on every call (tools/bench-gemm shapes,
+ * measured 16 tokens: 90-110 vs 50-85 GFLOP/s; crossover near 48). */
+#define AISERVE_SMALL_T  48
+
 
 static void
 aiserve_run(aiserve_scratch_t *s, aiserve_step_t *st, size_t n_items)
@@ -1013,6 +1024,16 @@ aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
     st.a = a;
     st.b = w;
     st.c = c;
+    if (T < AISERVE_SMALL_T) {
+        if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
+            aiserve_gemm_nt_small(T, N, K, a, w, c, N);
+            return;
+        }
+        st.op = AISERVE_STEP_GEMM_SMALL;
+        st.chunk = aiserve_chunk(N, nt, 2, 16);
+        aiserve_run(s, &st, (N + st.chunk - 1) / st.chunk);
+        return;
+    }
     if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
         aiserve_gemm_nt(T, N, K, 1.f, a, K, w, K, 0.f, c, N);
         return;

@@ -326,3 +326,98 @@ aiserve_softmax(float *x, size_t rows, size_t cols)
         }
     }
 }
+
+
+typedef float aiserve_v16 __attribute__((vector_size(64), aligned(4)));
+
+
+typedef int32_t aiserve_v16i __attribute__((vector_size(64)));
+
+/* Sum of the 16 lanes by halving: 4 shuffles and 4 adds. */
+#define AISERVE_V16_SUM(v, out)                                              \
+    do {                                                                     \
+        aiserve_v16  s_ = (v);                                               \
+        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 8, 9, 10, 11, 12, 13,   \
+            14, 15, 0, 1, 2, 3, 4, 5, 6, 7 });                               \
+        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 4, 5, 6, 7, 0, 1, 2,    \
+            3, 4, 5, 6, 7, 0, 1, 2, 3 });                                    \
+        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 2, 3, 0, 1, 2, 3, 0,    \
+            1, 2, 3, 0, 1, 2, 3, 0, 1 });                                    \
+        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 1, 0, 1, 0, 1, 0, 1,    \
+            0, 1, 0, 1, 0, 1, 0, 1, 0 });                                    \
+        (out) = s_[0];                                                       \
+    } while (0)
+
+
+static inline float
+aiserve_dot(const float *x, const float *y, size_t k)
+{
+    aiserve_v16  acc = { 0 };
+    size_t       i, kf = k - k % 16;
+    float        s;
+
+    for (i = 0; i < kf; i += 16) {
+        acc += *(const aiserve_v16 *) (x + i) * *(const aiserve_v16 *) (y + i);
+    }
+    AISERVE_V16_SUM(acc, s);
+    for (i = kf; i < k; i++) {
+        s += x[i] * y[i];
+    }
+    return s;
+}
+
+
+AISERVE_CLONES
+void
+aiserve_gemm_nt_small(size_t T, size_t N, size_t K, const float *a,
+    const float *w, float *c, size_t ldc)
+{
+    size_t        t, n, i, j, k, kf = K - K % 16;
+    aiserve_v16   acc[4][4], av[4], wv[4];
+
+    /* weight rows outside, tokens inside: a 4-row slice of W stays in L1
+     * while every token passes over it */
+    for (n = 0; n + 4 <= N; n += 4) {
+        for (t = 0; t + 4 <= T; t += 4) {
+            for (i = 0; i < 4; i++) {
+                for (j = 0; j < 4; j++) {
+                    acc[i][j] = (aiserve_v16) { 0 };
+                }
+            }
+            for (k = 0; k < kf; k += 16) {
+                for (i = 0; i < 4; i++) {
+                    av[i] = *(const aiserve_v16 *) (a + (t + i) * K + k);
+                    wv[i] = *(const aiserve_v16 *) (w + (n + i) * K + k);
+                }
+                for (i = 0; i < 4; i++) {
+                    for (j = 0; j < 4; j++) {
+                        acc[i][j] += av[i] * wv[j];
+                    }
+                }
+            }
+            for (i = 0; i < 4; i++) {
+                for (j = 0; j < 4; j++) {
+                    float  s;
+
+                    AISERVE_V16_SUM(acc[i][j], s);
+
+                    for (k = kf; k < K; k++) {
+                        s += a[(t + i) * K + k] * w[(n + j) * K + k];
+                    }
+                    c[(t + i) * ldc + n + j] = s;
+                }
+            }
+        }
+        for ( ; t < T; t++) {
+            for (j = 0; j < 4; j++) {
+                c[t * ldc + n + j] = aiserve_dot(a + t * K, w + (n + j) * K,
+                                                 K);
+            }
+        }
+    }
+    for ( ; n < N; n++) {
+        for (t = 0; t < T; t++) {
+            c[t * ldc + n] = aiserve_dot(a + t * K, w + n * K, K);
+        }
+    }
+}
