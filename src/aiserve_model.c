@@ -1068,6 +1068,25 @@ aiserve_rows(aiserve_scratch_t *s, aiserve_step_t *st, size_t T, size_t N)
 }
 
 
+/* x = LayerNorm(s->tmp + bias + x) over T rows of H. */
+static void
+aiserve_add_norm(aiserve_scratch_t *s, float *x, const float *bias,
+    const float *gamma, const float *beta, size_t T, size_t H, float eps)
+{
+    aiserve_step_t  st;
+
+    memset(&st, 0, sizeof(st));
+    st.op = AISERVE_STEP_RESIDUAL_LN;
+    st.c = x;
+    st.a = s->tmp;
+    st.bias = bias;
+    st.gamma = gamma;
+    st.beta = beta;
+    st.eps = eps;
+    aiserve_rows(s, &st, T, H);
+}
+
+
 static void
 aiserve_l2_normalize(float *v, size_t n)
 {
@@ -1281,15 +1300,8 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
         aiserve_linear(s, s->ctx, L->ao_w, s->tmp, T, H, H);
-        memset(&st, 0, sizeof(st));
-        st.op = AISERVE_STEP_RESIDUAL_LN;
-        st.c = x;
-        st.a = s->tmp;
-        st.bias = L->ao_b;
-        st.gamma = L->ao_ln_g;
-        st.beta = L->ao_ln_b;
-        st.eps = info->layer_norm_eps;
-        aiserve_rows(s, &st, T, H);
+        aiserve_add_norm(s, x, L->ao_b, L->ao_ln_g, L->ao_ln_b, T, H,
+                         info->layer_norm_eps);
 
         /* BertIntermediate: dense + activation (fused with the bias) */
         aiserve_linear(s, x, L->i_w, s->inter, T, I, H);
@@ -1302,15 +1314,8 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
 
         /* BertOutput: dense, LayerNorm(hidden + input) */
         aiserve_linear(s, s->inter, L->o_w, s->tmp, T, H, I);
-        memset(&st, 0, sizeof(st));
-        st.op = AISERVE_STEP_RESIDUAL_LN;
-        st.c = x;
-        st.a = s->tmp;
-        st.bias = L->o_b;
-        st.gamma = L->o_ln_g;
-        st.beta = L->o_ln_b;
-        st.eps = info->layer_norm_eps;
-        aiserve_rows(s, &st, T, H);
+        aiserve_add_norm(s, x, L->o_b, L->o_ln_g, L->o_ln_b, T, H,
+                         info->layer_norm_eps);
     }
 
     switch (info->arch) {

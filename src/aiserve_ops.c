@@ -186,12 +186,22 @@ aiserve_bias_add(float *x, const float *bias, size_t rows, size_t cols)
 }
 
 
+/* Sum of a row, in AISERVE_LANES partial sums. */
 static inline float
-aiserve_lane_sum(const float *acc)
+aiserve_row_sum(const float *row, size_t cols)
 {
-    float   s = 0.f;
-    size_t  j;
+    float   acc[AISERVE_LANES], s = 0.f;
+    size_t  c, j, full = cols - cols % AISERVE_LANES;
 
+    memset(acc, 0, sizeof(acc));
+    for (c = 0; c < full; c += AISERVE_LANES) {
+        for (j = 0; j < AISERVE_LANES; j++) {
+            acc[j] += row[c + j];
+        }
+    }
+    for (c = full; c < cols; c++) {
+        acc[c - full] += row[c];
+    }
     for (j = 0; j < AISERVE_LANES; j++) {
         s += acc[j];
     }
@@ -207,17 +217,7 @@ aiserve_layernorm_row(float *row, const float *gamma, const float *beta,
     size_t  c, j, full;
 
     full = cols - cols % AISERVE_LANES;
-
-    memset(acc, 0, sizeof(acc));
-    for (c = 0; c < full; c += AISERVE_LANES) {
-        for (j = 0; j < AISERVE_LANES; j++) {
-            acc[j] += row[c + j];
-        }
-    }
-    for (c = full; c < cols; c++) {
-        acc[c - full] += row[c];
-    }
-    mean = aiserve_lane_sum(acc) / (float) cols;
+    mean = aiserve_row_sum(row, cols) / (float) cols;
 
     memset(acc, 0, sizeof(acc));
     for (c = 0; c < full; c += AISERVE_LANES) {
@@ -230,7 +230,11 @@ aiserve_layernorm_row(float *row, const float *gamma, const float *beta,
         d = row[c] - mean;
         acc[c - full] += d * d;
     }
-    var = aiserve_lane_sum(acc) / (float) cols;
+    var = 0.f;
+    for (j = 0; j < AISERVE_LANES; j++) {
+        var += acc[j];
+    }
+    var /= (float) cols;
     inv = 1.f / sqrtf(var + eps);
 
     for (c = 0; c < cols; c++) {
@@ -310,16 +314,7 @@ aiserve_softmax(float *x, size_t rows, size_t cols)
         for (c = 0; c < cols; c++) {
             row[c] = aiserve_exp_inline(row[c] - m);
         }
-        memset(acc, 0, sizeof(acc));
-        for (c = 0; c < full; c += AISERVE_LANES) {
-            for (j = 0; j < AISERVE_LANES; j++) {
-                acc[j] += row[c + j];
-            }
-        }
-        for (c = full; c < cols; c++) {
-            acc[c - full] += row[c];
-        }
-        s = aiserve_lane_sum(acc);
+        s = aiserve_row_sum(row, cols);
         inv = 1.f / s;
         for (c = 0; c < cols; c++) {
             row[c] *= inv;
