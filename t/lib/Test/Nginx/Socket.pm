@@ -57,6 +57,7 @@ our $NoClean      = $ENV{TEST_NGINX_NO_CLEAN};
 our $Verbose      = $ENV{TEST_NGINX_VERBOSE};
 our $LoadModules  = $ENV{TEST_NGINX_LOAD_MODULES};
 our $Randomize    = $ENV{TEST_NGINX_RANDOMIZE};
+our $UseValgrind  = $ENV{TEST_NGINX_USE_VALGRIND};
 our $Workers      = 1;
 our $WorkerConns  = 64;
 our $RepeatEach   = 1;
@@ -108,7 +109,10 @@ our $PrevConfig;        # config of the block now loaded
 our $PrevBlock;         # block whose error log lines are being read
 our $ErrLogPos = 0;     # error_log_data() reads from here
 our $ScanPos = 0;       # alert/emerg scan has read up to here
-our $InChild = 0;
+our $InChild = 0;       # set in a forked child: its END leaves nginx alone
+our $RunnerPid = $$;    # only this process stops nginx at the end
+our $ChildPid;          # nginx run in the foreground under valgrind
+our %ValgrindPos;       # valgrind log file -> bytes already reported
 
 sub repeat_each (@) { $RepeatEach = shift if @_; $RepeatEach }
 sub no_shuffle () { $NoShuffle = 1 }
@@ -254,20 +258,31 @@ sub group_alive {
 sub stop_nginx {
     my $pid = $NginxPid // read_pid();
     undef $NginxPid;
-    return unless $pid && alive($pid);
-    note_v("stopping nginx $pid");
-    kill 'QUIT', $pid;
-    my $deadline = Time::HiRes::time() + ($Timeout > 5 ? $Timeout : 5);
-    while (Time::HiRes::time() < $deadline) {
-        last unless alive($pid) || group_alive($pid);
-        Time::HiRes::sleep(0.02);
+    my $child = $ChildPid;
+    undef $ChildPid;
+    if ($pid && alive($pid)) {
+        note_v("stopping nginx $pid");
+        kill 'QUIT', $pid;
+        my $wait = $UseValgrind ? 60 : 5;
+        my $deadline = Time::HiRes::time() + ($Timeout > $wait ? $Timeout
+                                                               : $wait);
+        while (Time::HiRes::time() < $deadline) {
+            waitpid($child, POSIX::WNOHANG()) if $child;
+            last unless alive($pid) || group_alive($pid);
+            Time::HiRes::sleep(0.02);
+        }
+        if (alive($pid) || group_alive($pid)) {
+            warn "WARNING: nginx $pid did not quit in time; killing it\n";
+            kill 'KILL', -$pid;
+            kill 'KILL', $pid;
+            Time::HiRes::sleep(0.05);
+        }
     }
-    if (alive($pid) || group_alive($pid)) {
-        warn "WARNING: nginx $pid did not quit in time; killing it\n";
-        kill 'KILL', -$pid;
-        kill 'KILL', $pid;
-        Time::HiRes::sleep(0.05);
+    if ($child && alive($child)) {
+        kill 'KILL', -$child;
+        kill 'KILL', $child;
     }
+    waitpid($child, 0) if $child;
     unlink $PidFile;
 }
 
@@ -286,6 +301,7 @@ sub write_file {
 # file, and only the html tree and the configuration are rewritten.
 sub setup_server_root {
     my ($keep_logs) = @_;
+    %ValgrindPos = () unless $keep_logs;
     if (-d $ServRoot && !$keep_logs) {
         File::Path::remove_tree($ConfDir, $HtmlDir, $LogDir,
                                 glob("$ServRoot/*_temp"));
@@ -341,6 +357,7 @@ sub write_config {
     $config //= '';
 
     my $master = $UseHup ? 'on' : $Master;
+    my $daemon = $UseValgrind ? 'off' : 'on';
     my $env = join '', map { "env $_;\n" } @EnvToNginx;
     my $temps = join ' ',
         map { "${_}_temp_path $ServRoot/${_}_temp;" }
@@ -365,7 +382,7 @@ EOC
 
     write_file($ConfFile, <<"EOC");
 worker_processes  $Workers;
-daemon on;
+daemon $daemon;
 master_process $master;
 error_log $ErrLog $LogLevel;
 pid       $PidFile;
@@ -413,13 +430,46 @@ sub run_nginx {
     return $?;
 }
 
+# Valgrind mode: nginx runs in the foreground (daemon off) as our child under
+# memcheck, each process logging to logs/valgrind.PID.log.  A number in
+# TEST_NGINX_USE_VALGRIND selects the default options, anything else is
+# taken as valgrind's options.
+sub spawn_nginx_under_valgrind {
+    my $out = "$LogDir/nginx.out";
+    my $opts = $UseValgrind =~ /^\d+$/
+        ? "--tool=memcheck --leak-check=full --show-possibly-lost=no"
+          . " --num-callers=50 --gen-suppressions=all"
+        : $UseValgrind;
+    if ($UseValgrind =~ /^\d+$/) {
+        my $own = File::Basename::dirname(__FILE__) . '/valgrind-nginx.supp';
+        $opts .= " --suppressions=$_"
+            for grep { -f } $own, "$repo_root/valgrind.suppress";
+    }
+    my $cmd = "exec valgrind -q $opts --log-file=$LogDir/valgrind.%p.log"
+              . " $NginxBinary -p $ServRoot/ -c $ConfFile -e $ErrLog"
+              . " >$out 2>&1";
+    note_v("running $cmd");
+    my $pid = fork // bail_out("fork: $!");
+    if ($pid == 0) {
+        $InChild = 1;
+        POSIX::setpgid(0, 0);
+        exec('/bin/sh', '-c', $cmd) or POSIX::_exit(127);
+    }
+    $ChildPid = $pid;
+}
+
 sub start_nginx {
     my ($block) = @_;
     my $name = $block->name;
     my $deadline = Time::HiRes::time() + 10;
     my $status;
     while (1) {
-        $status = run_nginx();
+        if ($UseValgrind) {
+            spawn_nginx_under_valgrind();
+            $status = 0;
+        } else {
+            $status = run_nginx();
+        }
         last if $status == 0;
         my $log = slurp("$LogDir/nginx.out");
         if ($log !~ /Address already in use/ || Time::HiRes::time() > $deadline) {
@@ -427,9 +477,15 @@ sub start_nginx {
         }
         Time::HiRes::sleep(0.2);
     }
-    for (1 .. 250) {
+    my $wait = Time::HiRes::time() + ($UseValgrind ? 60 : 5);
+    while (Time::HiRes::time() < $wait) {
         $NginxPid = read_pid();
         last if $NginxPid;
+        if ($ChildPid && waitpid($ChildPid, POSIX::WNOHANG()) == $ChildPid) {
+            undef $ChildPid;
+            bail_out("$name - nginx exited under valgrind (status $?): "
+                     . slurp("$LogDir/nginx.out"));
+        }
         Time::HiRes::sleep(0.02);
     }
     bail_out("$name - nginx started but wrote no pid file") unless $NginxPid;
@@ -558,6 +614,26 @@ sub scan_alerts {
                     || ($line =~ /\[emerg\]/ && !$ok_emerg)
                     || $line =~ /\bAssertion .*?failed\b/;
         Test::More::fail($block->name . " - error.log $why: " . one_line($line));
+    }
+    scan_valgrind($block, $why);
+}
+
+# Fails on what valgrind logged (with -q, only errors and leaks) since the
+# last scan, attributed to $block.
+sub scan_valgrind {
+    my ($block, $why) = @_;
+    return unless $UseValgrind && $block;
+    for my $f (sort glob "$LogDir/valgrind.*.log") {
+        open my $in, '<', $f or next;
+        seek $in, $ValgrindPos{$f} // 0, 0;
+        my $text = do { local $/; <$in> } // '';
+        $ValgrindPos{$f} = tell $in;
+        next unless $text =~ /\S/;
+        my @lines = split /\n/, $text;
+        splice @lines, 60, @lines - 60, '...' if @lines > 60;
+        Test::More::fail($block->name . " - valgrind reported errors $why"
+                         . " ($f)");
+        Test::More::diag(join "\n", @lines);
     }
 }
 
@@ -1113,8 +1189,8 @@ sub run_must_die {
     my $name = $block->name;
     my $want = trim_value($block->must_die);
     for my $i (0 .. $RepeatEach - 1) {
-        scan_alerts($PrevBlock, 'while the previous block ran or stopped');
         stop_nginx();
+        scan_alerts($PrevBlock, 'while the previous block ran or stopped');
         if ($i == 0) {
             setup_server_root(0);
             write_user_files($block);
@@ -1175,6 +1251,7 @@ sub run_block {
 
     if (defined $block->must_die) {
         local $UseHup;
+        local $UseValgrind;
         return run_must_die($block, $config);
     }
 
@@ -1304,7 +1381,7 @@ sub finish {
 $SIG{INT} = $SIG{TERM} = sub { die "killed by signal\n" };
 
 END {
-    if (!$InChild && !$NoClean) {
+    if ($$ == $RunnerPid && !$InChild && !$NoClean) {
         local $?;
         stop_nginx();
     }
