@@ -4,7 +4,9 @@
 #                                         t/05*-meter-*.t suites only
 #   make bench-meter [BENCH_METER_ARGS=]  aiserve_meter on vs off, same
 #                                         nginx and run (tools/bench-meter
-#                                         --help); table for BENCHMARKS.md
+#                                         --help), then the ledger's cost
+#                                         per operation (tools/bench-ledger);
+#                                         tables for BENCHMARKS.md
 
 .PHONY: test-meter bench-meter
 
@@ -12,5 +14,9 @@ test-meter: module tools $(BUILD)/t/test_ledger
 	prove --exec '' $(BUILD)/t/test_ledger
 	prove -I t/lib t/05*-meter-*.t
 
-bench-meter: module tools
+bench-meter: module tools tools/bench-ledger
 	tools/bench-meter $(BENCH_METER_ARGS)
+	tools/bench-ledger
+
+tools/bench-ledger: tools/bench-ledger.c $(ENGINE_LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
