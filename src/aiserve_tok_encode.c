@@ -151,7 +151,8 @@ aiserve_tok_word_flush(aiserve_tok_word_t *w)
 
     start = 0;
     while (start < wn) {
-        map = start ? &tok->cont : &tok->full;
+        /* an empty continuing_subword_prefix looks pieces up as they are */
+        map = (start && tok->prefix_len) ? &tok->cont : &tok->full;
         sb = ch[start].wpos;
         h = AISERVE_TOK_FNV_BASIS;
         k = 0;
@@ -537,27 +538,19 @@ aiserve_tok_char(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
         return;
     }
 
+    /* the spaces: with BertPreTokenizer and no normalized added tokens
+     * they just end the word */
     if (tok->clean_text && (cls & AISERVE_TOK_U_SPACE)) {
         aiserve_tok_run_end(w);
-        if (w->seg_on) {
-            aiserve_tok_seg_push(w, ' ', ci, bs, be);
-        } else {
-            aiserve_tok_word_flush(w);
-        }
+        aiserve_tok_sink(w, ' ', AISERVE_TOK_U_SPACE, ci, bs, be);
         return;
     }
 
     if (tok->chinese && (cls & AISERVE_TOK_U_CHINESE)) {
         aiserve_tok_run_end(w);
-        if (w->seg_on) {
-            aiserve_tok_seg_push(w, ' ', ci, bs, be);
-            aiserve_tok_normalize(w, c, cls, ci, bs, be);
-            aiserve_tok_seg_push(w, ' ', ci, bs, be);
-        } else {
-            aiserve_tok_word_flush(w);
-            aiserve_tok_normalize(w, c, cls, ci, bs, be);
-            aiserve_tok_word_flush(w);
-        }
+        aiserve_tok_sink(w, ' ', AISERVE_TOK_U_SPACE, ci, bs, be);
+        aiserve_tok_normalize(w, c, cls, ci, bs, be);
+        aiserve_tok_sink(w, ' ', AISERVE_TOK_U_SPACE, ci, bs, be);
         return;
     }
 

@@ -86,6 +86,7 @@ struct aiserve_tok_s {
     aiserve_tok_map_t     cont;         /* "##x" entries, keyed by "x" */
 
     int32_t               unk_id;
+    size_t                prefix_len;   /* continuing_subword_prefix */
     size_t                max_chars;    /* max_input_chars_per_word */
 
     int                   clean_text;

@@ -151,6 +151,7 @@ aiserve_tok_build_vocab(aiserve_tok_t *tok, aiserve_tok_entry_t *e,
     uint32_t  off;
 
     plen = strlen(prefix);
+    tok->prefix_len = plen;
     max_id = -1;
     n_cont = 0;
     for (i = 0; i < n; i++) {

@@ -31,6 +31,8 @@ line, MODE single (the line) or pair (the line, then the next line):
 golden-VOCAB-trunc.txt.gz: LINE PAIR_LINE(-1) MAX_LENGTH DIR;IDS;TYPES;OFFS
 golden-added-single.txt.gz: LINE;IDS;TYPES;OFFS for the uncased tokenizer
                          with added tokens (ADDED)
+golden-variant-NAME.txt.gz: LINE MODE;IDS;TYPES;OFFS (or LINE MODE;ERROR) for
+                         MiniLM's tokenizer.json patched as VARIANTS says
 t/data/tokenizer/cases.jsonl: the named cases of shared/cases/tokenizer.jsonl.
 
 Usage: .venv/bin/python tools/gen-tokenizer-goldens.py [--lines-only]
@@ -339,6 +341,86 @@ ADDED = [("hello world", {}), ("New York", {}), ("Naïve", {}),
          ("Σ", {"normalized": False, "lstrip": True, "rstrip": True})]
 
 
+# Variants of MiniLM's tokenizer.json, one setting changed each: the
+# branches of loading and encoding the three vocabularies do not reach.
+# Each is a list of (JSON path, value) patches applied to the file; the
+# test applies the same ones (t/data/tokenizer/variants.json).
+NO_TRUNC = [(["truncation"], None), (["padding"], None)]
+VARIANTS = {
+    "no-prefix": [(["model", "continuing_subword_prefix"], "")],
+    "prefix-at": [(["model", "continuing_subword_prefix"], "@@")],
+    "max-chars-8": [(["model", "max_input_chars_per_word"], 8)],
+    "no-normalizer": [(["normalizer"], None)],
+    "no-clean-text": [(["normalizer", "clean_text"], False)],
+    "no-chinese": [(["normalizer", "handle_chinese_chars"], False)],
+    "strip-no-lower": [(["normalizer", "lowercase"], False),
+                       (["normalizer", "strip_accents"], True)],
+    "lower-no-strip": [(["normalizer", "strip_accents"], False)],
+    "no-pretokenizer": [(["pre_tokenizer"], None)],
+    "bert-processing": [(["post_processor"], {
+        "type": "BertProcessing", "sep": ["[SEP]", 102],
+        "cls": ["[CLS]", 101]})],
+    "no-post-processor": [(["post_processor"], None)],
+    "template-2cls": [(["post_processor", "single"], [
+        {"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+        {"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+        {"Sequence": {"id": "A", "type_id": 0}},
+        {"SpecialToken": {"id": "[SEP]", "type_id": 2}}]),
+        (["post_processor", "pair"], [
+            {"Sequence": {"id": "B", "type_id": 1}},
+            {"SpecialToken": {"id": "[SEP]", "type_id": 1}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "[CLS]", "type_id": 0}}])],
+    "trunc-only-first": [(["truncation"], {"max_length": 14,
+                          "strategy": "OnlyFirst", "stride": 0,
+                          "direction": "Right"})],
+    "trunc-only-second": [(["truncation"], {"max_length": 14,
+                           "strategy": "OnlySecond", "stride": 0,
+                           "direction": "Right"})],
+}
+
+
+def apply_patches(d, patches):
+    for path, value in patches:
+        o = d
+        for k in path[:-1]:
+            o = o[k]
+        o[path[-1]] = value
+    return d
+
+
+def variant_goldens(lines):
+    from tokenizers import Tokenizer
+    with open(os.path.join(ROOT, "models/all-MiniLM-L6-v2/tokenizer.json"),
+              encoding="utf-8") as f:
+        base = f.read()
+    pick = list(range(0, len(lines), 40))
+    spec = {}
+    for name, patches in VARIANTS.items():
+        if not name.startswith("trunc-"):
+            patches = NO_TRUNC + patches
+        else:
+            patches = [(["padding"], None)] + patches
+        spec[name] = [[p, v] for p, v in patches]
+        t = Tokenizer.from_str(json.dumps(apply_patches(json.loads(base),
+                                                        patches)))
+        rows = []
+        for i in pick:
+            j = (i + 1) % len(lines)
+            for mode in ("single", "pair"):
+                try:
+                    e = (t.encode(lines[i]) if mode == "single"
+                         else t.encode(lines[i], lines[j]))
+                    rows.append("%d %s;%s" % (i, mode, fmt(e)))
+                except Exception:
+                    rows.append("%d %s;ERROR" % (i, mode))
+        write_gz("golden-variant-%s.txt.gz" % name, rows)
+    with open(os.path.join(DATA, "variants.json"), "w") as f:
+        json.dump(spec, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print("variants: %d x %d lines x 2 modes" % (len(VARIANTS), len(pick)))
+
+
 def added_goldens(lines):
     from tokenizers import AddedToken
     t = load_reference("models/all-MiniLM-L6-v2")
@@ -453,6 +535,7 @@ def main():
         return
     goldens(lines)
     added_goldens(lines)
+    variant_goldens(lines)
     cases()
 
 

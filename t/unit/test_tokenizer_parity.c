@@ -228,6 +228,139 @@ parity_added(const golden_lines_t *corpus)
 }
 
 
+/* MiniLM's tokenizer.json with patches [[path...], value] applied, in a
+ * temporary directory; returns the loaded tokenizer or NULL */
+static aiserve_tok_t *
+patched_tokenizer(json_t *patches, char *err, size_t err_len)
+{
+    json_t         *root, *p, *path, *o, *next;
+    json_error_t    jerr;
+    char            dir[] = "/tmp/aiserve-tok-var-XXXXXX", file[128];
+    size_t          i, k;
+    aiserve_tok_t  *tok;
+
+    root = json_load_file("models/all-MiniLM-L6-v2/tokenizer.json", 0, &jerr);
+    if (root == NULL || mkdtemp(dir) == NULL) {
+        snprintf(err, err_len, "cannot read the MiniLM tokenizer.json");
+        json_decref(root);
+        return NULL;
+    }
+
+    json_array_foreach(patches, i, p) {
+        path = json_array_get(p, 0);
+        o = root;
+        for (k = 0; k + 1 < json_array_size(path); k++) {
+            next = json_object_get(o, json_string_value(
+                                          json_array_get(path, k)));
+            o = next;
+        }
+        json_object_set(o, json_string_value(json_array_get(path, k)),
+                        json_array_get(p, 1));
+    }
+
+    snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+    json_dump_file(root, file, 0);
+    json_decref(root);
+    tok = aiserve_tok_load(dir, err, err_len);
+    unlink(file);
+    rmdir(dir);
+
+    return tok;
+}
+
+
+/*
+ * Each variant of variants.json (one setting of MiniLM's tokenizer.json
+ * changed: subword prefix, word limit, normalizer flags or none, no
+ * pre-tokenizer, BertProcessing, no post-processor, another template,
+ * only_first / only_second truncation) against its golden, single and pair.
+ */
+static void
+parity_variants(const golden_lines_t *corpus)
+{
+    json_t              *spec, *patches;
+    json_error_t         jerr;
+    const char          *name;
+    char                 path[256], err[256], why[320], mode[16];
+    aiserve_tok_t       *tok;
+    golden_lines_t       gold;
+    aiserve_tok_opts_t   opts;
+    aiserve_encoding_t   enc;
+    size_t               i, line, pl, equal, shown;
+    int                  off, rc, is_pair;
+
+    spec = json_load_file(DATA "variants.json", 0, &jerr);
+    if (!tap_ok(json_is_object(spec), "read " DATA "variants.json")) {
+        return;
+    }
+
+    json_object_foreach(spec, name, patches) {
+        tok = patched_tokenizer(patches, err, sizeof(err));
+        snprintf(path, sizeof(path), DATA "golden-variant-%s.txt.gz", name);
+        if (tok == NULL || golden_read(path, &gold) != 0) {
+            tap_ok(0, "variant %s: %s", name, tok ? path : err);
+            aiserve_tok_free(tok);
+            continue;
+        }
+
+        aiserve_tok_opts_default(&opts);
+        equal = 0;
+        shown = 0;
+        for (i = 0; i < gold.n; i++) {
+            why[0] = '\0';
+            if (sscanf(gold.s[i], "%zu %15[a-z];%n", &line, mode, &off) != 2
+                || line >= corpus->n)
+            {
+                snprintf(why, sizeof(why), "bad record");
+                goto next;
+            }
+            is_pair = strcmp(mode, "pair") == 0;
+            pl = (line + 1) % corpus->n;
+            rc = aiserve_tok_encode(tok, corpus->s[line], corpus->len[line],
+                                    is_pair ? corpus->s[pl] : NULL,
+                                    is_pair ? corpus->len[pl] : 0, &opts,
+                                    &enc, err, sizeof(err));
+            if (strcmp(gold.s[i] + off, "ERROR") == 0) {
+                if (rc == 0) {
+                    snprintf(why, sizeof(why), "no error, the reference "
+                             "fails");
+                    aiserve_encoding_free(&enc);
+                } else {
+                    equal++;
+                }
+            } else if (rc != 0) {
+                snprintf(why, sizeof(why), "error: %s", err);
+            } else {
+                if (golden_equal(&enc, gold.s[i] + off, corpus->s[line],
+                                 corpus->len[line],
+                                 is_pair ? corpus->s[pl] : NULL,
+                                 is_pair ? corpus->len[pl] : 0, why,
+                                 sizeof(why)))
+                {
+                    equal++;
+                    why[0] = '\0';
+                }
+                aiserve_encoding_free(&enc);
+            }
+
+        next:
+
+            if (why[0] && shown++ < 3) {
+                tap_diag("variant %s, line %zu %s: %s", name, line + 1,
+                         mode, why);
+            }
+        }
+
+        tap_ok(equal == gold.n, "variant %s: %zu/%zu encodings equal", name,
+               equal, gold.n);
+        golden_free(&gold);
+        aiserve_tok_free(tok);
+    }
+
+    json_decref(spec);
+}
+
+
 int
 main(void)
 {
@@ -255,6 +388,7 @@ main(void)
     }
 
     parity_added(&corpus);
+    parity_variants(&corpus);
 
     golden_free(&corpus);
 
