@@ -261,7 +261,21 @@ hello world
 
 
 
-=== TEST 11: request sent in packets with a delay
+=== TEST 11: a body over client_max_body_size gets 413, the runner survives
+--- config
+    location = /t {
+        client_max_body_size 1k;
+        return 200 "read\n";
+    }
+--- request eval
+"POST /t\n" . ("x" x 1_000_000)
+--- error_code: 413
+--- error_log
+client intended to send too large body
+
+
+
+=== TEST 12: request sent in packets with a delay
 --- config
     location = /len {
         return 200 "len=$http_content_length\n";
@@ -273,7 +287,7 @@ hello world
 
 
 
-=== TEST 12: raw_request, HTTP/1.0
+=== TEST 13: raw_request, HTTP/1.0
 --- config
     location = /t {
         return 200 "proto=$server_protocol\n";
@@ -285,7 +299,7 @@ proto=HTTP/1.0
 
 
 
-=== TEST 13: raw_request in pieces
+=== TEST 14: raw_request in pieces
 --- config
     location = /t {
         return 200 "uri=$uri\n";
@@ -298,7 +312,7 @@ uri=/t
 
 
 
-=== TEST 14: pipelined_requests
+=== TEST 15: pipelined_requests
 --- config
     location /p {
         return 200 "$uri\n";
@@ -310,7 +324,7 @@ uri=/t
 
 
 
-=== TEST 15: HEAD request has no body
+=== TEST 16: HEAD request has no body
 --- config
     location = /t {
         return 200 "body\n";
@@ -324,7 +338,7 @@ Content-Length: 5
 
 
 
-=== TEST 16: main_config (a thread pool) and $TEST_NGINX_* variables
+=== TEST 17: main_config (a thread pool) and $TEST_NGINX_* variables
 --- main_config
 thread_pool sanity_pool threads=2;
 --- config
@@ -339,7 +353,7 @@ hello from the environment on $TEST_NGINX_SERVER_PORT
 
 
 
-=== TEST 17: http_config eval and config eval
+=== TEST 18: http_config eval and config eval
 --- http_config eval
 "map \$uri \$sanity_mapped { default '" . ("ab" x 3) . "'; }"
 --- config eval
@@ -351,7 +365,7 @@ ababab-42
 
 
 
-=== TEST 18: response_body eval with a regex
+=== TEST 19: response_body eval with a regex
 --- config
     location = /t {
         return 200 "random=$request_id\n";
@@ -363,7 +377,7 @@ qr/^random=[0-9a-f]{32}\n\z/
 
 
 
-=== TEST 19: response_body_filters
+=== TEST 20: response_body_filters
 --- config
     location = /t {
         return 200 "Hello\n";
@@ -377,7 +391,7 @@ HELLO
 
 
 
-=== TEST 20: user_files are served from the html directory
+=== TEST 21: user_files are served from the html directory
 --- user_files
 >>> sub/hello.txt
 served from a user file
@@ -389,7 +403,7 @@ served from a user file
 
 
 
-=== TEST 21: a bad directive makes nginx die with an emerg
+=== TEST 22: a bad directive makes nginx die with an emerg
 --- config
     location = /t {
         no_such_directive on;
@@ -401,7 +415,7 @@ unknown directive "no_such_directive"
 
 
 
-=== TEST 22: an unknown thread pool makes nginx die with exit code 1
+=== TEST 23: an unknown thread pool makes nginx die with exit code 1
 --- config
     location = /t {
         aio threads=not_declared;
@@ -412,7 +426,7 @@ qr/\[emerg\] .*thread pool "not_declared"/
 
 
 
-=== TEST 23: the block after must_die starts nginx again
+=== TEST 24: the block after must_die starts nginx again
 --- config
     location = /t {
         return 200 "back\n";
@@ -426,7 +440,7 @@ back
 
 
 
-=== TEST 24: many clients at once (AiserveTest)
+=== TEST 25: many clients at once (AiserveTest)
 --- config
     location = /c {
         add_header X-Id $arg_id;
@@ -442,7 +456,7 @@ id=0
 
 
 
-=== TEST 25: a block without config reuses the previous server
+=== TEST 26: a block without config reuses the previous server
 --- request
 GET /c?id=7
 --- response_body
@@ -450,7 +464,7 @@ id=7
 
 
 
-=== TEST 26: log_level per block and timeout
+=== TEST 27: log_level per block and timeout
 --- log_level: warn
 --- timeout: 5
 --- config
@@ -466,7 +480,7 @@ http request line: "GET /t
 
 
 
-=== TEST 27: SKIP blocks are not run
+=== TEST 28: SKIP blocks are not run
 --- SKIP
 --- config
     location = /t {
@@ -479,7 +493,7 @@ never
 
 
 
-=== TEST 28: skip_nginx skips by nginx version
+=== TEST 29: skip_nginx skips by nginx version
 --- skip_nginx
 2: > 0.0.1
 --- config

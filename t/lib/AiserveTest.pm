@@ -70,6 +70,7 @@ sub aiserve_request {
 # close).
 sub aiserve_http_concurrent {
     my ($port, $requests, $concurrency, %opt) = @_;
+    local $SIG{PIPE} = 'IGNORE';    # a server may close before the body
     my $host = $opt{host} // '127.0.0.1';
     my $deadline = Time::HiRes::time() + ($opt{timeout} // 30);
     $concurrency ||= scalar @$requests;

@@ -878,6 +878,7 @@ sub requests_of_block {
 # (after failing a test unless $quiet).
 sub http_exchange {
     my ($packets, $timeout, $middle_delay, $quiet, $block) = @_;
+    local $SIG{PIPE} = 'IGNORE';    # a server may close before the body
     my $sock;
     for my $try (1 .. 50) {
         $sock = IO::Socket::INET->new(PeerAddr => $ServerAddr,
@@ -1378,7 +1379,7 @@ sub finish {
 }
 
 # No nginx survives the test file, whatever ends it.
-$SIG{INT} = $SIG{TERM} = sub { die "killed by signal\n" };
+$SIG{INT} = $SIG{TERM} = sub { exit 128 + ($_[0] eq 'INT' ? 2 : 15) };
 
 END {
     if ($$ == $RunnerPid && !$InChild && !$NoClean) {
