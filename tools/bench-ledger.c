@@ -41,6 +41,7 @@ int
 main(int argc, char **argv)
 {
     int                i, n_keys = 1000, iters = 200000, keep = 0, rows;
+    int                pass;
     char               err[512], dir[256], cmd[300];
     char             (*secrets)[AISERVE_API_KEY_MAX];
     double             t0, t_check, t_hmac, t_lookup, t_flush;
@@ -107,45 +108,59 @@ main(int argc, char **argv)
 
     aiserve_ledger_read_pepper(dir, pepper, err, sizeof(err));
 
-    t0 = now_ns();
-    for (i = 0; i < iters; i++) {
-        const char  *s = secrets[i % n_keys];
+    /* each operation: the fastest of 5 passes, the least disturbed by
+     * other work on the host */
+    t_check = t_hmac = t_lookup = 1e18;
 
-        sink += aiserve_key_well_formed(s, strlen(s));
-    }
-    t_check = (now_ns() - t0) / iters;
+    for (pass = 0; pass < 5; pass++) {
+        double  t;
 
-    t0 = now_ns();
-    for (i = 0; i < iters; i++) {
-        const char  *s = secrets[i % n_keys];
+        t0 = now_ns();
+        for (i = 0; i < iters; i++) {
+            const char  *s = secrets[i % n_keys];
 
-        aiserve_key_hash(pepper, s, strlen(s), h);
-        sink += h[0];
-    }
-    t_hmac = (now_ns() - t0) / iters;
-
-    t0 = now_ns();
-    for (i = 0; i < iters; i++) {
-        const char  *s = secrets[(i * 7919) % n_keys];
-
-        aiserve_key_hash(pepper, s, strlen(s), h);
-        if (aiserve_ledger_key_lookup(l, h, &k) != AISERVE_LEDGER_OK) {
-            fprintf(stderr, "bench-ledger: lookup failed\n");
-            return 1;
+            sink += aiserve_key_well_formed(s, strlen(s));
         }
-        sink += k.id;
+        t = (now_ns() - t0) / iters;
+        t_check = t < t_check ? t : t_check;
+
+        t0 = now_ns();
+        for (i = 0; i < iters; i++) {
+            const char  *s = secrets[i % n_keys];
+
+            aiserve_key_hash(pepper, s, strlen(s), h);
+            sink += h[0];
+        }
+        t = (now_ns() - t0) / iters;
+        t_hmac = t < t_hmac ? t : t_hmac;
+
+        t0 = now_ns();
+        for (i = 0; i < iters; i++) {
+            const char  *s = secrets[(i * 7919) % n_keys];
+
+            aiserve_key_hash(pepper, s, strlen(s), h);
+            if (aiserve_ledger_key_lookup(l, h, &k) != AISERVE_LEDGER_OK) {
+                fprintf(stderr, "bench-ledger: lookup failed\n");
+                return 1;
+            }
+            sink += k.id;
+        }
+        t = (now_ns() - t0) / iters - t_hmac;
+        t_lookup = t < t_lookup ? t : t_lookup;
     }
-    t_lookup = (now_ns() - t0) / iters - t_hmac;
 
     memset(&u, 0, sizeof(u));
     u.requests = 10;
     u.prompt_tokens = 100;
     rows = n_keys < 100 ? n_keys : 100;
 
-    t0 = now_ns();
-    for (i = 0; i < 20; i++) {
-        int  j;
+    t_flush = 1e18;
 
+    for (i = 0; i < 20; i++) {
+        int     j;
+        double  t;
+
+        t0 = now_ns();
         aiserve_ledger_wbegin(l, &seq);
         for (j = 0; j < rows; j++) {
             memset(&rk, 0, sizeof(rk));
@@ -158,11 +173,12 @@ main(int argc, char **argv)
             fprintf(stderr, "bench-ledger: %s\n", aiserve_ledger_error(l));
             return 1;
         }
+        t = now_ns() - t0;
+        t_flush = t < t_flush ? t : t_flush;
     }
-    t_flush = (now_ns() - t0) / 20;
 
-    printf("ledger: %d keys, %d iterations (sink %d)\n\n", n_keys, iters,
-           sink & 1);
+    printf("ledger: %d keys; fastest of 5 passes of %d iterations, of 20 "
+           "flushes (sink %d)\n\n", n_keys, iters, sink & 1);
     printf("| operation | time |\n|---|---:|\n");
     printf("| key checksum (SHA-256 of 41 bytes) | %.2f us |\n",
            t_check / 1000);
