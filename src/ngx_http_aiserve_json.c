@@ -2,8 +2,9 @@
  * A small JSON writer for aiserve responses: a buffer in the request pool
  * that grows by doubling.  Strings are escaped per RFC 8259 section 7
  * (quote, backslash and control characters; UTF-8 passes through, inputs
- * were validated by jansson).  Floats use %.9g, which round-trips every
- * float32; non-finite values, which JSON cannot carry, are written as null.
+ * were validated by jansson).  Floats are written as %.9g would, which
+ * round-trips every float32; non-finite values, which JSON cannot carry,
+ * are written as null.
  */
 
 #include <ngx_config.h>
@@ -11,13 +12,13 @@
 #include <ngx_http.h>
 
 #include <math.h>
-#include <stdio.h>
 
 #include "ngx_http_aiserve_infer.h"
 
 
 static ngx_int_t ngx_http_aiserve_json_reserve(ngx_http_aiserve_json_t *j,
     size_t n);
+static double ngx_http_aiserve_pow10(int k);
 
 
 void
@@ -150,10 +151,21 @@ ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
 }
 
 
+/*
+ * Writes v as printf("%.9g") does (9 significant digits, enough to
+ * round-trip a float32; trailing zeros dropped; exponent form below 1e-4
+ * and from 1e9), several times faster than snprintf: the 9 digits come
+ * from one multiplication by a power of ten and an integer rounding, which
+ * can differ from printf's exact decimal conversion only when the value is
+ * within 1e-7 of a rounding tie in the 9th digit.
+ */
+
 void
 ngx_http_aiserve_json_float(ngx_http_aiserve_json_t *j, double v)
 {
-    int  n;
+    int        e, i, n;
+    u_char    *p, digits[9];
+    uint64_t   m;
 
     if (!isfinite(v)) {
         ngx_http_aiserve_json_lit(j, "null");
@@ -164,10 +176,104 @@ ngx_http_aiserve_json_float(ngx_http_aiserve_json_t *j, double v)
         return;
     }
 
-    n = snprintf((char *) j->pos, 32, "%.9g", v);
-    if (n > 0 && n < 32) {
-        j->pos += n;
+    p = j->pos;
+
+    if (signbit(v)) {
+        *p++ = '-';
+        v = -v;
     }
+
+    if (v == 0) {
+        *p++ = '0';
+        j->pos = p;
+        return;
+    }
+
+    e = (int) floor(log10(v));
+    m = (uint64_t) llrint(v * ngx_http_aiserve_pow10(8 - e));
+
+    /* log10() or the rounding may be one decade off */
+
+    if (m >= 1000000000) {
+        e++;
+        m = (uint64_t) llrint(v * ngx_http_aiserve_pow10(8 - e));
+
+    } else if (m < 100000000) {
+        e--;
+        m = (uint64_t) llrint(v * ngx_http_aiserve_pow10(8 - e));
+    }
+
+    if (m >= 1000000000) {
+        /* 9.999999995 -> 10.0000000 */
+        m /= 10;
+        e++;
+    }
+
+    for (i = 8; i >= 0; i--) {
+        digits[i] = (u_char) ('0' + m % 10);
+        m /= 10;
+    }
+
+    /* significant digits without trailing zeros */
+    for (n = 9; n > 1 && digits[n - 1] == '0'; n--) {
+        /* void */
+    }
+
+    if (e < -4 || e >= 9) {
+        *p++ = digits[0];
+
+        if (n > 1) {
+            *p++ = '.';
+            p = ngx_cpymem(p, digits + 1, n - 1);
+        }
+
+        p = ngx_sprintf(p, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+
+    } else if (e < 0) {
+        *p++ = '0';
+        *p++ = '.';
+
+        for (i = -1; i > e; i--) {
+            *p++ = '0';
+        }
+
+        p = ngx_cpymem(p, digits, n);
+
+    } else {
+        p = ngx_cpymem(p, digits, e + 1);
+
+        if (n > e + 1) {
+            *p++ = '.';
+            p = ngx_cpymem(p, digits + e + 1, n - e - 1);
+        }
+    }
+
+    j->pos = p;
+}
+
+
+/* 10^k for the exponents a float32 needs, -50 .. 50 */
+
+static double
+ngx_http_aiserve_pow10(int k)
+{
+    static double  table[101];
+    static int     ready;
+    int            i;
+
+    if (!ready) {
+        for (i = 0; i <= 100; i++) {
+            table[i] = pow(10, i - 50);
+        }
+
+        ready = 1;
+    }
+
+    if (k < -50 || k > 50) {
+        return pow(10, k);
+    }
+
+    return table[50 + k];
 }
 
 
