@@ -93,10 +93,12 @@ our $ConfFile = "$ConfDir/nginx.conf";
 # Variables the blocks may refer to as $TEST_NGINX_*.  SERVER_ROOT is what
 # openresty's runner sets; the others are set here and, for openresty's
 # runner, by tools/test-with-openresty.sh.
-$ENV{TEST_NGINX_SERVER_PORT} = $ServerPort if $Randomize;
+if ($Randomize) {
+    $ENV{TEST_NGINX_SERVER_PORT} = $ServerPort;
+    $ENV{TEST_NGINX_SERVROOT} = $ServRoot;
+}
 $ENV{TEST_NGINX_SERVER_PORT} //= $ServerPort;
 $ENV{TEST_NGINX_SERVER_ROOT} = $ServRoot;
-$ENV{TEST_NGINX_SERVROOT} = $ServRoot if $Randomize;
 $ENV{TEST_NGINX_SERVROOT} //= $ServRoot;
 $ENV{TEST_NGINX_HTML_DIR} //= $HtmlDir;
 $ENV{TEST_NGINX_AISERVE_ROOT} //= $repo_root;
@@ -107,7 +109,7 @@ $ENV{TEST_NGINX_AISERVE_MODULE} //=
 our $NginxPid;          # the master (or single process) we started
 our $PrevConfig;        # config of the block now loaded
 our $PrevBlock;         # block whose error log lines are being read
-our $ErrLogPos = 0;     # error_log_data() reads from here
+our $ErrLogPos = 0;     # error_log_lines() reads from here
 our $ScanPos = 0;       # alert/emerg scan has read up to here
 our $InChild = 0;       # set in a forked child: its END leaves nginx alone
 our $RunnerPid = $$;    # only this process stops nginx at the end
@@ -239,6 +241,13 @@ sub alive {
     return $line !~ /^\d+ \(.*\) Z/s;
 }
 
+sub is_nginx {
+    my $pid = shift;
+    open my $in, '<', "/proc/$pid/comm" or return 0;
+    my $comm = <$in> // '';
+    return $comm =~ /^(?:nginx|memcheck)/;
+}
+
 # Whether any process of nginx's process group (master and workers) is
 # still alive.
 sub group_alive {
@@ -257,6 +266,9 @@ sub group_alive {
 # process group (master and workers) if it has not gone within the timeout.
 sub stop_nginx {
     my $pid = $NginxPid // read_pid();
+    # A pid file left by an earlier run may name a process that is no
+    # longer nginx.
+    undef $pid if !$NginxPid && $pid && !is_nginx($pid);
     undef $NginxPid;
     my $child = $ChildPid;
     undef $ChildPid;
@@ -1196,9 +1208,8 @@ sub run_must_die {
             setup_server_root(0);
             write_user_files($block);
             write_config($block, $config, undef);
+            $ErrLogPos = $ScanPos = 0;
         }
-        $ScanPos = $i == 0 ? 0 : $ScanPos;
-        $ErrLogPos = $i == 0 ? 0 : $ErrLogPos;
         $PrevBlock = $block;
         my $status = run_nginx();
         my $code = $status >> 8;
@@ -1276,13 +1287,9 @@ sub run_block {
             $PrevBlock = $block;
             reload_nginx($block, $version);
         } else {
-            if ($PrevBlock) {
-                stop_nginx();
-                scan_alerts($PrevBlock, 'while the previous block ran '
-                            . 'or stopped');
-            } else {
-                stop_nginx();    # a leftover of an earlier run
-            }
+            stop_nginx();    # the previous block's, or an earlier run's
+            scan_alerts($PrevBlock, 'while the previous block ran '
+                        . 'or stopped');
             setup_server_root(0);
             write_user_files($block);
             write_config($block, $config, $version);
