@@ -5,7 +5,7 @@
 use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use AiserveTest qw(aiserve_http_concurrent aiserve_free_port);
+use AiserveTest qw(aiserve_http aiserve_http_concurrent aiserve_free_port);
 
 repeat_each(2);
 no_shuffle();
@@ -22,7 +22,8 @@ add_response_body_check(sub {
     my @res = aiserve_http_concurrent(server_port(), \@reqs, 8);
     my @bad = grep { ($res[$_ - 1]{status} // 0) != 200
                      || $res[$_ - 1]{body} ne "id=$_\n"
-                     || $res[$_ - 1]{headers}{'x-id'} ne $_ } 1 .. $n;
+                     || $res[$_ - 1]{headers}{'x-id'} ne $_
+                     || defined $res[$_ - 1]{error} } 1 .. $n;
     is(scalar @bad, 0, $block->name . " - $n concurrent answers, each its own")
         or diag Test::More::explain [@res[map { $_ - 1 } @bad]];
 });
@@ -105,6 +106,11 @@ EOT
     ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port),
        "no nginx of the broken file is left running");
     system('rm', '-rf', $root);
+
+    my $res = aiserve_http(aiserve_free_port(), { uri => '/' }, timeout => 5);
+    ok(!defined $res->{status} && ($res->{error} // '') =~ /^connect: /,
+       "AiserveTest reports a refused connection as an error")
+        or diag Test::More::explain $res;
 }
 
 __DATA__
@@ -440,14 +446,18 @@ back
 
 
 
-=== TEST 25: many clients at once (AiserveTest)
+=== TEST 25: many clients at once (AiserveTest), chunked answers
 --- config
     location = /c {
         add_header X-Id $arg_id;
-        return 200 "id=$arg_id\n";
+        sub_filter_types *;
+        sub_filter 'ID=' 'id=';
+        return 200 "ID=$arg_id\n";
     }
 --- request
 GET /c?id=0
+--- response_headers
+Transfer-Encoding: chunked
 --- response_body
 id=0
 --- concurrent: 40
