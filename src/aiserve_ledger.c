@@ -438,7 +438,7 @@ ledger_rend(aiserve_ledger_t *l)
 }
 
 
-/* --- keys ------------------------------------------------------------------ */
+/* --- keys ----------------------------------------------------------------- */
 
 static void
 key_checksum(const char *s, size_t len, char out[AISERVE_KEY_CHECK_CHARS])

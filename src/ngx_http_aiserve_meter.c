@@ -273,7 +273,7 @@ static ngx_event_t        ngx_http_aiserve_meter_flush_event;
 static ngx_connection_t   ngx_http_aiserve_meter_dummy;
 
 
-/* --- time and periods ------------------------------------------------------ */
+/* --- time and periods ----------------------------------------------------- */
 
 static uint32_t
 ngx_http_aiserve_meter_today(void)
@@ -317,7 +317,7 @@ ngx_http_aiserve_meter_period_left(uint32_t kind)
 }
 
 
-/* --- shared zone lookups (zone mutex held) --------------------------------- */
+/* --- shared zone lookups (zone mutex held) -------------------------------- */
 
 static ngx_http_aiserve_meter_key_t *
 ngx_http_aiserve_meter_key_lookup(ngx_http_aiserve_meter_zone_t *z,
@@ -1437,7 +1437,7 @@ ngx_http_aiserve_meter_header_filter(ngx_http_request_t *r)
 }
 
 
-/* --- aiserve_usage: the caller's usage as JSON ----------------------------- */
+/* --- aiserve_usage: the caller's usage as JSON ---------------------------- */
 
 typedef struct {
     ngx_array_t        rows;       /* of ngx_http_aiserve_meter_out_t */
@@ -1663,7 +1663,7 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
 }
 
 
-/* --- flush ------------------------------------------------------------------ */
+/* --- flush ---------------------------------------------------------------- */
 
 typedef struct {
     aiserve_row_key_t  rk;
@@ -2165,7 +2165,7 @@ ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle)
 }
 
 
-/* --- variables -------------------------------------------------------------- */
+/* --- variables ------------------------------------------------------------ */
 
 static ngx_int_t
 ngx_http_aiserve_meter_variable(ngx_http_request_t *r,
@@ -2236,7 +2236,7 @@ ngx_http_aiserve_meter_add_variables(ngx_conf_t *cf)
 }
 
 
-/* --- shared zone ------------------------------------------------------------ */
+/* --- shared zone ---------------------------------------------------------- */
 
 static void
 ngx_http_aiserve_meter_rbtree_insert_value(ngx_rbtree_node_t *temp,

@@ -30,6 +30,19 @@ meter_cli($db, 'block', $id{blocked});
 ($id{expired}, $key{expired}) = meter_create_key($db, '--name', 'old',
                                                  '--expires', '+1s');
 
+# every aiserve-keys command answers --help
+for my $cmd (qw(create list revoke block unblock set usage export)) {
+    my ($rc, $out) = meter_cli($db, $cmd, '--help');
+    ok($rc == 0 && $out =~ /^usage: aiserve-keys $cmd/,
+       "aiserve-keys $cmd --help");
+}
+{
+    my ($rc, $out) = meter_cli($db, 'list');
+    like($out, qr/^key_\d+ +alice +ais_live_\w{4}\.\.\.\w{4} +active/m,
+         'list shows id, name, prefix...last4, status');
+    unlike($out, qr/ais_live_\w{38}/, 'list never shows a secret');
+}
+
 our $key_for_query = $key{alice};
 
 $ENV{TEST_NGINX_METER_DB} = $db;
