@@ -1047,7 +1047,6 @@ sub check_response {
     } else {
         my $want = defined $block->error_code
             ? indexed($name, $block->error_code, $idx, $need_array) : 200;
-        $want = trim_value($want);
         Test::More::is($res->{code} // '', $want, "$name - status code ok");
     }
 
