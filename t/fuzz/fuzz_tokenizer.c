@@ -3,7 +3,8 @@
  *
  * Input: byte 0 selects options (bit 0: pair, bit 1: truncation to
  * 1 + byte 1 % 40 tokens, bit 2: left, bit 3: no special tokens, bit 4:
- * uncased model when present); the rest is the text, and with a pair,
+ * uncased model, bit 5: uncased with added tokens, when present); the
+ * rest is the text, and with a pair,
  * the text up to the first 0xFF byte (never in UTF-8) and the pair after it.
  * Invalid UTF-8 must give an error, never a crash; a success must give
  * offsets inside the text, on code point boundaries, byte and code point
@@ -13,10 +14,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "aiserve_tokenizer.h"
 
-static aiserve_tok_t  *tok_chinese, *tok_uncased;
+static aiserve_tok_t  *tok_chinese, *tok_uncased, *tok_added;
+
+
+/* MiniLM's tokenizer.json with the added tokens of the parity test (raw
+ * and normalized, lstrip, rstrip, single_word), or NULL */
+static aiserve_tok_t *
+load_added(void)
+{
+    json_t         *root, *added;
+    json_error_t    jerr;
+    char            dir[] = "/tmp/aiserve-fuzz-XXXXXX", path[128], err[256];
+    aiserve_tok_t  *tok;
+
+    root = json_load_file("models/all-MiniLM-L6-v2/tokenizer.json", 0, &jerr);
+    added = json_load_file("t/data/tokenizer/added-tokens.json", 0, &jerr);
+    if (root == NULL || added == NULL || mkdtemp(dir) == NULL) {
+        json_decref(root);
+        json_decref(added);
+        return NULL;
+    }
+    json_object_set_new(root, "added_tokens", added);
+    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+    json_dump_file(root, path, 0);
+    json_decref(root);
+    tok = aiserve_tok_load(dir, err, sizeof(err));
+    unlink(path);
+    rmdir(dir);
+
+    return tok;
+}
 
 
 static size_t
@@ -82,6 +115,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     }
     tok_uncased = aiserve_tok_load("models/all-MiniLM-L6-v2", err,
                                    sizeof(err));
+    tok_added = load_added();
 
     return 0;
 }
@@ -109,7 +143,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     opts.direction = (flags & 4) ? AISERVE_TRUNCATE_LEFT
                                  : AISERVE_TRUNCATE_RIGHT;
     opts.add_special_tokens = !(flags & 8);
-    tok = (flags & 16) && tok_uncased ? tok_uncased : tok_chinese;
+    tok = (flags & 32) && tok_added ? tok_added
+          : (flags & 16) && tok_uncased ? tok_uncased : tok_chinese;
 
     text = data + 2;
     len = size - 2;
