@@ -30,10 +30,11 @@ add_response_body_check(sub {
 
 run_tests();
 
-# The runner must also fail when it should.  A file of broken blocks runs
-# under aiserve's runner (t/lib) in a child, in the current mode (normal or
-# HUP), on its own port and server root; exactly the expected checks fail,
-# and no nginx of it survives.
+# The runner must also fail when it should.  A file of broken blocks (and,
+# after a LAST block, one that must not run) runs under aiserve's runner
+# (t/lib) in a child, in the current mode (normal, HUP or valgrind), on its
+# own port and server root; exactly the expected checks fail, and no nginx
+# of it survives.
 {
     my $root = "$FindBin::Bin/servroot-selftest-$$";
     my $fixture = "$root/broken.pl";
@@ -79,6 +80,14 @@ GET /nope
 X-Absent: 1
 --- no_error_log
 No such file or directory
+--- LAST
+
+=== TEST 5: never run: the block before is the LAST
+--- config
+--- request
+GET /
+--- response_body
+not what nginx answers
 EOT
     close $out;
     my $port = aiserve_free_port();
