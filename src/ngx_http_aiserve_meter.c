@@ -181,6 +181,7 @@ static ngx_int_t ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle,
     ngx_log_t *log);
 static void ngx_http_aiserve_meter_log_writer(ngx_log_t *log,
     ngx_uint_t level, u_char *buf, size_t len);
+static ngx_uint_t ngx_http_aiserve_meter_mask_key(ngx_str_t *s);
 static ngx_int_t ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle);
 
@@ -1159,6 +1160,31 @@ ngx_http_aiserve_meter_cleanup(void *data)
 
 /* --- authentication ------------------------------------------------------- */
 
+/* Overwrites the secret part of every key in s with '*'; 1 if any. */
+static ngx_uint_t
+ngx_http_aiserve_meter_mask_key(ngx_str_t *s)
+{
+    size_t      off, len, pos;
+    ngx_uint_t  found;
+
+    found = 0;
+    pos = 0;
+
+    while (pos < s->len
+           && aiserve_key_find((char *) s->data + pos, s->len - pos, &off,
+                               &len))
+    {
+        ngx_memset(s->data + pos + off + len - AISERVE_KEY_RANDOM_CHARS
+                   - AISERVE_KEY_CHECK_CHARS + 4, '*',
+                   AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS - 4);
+        pos += off + len;
+        found = 1;
+    }
+
+    return found;
+}
+
+
 /*
  * Bearer token from Authorization (RFC 6750 2.1; scheme case-insensitive).
  * Refuses keys in the query string (RFC 6750 2.3 is not offered) and masks
@@ -1171,7 +1197,6 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
     ngx_http_aiserve_meter_refusal_t *ref)
 {
     u_char                              *p, *last;
-    size_t                               off, len;
     ngx_int_t                            rc;
     ngx_str_t                            token;
     uint8_t                              hash[AISERVE_HASH_LEN];
@@ -1195,17 +1220,12 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (r->request_line.len
-        && aiserve_key_find((char *) r->request_line.data,
-                            r->request_line.len, &off, &len))
+    /* HTTP/1.x: the request line, uri, args and unparsed uri share one
+     * buffer; HTTP/2 builds the request line apart: mask each */
+    if (ngx_http_aiserve_meter_mask_key(&r->request_line)
+        | ngx_http_aiserve_meter_mask_key(&r->unparsed_uri)
+        | ngx_http_aiserve_meter_mask_key(&r->args))
     {
-        /* the request line, uri, args and unparsed uri share one buffer:
-         * overwrite the secret part in place */
-        ngx_memset(r->request_line.data + off + len
-                   - AISERVE_KEY_RANDOM_CHARS - AISERVE_KEY_CHECK_CHARS + 4,
-                   '*', AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS
-                        - 4);
-
         ref->status = NGX_HTTP_BAD_REQUEST;
         ref->type = "invalid_request_error";
         ref->code = "api_key_in_query";
@@ -2038,20 +2058,14 @@ static void
 ngx_http_aiserve_meter_log_writer(ngx_log_t *log, ngx_uint_t level,
     u_char *buf, size_t len)
 {
-    size_t                              off, klen, pos;
+    ngx_str_t                           line;
     ngx_log_t                           orig;
     ngx_http_aiserve_meter_log_wrap_t  *wrap;
 
-    pos = 0;
+    line.data = buf;
+    line.len = len;
 
-    while (pos < len
-           && aiserve_key_find((char *) buf + pos, len - pos, &off, &klen))
-    {
-        ngx_memset(buf + pos + off + klen - AISERVE_KEY_RANDOM_CHARS
-                   - AISERVE_KEY_CHECK_CHARS + 4, '*',
-                   AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS - 4);
-        pos += off + klen;
-    }
+    (void) ngx_http_aiserve_meter_mask_key(&line);
 
     wrap = log->wdata;
 

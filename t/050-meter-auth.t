@@ -7,7 +7,7 @@
 use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use AiserveTest qw(aiserve_http);
+use AiserveTest qw(aiserve_http aiserve_free_port);
 use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
                     meter_embed_request meter_log_dir meter_json
                     meter_keys_in_logs);
@@ -46,6 +46,7 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
 our $key_for_query = $key{alice};
 
 $ENV{TEST_NGINX_METER_DB} = $db;
+$ENV{TEST_NGINX_H2_PORT} = aiserve_free_port();
 $ENV{TEST_NGINX_METER_LOGS} = $logs;
 
 # "Bearer $KEY{alice}" in --- more_headers becomes alice's secret.
@@ -70,6 +71,13 @@ EOC
     aiserve_meter_db $db flush=100ms;
     aiserve_meter_zone meter 1m;
     aiserve_price tiny 1500;
+    server {
+        listen 127.0.0.1:$ENV{TEST_NGINX_H2_PORT} http2;
+        location /v1/embeddings {
+            aiserve_infer tiny api=openai;
+            aiserve_meter on;
+        }
+    }
 EOC
 });
 
@@ -134,6 +142,19 @@ my %checks = (
     },
 
     # the caller's own usage; an admin key sees every key
+    # HTTP/2 builds the request line apart from the uri and args
+    h2_query => sub {
+        my $url = "http://127.0.0.1:$ENV{TEST_NGINX_H2_PORT}/v1/embeddings"
+                  . "?api_key=$key{bob}";
+        my $out = `curl -sS --http2-prior-knowledge -o /dev/null -w '%{http_code} %{http_version}' '$url'`;
+        is($out, '400 2', 'HTTP/2: key in the query string refused');
+        Time::HiRes::sleep(0.05);
+        open my $in, '<', "$logs/access-050.log" or die $!;
+        my @lines = grep { /HTTP\/2\.0/ } <$in>;
+        like($lines[-1] // '', qr/"GET \/v1\/embeddings\?api_key=ais_live_\w{4}\*{34} HTTP\/2\.0" 400/,
+             'HTTP/2: masked in the access log');
+    },
+
     usage => sub {
         post('alice') for 1 .. 3;
         my $r = aiserve_http(server_port(), {
@@ -386,7 +407,22 @@ ok
 
 
 
-=== TEST 12: aiserve_meter on without a ledger is a configuration error
+=== TEST 12: HTTP/2: a key in the query string is refused and masked
+--- config
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: h2_query
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 13: aiserve_meter on without a ledger is a configuration error
 --- http_config
     aiserve_model tiny $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
 --- config
@@ -400,7 +436,7 @@ ok
 
 
 
-=== TEST 13: invalid aiserve_meter_db parameter names the token
+=== TEST 14: invalid aiserve_meter_db parameter names the token
 --- http_config
     aiserve_meter_db $TEST_NGINX_METER_DB map_size=lots;
 --- config
@@ -410,7 +446,7 @@ invalid map_size "map_size=lots" in "aiserve_meter_db"
 
 
 
-=== TEST 14: aiserve_meter takes on, off or dry_run
+=== TEST 15: aiserve_meter takes on, off or dry_run
 --- http_config
     aiserve_meter_db $TEST_NGINX_METER_DB;
     aiserve_meter_zone meter 1m;
