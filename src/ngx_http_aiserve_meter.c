@@ -123,6 +123,7 @@ typedef struct {
     ngx_uint_t                   reserved;
     ngx_uint_t                   settled;
     ngx_uint_t                   tokens;
+    uint32_t                     day;          /* of the reservation */
     ngx_str_t                    model;
     uint64_t                     cost_nano;
     ngx_uint_t                   has_cost;
@@ -758,6 +759,7 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     ngx_msec_t                           now, elapsed;
     ngx_pool_cleanup_t                  *cln;
     aiserve_key_t                       *k;
+    aiserve_row_key_t                    rk;
     ngx_http_aiserve_meter_key_t        *st;
     ngx_http_aiserve_meter_ctx_t        *ctx;
     ngx_http_aiserve_meter_zone_t       *z;
@@ -913,8 +915,20 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     }
 
     if (ref.status == 0) {
-        resv = ngx_slab_alloc_locked(z->shpool,
-                                     sizeof(ngx_http_aiserve_meter_resv_t));
+        /* the usage row is made now, so that settling never needs memory
+         * the zone may not have: a full zone refuses, it does not lose */
+        ngx_memzero(&rk, sizeof(aiserve_row_key_t));
+        rk.key_id = k->id;
+        rk.day = today;
+        ngx_memcpy(rk.model, model->data, model->len);
+
+        resv = NULL;
+
+        if (ngx_http_aiserve_meter_row_lookup(z, &rk, 1) != NULL) {
+            resv = ngx_slab_alloc_locked(z->shpool,
+                                       sizeof(ngx_http_aiserve_meter_resv_t));
+        }
+
         if (resv == NULL) {
             ngx_shmtx_unlock(&z->shpool->mutex);
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -940,6 +954,7 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
         ctx->resv = resv;
         ctx->reserved = 1;
         ctx->tokens = need;
+        ctx->day = today;
     }
 
     st->req_level = req_level;
@@ -1071,6 +1086,13 @@ ngx_http_aiserve_meter_account(ngx_http_request_t *r,
     }
 
     row = ngx_http_aiserve_meter_row_lookup(z, &rk, 1);
+
+    if (row == NULL && ctx->day != today) {
+        /* past midnight with a full zone: the row made at admission */
+        rk.day = ctx->day;
+        row = ngx_http_aiserve_meter_row_lookup(z, &rk, 0);
+    }
+
     if (row) {
         ngx_http_aiserve_meter_usage_add(&row->pending, u);
     }

@@ -22,12 +22,14 @@ workers(2);
 my $db = meter_db('053');
 my $full_db = meter_db('053-full');
 my $grow_db = meter_db('053-grow');
+my $small_db = meter_db('053-small');
 my $logs = meter_log_dir();
 my ($kid, $key) = meter_create_key($db, '--name', 'load');
 
 $ENV{TEST_NGINX_METER_DB} = $db;
 $ENV{TEST_NGINX_METER_FULL_DB} = $full_db;
 $ENV{TEST_NGINX_METER_GROW_DB} = $grow_db;
+$ENV{TEST_NGINX_METER_SMALL_DB} = $small_db;
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -263,6 +265,39 @@ my %checks = (
     },
 );
 
+# a zone too small for the keys in use: refused with 503, nothing lost
+$checks{small_zone} = sub {
+    my @keys = map { [meter_create_key($small_db, '--name', "k$_")] }
+               1 .. 150;
+    my ($ok, $tokens, $busy) = (0, 0, 0);
+    my %ok_per;
+    for my $k (@keys) {
+        my $r = aiserve_http(server_port(),
+                             meter_embed_request($k->[1], 'small zone'));
+        if ($r->{status} == 200) {
+            $ok++;
+            $ok_per{ $k->[0] }++;
+            $tokens += meter_json($r->{body})->{usage}{prompt_tokens};
+        } elsif ($r->{status} == 503
+                 && meter_json($r->{body})->{error}{code}
+                    eq 'meter_unavailable')
+        {
+            $busy++;
+        }
+    }
+    ok($busy > 0, "zone full: $busy of 150 keys refused with 503");
+    is($ok + $busy, 150, 'the others admitted');
+    Time::HiRes::sleep(0.5);
+    my $u = meter_usage($small_db);
+    my ($req, $tok) = (0, 0);
+    for my $id (keys %$u) {
+        $req += $u->{$id}{requests};
+        $tok += $u->{$id}{prompt_tokens};
+    }
+    is($req, $ok, 'ledger: every admitted request, none of the refused');
+    is($tok, $tokens, 'ledger: their tokens');
+};
+
 add_response_body_check(sub {
     my ($block) = @_;
     my $name = $block->meter_check or return;
@@ -377,3 +412,18 @@ ok
 ledger map grown to
 --- no_error_log
 [error]
+
+
+
+=== TEST 8: a zone too small: 503 for new keys, no settled usage lost
+--- meter_http_config
+    aiserve_meter_db $TEST_NGINX_METER_SMALL_DB flush=100ms;
+    aiserve_meter_zone small 32k;
+--- request
+GET /t
+--- meter_check: small_zone
+--- response_body
+ok
+--- timeout: 90
+--- error_log eval
+qr/\[alert\] .*aiserve meter: zone is full/
