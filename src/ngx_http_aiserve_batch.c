@@ -70,6 +70,36 @@ static void ngx_http_aiserve_dequeue(ngx_http_aiserve_ctx_t *ctx);
 static ngx_msec_int_t ngx_http_aiserve_usec(void);
 
 
+/*
+ * Frees the worker's batch memory of a model at exit_process.  nginx's
+ * thread pools (a core module) have joined their threads by then.
+ */
+
+void
+ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m)
+{
+    ngx_http_aiserve_batch_t  *b;
+
+    b = m->batch;
+    if (b == NULL) {
+        return;
+    }
+
+    if (b->scratch) {
+        aiserve_scratch_free(b->scratch);
+    }
+
+    ngx_free(b->input_ids);
+    ngx_free(b->token_type_ids);
+    ngx_free(b->seq_lens);
+    ngx_free(b->segs);
+    ngx_free(b->out);
+    ngx_free(b);
+
+    m->batch = NULL;
+}
+
+
 static ngx_msec_int_t
 ngx_http_aiserve_usec(void)
 {

@@ -44,6 +44,7 @@ static char *ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_aiserve_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_aiserve_init_process(ngx_cycle_t *cycle);
+static void ngx_http_aiserve_exit_process(ngx_cycle_t *cycle);
 
 
 static ngx_conf_num_bounds_t  ngx_http_aiserve_threads_bounds = {
@@ -149,7 +150,7 @@ ngx_module_t  ngx_http_aiserve_module = {
     ngx_http_aiserve_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_aiserve_exit_process,         /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -753,6 +754,25 @@ ngx_http_aiserve_init_process(ngx_cycle_t *cycle)
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_aiserve_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                      i;
+    ngx_http_aiserve_model_t      **mp;
+    ngx_http_aiserve_main_conf_t   *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_aiserve_module);
+    if (amcf == NULL) {
+        return;
+    }
+
+    mp = amcf->models.elts;
+    for (i = 0; i < amcf->models.nelts; i++) {
+        ngx_http_aiserve_batch_free(mp[i]);
+    }
 }
 
 
