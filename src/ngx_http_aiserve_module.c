@@ -900,9 +900,16 @@ ngx_http_aiserve_body_handler(ngx_http_request_t *r)
 
     rc = ngx_http_aiserve_meter_reserve(r, &ctx->model->name,
                                         ctx->prompt_tokens);
-    if (rc != NGX_OK) {
+    if (rc == NGX_DECLINED) {
         /* the meter has sent its answer (401, 403, 429, 503) */
-        ngx_http_finalize_request(r, rc == NGX_DECLINED ? NGX_OK : rc);
+        ngx_http_finalize_request(r, NGX_OK);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, r->header_sent
+                                     ? NGX_ERROR
+                                     : NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
