@@ -109,6 +109,7 @@ my %checks = (
     },
 
     tpm => sub {
+        my $t0 = Time::HiRes::time();
         my $r = post('tpm', input => 'hello');
         is($r->{status}, 200, 'tpm=20: first request');
         my $t = meter_json($r->{body})->{usage}{prompt_tokens};
@@ -123,8 +124,13 @@ my %checks = (
             last if $last->{status} != 200;
             $n++;
         }
+        my $secs = Time::HiRes::time() - $t0;
         is($last->{status}, 429, "429 once the minute's tokens are used");
-        is($n, int(20 / $t), "admitted exactly floor(20 / $t) requests");
+        # the bucket refills 20 tokens a minute while the loop runs
+        my $max = int((20 + 20 * $secs / 60) / $t);
+        ok($n >= int(20 / $t) && $n <= $max,
+           "admitted $n requests of $t tokens: 20 tokens, plus what "
+           . sprintf('%.1f s refilled', $secs));
         like($last->{headers}{'x-ratelimit-reset-tokens'}, qr/\d/,
              'x-ratelimit-reset-tokens');
         like($last->{headers}{ratelimit}, qr/"tokens";r=\d+;t=\d+/,

@@ -84,6 +84,7 @@ sub load_while {
         $Test::Nginx::Socket::InChild = 1;
         my @reqs = map { meter_embed_request($secret, 'durable words') }
                    1 .. $n;
+        my $start = Time::HiRes::time();
         my @res = aiserve_http_concurrent(server_port(), \@reqs, 32,
                                           timeout => 60);
         my ($ok, $tokens, $failed) = (0, 0, 0);
@@ -97,16 +98,17 @@ sub load_while {
             }
         }
         open my $f, '>', $out or POSIX::_exit(1);
-        print $f "$ok $tokens $failed\n";
+        my $end = Time::HiRes::time();
+        print $f "$ok $tokens $failed $start $end\n";
         close $f;
         POSIX::_exit(0);
     }
     $during->();
     waitpid $pid, 0;
     open my $f, '<', $out or die "no load result: $!";
-    my ($ok, $tokens, $failed) = split ' ', scalar <$f>;
+    my ($ok, $tokens, $failed, $start, $end) = split ' ', scalar <$f>;
     unlink $out;
-    return ($ok, $tokens, $failed, Time::HiRes::time() - $t0);
+    return ($ok, $tokens, $failed, Time::HiRes::time() - $t0, $start, $end);
 }
 
 my %tally;    # key id -> [requests, tokens] the clients saw
@@ -164,16 +166,17 @@ my %checks = (
         my $master = master_pid();
         my @pids;
         my $killed_at;
-        my ($ok, $tokens, $failed, $secs) = load_while($key, 6000, sub {
-            Time::HiRes::sleep(1.7);
-            @pids = ($master, workers_of($master));
-            kill 'KILL', @pids;
-            $killed_at = Time::HiRes::time();
-        });
+        my ($ok, $tokens, $failed, $secs, $start, $end) =
+            load_while($key, 15000, sub {
+                Time::HiRes::sleep(1.7);
+                @pids = ($master, workers_of($master));
+                kill 'KILL', @pids;
+                $killed_at = Time::HiRes::time();
+            });
         my $u = meter_usage($db)->{$kid};
         my $ledger = $u->{requests} - $tally{$kid}[0];
         my $lost = $ok - $ledger;
-        my $rate = $ok / 1.7;
+        my $rate = $ok / (($end < $killed_at ? $end : $killed_at) - $start);
         Test::More::diag(sprintf "kill -9 of all nginx processes with "
             . "flush=1s: %d responses, %d in the ledger, %d lost "
             . "(%.2f s of traffic at %.0f req/s)",
