@@ -816,11 +816,18 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     ctx->model.len = model->len;
 
     if (!aiserve_key_model_allowed(k, (char *) model->data, model->len)) {
-        ref.status = NGX_HTTP_FORBIDDEN;
-        ref.type = "invalid_request_error";
-        ref.code = "model_not_allowed";
-        ref.msg = "this API key may not use this model";
-        goto refused;
+
+        if (lcf->mode == NGX_HTTP_AISERVE_METER_ON) {
+            ref.status = NGX_HTTP_FORBIDDEN;
+            ref.type = "invalid_request_error";
+            ref.code = "model_not_allowed";
+            ref.msg = "this API key may not use this model";
+            goto refused;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "aiserve meter: dry run, key_%uD would get 403 "
+                      "model_not_allowed", k->id);
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);

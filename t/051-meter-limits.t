@@ -28,7 +28,7 @@ sub key {
 key('rpm', '--rpm', 3);
 key('tpm', '--tpm', 20);
 key('budget', '--budget', 1, '--period', 'day');   # set once measured
-key('dry', '--rpm', 1);
+key('dry', '--rpm', 1, '--models', 'other');
 key('one', '--concurrency', 1);
 key('probe');
 
@@ -197,7 +197,7 @@ my %checks = (
     dry_run => sub {
         my @res = map { post('dry', uri => '/dry/v1/embeddings') } 1 .. 3;
         is_deeply([map { $_->{status} } @res], [200, 200, 200],
-                  'dry_run: over rpm, nothing refused');
+                  'dry_run: model not allowed and over rpm, nothing refused');
         my $r = aiserve_http(server_port(),
                              meter_embed_request(undef, 'x',
                                  uri => '/dry/v1/embeddings'));
@@ -275,6 +275,7 @@ GET /t
 ok
 --- error_log eval
 [qr/dry run, key_\d+ would get 429 rate_limit_exceeded/,
+ qr/dry run, key_\d+ would get 403 model_not_allowed/,
  qr/dry run, would refuse with 401 missing_api_key/]
 --- no_error_log
 [error]
