@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <lmdb.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -558,6 +559,13 @@ aiserve_key_well_formed(const char *s, size_t len)
 
 
 int
+aiserve_key_shaped(const char *s, size_t len)
+{
+    return key_shape(s, len) == len;
+}
+
+
+int
 aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen)
 {
     size_t  i, n;
@@ -590,6 +598,73 @@ aiserve_key_hash(const uint8_t pepper[AISERVE_PEPPER_LEN], const char *key,
 
     HMAC(EVP_sha256(), pepper, AISERVE_PEPPER_LEN,
          (const unsigned char *) key, len, out, &n);
+}
+
+
+struct aiserve_key_hmac_s {
+    EVP_MAC      *mac;
+    EVP_MAC_CTX  *ctx;
+};
+
+
+aiserve_key_hmac_t *
+aiserve_key_hmac_create(const uint8_t pepper[AISERVE_PEPPER_LEN])
+{
+    OSSL_PARAM           params[2];
+    aiserve_key_hmac_t  *h;
+
+    h = calloc(1, sizeof(aiserve_key_hmac_t));
+    if (h == NULL) {
+        return NULL;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    h->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    h->ctx = h->mac ? EVP_MAC_CTX_new(h->mac) : NULL;
+
+    if (h->ctx == NULL
+        || EVP_MAC_init(h->ctx, pepper, AISERVE_PEPPER_LEN, params) != 1)
+    {
+        aiserve_key_hmac_free(h);
+        return NULL;
+    }
+
+    return h;
+}
+
+
+int
+aiserve_key_hmac(aiserve_key_hmac_t *h, const char *key, size_t len,
+    uint8_t out[AISERVE_HASH_LEN])
+{
+    size_t  n;
+
+    /* a NULL key keeps the one the context was initialised with */
+    if (EVP_MAC_init(h->ctx, NULL, 0, NULL) != 1
+        || EVP_MAC_update(h->ctx, (const unsigned char *) key, len) != 1
+        || EVP_MAC_final(h->ctx, out, &n, AISERVE_HASH_LEN) != 1
+        || n != AISERVE_HASH_LEN)
+    {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+void
+aiserve_key_hmac_free(aiserve_key_hmac_t *h)
+{
+    if (h == NULL) {
+        return;
+    }
+
+    EVP_MAC_CTX_free(h->ctx);
+    EVP_MAC_free(h->mac);
+    free(h);
 }
 
 

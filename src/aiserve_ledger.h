@@ -163,6 +163,10 @@ int aiserve_key_generate(const char *type, char *out);
 /* 1 if s[0..len) has the shape and a valid checksum of a generated key. */
 int aiserve_key_well_formed(const char *s, size_t len);
 
+/* 1 if s[0..len) has the shape of a generated key (no checksum: what a
+ * server checks before its HMAC lookup, which decides anyway). */
+int aiserve_key_shaped(const char *s, size_t len);
+
 /* 1 if s[0..len) contains something shaped like a generated key; its
  * offset and length in *off, *klen.  Used to refuse and mask keys sent in
  * a query string. */
@@ -171,6 +175,20 @@ int aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen);
 /* HMAC-SHA-256(pepper, key). */
 void aiserve_key_hash(const uint8_t pepper[AISERVE_PEPPER_LEN],
     const char *key, size_t len, uint8_t out[AISERVE_HASH_LEN]);
+
+/*
+ * The same HMAC with a context keyed once (OpenSSL's EVP_MAC, re-initialised
+ * with the key it holds): about 0.25 us a key instead of 1.5 us for the
+ * one-shot HMAC(), which fetches the algorithm on every call.  A context is
+ * for one thread.  create returns NULL on failure; hmac returns 0 or -1.
+ */
+typedef struct aiserve_key_hmac_s  aiserve_key_hmac_t;
+
+aiserve_key_hmac_t *aiserve_key_hmac_create(
+    const uint8_t pepper[AISERVE_PEPPER_LEN]);
+int aiserve_key_hmac(aiserve_key_hmac_t *h, const char *key, size_t len,
+    uint8_t out[AISERVE_HASH_LEN]);
+void aiserve_key_hmac_free(aiserve_key_hmac_t *h);
 
 /*
  * Creates a key from the fields of *k (name, flags, limits, models,

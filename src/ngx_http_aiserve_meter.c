@@ -270,7 +270,8 @@ ngx_module_t  ngx_http_aiserve_meter_module = {
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 /* per worker: the ledger (LMDB env) and the flush timer */
-static aiserve_ledger_t  *ngx_http_aiserve_meter_ledger;
+static aiserve_ledger_t    *ngx_http_aiserve_meter_ledger;
+static aiserve_key_hmac_t  *ngx_http_aiserve_meter_hmac;
 static ngx_event_t        ngx_http_aiserve_meter_flush_event;
 static ngx_connection_t   ngx_http_aiserve_meter_dummy;
 
@@ -1230,9 +1231,6 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
     ngx_str_t                            token;
     uint8_t                              hash[AISERVE_HASH_LEN];
     ngx_http_aiserve_meter_ctx_t        *ctx;
-    ngx_http_aiserve_meter_main_conf_t  *mcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
     if (ctx == NULL) {
@@ -1290,13 +1288,20 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
     token.data = p;
     token.len = last - p;
 
-    if (!aiserve_key_well_formed((char *) token.data, token.len)) {
+    if (!aiserve_key_shaped((char *) token.data, token.len)) {
         ref->code = "invalid_api_key";
         ref->msg = "invalid API key";
         return NGX_DECLINED;
     }
 
-    aiserve_key_hash(mcf->pepper, (char *) token.data, token.len, hash);
+    if (aiserve_key_hmac(ngx_http_aiserve_meter_hmac, (char *) token.data,
+                         token.len, hash)
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve meter: HMAC failed");
+        return NGX_ERROR;
+    }
 
     rc = aiserve_ledger_key_lookup(ngx_http_aiserve_meter_ledger, hash,
                                    &ctx->key);
@@ -2022,6 +2027,13 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
 
     aiserve_ledger_reader_check(ngx_http_aiserve_meter_ledger);
 
+    ngx_http_aiserve_meter_hmac = aiserve_key_hmac_create(mcf->pepper);
+    if (ngx_http_aiserve_meter_hmac == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "aiserve meter: cannot create an HMAC-SHA-256 context");
+        return NGX_ERROR;
+    }
+
     if (mcf->shm_zone) {
         ngx_http_aiserve_meter_dummy.fd = (ngx_socket_t) -1;
         ngx_http_aiserve_meter_flush_event.handler =
@@ -2047,6 +2059,9 @@ ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle)
 
     aiserve_ledger_close(ngx_http_aiserve_meter_ledger);
     ngx_http_aiserve_meter_ledger = NULL;
+
+    aiserve_key_hmac_free(ngx_http_aiserve_meter_hmac);
+    ngx_http_aiserve_meter_hmac = NULL;
 }
 
 

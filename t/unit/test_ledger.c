@@ -53,6 +53,10 @@ test_key_format(void)
     tap_ok(!aiserve_key_well_formed(bad, strlen(bad)),
            "one changed character fails the checksum");
     tap_ok(!aiserve_key_well_formed(a, strlen(a) - 1), "truncated key fails");
+    tap_ok(aiserve_key_shaped(bad, strlen(bad))
+           && !aiserve_key_shaped(a, strlen(a) - 1)
+           && !aiserve_key_shaped("ais_live_", 9),
+           "shape check: checksum not verified, length and alphabet are");
     tap_ok(aiserve_key_generate("LIVE", b) == -1, "upper-case type refused");
     tap_ok(aiserve_key_generate("test", b) == 0
            && strncmp(b, "ais_test_", 9) == 0, "test key type");
@@ -80,6 +84,25 @@ test_hash(void)
 
     aiserve_key_hash(p2, "ais_live_x", 10, h2);
     tap_ok(memcmp(h1, h2, sizeof(h1)) != 0, "HMAC depends on the pepper");
+
+    {
+        int                  i, same = 1;
+        const char          *keys[] = { "a", "ais_live_x", "Hi There", "" };
+        aiserve_key_hmac_t  *hm;
+
+        hm = aiserve_key_hmac_create(p1);
+        tap_ok(hm != NULL, "keyed HMAC context");
+        for (i = 0; hm && i < 4; i++) {
+            aiserve_key_hash(p1, keys[i], strlen(keys[i]), h1);
+            if (aiserve_key_hmac(hm, keys[i], strlen(keys[i]), h2) != 0
+                || memcmp(h1, h2, sizeof(h1)) != 0)
+            {
+                same = 0;
+            }
+        }
+        tap_ok(same, "keyed context == one-shot HMAC, reused 4 times");
+        aiserve_key_hmac_free(hm);
+    }
 
     /* vector from Python's hmac module:
      * hmac.new(b"\x0b" * 32, b"Hi There", hashlib.sha256) */
