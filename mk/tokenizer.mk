@@ -5,6 +5,8 @@
 #                                           (needs .venv with tokenizers)
 #   make bench-tokenizer                    ours vs HF tokenizers, updates
 #                                           BENCHMARKS.md (needs .venv)
+#   make difftest-tokenizer [SEED=1]        random texts, ours vs HF tokenizers
+#                                           (needs .venv)
 
 TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_encode.c src/aiserve_tok_unicode.c
 FUZZ_SECONDS   ?= 30
@@ -12,7 +14,7 @@ FUZZ_CC        ?= clang
 FUZZ_TOKENIZER := $(BUILD)/fuzz/fuzz_tokenizer
 PYTHON_VENV    ?= .venv/bin/python
 
-.PHONY: fuzz-tokenizer golden-tokenizer bench-tokenizer
+.PHONY: fuzz-tokenizer golden-tokenizer bench-tokenizer difftest-tokenizer
 
 # the test programs include this helper too
 $(BUILD)/t/test_tokenizer $(BUILD)/t/test_tokenizer_parity: t/unit/tok_golden.h
@@ -45,3 +47,8 @@ $(TOK_BENCH): tools/bench-tokenizer-c.c $(ENGINE_LIB)
 
 bench-tokenizer: $(TOK_BENCH)
 	$(PYTHON_VENV) tools/bench-tokenizer
+
+# Random differential test against HF tokenizers (needs .venv and models/).
+SEED ?= 1
+difftest-tokenizer: tools/aiserve-tokenize
+	$(PYTHON_VENV) tools/difftest-tokenizer --seed $(SEED)

@@ -460,7 +460,8 @@ aiserve_tok_normalize(aiserve_tok_word_t *w, uint32_t c, unsigned cls,
     }
 
     for (i = 0; i < nd; i++) {
-        dc = (i == 0 && nd == 1) ? cls : aiserve_tok_uni_class(d[i]);
+        /* a singleton decomposition (U+1FEF -> '`') changes the class */
+        dc = (nd == 1 && d[0] == c) ? cls : aiserve_tok_uni_class(d[i]);
         if (dc & AISERVE_TOK_U_MARK) {
             aiserve_tok_run_push(w, d[i], dc, i == 0, cs, bs, be);
             continue;
@@ -746,8 +747,6 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
             if (k >= 0) {
                 a = &tok->added[k];
                 aiserve_tok_run_end(w);
-                aiserve_tok_seg_flush(w);
-                aiserve_tok_word_flush(w);
                 mbs = (uint32_t) i;
                 mcs = ci;
                 mbe = (uint32_t) (i + a->len);
@@ -757,10 +756,17 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
                 }
                 if (a->lstrip) {
                     /* max(start of the spaces before it, end of the last
-                     * token): ws_* never fall below the last token's end */
+                     * token): ws_* never fall below the last token's end.
+                     * The spaces leave the piece before it (streaming,
+                     * they only ended a word) */
                     mbs = ws_bs;
                     mcs = ws_cs;
+                    while (w->n_seg && w->seg[w->n_seg - 1].bs >= mbs) {
+                        w->n_seg--;
+                    }
                 }
+                aiserve_tok_seg_flush(w);
+                aiserve_tok_word_flush(w);
                 i = mbe;
                 ci = mce;
                 prev = aiserve_tok_last_cp(tok->pool + a->off, a->len);
@@ -851,7 +857,10 @@ aiserve_tok_normalize_string(const aiserve_tok_t *tok, const char *s,
 
     memset(&w, 0, sizeof(w));
     w.tok = tok;
-    w.seg_on = tok->n_nadded > 0;
+    /* the normalized piece is kept whole for normalized added tokens, and
+     * without a pre-tokenizer (where spaces are word characters, and an
+     * lstrip added token may take them back) */
+    w.seg_on = tok->n_nadded > 0 || !tok->bert_pretok;
     w.seg_on = 1;
 
     for (i = 0, k = 0; i < len; i += (size_t) r, k++) {
@@ -1026,7 +1035,10 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     memset(&vb, 0, sizeof(vb));
     memset(&w, 0, sizeof(w));
     w.tok = tok;
-    w.seg_on = tok->n_nadded > 0;
+    /* the normalized piece is kept whole for normalized added tokens, and
+     * without a pre-tokenizer (where spaces are word characters, and an
+     * lstrip added token may take them back) */
+    w.seg_on = tok->n_nadded > 0 || !tok->bert_pretok;
     /* a word holds at most max_chars + 1 code points, and never more than
      * the normalized input has: NFD and lowercasing make at most 4 code
      * points of one input byte) */

@@ -233,18 +233,35 @@ aiserve_tok_uni_ccc(uint32_t c)
 }
 
 
+static int
+aiserve_tok_uni_range_cmp(const void *a, const void *b)
+{
+    uint32_t         c = *(const uint32_t *) a;
+    const uint32_t  *r = b;
+
+    return c < r[0] ? -1 : c > r[1];
+}
+
+
 int
 aiserve_tok_uni_is_word(uint32_t c)
 {
     utf8proc_category_t  cat;
-
-    if (c == 0x200C || c == 0x200D) {
-        return 1;
-    }
+    int                  word;
 
     cat = utf8proc_category((utf8proc_int32_t) c);
-
-    return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_ME)
+    word = c == 0x200C || c == 0x200D
+           || (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_ME)
            || cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL
            || cat == UTF8PROC_CATEGORY_PC;
+
+    /* the regex crate's tables: newer, and Alphabetic beyond L and M */
+    if (bsearch(&c, aiserve_tok_word_flip, AISERVE_TOK_N_WORD_FLIP,
+                sizeof(aiserve_tok_word_flip[0]), aiserve_tok_uni_range_cmp)
+        != NULL)
+    {
+        word = !word;
+    }
+
+    return word;
 }

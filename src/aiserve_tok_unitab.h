@@ -8,7 +8,8 @@
  * marks (Mn) with the `unicode_categories` crate, whose tables are older
  * than utf8proc's, and lowercases with Rust's char::to_lowercase (full
  * mappings, newer tables); its NFD (unicode-normalization-alignments)
- * lacks a few decompositions and combining classes.  Each *_flip list
+ * lacks a few decompositions and combining classes; the regex crate's \w
+ * (added tokens' single_word) follows newer tables.  Each *_flip list
  * inverts utf8proc's answer.
  */
 #ifndef AISERVE_TOK_UNITAB_H
@@ -21,6 +22,7 @@
 #define AISERVE_TOK_N_MN_FLIP     420
 #define AISERVE_TOK_N_NFD_KEEP    1
 #define AISERVE_TOK_N_CCC_ZERO    108
+#define AISERVE_TOK_N_WORD_FLIP   36   /* ranges */
 #define AISERVE_TOK_N_LOWER       56
 
 static const uint32_t aiserve_tok_ctrl_flip[20] = {
@@ -126,6 +128,22 @@ static const uint32_t aiserve_tok_ccc_zero[108] = {
     0x11F42, 0x16FF0, 0x16FF1, 0x1E08F, 0x1E130, 0x1E131, 0x1E132, 0x1E133,
     0x1E134, 0x1E135, 0x1E136, 0x1E2AE, 0x1E2EC, 0x1E2ED, 0x1E2EE, 0x1E2EF,
     0x1E4EC, 0x1E4ED, 0x1E4EE, 0x1E4EF,
+};
+
+/* \w of the regex crate (added tokens' single_word): ranges [first, last] */
+static const uint32_t aiserve_tok_word_flip[36][2] = {
+    { 0x00897, 0x00897 }, { 0x01C89, 0x01C8A }, { 0x024B6, 0x024E9 },
+    { 0x0A7CB, 0x0A7CD }, { 0x0A7DA, 0x0A7DC }, { 0x105C0, 0x105F3 },
+    { 0x10D40, 0x10D65 }, { 0x10D69, 0x10D6D }, { 0x10D6F, 0x10D85 },
+    { 0x10EC2, 0x10EC4 }, { 0x10EFC, 0x10EFC }, { 0x11380, 0x11389 },
+    { 0x1138B, 0x1138B }, { 0x1138E, 0x1138E }, { 0x11390, 0x113B5 },
+    { 0x113B7, 0x113C0 }, { 0x113C2, 0x113C2 }, { 0x113C5, 0x113C5 },
+    { 0x113C7, 0x113CA }, { 0x113CC, 0x113D3 }, { 0x113E1, 0x113E2 },
+    { 0x116D0, 0x116E3 }, { 0x11BC0, 0x11BE0 }, { 0x11BF0, 0x11BF9 },
+    { 0x11F5A, 0x11F5A }, { 0x13460, 0x143FA }, { 0x16100, 0x16139 },
+    { 0x16D40, 0x16D6C }, { 0x16D70, 0x16D79 }, { 0x18CFF, 0x18CFF },
+    { 0x1CCF0, 0x1CCF9 }, { 0x1E5D0, 0x1E5FA }, { 0x1F130, 0x1F149 },
+    { 0x1F150, 0x1F169 }, { 0x1F170, 0x1F189 }, { 0x2EBF0, 0x2EE5D },
 };
 
 /* code point, then its lowercase (up to 3; 0 ends) */

@@ -67,6 +67,32 @@ def u8_punct(c):
     return PC <= cat(c) <= PO
 
 
+def u8_word(c):
+    """\\w of Rust's regex crate from utf8proc's categories: L* M* Nd Nl Pc
+    and the joiners"""
+    if c in (0x200C, 0x200D):
+        return True
+    k = cat(c)
+    return 1 <= k <= 8 or k in (9, 10, 12)
+
+
+def word_chars():
+    """the code points the reference's single_word test (regex \\w) takes
+    for word characters, probed through an added token"""
+    from tokenizers import Tokenizer, AddedToken, models
+    t = Tokenizer(models.WordPiece({"[UNK]": 0, "<q>": 1}, unk_token="[UNK]"))
+    t.add_tokens([AddedToken("<q>", normalized=False, single_word=True)])
+    cps = [c for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    words = set()
+    for i in range(0, len(cps), 50000):
+        part = cps[i:i + 50000]
+        for c, e in zip(part, t.encode_batch(["<q>" + chr(c) for c in part],
+                                             add_special_tokens=False)):
+            if e.ids[0] != 1:
+                words.add(c)
+    return words
+
+
 def u8_nfd(c):
     buf = (ctypes.c_int32 * 32)()
     last = ctypes.c_int()
@@ -87,7 +113,8 @@ def main():
               strip_accents=True, lowercase=False)
     pt = pre_tokenizers.BertPreTokenizer()
 
-    ctrl_flip, punct_flip, mn_flip, lower = [], [], [], []
+    words = word_chars()
+    ctrl_flip, punct_flip, mn_flip, lower, word_flip = [], [], [], [], []
     rows = []
     for c in range(0x110000):
         if 0xD800 <= c < 0xE000:
@@ -116,9 +143,13 @@ def main():
         if lo != [ul]:
             lower.append((c, lo))
 
+        r_word = c in words
+        if r_word != u8_word(c):
+            word_flip.append(c)
+
         flags = ''.join(f for f, on in (('X', r_ctrl), ('W', r_ws and not r_ctrl),
                                         ('H', r_chin), ('S', r_split),
-                                        ('P', r_punct)) if on)
+                                        ('P', r_punct), ('w', r_word)) if on)
         lo_s = '' if lo == [c] else ' '.join('%X' % x for x in lo)
         st_s = '' if st == [c] else (' '.join('%X' % x for x in st) or '-')
         rows.append((c, flags, lo_s, st_s))
@@ -157,7 +188,8 @@ def main():
         if not nonzero:
             ccc_zero.append(c)
 
-    write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower)
+    write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero,
+                 word_flip, lower)
     write_dump(rows)
 
 
@@ -175,7 +207,33 @@ def carr(name, cps):
     return "\n".join(out)
 
 
-def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower):
+def ranges(cps):
+    out = []
+    for c in cps:
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return out
+
+
+def crange(name, cps):
+    rs = ranges(cps) or [[0x110000, 0x110000]]
+    out = ["static const uint32_t %s[%d][2] = {" % (name, len(rs))]
+    line = "   "
+    for a, b in rs:
+        item = " { 0x%05X, 0x%05X }," % (a, b)
+        if len(line) + len(item) > 78:
+            out.append(line)
+            line = "   "
+        line += item
+    out.append(line)
+    out.append("};")
+    return "\n".join(out)
+
+
+def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero,
+                 word_flip, lower):
     path = os.path.join(ROOT, "src", "aiserve_tok_unitab.h")
     with open(path, "w") as f:
         f.write("""/*
@@ -188,7 +246,8 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower):
  * marks (Mn) with the `unicode_categories` crate, whose tables are older
  * than utf8proc's, and lowercases with Rust's char::to_lowercase (full
  * mappings, newer tables); its NFD (unicode-normalization-alignments)
- * lacks a few decompositions and combining classes.  Each *_flip list
+ * lacks a few decompositions and combining classes; the regex crate's \\w
+ * (added tokens' single_word) follows newer tables.  Each *_flip list
  * inverts utf8proc's answer.
  */
 #ifndef AISERVE_TOK_UNITAB_H
@@ -201,12 +260,13 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower):
 #define AISERVE_TOK_N_MN_FLIP     %d
 #define AISERVE_TOK_N_NFD_KEEP    %d
 #define AISERVE_TOK_N_CCC_ZERO    %d
+#define AISERVE_TOK_N_WORD_FLIP   %d   /* ranges */
 #define AISERVE_TOK_N_LOWER       %d
 
 """ % (tokenizers.__version__, u8.utf8proc_version().decode(),
        u8.utf8proc_unicode_version().decode(), len(ctrl_flip),
        len(punct_flip), len(mn_flip), len(nfd_keep), len(ccc_zero),
-       len(lower)))
+       len(ranges(word_flip)), len(lower)))
         f.write(carr("aiserve_tok_ctrl_flip", ctrl_flip) + "\n\n")
         f.write(carr("aiserve_tok_punct_flip", punct_flip) + "\n\n")
         f.write(carr("aiserve_tok_mn_flip", mn_flip) + "\n\n")
@@ -215,6 +275,9 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower):
         f.write("/* marks the reference's canonical ordering takes for "
                 "starters (ccc 0) */\n")
         f.write(carr("aiserve_tok_ccc_zero", ccc_zero) + "\n\n")
+        f.write("/* \\w of the regex crate (added tokens' single_word): "
+                "ranges [first, last] */\n")
+        f.write(crange("aiserve_tok_word_flip", word_flip) + "\n\n")
         f.write("/* code point, then its lowercase (up to 3; 0 ends) */\n")
         f.write("static const uint32_t aiserve_tok_lower[%d][4] = {\n"
                 % len(lower))
@@ -231,7 +294,8 @@ def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero, lower):
 def write_dump(rows):
     """One line per run: FIRST[-LAST] TAB flags TAB lowercase TAB stripped.
     flags: X removed by clean_text, W whitespace for clean_text, H CJK
-    ideograph, S pre-tokenizer whitespace, P pre-tokenizer punctuation.
+    ideograph, S pre-tokenizer whitespace, P pre-tokenizer punctuation,
+    w a word character (\\w) for added tokens' single_word.
     lowercase / stripped: hex code points, empty = unchanged, '-' = removed.
     Runs merge consecutive code points with only flags and no mapping."""
     path = os.path.join(ROOT, "t", "data", "tokenizer", "unicode-ref.txt.gz")

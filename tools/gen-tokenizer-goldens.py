@@ -237,6 +237,16 @@ def corpus_generated(rng):
         chunk = diff[i:i + 12]
         lines.append(" ".join("a" + chr(c) + "b" for c in chunk))
         lines.append("".join(chr(c) for c in chunk).upper())
+    # singleton canonical decompositions outside the CJK compatibility
+    # blocks (U+1FEF -> '`' turns into punctuation, U+2126 -> Omega, ...)
+    single = [c for c in range(0x110000)
+              if not 0xF900 <= c <= 0xFAFF and not 0x2F800 <= c <= 0x2FA1F
+              and unicodedata.decomposition(chr(c))
+              and not unicodedata.decomposition(chr(c)).startswith("<")
+              and len(unicodedata.decomposition(chr(c)).split()) == 1]
+    for i in range(0, len(single), 10):
+        lines.append(" ".join("a" + chr(c) + "B" + chr(c)
+                              for c in single[i:i + 10]))
     # combining sequences and case pairs, cased/uncased
     for i in range(200):
         w = rng.sample(words, 4)
@@ -276,6 +286,8 @@ def corpus_generated(rng):
               "ß", "SS", "北京", "北京人", "[custom]", "[CUSTOM]x", "<lx>",
               "  <lx>", "<rx>  ", "a<rx>", "<rx>b", "<raw>", "x<raw>",
               "<raw>y", "  Σ  ", "ΣΣ", "Σ", "[SEP]", "[MASK]", "\u00adhello"]
+    lines += ["<rx>\u2028\u03a3 x", "<rx>  \u03a3  \u03a3", "a <lx>  \u03a3b",
+              "hello world  \u03a3<rx>  <lx>", "x<raw> <raw> <raw>y <raw>"]
     for i in range(60):
         lines.append(" ".join(rng.choice(pieces) for _ in range(5))
                      if i % 2 else

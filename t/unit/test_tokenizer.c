@@ -264,8 +264,9 @@ parse_hex_list(const char *s, uint32_t *out, size_t max)
 }
 
 
-/* one code point against the reference's flags, lowercase and stripped
- * forms (unicode-ref.txt.gz columns; empty strings: no flags, unchanged) */
+/* one code point against the reference's flags (classes and \w),
+ * lowercase and stripped forms (unicode-ref.txt.gz columns; empty strings:
+ * no flags, unchanged) */
 static int
 unicode_check(uint32_t c, const char *want_flags, const char *lo,
     const char *st)
@@ -290,6 +291,9 @@ unicode_check(uint32_t c, const char *want_flags, const char *lo,
         flags[n++] = 'S';
     } else if (cls & AISERVE_TOK_U_PUNCT) {
         flags[n++] = 'P';
+    }
+    if (aiserve_tok_uni_is_word(c)) {
+        flags[n++] = 'w';
     }
     flags[n] = '\0';
     if (strcmp(flags, want_flags) != 0) {
