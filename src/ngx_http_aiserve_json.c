@@ -1,8 +1,9 @@
 /*
  * A small JSON writer for aiserve responses: a buffer in the request pool
  * that grows by doubling.  Strings are escaped per RFC 8259 section 7
- * (quote, backslash and control characters; UTF-8 passes through, inputs
- * were validated by jansson).  Floats are written as %.9g would, which
+ * (quote, backslash and control characters); valid UTF-8 passes through,
+ * invalid bytes, which only an error message quoting the body can hold,
+ * become U+FFFD.  Floats are written as %.9g would, which
  * round-trips every float32; non-finite values, which JSON cannot carry,
  * are written as null.
  */
@@ -95,8 +96,9 @@ void
 ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
     size_t len)
 {
-    u_char        c, *p;
-    size_t        i;
+    u_char         c, *p, *src;
+    size_t         i, n;
+    uint32_t       cp;
     static u_char  hex[] = "0123456789abcdef";
 
     /* worst case: every byte becomes \u00XX */
@@ -140,8 +142,22 @@ ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
                 *p++ = hex[c >> 4];
                 *p++ = hex[c & 0xf];
 
-            } else {
+            } else if (c < 0x80) {
                 *p++ = c;
+
+            } else {
+                /* invalid UTF-8 (in a message quoting the body) -> U+FFFD */
+                src = (u_char *) s + i;
+                cp = ngx_utf8_decode(&src, len - i);
+
+                if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+                    p = ngx_cpymem(p, "\\ufffd", 6);
+
+                } else {
+                    n = src - ((u_char *) s + i);
+                    p = ngx_cpymem(p, s + i, n);
+                    i += n - 1;
+                }
             }
         }
     }

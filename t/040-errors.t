@@ -297,3 +297,31 @@ Content-Type: application/json
             "ignore_labels") ]
 --- no_error_log
 [error]
+
+
+
+=== TEST 11: a 400 that quotes a body with broken UTF-8 is still valid UTF-8 JSON
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /predict\n{\"texts\": [\"b\"], \"return tex\xcb\": true, \"raw_scores\": \"\\ud\xa4ff\"}",
+  "POST /predict\n{\"inputs\": \"\xe2\x98\" }" ]
+--- error_code eval
+[400, 422]
+--- response_body_filters eval
+sub {
+    my $s = $_[0];
+    return "not UTF-8: $_[0]" unless utf8::decode($s);
+    my $e = JSON::PP->new->decode($s);
+    return "$e->{error}{code}\n";
+}
+--- response_body eval
+["invalid_json\n", "invalid_utf8\n"]
+--- no_error_log
+[error]
