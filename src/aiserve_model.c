@@ -1058,7 +1058,7 @@ aiserve_rows(aiserve_scratch_t *s, aiserve_step_t *st, size_t T, size_t N)
 
     st->rows = T;
     st->cols = N;
-    if (nt == 1 || T * N < 16384) {
+    if (nt == 1 || T * N < 65536) {
         st->chunk = T;
         aiserve_step_item(st, 0, 0);
         return;
@@ -1237,6 +1237,7 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     size_t                       I = info->intermediate_size;
     size_t                       nl = info->num_labels;
     size_t                       T, i, j, t, l, c, off, *offsets;
+    size_t                       attn_macs;
     float                       *x, *row;
 
     if (s->model != m) {
@@ -1256,9 +1257,11 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         aiserve_err(err, err_len, "out of memory");
         return -1;
     }
+    attn_macs = 0;
     for (i = 0, off = 0; i < batch->n_seqs; i++) {
         offsets[i] = off;
         off += batch->seq_lens[i];
+        attn_macs += 2 * batch->seq_lens[i] * batch->seq_lens[i] * H;
     }
 
     /* BertEmbeddings: word + token_type + position (absolute, restarting
@@ -1296,7 +1299,13 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         st.scratch = s;
         st.batch = batch;
         st.offsets = offsets;
-        aiserve_run(s, &st, batch->n_seqs * info->num_attention_heads);
+        if (attn_macs < AISERVE_PAR_MIN_MACS) {
+            for (i = 0; i < batch->n_seqs * info->num_attention_heads; i++) {
+                aiserve_step_item(&st, i, 0);
+            }
+        } else {
+            aiserve_run(s, &st, batch->n_seqs * info->num_attention_heads);
+        }
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
         aiserve_linear(s, s->ctx, L->ao_w, s->tmp, T, H, H);
