@@ -3,6 +3,7 @@
 # openresty's Test::Nginx::Socket (tools/test-with-openresty.sh).
 
 use Test::Nginx::Socket 'no_plan';
+use File::Temp ();
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use AiserveTest qw(aiserve_http aiserve_http_concurrent aiserve_free_port);
@@ -33,13 +34,12 @@ run_tests();
 # The runner must also fail when it should.  A file of broken blocks (and,
 # after a LAST block, one that must not run) runs under aiserve's runner
 # (t/lib) in a child, in the current mode (normal, HUP or valgrind), on its
-# own port and server root; exactly the expected checks fail, and no nginx
-# of it survives.
+# own port and server root (with a stray file in it); exactly the expected
+# checks fail, and no nginx of it survives.
 {
     my $root = "$FindBin::Bin/servroot-selftest-$$";
-    my $fixture = "$root/broken.pl";
-    system('mkdir', '-p', $root);
-    open my $out, '>', $fixture or die "$fixture: $!";
+    my ($out, $fixture) = File::Temp::tempfile('aiserve-broken-XXXXXX',
+                                               TMPDIR => 1, UNLINK => 1);
     print $out <<'EOT';
 use Test::Nginx::Socket 'no_plan';
 no_shuffle();
@@ -96,10 +96,14 @@ EOT
                    TEST_NGINX_CLIENT_PORT TEST_NGINX_PORT)};
     $ENV{TEST_NGINX_SERVER_PORT} = $port;
     $ENV{TEST_NGINX_SERVROOT} = $root;
+    mkdir $root;
+    open my $stray, '>', "$root/stray-file" or die "$root/stray-file: $!";
+    close $stray;
     my $tap = `$^X -I$FindBin::Bin/lib $fixture 2>&1`;
     my $status = $?;
     my @failed = map { s/ - .*//sr } $tap =~ /^not ok \d+ - \S+ (TEST \d+:.*)$/mg;
     is(join("\n", @failed), join("\n",
+        "TEST 1: wrong body",
         "TEST 1: wrong body",
         "TEST 2: an alert in the error log fails the block",
         "TEST 3: must_die, but nginx starts",
@@ -110,6 +114,8 @@ EOT
         or diag $tap;
     like($tap, qr/^not ok \d+ - .*TEST 2.*\[alert\] .*setrlimit/m,
          "the failure names the [alert] line");
+    like($tap, qr/^not ok \d+ - .*TEST 1.* holds stray-file, which is not/m,
+         "a file of the test's own in the server root fails");
     isnt($status, 0, "the broken file exits non-zero");
     # A master or worker left behind would hold the listening socket.
     ok(!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port),

@@ -311,8 +311,26 @@ sub write_file {
 
 # A fresh server root; in HUP mode the running master keeps its logs and pid
 # file, and only the html tree and the configuration are rewritten.
+#
+# The server root belongs to the runner: openresty's runner removes it for
+# every block (and stops when something else is in it), or in HUP mode
+# deletes every file in it, so a test's own files there break under it.
+# Here they fail the file once (and are left alone).
+my $foreign_reported;
 sub setup_server_root {
-    my ($keep_logs) = @_;
+    my ($keep_logs, $block) = @_;
+    if (!$foreign_reported && opendir my $dh, $ServRoot) {
+        my @foreign = sort grep {
+            !/^\.\.?$/ && !/^(?:conf|html|logs|cache|\w+_temp|\w+_cache)$/
+        } readdir $dh;
+        if (@foreign) {
+            $foreign_reported = 1;
+            Test::More::fail(($block ? $block->name . " - " : '')
+                . "$ServRoot holds @foreign, which is not the runner's: "
+                . "openresty's runner removes the server root for every "
+                . "block; keep a test's own files elsewhere (t/README.md)");
+        }
+    }
     %ValgrindPos = () unless $keep_logs;
     if (-d $ServRoot && !$keep_logs) {
         File::Path::remove_tree($ConfDir, $HtmlDir, $LogDir,
@@ -1204,7 +1222,7 @@ sub run_must_die {
         stop_nginx();
         scan_alerts($PrevBlock, 'while the previous block ran or stopped');
         if ($i == 0) {
-            setup_server_root(0);
+            setup_server_root(0, $block);
             write_user_files($block);
             write_config($block, $config, undef);
             $ErrLogPos = $ScanPos = 0;
@@ -1278,7 +1296,7 @@ sub run_block {
         my $version = $UseHup ? sprintf("%08x", int rand 0xffffffff) : undef;
         if ($UseHup && !$first_start && $NginxPid && alive($NginxPid)) {
             scan_alerts($PrevBlock, 'while the previous block ran');
-            setup_server_root(1);
+            setup_server_root(1, $block);
             write_user_files($block);
             write_config($block, $config, $version);
             $ErrLogPos = -s $ErrLog // 0;
@@ -1289,7 +1307,7 @@ sub run_block {
             stop_nginx();    # the previous block's, or an earlier run's
             scan_alerts($PrevBlock, 'while the previous block ran '
                         . 'or stopped');
-            setup_server_root(0);
+            setup_server_root(0, $block);
             write_user_files($block);
             write_config($block, $config, $version);
             $ErrLogPos = $ScanPos = 0;
