@@ -19,9 +19,9 @@ PYTHON_VENV    ?= .venv/bin/python
 # the test programs include this helper too
 $(BUILD)/t/test_tokenizer $(BUILD)/t/test_tokenizer_parity: t/unit/tok_golden.h
 
-$(FUZZ_TOKENIZER): t/fuzz/fuzz_tokenizer.c $(TOK_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
+$(FUZZ_TOKENIZER): t/fuzz/fuzz_tokenizer.c t/unit/tok_golden.h $(TOK_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus-tokenizer
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 \
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -It/unit \
 	    -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags jansson libutf8proc) \
 	    $< $(TOK_SRCS) -o $@ $(shell pkg-config --libs jansson libutf8proc) -lpthread
 

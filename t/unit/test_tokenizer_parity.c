@@ -149,9 +149,8 @@ parity_trunc(const aiserve_tok_t *tok, const char *name,
 static void
 parity_added(const golden_lines_t *corpus)
 {
-    json_t              *root, *added;
+    json_t              *added, *patches;
     json_error_t         jerr;
-    char                 dir[] = "/tmp/aiserve-tok-added-XXXXXX", path[128];
     char                 err[256], why[320];
     aiserve_tok_t       *tok;
     golden_lines_t       gold;
@@ -160,24 +159,13 @@ parity_added(const golden_lines_t *corpus)
     size_t               i, line, equal, shown;
     int                  off;
 
-    root = json_load_file("models/all-MiniLM-L6-v2/tokenizer.json", 0, &jerr);
     added = json_load_file(DATA "added-tokens.json", 0, &jerr);
-    if (!tap_ok(root != NULL && added != NULL && mkdtemp(dir) != NULL,
-                "added tokens: build the tokenizer.json"))
+    patches = json_pack("[[[s]o]]", "added_tokens", added);
+    tok = patches ? golden_minilm_patched(patches, err, sizeof(err)) : NULL;
+    json_decref(patches);
+    if (!tap_ok(tok != NULL, "added tokens: load MiniLM with %s (%s)",
+                DATA "added-tokens.json", tok ? "ok" : err))
     {
-        json_decref(root);
-        json_decref(added);
-        return;
-    }
-    json_object_set_new(root, "added_tokens", added);
-    snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
-    json_dump_file(root, path, 0);
-    json_decref(root);
-
-    tok = aiserve_tok_load(dir, err, sizeof(err));
-    unlink(path);
-    rmdir(dir);
-    if (!tap_ok(tok != NULL, "added tokens: load (%s)", tok ? "ok" : err)) {
         return;
     }
     tap_ok(aiserve_tok_token_to_id(tok, "New York") == 30523
@@ -228,47 +216,6 @@ parity_added(const golden_lines_t *corpus)
 }
 
 
-/* MiniLM's tokenizer.json with patches [[path...], value] applied, in a
- * temporary directory; returns the loaded tokenizer or NULL */
-static aiserve_tok_t *
-patched_tokenizer(json_t *patches, char *err, size_t err_len)
-{
-    json_t         *root, *p, *path, *o, *next;
-    json_error_t    jerr;
-    char            dir[] = "/tmp/aiserve-tok-var-XXXXXX", file[128];
-    size_t          i, k;
-    aiserve_tok_t  *tok;
-
-    root = json_load_file("models/all-MiniLM-L6-v2/tokenizer.json", 0, &jerr);
-    if (root == NULL || mkdtemp(dir) == NULL) {
-        snprintf(err, err_len, "cannot read the MiniLM tokenizer.json");
-        json_decref(root);
-        return NULL;
-    }
-
-    json_array_foreach(patches, i, p) {
-        path = json_array_get(p, 0);
-        o = root;
-        for (k = 0; k + 1 < json_array_size(path); k++) {
-            next = json_object_get(o, json_string_value(
-                                          json_array_get(path, k)));
-            o = next;
-        }
-        json_object_set(o, json_string_value(json_array_get(path, k)),
-                        json_array_get(p, 1));
-    }
-
-    snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
-    json_dump_file(root, file, 0);
-    json_decref(root);
-    tok = aiserve_tok_load(dir, err, err_len);
-    unlink(file);
-    rmdir(dir);
-
-    return tok;
-}
-
-
 /*
  * Each variant of variants.json (one setting of MiniLM's tokenizer.json
  * changed: subword prefix, word limit, normalizer flags or none, no
@@ -295,7 +242,7 @@ parity_variants(const golden_lines_t *corpus)
     }
 
     json_object_foreach(spec, name, patches) {
-        tok = patched_tokenizer(patches, err, sizeof(err));
+        tok = golden_minilm_patched(patches, err, sizeof(err));
         snprintf(path, sizeof(path), DATA "golden-variant-%s.txt.gz", name);
         if (tok == NULL || golden_read(path, &gold) != 0) {
             tap_ok(0, "variant %s: %s", name, tok ? path : err);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -219,4 +220,48 @@ golden_equal(const aiserve_encoding_t *enc, const char *rec,
     return 1;
 }
 
+/*
+ * MiniLM's tokenizer.json with patches [[key, ...], value] applied (each
+ * sets the value at that path), loaded from a temporary directory; returns
+ * the tokenizer or NULL with err set.
+ */
+static inline aiserve_tok_t *
+golden_minilm_patched(json_t *patches, char *err, size_t err_len)
+{
+    json_t         *root, *p, *path, *o, *next;
+    json_error_t    jerr;
+    char            dir[] = "/tmp/aiserve-tok-var-XXXXXX", file[128];
+    size_t          i, k;
+    aiserve_tok_t  *tok;
+
+    root = json_load_file("models/all-MiniLM-L6-v2/tokenizer.json", 0, &jerr);
+    if (root == NULL || mkdtemp(dir) == NULL) {
+        snprintf(err, err_len, "cannot read the MiniLM tokenizer.json");
+        json_decref(root);
+        return NULL;
+    }
+
+    json_array_foreach(patches, i, p) {
+        path = json_array_get(p, 0);
+        o = root;
+        for (k = 0; k + 1 < json_array_size(path); k++) {
+            next = json_object_get(o, json_string_value(
+                                          json_array_get(path, k)));
+            o = next;
+        }
+        json_object_set(o, json_string_value(json_array_get(path, k)),
+                        json_array_get(p, 1));
+    }
+
+    snprintf(file, sizeof(file), "%s/tokenizer.json", dir);
+    json_dump_file(root, file, 0);
+    json_decref(root);
+    tok = aiserve_tok_load(dir, err, err_len);
+    unlink(file);
+    rmdir(dir);
+
+    return tok;
+}
+
 #endif /* AISERVE_TOK_GOLDEN_H */
+
