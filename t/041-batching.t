@@ -2,7 +2,7 @@
 # at once get their own correct answers out of shared batches; a request
 # that waits longer than aiserve_queue_timeout, or finds the queue full,
 # gets 503 with Retry-After; clients that go away while their batch runs do
-# not hurt the worker.  A "heavy" request (64 MiniLM inputs of 256 tokens)
+# not hurt the worker.  A "heavy" request (32 MiniLM inputs of 256 tokens)
 # keeps the model busy while the others arrive.
 
 use Test::Nginx::Socket 'no_plan';
@@ -16,7 +16,7 @@ use Time::HiRes ();
 
 our @CASES = grep { length $_->{text} } minilm_cases();
 our @LONG = (grep { @{ $_->{input_ids} } == 256 } @CASES)[0 .. 15];
-@LONG = (@LONG) x 4;
+@LONG = (@LONG) x 2;
 our @SHORT = (grep { @{ $_->{input_ids} } < 40 } @CASES)[0 .. 15];
 my $json = JSON::PP->new->utf8->canonical;
 
@@ -60,7 +60,8 @@ my %scenario = (
         my ($name) = @_;
         my $heavy = start_heavy();
         my @res = aiserve_http_concurrent(server_port(),
-            [ map { post('/v1/embeddings', { input => $_->{text} }) } @SHORT ]);
+            [ map { post('/v1/embeddings', { input => $_->{text} }) } @SHORT ],
+            undef, timeout => 100);
         my @bad = grep {
             ($res[$_]{status} // 0) != 200
             || approx_diff(eval { $json->decode($res[$_]{body}) }->{data}[0]{embedding},
@@ -80,7 +81,7 @@ my %scenario = (
         my ($name) = @_;
         my $heavy = start_heavy();
         my ($r) = aiserve_http_concurrent(server_port(),
-            [ post('/impatient', { input => "hello" }) ]);
+            [ post('/impatient', { input => "hello" }) ], undef, timeout => 100);
         Test::More::is($r->{status}, 503, "$name - 503 after the queue timeout");
         Test::More::is($r->{headers}{'retry-after'}, 7, "$name - Retry-After");
         Test::More::like($r->{body}, qr/"code":"queue_timeout"/, "$name - JSON error");
@@ -92,7 +93,8 @@ my %scenario = (
         my ($name) = @_;
         my $heavy = start_heavy();
         my ($r) = aiserve_http_concurrent(server_port(),
-            [ post('/v1/embeddings', { input => "hello" }) ]);
+            [ post('/v1/embeddings', { input => "hello" }) ], undef,
+            timeout => 100);
         Test::More::is($r->{status}, 503, "$name - 503 when the queue is full");
         Test::More::is($r->{headers}{'retry-after'}, 1, "$name - Retry-After");
         Test::More::like($r->{body}, qr/"type":"server_error","param":null,"code":"queue_full"/,
@@ -112,7 +114,8 @@ my %scenario = (
         close $h1;
         Time::HiRes::sleep(1.5);
         my ($r) = aiserve_http_concurrent(server_port(),
-            [ post('/v1/embeddings', { input => $SHORT[0]{text} }) ]);
+            [ post('/v1/embeddings', { input => $SHORT[0]{text} }) ], undef,
+            timeout => 100);
         Test::More::is($r->{status}, 200, "$name - the worker still answers");
         Test::More::is(approx_diff(eval { $json->decode($r->{body}) }->{data}[0]{embedding},
                        $SHORT[0]{embedding}, 1e-4), '',
@@ -138,6 +141,7 @@ __DATA__
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
 aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
+aiserve_queue_timeout 120s;
 --- config
 location = /v1/embeddings {
     aiserve_infer minilm;
@@ -154,7 +158,7 @@ POST /v1/embeddings
 --- response_headers
 X-Batch: 1
 --- scenario: concurrent
---- timeout: 60
+--- timeout: 120
 --- no_error_log
 [error]
 
@@ -181,7 +185,7 @@ POST /impatient
 {"input": "alone, so not queued"}
 --- response_body_like: "prompt_tokens":8
 --- scenario: timeout
---- timeout: 60
+--- timeout: 120
 --- error_log
 aiserve: request waited more than 1 ms in the queue of model "minilm"
 --- no_error_log
@@ -196,6 +200,7 @@ load_module $TEST_NGINX_AISERVE_MODULE;
 aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
 aiserve_max_queue 1;
 aiserve_max_batch_tokens 2048;
+aiserve_queue_timeout 120s;
 --- config
 location = /heavy {
     aiserve_infer minilm;
@@ -210,7 +215,7 @@ POST /v1/embeddings
 {"input": "hello"}
 --- response_body_like: "prompt_tokens":3
 --- scenario: full
---- timeout: 60
+--- timeout: 120
 --- error_log
 aiserve: queue of model "minilm" is full (1 requests)
 --- no_error_log
@@ -223,6 +228,7 @@ aiserve: queue of model "minilm" is full (1 requests)
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
 aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
+aiserve_queue_timeout 120s;
 --- config
 location = /heavy {
     aiserve_infer minilm;
@@ -237,7 +243,7 @@ POST /v1/embeddings
 {"input": "hello"}
 --- response_body_like: "prompt_tokens":3
 --- scenario: abort
---- timeout: 60
+--- timeout: 120
 --- no_error_log
 [error]
 [crit]
