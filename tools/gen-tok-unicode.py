@@ -193,18 +193,24 @@ def main():
     write_dump(rows)
 
 
-def carr(name, cps):
-    out = ["static const uint32_t %s[%d] = {" % (name, max(len(cps), 1))]
+def c_array(decl, items):
+    """a C initializer, items wrapped at 78 columns"""
+    out = [decl + " = {"]
     line = "   "
-    for c in cps or [0x110000]:
-        s = " 0x%05X," % c
-        if len(line) + len(s) > 78:
+    for item in items:
+        if len(line) + len(item) > 78:
             out.append(line)
             line = "   "
-        line += s
+        line += item
     out.append(line)
     out.append("};")
     return "\n".join(out)
+
+
+def carr(name, cps):
+    cps = cps or [0x110000]
+    return c_array("static const uint32_t %s[%d]" % (name, len(cps)),
+                   [" 0x%05X," % c for c in cps])
 
 
 def ranges(cps):
@@ -219,17 +225,8 @@ def ranges(cps):
 
 def crange(name, cps):
     rs = ranges(cps) or [[0x110000, 0x110000]]
-    out = ["static const uint32_t %s[%d][2] = {" % (name, len(rs))]
-    line = "   "
-    for a, b in rs:
-        item = " { 0x%05X, 0x%05X }," % (a, b)
-        if len(line) + len(item) > 78:
-            out.append(line)
-            line = "   "
-        line += item
-    out.append(line)
-    out.append("};")
-    return "\n".join(out)
+    return c_array("static const uint32_t %s[%d][2]" % (name, len(rs)),
+                   [" { 0x%05X, 0x%05X }," % (a, b) for a, b in rs])
 
 
 def write_header(ctrl_flip, punct_flip, mn_flip, nfd_keep, ccc_zero,
