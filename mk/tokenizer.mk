@@ -16,8 +16,10 @@ PYTHON_VENV    ?= .venv/bin/python
 
 .PHONY: fuzz-tokenizer golden-tokenizer bench-tokenizer difftest-tokenizer
 
-# the test programs include this helper too
+# the test programs include this helper too; test_tokenizer also runs the
+# command-line tool
 $(BUILD)/t/test_tokenizer $(BUILD)/t/test_tokenizer_parity: t/unit/tok_golden.h
+$(BUILD)/t/test_tokenizer: tools/aiserve-tokenize
 
 $(FUZZ_TOKENIZER): t/fuzz/fuzz_tokenizer.c t/unit/tok_golden.h $(TOK_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus-tokenizer

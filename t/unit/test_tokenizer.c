@@ -8,6 +8,7 @@
  *
  * Needs models/all-MiniLM-L6-v2 (make deps).
  */
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -592,6 +593,126 @@ loading(aiserve_tok_t *tok)
 }
 
 
+/* --- threads: one loaded tokenizer, several encoders at once ----------- */
+
+#define N_THREADS  4
+
+static const char  *mt_texts[] = {
+    "Hello, y'all! How are you \xf0\x9f\x98\x81 ?",
+    "na\xc3\xafve caf\xc3\xa9 \xc4\xb0stanbul \xe5\x8c\x97\xe4\xba\xac "
+    "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4",
+    "\xf0\xa0\x9c\xbb\xe1\xbf\xaf\xc7\x85 [SEP] x\xf0\x9d\x85\xad"
+    "\xcc\x81\xf0\x9d\x85\xa5 end",
+    "\xce\xa3\xce\x8a\xce\xa3\xce\xa5\xce\xa6\xce\x9f\xce\xa3 "
+    "\xd0\x9f\xd0\xa0\xd0\x98\xd0\x92\xd0\x95\xd0\xa2 1234567890",
+};
+
+typedef struct {
+    aiserve_tok_t  *tok;
+    size_t          sum;
+    int             failed;
+} mt_arg_t;
+
+
+static void *
+mt_worker(void *p)
+{
+    mt_arg_t            *a = p;
+    aiserve_encoding_t   enc;
+    char                 err[128];
+    size_t               i, k, t;
+
+    for (i = 0; i < 2000; i++) {
+        t = i % (sizeof(mt_texts) / sizeof(mt_texts[0]));
+        if (aiserve_tok_encode(a->tok, mt_texts[t], strlen(mt_texts[t]), NULL,
+                               0, NULL, &enc, err, sizeof(err)) != 0)
+        {
+            a->failed = 1;
+            continue;
+        }
+        for (k = 0; k < enc.n_tokens; k++) {
+            a->sum = a->sum * 31 + (size_t) enc.input_ids[k] * 7
+                     + enc.offsets[2 * k] * 3 + enc.byte_offsets[2 * k + 1];
+        }
+        aiserve_encoding_free(&enc);
+    }
+
+    return NULL;
+}
+
+
+/* the header's promise: a loaded tokenizer is read-only and may be used
+ * from several threads at once */
+static void
+threads(const char *dir)
+{
+    aiserve_tok_t  *tok;
+    pthread_t       th[N_THREADS];
+    mt_arg_t        arg[N_THREADS], one;
+    char            err[512];
+    int             i, same;
+
+    tok = aiserve_tok_load(dir, err, sizeof(err));
+    if (!tap_ok(tok != NULL, "threads: load %s", dir)) {
+        return;
+    }
+
+    memset(&one, 0, sizeof(one));
+    one.tok = tok;
+    mt_worker(&one);
+
+    memset(arg, 0, sizeof(arg));
+    for (i = 0; i < N_THREADS; i++) {
+        arg[i].tok = tok;
+        pthread_create(&th[i], NULL, mt_worker, &arg[i]);
+    }
+    same = !one.failed;
+    for (i = 0; i < N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        same = same && !arg[i].failed && arg[i].sum == one.sum;
+    }
+    tap_ok(same, "threads: %d threads sharing one tokenizer encode as one "
+           "thread does", N_THREADS);
+    aiserve_tok_free(tok);
+}
+
+
+/* --- the command-line tool ----------------------------------------------- */
+
+static void
+tool(void)
+{
+    FILE  *p;
+    char   line[4096];
+    int    ok;
+
+    p = popen("tools/aiserve-tokenize --help", "r");
+    ok = p != NULL && fgets(line, sizeof(line), p) != NULL
+         && strncmp(line, "usage: aiserve-tokenize", 23) == 0;
+    while (p != NULL && fgets(line, sizeof(line), p) != NULL) {
+        /* void */
+    }
+    tap_ok(ok && p != NULL && pclose(p) == 0,
+           "aiserve-tokenize --help: usage, exit status 0");
+
+    p = popen("printf '%s\\n' 'Hello, world!' "
+              "'{\"text\": \"a\\u0000b\", \"text_pair\": \"c\"}' "
+              "| tools/aiserve-tokenize " UNCASED, "r");
+    ok = p != NULL && fgets(line, sizeof(line), p) != NULL
+         && strstr(line, "\"input_ids\":[101,7592,1010,2088,999,102]")
+         && strstr(line, "\"tokens\":[\"[CLS]\",\"hello\",\",\","
+                   "\"world\",\"!\",\"[SEP]\"]")
+         && strstr(line, "\"offsets\":[[0,0],[0,5],[5,6],[7,12],[12,13],"
+                   "[0,0]]")
+         && fgets(line, sizeof(line), p) != NULL
+         && strstr(line, "\"token_type_ids\":[0,0,0,1,1]")
+         && strstr(line, "\"byte_offsets\":[[0,0],[0,3],[0,0],[0,1],"
+                   "[0,0]]");
+    tap_ok(ok && pclose(p) == 0, "aiserve-tokenize: a text line and a JSON "
+           "pair line with a NUL become JSON lines");
+}
+
+
 int
 main(void)
 {
@@ -606,6 +727,8 @@ main(void)
         big_text(tok);
         loading(tok);
     }
+    threads("t/data/tokenizers/bert-base-cased");
+    tool();
 
     return tap_done();
 }
