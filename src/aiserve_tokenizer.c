@@ -348,16 +348,6 @@ aiserve_tok_add_normalized(aiserve_tok_t *tok, const char *content,
 }
 
 
-static void
-aiserve_tok_added_sort(aiserve_tok_t *tok)
-{
-    if (tok->n_added > 1) {
-        qsort_r(tok->added, tok->n_added, sizeof(aiserve_tok_added_t),
-                aiserve_tok_added_cmp, tok->pool);
-    }
-}
-
-
 static int
 aiserve_tok_json_bool(json_t *obj, const char *key, int dflt)
 {
@@ -369,6 +359,78 @@ aiserve_tok_json_bool(json_t *obj, const char *key, int dflt)
     }
 
     return json_is_true(v);
+}
+
+
+/* id of an added token by content, or -1 */
+static int32_t
+aiserve_tok_added_id(const aiserve_tok_t *tok, const char *token, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < tok->n_added; i++) {
+        if (tok->added[i].len == len
+            && memcmp(tok->pool + tok->added[i].off, token, len) == 0)
+        {
+            return tok->added[i].id;
+        }
+    }
+
+    for (i = 0; i < tok->n_nadded; i++) {
+        if (tok->nadded[i].len == len
+            && memcmp(tok->pool + tok->nadded[i].off, token, len) == 0)
+        {
+            return tok->nadded[i].id;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * One AddedToken object (tokenizer.json "added_tokens", or
+ * tokenizer_config.json "added_tokens_decoder") with the given id; a
+ * content already added is skipped.  Returns -1 with msg set on error.
+ */
+static int
+aiserve_tok_add_json(aiserve_tok_t *tok, json_t *v, int32_t id, char *msg,
+    size_t msg_len)
+{
+    const char  *content;
+
+    content = json_string_value(json_object_get(v, "content"));
+    if (content == NULL
+        || aiserve_tok_added_id(tok, content, strlen(content)) >= 0)
+    {
+        return 0;
+    }
+
+    /* AddedToken's serde default for "normalized" is !special */
+    if ((aiserve_tok_json_bool(v, "normalized",
+                               !aiserve_tok_json_bool(v, "special", 0))
+         ? aiserve_tok_add_normalized : aiserve_tok_add_token)
+            (tok, content, strlen(content), id,
+             aiserve_tok_json_bool(v, "lstrip", 0),
+             aiserve_tok_json_bool(v, "rstrip", 0),
+             aiserve_tok_json_bool(v, "single_word", 0)) != 0)
+    {
+        snprintf(msg, msg_len, "added token \"%.64s\": bad id or out of "
+                 "memory", content);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static void
+aiserve_tok_added_sort(aiserve_tok_t *tok)
+{
+    if (tok->n_added > 1) {
+        qsort_r(tok->added, tok->n_added, sizeof(aiserve_tok_added_t),
+                aiserve_tok_added_cmp, tok->pool);
+    }
 }
 
 
@@ -632,7 +694,7 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
 {
     json_t               *root, *model, *vocab, *v, *added;
     json_error_t          jerr;
-    const char           *type, *key, *unk, *prefix, *content;
+    const char           *type, *key, *unk, *prefix;
     aiserve_tok_entry_t  *e;
     size_t                n, i;
     int                   rc;
@@ -725,22 +787,10 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
 
     added = json_object_get(root, "added_tokens");
     json_array_foreach(added, i, v) {
-        content = json_string_value(json_object_get(v, "content"));
-        if (content == NULL) {
-            continue;
-        }
-        /* AddedToken's serde default for "normalized" is !special */
-        if ((aiserve_tok_json_bool(v, "normalized",
-                                   !aiserve_tok_json_bool(v, "special", 0))
-             ? aiserve_tok_add_normalized : aiserve_tok_add_token)
-                (tok, content, strlen(content),
-                 (int32_t) json_integer_value(json_object_get(v, "id")),
-                 aiserve_tok_json_bool(v, "lstrip", 0),
-                 aiserve_tok_json_bool(v, "rstrip", 0),
-                 aiserve_tok_json_bool(v, "single_word", 0)) != 0)
+        if (aiserve_tok_add_json(tok, v, (int32_t) json_integer_value(
+                                     json_object_get(v, "id")),
+                                 msg, sizeof(msg)) != 0)
         {
-            snprintf(msg, sizeof(msg), "added token \"%.64s\": bad id or "
-                     "out of memory", content);
             goto done;
         }
     }
@@ -837,7 +887,7 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
     aiserve_tok_entry_t *e;
     json_t              *cfg, *v;
     json_error_t         jerr;
-    const char          *unk, *cls, *sep, *pad, *mask;
+    const char          *unk, *cls, *sep, *pad, *mask, *key;
     const char          *specials[5];
     int32_t              id;
     int                  rc;
@@ -931,6 +981,17 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
         goto done;
     }
 
+    /* transformers >= 4.34 lists the added tokens, specials included,
+     * with their flags */
+    json_object_foreach(json_object_get(cfg, "added_tokens_decoder"), key, v)
+    {
+        if (aiserve_tok_add_json(tok, v, (int32_t) strtol(key, NULL, 10),
+                                 msg, sizeof(msg)) != 0)
+        {
+            goto done;
+        }
+    }
+
     specials[0] = pad;
     specials[1] = unk;
     specials[2] = cls;
@@ -939,6 +1000,7 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
     for (i = 0; i < 5; i++) {
         id = aiserve_tok_token_to_id(tok, specials[i]);
         if (id >= 0
+            && aiserve_tok_added_id(tok, specials[i], strlen(specials[i])) < 0
             && aiserve_tok_add_token(tok, specials[i], strlen(specials[i]),
                                      id, 0, 0, 0) != 0)
         {
@@ -1050,23 +1112,13 @@ aiserve_tok_id_to_token(const aiserve_tok_t *tok, int32_t id)
 int32_t
 aiserve_tok_token_to_id(const aiserve_tok_t *tok, const char *token)
 {
-    size_t  len, i;
+    size_t   len;
+    int32_t  id;
 
     len = strlen(token);
-    for (i = 0; i < tok->n_added; i++) {
-        if (tok->added[i].len == len
-            && memcmp(tok->pool + tok->added[i].off, token, len) == 0)
-        {
-            return tok->added[i].id;
-        }
-    }
-
-    for (i = 0; i < tok->n_nadded; i++) {
-        if (tok->nadded[i].len == len
-            && memcmp(tok->pool + tok->nadded[i].off, token, len) == 0)
-        {
-            return tok->nadded[i].id;
-        }
+    id = aiserve_tok_added_id(tok, token, len);
+    if (id >= 0) {
+        return id;
     }
 
     return aiserve_tok_map_get(&tok->full, tok->pool,

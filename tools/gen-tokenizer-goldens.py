@@ -31,6 +31,8 @@ line, MODE single (the line) or pair (the line, then the next line):
 golden-VOCAB-trunc.txt.gz: LINE PAIR_LINE(-1) MAX_LENGTH DIR;IDS;TYPES;OFFS
 golden-added-single.txt.gz: LINE;IDS;TYPES;OFFS for the uncased tokenizer
                          with added tokens (ADDED)
+golden-fallback-added-single.txt.gz: the same for bert-base-chinese-added
+                         (vocab.txt + added_tokens_decoder)
 golden-variant-NAME.txt.gz: LINE MODE;IDS;TYPES;OFFS (or LINE MODE;ERROR) for
                          MiniLM's tokenizer.json patched as VARIANTS says
 t/data/tokenizer/cases.jsonl: the named cases of shared/cases/tokenizer.jsonl.
@@ -285,7 +287,8 @@ def corpus_generated(rng):
               "Naïve", "NAIVE", "naïveté", "unaffable", "Unaffableness",
               "ß", "SS", "北京", "北京人", "[custom]", "[CUSTOM]x", "<lx>",
               "  <lx>", "<rx>  ", "a<rx>", "<rx>b", "<raw>", "x<raw>",
-              "<raw>y", "  Σ  ", "ΣΣ", "Σ", "[SEP]", "[MASK]", "\u00adhello"]
+              "<raw>y", "  Σ  ", "ΣΣ", "Σ", "[SEP]", "[MASK]", "\u00adhello",
+              "[E1]", "HELLO WORLD", "  [MASK]"]
     lines += ["<rx>\u2028\u03a3 x", "<rx>  \u03a3  \u03a3", "a <lx>  \u03a3b",
               "hello world  \u03a3<rx>  <lx>", "x<raw> <raw> <raw>y <raw>"]
     for i in range(60):
@@ -448,7 +451,13 @@ def added_goldens(lines):
     single = t.encode_batch([lines[i] for i in pick])
     write_gz("golden-added-single.txt.gz",
              ["%d;%s" % (i, fmt(e)) for i, e in zip(pick, single)])
-    print("added: %d lines single" % len(pick))
+    # the vocab.txt fallback with tokenizer_config.json's
+    # added_tokens_decoder (flags, ids past the vocabulary)
+    t = load_reference("t/data/tokenizers/bert-base-chinese-added")
+    single = t.encode_batch([lines[i] for i in pick])
+    write_gz("golden-fallback-added-single.txt.gz",
+             ["%d;%s" % (i, fmt(e)) for i, e in zip(pick, single)])
+    print("added: %d lines single, 2 tokenizers" % len(pick))
 
 
 def goldens(lines):

@@ -141,42 +141,20 @@ parity_trunc(const aiserve_tok_t *tok, const char *name,
 }
 
 
-/*
- * MiniLM's tokenizer.json with the added tokens of
- * t/data/tokenizer/added-tokens.json (normalized and raw, lstrip, rstrip,
- * single_word), written to a temporary directory as the generator built it.
- */
+/* a golden of LINE;IDS;TYPES;OFFS records (single mode) for tok */
 static void
-parity_added(const golden_lines_t *corpus)
+parity_lines(const aiserve_tok_t *tok, const char *name, const char *file,
+    const golden_lines_t *corpus)
 {
-    json_t              *added, *patches;
-    json_error_t         jerr;
     char                 err[256], why[320];
-    aiserve_tok_t       *tok;
     golden_lines_t       gold;
     aiserve_tok_opts_t   opts;
     aiserve_encoding_t   enc;
     size_t               i, line, equal, shown;
     int                  off;
 
-    added = json_load_file(DATA "added-tokens.json", 0, &jerr);
-    patches = json_pack("[[[s]o]]", "added_tokens", added);
-    tok = patches ? golden_minilm_patched(patches, err, sizeof(err)) : NULL;
-    json_decref(patches);
-    if (!tap_ok(tok != NULL, "added tokens: load MiniLM with %s (%s)",
-                DATA "added-tokens.json", tok ? "ok" : err))
-    {
-        return;
-    }
-    tap_ok(aiserve_tok_token_to_id(tok, "New York") == 30523
-           && strcmp(aiserve_tok_id_to_token(tok, 30531), "\xce\xa3") == 0
-           && aiserve_tok_vocab_size(tok) == 30532,
-           "added tokens: ids beyond the vocabulary (size %zu)",
-           aiserve_tok_vocab_size(tok));
-
-    if (golden_read(DATA "golden-added-single.txt.gz", &gold) != 0) {
-        tap_ok(0, "read golden-added-single.txt.gz");
-        aiserve_tok_free(tok);
+    if (golden_read(file, &gold) != 0) {
+        tap_ok(0, "read %s", file);
         return;
     }
 
@@ -205,14 +183,60 @@ parity_added(const golden_lines_t *corpus)
             aiserve_encoding_free(&enc);
         }
         if (why[0] && shown++ < 5) {
-            tap_diag("added line %zu: %s", line + 1, why);
+            tap_diag("%s line %zu: %s", name, line + 1, why);
         }
     }
 
-    tap_ok(equal == gold.n, "parity uncased + added tokens: %zu/%zu lines "
-           "equal", equal, gold.n);
+    tap_ok(equal == gold.n, "parity %s: %zu/%zu lines equal", name, equal,
+           gold.n);
     golden_free(&gold);
-    aiserve_tok_free(tok);
+}
+
+
+/*
+ * Added tokens (raw and normalized, lstrip, rstrip, single_word, ids past
+ * the vocabulary): MiniLM's tokenizer.json with those of
+ * t/data/tokenizer/added-tokens.json, and the Chinese vocab.txt with
+ * tokenizer_config.json's added_tokens_decoder.
+ */
+static void
+parity_added(const golden_lines_t *corpus)
+{
+    json_t         *added, *patches;
+    json_error_t    jerr;
+    char            err[256];
+    aiserve_tok_t  *tok;
+
+    added = json_load_file(DATA "added-tokens.json", 0, &jerr);
+    patches = json_pack("[[[s]o]]", "added_tokens", added);
+    tok = patches ? golden_minilm_patched(patches, err, sizeof(err)) : NULL;
+    json_decref(patches);
+    if (tap_ok(tok != NULL, "added tokens: load MiniLM with %s (%s)",
+               DATA "added-tokens.json", tok ? "ok" : err))
+    {
+        tap_ok(aiserve_tok_token_to_id(tok, "New York") == 30523
+               && strcmp(aiserve_tok_id_to_token(tok, 30531), "\xce\xa3") == 0
+               && aiserve_tok_vocab_size(tok) == 30532,
+               "added tokens: ids beyond the vocabulary (size %zu)",
+               aiserve_tok_vocab_size(tok));
+        parity_lines(tok, "uncased + added tokens",
+                     DATA "golden-added-single.txt.gz", corpus);
+        aiserve_tok_free(tok);
+    }
+
+    tok = aiserve_tok_load("t/data/tokenizers/bert-base-chinese-added", err,
+                           sizeof(err));
+    if (tap_ok(tok != NULL, "load bert-base-chinese-added (%s)",
+               tok ? "ok" : err))
+    {
+        tap_ok(aiserve_tok_token_to_id(tok, "[E1]") == 21128
+               && aiserve_tok_token_to_id(tok, "Hello World") == 21129
+               && aiserve_tok_vocab_size(tok) == 21130,
+               "added_tokens_decoder: [E1] 21128, Hello World 21129");
+        parity_lines(tok, "chinese vocab.txt + added_tokens_decoder",
+                     DATA "golden-fallback-added-single.txt.gz", corpus);
+        aiserve_tok_free(tok);
+    }
 }
 
 
