@@ -14,6 +14,7 @@ add_response_body_check(\&AiserveApprox::check);
 # texts with at least one token besides [CLS] and [SEP]
 our @CASES = grep { length $_->{text} } minilm_cases();
 our @FIRST = @CASES[0 .. 7];
+our @LONG = (grep { @{ $_->{input_ids} } == 256 } @CASES)[0 .. 3];
 
 # the OpenAI answer for a list of cases
 sub openai_answer {
@@ -262,5 +263,26 @@ Content-Type: application/json
 --- response_body_like eval
 [ qr/"prompt_tokens":7/,
   qr/^AI model=minilm tokens=7 infer=0\.\d{6} queue=0\.\d{6} batch=2$/m ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: aiserve_threads 2 gives the same embeddings as one thread
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
+aiserve_threads 2;
+--- config
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+AiserveApprox::json_request("POST /embed",
+    { inputs => [ map { $_->{text} } @main::FIRST, @main::LONG ] })
+--- json_approx eval
+[ [ map { $_->{embedding} } @main::FIRST, @main::LONG ] ]
+--- timeout: 60
 --- no_error_log
 [error]
