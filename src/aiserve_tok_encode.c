@@ -4,9 +4,12 @@
  * One pass over the input: each code point is validated, classified
  * (aiserve_tok_unicode.c), normalized (BertNormalizer), split into words
  * (BertPreTokenizer) and every finished word goes through WordPiece at
- * once.  The only per-call memory is the token list and one word buffer of
- * at most max_input_chars_per_word + 1 code points, so time and memory are
- * linear in the input.
+ * once.  Per call the memory is the token list, one word buffer of at most
+ * max_input_chars_per_word + 1 code points and the current run of
+ * combining marks; only a tokenizer with normalized added tokens, or
+ * without a pre-tokenizer, keeps a whole normalized piece.  Time and
+ * memory are linear in the input (WordPiece tries at most as many
+ * candidates per position as the longest vocabulary entry has bytes).
  *
  * Sources followed (tokenizers 0.23): normalizers/bert.rs,
  * pre_tokenizers/bert.rs, models/wordpiece/mod.rs,
