@@ -8,7 +8,7 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use AiserveTest qw(aiserve_http aiserve_http_concurrent);
-use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
+use AiserveMeter qw(meter_dir meter_db meter_cli meter_create_key meter_usage
                     meter_embed_request meter_log_dir meter_json
                     meter_keys_in_logs);
 use POSIX ();
@@ -77,7 +77,7 @@ sub workers_of {
 # runs here; returns (ok requests, ok tokens, failed requests, seconds).
 sub load_while {
     my ($secret, $n, $during) = @_;
-    my $out = server_root() . "/load.$$";
+    my $out = meter_dir() . "/load.$$";
     my $t0 = Time::HiRes::time();
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {

@@ -1,6 +1,6 @@
 # aiserve_meter: no API key in any log of the metering suites.  Every
 # t/05*-meter-*.t writes its access and error log lines also to
-# $TEST_NGINX_SERVROOT/meter-logs (the runner wipes logs/ per block); this
+# <servroot>-meter/logs (the runner wipes logs/ per block); this
 # file, run after them, greps those logs and the last logs/ directory for
 # anything shaped like a key (ais_<type>_ + 38 alphanumerics).  Keys sent in
 # a query string and the Authorization headers nginx logs at debug level
@@ -11,10 +11,10 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use AiserveMeter qw(meter_keys_in_logs);
+use AiserveMeter qw(meter_dir meter_keys_in_logs);
 
 my $servroot = $ENV{TEST_NGINX_SERVROOT} // "$FindBin::Bin/servroot";
-my @dirs = grep { -d } ("$servroot/meter-logs", "$servroot/logs");
+my @dirs = grep { -d } (meter_dir() . '/logs', "$servroot/logs");
 my @logs = map { glob "$_/*.log" } @dirs;
 
 plan skip_all => "no logs under $servroot (run the t/05*-meter-*.t "

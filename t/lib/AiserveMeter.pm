@@ -12,7 +12,7 @@ use Exporter 'import';
 use File::Path ();
 use JSON::PP ();
 
-our @EXPORT_OK = qw(meter_db meter_cli meter_create_key meter_usage
+our @EXPORT_OK = qw(meter_dir meter_db meter_cli meter_create_key meter_usage
                     meter_embed_request meter_keys_in_logs meter_log_dir
                     meter_json);
 
@@ -20,22 +20,29 @@ my $root = $ENV{TEST_NGINX_AISERVE_ROOT}
            // do { require Cwd; Cwd::getcwd() };
 my $cli = "$root/tools/aiserve-keys";
 
-# meter_db($name) -> a fresh ledger directory for one suite, outside the
-# directories the runner wipes, so it outlives a block's restart.
+# The suites' own files live beside the server root, never in it (the
+# server root belongs to the runner; openresty's deletes it for every
+# block): <servroot>-meter/, ignored by git like t/servroot*/.
+sub meter_dir {
+    my $servroot = $ENV{TEST_NGINX_SERVROOT} // "$root/t/servroot";
+    $servroot =~ s{/+$}{};
+    return "$servroot-meter";
+}
+
+# meter_db($name) -> a fresh ledger directory for one suite; it outlives
+# the blocks' restarts.
 sub meter_db {
     my ($name) = @_;
-    my $servroot = $ENV{TEST_NGINX_SERVROOT} // "$root/t/servroot";
-    my $db = "$servroot/meter-db-$name";
+    my $db = meter_dir() . "/db-$name";
     File::Path::remove_tree($db);
-    File::Path::make_path($servroot);
+    File::Path::make_path(meter_dir());
     return $db;
 }
 
 # Logs of every metering suite are also written here (see the suites'
 # http_config), so t/059-meter-logs.t can grep the logs of the whole run.
 sub meter_log_dir {
-    my $servroot = $ENV{TEST_NGINX_SERVROOT} // "$root/t/servroot";
-    my $dir = "$servroot/meter-logs";
+    my $dir = meter_dir() . "/logs";
     File::Path::make_path($dir);
     return $dir;
 }
