@@ -860,10 +860,6 @@ aiserve_tok_normalize_string(const aiserve_tok_t *tok, const char *s,
 
     memset(&w, 0, sizeof(w));
     w.tok = tok;
-    /* the normalized piece is kept whole for normalized added tokens, and
-     * without a pre-tokenizer (where spaces are word characters, and an
-     * lstrip added token may take them back) */
-    w.seg_on = tok->n_nadded > 0 || !tok->bert_pretok;
     w.seg_on = 1;
 
     for (i = 0, k = 0; i < len; i += (size_t) r, k++) {
@@ -1039,9 +1035,9 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     memset(&w, 0, sizeof(w));
     w.tok = tok;
     /* the normalized piece is kept whole for normalized added tokens, and
-     * without a pre-tokenizer (where spaces are word characters, and an
-     * lstrip added token may take them back) */
-    w.seg_on = tok->n_nadded > 0 || !tok->bert_pretok;
+     * without a pre-tokenizer when an lstrip added token may take back
+     * spaces (word characters there) */
+    w.seg_on = tok->n_nadded > 0 || (!tok->bert_pretok && tok->any_lstrip);
     /* a word holds at most max_chars + 1 code points, and never more than
      * the normalized input has: NFD and lowercasing make at most 4 code
      * points of one input byte) */

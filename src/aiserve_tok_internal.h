@@ -103,6 +103,7 @@ struct aiserve_tok_s {
     aiserve_tok_added_t  *added;        /* sorted by first byte, longest first */
     size_t                n_added;
     uint8_t               added_first[256];
+    int                   any_lstrip;   /* a raw added token has lstrip */
 
     aiserve_tok_nadded_t *nadded;       /* normalized=true added tokens */
     size_t                n_nadded;

@@ -291,6 +291,7 @@ aiserve_tok_add_token(aiserve_tok_t *tok, const char *content, size_t len,
     a->rstrip = rstrip ? 1 : 0;
     a->single_word = single_word ? 1 : 0;
     tok->added_first[(uint8_t) content[0]] = 1;
+    tok->any_lstrip |= a->lstrip;
 
     return 0;
 }
