@@ -102,6 +102,23 @@ my %scenario = (
         finish_heavy($heavy, $name);
     },
 
+    # the thread pool's own queue (max_queue=1) overflows: the heavy batch
+    # runs, one other model's batch waits, a third model's cannot be posted
+    overflow => sub {
+        my ($name) = @_;
+        my $heavy = start_heavy();
+        my @res = aiserve_http_concurrent(server_port(),
+            [ post('/predict', { inputs => "paris" }),
+              post('/ner', { inputs => "paris" }) ], undef, timeout => 100);
+        my @st = sort map { $_->{status} // 0 } @res;
+        Test::More::is("@st", "200 503", "$name - one waits, one gets 503");
+        my ($r) = grep { ($_->{status} // 0) == 503 } @res;
+        Test::More::like($r->{body} // '', qr/"code":"overloaded"/,
+                         "$name - JSON error");
+        Test::More::is($r->{headers}{'retry-after'}, 1, "$name - Retry-After");
+        finish_heavy($heavy, $name);
+    },
+
     # clients that close their connection while queued or computing
     abort => sub {
         my ($name) = @_;
@@ -247,3 +264,30 @@ POST /v1/embeddings
 --- no_error_log
 [error]
 [crit]
+
+
+
+=== TEST 5: the thread pool's queue overflows: 503 overloaded
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+thread_pool one threads=1 max_queue=1;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_model ner $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-ner;
+aiserve_thread_pool one;
+aiserve_queue_timeout 120s;
+--- config
+location = /heavy { aiserve_infer minilm; }
+location = /predict { aiserve_infer cls; }
+location = /ner { aiserve_infer ner; }
+--- more_headers
+Content-Type: application/json
+--- request
+POST /predict
+{"inputs": "alone"}
+--- response_body_like: ^\[\{"label":"\w+","score":[0-9.e-]+\}\]$
+--- scenario: overflow
+--- timeout: 120
+--- error_log
+thread pool "one" queue overflow: 1 tasks waiting
