@@ -1397,19 +1397,30 @@ sub finish {
     stop_nginx();
     scan_alerts($PrevBlock, 'while nginx stopped');
     undef $PrevBlock;
-    if ($Randomize && $ServRoot =~ m{/t/servroot_\d+$}) {
-        File::Path::remove_tree($ServRoot);
-    }
+}
+
+# Stops nginx and removes a TEST_NGINX_RANDOMIZE server root, at the end of
+# the process that ran the tests.
+sub final_cleanup {
+    return unless $$ == $RunnerPid && !$InChild && !$NoClean;
+    stop_nginx();
+    File::Path::remove_tree($ServRoot)
+        if $Randomize && $ServRoot =~ m{/t/servroot_\d+$};
 }
 
 # No nginx survives the test file, whatever ends it.
-$SIG{INT} = $SIG{TERM} = sub { exit 128 + ($_[0] eq 'INT' ? 2 : 15) };
+# SIGINT and SIGTERM exit through END; with the output gone (SIGPIPE,
+# SIGHUP) there is nobody to report to, so nginx is stopped at once.
+$SIG{INT} = sub { exit 130 };
+$SIG{TERM} = sub { exit 143 };
+$SIG{PIPE} = $SIG{HUP} = sub {
+    final_cleanup();
+    POSIX::_exit($_[0] eq 'PIPE' ? 141 : 129);
+};
 
 END {
-    if ($$ == $RunnerPid && !$InChild && !$NoClean) {
-        local $?;
-        stop_nginx();
-    }
+    local $?;
+    final_cleanup();
 }
 
 1;
