@@ -81,7 +81,6 @@ sub load_while {
     my $t0 = Time::HiRes::time();
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
-        $Test::Nginx::Socket::InChild = 1;
         my @reqs = map { meter_embed_request($secret, 'durable words') }
                    1 .. $n;
         my $start = Time::HiRes::time();
