@@ -24,6 +24,10 @@
 #include "ngx_http_aiserve_infer.h"
 
 
+/* re-armed as long as the batch runs */
+#define NGX_HTTP_AISERVE_GUARD  600000
+
+
 typedef struct {
     ngx_http_aiserve_ctx_t     *ctx;
     ngx_uint_t                  first;      /* first sequence of ctx */
@@ -35,6 +39,10 @@ typedef struct {
 struct ngx_http_aiserve_batch_s {
     ngx_http_aiserve_model_t   *model;      /* event loop only */
     ngx_thread_task_t          *task;
+
+    /* a timer while the batch is in flight: a worker that shuts down
+     * gracefully (reload) waits for timers, not for thread tasks */
+    ngx_event_t                 guard;
 
     /* read by the thread */
     const aiserve_model_t      *engine;
@@ -64,6 +72,7 @@ static void ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m);
 static void ngx_http_aiserve_batch_thread(void *data, ngx_log_t *log);
 static void ngx_http_aiserve_batch_done(ngx_event_t *ev);
 static void ngx_http_aiserve_queue_timeout(ngx_event_t *ev);
+static void ngx_http_aiserve_guard(ngx_event_t *ev);
 static void ngx_http_aiserve_resume(ngx_http_aiserve_ctx_t *ctx);
 static void ngx_http_aiserve_resume_handler(ngx_http_request_t *r);
 static void ngx_http_aiserve_dequeue(ngx_http_aiserve_ctx_t *ctx);
@@ -195,6 +204,10 @@ ngx_http_aiserve_batch_create(ngx_http_aiserve_model_t *m)
     task->event.log = ngx_cycle->log;
     b->task = task;
 
+    b->guard.handler = ngx_http_aiserve_guard;
+    b->guard.data = b;
+    b->guard.log = ngx_cycle->log;
+
     return b;
 }
 
@@ -321,6 +334,7 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
     }
 
     m->busy = 1;
+    ngx_add_timer(&b->guard, NGX_HTTP_AISERVE_GUARD);
 
     return;
 
@@ -442,6 +456,11 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
     m = b->model;
     m->busy = 0;
     info = m->info;
+
+    if (b->guard.timer_set) {
+        ngx_del_timer(&b->guard);
+    }
+
     src = b->out;
     done = NULL;
 
@@ -515,6 +534,19 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
         done = ctx->next_done;
         ngx_http_aiserve_resume(ctx);
     }
+}
+
+
+static void
+ngx_http_aiserve_guard(ngx_event_t *ev)
+{
+    ngx_http_aiserve_batch_t *b = ev->data;
+
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "aiserve: a batch of model \"%V\" has run for %M ms",
+                  &b->model->name, (ngx_msec_t) NGX_HTTP_AISERVE_GUARD);
+
+    ngx_add_timer(ev, NGX_HTTP_AISERVE_GUARD);
 }
 
 

@@ -119,6 +119,23 @@ my %scenario = (
         finish_heavy($heavy, $name);
     },
 
+    # nginx -s reload while a batch is in flight: the old worker finishes
+    # it before it exits
+    reload => sub {
+        my ($name) = @_;
+        my $heavy = start_heavy();
+        open my $f, '<', server_root() . "/logs/nginx.pid" or die "pid: $!";
+        my $pid = <$f>;
+        close $f;
+        chomp $pid;
+        kill 'HUP', $pid;
+        finish_heavy($heavy, $name);
+        my ($r) = aiserve_http_concurrent(server_port(),
+            [ post('/v1/embeddings', { input => $SHORT[1]{text} }) ], undef,
+            timeout => 100);
+        Test::More::is($r->{status}, 200, "$name - the new worker answers");
+    },
+
     # clients that close their connection while queued or computing
     abort => sub {
         my ($name) = @_;
@@ -148,6 +165,7 @@ add_response_body_check(sub {
     $scenario{$s}->($block->name);
 });
 
+master_on();
 no_shuffle();
 run_tests();
 
@@ -291,3 +309,26 @@ POST /predict
 --- timeout: 120
 --- error_log
 thread pool "one" queue overflow: 1 tasks waiting
+
+
+
+=== TEST 6: a reload while a batch is in flight: the old worker finishes it
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
+aiserve_queue_timeout 120s;
+--- config
+location = /heavy { aiserve_infer minilm; }
+location = /v1/embeddings { aiserve_infer minilm; }
+--- more_headers
+Content-Type: application/json
+--- request
+POST /v1/embeddings
+{"input": "hello"}
+--- response_body_like: "prompt_tokens":3
+--- scenario: reload
+--- timeout: 120
+--- no_error_log
+[error]
+[alert]
