@@ -162,7 +162,7 @@ ok
 
 
 
-=== TEST 3: response_headers_like and response_body_like
+=== TEST 3: response_headers_like, raw_response_headers_like, response_body_like
 --- config
     location = /t {
         add_header X-Num 12345;
@@ -173,6 +173,8 @@ GET /t
 --- response_headers_like
 X-Num: \d+
 Content-Type: text/plain
+--- raw_response_headers_like: ^HTTP/1\.1 200 OK\r\n.*\r\nX-Num: 12345\r\n$
+--- raw_response_headers_unlike: Transfer-Encoding
 --- response_body_like: answer is \d+$
 
 

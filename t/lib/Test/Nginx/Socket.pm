@@ -795,7 +795,8 @@ sub parse_more_headers {
 
 # Turns the text of one --- request ("METHOD [URI [VERSION]]" on the first
 # line, the body on the following lines) into the bytes sent.  The packets
-# of a request given as an array keep their boundaries in the body.
+# of a request given as an array keep their boundaries in the body; a cut
+# before the body moves to the end of the headers.
 sub build_request {
     my ($name, $packets, $more, $conn) = @_;
     my ($hdrs, $chunked) = parse_more_headers($more);
@@ -822,7 +823,7 @@ sub build_request {
 
     # Cut the body where the original packets were cut.
     my @out;
-    my ($pos, $cut) = (0, 0);
+    my $pos = 0;
     for my $p (@$packets[0 .. $#$packets - 1]) {
         $pos += length $p;
         my $off = $pos - $body_start - $lead;
@@ -904,8 +905,9 @@ sub requests_of_block {
 }
 
 # Sends the packets of one request over a fresh TCP connection and reads
-# until the server closes it.  Returns the bytes read, or undef on timeout
-# (after failing a test unless $quiet).
+# until the server closes it or the timeout passes (which fails a test
+# unless $quiet or the block has --- abort).  Returns the bytes read, or
+# undef when it cannot connect (failing a test unless $quiet).
 sub http_exchange {
     my ($packets, $timeout, $middle_delay, $quiet, $block) = @_;
     local $SIG{PIPE} = 'IGNORE';    # a server may close before the body
@@ -1069,7 +1071,8 @@ sub check_response {
     }
 
     for my $which (qw(like unlike)) {
-        my $pat = $block->${\"raw_response_headers_$which"};
+        my $section = "raw_response_headers_$which";
+        my $pat = $block->$section;
         next unless defined $pat;
         $pat = indexed($name, $pat, $idx, $need_array);
         my $f = $which eq 'like' ? \&Test::More::like : \&Test::More::unlike;
