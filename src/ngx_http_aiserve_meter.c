@@ -120,6 +120,7 @@ typedef struct {
 typedef struct {
     aiserve_key_t                key;
     ngx_uint_t                   authenticated;   /* unsigned:1 */
+    ngx_uint_t                   key_in_query;
     ngx_uint_t                   reserved;
     ngx_uint_t                   settled;
     ngx_uint_t                   tokens;
@@ -183,6 +184,9 @@ static ngx_int_t ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle,
 static void ngx_http_aiserve_meter_log_writer(ngx_log_t *log,
     ngx_uint_t level, u_char *buf, size_t len);
 static ngx_uint_t ngx_http_aiserve_meter_mask_key(ngx_str_t *s);
+static ngx_uint_t ngx_http_aiserve_meter_mask_request(ngx_http_request_t *r);
+static ngx_int_t ngx_http_aiserve_meter_post_read_handler(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle);
 
@@ -1215,6 +1219,48 @@ ngx_http_aiserve_meter_mask_key(ngx_str_t *s)
 }
 
 
+/* 1 if the request line held a key, now masked.  HTTP/1.x: the request
+ * line, uri, args and unparsed uri share one buffer; HTTP/2 builds the
+ * request line apart: mask each. */
+static ngx_uint_t
+ngx_http_aiserve_meter_mask_request(ngx_http_request_t *r)
+{
+    return ngx_http_aiserve_meter_mask_key(&r->request_line)
+           | ngx_http_aiserve_meter_mask_key(&r->unparsed_uri)
+           | ngx_http_aiserve_meter_mask_key(&r->args);
+}
+
+
+/*
+ * Post-read phase, every request of an http block with a ledger, metered
+ * location or not: a key in the request line is masked before anything
+ * (access log, error log, $request_uri, $args) can show it.  The access
+ * phase of a metered location then refuses the request.
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_post_read_handler(ngx_http_request_t *r)
+{
+    ngx_http_aiserve_meter_ctx_t  *ctx;
+
+    if (!ngx_http_aiserve_meter_mask_request(r)) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_aiserve_meter_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ngx_http_set_ctx(r, ctx, ngx_http_aiserve_meter_module);
+    }
+
+    ctx->key_in_query = 1;
+
+    return NGX_DECLINED;
+}
+
+
 /*
  * Bearer token from Authorization (RFC 6750 2.1; scheme case-insensitive).
  * Refuses keys in the query string (RFC 6750 2.3 is not offered) and masks
@@ -1247,12 +1293,8 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    /* HTTP/1.x: the request line, uri, args and unparsed uri share one
-     * buffer; HTTP/2 builds the request line apart: mask each */
-    if (ngx_http_aiserve_meter_mask_key(&r->request_line)
-        | ngx_http_aiserve_meter_mask_key(&r->unparsed_uri)
-        | ngx_http_aiserve_meter_mask_key(&r->args))
-    {
+    if (ctx->key_in_query || ngx_http_aiserve_meter_mask_request(r)) {
+        ctx->key_in_query = 1;
         ref->status = NGX_HTTP_BAD_REQUEST;
         ref->type = "invalid_request_error";
         ref->code = "api_key_in_query";
@@ -2733,10 +2775,24 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_aiserve_meter_init(ngx_conf_t *cf)
 {
-    ngx_http_handler_pt        *h;
-    ngx_http_core_main_conf_t  *cmcf;
+    ngx_http_handler_pt                 *h;
+    ngx_http_core_main_conf_t           *cmcf;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_aiserve_meter_module);
+
+    if (mcf->db_path.len == 0) {
+        return NGX_OK;
+    }
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_aiserve_meter_post_read_handler;
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
     if (h == NULL) {

@@ -142,6 +142,21 @@ my %checks = (
     },
 
     # the caller's own usage; an admin key sees every key
+    # a location without the meter: not refused, but masked all the same
+    unmetered_query => sub {
+        my $r = aiserve_http(server_port(), {
+            uri => "/static?api_key=$key{bob}&x=1" });
+        is($r->{status}, 200, 'unmetered location: not refused');
+        is($r->{body}, "args=api_key=ais_live_" . substr($key{bob}, 9, 4)
+                       . ('*' x 34) . "&x=1\n", '$args is masked');
+        Time::HiRes::sleep(0.05);
+        open my $in, '<', "$logs/access-050.log" or die $!;
+        my @lines = grep { m{GET /static} } <$in>;
+        like($lines[-1] // '',
+             qr/"GET \/static\?api_key=ais_live_\w{4}\*{34}&x=1 HTTP/,
+             'unmetered location: masked in the access log');
+    },
+
     # HTTP/2 builds the request line apart from the uri and args
     h2_query => sub {
         my $url = "http://127.0.0.1:$ENV{TEST_NGINX_H2_PORT}/v1/embeddings"
@@ -422,7 +437,25 @@ ok
 
 
 
-=== TEST 13: aiserve_meter on without a ledger is a configuration error
+=== TEST 13: a key in the query string of an unmetered location is masked
+--- config
+    location = /static {
+        return 200 "args=$args\n";
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: unmetered_query
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 14: aiserve_meter on without a ledger is a configuration error
 --- http_config
     aiserve_model tiny $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
 --- config
@@ -436,7 +469,7 @@ ok
 
 
 
-=== TEST 14: invalid aiserve_meter_db parameter names the token
+=== TEST 15: invalid aiserve_meter_db parameter names the token
 --- http_config
     aiserve_meter_db $TEST_NGINX_METER_DB map_size=lots;
 --- config
@@ -446,7 +479,7 @@ invalid map_size "map_size=lots" in "aiserve_meter_db"
 
 
 
-=== TEST 15: aiserve_meter takes on, off or dry_run
+=== TEST 16: aiserve_meter takes on, off or dry_run
 --- http_config
     aiserve_meter_db $TEST_NGINX_METER_DB;
     aiserve_meter_zone meter 1m;
