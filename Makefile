@@ -11,11 +11,12 @@ NGINX        ?= /usr/sbin/nginx
 NGX_SRC      ?= /usr/share/nginx/src
 MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
-# OpenBLAS, serial flavour: the engine runs its own thread team, started on
-# the first forward pass (after fork()), so the BLAS starts no threads.
-# Chosen by measurement on BERT shapes (BENCHMARKS.md, tools/bench-gemm.c).
-BLIS_INC     := -I/usr/include/$(MULTIARCH)/openblas-serial
-BLIS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-serial
+# OpenBLAS, pthread flavour, run with one thread per call: the engine runs
+# its own thread team; the serial flavour is not safe to call from several
+# threads at once (src/aiserve_blas.c).  Chosen by measurement on BERT
+# shapes (BENCHMARKS.md, tools/bench-gemm.c).
+BLIS_INC     := -I/usr/include/$(MULTIARCH)/openblas-pthread
+BLIS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-pthread
 DEP_PKGS     := jansson libutf8proc lmdb libcrypto
 DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLIS_INC)
 DEP_LIBS     := $(shell pkg-config --libs $(DEP_PKGS) 2>/dev/null) \

@@ -1,18 +1,63 @@
 /*
- * aiserve matrix products through cblas_sgemm (single-threaded calls).
+ * aiserve matrix products through cblas_sgemm, each call single-threaded
+ * in the calling thread.
+ *
+ * Thread safety.  OpenBLAS built without threading (USE_THREAD=0, Debian's
+ * libopenblas0-serial) hands out its packing buffers from a pool without
+ * a lock: two threads inside sgemm at once can be given the same buffer
+ * and corrupt each other's results (measured here: errors of 0.1-0.3 in
+ * MiniLM embeddings under two threads).  Its pthread build locks the pool,
+ * so the build links that one and sets OpenBLAS's own threads to 1: the
+ * parallelism is the encoder's thread team.  Should the serial build be
+ * linked anyway, every call takes a process-wide lock instead: correct,
+ * but products no longer overlap.
+ *
+ * The pthread build starts its idle pool at library load (in nginx: the
+ * master); OpenBLAS stops it in its pthread_atfork handler before every
+ * fork(), and with one thread per call no worker ever starts it again.
  */
+#include <pthread.h>
+
 #include <cblas.h>
 
 #include "aiserve_blas.h"
+
+static pthread_once_t   aiserve_blas_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t  aiserve_blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int              aiserve_blas_serial;
+
+
+static void
+aiserve_blas_setup(void)
+{
+    /* 0: sequential build, 1: pthreads, 2: OpenMP */
+    aiserve_blas_serial = openblas_get_parallel() == 0;
+    openblas_set_num_threads(1);
+}
+
+
+static void
+aiserve_sgemm(enum CBLAS_TRANSPOSE tb, size_t m, size_t n, size_t k,
+    float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+    float beta, float *c, size_t ldc)
+{
+    pthread_once(&aiserve_blas_once, aiserve_blas_setup);
+    if (aiserve_blas_serial) {
+        pthread_mutex_lock(&aiserve_blas_lock);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, (int) m, (int) n, (int) k,
+                alpha, a, (int) lda, b, (int) ldb, beta, c, (int) ldc);
+    if (aiserve_blas_serial) {
+        pthread_mutex_unlock(&aiserve_blas_lock);
+    }
+}
 
 
 void
 aiserve_gemm_nt(size_t m, size_t n, size_t k, float alpha, const float *a,
     size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) m, (int) n,
-                (int) k, alpha, a, (int) lda, b, (int) ldb, beta, c,
-                (int) ldc);
+    aiserve_sgemm(CblasTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 
@@ -20,7 +65,5 @@ void
 aiserve_gemm_nn(size_t m, size_t n, size_t k, const float *a, size_t lda,
     const float *b, size_t ldb, float *c, size_t ldc)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int) m, (int) n,
-                (int) k, 1.f, a, (int) lda, b, (int) ldb, 0.f, c,
-                (int) ldc);
+    aiserve_sgemm(CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
 }

@@ -1,10 +1,10 @@
 /*
- * aiserve matrix products: row-major sgemm through the CBLAS interface of
- * the BLAS the build links (OpenBLAS, serial flavour; see BENCHMARKS.md for
- * the measurement that chose it).  Every call runs in the calling thread:
- * the encoder parallelises over its own thread team (aiserve_team.h), so
- * the BLAS starts no threads, at load time or ever, and nothing breaks
- * across nginx's fork().
+ * aiserve matrix products: row-major sgemm through OpenBLAS's CBLAS
+ * interface (pthread build, its own threads set to 1; see aiserve_blas.c
+ * for why, and BENCHMARKS.md for the measurement that chose OpenBLAS).
+ * Every call runs in the calling thread and may run concurrently with
+ * others: the encoder parallelises over its own thread team
+ * (aiserve_team.h).
  */
 #ifndef AISERVE_BLAS_H
 #define AISERVE_BLAS_H
