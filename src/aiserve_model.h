@@ -100,8 +100,9 @@ int aiserve_model_forward(const aiserve_model_t *model,
  * process that computes (nginx: init_process); never starts threads in the
  * calling process before it is needed.
  *
- * Implementation: the BLAS itself is single-threaded (OpenBLAS serial);
- * a forward pass splits its steps over the calling thread plus n - 1
+ * Implementation: every BLAS call runs in its calling thread (OpenBLAS,
+ * one thread per call); a forward pass splits its steps over the calling
+ * thread plus n - 1
  * helpers that belong to the scratch and are started by its first forward
  * pass at this count (1 <= n <= 64; process-wide setting, read at the
  * start of each pass). */
