@@ -102,10 +102,9 @@ int aiserve_model_forward(const aiserve_model_t *model,
  *
  * Implementation: every BLAS call runs in its calling thread (OpenBLAS,
  * one thread per call); a forward pass splits its steps over the calling
- * thread plus n - 1
- * helpers that belong to the scratch and are started by its first forward
- * pass at this count (1 <= n <= 64; process-wide setting, read at the
- * start of each pass). */
+ * thread plus n - 1 helpers that belong to the scratch and are started by
+ * its first forward pass at this count (1 <= n <= 64; a process-wide
+ * setting, read at the start of each pass). */
 void aiserve_set_num_threads(int n);
 
 #endif /* AISERVE_MODEL_H */
