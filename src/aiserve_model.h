@@ -91,6 +91,18 @@ size_t aiserve_model_output_len(const aiserve_model_t *model,
  * Runs the encoder and the head on a batch.  out has
  * aiserve_model_output_len() floats.  Returns 0, or -1 with err set (id out
  * of vocabulary, sequence too long, batch over the scratch's max_tokens).
+ *
+ * Follows transformers' modeling_bert.py in fp32: BertEmbeddings (word +
+ * token_type + absolute position, restarting at 0 for each sequence,
+ * LayerNorm), then per BertLayer: BertSelfAttention (eager softmax(QK^T /
+ * sqrt(head_dim)) V, over the sequence's own tokens only, so no padding
+ * mask), BertSelfOutput and BertOutput (dense, LayerNorm(x + residual)),
+ * BertIntermediate (dense + hidden_act; "gelu" is the exact erf form).
+ * Heads: sentence-transformers Pooling (cls / mean / max) and Normalize;
+ * BertPooler (tanh(dense(first token))) + classifier; classifier on every
+ * token.  A sequence's output does not depend on the other sequences of
+ * the batch beyond rounding (<= 1e-5, tested).  Thread-safe for
+ * concurrent calls with distinct scratches.
  */
 int aiserve_model_forward(const aiserve_model_t *model,
     const aiserve_batch_t *batch, aiserve_scratch_t *scratch, float *out,
