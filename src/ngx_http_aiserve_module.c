@@ -254,6 +254,7 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     m->name = value[1];
     m->path = value[2];
     m->amcf = amcf;
+    ngx_queue_init(&m->queue);
     m->truncate = 0;
     m->max_seq = 0;
     task_set = 0;
@@ -733,25 +734,15 @@ ngx_http_aiserve_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_aiserve_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                      i;
-    ngx_http_aiserve_model_t      **mp;
-    ngx_http_aiserve_main_conf_t   *amcf;
+    ngx_http_aiserve_main_conf_t  *amcf;
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_aiserve_module);
     if (amcf == NULL || amcf->models.nelts == 0) {
         return NGX_OK;
     }
 
-    /* BLAS threads start in workers only, after fork() */
+    /* the encoder's threads start in workers only, after fork() */
     aiserve_set_num_threads((int) amcf->threads);
-
-    mp = amcf->models.elts;
-    for (i = 0; i < amcf->models.nelts; i++) {
-        ngx_queue_init(&mp[i]->queue);
-        mp[i]->queued = 0;
-        mp[i]->batch = NULL;
-        mp[i]->busy = 0;
-    }
 
     return NGX_OK;
 }

@@ -5,6 +5,7 @@
 # aiserve_retry_after.
 
 use Test::Nginx::Socket 'no_plan';
+use File::Spec ();
 
 no_shuffle();
 run_tests();
@@ -41,11 +42,13 @@ qr/aiserve batch "cls": 1 sequences, 3 tokens, 1 requests/
 
 
 
-=== TEST 2: the model path is relative to the prefix when not absolute
+=== TEST 2: a relative model path is relative to the configuration file
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
---- http_config
-aiserve_model cls ../../../models/tiny-bert-seq-cls;
+--- http_config eval
+"aiserve_model cls "
+. File::Spec->abs2rel("$ENV{TEST_NGINX_AISERVE_ROOT}/models/tiny-bert-seq-cls",
+                      "$ENV{TEST_NGINX_SERVER_ROOT}/conf") . ";"
 --- config
 location = /predict { aiserve_infer cls; }
 --- more_headers
