@@ -989,10 +989,11 @@ ngx_http_aiserve_read_body(ngx_http_request_t *r, ngx_str_t *body)
 
 /*
  * Parses the body with jansson into ctx->doc.  Returns NGX_OK (with
- * ctx->done set when a 400 has been sent) or an HTTP status.  JSON with invalid UTF-8 inside a string
- * is parsed a second time with every invalid byte replaced by U+10FFFF so
- * that the validation of the API can name the field and index that holds
- * it (ngx_http_aiserve_api.c rejects strings containing that marker).
+ * ctx->done set when a 400 has been sent) or an HTTP status.  JSON with
+ * invalid UTF-8 inside a string is parsed a second time with every invalid
+ * byte replaced by U+10FFFF so that the validation of the API can name the
+ * field and index that holds it (ngx_http_aiserve_api.c rejects strings
+ * containing that marker).
  */
 
 static ngx_int_t
