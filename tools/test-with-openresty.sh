@@ -20,8 +20,10 @@
 #
 # It exports what aiserve's blocks refer to and openresty's runner does not
 # set itself: TEST_NGINX_AISERVE_ROOT, TEST_NGINX_AISERVE_MODULE,
-# TEST_NGINX_SERVROOT (t/servroot-openresty) and TEST_NGINX_HTML_DIR.
-# Other TEST_NGINX_* variables (TEST_NGINX_SERVER_PORT, ...) pass through.
+# TEST_NGINX_SERVROOT and TEST_NGINX_HTML_DIR.  Unless set, the server port
+# is a free one and the server root t/servroot-openresty-PORT (removed
+# afterwards), so that runs of several people do not collide.  Other
+# TEST_NGINX_* variables pass through.
 
 set -euo pipefail
 
@@ -66,7 +68,18 @@ esac
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 export TEST_NGINX_AISERVE_ROOT=${TEST_NGINX_AISERVE_ROOT:-$root}
 export TEST_NGINX_AISERVE_MODULE=${TEST_NGINX_AISERVE_MODULE:-$root/build/ngx_http_aiserve_module.so}
-export TEST_NGINX_SERVROOT=${TEST_NGINX_SERVROOT:-$root/t/servroot-openresty}
+if [ -z "${TEST_NGINX_SERVER_PORT:-}" ]; then
+    TEST_NGINX_SERVER_PORT=$(perl -MIO::Socket::INET -e \
+        'print IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
+                                     Listen => 1)->sockport')
+fi
+export TEST_NGINX_SERVER_PORT
+if [ -z "${TEST_NGINX_SERVROOT:-}" ]; then
+    TEST_NGINX_SERVROOT=$root/t/servroot-openresty-$TEST_NGINX_SERVER_PORT
+    [ -n "${TEST_NGINX_NO_CLEAN:-}" ] ||
+        trap 'rm -rf "$TEST_NGINX_SERVROOT"' EXIT
+fi
+export TEST_NGINX_SERVROOT
 export TEST_NGINX_HTML_DIR=${TEST_NGINX_HTML_DIR:-$TEST_NGINX_SERVROOT/html}
 
 [ $# -gt 0 ] || set -- t/000-sanity.t
