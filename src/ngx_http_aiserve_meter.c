@@ -1870,7 +1870,12 @@ again:
     ngx_shmtx_lock(&z->shpool->mutex);
 
     if (z->sh->inflight_seq && z->sh->inflight_seq <= seq) {
-        /* a flusher committed and died before clearing inflight */
+        /* a flusher committed and died (or is late) before clearing */
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "aiserve meter: flush %uL was committed but not "
+                      "cleared (its worker was killed or is late): "
+                      "dropping its copy", z->sh->inflight_seq);
+
         for (q = ngx_queue_head(&z->sh->rows_queue);
              q != ngx_queue_sentinel(&z->sh->rows_queue);
              q = ngx_queue_next(q))
@@ -1881,6 +1886,12 @@ again:
 
         z->sh->committed_seq = z->sh->inflight_seq;
         z->sh->inflight_seq = 0;
+
+    } else if (z->sh->inflight_seq) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "aiserve meter: flush %uL did not commit (its worker "
+                      "was killed, or the ledger refused it): writing it "
+                      "again", z->sh->inflight_seq);
     }
 
     n = 0;

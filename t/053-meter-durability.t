@@ -141,13 +141,31 @@ my %checks = (
 
     kill_worker => sub {
         my $master = master_pid();
-        my ($ok, $tokens, $failed, $secs) = load_while($key, 3000, sub {
-            Time::HiRes::sleep(0.5);
-            my @w = workers_of($master);
-            kill 'KILL', $w[0];
+        # flush=20ms: with a flush every few requests, some of the kills
+        # land inside one (between taking the counters and clearing them)
+        my $kills = 0;
+        my $log_from = -s "$logs/error.log" // 0;
+        my ($ok, $tokens, $failed, $secs) = load_while($key, 8000, sub {
+            for (1 .. 8) {
+                Time::HiRes::sleep(0.1 + rand 0.2);
+                my @w = workers_of($master);
+                $kills += kill 'KILL', $w[int rand @w] if @w;
+            }
         });
-        Test::More::diag(sprintf "kill one worker: %d ok, %d failed in "
-                         . "%.1f s", $ok, $failed, $secs);
+        Test::More::diag(sprintf "kill a worker %d times: %d ok, %d failed "
+                         . "in %.1f s", $kills, $ok, $failed, $secs);
+        ok($kills >= 6, "$kills workers killed during the load");
+        if (open my $el, '<', "$logs/error.log") {
+            my ($dropped, $again) = (0, 0);
+            seek $el, $log_from, 0;
+            while (<$el>) {
+                $dropped++ if /committed but not cleared/;
+                $again++ if /did not commit \(its worker was killed/;
+            }
+            Test::More::diag("flushes the kills interrupted: $dropped "
+                             . "committed (copy dropped), $again not "
+                             . "(written again)");
+        }
         my $t = $ok ? $tokens / $ok : 0;
         Time::HiRes::sleep(1);
         my $u = meter_usage($db)->{$kid};
@@ -330,9 +348,9 @@ ok
 
 
 
-=== TEST 2: SIGKILL of one worker during load loses no settled usage
+=== TEST 2: SIGKILL of a worker, 8 times during load, loses no settled usage
 --- meter_http_config
-    aiserve_meter_db $TEST_NGINX_METER_DB flush=200ms;
+    aiserve_meter_db $TEST_NGINX_METER_DB flush=20ms;
     aiserve_meter_zone meter 1m;
 --- request
 GET /t
