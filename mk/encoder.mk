@@ -47,8 +47,10 @@ bench-gemm: tools/bench-gemm
 $(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c $(ENGINE_LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
 
-BENCH_SECONDS ?= 3
+BENCH_SECONDS ?= 5
+BENCH_ROUNDS  ?= 5
 bench-encoder: $(BUILD)/bench-encoder-engine tools/bench-gemm \
         $(DEFAULT_MODEL)/model.safetensors
 	env $(BENCH_ENV) $(PYTHON) tools/bench-encoder --threads $(BENCH_THREADS) \
-	    --seconds $(BENCH_SECONDS) --write BENCHMARKS.md
+	    --seconds $(BENCH_SECONDS) --rounds $(BENCH_ROUNDS) \
+	    --write BENCHMARKS.md
