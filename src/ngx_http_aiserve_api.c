@@ -302,6 +302,8 @@ ngx_http_aiserve_tokenize(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     opts.max_length = m->max_seq;
     opts.truncation = truncate ? 1 : 0;
     opts.add_special_tokens = ctx->add_special ? 1 : 0;
+    opts.direction = ctx->truncate_left ? AISERVE_TRUNCATE_LEFT
+                                        : AISERVE_TRUNCATE_RIGHT;
 
     if (aiserve_tok_encode(m->tok, text, len, pair, pair_len, &opts, enc,
                            err, sizeof(err))
@@ -347,7 +349,7 @@ static ngx_int_t
 ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     ngx_uint_t i, json_t *ids, ngx_uint_t truncate, const char *param)
 {
-    size_t                     k, n, vocab;
+    size_t                     k, n, vocab, first;
     json_t                    *v;
     int32_t                   *p;
     json_int_t                 id;
@@ -356,6 +358,7 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     m = ctx->model;
     n = json_array_size(ids);
     vocab = m->info->vocab_size;
+    first = 0;
 
     if (n == 0) {
         ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
@@ -372,6 +375,7 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
             return NGX_ERROR;
         }
 
+        first = ctx->truncate_left ? json_array_size(ids) - m->max_seq : 0;
         n = m->max_seq;
     }
 
@@ -383,13 +387,13 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     }
 
     for (k = 0; k < n; k++) {
-        v = json_array_get(ids, k);
+        v = json_array_get(ids, first + k);
         id = json_is_integer(v) ? json_integer_value(v) : -1;
 
         if (id < 0 || (size_t) id >= vocab) {
             ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token", param,
                                      "%s[%uz] must be a token id from 0 to "
-                                     "%uz", param, k, vocab - 1);
+                                     "%uz", param, first + k, vocab - 1);
             return NGX_ERROR;
         }
 
@@ -584,6 +588,7 @@ ngx_http_aiserve_prepare_embed(ngx_http_request_t *r,
 {
     json_t      *v;
     ngx_uint_t   normalize, truncate;
+    const char  *s;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "normalize", 1, &normalize)
         != NGX_OK
@@ -595,17 +600,23 @@ ngx_http_aiserve_prepare_embed(ngx_http_request_t *r,
         return;
     }
 
+    /* TEI: "Right" (default) or "Left", the side tokens are cut from */
+
     v = json_object_get(ctx->doc, "truncation_direction");
 
-    if (v != NULL && !json_is_null(v)
-        && !(json_is_string(v)
-             && ngx_strcasecmp((u_char *) json_string_value(v),
-                               (u_char *) "right") == 0))
-    {
-        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
-                                 "truncation_direction",
-                                 "truncation_direction must be \"Right\"");
-        return;
+    if (v != NULL && !json_is_null(v)) {
+        s = json_is_string(v) ? json_string_value(v) : "";
+
+        if (ngx_strcasecmp((u_char *) s, (u_char *) "left") == 0) {
+            ctx->truncate_left = 1;
+
+        } else if (ngx_strcasecmp((u_char *) s, (u_char *) "right") != 0) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                                     "truncation_direction",
+                                     "truncation_direction must be "
+                                     "\"Right\" or \"Left\"");
+            return;
+        }
     }
 
     ctx->normalize = normalize;

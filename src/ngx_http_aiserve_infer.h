@@ -151,6 +151,7 @@ struct ngx_http_aiserve_ctx_s {
     unsigned                         single:1;
     unsigned                         base64:1;
     unsigned                         normalize:1;
+    unsigned                         truncate_left:1;
     unsigned                         legacy:1;       /* predict: no top_k */
     unsigned                         return_text:1;
     unsigned                         raw_scores:1;

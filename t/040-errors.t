@@ -325,3 +325,35 @@ sub {
 ["invalid_json\n", "invalid_utf8\n"]
 --- no_error_log
 [error]
+
+
+
+=== TEST 12: TEI truncation_direction: Left keeps the end of the text
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 max_seq=16;
+--- config
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /embed\n{\"inputs\": [\"alpha " . ("word " x 20) . "\", \"" . ("word " x 14)
+  . "\"], \"truncate\": true, \"truncation_direction\": \"Left\"}",
+  "POST /embed\n{\"inputs\": [\"alpha " . ("word " x 20) . "\", \"" . ("word " x 14)
+  . "\"], \"truncate\": true, \"truncation_direction\": \"Right\"}",
+  "POST /embed\n{\"inputs\": \"x\", \"truncation_direction\": \"Up\"}" ]
+--- error_code eval
+[200, 200, 422]
+--- response_body_filters eval
+sub {
+    my $r = JSON::PP->new->decode($_[0]);
+    return $r->{error}{message} . "\n" if ref $r eq 'HASH';
+    my $d = AiserveApprox::approx_diff($r->[0], $r->[1], 1e-5);
+    return $d eq '' ? "same\n" : "different\n";
+}
+--- response_body eval
+[ "same\n", "different\n",
+  "truncation_direction must be \"Right\" or \"Left\"\n" ]
+--- no_error_log
+[error]
