@@ -128,7 +128,7 @@ ngx_http_aiserve_enqueue(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
     m = ctx->model;
 
     if (m->queued >= m->amcf->max_queue) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(ctx->alcf->log_level, r->connection->log, 0,
                       "aiserve: queue of model \"%V\" is full (%ui requests)",
                       &m->name, m->queued);
         return NGX_DECLINED;
@@ -555,7 +555,7 @@ ngx_http_aiserve_queue_timeout(ngx_event_t *ev)
 {
     ngx_http_aiserve_ctx_t *ctx = ev->data;
 
-    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+    ngx_log_error(ctx->alcf->log_level, ev->log, 0,
                   "aiserve: request waited more than %M ms in the queue of "
                   "model \"%V\"", ctx->alcf->queue_timeout, &ctx->model->name);
 

@@ -67,6 +67,7 @@ typedef struct {
     ngx_uint_t                  max_inputs;
     ngx_msec_t                  queue_timeout;
     ngx_uint_t                  retry_after;
+    ngx_uint_t                  log_level;  /* of 503s for overload */
 } ngx_http_aiserve_loc_conf_t;
 
 

@@ -47,6 +47,15 @@ static ngx_int_t ngx_http_aiserve_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_exit_process(ngx_cycle_t *cycle);
 
 
+static ngx_conf_enum_t  ngx_http_aiserve_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_num_bounds_t  ngx_http_aiserve_threads_bounds = {
     ngx_conf_check_num_bounds, 1, 256
 };
@@ -120,6 +129,13 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_aiserve_loc_conf_t, retry_after),
       NULL },
+
+    { ngx_string("aiserve_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_aiserve_loc_conf_t, log_level),
+      &ngx_http_aiserve_log_levels },
 
       ngx_null_command
 };
@@ -622,6 +638,7 @@ ngx_http_aiserve_create_loc_conf(ngx_conf_t *cf)
     alcf->max_inputs = NGX_CONF_UNSET_UINT;
     alcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     alcf->retry_after = NGX_CONF_UNSET_UINT;
+    alcf->log_level = NGX_CONF_UNSET_UINT;
 
     return alcf;
 }
@@ -641,6 +658,7 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->queue_timeout, prev->queue_timeout,
                               10000);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_WARN);
 
     if (conf->model_name.data == NULL) {
         return NGX_CONF_OK;

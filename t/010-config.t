@@ -2,7 +2,7 @@
 # time: nginx -t is the operator's first test), aiserve_infer (api=, model
 # look-up), aiserve_thread_pool, aiserve_threads, aiserve_max_batch_tokens,
 # aiserve_max_queue, aiserve_queue_timeout, aiserve_max_inputs,
-# aiserve_retry_after.
+# aiserve_retry_after, aiserve_log_level.
 
 use Test::Nginx::Socket 'no_plan';
 use File::Spec ();
@@ -25,6 +25,7 @@ aiserve_max_queue 8;
 aiserve_queue_timeout 2s;
 aiserve_max_inputs 4;
 aiserve_retry_after 3;
+aiserve_log_level error;
 --- config
 location = /predict {
     aiserve_infer cls api=predict;
@@ -286,7 +287,19 @@ value must be equal to or greater than 1
 
 
 
-=== TEST 21: the module loads and nginx serves without any aiserve_model
+=== TEST 21: aiserve_log_level takes info, notice, warn or error
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_log_level debug;
+--- config
+--- must_die
+--- error_log
+invalid value "debug" in
+
+
+
+=== TEST 22: the module loads and nginx serves without any aiserve_model
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- config

@@ -221,14 +221,14 @@ POST /impatient
 --- response_body_like: "prompt_tokens":8
 --- scenario: timeout
 --- timeout: 120
---- error_log
-aiserve: request waited more than 1 ms in the queue of model "minilm"
+--- error_log eval
+qr/\[warn\] .*aiserve: request waited more than 1 ms in the queue of model "minilm"/
 --- no_error_log
 [error]
 
 
 
-=== TEST 3: aiserve_max_queue: 503 when the queue is full
+=== TEST 3: aiserve_max_queue: 503 when the queue is full, logged at aiserve_log_level
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -236,6 +236,7 @@ aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=o
 aiserve_max_queue 1;
 aiserve_max_batch_tokens 2048;
 aiserve_queue_timeout 120s;
+aiserve_log_level notice;
 --- config
 location = /heavy {
     aiserve_infer minilm;
@@ -251,8 +252,8 @@ POST /v1/embeddings
 --- response_body_like: "prompt_tokens":3
 --- scenario: full
 --- timeout: 120
---- error_log
-aiserve: queue of model "minilm" is full (1 requests)
+--- error_log eval
+qr/\[notice\] .*aiserve: queue of model "minilm" is full \(1 requests\)/
 --- no_error_log
 [error]
 
