@@ -142,6 +142,27 @@ expect_fail(const char *what, ...)
 }
 
 
+/* The good file with TENSOR's FIELD set to VALUE (reference taken):
+ * loading must fail naming the file, the tensor and NEEDLE / NEEDLE2. */
+static void
+broken_field(const char *tensor, const char *field, json_t *value,
+    const char *what, const char *needle, const char *needle2)
+{
+    json_t   *h;
+    uint8_t  *data, *whole;
+    size_t    data_len;
+    char      path[600];
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    h = good_header(&data, &data_len, &whole);
+    json_object_set_new(json_object_get(h, tensor), field, value);
+    write_st(h, data, data_len);
+    expect_fail(what, path, tensor, needle, needle2, NULL);
+    json_decref(h);
+    free(whole);
+}
+
+
 static void
 set_config(const char *key, json_t *value)
 {
@@ -244,38 +265,16 @@ main(void)
     json_decref(h);
     free(whole);
 
-    /* byte length that does not match dtype x shape */
-    h = good_header(&data, &data_len, &whole);
-    json_object_set_new(json_object_get(h, qw), "dtype", json_string("F16"));
-    write_st(h, data, data_len);
-    expect_fail("dtype F16 on F32 bytes", path, qw, "F16", NULL);
-    json_decref(h);
-    free(whole);
-
-    /* unknown dtype */
-    h = good_header(&data, &data_len, &whole);
-    json_object_set_new(json_object_get(h, qw), "dtype", json_string("F33"));
-    write_st(h, data, data_len);
-    expect_fail("unknown dtype", path, qw, "dtype", NULL);
-    json_decref(h);
-    free(whole);
-
-    /* a known dtype the encoder cannot use */
-    h = good_header(&data, &data_len, &whole);
-    json_object_set_new(json_object_get(h, qw), "dtype", json_string("I32"));
-    write_st(h, data, data_len);
-    expect_fail("integer weights", path, qw, "I32", NULL);
-    json_decref(h);
-    free(whole);
-
-    /* wrong shape (same number of bytes) */
-    h = good_header(&data, &data_len, &whole);
-    json_object_set_new(json_object_get(h, qw), "shape",
-                        json_pack("[ii]", 16, 64));
-    write_st(h, data, data_len);
-    expect_fail("wrong shape", path, qw, "[16, 64]", "[32, 32]", NULL);
-    json_decref(h);
-    free(whole);
+    /* byte length that does not match dtype x shape; unknown dtype; a
+     * known dtype the encoder cannot use; wrong shape (same bytes) */
+    broken_field(qw, "dtype", json_string("F16"), "dtype F16 on F32 bytes",
+                 "F16", NULL);
+    broken_field(qw, "dtype", json_string("F33"), "unknown dtype", "dtype",
+                 NULL);
+    broken_field(qw, "dtype", json_string("I32"), "integer weights", "I32",
+                 NULL);
+    broken_field(qw, "shape", json_pack("[ii]", 16, 64), "wrong shape",
+                 "[16, 64]", "[32, 32]");
 
     /* missing tensor */
     h = good_header(&data, &data_len, &whole);
@@ -290,21 +289,10 @@ main(void)
     free(whole);
 
     /* negative shape, bad offsets array */
-    h = good_header(&data, &data_len, &whole);
-    json_object_set_new(json_object_get(h, qw), "shape",
-                        json_pack("[ii]", -32, -32));
-    write_st(h, data, data_len);
-    expect_fail("negative shape", path, qw, "shape", NULL);
-    json_decref(h);
-    free(whole);
-    h = good_header(&data, &data_len, &whole);
-    json_object_set_new(json_object_get(h, qw), "data_offsets",
-                        json_pack("[s]", "0"));
-    write_st(h, data, data_len);
-    expect_fail("data_offsets not [begin, end]", path, qw, "data_offsets",
-                NULL);
-    json_decref(h);
-    free(whole);
+    broken_field(qw, "shape", json_pack("[ii]", -32, -32), "negative shape",
+                 "shape", NULL);
+    broken_field(qw, "data_offsets", json_pack("[s]", "0"),
+                 "data_offsets not [begin, end]", "data_offsets", NULL);
 
     /* missing model.safetensors */
     unlink(path);
