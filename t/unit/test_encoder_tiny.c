@@ -13,7 +13,7 @@
 
 /* bf16 weights (8 bits of mantissa, relative rounding up to 2^-9) against
  * the f32 model they were rounded from, through 2 layers: measured max
- * |diff| 8e-3 (sequence classifier) and 2.3e-2 (token classifier, logits
+ * |diff| 9.2e-3 (sequence classifier) and 3.6e-2 (token classifier, logits
  * up to about 3).  The exact check of a bf16 checkpoint is the 1e-4 one
  * against transformers running the same bf16 weights in fp32. */
 #define BF16_VS_F32_TOL  5e-2
