@@ -15,12 +15,12 @@ MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || ec
 # its own thread team; the serial flavour is not safe to call from several
 # threads at once (src/aiserve_blas.c).  Chosen by measurement on BERT
 # shapes (BENCHMARKS.md, tools/bench-gemm.c).
-BLIS_INC     := -I/usr/include/$(MULTIARCH)/openblas-pthread
-BLIS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-pthread
+BLAS_INC     := -I/usr/include/$(MULTIARCH)/openblas-pthread
+BLAS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-pthread
 DEP_PKGS     := jansson libutf8proc lmdb libcrypto
-DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLIS_INC)
+DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLAS_INC)
 DEP_LIBS     := $(shell pkg-config --libs $(DEP_PKGS) 2>/dev/null) \
-                -L$(BLIS_LIBDIR) -Wl,-rpath,$(BLIS_LIBDIR) -lopenblas -lm -lpthread
+                -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas -lm -lpthread
 
 CC           ?= cc
 CFLAGS       ?= -O2 -g
@@ -46,7 +46,7 @@ UNIT_TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 MODULE_SO    := $(BUILD)/ngx_http_aiserve_module.so
 DEFAULT_MODEL := models/all-MiniLM-L6-v2
 
-.PHONY: all deps module tools unit-tests test test-unit test-nginx run clean
+.PHONY: all deps module tools unit-tests test test-unit test-fuzz test-nginx run clean
 .DEFAULT_GOAL := all
 
 all: module tools unit-tests
@@ -99,8 +99,16 @@ $(MODULE_SO): $(BUILD)/Makefile $(MODULE_SRCS) $(ENGINE_SRCS) $(wildcard src/*.h
 run: deps all
 	tools/run.sh
 
+# CI_FUZZ_SECONDS: how long each libFuzzer target runs inside `make test`
+# (bounded, so CI stays within its time; run the fuzz-* targets for longer).
+CI_FUZZ_SECONDS ?= 20
+
 test: deps all
-	$(MAKE) --no-print-directory test-unit test-nginx
+	$(MAKE) --no-print-directory test-unit test-fuzz test-nginx
+
+test-fuzz:
+	$(MAKE) --no-print-directory fuzz-tokenizer FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(MAKE) --no-print-directory fuzz-safetensors FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 test-unit: unit-tests
 	prove --exec '' $(UNIT_TESTS)
