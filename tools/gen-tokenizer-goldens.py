@@ -511,8 +511,6 @@ CASE_VOCABS = {
 
 def cases():
     src = os.path.join(ROOT, "..", "shared", "cases", "tokenizer.jsonl")
-    if not os.path.exists(src):
-        src = "/work/shared/cases/tokenizer.jsonl"
     refs = {k: load_reference(d) for k, d in CASE_DIRS.items()}
     out = []
     with open(src) as f:
