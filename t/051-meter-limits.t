@@ -7,6 +7,9 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use AiserveTest qw(aiserve_http aiserve_http_concurrent);
+use JSON::PP ();
+use POSIX ();
+use Time::HiRes ();
 use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
                     meter_embed_request meter_log_dir meter_json
                     meter_keys_in_logs);
@@ -177,12 +180,36 @@ my %checks = (
     },
 
     concurrency => sub {
+        # One long request (1500 inputs of ~100 tokens: several batches,
+        # a few hundred milliseconds) is sent from a child process; 30 ms
+        # later, while it is still in flight, 63 short ones arrive at once.
+        # So the refusal does not depend on how fast this host answers one
+        # short request.
+        my $long = join ' ', ('word') x 100;
+        pipe(my $rd, my $wr) or die "pipe: $!";
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            close $rd;
+            my ($r) = aiserve_http_concurrent(server_port(),
+                [meter_embed_request($key{one}, [($long) x 1500])], 1);
+            print $wr JSON::PP->new->encode({ status => $r->{status},
+                                              body => $r->{body} // '' });
+            close $wr;
+            POSIX::_exit(0);
+        }
+        close $wr;
+        Time::HiRes::sleep(0.03);
         my @reqs = map { meter_embed_request($key{one}, "request $_") }
-                   1 .. 64;
-        my @res = aiserve_http_concurrent(server_port(), \@reqs, 32);
+                   1 .. 63;
+        my @res = aiserve_http_concurrent(server_port(), \@reqs, 63);
+        my $first = JSON::PP->new->decode(do { local $/; <$rd> });
+        waitpid($pid, 0);
+        unshift @res, $first;
         my @ok = grep { ($_->{status} // 0) == 200 } @res;
         my @busy = grep { ($_->{status} // 0) == 429 } @res;
+        is($first->{status}, 200, 'the long request is admitted');
         is(@ok + @busy, 64, 'concurrency=1: every answer 200 or 429');
+        is($res[0]{status}, 200, 'the long request is admitted');
         ok(@busy > 0, scalar(@busy) . ' of 64 refused while one was in '
                       . 'flight');
         like($busy[0]{body} // '', qr/concurrent/, '429 names concurrency')
