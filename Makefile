@@ -59,7 +59,9 @@ $(BUILD)/.deps-ok: tools/deps.sh
 	tools/deps.sh
 	@mkdir -p $(BUILD) && touch $@
 
-$(DEFAULT_MODEL)/model.safetensors: tools/fetch-model.sh | $(BUILD)/.deps-ok
+# Fetched once: only a missing model is downloaded (order-only on the
+# script, so editing it does not replace a model nginx may be serving).
+$(DEFAULT_MODEL)/model.safetensors: | tools/fetch-model.sh $(BUILD)/.deps-ok
 	tools/fetch-model.sh $(DEFAULT_MODEL)
 
 # --- engine and tools -------------------------------------------------------
