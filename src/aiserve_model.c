@@ -65,7 +65,7 @@ struct aiserve_scratch_s {
     float                  *ctx;         /* [T, H] attention output */
     float                  *tmp;         /* [T, H] dense outputs */
     float                  *inter;       /* [T, I] */
-    float                  *scores[AISERVE_MAX_THREADS];  /* [S, S] each */
+    float                  *scores[AISERVE_MAX_THREADS];  /* per thread */
     size_t                  n_scores;
     aiserve_team_t         *team;        /* started on first use */
 };
@@ -921,6 +921,12 @@ aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
     size_t                  L = st->batch->seq_lens[seq];
     const float            *q = s->qkv + st->offsets[seq] * 3 * H + h * d;
 
+    if (d % 16 == 0 && d <= 128) {
+        aiserve_attention_head(L, d, q, q + H, q + 2 * H, 3 * H,
+                               1.f / sqrtf((float) d), scores,
+                               s->ctx + st->offsets[seq] * H + h * d, H);
+        return;
+    }
     aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), q, 3 * H, q + H,
                     3 * H, 0.f, scores, L);
     aiserve_softmax(scores, L, L);
@@ -1158,7 +1164,8 @@ aiserve_check_batch(const aiserve_model_t *m, const aiserve_batch_t *batch,
 static int
 aiserve_scratch_ready(aiserve_scratch_t *s, char *err, size_t err_len)
 {
-    int  nt = aiserve_num_threads;
+    int     nt = aiserve_num_threads;
+    size_t  n;
 
     if (s->team == NULL || aiserve_team_size(s->team) != nt) {
         aiserve_team_free(s->team);
@@ -1168,9 +1175,12 @@ aiserve_scratch_ready(aiserve_scratch_t *s, char *err, size_t err_len)
             return -1;
         }
     }
+    /* [S, S] scores for the BLAS path, or what aiserve_attention_head()
+     * needs */
+    n = ((s->max_seq + 15) / 16 * 16 + 8) * (s->model->head_dim + 8);
+    n = n > s->max_seq * s->max_seq ? n : s->max_seq * s->max_seq;
     while (s->n_scores < (size_t) nt) {
-        s->scores[s->n_scores] = malloc(s->max_seq * s->max_seq
-                                        * sizeof(float));
+        s->scores[s->n_scores] = malloc(n * sizeof(float));
         if (s->scores[s->n_scores] == NULL) {
             aiserve_err(err, err_len, "scratch: out of memory");
             return -1;

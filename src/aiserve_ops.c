@@ -416,3 +416,123 @@ aiserve_gemm_nt_small(size_t T, size_t N, size_t K, const float *a,
         }
     }
 }
+
+
+/* Lane-wise maximum of two vectors of finite values (no libm call). */
+#define AISERVE_V16_MAX(a, b)                                                \
+    ((aiserve_v16) (((aiserve_v16i) (a) & (aiserve_v16i) ((a) > (b)))       \
+                    | ((aiserve_v16i) (b) & ~(aiserve_v16i) ((a) > (b)))))
+
+
+/*
+ * Softmax of one row of L scores (stored in Lp >= L floats, Lp a multiple
+ * of 16), in place; the padding columns become 0.
+ */
+static inline void
+aiserve_softmax_row_padded(float *row, size_t L, size_t Lp)
+{
+    aiserve_v16  mv, sv, vv;
+    size_t       c, full = L - L % 16;
+    float        m, s, inv;
+
+    mv = (aiserve_v16) { 0 } - INFINITY;
+    for (c = 0; c < full; c += 16) {
+        vv = *(aiserve_v16 *) (row + c);
+        mv = AISERVE_V16_MAX(mv, vv);
+    }
+    m = mv[0];
+    for (c = 1; c < 16; c++) {
+        m = mv[c] > m ? mv[c] : m;
+    }
+    for (c = full; c < L; c++) {
+        m = row[c] > m ? row[c] : m;
+    }
+    for (c = 0; c < Lp; c++) {
+        row[c] = aiserve_exp_inline(row[c] - m);
+    }
+    for (c = L; c < Lp; c++) {
+        row[c] = 0.f;
+    }
+    sv = (aiserve_v16) { 0 };
+    for (c = 0; c < Lp; c += 16) {
+        sv += *(aiserve_v16 *) (row + c);
+    }
+    AISERVE_V16_SUM(sv, s);
+    inv = 1.f / s;
+    for (c = 0; c < Lp; c++) {
+        row[c] *= inv;
+    }
+}
+
+
+#define AISERVE_ATT_ROWS  8
+
+AISERVE_CLONES
+void
+aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
+    const float *v, size_t ld, float scale, float *work, float *out,
+    size_t ldo)
+{
+    size_t        Lp = (L + 15) / 16 * 16, i, j, c, r, nr;
+    float        *kt = work, *p = kt + d * Lp, *qb = p + AISERVE_ATT_ROWS * Lp;
+    aiserve_v16   acc[AISERVE_ATT_ROWS], vv;
+
+    /* K^T, [d, Lp], zero-padded: score rows become broadcast FMAs */
+    for (j = 0; j < L; j++) {
+        for (c = 0; c < d; c++) {
+            kt[c * Lp + j] = k[j * ld + c];
+        }
+    }
+    for (c = 0; c < d; c++) {
+        for (j = L; j < Lp; j++) {
+            kt[c * Lp + j] = 0.f;
+        }
+    }
+
+    /* blocks of AISERVE_ATT_ROWS query rows (the last one zero-filled),
+     * one accumulator a row: the compiler keeps them all in registers */
+    for (i = 0; i < L; i += AISERVE_ATT_ROWS) {
+        nr = L - i < AISERVE_ATT_ROWS ? L - i : AISERVE_ATT_ROWS;
+        for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+            for (c = 0; c < d; c++) {
+                qb[r * d + c] = r < nr ? q[(i + r) * ld + c] : 0.f;
+            }
+        }
+
+        /* scores: scale (Q K^T) */
+        for (j = 0; j < Lp; j += 16) {
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                acc[r] = (aiserve_v16) { 0 };
+            }
+            for (c = 0; c < d; c++) {
+                vv = *(const aiserve_v16 *) (kt + c * Lp + j);
+                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                    acc[r] += qb[r * d + c] * vv;
+                }
+            }
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                *(aiserve_v16 *) (p + r * Lp + j) = acc[r] * scale;
+            }
+        }
+
+        for (r = 0; r < nr; r++) {
+            aiserve_softmax_row_padded(p + r * Lp, L, Lp);
+        }
+
+        /* context: P V, 16 columns at a time */
+        for (c = 0; c < d; c += 16) {
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                acc[r] = (aiserve_v16) { 0 };
+            }
+            for (j = 0; j < L; j++) {
+                vv = *(const aiserve_v16 *) (v + j * ld + c);
+                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                    acc[r] += p[r * Lp + j] * vv;
+                }
+            }
+            for (r = 0; r < nr; r++) {
+                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r];
+            }
+        }
+    }
+}

@@ -69,4 +69,15 @@ void aiserve_softmax(float *x, size_t rows, size_t cols);
 void aiserve_gemm_nt_small(size_t T, size_t N, size_t K, const float *a,
     const float *w, float *c, size_t ldc);
 
+/*
+ * One head of scaled dot-product attention over L tokens, for head_dim D a
+ * multiple of 16 up to 128: OUT[L, D] = softmax(SCALE Q K^T) V, Q, K and V
+ * rows LD floats apart (the stacked QKV projection), OUT rows LDO apart.
+ * Softmax in fp32 with max subtraction, row by row.  WORK holds
+ * (D + 8) * (Lp + 8) floats, Lp = L rounded up to 16.
+ */
+void aiserve_attention_head(size_t L, size_t d, const float *q,
+    const float *k, const float *v, size_t ld, float scale, float *work,
+    float *out, size_t ldo);
+
 #endif /* AISERVE_OPS_H */
