@@ -884,8 +884,6 @@ typedef enum {
     AISERVE_STEP_GEMM_ROWS = 0,   /* C rows [i*chunk, ...) */
     AISERVE_STEP_GEMM_COLS,       /* C columns [i*chunk, ...) */
     AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
-    AISERVE_STEP_BIAS,            /* bias add on row blocks */
-    AISERVE_STEP_BIAS_ACT,        /* bias + activation on row blocks */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
     AISERVE_STEP_ATTENTION        /* item = sequence * heads + head */
 } aiserve_step_e;
@@ -897,12 +895,49 @@ typedef struct {
     float                  *c;
     float                   eps;
     aiserve_act_e           act;
+    int                     epilogue;      /* products: AISERVE_EPI_* */
 
     const aiserve_model_t  *model;         /* attention */
     aiserve_scratch_t      *scratch;
     const aiserve_batch_t  *batch;
     const size_t           *offsets;
 } aiserve_step_t;
+
+
+/* What a product step does to its block of C once computed, while the
+ * block is still in cache: nothing, + bias, or act(+ bias). */
+#define AISERVE_EPI_NONE      0
+#define AISERVE_EPI_BIAS      1
+#define AISERVE_EPI_BIAS_ACT  2
+
+
+/* The epilogue on C rows [r0, r0 + nr) x columns [c0, c0 + nc), rows
+ * ldc apart. */
+static void
+aiserve_epilogue(const aiserve_step_t *st, float *c, size_t ldc, size_t r0,
+    size_t nr, size_t c0, size_t nc)
+{
+    size_t  r;
+
+    if (st->epilogue == AISERVE_EPI_NONE) {
+        return;
+    }
+    if (nc == ldc) {
+        if (st->epilogue == AISERVE_EPI_BIAS) {
+            aiserve_bias_add(c + r0 * ldc, st->bias, nr, nc);
+        } else {
+            aiserve_bias_act(c + r0 * ldc, st->bias, nr, nc, st->act);
+        }
+        return;
+    }
+    for (r = r0; r < r0 + nr; r++) {
+        if (st->epilogue == AISERVE_EPI_BIAS) {
+            aiserve_bias_add(c + r * ldc + c0, st->bias + c0, 1, nc);
+        } else {
+            aiserve_bias_act(c + r * ldc + c0, st->bias + c0, 1, nc, st->act);
+        }
+    }
+}
 
 
 /*
@@ -955,22 +990,18 @@ aiserve_step_item(void *arg, size_t item, int thread)
     case AISERVE_STEP_GEMM_ROWS:
         aiserve_gemm_nt(n, st->cols, st->k, 1.f, st->a + r0 * st->k, st->k,
                         st->b, st->k, 0.f, st->c + r0 * st->cols, st->cols);
+        aiserve_epilogue(st, st->c, st->cols, r0, n, 0, st->cols);
         break;
     case AISERVE_STEP_GEMM_COLS:
         aiserve_gemm_nt(st->rows, n, st->k, 1.f, st->a, st->k,
                         st->b + r0 * st->k, st->k, 0.f, st->c + r0,
                         st->cols);
+        aiserve_epilogue(st, st->c, st->cols, 0, st->rows, r0, n);
         break;
     case AISERVE_STEP_GEMM_SMALL:
         aiserve_gemm_nt_small(st->rows, n, st->k, st->a, st->b + r0 * st->k,
                               st->c + r0, st->cols);
-        break;
-    case AISERVE_STEP_BIAS:
-        aiserve_bias_add(st->c + r0 * st->cols, st->bias, n, st->cols);
-        break;
-    case AISERVE_STEP_BIAS_ACT:
-        aiserve_bias_act(st->c + r0 * st->cols, st->bias, n, st->cols,
-                         st->act);
+        aiserve_epilogue(st, st->c, st->cols, 0, st->rows, r0, n);
         break;
     case AISERVE_STEP_RESIDUAL_LN:
         aiserve_residual_layernorm(st->c + r0 * st->cols,
@@ -1014,11 +1045,13 @@ aiserve_run(aiserve_scratch_t *s, aiserve_step_t *st, size_t n_items)
 }
 
 
-/* C[T, N] = A[T, K] W^T, W an nn.Linear weight [N, K]; parallel over row
- * blocks for many tokens, over output columns for few. */
+/* C[T, N] = A[T, K] W^T, W an nn.Linear weight [N, K], then EPILOGUE
+ * with BIAS [N] (and ACT); parallel over row blocks for many tokens, over
+ * output columns for few. */
 static void
 aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
-    float *c, size_t T, size_t N, size_t K)
+    float *c, size_t T, size_t N, size_t K, int epilogue, const float *bias,
+    aiserve_act_e act)
 {
     aiserve_step_t  st;
     int             nt = aiserve_team_size(s->team);
@@ -1030,9 +1063,13 @@ aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
     st.a = a;
     st.b = w;
     st.c = c;
+    st.epilogue = epilogue;
+    st.bias = bias;
+    st.act = act;
     if (T < AISERVE_SMALL_T) {
         if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
             aiserve_gemm_nt_small(T, N, K, a, w, c, N);
+            aiserve_epilogue(&st, c, N, 0, T, 0, N);
             return;
         }
         st.op = AISERVE_STEP_GEMM_SMALL;
@@ -1042,6 +1079,7 @@ aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
     }
     if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
         aiserve_gemm_nt(T, N, K, 1.f, a, K, w, K, 0.f, c, N);
+        aiserve_epilogue(&st, c, N, 0, T, 0, N);
         return;
     }
     if (T >= (size_t) nt * 64) {
@@ -1056,7 +1094,7 @@ aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
 }
 
 
-/* An element-wise step over T rows of N (bias, bias+act, residual+LN). */
+/* An element-wise step over T rows of N (residual + LayerNorm). */
 static void
 aiserve_rows(aiserve_scratch_t *s, aiserve_step_t *st, size_t T, size_t N)
 {
@@ -1296,12 +1334,8 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         const aiserve_layer_t  *L = &m->layers[l];
 
         /* BertSelfAttention: query, key and value projections at once */
-        aiserve_linear(s, x, L->qkv_w, s->qkv, T, 3 * H, H);
-        memset(&st, 0, sizeof(st));
-        st.op = AISERVE_STEP_BIAS;
-        st.c = s->qkv;
-        st.bias = L->qkv_b;
-        aiserve_rows(s, &st, T, 3 * H);
+        aiserve_linear(s, x, L->qkv_w, s->qkv, T, 3 * H, H, AISERVE_EPI_BIAS,
+                       L->qkv_b, m->act);
 
         memset(&st, 0, sizeof(st));
         st.op = AISERVE_STEP_ATTENTION;
@@ -1318,21 +1352,18 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         }
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
-        aiserve_linear(s, s->ctx, L->ao_w, s->tmp, T, H, H);
+        aiserve_linear(s, s->ctx, L->ao_w, s->tmp, T, H, H, AISERVE_EPI_NONE,
+                       NULL, m->act);
         aiserve_add_norm(s, x, L->ao_b, L->ao_ln_g, L->ao_ln_b, T, H,
                          info->layer_norm_eps);
 
         /* BertIntermediate: dense + activation (fused with the bias) */
-        aiserve_linear(s, x, L->i_w, s->inter, T, I, H);
-        memset(&st, 0, sizeof(st));
-        st.op = AISERVE_STEP_BIAS_ACT;
-        st.c = s->inter;
-        st.bias = L->i_b;
-        st.act = m->act;
-        aiserve_rows(s, &st, T, I);
+        aiserve_linear(s, x, L->i_w, s->inter, T, I, H,
+                       AISERVE_EPI_BIAS_ACT, L->i_b, m->act);
 
         /* BertOutput: dense, LayerNorm(hidden + input) */
-        aiserve_linear(s, s->inter, L->o_w, s->tmp, T, H, I);
+        aiserve_linear(s, s->inter, L->o_w, s->tmp, T, H, I,
+                       AISERVE_EPI_NONE, NULL, m->act);
         aiserve_add_norm(s, x, L->o_b, L->o_ln_g, L->o_ln_b, T, H,
                          info->layer_norm_eps);
     }
