@@ -125,7 +125,8 @@ void
 ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
-    json_t  *v;
+    json_t      *v;
+    const char  *field;
 
     v = json_object_get(ctx->doc, "model");
 
@@ -169,6 +170,31 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
         ngx_http_aiserve_prepare_ner(r, ctx);
         break;
     }
+
+    if (ctx->done || ctx->prompt_tokens <= ctx->alcf->max_request_tokens) {
+        return;
+    }
+
+    /* before the meter's reserve and the queue: nothing charged or run */
+
+    switch (ctx->alcf->api) {
+    case NGX_HTTP_AISERVE_API_OPENAI:
+        field = "input";
+        break;
+    case NGX_HTTP_AISERVE_API_RERANK:
+        field = "texts";
+        break;
+    default:
+        field = "inputs";
+        break;
+    }
+
+    ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", field,
+                             "the request has %ui tokens, more than the "
+                             "limit of %ui tokens per request "
+                             "(aiserve_max_request_tokens)",
+                             ctx->prompt_tokens,
+                             ctx->alcf->max_request_tokens);
 }
 
 

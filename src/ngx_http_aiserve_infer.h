@@ -65,6 +65,7 @@ typedef struct {
     ngx_http_aiserve_model_t   *model;
     ngx_uint_t                  api;
     ngx_uint_t                  max_inputs;
+    ngx_uint_t                  max_request_tokens;
     ngx_msec_t                  queue_timeout;
     ngx_uint_t                  retry_after;
     ngx_uint_t                  log_level;  /* of 503s for overload */
@@ -185,6 +186,8 @@ extern ngx_module_t  ngx_http_aiserve_module;
 /*
  * Validates the parsed body (ctx->doc) for the location's API, tokenizes
  * every input and fills ctx->seqs, ctx->out_len and ctx->prompt_tokens.
+ * A request of more than aiserve_max_request_tokens tokens in all is a 422
+ * (too_many_tokens) here, before the meter reserves anything.
  * On a bad request it sends the error response, sets ctx->done and leaves
  * in ctx->rc what the request is to be finalized with.
  */

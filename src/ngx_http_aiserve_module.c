@@ -116,6 +116,13 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
       offsetof(ngx_http_aiserve_loc_conf_t, max_inputs),
       &ngx_http_aiserve_positive_bounds },
 
+    { ngx_string("aiserve_max_request_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_aiserve_loc_conf_t, max_request_tokens),
+      &ngx_http_aiserve_positive_bounds },
+
     { ngx_string("aiserve_queue_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -636,6 +643,7 @@ ngx_http_aiserve_create_loc_conf(ngx_conf_t *cf)
 
     alcf->api = NGX_CONF_UNSET_UINT;
     alcf->max_inputs = NGX_CONF_UNSET_UINT;
+    alcf->max_request_tokens = NGX_CONF_UNSET_UINT;
     alcf->queue_timeout = NGX_CONF_UNSET_MSEC;
     alcf->retry_after = NGX_CONF_UNSET_UINT;
     alcf->log_level = NGX_CONF_UNSET_UINT;
@@ -655,6 +663,14 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_aiserve_main_conf_t   *amcf;
 
     ngx_conf_merge_uint_value(conf->max_inputs, prev->max_inputs, 2048);
+
+    /*
+     * 65536 tokens: 8 full batches of the default aiserve_max_batch_tokens,
+     * 128 sequences of 512 tokens; bounds how long one request holds a
+     * worker's model (aiserve_max_inputs alone allows 2048 x max_seq)
+     */
+    ngx_conf_merge_uint_value(conf->max_request_tokens,
+                              prev->max_request_tokens, 65536);
     ngx_conf_merge_msec_value(conf->queue_timeout, prev->queue_timeout,
                               10000);
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);

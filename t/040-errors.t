@@ -357,3 +357,58 @@ sub {
   "truncation_direction must be \"Right\" or \"Left\"\n" ]
 --- no_error_log
 [error]
+
+
+
+=== TEST 13: aiserve_max_request_tokens bounds the tokens of a whole request, before the queue
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+aiserve_model rr $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-regression task=rerank;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; aiserve_max_request_tokens 10; }
+location = /tokenize { aiserve_infer minilm api=tokenize; aiserve_max_request_tokens 10; }
+location = /rerank { aiserve_infer rr; aiserve_max_request_tokens 10; }
+location = /default {
+    client_max_body_size 1m;
+    aiserve_infer minilm;
+}
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /v1/embeddings\n{\"input\": [\"a b c\", \"d e f g\"]}",
+  "POST /v1/embeddings\n{\"input\": [[101, 1037, 102], [101, 1037, 1038, 1039, 1040, 102], [101, 102]]}",
+  "POST /tokenize\n{\"inputs\": \"a b c d e f g h i\"}",
+  "POST /rerank\n{\"query\": \"q q\", \"texts\": [\"a\", \"b\"]}",
+  "POST /default\n{\"input\": [" . CORE::join(",", ("\"" . ("a " x 200) . "\"") x 2048) . "]}" ]
+--- error_code eval
+[422, 422, 422, 422, 422]
+--- response_body_like eval
+[ qr/\{"error":\{"message":"the request has 11 tokens, more than the limit of 10 tokens per request \(aiserve_max_request_tokens\)","type":"invalid_request_error","param":"input","code":"too_many_tokens"\}\}/,
+  qr/"message":"the request has 11 tokens, more than the limit of 10 tokens per request.*"param":"input","code":"too_many_tokens"/,
+  qr/"message":"the request has 11 tokens, more than the limit of 10 .*"param":"inputs","code":"too_many_tokens"/,
+  qr/"message":"the request has 12 tokens, more than the limit of 10 .*"param":"texts","code":"too_many_tokens"/,
+  qr/"message":"the request has 413696 tokens, more than the limit of 65536 tokens per request \(aiserve_max_request_tokens\)"/ ]
+--- no_error_log
+[error]
+aiserve enqueue
+
+
+
+=== TEST 14: a request of exactly aiserve_max_request_tokens tokens is served
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+aiserve_max_request_tokens 10;
+location = /v1/embeddings { aiserve_infer minilm; }
+--- more_headers
+Content-Type: application/json
+--- request
+POST /v1/embeddings
+{"input": ["a b c", "d e f"]}
+--- response_body_like: "prompt_tokens":10,
+--- no_error_log
+[error]
