@@ -46,6 +46,8 @@ EOC
     aiserve_model tiny $ENV{TEST_NGINX_AISERVE_ROOT}/models/tiny-st-cls;
     aiserve_meter_db $db flush=100ms;
     aiserve_meter_zone meter 1m;
+    # the concurrency check's long request has 153000 tokens
+    aiserve_max_request_tokens 200000;
 EOC
     $block->set_value(config => <<"EOC") unless defined $block->config;
     location /v1/embeddings {
