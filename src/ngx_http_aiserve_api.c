@@ -375,6 +375,7 @@ static ngx_int_t
 ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     ngx_uint_t i, json_t *ids, ngx_uint_t truncate, const char *param)
 {
+    char                       idparam[NGX_HTTP_AISERVE_PARAMLEN];
     size_t                     k, n, vocab, first;
     json_t                    *v;
     int32_t                   *p;
@@ -417,9 +418,10 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         id = json_is_integer(v) ? json_integer_value(v) : -1;
 
         if (id < 0 || (size_t) id >= vocab) {
-            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token", param,
-                                     "%s[%uz] must be a token id from 0 to "
-                                     "%uz", param, first + k, vocab - 1);
+            ngx_http_aiserve_param(idparam, param, first + k);
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token", idparam,
+                                     "%s must be a token id from 0 to %uz",
+                                     idparam, vocab - 1);
             return NGX_ERROR;
         }
 
@@ -448,7 +450,7 @@ ngx_http_aiserve_inputs(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     char         param[NGX_HTTP_AISERVE_PARAMLEN];
     size_t       len;
     json_t      *in, *v;
-    ngx_uint_t   i, n;
+    ngx_uint_t   i, n, ids;
     const char  *text;
 
     in = json_object_get(ctx->doc, field);
@@ -514,11 +516,26 @@ ngx_http_aiserve_inputs(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+    ids = allow_ids && json_is_array(json_array_get(in, 0));
+
     for (i = 0; i < n; i++) {
         v = json_array_get(in, i);
         ngx_http_aiserve_param(param, field, i);
 
-        if (allow_ids && json_is_array(v)) {
+        if (allow_ids && json_is_array(v) != ids) {
+            /* none of the four shapes: strings and token arrays mixed */
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", param,
+                                     "%s must be %s like %s[0]: %s is a "
+                                     "string, an array of strings, an array "
+                                     "of token ids or an array of such "
+                                     "arrays", param,
+                                     ids ? "an array of token ids"
+                                         : "a string",
+                                     field, field);
+            return NGX_ERROR;
+        }
+
+        if (ids) {
             if (ngx_http_aiserve_token_ids(r, ctx, i, v, truncate, param)
                 != NGX_OK)
             {

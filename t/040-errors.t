@@ -163,9 +163,9 @@ Content-Type: application/json
   main::err("input must be a string, an array of strings or of token ids",
             "invalid_type", "input"),
   main::err("input[0][1] must be a token id from 0 to 30521",
-            "invalid_token", "input[0]"),
+            "invalid_token", "input[0][1]"),
   main::err("input[1] must be a token id from 0 to 30521",
-            "invalid_token", "input"),
+            "invalid_token", "input[1]"),
   main::err("encoding_format must be \"float\" or \"base64\"",
             "invalid_value", "encoding_format"),
   main::err("dimensions must be an integer from 1 to 384",
@@ -410,5 +410,45 @@ Content-Type: application/json
 POST /v1/embeddings
 {"input": ["a b c", "d e f"]}
 --- response_body_like: "prompt_tokens":10,
+--- no_error_log
+[error]
+
+
+
+=== TEST 15: strings and token arrays mixed are none of the four shapes; token errors name the inner index
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /v1/embeddings\n{\"input\": [[101, 102], \"a\"]}",
+  "POST /v1/embeddings\n{\"input\": [\"a\", \"b\", [101, 102]]}",
+  "POST /embed\n{\"inputs\": [[101, 102], [101, 1037, 102], 5]}",
+  "POST /v1/embeddings\n{\"input\": [1, \"a\"]}",
+  "POST /v1/embeddings\n{\"input\": [[101, -5, 102]]}",
+  "POST /embed\n{\"inputs\": [[101, 102], [101, 1037, 3.5, 102]]}" ]
+--- error_code eval
+[ (422) x 6 ]
+--- json_approx eval
+[ main::err("input[1] must be an array of token ids like input[0]: input "
+            . "is a string, an array of strings, an array of token ids or "
+            . "an array of such arrays", "invalid_type", "input[1]"),
+  main::err("input[2] must be a string like input[0]: input is a string, "
+            . "an array of strings, an array of token ids or an array of "
+            . "such arrays", "invalid_type", "input[2]"),
+  main::err("inputs[2] must be an array of token ids like inputs[0]: "
+            . "inputs is a string, an array of strings, an array of token "
+            . "ids or an array of such arrays", "invalid_type", "inputs[2]"),
+  main::err("input[1] must be a token id from 0 to 30521",
+            "invalid_token", "input[1]"),
+  main::err("input[0][1] must be a token id from 0 to 30521",
+            "invalid_token", "input[0][1]"),
+  main::err("inputs[1][2] must be a token id from 0 to 30521",
+            "invalid_token", "inputs[1][2]") ]
 --- no_error_log
 [error]
