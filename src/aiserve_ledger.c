@@ -565,28 +565,131 @@ aiserve_key_shaped(const char *s, size_t len)
 }
 
 
-int
-aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen)
+static int
+hex_value(int c)
 {
-    size_t  i, n;
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
 
-    const char  *p;
+    c |= 0x20;
 
-    for (i = 0; i + 4 <= len; i = (size_t) (p - s) + 1) {
-        p = memmem(s + i, len - i, "ais_", 4);
-        if (p == NULL) {
-            return 0;
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+/* The character at s[i], read through at most depth levels of
+ * percent-encoding (RFC 3986 2.1; "%2561" is 'a' at depth 2); *next is the
+ * position after it.  The depth bounds the recursion. */
+static int
+pct_char(const char *s, size_t len, size_t i, int depth, size_t *next)
+{
+    int     c, hi, lo;
+    size_t  j, k;
+
+    c = (unsigned char) s[i];
+    *next = i + 1;
+
+    while (c == '%' && depth-- > 0 && *next < len) {
+        hi = hex_value(pct_char(s, len, *next, depth, &j));
+        if (hi < 0 || j >= len) {
+            break;
         }
 
-        n = key_shape(p, len - (size_t) (p - s));
-        if (n) {
-            *off = (size_t) (p - s);
-            *klen = n;
-            return 1;
+        lo = hex_value(pct_char(s, len, j, depth, &k));
+        if (lo < 0) {
+            break;
+        }
+
+        c = hi << 4 | lo;
+        *next = k;
+    }
+
+    return c;
+}
+
+
+/* Raw length of the key at s[i..] read through percent-encoding: "ais_",
+ * [a-z]{1,8}, "_", then 38 alphanumerics, whatever follows them (a key
+ * glued to more text is still a key); 0 if none.  *secret: the raw offset
+ * of the fifth character after the second '_'. */
+static size_t
+key_match(const char *s, size_t len, size_t i, size_t *secret)
+{
+    int          c;
+    size_t       p, t;
+    const char  *lit;
+
+    c = 0;
+    p = i;
+
+    for (lit = "ais_"; *lit; lit++) {
+        if (p >= len
+            || pct_char(s, len, p, AISERVE_KEY_PCT_DEPTH, &p) != *lit)
+        {
+            return 0;
         }
     }
 
-    return 0;
+    for (t = 0; p < len; t++) {
+        c = pct_char(s, len, p, AISERVE_KEY_PCT_DEPTH, &p);
+
+        if (c == '_') {
+            break;
+        }
+
+        if (c < 'a' || c > 'z' || t == 8) {
+            return 0;
+        }
+    }
+
+    if (t == 0 || c != '_') {
+        return 0;
+    }
+
+    for (t = 0; t < AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS; t++) {
+        if (t == 4) {
+            *secret = p;
+        }
+
+        if (p >= len
+            || !is_alnum(pct_char(s, len, p, AISERVE_KEY_PCT_DEPTH, &p)))
+        {
+            return 0;
+        }
+    }
+
+    return p - i;
+}
+
+
+size_t
+aiserve_key_mask(char *s, size_t len)
+{
+    size_t  i, n, found, secret;
+
+    found = 0;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] != 'a' && s[i] != '%') {
+            continue;
+        }
+
+        n = key_match(s, len, i, &secret);
+        if (n == 0) {
+            continue;
+        }
+
+        memset(s + secret, '*', i + n - secret);
+        found++;
+        i += n - 1;
+    }
+
+    return found;
 }
 
 

@@ -53,6 +53,7 @@
 #define AISERVE_API_KEY_MAX        64
 #define AISERVE_KEY_RANDOM_CHARS   32
 #define AISERVE_KEY_CHECK_CHARS    6
+#define AISERVE_KEY_PCT_DEPTH      3      /* "%252561" is 'a' */
 
 #define AISERVE_KEY_ACTIVE         0
 #define AISERVE_KEY_BLOCKED        1
@@ -167,10 +168,18 @@ int aiserve_key_well_formed(const char *s, size_t len);
  * server checks before its HMAC lookup, which decides anyway). */
 int aiserve_key_shaped(const char *s, size_t len);
 
-/* 1 if s[0..len) contains something shaped like a generated key; its
- * offset and length in *off, *klen.  Used to refuse and mask keys sent in
- * a query string. */
-int aiserve_key_find(const char *s, size_t len, size_t *off, size_t *klen);
+/*
+ * Masks, in place, every API key in s[0..len) (a request line, a log
+ * line): text that reads, once percent-decoded (RFC 3986 2.1, up to
+ * AISERVE_KEY_PCT_DEPTH times: "%61is%5Flive..." and "%2561is..." too), as
+ * "ais_" [a-z]{1,8} "_" and 38 alphanumerics, even glued to more
+ * alphanumerics, keeps its prefix and the first 4 characters after it; the
+ * raw bytes of the other 34 become '*' (length unchanged).  No checksum is
+ * verified: a mistyped key is a secret all the same.  Returns how many
+ * keys were masked: the server refuses a request with one in its request
+ * line.
+ */
+size_t aiserve_key_mask(char *s, size_t len);
 
 /* HMAC-SHA-256(pepper, key). */
 void aiserve_key_hash(const uint8_t pepper[AISERVE_PEPPER_LEN],

@@ -1194,39 +1194,24 @@ ngx_http_aiserve_meter_cleanup(void *data)
 
 /* --- authentication ------------------------------------------------------- */
 
-/* Overwrites the secret part of every key in s with '*'; 1 if any. */
+/* Overwrites the secret part of every key in s with '*', percent-encoded
+ * or glued to other characters too (aiserve_key_mask); 1 if any. */
 static ngx_uint_t
 ngx_http_aiserve_meter_mask_key(ngx_str_t *s)
 {
-    size_t      off, len, pos;
-    ngx_uint_t  found;
-
-    found = 0;
-    pos = 0;
-
-    while (pos < s->len
-           && aiserve_key_find((char *) s->data + pos, s->len - pos, &off,
-                               &len))
-    {
-        ngx_memset(s->data + pos + off + len - AISERVE_KEY_RANDOM_CHARS
-                   - AISERVE_KEY_CHECK_CHARS + 4, '*',
-                   AISERVE_KEY_RANDOM_CHARS + AISERVE_KEY_CHECK_CHARS - 4);
-        pos += off + len;
-        found = 1;
-    }
-
-    return found;
+    return aiserve_key_mask((char *) s->data, s->len) != 0;
 }
 
 
 /* 1 if the request line held a key, now masked.  HTTP/1.x: the request
- * line, uri, args and unparsed uri share one buffer; HTTP/2 builds the
- * request line apart: mask each. */
+ * line, args and unparsed uri share one buffer, and so does the uri unless
+ * it had to be decoded; HTTP/2 builds the request line apart: mask each. */
 static ngx_uint_t
 ngx_http_aiserve_meter_mask_request(ngx_http_request_t *r)
 {
     return ngx_http_aiserve_meter_mask_key(&r->request_line)
            | ngx_http_aiserve_meter_mask_key(&r->unparsed_uri)
+           | ngx_http_aiserve_meter_mask_key(&r->uri)
            | ngx_http_aiserve_meter_mask_key(&r->args);
 }
 

@@ -44,6 +44,7 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
 }
 
 our $key_for_query = $key{alice};
+our $key_rest = substr($key{alice}, 9);
 
 $ENV{TEST_NGINX_METER_DB} = $db;
 $ENV{TEST_NGINX_H2_PORT} = aiserve_free_port();
@@ -155,6 +156,13 @@ my %checks = (
         like($lines[-1] // '',
              qr/"GET \/static\?api_key=ais_live_\w{4}\*{34}&x=1 HTTP/,
              'unmetered location: masked in the access log');
+
+        $r = aiserve_http(server_port(), {
+            uri => "/static?api_key=%2561is%5Flive_" . substr($key{bob}, 9)
+                   . "Zx" });
+        is($r->{body}, "args=api_key=%2561is%5Flive_" . substr($key{bob}, 9, 4)
+                       . ('*' x 34) . "Zx\n",
+           '$args is masked: encoded twice, glued to more characters');
     },
 
     # HTTP/2 builds the request line apart from the uri and args
@@ -304,6 +312,66 @@ Authorization: bEaReR $KEY{alice}
 --- response_body_like: "code":"api_key_in_query"
 --- error_log eval
 qr/request: "POST \/v1\/embeddings\?api_key=ais_live_\w{4}\*{34} HTTP/
+--- no_error_log
+[error]
+
+
+
+=== TEST 5b: percent-encoded '_' with a valid Bearer header: 400, masked
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- more_headers
+Content-Type: application/json
+Authorization: Bearer $KEY{alice}
+--- request eval
+"POST /v1/embeddings?k=ais%5Flive%5F$::key_rest\n{\"model\": \"tiny\", \"input\": \"x\"}"
+--- error_code: 400
+--- response_body_like: "code":"api_key_in_query"
+--- error_log eval
+qr/request: "POST \/v1\/embeddings\?k=ais%5Flive%5F\w{4}\*{34} HTTP/
+--- no_error_log
+[error]
+
+
+
+=== TEST 5c: percent-encoded 'a' with a valid Bearer header: 400, masked
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- more_headers
+Content-Type: application/json
+Authorization: Bearer $KEY{alice}
+--- request eval
+"POST /v1/embeddings?k=%61is_live_$::key_rest\n{\"model\": \"tiny\", \"input\": \"x\"}"
+--- error_code: 400
+--- response_body_like: "code":"api_key_in_query"
+--- error_log eval
+qr/request: "POST \/v1\/embeddings\?k=%61is_live_\w{4}\*{34} HTTP/
+--- no_error_log
+[error]
+
+
+
+=== TEST 5d: a key glued to more alphanumerics: 400, masked
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+    }
+--- more_headers
+Content-Type: application/json
+Authorization: Bearer $KEY{alice}
+--- request eval
+"POST /v1/embeddings?k=" . $::key_for_query . "ZeZx\n{\"model\": \"tiny\", \"input\": \"x\"}"
+--- error_code: 400
+--- response_body_like: "code":"api_key_in_query"
+--- error_log eval
+qr/request: "POST \/v1\/embeddings\?k=ais_live_\w{4}\*{34}ZeZx HTTP/
 --- no_error_log
 [error]
 

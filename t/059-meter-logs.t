@@ -2,9 +2,11 @@
 # t/05*-meter-*.t writes its access and error log lines also to
 # <servroot>-meter/logs (the runner wipes logs/ per block); this
 # file, run after them, greps those logs and the last logs/ directory for
-# anything shaped like a key (ais_<type>_ + 38 alphanumerics).  Keys sent in
-# a query string and the Authorization headers nginx logs at debug level
-# must appear masked (ais_live_AbCd****...).
+# anything shaped like a key (ais_<type>_ + 38 alphanumerics), also once
+# the line is percent-decoded (t/050 sends "ais%5Flive%5F...",
+# "%2561is..." and keys glued to more characters).  Keys sent in a query
+# string and the Authorization headers nginx logs at debug level must
+# appear masked (ais_live_AbCd****...).
 
 use strict;
 use warnings;

@@ -14,7 +14,7 @@ use JSON::PP ();
 
 our @EXPORT_OK = qw(meter_dir meter_db meter_cli meter_create_key meter_usage
                     meter_embed_request meter_keys_in_logs meter_log_dir
-                    meter_json);
+                    meter_json meter_key_decode);
 
 my $root = $ENV{TEST_NGINX_AISERVE_ROOT}
            // do { require Cwd; Cwd::getcwd() };
@@ -106,8 +106,17 @@ sub meter_json {
     return $v;
 }
 
+# meter_key_decode($text) -> $text percent-decoded three times over (what
+# the server's mask reads through: "%2561is%5Flive_..." is a key).
+sub meter_key_decode {
+    my ($text) = @_;
+    $text =~ s/%([0-9A-Fa-f]{2})/chr hex $1/ge for 1 .. 3;
+    return $text;
+}
+
 # meter_keys_in_logs(@dirs) -> lines of *.log files under @dirs that hold
-# something shaped like an API key (ais_<type>_ + 38 alphanumerics).
+# something shaped like an API key (ais_<type>_ + 38 alphanumerics, glued
+# to anything), also once percent-decoded.
 sub meter_keys_in_logs {
     my (@dirs) = @_;
     my @hits;
@@ -117,7 +126,8 @@ sub meter_keys_in_logs {
             open my $in, '<', $f or next;
             while (my $line = <$in>) {
                 push @hits, "$f: $line"
-                    if $line =~ /ais_[a-z]{1,8}_[A-Za-z0-9]{38}/;
+                    if meter_key_decode($line)
+                       =~ /ais_[a-z]{1,8}_[A-Za-z0-9]{38}/;
             }
         }
     }

@@ -37,7 +37,6 @@ static void
 test_key_format(void)
 {
     char    a[AISERVE_API_KEY_MAX], b[AISERVE_API_KEY_MAX], bad[80];
-    size_t  off, len;
 
     tap_ok(aiserve_key_generate("live", a) == 0, "generate a live key");
     tap_ok(strncmp(a, "ais_live_", 9) == 0, "typed prefix ais_live_");
@@ -62,10 +61,86 @@ test_key_format(void)
            && strncmp(b, "ais_test_", 9) == 0, "test key type");
 
     snprintf(bad, sizeof(bad), "/v1/x?api_key=%s&y=1", a);
-    tap_ok(aiserve_key_find(bad, strlen(bad), &off, &len)
-           && off == 14 && len == strlen(a), "key found in a query string");
-    tap_ok(!aiserve_key_find("model=ais_live_short", 20, &off, &len),
+    tap_ok(aiserve_key_mask(bad, strlen(bad)) == 1
+           && strncmp(bad + 14, a, 13) == 0
+           && strspn(bad + 27, "*") == 34
+           && strcmp(bad + 61, "&y=1") == 0,
+           "key in a query string masked: prefix and 4 characters kept");
+    tap_ok(aiserve_key_mask(bad, strlen(bad)) == 0,
+           "a masked key is not found again");
+
+    snprintf(bad, sizeof(bad), "model=ais_live_short");
+    tap_ok(aiserve_key_mask(bad, strlen(bad)) == 0
+           && strcmp(bad, "model=ais_live_short") == 0,
            "short look-alike not taken for a key");
+}
+
+
+static void
+test_key_mask(void)
+{
+    int          i;
+    char         a[AISERVE_API_KEY_MAX], buf[256], want[256];
+    const char  *glue[] = { "x", "ZeZx", "9" };
+
+    aiserve_key_generate("live", a);
+
+    /* glued to alphanumerics: the 38 characters after the prefix are the
+     * key, what follows stays */
+    for (i = 0; i < 3; i++) {
+        snprintf(buf, sizeof(buf), "k=%s%s&z", a, glue[i]);
+        snprintf(want, sizeof(want), "k=%.13s%s%s&z", a,
+                 "**********************************", glue[i]);
+        tap_ok(aiserve_key_mask(buf, strlen(buf)) == 1
+               && strcmp(buf, want) == 0,
+               "key glued to \"%s\" masked: %s", glue[i], buf);
+    }
+
+    snprintf(buf, sizeof(buf), "k=zzais_live_%s", a + 9);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 1
+           && strspn(buf + 17, "*") == 34, "glued to what precedes it");
+
+    /* percent-encoded prefix, once and twice (RFC 3986 2.1) */
+    snprintf(buf, sizeof(buf), "k=ais%%5Flive%%5F%s", a + 9);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 1
+           && strncmp(buf + 15, a + 9, 4) == 0
+           && strspn(buf + 19, "*") == 34 && buf[53] == '\0',
+           "ais%%5Flive%%5F...: %s", buf);
+
+    snprintf(buf, sizeof(buf), "k=%%61is_live_%s", a + 9);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 1
+           && strspn(buf + 17, "*") == 34, "%%61is_live_...: %s", buf);
+
+    snprintf(buf, sizeof(buf), "k=%%2561is_live_%s", a + 9);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 1
+           && strspn(buf + 19, "*") == 34, "%%2561is_live_...: %s", buf);
+
+    /* encoded characters of the secret: every raw byte of them masked */
+    snprintf(buf, sizeof(buf), "k=%.13s%%%02X%s", a, a[13], a + 14);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 1
+           && strspn(buf + 15, "*") == 36, "%%XX in the secret: %s", buf);
+
+    /* lower-case hex, and two keys in one line */
+    snprintf(buf, sizeof(buf), "%%61is%%5flive%%5f%s %s", a + 9, a);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 2
+           && strstr(buf, a + 13) == NULL, "two keys, lower-case hex");
+
+    /* not keys: a '%' that decodes to nothing, a short run, a long type */
+    snprintf(buf, sizeof(buf), "%%%%%%zz ais%%5Glive_%s", a + 9);
+    snprintf(want, sizeof(want), "%s", buf);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 0
+           && strcmp(buf, want) == 0, "bad escapes are not decoded");
+
+    snprintf(buf, sizeof(buf), "ais_abcdefghi_%s", a + 9);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 0,
+           "a type over 8 letters is not a key's");
+
+    snprintf(buf, sizeof(buf), "ais_live_%.37s", a + 9);
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 0, "37 characters: no key");
+
+    /* a truncated escape at the end of the text */
+    snprintf(buf, sizeof(buf), "ais%%5");
+    tap_ok(aiserve_key_mask(buf, strlen(buf)) == 0, "truncated escape");
 }
 
 
@@ -442,6 +517,7 @@ main(void)
     snprintf(dir, sizeof(dir), "/tmp/aiserve-test-ledger.%d", (int) getpid());
 
     test_key_format();
+    test_key_mask();
     test_hash();
     test_keys();
     test_usage();
