@@ -30,6 +30,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_aiserve.h"
+#include "ngx_http_aiserve_infer.h"
 #include "aiserve_ledger.h"
 
 
@@ -41,6 +42,8 @@
 typedef struct {
     ngx_str_t                    model;
     uint64_t                     price;        /* micro-units per 1k */
+    u_char                      *file;         /* where it was set */
+    ngx_uint_t                   line;
 } ngx_http_aiserve_meter_price_t;
 
 
@@ -163,6 +166,8 @@ static void ngx_http_aiserve_meter_rbtree_insert_value(
     ngx_rbtree_node_t *sentinel);
 
 static ngx_int_t ngx_http_aiserve_meter_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_aiserve_meter_check_prices(ngx_conf_t *cf,
+    ngx_http_aiserve_meter_main_conf_t *mcf);
 static ngx_int_t ngx_http_aiserve_meter_init(ngx_conf_t *cf);
 static void *ngx_http_aiserve_meter_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_aiserve_meter_init_main_conf(ngx_conf_t *cf,
@@ -2742,8 +2747,55 @@ ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     p->model = value[1];
     p->price = (uint64_t) price;
+    p->file = cf->conf_file->file.name.data;
+    p->line = cf->conf_file->line;
 
     return NGX_CONF_OK;
+}
+
+
+/* Every aiserve_price names a model of an aiserve_model of the http block
+ * (declared before or after it): a mistyped name would make the model
+ * free. */
+static ngx_int_t
+ngx_http_aiserve_meter_check_prices(ngx_conf_t *cf,
+    ngx_http_aiserve_meter_main_conf_t *mcf)
+{
+    ngx_uint_t                       i, j;
+    ngx_http_aiserve_model_t       **mp;
+    ngx_http_aiserve_main_conf_t    *amcf;
+    ngx_http_aiserve_meter_price_t  *p;
+
+    if (mcf->prices == NULL) {
+        return NGX_OK;
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_aiserve_module);
+
+    p = mcf->prices->elts;
+    mp = amcf->models.elts;
+
+    for (i = 0; i < mcf->prices->nelts; i++) {
+
+        for (j = 0; j < amcf->models.nelts; j++) {
+            if (mp[j]->name.len == p[i].model.len
+                && ngx_strncmp(mp[j]->name.data, p[i].model.data,
+                               p[i].model.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == amcf->models.nelts) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown model \"%V\" in \"aiserve_price\": no "
+                          "\"aiserve_model %V\" in this http block in %s:%ui",
+                          &p[i].model, &p[i].model, p[i].file, p[i].line);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -2762,6 +2814,14 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"aiserve_usage\" cannot be combined with "
+                           "another content handler in this location");
+        return NGX_CONF_ERROR;
+    }
+
     clcf->handler = ngx_http_aiserve_meter_usage_handler;
 
     return NGX_CONF_OK;
@@ -2778,6 +2838,10 @@ ngx_http_aiserve_meter_init(ngx_conf_t *cf)
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
     mcf = ngx_http_conf_get_module_main_conf(cf,
                                              ngx_http_aiserve_meter_module);
+
+    if (ngx_http_aiserve_meter_check_prices(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (mcf->db_path.len == 0) {
         return NGX_OK;

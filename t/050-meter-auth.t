@@ -556,3 +556,61 @@ invalid map_size "map_size=lots" in "aiserve_meter_db"
 --- must_die
 --- error_log
 invalid value "maybe"
+
+
+
+=== TEST 17: aiserve_price of a model no aiserve_model declares
+--- http_config
+    aiserve_model tiny $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
+    aiserve_meter_db $TEST_NGINX_METER_DB;
+    aiserve_meter_zone meter 1m;
+    aiserve_price tiny 5;
+    aiserve_price nosuch 5;
+--- config
+--- must_die
+--- error_log eval
+qr/unknown model "nosuch" in "aiserve_price": no "aiserve_model nosuch" in this http block in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 18: aiserve_price before the aiserve_model it names
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB;
+    aiserve_meter_zone meter 1m;
+    aiserve_price tiny 5;
+    aiserve_model tiny $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
+--- config
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- response_body
+ok
+--- no_error_log
+[emerg]
+
+
+
+=== TEST 19: aiserve_usage in a location that already has aiserve_infer
+--- config
+    location /v1/embeddings {
+        aiserve_infer tiny api=openai;
+        aiserve_meter on;
+        aiserve_usage;
+    }
+--- must_die
+--- error_log eval
+qr/"aiserve_usage" cannot be combined with another content handler in this location in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 20: aiserve_usage after proxy_pass in one location
+--- config
+    location = /usage {
+        proxy_pass http://127.0.0.1:1;
+        aiserve_usage;
+    }
+--- must_die
+--- error_log
+"aiserve_usage" cannot be combined with another content handler in this location
