@@ -1305,6 +1305,8 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         aiserve_err(err, err_len, "out of memory");
         return -1;
     }
+    /* short steps: the team polls between them rather than sleeping */
+    aiserve_team_spin(s->team, T < AISERVE_SMALL_T);
     attn_macs = 0;
     for (i = 0, off = 0; i < batch->n_seqs; i++) {
         offsets[i] = off;

@@ -10,11 +10,18 @@
 
 #define AISERVE_TEAM_MAX  64
 
+/* With spinning on (aiserve_team_spin()), a thread between steps polls
+ * this many times (a pause each, about 10 us in all) before it sleeps: a
+ * forward pass on few tokens starts a step every few tens of
+ * microseconds, and waking a sleeping thread costs about as much. */
+#define AISERVE_TEAM_SPIN  400
+
 
 struct aiserve_team_s {
     int               n_threads;
     int               started;          /* helpers running */
     int               stop;
+    int               spin;             /* atomic */
     pthread_t         tid[AISERVE_TEAM_MAX];
     pthread_mutex_t   lock;
     pthread_cond_t    go;               /* caller -> helpers */
@@ -34,6 +41,15 @@ typedef struct {
 } aiserve_helper_t;
 
 static aiserve_helper_t  *aiserve_team_helpers(aiserve_team_t *team);
+
+
+static inline void
+aiserve_team_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 
 static void
@@ -57,6 +73,7 @@ aiserve_team_main(void *p)
     aiserve_helper_t  *h = p;
     aiserve_team_t    *t = h->team;
     unsigned long      seen = 0;
+    int                i;
 
     pthread_mutex_lock(&t->lock);
     for ( ;; ) {
@@ -72,9 +89,23 @@ aiserve_team_main(void *p)
         aiserve_team_work(t, h->index);
 
         pthread_mutex_lock(&t->lock);
-        if (--t->busy == 0) {
+        if (__atomic_sub_fetch(&t->busy, 1, __ATOMIC_RELEASE) == 0) {
             pthread_cond_signal(&t->done);
         }
+        pthread_mutex_unlock(&t->lock);
+
+        for (i = __atomic_load_n(&t->spin, __ATOMIC_RELAXED)
+                 ? 0 : AISERVE_TEAM_SPIN;
+             i < AISERVE_TEAM_SPIN; i++)
+        {
+            if (__atomic_load_n(&t->generation, __ATOMIC_RELAXED) != seen
+                || __atomic_load_n(&t->stop, __ATOMIC_RELAXED))
+            {
+                break;
+            }
+            aiserve_team_pause();
+        }
+        pthread_mutex_lock(&t->lock);
     }
     pthread_mutex_unlock(&t->lock);
     return NULL;
@@ -157,17 +188,30 @@ aiserve_team_run(aiserve_team_t *t, aiserve_team_fn fn, void *arg,
     t->n_items = n_items;
     t->next = 0;
     t->busy = t->started;
-    t->generation++;
+    __atomic_store_n(&t->generation, t->generation + 1, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&t->go);
     pthread_mutex_unlock(&t->lock);
 
     aiserve_team_work(t, 0);
 
+    for (i = t->spin ? 0 : AISERVE_TEAM_SPIN; i < AISERVE_TEAM_SPIN; i++) {
+        if (__atomic_load_n(&t->busy, __ATOMIC_ACQUIRE) == 0) {
+            break;
+        }
+        aiserve_team_pause();
+    }
     pthread_mutex_lock(&t->lock);
     while (t->busy > 0) {
         pthread_cond_wait(&t->done, &t->lock);
     }
     pthread_mutex_unlock(&t->lock);
+}
+
+
+void
+aiserve_team_spin(aiserve_team_t *t, int on)
+{
+    __atomic_store_n(&t->spin, on, __ATOMIC_RELAXED);
 }
 
 

@@ -35,4 +35,13 @@ int aiserve_team_size(const aiserve_team_t *team);
 void aiserve_team_run(aiserve_team_t *team, aiserve_team_fn fn, void *arg,
     size_t n_items);
 
+/*
+ * Spinning on: between steps the threads poll for about 10 us before they
+ * sleep, which saves a wake-up per step when steps are short (a forward
+ * pass on few tokens).  Off (the default) they sleep at once: a thread
+ * that polls takes the CPU from other work on a loaded machine, which
+ * measured here slowed long passes more than it sped up short ones.
+ */
+void aiserve_team_spin(aiserve_team_t *team, int on);
+
 #endif /* AISERVE_TEAM_H */
