@@ -814,6 +814,12 @@ ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
             ngx_snprintf((u_char *) pparam, sizeof(pparam) - 1, "%s.text%Z",
                          param);
 
+            if (t == NULL || json_is_null(t)) {
+                ngx_http_aiserve_invalid(r, ctx, 422, "missing_field",
+                                         pparam, "%s is required", pparam);
+                return;
+            }
+
             if (ngx_http_aiserve_get_text(r, ctx, t, pparam, &text, &len)
                 != NGX_OK)
             {
@@ -960,6 +966,7 @@ static void
 ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
+    char         param[NGX_HTTP_AISERVE_PARAMLEN];
     json_t      *v;
     ngx_uint_t   i, truncate;
     const char  *s;
@@ -1011,10 +1018,9 @@ ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
 
         for (i = 0; i < json_array_size(v); i++) {
             if (!json_is_string(json_array_get(v, i))) {
-                ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type",
-                                         "ignore_labels",
-                                         "ignore_labels[%ui] must be a "
-                                         "string", i);
+                ngx_http_aiserve_param(param, "ignore_labels", i);
+                ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", param,
+                                         "%s must be a string", param);
                 return;
             }
         }

@@ -1039,6 +1039,21 @@ ngx_http_aiserve_parse(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     json_t        *doc;
     json_error_t   jerr;
 
+    for (p = body->data, last = body->data + body->len; p < last; p++) {
+        if (*p != ' ' && *p != '\t' && *p != CR && *p != LF) {
+            break;
+        }
+    }
+
+    if (p == last) {
+        ctx->rc = ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                              "invalid_request_error",
+                                              "invalid_json", NULL,
+                                              "empty request body, expected "
+                                              "a JSON object");
+        return NGX_OK;
+    }
+
     doc = json_loadb((char *) body->data, body->len, JSON_ALLOW_NUL, &jerr);
 
     if (doc == NULL && json_error_code(&jerr) == json_error_invalid_utf8) {

@@ -102,7 +102,7 @@ Content-Type: application/json
 --- response_body_like eval
 [ qr/^\{"error":\{"message":"invalid JSON body: [^"]+ at line 1, column \d+","type":"invalid_request_error","param":null,"code":"invalid_json"\}\}$/,
   qr/"message":"the JSON body must be an object"/,
-  qr/"code":"invalid_json"/ ]
+  qr/^\{"error":\{"message":"empty request body, expected a JSON object","type":"invalid_request_error","param":null,"code":"invalid_json"\}\}$/ ]
 --- no_error_log
 [error]
 
@@ -278,9 +278,11 @@ Content-Type: application/json
   "POST /rerank\n{\"query\": \"q\", \"texts\": \"a\"}",
   "POST /rerank\n{\"query\": \"q\", \"texts\": [\"a\", null]}",
   "POST /ner\n{\"inputs\": \"a\", \"aggregation_strategy\": \"longest\"}",
-  "POST /ner\n{\"inputs\": \"a\", \"ignore_labels\": [\"O\", 1]}" ]
+  "POST /ner\n{\"inputs\": \"a\", \"ignore_labels\": [\"O\", 1]}",
+  "POST /predict\n{\"inputs\": {\"text_pair\": \"a\"}}",
+  "POST /predict\n{\"inputs\": [{\"text\": \"a\"}, {\"text\": null, \"text_pair\": \"b\"}]}" ]
 --- error_code eval
-[ (422) x 9 ]
+[ (422) x 11 ]
 --- json_approx eval
 [ main::err("top_k must be null or an integer >= 0", "invalid_value", "top_k"),
   main::err("function_to_apply must be \"sigmoid\", \"softmax\" or \"none\"",
@@ -294,7 +296,9 @@ Content-Type: application/json
   main::err("aggregation_strategy must be one of none, simple, first, average, max",
             "invalid_value", "aggregation_strategy"),
   main::err("ignore_labels[1] must be a string", "invalid_type",
-            "ignore_labels") ]
+            "ignore_labels[1]"),
+  main::err("inputs.text is required", "missing_field", "inputs.text"),
+  main::err("inputs[1].text is required", "missing_field", "inputs[1].text") ]
 --- no_error_log
 [error]
 
@@ -450,5 +454,21 @@ Content-Type: application/json
             "invalid_token", "input[0][1]"),
   main::err("inputs[1][2] must be a token id from 0 to 30521",
             "invalid_token", "inputs[1][2]") ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 16: a body of whitespace only is an empty body too
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; }
+--- raw_request eval
+"POST /predict HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n \r\n\t"
+--- error_code: 400
+--- response_body_like: ^\{"error":\{"message":"empty request body, expected a JSON object","type":"invalid_request_error","param":null,"code":"invalid_json"\}\}$
 --- no_error_log
 [error]
