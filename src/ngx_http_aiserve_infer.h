@@ -44,6 +44,9 @@
 
 #define NGX_HTTP_AISERVE_ERRLEN         256
 
+/* validation errors; nginx has no NGX_HTTP_ constant for it */
+#define NGX_HTTP_AISERVE_UNPROCESSABLE  422
+
 
 typedef struct ngx_http_aiserve_model_s  ngx_http_aiserve_model_t;
 typedef struct ngx_http_aiserve_batch_s  ngx_http_aiserve_batch_t;

@@ -1195,6 +1195,20 @@ ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     r->headers_out.status = status;
+
+    /* nginx 1.22 has no reason phrase for 422 ("HTTP/1.1 422 ") */
+
+    switch (status) {
+
+    case NGX_HTTP_AISERVE_UNPROCESSABLE:
+        ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Entity");
+        break;
+
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        ngx_str_set(&r->headers_out.status_line, "429 Too Many Requests");
+        break;
+    }
+
     r->headers_out.content_length_n = j.pos - j.start;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;

@@ -472,3 +472,23 @@ location = /predict { aiserve_infer cls; }
 --- response_body_like: ^\{"error":\{"message":"empty request body, expected a JSON object","type":"invalid_request_error","param":null,"code":"invalid_json"\}\}$
 --- no_error_log
 [error]
+
+
+
+=== TEST 17: 422 has its reason phrase (nginx 1.22 has none for it)
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+--- more_headers
+Content-Type: application/json
+--- request
+POST /v1/embeddings
+{"input": ""}
+--- error_code: 422
+--- raw_response_headers_like: ^HTTP/1\.1 422 Unprocessable Entity\r\n
+--- response_body_like: "code":"empty_input"
+--- no_error_log
+[error]
