@@ -797,6 +797,31 @@ key_read(MDB_val *v, aiserve_key_t *k)
 }
 
 
+/* Limits the zone's arithmetic holds (AISERVE_KEY_LIMIT_MAX). */
+static int
+key_check(aiserve_ledger_t *l, const aiserve_key_t *k)
+{
+    if (k->rpm > AISERVE_KEY_LIMIT_MAX || k->tpm > AISERVE_KEY_LIMIT_MAX
+        || k->budget_tokens > AISERVE_KEY_LIMIT_MAX)
+    {
+        snprintf(l->err, sizeof(l->err), "a limit of key_%u is over the "
+                 "maximum of %llu", k->id,
+                 (unsigned long long) AISERVE_KEY_LIMIT_MAX);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (k->budget_tokens && k->budget_period != AISERVE_PERIOD_DAY
+        && k->budget_period != AISERVE_PERIOD_MONTH)
+    {
+        snprintf(l->err, sizeof(l->err), "the budget of key_%u has no "
+                 "period", k->id);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
 int
 aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
     const char *type, char *secret)
@@ -809,6 +834,10 @@ aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
 
     if (!l->has_pepper) {
         snprintf(l->err, sizeof(l->err), "no hmac.key loaded");
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (key_check(l, k) != AISERVE_LEDGER_OK) {
         return AISERVE_LEDGER_ERROR;
     }
 
@@ -973,6 +1002,10 @@ aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k)
     int       rc, tries;
     MDB_txn  *txn;
     MDB_val   mk, mv;
+
+    if (key_check(l, k) != AISERVE_LEDGER_OK) {
+        return AISERVE_LEDGER_ERROR;
+    }
 
     k->updated = time(NULL);
 

@@ -61,6 +61,11 @@
 
 #define AISERVE_KEY_ADMIN          0x01   /* aiserve_usage shows every key */
 
+/* The largest rpm, tpm and budget_tokens of a key (10^14): the zone keeps
+ * rate levels in thousandths and drains them over 60000 ms, so limit x
+ * 1000 x 60 must fit in 64 bits (up to 3 x 10^14 would). */
+#define AISERVE_KEY_LIMIT_MAX      100000000000000ULL
+
 #define AISERVE_PERIOD_NONE        0
 #define AISERVE_PERIOD_DAY         1
 #define AISERVE_PERIOD_MONTH       2
@@ -202,7 +207,9 @@ void aiserve_key_hmac_free(aiserve_key_hmac_t *h);
 /*
  * Creates a key from the fields of *k (name, flags, limits, models,
  * expires); assigns id, created, prefix, last4, hash.  Writes the secret
- * (shown once) to secret.  Needs the pepper.
+ * (shown once) to secret.  Needs the pepper.  This and key_put refuse
+ * (AISERVE_LEDGER_ERROR) limits over AISERVE_KEY_LIMIT_MAX and a budget
+ * without a period.
  */
 int aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
     const char *type, char *secret);

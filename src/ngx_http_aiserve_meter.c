@@ -596,10 +596,18 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
 
 /* --- rate buckets: "level" leaks at limit per minute, in milli-units ------ */
 
+/* A level is at most limit x 1000 milli-units (more only just after the
+ * limit was lowered), drained in a minute: after a minute the bucket is
+ * empty, so limit * ms stays in 64 bits for limits up to
+ * AISERVE_KEY_LIMIT_MAX however long the key was idle. */
 static uint64_t
 ngx_http_aiserve_meter_leak(uint64_t level, uint64_t limit, ngx_msec_t ms)
 {
     uint64_t  leaked;
+
+    if (ms >= 60000) {
+        return 0;
+    }
 
     leaked = limit * ms / 60;        /* milli-units per ms = limit / 60 */
 

@@ -43,6 +43,58 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
     unlike($out, qr/ais_live_\w{38}/, 'list never shows a secret');
 }
 
+# aiserve-keys refuses what it cannot store faithfully
+{
+    my $bad = sub {
+        my ($what, @args) = @_;
+        my $cmd = join ' ', map { quotemeta } "$ENV{TEST_NGINX_AISERVE_ROOT}"
+                  . '/tools/aiserve-keys', '--db', $db, @args;
+        my $err = `$cmd 2>&1 >/dev/null`;
+        my $rc = $? >> 8;
+        ok($rc != 0, "aiserve-keys refuses $what") or diag($err);
+        return $err;
+    };
+    my $n = () = meter_cli($db, 'list') =~ /^key_/mg;
+
+    like($bad->('--type live2', 'create', '--type', 'live2'),
+         qr/invalid type "live2" \(live or test\)/, 'type: names live|test');
+    $bad->('--type prod', 'create', '--type', 'prod');
+    like($bad->('a number past 2^64', 'create', '--tpm',
+                '99999999999999999999999'),
+         qr/invalid --tpm "99999999999999999999999"/, 'past 2^64: named');
+    like($bad->('a limit over the maximum', 'create', '--tpm',
+                '20000000000000000'),
+         qr/--tpm 20000000000000000 is over the maximum of 100000000000000/,
+         'over the maximum: the maximum named');
+    $bad->('a negative number', 'create', '--rpm', '-1');
+    $bad->('a number with a sign', 'create', '--rpm', '+5');
+    $bad->('a number with blanks', 'create', '--rpm', ' 5');
+    $bad->('--concurrency past 2^32', 'create', '--concurrency',
+           '4294967297');
+    like($bad->('--budget without --period', 'create', '--budget', '100'),
+         qr/--budget needs --period day\|month/, 'budget: period required');
+    like($bad->('an expiry in the past', 'create', '--expires', '2020-01-01'),
+         qr/expiry "2020-01-01" is in the past/, 'past expiry: named');
+    $bad->('an expiry of +0d', 'create', '--expires', '+0d');
+    $bad->('an expiry past the year 9999', 'create', '--expires',
+           '+99999999999999d');
+    my $m = () = meter_cli($db, 'list') =~ /^key_/mg;
+    is($m, $n, 'no key was created by the refused commands');
+
+    $bad->('set: an expiry in the past', 'set', $id{bob}, '--expires',
+           '1577836800');
+    $bad->('set: --budget on a key without a period', 'set', $id{bob},
+           '--budget', '100');
+    my ($rc) = meter_cli($db, 'set', $id{bob}, '--tpm', '100000000000000');
+    is($rc, 0, 'the maximum itself is accepted');
+    meter_cli($db, 'set', $id{bob}, '--tpm', '0');
+
+    my ($rc2, $out) = meter_cli($db, 'create', '--budget', '100',
+                                '--period', 'day', '--type', 'test');
+    is($rc2, 0, 'create --budget with --period, --type test');
+    like($out, qr/^api_key: ais_test_/m, 'a test key');
+}
+
 our $key_for_query = $key{alice};
 our $key_rest = substr($key{alice}, 9);
 
@@ -125,6 +177,12 @@ my %checks = (
         my $r = post('expired');
         is($r->{status}, 401, 'expired key: 401');
         like($r->{body}, qr/expired/, 'expired: message');
+        my ($rc, $out) = meter_cli($db, 'list');
+        like($out, qr/^\Q$id{expired}\E +old +\S+ +expired /m,
+             'list shows the key as expired');
+        ($rc, $out) = meter_cli($db, 'list', '--json');
+        like($out, qr/"id":"\Q$id{expired}\E".*"status":"expired"/,
+             'list --json too');
     },
 
     # $aiserve_key_id and $aiserve_cost in the access log, exact cost

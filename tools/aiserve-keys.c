@@ -3,6 +3,7 @@
  * Works on the same LMDB environment as the nginx module
  * (aiserve_meter_db), while nginx runs.  See README.md, "Metering".
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,15 +101,32 @@ parse_key_id(const char *s)
 }
 
 
+/* The last second of 9999-12-31 UTC: the latest expiry. */
+#define EXPIRES_MAX  253402300799LL
+
+
+/* A decimal number for option opt: digits only (no sign, no blank, no
+ * wrap past 2^64: strtoull's ERANGE), at most max. */
 static uint64_t
-parse_u64(const char *s)
+parse_number(const char *opt, const char *s, uint64_t max)
 {
     char                *end;
+    char                 msg[256];
     unsigned long long   n;
 
+    errno = 0;
     n = strtoull(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || *s == '-') {
-        die("invalid number \"%s\"", s);
+
+    if (*s < '0' || *s > '9' || *end != '\0' || errno == ERANGE) {
+        snprintf(msg, sizeof(msg), "invalid %s \"%s\" (a decimal number)",
+                 opt, s);
+        die("%s", msg);
+    }
+
+    if (n > max) {
+        snprintf(msg, sizeof(msg), "%s %s is over the maximum of %llu", opt,
+                 s, (unsigned long long) max);
+        die("%s", msg);
     }
 
     return n;
@@ -139,7 +157,7 @@ static int64_t
 parse_expires(const char *s)
 {
     char       *end;
-    long long   n;
+    long long   n, unit;
     struct tm   tm;
     uint32_t    day;
 
@@ -148,19 +166,23 @@ parse_expires(const char *s)
     }
 
     if (s[0] == '+') {
+        errno = 0;
         n = strtoll(s + 1, &end, 10);
-        if (end != s + 1 && n > 0) {
-            if (strcmp(end, "d") == 0) {
-                return time(NULL) + n * 86400;
-            }
-            if (strcmp(end, "h") == 0) {
-                return time(NULL) + n * 3600;
-            }
-            if (strcmp(end, "s") == 0) {
-                return time(NULL) + n;
-            }
+        unit = strcmp(end, "d") == 0 ? 86400
+               : strcmp(end, "h") == 0 ? 3600
+               : strcmp(end, "s") == 0 ? 1 : 0;
+
+        if (s[1] < '0' || s[1] > '9' || errno == ERANGE || n <= 0
+            || unit == 0)
+        {
+            die("invalid expiry \"%s\" (+N followed by d, h or s)", s);
         }
-        die("invalid expiry \"%s\"", s);
+
+        if (n > (EXPIRES_MAX - time(NULL)) / unit) {
+            die("expiry \"%s\" is after 9999-12-31", s);
+        }
+
+        return time(NULL) + n * unit;
     }
 
     if (strchr(s, '-')) {
@@ -172,7 +194,22 @@ parse_expires(const char *s)
         return timegm(&tm);
     }
 
-    return (int64_t) parse_u64(s);
+    return (int64_t) parse_number("--expires", s, EXPIRES_MAX);
+}
+
+
+/* "expired" for a key past its expiry (still "revoked" if revoked): what
+ * the server answers for it. */
+static const char *
+key_status(const aiserve_key_t *k)
+{
+    if (k->status != AISERVE_KEY_REVOKED && k->expires
+        && k->expires <= time(NULL))
+    {
+        return "expired";
+    }
+
+    return aiserve_key_status_name(k->status);
 }
 
 
@@ -228,10 +265,13 @@ static const char  limit_help[] =
 "  --rpm N              requests per minute (0: unlimited)\n"
 "  --tpm N              prompt tokens per minute (0: unlimited)\n"
 "  --budget N           prompt tokens per --period (0: unlimited)\n"
-"  --period day|month   budget period, UTC (default: month)\n"
+"  --period day|month   budget period, UTC (needed with --budget)\n"
 "  --concurrency N      requests in flight at once (0: unlimited)\n"
 "  --models A,B         models this key may call (\"\": all)\n"
-"  --expires WHEN       never, +30d, +12h, YYYY-MM-DD (UTC), unix seconds\n"
+"  --expires WHEN       never, +30d, +12h, YYYY-MM-DD (UTC), unix seconds;\n"
+"                       in the future\n"
+"  rpm, tpm and budget are at most 100000000000000 (10^14), concurrency\n"
+"  at most 4294967295\n"
 "  --admin, --no-admin  an admin key sees every key's usage\n"
 "  --db PATH            the ledger (or $AISERVE_DB)\n";
 
@@ -248,16 +288,14 @@ apply_limit(aiserve_key_t *k, int opt, const char *arg)
         snprintf(k->name, sizeof(k->name), "%s", arg);
         return 1;
     case OPT_RPM:
-        k->rpm = parse_u64(arg);
+        k->rpm = parse_number("--rpm", arg, AISERVE_KEY_LIMIT_MAX);
         return 1;
     case OPT_TPM:
-        k->tpm = parse_u64(arg);
+        k->tpm = parse_number("--tpm", arg, AISERVE_KEY_LIMIT_MAX);
         return 1;
     case OPT_BUDGET:
-        k->budget_tokens = parse_u64(arg);
-        if (k->budget_period == AISERVE_PERIOD_NONE) {
-            k->budget_period = AISERVE_PERIOD_MONTH;
-        }
+        k->budget_tokens = parse_number("--budget", arg,
+                                        AISERVE_KEY_LIMIT_MAX);
         return 1;
     case OPT_PERIOD:
         if (strcmp(arg, "day") == 0) {
@@ -269,7 +307,8 @@ apply_limit(aiserve_key_t *k, int opt, const char *arg)
         }
         return 1;
     case OPT_CONCURRENCY:
-        k->max_concurrent = (uint32_t) parse_u64(arg);
+        k->max_concurrent = (uint32_t) parse_number("--concurrency", arg,
+                                                    UINT32_MAX);
         return 1;
     case OPT_MODELS:
         if (strlen(arg) >= sizeof(k->models)) {
@@ -279,6 +318,9 @@ apply_limit(aiserve_key_t *k, int opt, const char *arg)
         return 1;
     case OPT_EXPIRES:
         k->expires = parse_expires(arg);
+        if (k->expires && k->expires <= time(NULL)) {
+            die("expiry \"%s\" is in the past", arg);
+        }
         return 1;
     case OPT_ADMIN:
         k->flags |= AISERVE_KEY_ADMIN;
@@ -292,6 +334,16 @@ apply_limit(aiserve_key_t *k, int opt, const char *arg)
     }
 
     return 0;
+}
+
+
+/* After the options: what they cannot be alone. */
+static void
+check_limits(const aiserve_key_t *k)
+{
+    if (k->budget_tokens && k->budget_period == AISERVE_PERIOD_NONE) {
+        die("%s", "--budget needs --period day|month");
+    }
 }
 
 
@@ -335,6 +387,12 @@ cmd_create(int argc, char **argv)
         die("create: unexpected argument \"%s\"", argv[optind]);
     }
 
+    if (strcmp(type, "live") != 0 && strcmp(type, "test") != 0) {
+        die("invalid type \"%s\" (live or test)", type);
+    }
+
+    check_limits(&k);
+
     l = open_db(AISERVE_LEDGER_CREATE);
 
     if (aiserve_ledger_key_create(l, &k, type, secret) != AISERVE_LEDGER_OK)
@@ -364,7 +422,7 @@ key_json(const aiserve_key_t *k)
                      " s:I, s:s, s:s, s:s}",
                      "id", id, "name", k->name, "prefix", k->prefix,
                      "last4", k->last4,
-                     "status", aiserve_key_status_name(k->status),
+                     "status", key_status(k),
                      "admin", (k->flags & AISERVE_KEY_ADMIN) != 0,
                      "rpm", (json_int_t) k->rpm,
                      "tpm", (json_int_t) k->tpm,
@@ -408,7 +466,7 @@ list_cb(const aiserve_key_t *k, void *arg)
 
     printf("key_%-6u %-16s %s...%s %-8s%s %6llu %8llu %14s %4u %-16s %s %s\n",
            k->id, k->name[0] ? k->name : "-", k->prefix, k->last4,
-           aiserve_key_status_name(k->status),
+           key_status(k),
            (k->flags & AISERVE_KEY_ADMIN) ? " admin" : "",
            (unsigned long long) k->rpm, (unsigned long long) k->tpm,
            budget, k->max_concurrent, k->models[0] ? k->models : "*",
@@ -576,6 +634,8 @@ cmd_set(int argc, char **argv)
     for (i = 0; i < nargs; i++) {
         apply_limit(&k, args[i].opt, args[i].arg);
     }
+
+    check_limits(&k);
 
     if (aiserve_ledger_key_put(l, &k) != AISERVE_LEDGER_OK) {
         die("%s", aiserve_ledger_error(l));

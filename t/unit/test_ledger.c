@@ -249,6 +249,25 @@ test_keys(void)
     aiserve_ledger_key_create(l, &k, "live", secret);
     tap_ok(k.id == 2, "second key has id 2");
 
+    got = k;
+    got.tpm = AISERVE_KEY_LIMIT_MAX + 1;
+    tap_ok(aiserve_ledger_key_put(l, &got) == AISERVE_LEDGER_ERROR
+           && strstr(aiserve_ledger_error(l), "maximum") != NULL,
+           "a limit over AISERVE_KEY_LIMIT_MAX refused: %s",
+           aiserve_ledger_error(l));
+    got.tpm = AISERVE_KEY_LIMIT_MAX;
+    got.budget_tokens = 100;
+    tap_ok(aiserve_ledger_key_put(l, &got) == AISERVE_LEDGER_ERROR,
+           "a budget without a period refused: %s",
+           aiserve_ledger_error(l));
+    got.budget_period = AISERVE_PERIOD_DAY;
+    tap_ok(aiserve_ledger_key_put(l, &got) == AISERVE_LEDGER_OK,
+           "the maximum itself, a budget per day");
+    got.budget_tokens = AISERVE_KEY_LIMIT_MAX + 1;
+    got.id = 0;
+    tap_ok(aiserve_ledger_key_create(l, &got, "live", secret)
+           == AISERVE_LEDGER_ERROR, "create refuses it too");
+
     k.id = 99;
     tap_ok(aiserve_ledger_key_put(l, &k) == AISERVE_LEDGER_NOTFOUND,
            "put of a missing id is NOTFOUND");
