@@ -124,6 +124,7 @@ typedef struct {
     aiserve_key_t                key;
     ngx_uint_t                   authenticated;   /* unsigned:1 */
     ngx_uint_t                   key_in_query;
+    ngx_uint_t                   dry_run_logged;  /* by the access phase */
     ngx_uint_t                   reserved;
     ngx_uint_t                   settled;
     ngx_uint_t                   tokens;
@@ -803,9 +804,11 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     if (ctx == NULL || !ctx->authenticated) {
         if (ngx_http_aiserve_meter_authenticate(r, &ctx, &ref) != NGX_OK) {
             if (lcf->mode == NGX_HTTP_AISERVE_METER_DRY_RUN && ref.status) {
-                ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                              "aiserve meter: dry run, would refuse with "
-                              "%ui %s", ref.status, ref.code);
+                if (!ctx->dry_run_logged) {
+                    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                                  "aiserve meter: dry run, would refuse "
+                                  "with %ui %s", ref.status, ref.code);
+                }
                 return NGX_OK;
             }
             if (ref.status == 0
@@ -1473,6 +1476,7 @@ ngx_http_aiserve_meter_access_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "aiserve meter: dry run, would refuse with %ui %s",
                       ref.status, ref.code);
+        ctx->dry_run_logged = 1;
         return NGX_DECLINED;
     }
 

@@ -230,6 +230,16 @@ my %checks = (
                              meter_embed_request(undef, 'x',
                                  uri => '/dry/v1/embeddings'));
         is($r->{status}, 200, 'dry_run: no key, not refused');
+        my $probe = "probe=" . int(Time::HiRes::time() * 1e6);
+        $r = aiserve_http(server_port(),
+                          meter_embed_request(undef, 'x',
+                              uri => "/dry/v1/embeddings?$probe"));
+        is($r->{status}, 200, 'dry_run: no key, not refused (probe)');
+        open my $in, '<', "$logs/error.log" or die $!;
+        my @warn = grep { /would refuse with 401 missing_api_key/
+                          && /\Q$probe\E/ } <$in>;
+        is(scalar @warn, 1, 'dry_run: the refusal is logged once')
+            or diag(@warn);
         my $u = flushed_usage()->{ $id{dry} };
         is($u->{requests}, 3, 'dry_run: requests counted in the ledger');
     },
