@@ -512,6 +512,16 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        /* aiserve_usage, proxy_pass, stub_status...: only one would win */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"aiserve_infer\" cannot be combined with "
+                           "another content handler in this location");
+        return NGX_CONF_ERROR;
+    }
+
     value = cf->args->elts;
     alcf->model_name = value[1];
 
@@ -546,7 +556,6 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         alcf->api = k;
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_aiserve_handler;
 
     return NGX_CONF_OK;

@@ -2,10 +2,14 @@
 # time: nginx -t is the operator's first test), aiserve_infer (api=, model
 # look-up), aiserve_thread_pool, aiserve_threads, aiserve_max_batch_tokens,
 # aiserve_max_queue, aiserve_queue_timeout, aiserve_max_inputs,
-# aiserve_retry_after, aiserve_log_level.
+# aiserve_retry_after, aiserve_log_level, aiserve_max_request_tokens.
 
 use Test::Nginx::Socket 'no_plan';
 use File::Spec ();
+use File::Temp ();
+
+# a ledger directory for the block that needs aiserve_meter_db
+$ENV{TEST_NGINX_LEDGER_DIR} = File::Temp::tempdir(CLEANUP => 1);
 
 no_shuffle();
 run_tests();
@@ -299,7 +303,35 @@ invalid value "debug" in
 
 
 
-=== TEST 22: the module loads and nginx serves without any aiserve_model
+=== TEST 22: aiserve_infer after another content handler in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { stub_status; aiserve_infer m; }
+--- must_die
+--- error_log
+"aiserve_infer" cannot be combined with another content handler in this location
+
+
+
+=== TEST 23: aiserve_infer after aiserve_usage in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /x { aiserve_usage; aiserve_infer m; }
+--- must_die
+--- error_log
+"aiserve_infer" cannot be combined with another content handler in this location
+
+
+
+=== TEST 24: the module loads and nginx serves without any aiserve_model
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- config
