@@ -143,6 +143,50 @@ ledger_create_pepper(const char *path, char *err, size_t errlen)
 }
 
 
+/* Creates path with mode 0700, and the directories above it that are
+ * missing with mode 0755, as nginx's ngx_create_full_path() does for its
+ * temp paths. */
+static int
+ledger_mkdir(const char *path, char *err, size_t errlen)
+{
+    char    dir[4096];
+    size_t  i, len;
+
+    len = strlen(path);
+
+    if (len == 0 || len >= sizeof(dir)) {
+        snprintf(err, errlen, "invalid ledger path \"%s\"", path);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    memcpy(dir, path, len + 1);
+
+    for (i = 1; i < len; i++) {
+        if (dir[i] != '/' || dir[i - 1] == '/') {
+            continue;
+        }
+
+        dir[i] = '\0';
+
+        if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+            snprintf(err, errlen, "mkdir(\"%s\") failed: %s", dir,
+                     strerror(errno));
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        dir[i] = '/';
+    }
+
+    if (mkdir(path, 0700) == -1 && errno != EEXIST) {
+        snprintf(err, errlen, "mkdir(\"%s\") failed: %s", path,
+                 strerror(errno));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
 int
 aiserve_ledger_open(aiserve_ledger_t **lp, const char *path,
     size_t map_size, unsigned flags, char *err, size_t errlen)
@@ -160,9 +204,7 @@ aiserve_ledger_open(aiserve_ledger_t **lp, const char *path,
     *lp = NULL;
 
     if (flags & AISERVE_LEDGER_CREATE) {
-        if (mkdir(path, 0700) == -1 && errno != EEXIST) {
-            snprintf(err, errlen, "mkdir(\"%s\") failed: %s", path,
-                     strerror(errno));
+        if (ledger_mkdir(path, err, errlen) != AISERVE_LEDGER_OK) {
             return AISERVE_LEDGER_ERROR;
         }
 

@@ -121,8 +121,9 @@ typedef struct aiserve_ledger_s  aiserve_ledger_t;
 
 
 /*
- * Opens (with AISERVE_LEDGER_CREATE: creates, directory included) the
- * environment at path.  map_size: initial LMDB map size in bytes, 0 keeps
+ * Opens (with AISERVE_LEDGER_CREATE: creates, directory included, mode
+ * 0700, and any missing directory above it, mode 0755) the environment at
+ * path.  map_size: initial LMDB map size in bytes, 0 keeps
  * the environment's own (1 MiB for a new one).  Reads path/hmac.key unless
  * AISERVE_LEDGER_NO_PEPPER.  Returns AISERVE_LEDGER_OK or ERROR with a
  * message in err.

@@ -8,9 +8,10 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use AiserveTest qw(aiserve_http aiserve_free_port);
-use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
+use AiserveMeter qw(meter_dir meter_db meter_cli meter_create_key meter_usage
                     meter_embed_request meter_log_dir meter_json
                     meter_keys_in_logs);
+use File::Path ();
 use Time::HiRes ();
 
 repeat_each(1);
@@ -94,6 +95,19 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
     is($rc2, 0, 'create --budget with --period, --type test');
     like($out, qr/^api_key: ais_test_/m, 'a test key');
 }
+
+# a ledger below directories that do not exist yet, for the CLI and for
+# nginx (the README's /var/lib/aiserve/ledger on a fresh host)
+my $fresh = meter_dir() . '/fresh-050';
+File::Path::remove_tree($fresh);
+{
+    my ($rc, $out) = meter_cli("$fresh/cli/var/lib/aiserve/ledger", 'create',
+                               '--name', 'fresh');
+    is($rc, 0, 'aiserve-keys create makes the missing parent directories');
+    is((stat "$fresh/cli/var/lib/aiserve/ledger")[2] & 0777, 0700,
+       'the ledger directory is 0700');
+}
+$ENV{TEST_NGINX_METER_FRESH} = "$fresh/nginx/var/lib/aiserve/ledger";
 
 our $key_for_query = $key{alice};
 our $key_rest = substr($key{alice}, 9);
@@ -234,6 +248,13 @@ my %checks = (
         my @lines = grep { /HTTP\/2\.0/ } <$in>;
         like($lines[-1] // '', qr/"GET \/v1\/embeddings\?api_key=ais_live_\w{4}\*{34} HTTP\/2\.0" 400/,
              'HTTP/2: masked in the access log');
+    },
+
+    fresh_ledger => sub {
+        my $path = $ENV{TEST_NGINX_METER_FRESH};
+        ok(-f "$path/data.mdb" && -f "$path/hmac.key",
+           'nginx created the ledger and its parent directories');
+        is((stat $path)[2] & 0777, 0700, 'the ledger directory is 0700');
     },
 
     usage => sub {
@@ -672,3 +693,21 @@ qr/"aiserve_usage" cannot be combined with another content handler in this locat
 --- must_die
 --- error_log
 "aiserve_usage" cannot be combined with another content handler in this location
+
+
+
+=== TEST 21: aiserve_meter_db below directories that do not exist yet
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_FRESH;
+    aiserve_meter_zone fresh 1m;
+--- config
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- meter_check: fresh_ledger
+--- response_body
+ok
+--- no_error_log
+[emerg]

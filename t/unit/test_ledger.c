@@ -528,6 +528,37 @@ test_resized_by_other(void)
 }
 
 
+/* A ledger below directories that do not exist yet (/var/lib/aiserve on a
+ * fresh host): created, the ledger directory 0700. */
+static void
+test_missing_parents(void)
+{
+    int                rc;
+    char               path[256], err[256];
+    struct stat        st;
+    aiserve_ledger_t  *l;
+
+    snprintf(path, sizeof(path), "%s/var//lib/aiserve/ledger", dir);
+
+    rc = aiserve_ledger_open(&l, path, 0, AISERVE_LEDGER_CREATE, err,
+                             sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "missing parents created (%s)",
+           rc == AISERVE_LEDGER_OK ? "ok" : err);
+    if (rc == AISERVE_LEDGER_OK) {
+        aiserve_ledger_close(l);
+    }
+
+    tap_ok(stat(path, &st) == 0 && S_ISDIR(st.st_mode)
+           && (st.st_mode & 0777) == 0700, "the ledger directory is 0700");
+
+    snprintf(path, sizeof(path), "%s/hmac.key/ledger", dir);
+    rc = aiserve_ledger_open(&l, path, 0, AISERVE_LEDGER_CREATE, err,
+                             sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_ERROR && strstr(err, "mkdir") != NULL,
+           "a file in the way: %s", err);
+}
+
+
 int
 main(void)
 {
@@ -542,6 +573,7 @@ main(void)
     test_usage();
     test_map_full();
     test_resized_by_other();
+    test_missing_parents();
 
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) {
