@@ -18,6 +18,10 @@ static char *ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_aiserve_set_log_level(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_aiserve_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 static void ngx_http_aiserve_model_cleanup(void *data);
 static size_t ngx_http_aiserve_default_max_seq(ngx_http_aiserve_model_t *m);
 
@@ -57,11 +61,11 @@ static ngx_conf_enum_t  ngx_http_aiserve_log_levels[] = {
 
 
 static ngx_conf_num_bounds_t  ngx_http_aiserve_threads_bounds = {
-    ngx_conf_check_num_bounds, 1, 256
+    ngx_http_aiserve_check_bounds, 1, 256
 };
 
 static ngx_conf_num_bounds_t  ngx_http_aiserve_positive_bounds = {
-    ngx_conf_check_num_bounds, 1, -1
+    ngx_http_aiserve_check_bounds, 1, -1
 };
 
 
@@ -139,7 +143,7 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
 
     { ngx_string("aiserve_log_level"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_aiserve_set_log_level,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_aiserve_loc_conf_t, log_level),
       &ngx_http_aiserve_log_levels },
@@ -559,6 +563,84 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_aiserve_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * aiserve_log_level: ngx_conf_set_enum_slot's error names neither the
+ * directive nor the choices.
+ */
+
+static char *
+ngx_http_aiserve_set_log_level(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t        *value;
+    ngx_uint_t       *np, i;
+    ngx_conf_enum_t  *e;
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\", use info, notice, "
+                       "warn or error", &value[1], &cmd->name);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The post handler of the numeric directives: ngx_conf_check_num_bounds()
+ * with an error that names the directive and the value, as
+ * "invalid value "0" in "aiserve_threads", must be between 1 and 256".
+ * A high bound of -1 means none.
+ */
+
+static char *
+ngx_http_aiserve_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
+    ngx_str_t  *value;
+
+    if (*np >= bounds->low && (bounds->high == -1 || *np <= bounds->high)) {
+        return NGX_CONF_OK;
+    }
+
+    value = cf->args->elts;
+
+    if (bounds->high == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\", must be %i or "
+                           "more", &value[1], &value[0], bounds->low);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\", must be between "
+                           "%i and %i", &value[1], &value[0], bounds->low,
+                           bounds->high);
+    }
+
+    return NGX_CONF_ERROR;
 }
 
 

@@ -275,11 +275,11 @@ aiserve_threads 0;
 --- config
 --- must_die
 --- error_log
-value must be between 1 and 256
+invalid value "0" in "aiserve_threads", must be between 1 and 256
 
 
 
-=== TEST 20: aiserve_max_queue and aiserve_max_inputs must be positive
+=== TEST 20: aiserve_max_queue must be positive
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -287,11 +287,34 @@ aiserve_max_queue 0;
 --- config
 --- must_die
 --- error_log
-value must be equal to or greater than 1
+invalid value "0" in "aiserve_max_queue", must be 1 or more
 
 
 
-=== TEST 21: aiserve_log_level takes info, notice, warn or error
+=== TEST 21: aiserve_max_inputs must be positive
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_max_inputs 0;
+--- config
+--- must_die
+--- error_log
+invalid value "0" in "aiserve_max_inputs", must be 1 or more
+
+
+
+=== TEST 22: aiserve_max_request_tokens must be positive
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- config
+location = /x { aiserve_max_request_tokens 0; }
+--- must_die
+--- error_log
+invalid value "0" in "aiserve_max_request_tokens", must be 1 or more
+
+
+
+=== TEST 23: aiserve_log_level takes info, notice, warn or error
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -299,11 +322,11 @@ aiserve_log_level debug;
 --- config
 --- must_die
 --- error_log
-invalid value "debug" in
+invalid value "debug" in "aiserve_log_level", use info, notice, warn or error
 
 
 
-=== TEST 22: aiserve_infer after another content handler in the same location stops nginx
+=== TEST 24: aiserve_infer after another content handler in the same location stops nginx
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -316,7 +339,7 @@ location = /x { stub_status; aiserve_infer m; }
 
 
 
-=== TEST 23: aiserve_infer after aiserve_usage in the same location stops nginx
+=== TEST 25: aiserve_infer after aiserve_usage in the same location stops nginx
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -331,7 +354,7 @@ location = /x { aiserve_usage; aiserve_infer m; }
 
 
 
-=== TEST 24: the module loads and nginx serves without any aiserve_model
+=== TEST 26: the module loads and nginx serves without any aiserve_model
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- config
