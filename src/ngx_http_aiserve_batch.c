@@ -139,10 +139,15 @@ ngx_http_aiserve_enqueue(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
     ctx->queued = 1;
     ctx->enqueued_usec = ngx_http_aiserve_usec();
 
-    ctx->timer.handler = ngx_http_aiserve_queue_timeout;
-    ctx->timer.data = ctx;
-    ctx->timer.log = r->connection->log;
-    ngx_add_timer(&ctx->timer, ctx->alcf->queue_timeout);
+    /* aiserve_queue_timeout 0: no timeout, aiserve_max_queue and
+     * aiserve_max_request_tokens bound the wait */
+
+    if (ctx->alcf->queue_timeout) {
+        ctx->timer.handler = ngx_http_aiserve_queue_timeout;
+        ctx->timer.data = ctx;
+        ctx->timer.log = r->connection->log;
+        ngx_add_timer(&ctx->timer, ctx->alcf->queue_timeout);
+    }
 
     r->main->blocked++;
     r->aio = 1;

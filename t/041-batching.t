@@ -1,7 +1,7 @@
 # The per-worker queue and the thread-pool batches under load: many clients
 # at once get their own correct answers out of shared batches; a request
-# that waits longer than aiserve_queue_timeout, or finds the queue full,
-# gets 503 with Retry-After; clients that go away while their batch runs do
+# that waits longer than aiserve_queue_timeout (0: no timeout), or finds
+# the queue full, gets 503 with Retry-After; clients that go away while their batch runs do
 # not hurt the worker.  A "heavy" request (32 MiniLM inputs of 256 tokens)
 # keeps the model busy while the others arrive.
 
@@ -85,6 +85,22 @@ my %scenario = (
         Test::More::is($r->{status}, 503, "$name - 503 after the queue timeout");
         Test::More::is($r->{headers}{'retry-after'}, 7, "$name - Retry-After");
         Test::More::like($r->{body}, qr/"code":"queue_timeout"/, "$name - JSON error");
+        finish_heavy($heavy, $name);
+    },
+
+    # aiserve_queue_timeout 0: no timeout, the request waits for its batch
+    patient => sub {
+        my ($name) = @_;
+        my $heavy = start_heavy();
+        my ($r) = aiserve_http_concurrent(server_port(),
+            [ post('/patient', { input => $SHORT[0]{text} }) ], undef,
+            timeout => 100);
+        Test::More::is($r->{status}, 200, "$name - answered after waiting");
+        Test::More::cmp_ok($r->{headers}{'x-queue'} // 0, '>', 0,
+                           "$name - it did wait in the queue");
+        Test::More::is(approx_diff(eval { $json->decode($r->{body}) }->{data}[0]{embedding},
+                       $SHORT[0]{embedding}, 1e-4), '',
+           "$name - with the right embedding");
         finish_heavy($heavy, $name);
     },
 
@@ -333,3 +349,29 @@ POST /v1/embeddings
 --- no_error_log
 [error]
 [alert]
+
+
+
+=== TEST 7: aiserve_queue_timeout 0 means no timeout: a request waits until its batch starts
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 truncate=on;
+--- config
+location = /heavy { aiserve_infer minilm; }
+location = /patient {
+    aiserve_infer minilm;
+    aiserve_queue_timeout 0;
+    add_header X-Queue $aiserve_queue_time always;
+}
+--- more_headers
+Content-Type: application/json
+--- request
+POST /patient
+{"input": "alone, so not queued"}
+--- response_body_like: "prompt_tokens":8
+--- scenario: patient
+--- timeout: 120
+--- no_error_log
+[error]
+aiserve: request waited more than
