@@ -2,7 +2,8 @@
 # {"error": {"message", "type", "param", "code"}}: 400 bad JSON, 405, 413
 # (nginx's own client_max_body_size answer, rewritten), 415, 422 validation
 # naming the field and index, 422 too many tokens naming the limit, invalid
-# UTF-8, too many inputs.
+# UTF-8, too many inputs, too many tokens per request; and what stays
+# nginx's own HTML (errors before a location is chosen).
 
 use Test::Nginx::Socket 'no_plan';
 use FindBin;
@@ -492,3 +493,19 @@ POST /v1/embeddings
 --- response_body_like: "code":"empty_input"
 --- no_error_log
 [error]
+
+
+
+=== TEST 18: an error nginx sends before choosing the location is its own HTML page (as README says)
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+--- raw_request eval
+"POST /v1/embeddings HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"input\": \"hi\"}"
+--- error_code: 400
+--- response_headers
+Content-Type: text/html
+--- response_body_like: <title>400 Bad Request</title>
