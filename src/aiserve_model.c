@@ -940,6 +940,21 @@ aiserve_epilogue(const aiserve_step_t *st, float *c, size_t ldc, size_t r0,
 }
 
 
+/* aiserve_attention_head() keeps 8 rows of 16-float accumulators in
+ * registers, which takes AVX-512's 32 registers; with 16 (AVX2 and
+ * below) they spill and two sgemm calls are faster (callgrind: 3 times
+ * the instructions). */
+static int
+aiserve_own_attention(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+
 /*
  * BertSelfAttention (eager) for one sequence and head on packed rows:
  * softmax(Q K^T / sqrt(head_dim)) V over the sequence's own tokens, so no
@@ -956,7 +971,7 @@ aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
     size_t                  L = st->batch->seq_lens[seq];
     const float            *q = s->qkv + st->offsets[seq] * 3 * H + h * d;
 
-    if (d % 16 == 0 && d <= 128) {
+    if (d % 16 == 0 && d <= 128 && aiserve_own_attention()) {
         aiserve_attention_head(L, d, q, q + H, q + 2 * H, 3 * H,
                                1.f / sqrtf((float) d), scores,
                                s->ctx + st->offsets[seq] * H + h * d, H);
