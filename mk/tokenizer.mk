@@ -8,7 +8,8 @@
 #   make difftest-tokenizer [SEED=1]        random texts, ours vs HF tokenizers
 #                                           (needs .venv)
 
-TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_encode.c src/aiserve_tok_unicode.c
+TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_encode.c src/aiserve_tok_unicode.c \
+                  src/aiserve_err.c
 FUZZ_SECONDS   ?= 30
 FUZZ_CC        ?= clang
 FUZZ_TOKENIZER := $(BUILD)/fuzz/fuzz_tokenizer

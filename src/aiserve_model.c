@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <jansson.h>
 
 #include "aiserve_blas.h"
+#include "aiserve_err.h"
 #include "aiserve_model.h"
 #include "aiserve_ops.h"
 #include "aiserve_safetensors.h"
@@ -74,20 +74,6 @@ struct aiserve_scratch_s {
 /* Threads per forward pass (the caller and its team); set after fork() by
  * aiserve_set_num_threads(), read by every forward pass. */
 static int  aiserve_num_threads = 1;
-
-
-static void
-aiserve_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list  ap;
-
-    if (err == NULL || err_len == 0) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 
 void

@@ -808,7 +808,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
         } else {
             n = utf8proc_iterate(s + i, (utf8proc_ssize_t) (len - i), &cp);
             if (n < 0) {
-                aiserve_tok_err(err, err_len, "invalid UTF-8 %sat byte %zu",
+                aiserve_err(err, err_len, "invalid UTF-8 %sat byte %zu",
                                 what, i);
                 return -1;
             }
@@ -841,7 +841,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     aiserve_tok_word_flush(w);
 
     if (w->oom) {
-        aiserve_tok_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         return -1;
     }
 
@@ -973,12 +973,12 @@ aiserve_tok_truncate_pair(const aiserve_tok_t *tok, aiserve_tok_vec_t *a,
     } else if (b != NULL) {
         target = b;
     } else {
-        aiserve_tok_err(err, err_len, "truncation only_second needs a "
+        aiserve_err(err, err_len, "truncation only_second needs a "
                         "text_pair");
         return -1;
     }
     if (target->n <= to_remove) {
-        aiserve_tok_err(err, err_len, "sequence too short to remove %zu "
+        aiserve_err(err, err_len, "sequence too short to remove %zu "
                         "tokens", to_remove);
         return -1;
     }
@@ -1025,7 +1025,7 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
         opts = &dflt;
     }
     if (len >= UINT32_MAX || pair_len >= UINT32_MAX) {
-        aiserve_tok_err(err, err_len, "text longer than 4 GB");
+        aiserve_err(err, err_len, "text longer than 4 GB");
         return -1;
     }
 
@@ -1050,7 +1050,7 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     w.wcap = wcap;
     rc = -1;
     if (w.wbuf == NULL || w.wch == NULL || w.hs == NULL || w.ends == NULL) {
-        aiserve_tok_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         goto done;
     }
 
@@ -1074,7 +1074,7 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
     max_length = opts->max_length ? opts->max_length : tok->trunc_max;
     if (opts->truncation && max_length > 0) {
         if (max_length < n_special) {
-            aiserve_tok_err(err, err_len, "max_length %zu is less than the "
+            aiserve_err(err, err_len, "max_length %zu is less than the "
                             "%zu special tokens", max_length, n_special);
             goto done;
         }
@@ -1098,7 +1098,7 @@ aiserve_tok_encode(const aiserve_tok_t *tok, const char *text, size_t len,
         || out->special_tokens_mask == NULL || out->sequence_ids == NULL
         || out->offsets == NULL || out->byte_offsets == NULL)
     {
-        aiserve_tok_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         goto done;
     }
 

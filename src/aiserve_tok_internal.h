@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "aiserve_err.h"
 #include "aiserve_tokenizer.h"
 
 
@@ -155,8 +156,5 @@ aiserve_tok_map_get(const aiserve_tok_map_t *m, const char *pool,
 int aiserve_tok_normalize_string(const aiserve_tok_t *tok, const char *s,
     size_t len, uint32_t **out, size_t *n);
 
-/* formats an error into err (if any) */
-void aiserve_tok_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 #endif /* AISERVE_TOK_INTERNAL_H */

@@ -10,7 +10,6 @@
  * models/bert/tokenization_bert.py for the vocab.txt fallback.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,20 +20,6 @@
 #include "aiserve_tok_internal.h"
 #include "aiserve_tok_unicode.h"
 
-
-void
-aiserve_tok_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list  ap;
-
-    if (err == NULL || err_len == 0) {
-        return;
-    }
-
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* --- string pool and hash maps ------------------------------------------ */
 
@@ -156,7 +141,7 @@ aiserve_tok_build_vocab(aiserve_tok_t *tok, aiserve_tok_entry_t *e,
     n_cont = 0;
     for (i = 0; i < n; i++) {
         if (e[i].id < 0) {
-            aiserve_tok_err(err, err_len, "negative id for token \"%s\"",
+            aiserve_err(err, err_len, "negative id for token \"%s\"",
                             e[i].s);
             return -1;
         }
@@ -174,7 +159,7 @@ aiserve_tok_build_vocab(aiserve_tok_t *tok, aiserve_tok_entry_t *e,
         || aiserve_tok_map_init(&tok->full, n) != 0
         || aiserve_tok_map_init(&tok->cont, n_cont) != 0)
     {
-        aiserve_tok_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         return -1;
     }
     for (i = 0; i < tok->n_ids; i++) {
@@ -183,7 +168,7 @@ aiserve_tok_build_vocab(aiserve_tok_t *tok, aiserve_tok_entry_t *e,
 
     for (i = 0; i < n; i++) {
         if (aiserve_tok_pool_add(tok, e[i].s, e[i].len, &off) != 0) {
-            aiserve_tok_err(err, err_len, "out of memory");
+            aiserve_err(err, err_len, "out of memory");
             return -1;
         }
         tok->id_off[e[i].id] = off;
@@ -448,7 +433,7 @@ aiserve_tok_load_normalizer(aiserve_tok_t *tok, json_t *n, char *err,
 
     type = json_string_value(json_object_get(n, "type"));
     if (type == NULL || strcmp(type, "BertNormalizer") != 0) {
-        aiserve_tok_err(err, err_len, "normalizer \"%s\" is not supported "
+        aiserve_err(err, err_len, "normalizer \"%s\" is not supported "
                         "(aiserve implements BertNormalizer)",
                         type ? type : "?");
         return -1;
@@ -479,7 +464,7 @@ aiserve_tok_load_pretok(aiserve_tok_t *tok, json_t *p, char *err,
 
     type = json_string_value(json_object_get(p, "type"));
     if (type == NULL || strcmp(type, "BertPreTokenizer") != 0) {
-        aiserve_tok_err(err, err_len, "pre_tokenizer \"%s\" is not supported "
+        aiserve_err(err, err_len, "pre_tokenizer \"%s\" is not supported "
                         "(aiserve implements BertPreTokenizer)",
                         type ? type : "?");
         return -1;
@@ -559,7 +544,7 @@ aiserve_tok_load_template(aiserve_tok_t *tok, json_t *pp, int which,
 
     tpl = json_object_get(pp, which ? "pair" : "single");
     if (!json_is_array(tpl)) {
-        aiserve_tok_err(err, err_len, "TemplateProcessing without \"%s\"",
+        aiserve_err(err, err_len, "TemplateProcessing without \"%s\"",
                         which ? "pair" : "single");
         return -1;
     }
@@ -567,7 +552,7 @@ aiserve_tok_load_template(aiserve_tok_t *tok, json_t *pp, int which,
     n = json_array_size(tpl);
     pieces = calloc(n ? n : 1, sizeof(*pieces));
     if (pieces == NULL) {
-        aiserve_tok_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         return -1;
     }
     tok->tmpl[which] = pieces;
@@ -585,14 +570,14 @@ aiserve_tok_load_template(aiserve_tok_t *tok, json_t *pp, int which,
             continue;
         }
         if (st == NULL) {
-            aiserve_tok_err(err, err_len, "bad TemplateProcessing piece");
+            aiserve_err(err, err_len, "bad TemplateProcessing piece");
             return -1;
         }
         sid = json_string_value(json_object_get(st, "id"));
         def = sid ? json_object_get(specials, sid) : NULL;
         ids = def ? json_object_get(def, "ids") : NULL;
         if (!json_is_array(ids) || json_array_size(ids) > 64) {
-            aiserve_tok_err(err, err_len, "TemplateProcessing: special token "
+            aiserve_err(err, err_len, "TemplateProcessing: special token "
                             "\"%s\" is not defined", sid ? sid : "?");
             return -1;
         }
@@ -603,7 +588,7 @@ aiserve_tok_load_template(aiserve_tok_t *tok, json_t *pp, int which,
                 (uint32_t) json_integer_value(json_object_get(st, "type_id")))
             != 0)
         {
-            aiserve_tok_err(err, err_len, "out of memory");
+            aiserve_err(err, err_len, "out of memory");
             return -1;
         }
         tok->n_special[which] += json_array_size(ids);
@@ -641,20 +626,20 @@ aiserve_tok_load_post(aiserve_tok_t *tok, json_t *pp, char *err,
         cls = json_object_get(pp, "cls");
         sep = json_object_get(pp, "sep");
         if (json_array_size(cls) != 2 || json_array_size(sep) != 2) {
-            aiserve_tok_err(err, err_len, "BertProcessing without cls/sep");
+            aiserve_err(err, err_len, "BertProcessing without cls/sep");
             return -1;
         }
         if (aiserve_tok_bert_template(tok,
                 (int32_t) json_integer_value(json_array_get(cls, 1)),
                 (int32_t) json_integer_value(json_array_get(sep, 1))) != 0)
         {
-            aiserve_tok_err(err, err_len, "out of memory");
+            aiserve_err(err, err_len, "out of memory");
             return -1;
         }
         return 0;
     }
 
-    aiserve_tok_err(err, err_len, "post_processor \"%s\" is not supported "
+    aiserve_err(err, err_len, "post_processor \"%s\" is not supported "
                     "(aiserve implements TemplateProcessing, BertProcessing)",
                     type ? type : "?");
     return -1;
@@ -681,7 +666,7 @@ aiserve_tok_load_truncation(aiserve_tok_t *tok, json_t *t, char *err,
     } else if (strcmp(s, "OnlySecond") == 0) {
         tok->trunc_strategy = AISERVE_TRUNC_ONLY_SECOND;
     } else {
-        aiserve_tok_err(err, err_len, "truncation strategy \"%s\" unknown", s);
+        aiserve_err(err, err_len, "truncation strategy \"%s\" unknown", s);
         return -1;
     }
 
@@ -703,7 +688,7 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
 
     root = json_load_file(path, 0, &jerr);
     if (root == NULL) {
-        aiserve_tok_err(err, err_len, "%s: %s (line %d)", path, jerr.text,
+        aiserve_err(err, err_len, "%s: %s (line %d)", path, jerr.text,
                         jerr.line);
         return -1;
     }
@@ -802,7 +787,7 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
 done:
 
     if (rc != 0) {
-        aiserve_tok_err(err, err_len, "%s: %s", path, msg);
+        aiserve_err(err, err_len, "%s: %s", path, msg);
     }
     free(e);
     json_decref(root);
@@ -896,7 +881,7 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
     snprintf(path, sizeof(path), "%s/vocab.txt", dir);
     text = aiserve_tok_read_file(path, &len);
     if (text == NULL) {
-        aiserve_tok_err(err, err_len, "%s/tokenizer.json and %s: %s", dir,
+        aiserve_err(err, err_len, "%s/tokenizer.json and %s: %s", dir,
                         path, strerror(errno ? errno : ENOENT));
         return -1;
     }
@@ -906,7 +891,7 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
     if (access(cpath, R_OK) == 0) {
         cfg = json_load_file(cpath, 0, &jerr);
         if (cfg == NULL) {
-            aiserve_tok_err(err, err_len, "%s: %s (line %d)", cpath,
+            aiserve_err(err, err_len, "%s: %s (line %d)", cpath,
                             jerr.text, jerr.line);
             free(text);
             return -1;
@@ -1016,7 +1001,7 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
 done:
 
     if (rc != 0) {
-        aiserve_tok_err(err, err_len, "%s: %s", path, msg);
+        aiserve_err(err, err_len, "%s: %s", path, msg);
     }
     free(e);
     free(text);
@@ -1035,7 +1020,7 @@ aiserve_tok_load(const char *model_dir, char *err, size_t err_len)
 
     tok = calloc(1, sizeof(*tok));
     if (tok == NULL) {
-        aiserve_tok_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         return NULL;
     }
     tok->unk_id = -1;
