@@ -112,8 +112,12 @@ test-fuzz:
 	$(MAKE) --no-print-directory fuzz-tokenizer FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-safetensors FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
+# The encoder suites run twice: with the packed AVX-512 products where the
+# CPU has AVX-512F (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the
+# OpenBLAS path every other CPU takes.
 test-unit: unit-tests
 	prove --exec '' $(UNIT_TESTS)
+	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
 
 test-nginx: module
 	prove -I t/lib -r t/

@@ -13,18 +13,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
 
 #include "aiserve_blas.h"
 #include "aiserve_err.h"
+#include "aiserve_gemm.h"
 #include "aiserve_model.h"
 #include "aiserve_ops.h"
 #include "aiserve_safetensors.h"
 #include "aiserve_team.h"
 
 #define AISERVE_MAX_THREADS  64
+
+/* Alignment of the packed weights: one x86-64 huge page. */
+#define AISERVE_HUGE_PAGE    ((size_t) 2 << 20)
 
 
 typedef struct {
@@ -34,6 +39,10 @@ typedef struct {
     const float  *ao_w, *ao_b, *ao_ln_g, *ao_ln_b;     /* BertSelfOutput */
     const float  *i_w, *i_b;                           /* BertIntermediate */
     const float  *o_w, *o_b, *o_ln_g, *o_ln_b;         /* BertOutput */
+
+    /* the four weights packed for aiserve_gemm_packed() (NULL where the
+     * CPU has no AVX-512: the OpenBLAS path uses the *_w above) */
+    const float  *qkv_p, *ao_p, *i_p, *o_p;
 } aiserve_layer_t;
 
 
@@ -49,6 +58,9 @@ struct aiserve_model_s {
     aiserve_layer_t       *layers;
     const float           *pool_w, *pool_b;                 /* BertPooler */
     const float           *cls_w, *cls_b;                   /* classifier */
+
+    float                 *packed;       /* every layer's packed weights */
+    size_t                 packed_bytes;
 
     void                 **owned;        /* converted copies */
     size_t                 n_owned;
@@ -499,6 +511,22 @@ aiserve_own(aiserve_model_t *m, void *p)
 }
 
 
+/* Frees P if it is one of the model's own copies (not the mapping). */
+static void
+aiserve_disown(aiserve_model_t *m, const void *p)
+{
+    size_t  i;
+
+    for (i = 0; i < m->n_owned; i++) {
+        if (m->owned[i] == p) {
+            free(m->owned[i]);
+            m->owned[i] = m->owned[--m->n_owned];
+            return;
+        }
+    }
+}
+
+
 static const aiserve_st_tensor_t *
 aiserve_find_tensor(const aiserve_model_t *m, const char *name)
 {
@@ -699,6 +727,78 @@ aiserve_load_weights(aiserve_model_t *m, char *err, size_t err_len)
 }
 
 
+/*
+ * Packs every layer's four nn.Linear weights (QKV [3H, H], attention
+ * output [H, H], intermediate [I, H], output [H, I]) for
+ * aiserve_gemm_packed(), in one 2 MiB-aligned allocation that the kernel
+ * may back with huge pages (MiniLM: 42 MB, so the TLB covers it).  Made
+ * once at load; nginx loads in the master before fork(), so the workers
+ * share it copy-on-write and never write it.  The unpacked copies the
+ * model owns (stacked QKV, F16/BF16 conversions) are freed; the mapped
+ * file stays.  Nothing is packed where the CPU has no AVX-512F, or with
+ * AISERVE_GEMM=blas in the environment (the OpenBLAS path, kept for A/B
+ * benchmarks and for the tests of that path).
+ */
+static int
+aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
+{
+    const aiserve_model_info_t  *info = &m->info;
+    size_t                       H = info->hidden_size;
+    size_t                       I = info->intermediate_size;
+    size_t                       n_qkv, n_ao, n_i, n_o, per, l;
+    const char                  *env = getenv("AISERVE_GEMM");
+    float                       *p;
+    void                        *mem;
+
+    if (!aiserve_gemm_packed_ok()
+        || (env != NULL && strcmp(env, "blas") == 0))
+    {
+        return 0;
+    }
+    n_qkv = aiserve_gemm_packed_size(3 * H, H);
+    n_ao = aiserve_gemm_packed_size(H, H);
+    n_i = aiserve_gemm_packed_size(I, H);
+    n_o = aiserve_gemm_packed_size(H, I);
+    per = n_qkv + n_ao + n_i + n_o;
+    m->packed_bytes = per * info->num_hidden_layers * sizeof(float);
+    m->packed_bytes = (m->packed_bytes + AISERVE_HUGE_PAGE - 1)
+                      / AISERVE_HUGE_PAGE * AISERVE_HUGE_PAGE;
+    if (posix_memalign(&mem, AISERVE_HUGE_PAGE, m->packed_bytes) != 0) {
+        aiserve_err(err, err_len, "%s: out of memory packing the weights "
+                    "(%zu bytes)", m->st_name, m->packed_bytes);
+        return -1;
+    }
+#ifdef MADV_HUGEPAGE
+    (void) madvise(mem, m->packed_bytes, MADV_HUGEPAGE);
+#endif
+    m->packed = mem;
+
+    for (l = 0, p = m->packed; l < info->num_hidden_layers; l++) {
+        aiserve_layer_t  *L = &m->layers[l];
+
+        aiserve_gemm_pack(L->qkv_w, 3 * H, H, p);
+        L->qkv_p = p;
+        p += n_qkv;
+        aiserve_gemm_pack(L->ao_w, H, H, p);
+        L->ao_p = p;
+        p += n_ao;
+        aiserve_gemm_pack(L->i_w, I, H, p);
+        L->i_p = p;
+        p += n_i;
+        aiserve_gemm_pack(L->o_w, H, I, p);
+        L->o_p = p;
+        p += n_o;
+
+        aiserve_disown(m, L->qkv_w);
+        aiserve_disown(m, L->ao_w);
+        aiserve_disown(m, L->i_w);
+        aiserve_disown(m, L->o_w);
+        L->qkv_w = L->ao_w = L->i_w = L->o_w = NULL;
+    }
+    return 0;
+}
+
+
 aiserve_model_t *
 aiserve_model_load(const char *model_dir, char *err, size_t err_len)
 {
@@ -735,7 +835,9 @@ aiserve_model_load(const char *model_dir, char *err, size_t err_len)
     }
     m->st_name = m->st->path;
 
-    if (aiserve_load_weights(m, err, err_len) != 0) {
+    if (aiserve_load_weights(m, err, err_len) != 0
+        || aiserve_pack_weights(m, err, err_len) != 0)
+    {
         goto fail;
     }
     return m;
@@ -758,6 +860,7 @@ aiserve_model_free(aiserve_model_t *m)
         free(m->owned[i]);
     }
     free(m->owned);
+    free(m->packed);
     if (m->info.id2label != NULL) {
         for (i = 0; i < m->info.num_labels; i++) {
             free(m->info.id2label[i]);
@@ -870,6 +973,8 @@ typedef enum {
     AISERVE_STEP_GEMM_ROWS = 0,   /* C rows [i*chunk, ...) */
     AISERVE_STEP_GEMM_COLS,       /* C columns [i*chunk, ...) */
     AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
+    AISERVE_STEP_PACKED_ROWS,     /* packed weight: C rows [i*chunk, ...) */
+    AISERVE_STEP_PACKED_PANELS,   /* packed weight: panels [i*chunk, ...) */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
     AISERVE_STEP_ATTENTION        /* item = sequence * heads + head */
 } aiserve_step_e;
@@ -877,6 +982,8 @@ typedef enum {
 typedef struct {
     aiserve_step_e          op;
     size_t                  rows, cols, k, chunk;
+    size_t                  panels;        /* packed products */
+    int                     pact;          /* aiserve_gemm_packed()'s act */
     const float            *a, *b, *bias, *gamma, *beta;
     float                  *c;
     float                   eps;
@@ -984,10 +1091,20 @@ aiserve_step_item(void *arg, size_t item, int thread)
 
     r0 = item * st->chunk;
     n = st->op == AISERVE_STEP_GEMM_COLS || st->op == AISERVE_STEP_GEMM_SMALL
-        ? st->cols : st->rows;
+        ? st->cols
+        : (st->op == AISERVE_STEP_PACKED_PANELS ? st->panels : st->rows);
     n = n - r0 < st->chunk ? n - r0 : st->chunk;
 
     switch (st->op) {
+    case AISERVE_STEP_PACKED_ROWS:
+        aiserve_gemm_packed(n, st->cols, st->k, st->a + r0 * st->k, st->k,
+                            st->b, 0, st->panels, st->bias, st->pact,
+                            st->c + r0 * st->cols, st->cols);
+        break;
+    case AISERVE_STEP_PACKED_PANELS:
+        aiserve_gemm_packed(st->rows, st->cols, st->k, st->a, st->k, st->b,
+                            r0, r0 + n, st->bias, st->pact, st->c, st->cols);
+        break;
     case AISERVE_STEP_GEMM_ROWS:
         aiserve_gemm_nt(n, st->cols, st->k, 1.f, st->a + r0 * st->k, st->k,
                         st->b, st->k, 0.f, st->c + r0 * st->cols, st->cols);
@@ -1046,17 +1163,60 @@ aiserve_run(aiserve_scratch_t *s, aiserve_step_t *st, size_t n_items)
 }
 
 
-/* C[T, N] = A[T, K] W^T, W an nn.Linear weight [N, K], then EPILOGUE
- * with BIAS [N] (and ACT); parallel over row blocks for many tokens, over
- * output columns for few. */
+/* The product of aiserve_linear() with W packed (aiserve_gemm.h): the
+ * epilogue runs inside, on each tile; parallel over blocks of rows for
+ * many tokens, over weight panels for few. */
 static void
-aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
-    float *c, size_t T, size_t N, size_t K, int epilogue, const float *bias,
-    aiserve_act_e act)
+aiserve_linear_packed(aiserve_scratch_t *s, const float *a,
+    const float *packed, float *c, size_t T, size_t N, size_t K,
+    int epilogue, const float *bias, aiserve_act_e act)
 {
     aiserve_step_t  st;
     int             nt = aiserve_team_size(s->team);
 
+    memset(&st, 0, sizeof(st));
+    st.rows = T;
+    st.cols = N;
+    st.k = K;
+    st.a = a;
+    st.b = packed;
+    st.c = c;
+    st.panels = (N + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
+    st.bias = epilogue == AISERVE_EPI_NONE ? NULL : bias;
+    st.pact = epilogue == AISERVE_EPI_BIAS_ACT ? (int) act : -1;
+    if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
+        aiserve_gemm_packed(T, N, K, a, K, packed, 0, st.panels, st.bias,
+                            st.pact, c, N);
+        return;
+    }
+    if (T >= (size_t) nt * 64) {
+        st.op = AISERVE_STEP_PACKED_ROWS;
+        st.chunk = aiserve_chunk(T, nt, 1, AISERVE_GEMM_MR);
+        aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
+    } else {
+        st.op = AISERVE_STEP_PACKED_PANELS;
+        st.chunk = aiserve_chunk(st.panels, nt, 1, 1);
+        aiserve_run(s, &st, (st.panels + st.chunk - 1) / st.chunk);
+    }
+}
+
+
+/* C[T, N] = A[T, K] W^T, W an nn.Linear weight [N, K] (or PACKED, the
+ * same weight packed: aiserve_linear_packed()), then EPILOGUE with BIAS
+ * [N] (and ACT); parallel over row blocks for many tokens, over output
+ * columns for few. */
+static void
+aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
+    const float *packed, float *c, size_t T, size_t N, size_t K,
+    int epilogue, const float *bias, aiserve_act_e act)
+{
+    aiserve_step_t  st;
+    int             nt = aiserve_team_size(s->team);
+
+    if (packed != NULL) {
+        aiserve_linear_packed(s, a, packed, c, T, N, K, epilogue, bias, act);
+        return;
+    }
     memset(&st, 0, sizeof(st));
     st.rows = T;
     st.cols = N;
@@ -1337,8 +1497,8 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         const aiserve_layer_t  *L = &m->layers[l];
 
         /* BertSelfAttention: query, key and value projections at once */
-        aiserve_linear(s, x, L->qkv_w, s->qkv, T, 3 * H, H, AISERVE_EPI_BIAS,
-                       L->qkv_b, m->act);
+        aiserve_linear(s, x, L->qkv_w, L->qkv_p, s->qkv, T, 3 * H, H,
+                       AISERVE_EPI_BIAS, L->qkv_b, m->act);
 
         memset(&st, 0, sizeof(st));
         st.op = AISERVE_STEP_ATTENTION;
@@ -1355,17 +1515,17 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         }
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
-        aiserve_linear(s, s->ctx, L->ao_w, s->tmp, T, H, H, AISERVE_EPI_NONE,
-                       NULL, m->act);
+        aiserve_linear(s, s->ctx, L->ao_w, L->ao_p, s->tmp, T, H, H,
+                       AISERVE_EPI_NONE, NULL, m->act);
         aiserve_add_norm(s, x, L->ao_b, L->ao_ln_g, L->ao_ln_b, T, H,
                          info->layer_norm_eps);
 
         /* BertIntermediate: dense + activation (fused with the bias) */
-        aiserve_linear(s, x, L->i_w, s->inter, T, I, H,
+        aiserve_linear(s, x, L->i_w, L->i_p, s->inter, T, I, H,
                        AISERVE_EPI_BIAS_ACT, L->i_b, m->act);
 
         /* BertOutput: dense, LayerNorm(hidden + input) */
-        aiserve_linear(s, s->inter, L->o_w, s->tmp, T, H, I,
+        aiserve_linear(s, s->inter, L->o_w, L->o_p, s->tmp, T, H, I,
                        AISERVE_EPI_NONE, NULL, m->act);
         aiserve_add_norm(s, x, L->o_b, L->o_ln_g, L->o_ln_b, T, H,
                          info->layer_norm_eps);
