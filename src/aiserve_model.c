@@ -975,8 +975,11 @@ typedef enum {
     AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
     AISERVE_STEP_PACKED_ROWS,     /* packed weight: C rows [i*chunk, ...) */
     AISERVE_STEP_PACKED_PANELS,   /* packed weight: panels [i*chunk, ...) */
+    AISERVE_STEP_PACKED_ROWS_LN,  /* PACKED_ROWS, then bias + residual +
+                                     LayerNorm on the same rows */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
-    AISERVE_STEP_ATTENTION        /* item = sequence * heads + head */
+    AISERVE_STEP_ATTENTION        /* items: sequences x groups of chunk
+                                     heads */
 } aiserve_step_e;
 
 typedef struct {
@@ -994,6 +997,8 @@ typedef struct {
     aiserve_scratch_t      *scratch;
     const aiserve_batch_t  *batch;
     const size_t           *offsets;
+    const size_t           *order;         /* attention: longest first */
+    float                  *resid;         /* PACKED_ROWS_LN: x */
 } aiserve_step_t;
 
 
@@ -1048,10 +1053,31 @@ aiserve_own_attention(void)
 }
 
 
+/* Asks for the query, key and value rows of head H of a sequence of L
+ * tokens at Q (rows LD floats apart, D floats each) to be brought into
+ * L2 while the previous head computes: the rows are 3H floats apart, a
+ * stride no hardware prefetcher follows. */
+static void
+aiserve_attention_prefetch(const float *q, size_t L, size_t ld, size_t H,
+    size_t d)
+{
+    size_t  j, c, part;
+
+    for (j = 0; j < L; j++) {
+        for (part = 0; part < 3; part++) {
+            for (c = 0; c < d; c += 16) {
+                __builtin_prefetch(q + j * ld + part * H + c, 0, 2);
+            }
+        }
+    }
+}
+
+
 /*
- * BertSelfAttention (eager) for one sequence and head on packed rows:
- * softmax(Q K^T / sqrt(head_dim)) V over the sequence's own tokens, so no
- * padding mask is needed and no masked row can turn into NaN.
+ * BertSelfAttention (eager) on packed rows for one sequence and the heads
+ * [h0, h1) of item ITEM (st->chunk heads an item): softmax(Q K^T /
+ * sqrt(head_dim)) V over the sequence's own tokens, so no padding mask is
+ * needed and no masked row can turn into NaN.
  */
 static void
 aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
@@ -1060,21 +1086,31 @@ aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
     aiserve_scratch_t      *s = st->scratch;
     size_t                  H = m->info.hidden_size, d = m->head_dim;
     size_t                  heads = m->info.num_attention_heads;
-    size_t                  seq = item / heads, h = item % heads;
+    size_t                  groups = (heads + st->chunk - 1) / st->chunk;
+    size_t                  seq = st->order[item / groups];
+    size_t                  h0 = item % groups * st->chunk, h1, h;
     size_t                  L = st->batch->seq_lens[seq];
-    const float            *q = s->qkv + st->offsets[seq] * 3 * H + h * d;
+    const float            *q0 = s->qkv + st->offsets[seq] * 3 * H, *q;
+    float                  *ctx = s->ctx + st->offsets[seq] * H;
 
-    if (d % 16 == 0 && d <= 128 && aiserve_own_attention()) {
-        aiserve_attention_head(L, d, q, q + H, q + 2 * H, 3 * H,
-                               1.f / sqrtf((float) d), scores,
-                               s->ctx + st->offsets[seq] * H + h * d, H);
-        return;
+    h1 = h0 + st->chunk < heads ? h0 + st->chunk : heads;
+    for (h = h0; h < h1; h++) {
+        q = q0 + h * d;
+        if (h + 1 < h1) {
+            aiserve_attention_prefetch(q + d, L, 3 * H, H, d);
+        }
+        if (d % 16 == 0 && d <= 128 && aiserve_own_attention()) {
+            aiserve_attention_head(L, d, q, q + H, q + 2 * H, 3 * H,
+                                   1.f / sqrtf((float) d), scores,
+                                   ctx + h * d, H);
+            continue;
+        }
+        aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), q, 3 * H, q + H,
+                        3 * H, 0.f, scores, L);
+        aiserve_softmax(scores, L, L);
+        aiserve_gemm_nn(L, d, L, scores, L, q + 2 * H, 3 * H, ctx + h * d,
+                        H);
     }
-    aiserve_gemm_nt(L, L, d, 1.f / sqrtf((float) d), q, 3 * H, q + H,
-                    3 * H, 0.f, scores, L);
-    aiserve_softmax(scores, L, L);
-    aiserve_gemm_nn(L, d, L, scores, L, q + 2 * H, 3 * H,
-                    s->ctx + st->offsets[seq] * H + h * d, H);
 }
 
 
@@ -1100,6 +1136,16 @@ aiserve_step_item(void *arg, size_t item, int thread)
         aiserve_gemm_packed(n, st->cols, st->k, st->a + r0 * st->k, st->k,
                             st->b, 0, st->panels, st->bias, st->pact,
                             st->c + r0 * st->cols, st->cols);
+        break;
+    case AISERVE_STEP_PACKED_ROWS_LN:
+        /* the block's dense output is still in L2 for the LayerNorm */
+        aiserve_gemm_packed(n, st->cols, st->k, st->a + r0 * st->k, st->k,
+                            st->b, 0, st->panels, NULL, -1,
+                            st->c + r0 * st->cols, st->cols);
+        aiserve_residual_layernorm(st->resid + r0 * st->cols,
+                                   st->c + r0 * st->cols, st->bias,
+                                   st->gamma, st->beta, n, st->cols,
+                                   st->eps);
         break;
     case AISERVE_STEP_PACKED_PANELS:
         aiserve_gemm_packed(st->rows, st->cols, st->k, st->a, st->k, st->b,
@@ -1150,10 +1196,27 @@ aiserve_chunk(size_t n, int threads, size_t per_thread, size_t align)
  * team costs more than it saves. */
 #define AISERVE_PAR_MIN_MACS  ((size_t) 1 << 20)
 
+/* Rows per item of a fused product + LayerNorm step: the product's
+ * output block (64 x 384 floats for MiniLM, 96 KiB) stays in L2. */
+#define AISERVE_FUSED_ROWS  64
+
 /* Below this many tokens aiserve_gemm_nt_small() beats the BLAS, which
  * packs the whole weight matrix on every call (tools/bench-gemm shapes,
  * measured 16 tokens: 90-110 vs 50-85 GFLOP/s; crossover near 48). */
 #define AISERVE_SMALL_T  48
+
+
+/* Heads per attention item: all of a sequence's when that leaves at
+ * least 8 items a thread, fewer otherwise. */
+static size_t
+aiserve_attention_chunk(size_t n_seqs, size_t heads, int threads)
+{
+    size_t  want = 8 * (size_t) threads, groups;
+
+    groups = (want + n_seqs - 1) / n_seqs;
+    groups = groups > heads ? heads : groups;
+    return (heads + groups - 1) / groups;
+}
 
 
 static void
@@ -1289,6 +1352,48 @@ aiserve_add_norm(aiserve_scratch_t *s, float *x, const float *bias,
     st.beta = beta;
     st.eps = eps;
     aiserve_rows(s, &st, T, H);
+}
+
+
+/*
+ * x = LayerNorm(A W^T + bias + x) over T rows: BertSelfOutput and
+ * BertOutput (dense, dropout as identity, LayerNorm of the sum with the
+ * input), W [H, K].  With a packed W and rows enough for every thread,
+ * one step: each block of AISERVE_FUSED_ROWS rows gets its product and
+ * then its LayerNorm while its output is in L2; otherwise the product
+ * and aiserve_add_norm() as two steps.
+ */
+static void
+aiserve_linear_ln(aiserve_scratch_t *s, const float *a, const float *w,
+    const float *packed, float *x, size_t T, size_t H, size_t K,
+    const float *bias, const float *gamma, const float *beta, float eps,
+    aiserve_act_e act)
+{
+    aiserve_step_t  st;
+    int             nt = aiserve_team_size(s->team);
+
+    if (packed == NULL || nt == 1 || T < (size_t) nt * 64) {
+        aiserve_linear(s, a, w, packed, s->tmp, T, H, K, AISERVE_EPI_NONE,
+                       NULL, act);
+        aiserve_add_norm(s, x, bias, gamma, beta, T, H, eps);
+        return;
+    }
+    memset(&st, 0, sizeof(st));
+    st.op = AISERVE_STEP_PACKED_ROWS_LN;
+    st.rows = T;
+    st.cols = H;
+    st.k = K;
+    st.a = a;
+    st.b = packed;
+    st.c = s->tmp;
+    st.panels = (H + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
+    st.resid = x;
+    st.bias = bias;
+    st.gamma = gamma;
+    st.beta = beta;
+    st.eps = eps;
+    st.chunk = AISERVE_FUSED_ROWS;
+    aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
 }
 
 
@@ -1436,6 +1541,37 @@ aiserve_pool(const aiserve_model_t *m, const aiserve_batch_t *batch,
 }
 
 
+static int
+aiserve_cmp_desc(const void *a, const void *b)
+{
+    uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+
+/* ORDER = the batch's sequence indices, longest first: attention items
+ * are handed out in this order, so the last ones, which may leave a
+ * thread waiting for the others, are the shortest. */
+static void
+aiserve_longest_first(const aiserve_batch_t *batch, size_t *order)
+{
+    uint64_t  *key = (uint64_t *) order;
+    size_t     i;
+
+    /* size_t and uint64_t are one size here (static check below) */
+    for (i = 0; i < batch->n_seqs; i++) {
+        key[i] = (uint64_t) batch->seq_lens[i] << 32 | (uint64_t) i;
+    }
+    qsort(key, batch->n_seqs, sizeof(uint64_t), aiserve_cmp_desc);
+    for (i = 0; i < batch->n_seqs; i++) {
+        order[i] = (size_t) (key[i] & 0xffffffffu);
+    }
+}
+
+typedef char aiserve_size_t_is_64_bits[sizeof(size_t) == 8 ? 1 : -1];
+
+
 int
 aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     aiserve_scratch_t *s, float *out, char *err, size_t err_len)
@@ -1445,7 +1581,7 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     size_t                       H = info->hidden_size;
     size_t                       I = info->intermediate_size;
     size_t                       nl = info->num_labels;
-    size_t                       T, i, j, t, l, c, off, *offsets;
+    size_t                       T, i, j, t, l, c, off, *offsets, *order;
     size_t                       attn_macs;
     float                       *x, *row;
 
@@ -1461,11 +1597,13 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     {
         return -1;
     }
-    offsets = malloc(batch->n_seqs * sizeof(size_t));
+    offsets = malloc(2 * batch->n_seqs * sizeof(size_t));
     if (offsets == NULL) {
         aiserve_err(err, err_len, "out of memory");
         return -1;
     }
+    order = offsets + batch->n_seqs;
+    aiserve_longest_first(batch, order);
     /* short steps: the team polls between them rather than sleeping */
     aiserve_team_spin(s->team, T < AISERVE_SMALL_T);
     attn_macs = 0;
@@ -1506,29 +1644,37 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         st.scratch = s;
         st.batch = batch;
         st.offsets = offsets;
+        st.order = order;
         if (attn_macs < AISERVE_PAR_MIN_MACS) {
-            for (i = 0; i < batch->n_seqs * info->num_attention_heads; i++) {
+            st.chunk = info->num_attention_heads;
+            for (i = 0; i < batch->n_seqs; i++) {
                 aiserve_step_item(&st, i, 0);
             }
         } else {
-            aiserve_run(s, &st, batch->n_seqs * info->num_attention_heads);
+            /* whole sequences for many sequences (a thread's next head
+             * is the one it prefetched), groups of heads for few, at
+             * least 8 items a thread */
+            st.chunk = aiserve_attention_chunk(batch->n_seqs,
+                                               info->num_attention_heads,
+                                               aiserve_team_size(s->team));
+            aiserve_run(s, &st, batch->n_seqs
+                                * ((info->num_attention_heads + st.chunk - 1)
+                                   / st.chunk));
         }
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
-        aiserve_linear(s, s->ctx, L->ao_w, L->ao_p, s->tmp, T, H, H,
-                       AISERVE_EPI_NONE, NULL, m->act);
-        aiserve_add_norm(s, x, L->ao_b, L->ao_ln_g, L->ao_ln_b, T, H,
-                         info->layer_norm_eps);
+        aiserve_linear_ln(s, s->ctx, L->ao_w, L->ao_p, x, T, H, H, L->ao_b,
+                          L->ao_ln_g, L->ao_ln_b, info->layer_norm_eps,
+                          m->act);
 
         /* BertIntermediate: dense + activation (fused with the bias) */
         aiserve_linear(s, x, L->i_w, L->i_p, s->inter, T, I, H,
                        AISERVE_EPI_BIAS_ACT, L->i_b, m->act);
 
         /* BertOutput: dense, LayerNorm(hidden + input) */
-        aiserve_linear(s, s->inter, L->o_w, L->o_p, s->tmp, T, H, I,
-                       AISERVE_EPI_NONE, NULL, m->act);
-        aiserve_add_norm(s, x, L->o_b, L->o_ln_g, L->o_ln_b, T, H,
-                         info->layer_norm_eps);
+        aiserve_linear_ln(s, s->inter, L->o_w, L->o_p, x, T, H, I, L->o_b,
+                          L->o_ln_g, L->o_ln_b, info->layer_norm_eps,
+                          m->act);
     }
 
     switch (info->arch) {

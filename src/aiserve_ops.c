@@ -449,51 +449,133 @@ aiserve_softmax_row_padded(float *row, size_t L, size_t Lp)
 
 #define AISERVE_ATT_ROWS  8
 
+/* The two-source shuffles of a 16 x 16 transpose: stage b exchanges, for
+ * rows i and i + s (s = 8 >> b), the blocks that swap bit s of the row
+ * index with bit s of the column index; lo gives row i, hi row i + s. */
+static const aiserve_v16i  aiserve_t16_lo[4] = {
+    { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 },
+    { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 },
+    { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 },
+    { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 },
+};
+static const aiserve_v16i  aiserve_t16_hi[4] = {
+    { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 },
+    { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 },
+    { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 },
+    { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 },
+};
+
+
+/* DST[c * ldd + j] = SRC[j * lds + c] for a 16 x 16 block, the rows of
+ * SRC from N_ROWS on read as zeros: 64 two-source shuffles in registers
+ * (vpermt2ps on AVX-512) in place of 256 scalar moves to strided
+ * addresses. */
+static inline void
+aiserve_transpose16(const float *src, size_t lds, size_t n_rows, float *dst,
+    size_t ldd)
+{
+    aiserve_v16  r[16], a, b;
+    size_t       i, st, sh;
+
+    for (i = 0; i < 16; i++) {
+        r[i] = i < n_rows ? *(const aiserve_v16 *) (src + i * lds)
+                          : (aiserve_v16) { 0 };
+    }
+    for (st = 0; st < 4; st++) {
+        sh = (size_t) 8 >> st;
+        for (i = 0; i < 16; i++) {
+            if ((i & sh) == 0) {
+                a = r[i];
+                b = r[i + sh];
+                r[i] = __builtin_shuffle(a, b, aiserve_t16_lo[st]);
+                r[i + sh] = __builtin_shuffle(a, b, aiserve_t16_hi[st]);
+            }
+        }
+    }
+    for (i = 0; i < 16; i++) {
+        *(aiserve_v16 *) (dst + i * ldd) = r[i];
+    }
+}
+
+
+/*
+ * softmax(scale Q K^T) V for one sequence and head (see aiserve_ops.h):
+ * K transposed once by 16 x 16 blocks, then blocks of 8 query rows, each
+ * computing its scores 32 keys at a time, its softmax and its part of
+ * P V, 32 output columns at a time, while the 8 rows of P are in L1.
+ * The sums run over the head dimension (scores) and over the keys (P V)
+ * in order, for every row alike.
+ */
 AISERVE_CLONES
 void
 aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
     const float *v, size_t ld, float scale, float *work, float *out,
     size_t ldo)
 {
-    size_t        Lp = (L + 15) / 16 * 16, i, j, c, r, nr;
+    size_t        Lp = (L + 15) / 16 * 16, i, j, c, r, nr, ldq;
     float        *kt = work, *p = kt + d * Lp, *qb = p + AISERVE_ATT_ROWS * Lp;
-    aiserve_v16   acc[AISERVE_ATT_ROWS], vv;
+    const float  *qr;
+    aiserve_v16   acc[AISERVE_ATT_ROWS][2], v0, v1;
+    float         x;
 
     /* K^T, [d, Lp], zero-padded: score rows become broadcast FMAs */
-    for (j = 0; j < L; j++) {
-        for (c = 0; c < d; c++) {
-            kt[c * Lp + j] = k[j * ld + c];
-        }
-    }
-    for (c = 0; c < d; c++) {
-        for (j = L; j < Lp; j++) {
-            kt[c * Lp + j] = 0.f;
+    for (j = 0; j < Lp; j += 16) {
+        for (c = 0; c < d; c += 16) {
+            aiserve_transpose16(k + j * ld + c, ld, L - j, kt + c * Lp + j,
+                                Lp);
         }
     }
 
     /* blocks of AISERVE_ATT_ROWS query rows (the last one zero-filled),
-     * one accumulator a row: the compiler keeps them all in registers */
+     * two vectors of accumulators a row: the compiler keeps all 16 in
+     * registers */
     for (i = 0; i < L; i += AISERVE_ATT_ROWS) {
         nr = L - i < AISERVE_ATT_ROWS ? L - i : AISERVE_ATT_ROWS;
-        for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-            for (c = 0; c < d; c++) {
-                qb[r * d + c] = r < nr ? q[(i + r) * ld + c] : 0.f;
+        if (nr == AISERVE_ATT_ROWS) {
+            qr = q + i * ld;
+            ldq = ld;
+        } else {
+            /* the last, short block: rows past L read as zeros */
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                for (c = 0; c < d; c++) {
+                    qb[r * d + c] = r < nr ? q[(i + r) * ld + c] : 0.f;
+                }
             }
+            qr = qb;
+            ldq = d;
         }
 
-        /* scores: scale (Q K^T) */
-        for (j = 0; j < Lp; j += 16) {
+        /* scores: scale (Q K^T), 32 keys at a time, then 16 */
+        for (j = 0; j + 32 <= Lp; j += 32) {
             for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                acc[r] = (aiserve_v16) { 0 };
+                acc[r][0] = acc[r][1] = (aiserve_v16) { 0 };
             }
             for (c = 0; c < d; c++) {
-                vv = *(const aiserve_v16 *) (kt + c * Lp + j);
+                v0 = *(const aiserve_v16 *) (kt + c * Lp + j);
+                v1 = *(const aiserve_v16 *) (kt + c * Lp + j + 16);
                 for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                    acc[r] += qb[r * d + c] * vv;
+                    x = qr[r * ldq + c];
+                    acc[r][0] += x * v0;
+                    acc[r][1] += x * v1;
                 }
             }
             for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                *(aiserve_v16 *) (p + r * Lp + j) = acc[r] * scale;
+                *(aiserve_v16 *) (p + r * Lp + j) = acc[r][0] * scale;
+                *(aiserve_v16 *) (p + r * Lp + j + 16) = acc[r][1] * scale;
+            }
+        }
+        if (j < Lp) {
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                acc[r][0] = (aiserve_v16) { 0 };
+            }
+            for (c = 0; c < d; c++) {
+                v0 = *(const aiserve_v16 *) (kt + c * Lp + j);
+                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                    acc[r][0] += qr[r * ldq + c] * v0;
+                }
+            }
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                *(aiserve_v16 *) (p + r * Lp + j) = acc[r][0] * scale;
             }
         }
 
@@ -501,19 +583,37 @@ aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
             aiserve_softmax_row_padded(p + r * Lp, L, Lp);
         }
 
-        /* context: P V, 16 columns at a time */
-        for (c = 0; c < d; c += 16) {
+        /* context: P V, 32 columns at a time, then 16 */
+        for (c = 0; c + 32 <= d; c += 32) {
             for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                acc[r] = (aiserve_v16) { 0 };
+                acc[r][0] = acc[r][1] = (aiserve_v16) { 0 };
             }
             for (j = 0; j < L; j++) {
-                vv = *(const aiserve_v16 *) (v + j * ld + c);
+                v0 = *(const aiserve_v16 *) (v + j * ld + c);
+                v1 = *(const aiserve_v16 *) (v + j * ld + c + 16);
                 for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                    acc[r] += p[r * Lp + j] * vv;
+                    x = p[r * Lp + j];
+                    acc[r][0] += x * v0;
+                    acc[r][1] += x * v1;
                 }
             }
             for (r = 0; r < nr; r++) {
-                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r];
+                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r][0];
+                *(aiserve_v16 *) (out + (i + r) * ldo + c + 16) = acc[r][1];
+            }
+        }
+        if (c < d) {
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                acc[r][0] = (aiserve_v16) { 0 };
+            }
+            for (j = 0; j < L; j++) {
+                v0 = *(const aiserve_v16 *) (v + j * ld + c);
+                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                    acc[r][0] += p[r * Lp + j] * v0;
+                }
+            }
+            for (r = 0; r < nr; r++) {
+                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r][0];
             }
         }
     }
