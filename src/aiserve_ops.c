@@ -406,45 +406,60 @@ aiserve_gemm_nt_small(size_t T, size_t N, size_t K, const float *a,
                     | ((aiserve_v16i) (b) & ~(aiserve_v16i) ((a) > (b)))))
 
 
-/*
- * Softmax of one row of L scores (stored in Lp >= L floats, Lp a multiple
- * of 16), in place; the padding columns become 0.
- */
-static inline void
-aiserve_softmax_row_padded(float *row, size_t L, size_t Lp)
-{
-    aiserve_v16  mv, sv, vv;
-    size_t       c, full = L - L % 16;
-    float        m, s, inv;
+/* Lane-wise select: A where MASK is set (all ones), B elsewhere. */
+#define AISERVE_V16_SELECT(mask, a, b)                                       \
+    ((aiserve_v16) (((aiserve_v16i) (a) & (mask))                            \
+                    | ((aiserve_v16i) (b) & ~(mask))))
 
-    mv = (aiserve_v16) { 0 } - INFINITY;
-    for (c = 0; c < full; c += 16) {
-        vv = *(aiserve_v16 *) (row + c);
-        mv = AISERVE_V16_MAX(mv, vv);
-    }
-    m = mv[0];
-    for (c = 1; c < 16; c++) {
-        m = mv[c] > m ? mv[c] : m;
-    }
-    for (c = full; c < L; c++) {
-        m = row[c] > m ? row[c] : m;
-    }
-    for (c = 0; c < Lp; c++) {
-        row[c] = aiserve_exp_inline(row[c] - m);
-    }
-    for (c = L; c < Lp; c++) {
-        row[c] = 0.f;
-    }
-    sv = (aiserve_v16) { 0 };
-    for (c = 0; c < Lp; c += 16) {
-        sv += *(aiserve_v16 *) (row + c);
-    }
-    AISERVE_V16_SUM(sv, s);
-    inv = 1.f / s;
-    for (c = 0; c < Lp; c++) {
-        row[c] *= inv;
-    }
-}
+
+/* OUT = the largest of the 16 lanes of V, by halving (4 shuffles and 4
+ * maxima).  Macros rather than functions: a function taking or returning
+ * a 64-byte vector has an ABI that depends on the target (-Wpsabi). */
+#define AISERVE_V16_HMAX(v, out)                                             \
+    do {                                                                     \
+        aiserve_v16  h_ = (v);                                               \
+                                                                             \
+        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
+                 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7 }));   \
+        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
+                 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3 }));         \
+        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
+                 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1 }));         \
+        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
+                 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0 }));         \
+        (out) = h_[0];                                                       \
+    } while (0)
+
+
+/* OUT = aiserve_exp_inline() on the 16 lanes of X, the same arithmetic. */
+#define AISERVE_EXP_V16(x, out)                                              \
+    do {                                                                     \
+        aiserve_v16   x_ = (x), n_, r_, p_;                                  \
+        aiserve_v16   hi_ = (aiserve_v16) { 0 } + 88.3f;                     \
+        aiserve_v16   lo_ = (aiserve_v16) { 0 } - 87.3f;                     \
+        aiserve_v16i  e_;                                                    \
+                                                                             \
+        x_ = AISERVE_V16_SELECT(x_ > hi_, hi_, x_);                          \
+        x_ = AISERVE_V16_SELECT(x_ < lo_, lo_, x_);                          \
+        n_ = (x_ * 1.44269504088896341f + 12582912.f) - 12582912.f;          \
+        r_ = x_ - n_ * 0.693145751953125f;                                   \
+        r_ = r_ - n_ * 1.428606765330187e-06f;                               \
+        p_ = (aiserve_v16) { 0 } + 1.f / 5040.f;                             \
+        p_ = p_ * r_ + 1.f / 720.f;                                          \
+        p_ = p_ * r_ + 1.f / 120.f;                                          \
+        p_ = p_ * r_ + 1.f / 24.f;                                           \
+        p_ = p_ * r_ + 1.f / 6.f;                                            \
+        p_ = p_ * r_ + 0.5f;                                                 \
+        p_ = p_ * r_ + 1.f;                                                  \
+        p_ = p_ * r_ + 1.f;                                                  \
+        e_ = (__builtin_convertvector(n_, aiserve_v16i) + 127) << 23;        \
+        (out) = p_ * (aiserve_v16) e_;                                       \
+    } while (0)
+
+
+/* The lane numbers 0..15: (aiserve_v16_lane < n) sets lanes [0, n). */
+static const aiserve_v16i  aiserve_v16_lane = { 0, 1, 2, 3, 4, 5, 6, 7, 8,
+                                                9, 10, 11, 12, 13, 14, 15 };
 
 
 #define AISERVE_ATT_ROWS  8
@@ -515,8 +530,10 @@ aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
     size_t        Lp = (L + 15) / 16 * 16, i, j, c, r, nr, ldq;
     float        *kt = work, *p = kt + d * Lp, *qb = p + AISERVE_ATT_ROWS * Lp;
     const float  *qr;
-    aiserve_v16   acc[AISERVE_ATT_ROWS][2], v0, v1;
-    float         x;
+    aiserve_v16   acc[AISERVE_ATT_ROWS][2], mx[AISERVE_ATT_ROWS], v0, v1;
+    aiserve_v16i  m0, m1;
+    float         x, inv[AISERVE_ATT_ROWS];
+    int           w;
 
     /* K^T, [d, Lp], zero-padded: score rows become broadcast FMAs */
     for (j = 0; j < Lp; j += 16) {
@@ -545,42 +562,66 @@ aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
             ldq = d;
         }
 
-        /* scores: scale (Q K^T), 32 keys at a time, then 16 */
-        for (j = 0; j + 32 <= Lp; j += 32) {
+        /* scores: scale (Q K^T), 32 keys at a time, then 16; each row's
+         * maximum over its L real keys kept on the way */
+        for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+            mx[r] = (aiserve_v16) { 0 } - INFINITY;
+        }
+        for (j = 0; j < Lp; j += 32) {
+            w = Lp - j < 32 ? 1 : 2;
             for (r = 0; r < AISERVE_ATT_ROWS; r++) {
                 acc[r][0] = acc[r][1] = (aiserve_v16) { 0 };
             }
-            for (c = 0; c < d; c++) {
-                v0 = *(const aiserve_v16 *) (kt + c * Lp + j);
-                v1 = *(const aiserve_v16 *) (kt + c * Lp + j + 16);
-                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                    x = qr[r * ldq + c];
-                    acc[r][0] += x * v0;
-                    acc[r][1] += x * v1;
+            if (w == 2) {
+                for (c = 0; c < d; c++) {
+                    v0 = *(const aiserve_v16 *) (kt + c * Lp + j);
+                    v1 = *(const aiserve_v16 *) (kt + c * Lp + j + 16);
+                    for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                        x = qr[r * ldq + c];
+                        acc[r][0] += x * v0;
+                        acc[r][1] += x * v1;
+                    }
+                }
+            } else {
+                for (c = 0; c < d; c++) {
+                    v0 = *(const aiserve_v16 *) (kt + c * Lp + j);
+                    for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                        acc[r][0] += qr[r * ldq + c] * v0;
+                    }
                 }
             }
+            m0 = aiserve_v16_lane < (int32_t) L - (int32_t) j;
+            m1 = aiserve_v16_lane < (int32_t) L - (int32_t) j - 16;
             for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                *(aiserve_v16 *) (p + r * Lp + j) = acc[r][0] * scale;
-                *(aiserve_v16 *) (p + r * Lp + j + 16) = acc[r][1] * scale;
-            }
-        }
-        if (j < Lp) {
-            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                acc[r][0] = (aiserve_v16) { 0 };
-            }
-            for (c = 0; c < d; c++) {
-                v0 = *(const aiserve_v16 *) (kt + c * Lp + j);
-                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                    acc[r][0] += qr[r * ldq + c] * v0;
+                v0 = acc[r][0] * scale;
+                *(aiserve_v16 *) (p + r * Lp + j) = v0;
+                mx[r] = AISERVE_V16_MAX(mx[r], AISERVE_V16_SELECT(m0, v0,
+                                                                  mx[r]));
+                if (w == 2) {
+                    v1 = acc[r][1] * scale;
+                    *(aiserve_v16 *) (p + r * Lp + j + 16) = v1;
+                    mx[r] = AISERVE_V16_MAX(mx[r],
+                                            AISERVE_V16_SELECT(m1, v1, mx[r]));
                 }
-            }
-            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
-                *(aiserve_v16 *) (p + r * Lp + j) = acc[r][0] * scale;
             }
         }
 
+        /* softmax numerators e^(s - max) in place, one pass a row; the
+         * division by their sum is applied to the row's P V below */
         for (r = 0; r < nr; r++) {
-            aiserve_softmax_row_padded(p + r * Lp, L, Lp);
+            float  *row = p + r * Lp, m;
+
+            AISERVE_V16_HMAX(mx[r], m);
+            v1 = (aiserve_v16) { 0 };
+            for (j = 0; j < Lp; j += 16) {
+                AISERVE_EXP_V16(*(aiserve_v16 *) (row + j) - m, v0);
+                m0 = aiserve_v16_lane < (int32_t) L - (int32_t) j;
+                v0 = AISERVE_V16_SELECT(m0, v0, (aiserve_v16) { 0 });
+                *(aiserve_v16 *) (row + j) = v0;
+                v1 += v0;
+            }
+            AISERVE_V16_SUM(v1, x);
+            inv[r] = 1.f / x;
         }
 
         /* context: P V, 32 columns at a time, then 16 */
@@ -598,8 +639,10 @@ aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
                 }
             }
             for (r = 0; r < nr; r++) {
-                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r][0];
-                *(aiserve_v16 *) (out + (i + r) * ldo + c + 16) = acc[r][1];
+                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r][0]
+                                                             * inv[r];
+                *(aiserve_v16 *) (out + (i + r) * ldo + c + 16) = acc[r][1]
+                                                                  * inv[r];
             }
         }
         if (c < d) {
@@ -613,7 +656,8 @@ aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
                 }
             }
             for (r = 0; r < nr; r++) {
-                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r][0];
+                *(aiserve_v16 *) (out + (i + r) * ldo + c) = acc[r][0]
+                                                             * inv[r];
             }
         }
     }
