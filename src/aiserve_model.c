@@ -978,6 +978,7 @@ typedef enum {
     AISERVE_STEP_PACKED_ROWS_LN,  /* PACKED_ROWS, then bias + residual +
                                      LayerNorm on the same rows */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
+    AISERVE_STEP_EMBED,           /* embeddings + LayerNorm, row blocks */
     AISERVE_STEP_ATTENTION        /* items: sequences x groups of chunk
                                      heads */
 } aiserve_step_e;
@@ -1114,6 +1115,56 @@ aiserve_attention_one(const aiserve_step_t *st, size_t item, float *scores)
 }
 
 
+/*
+ * BertEmbeddings for tokens [t0, t0 + n) of the packed batch into st->c:
+ * word + token_type + position (absolute, restarting at 0 for every
+ * sequence), then LayerNorm.
+ */
+static void
+aiserve_embed_rows(const aiserve_step_t *st, size_t t0, size_t n)
+{
+    const aiserve_model_t  *m = st->model;
+    const aiserve_batch_t  *batch = st->batch;
+    size_t                  H = m->info.hidden_size, lo = 0, hi, mid;
+    size_t                  seq, t, j, c;
+    float                  *row;
+
+    /* the sequence holding token t0: the last offset <= t0 */
+    hi = batch->n_seqs;
+    while (hi - lo > 1) {
+        mid = (lo + hi) / 2;
+        if (st->offsets[mid] <= t0) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    seq = lo;
+    for (t = t0; t < t0 + n; t++) {
+        while (t >= st->offsets[seq] + batch->seq_lens[seq]) {
+            seq++;
+        }
+        j = t - st->offsets[seq];
+        {
+            const float  *we = m->word_emb
+                               + (size_t) batch->input_ids[t] * H;
+            const float  *te = m->type_emb
+                               + (size_t) (batch->token_type_ids
+                                           ? batch->token_type_ids[t] : 0)
+                                 * H;
+            const float  *pe = m->pos_emb + j * H;
+
+            row = st->c + t * H;
+            for (c = 0; c < H; c++) {
+                row[c] = (we[c] + te[c]) + pe[c];
+            }
+        }
+    }
+    aiserve_layernorm(st->c + t0 * H, m->emb_ln_g, m->emb_ln_b, n, H,
+                      m->info.layer_norm_eps);
+}
+
+
 static void
 aiserve_step_item(void *arg, size_t item, int thread)
 {
@@ -1172,6 +1223,9 @@ aiserve_step_item(void *arg, size_t item, int thread)
                                    st->a + r0 * st->cols, st->bias,
                                    st->gamma, st->beta, n, st->cols,
                                    st->eps);
+        break;
+    case AISERVE_STEP_EMBED:
+        aiserve_embed_rows(st, r0, n);
         break;
     case AISERVE_STEP_ATTENTION:
         break;
@@ -1581,9 +1635,9 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     size_t                       H = info->hidden_size;
     size_t                       I = info->intermediate_size;
     size_t                       nl = info->num_labels;
-    size_t                       T, i, j, t, l, c, off, *offsets, *order;
+    size_t                       T, i, l, c, off, *offsets, *order;
     size_t                       attn_macs;
-    float                       *x, *row;
+    float                       *x;
 
     if (s->model != m) {
         aiserve_err(err, err_len, "scratch was created for another model");
@@ -1613,23 +1667,15 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         attn_macs += 2 * batch->seq_lens[i] * batch->seq_lens[i] * H;
     }
 
-    /* BertEmbeddings: word + token_type + position (absolute, restarting
-     * at 0 for every sequence), LayerNorm. */
+    /* BertEmbeddings, in parallel over blocks of tokens */
+    memset(&st, 0, sizeof(st));
+    st.op = AISERVE_STEP_EMBED;
+    st.model = m;
+    st.batch = batch;
+    st.offsets = offsets;
+    st.c = s->x;
+    aiserve_rows(s, &st, T, H);
     x = s->x;
-    for (i = 0, t = 0; i < batch->n_seqs; i++) {
-        for (j = 0; j < batch->seq_lens[i]; j++, t++) {
-            const float  *we = m->word_emb + (size_t) batch->input_ids[t] * H;
-            const float  *te = m->type_emb + (size_t) (batch->token_type_ids
-                                   ? batch->token_type_ids[t] : 0) * H;
-            const float  *pe = m->pos_emb + j * H;
-
-            row = x + t * H;
-            for (c = 0; c < H; c++) {
-                row[c] = (we[c] + te[c]) + pe[c];
-            }
-        }
-    }
-    aiserve_layernorm(x, m->emb_ln_g, m->emb_ln_b, T, H, info->layer_norm_eps);
 
     for (l = 0; l < info->num_hidden_layers; l++) {
         const aiserve_layer_t  *L = &m->layers[l];

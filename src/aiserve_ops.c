@@ -492,12 +492,16 @@ aiserve_transpose16(const float *src, size_t lds, size_t n_rows, float *dst,
     aiserve_v16  r[16], a, b;
     size_t       i, st, sh;
 
+#pragma GCC unroll 16
     for (i = 0; i < 16; i++) {
         r[i] = i < n_rows ? *(const aiserve_v16 *) (src + i * lds)
                           : (aiserve_v16) { 0 };
     }
+    /* unrolled in full, so that r[] lives in registers */
+#pragma GCC unroll 4
     for (st = 0; st < 4; st++) {
         sh = (size_t) 8 >> st;
+#pragma GCC unroll 16
         for (i = 0; i < 16; i++) {
             if ((i & sh) == 0) {
                 a = r[i];
@@ -507,6 +511,7 @@ aiserve_transpose16(const float *src, size_t lds, size_t n_rows, float *dst,
             }
         }
     }
+#pragma GCC unroll 16
     for (i = 0; i < 16; i++) {
         *(aiserve_v16 *) (dst + i * ldd) = r[i];
     }
