@@ -979,6 +979,8 @@ typedef enum {
                                      LayerNorm on the same rows */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
     AISERVE_STEP_EMBED,           /* embeddings + LayerNorm, row blocks */
+    AISERVE_STEP_LAYER_TAIL,      /* a layer after attention, row blocks */
+    AISERVE_STEP_QKV_ATTENTION,   /* a sequence's QKV rows, then attention */
     AISERVE_STEP_ATTENTION        /* items: sequences x groups of chunk
                                      heads */
 } aiserve_step_e;
@@ -1000,6 +1002,7 @@ typedef struct {
     const size_t           *offsets;
     const size_t           *order;         /* attention: longest first */
     float                  *resid;         /* PACKED_ROWS_LN: x */
+    const aiserve_layer_t  *layer;         /* LAYER_TAIL */
 } aiserve_step_t;
 
 
@@ -1165,6 +1168,59 @@ aiserve_embed_rows(const aiserve_step_t *st, size_t t0, size_t n)
 }
 
 
+/*
+ * The rest of a layer after attention, for rows [r0, r0 + n) (rows are
+ * independent from here on): BertSelfOutput (dense, LayerNorm of the sum
+ * with the input), BertIntermediate (dense + activation), BertOutput
+ * (dense, LayerNorm of the sum with the input), with packed weights.  A
+ * block's intermediate activations (64 x 1536 floats for MiniLM) stay in
+ * L2 from the product that writes them to the one that reads them.
+ */
+static void
+aiserve_layer_tail_rows(const aiserve_step_t *st, size_t r0, size_t n)
+{
+    const aiserve_model_t  *m = st->model;
+    const aiserve_layer_t  *L = st->layer;
+    aiserve_scratch_t      *s = st->scratch;
+    size_t                  H = m->info.hidden_size;
+    size_t                  I = m->info.intermediate_size;
+    size_t                  ph = (H + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
+    size_t                  pi = (I + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
+    float                  *x = s->x + r0 * H, *tmp = s->tmp + r0 * H;
+    float                  *inter = s->inter + r0 * I;
+    float                   eps = m->info.layer_norm_eps;
+
+    aiserve_gemm_packed(n, H, H, s->ctx + r0 * H, H, L->ao_p, 0, ph, NULL,
+                        -1, tmp, H);
+    aiserve_residual_layernorm(x, tmp, L->ao_b, L->ao_ln_g, L->ao_ln_b, n, H,
+                               eps);
+    aiserve_gemm_packed(n, I, H, x, H, L->i_p, 0, pi, L->i_b, (int) m->act,
+                        inter, I);
+    aiserve_gemm_packed(n, H, I, inter, I, L->o_p, 0, ph, NULL, -1, tmp, H);
+    aiserve_residual_layernorm(x, tmp, L->o_b, L->o_ln_g, L->o_ln_b, n, H,
+                               eps);
+}
+
+
+/* The query, key and value projections of sequence st->order[item]
+ * (packed weight), then its attention over all heads. */
+static void
+aiserve_qkv_attention(const aiserve_step_t *st, size_t item, float *scores)
+{
+    const aiserve_model_t  *m = st->model;
+    aiserve_scratch_t      *s = st->scratch;
+    size_t                  H = m->info.hidden_size;
+    size_t                  seq = st->order[item];
+    size_t                  off = st->offsets[seq];
+
+    aiserve_gemm_packed(st->batch->seq_lens[seq], 3 * H, H, s->x + off * H, H,
+                        st->layer->qkv_p, 0,
+                        (3 * H + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR,
+                        st->layer->qkv_b, -1, s->qkv + off * 3 * H, 3 * H);
+    aiserve_attention_one(st, item, scores);
+}
+
+
 static void
 aiserve_step_item(void *arg, size_t item, int thread)
 {
@@ -1173,6 +1229,10 @@ aiserve_step_item(void *arg, size_t item, int thread)
 
     if (st->op == AISERVE_STEP_ATTENTION) {
         aiserve_attention_one(st, item, st->scratch->scores[thread]);
+        return;
+    }
+    if (st->op == AISERVE_STEP_QKV_ATTENTION) {
+        aiserve_qkv_attention(st, item, st->scratch->scores[thread]);
         return;
     }
 
@@ -1227,7 +1287,11 @@ aiserve_step_item(void *arg, size_t item, int thread)
     case AISERVE_STEP_EMBED:
         aiserve_embed_rows(st, r0, n);
         break;
+    case AISERVE_STEP_LAYER_TAIL:
+        aiserve_layer_tail_rows(st, r0, n);
+        break;
     case AISERVE_STEP_ATTENTION:
+    case AISERVE_STEP_QKV_ATTENTION:
         break;
     }
 }
@@ -1680,17 +1744,30 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     for (l = 0; l < info->num_hidden_layers; l++) {
         const aiserve_layer_t  *L = &m->layers[l];
 
-        /* BertSelfAttention: query, key and value projections at once */
-        aiserve_linear(s, x, L->qkv_w, L->qkv_p, s->qkv, T, 3 * H, H,
-                       AISERVE_EPI_BIAS, L->qkv_b, m->act);
-
         memset(&st, 0, sizeof(st));
-        st.op = AISERVE_STEP_ATTENTION;
         st.model = m;
         st.scratch = s;
         st.batch = batch;
         st.offsets = offsets;
         st.order = order;
+        st.layer = L;
+        if (L->qkv_p != NULL && attn_macs >= AISERVE_PAR_MIN_MACS
+            && batch->n_seqs >= (size_t) aiserve_team_size(s->team) * 8)
+        {
+            /* many sequences: each item a whole sequence, its query, key
+             * and value rows computed and then attended to while they
+             * are in L2 */
+            st.op = AISERVE_STEP_QKV_ATTENTION;
+            st.chunk = info->num_attention_heads;
+            aiserve_run(s, &st, batch->n_seqs);
+            goto tail;
+        }
+
+        /* BertSelfAttention: query, key and value projections at once */
+        aiserve_linear(s, x, L->qkv_w, L->qkv_p, s->qkv, T, 3 * H, H,
+                       AISERVE_EPI_BIAS, L->qkv_b, m->act);
+
+        st.op = AISERVE_STEP_ATTENTION;
         if (attn_macs < AISERVE_PAR_MIN_MACS) {
             st.chunk = info->num_attention_heads;
             for (i = 0; i < batch->n_seqs; i++) {
@@ -1706,6 +1783,22 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
             aiserve_run(s, &st, batch->n_seqs
                                 * ((info->num_attention_heads + st.chunk - 1)
                                    / st.chunk));
+        }
+
+tail:
+        if (L->ao_p != NULL
+            && T >= (size_t) aiserve_team_size(s->team) * AISERVE_FUSED_ROWS)
+        {
+            /* the rest of the layer, one step over blocks of rows */
+            memset(&st, 0, sizeof(st));
+            st.op = AISERVE_STEP_LAYER_TAIL;
+            st.model = m;
+            st.scratch = s;
+            st.layer = L;
+            st.rows = T;
+            st.chunk = AISERVE_FUSED_ROWS;
+            aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
+            continue;
         }
 
         /* BertSelfOutput: dense, LayerNorm(hidden + input) */
