@@ -31,8 +31,8 @@ encoder-fixtures: $(DEFAULT_MODEL)/model.safetensors
 	$(PYTHON) tools/gen-encoder-fixtures.py minilm tiny
 
 # Benchmark tools, not part of `make all`.
-tools/bench-gemm: tools/bench-gemm.c
-	$(CC) $(ALL_CFLAGS) $< -o $@ -ldl
+tools/bench-gemm: tools/bench-gemm.c $(ENGINE_LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS) -ldl
 
 # OpenBLAS chooses its kernels for the CPU unless OPENBLAS_CORETYPE is set;
 # a development shell here sets it to Haswell (AVX2), so the benchmarks run

@@ -10,6 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "aiserve_gemm.h"
+#include "aiserve_team.h"
+
 /* cblas.h's values, so that no one library's header is needed */
 #define ROW_MAJOR  101
 #define NO_TRANS   111
@@ -38,9 +41,83 @@ static lib_t  libs[] = {
     { "OpenBLAS 0.3.21 (pthread)",
       "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
       "openblas_set_num_threads", NULL, NULL, NULL },
+    { "aiserve packed (own AVX-512 kernel)", NULL, NULL, NULL, NULL, NULL },
 };
 
 #define N_LIBS  (sizeof(libs) / sizeof(libs[0]))
+
+
+/*
+ * The engine's own product (src/aiserve_gemm.c) behind the same sgemm
+ * signature, for x W^T only: W is packed on the first (untimed) call
+ * with a given W, as the encoder packs its weights at load, and rows are
+ * split over an aiserve thread team in blocks of 64 or more, as the
+ * encoder splits them.
+ */
+static struct {
+    const float     *w;
+    int              n, k;
+    float           *packed;
+    aiserve_team_t  *team;
+    int              threads;
+} own;
+
+typedef struct {
+    int           m, n, k;
+    size_t        chunk;
+    const float  *a;
+    float        *c;
+} own_job_t;
+
+
+static void
+own_item(void *arg, size_t item, int thread)
+{
+    own_job_t  *j = arg;
+    size_t      r0 = item * j->chunk, rows = (size_t) j->m - r0;
+
+    rows = rows < j->chunk ? rows : j->chunk;
+    aiserve_gemm_packed(rows, (size_t) j->n, (size_t) j->k,
+                        j->a + r0 * (size_t) j->k, (size_t) j->k, own.packed,
+                        0, ((size_t) j->n + AISERVE_GEMM_NR - 1)
+                           / AISERVE_GEMM_NR,
+                        NULL, -1, j->c + r0 * (size_t) j->n, (size_t) j->n);
+}
+
+
+static void
+own_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha,
+    const float *a, int lda, const float *b, int ldb, float beta, float *c,
+    int ldc)
+{
+    own_job_t  j = { m, n, k, 0, a, c };
+    size_t     items;
+
+    if (own.w != b || own.n != n || own.k != k) {
+        free(own.packed);
+        own.packed = aligned_alloc(64, (aiserve_gemm_packed_size((size_t) n,
+                                        (size_t) k) * sizeof(float) + 63)
+                                       / 64 * 64);
+        aiserve_gemm_pack(b, (size_t) n, (size_t) k, own.packed);
+        own.w = b;
+        own.n = n;
+        own.k = k;
+    }
+    items = (size_t) own.threads * 4;
+    j.chunk = ((size_t) m + items - 1) / items;
+    j.chunk = (j.chunk + 7) / 8 * 8;
+    j.chunk = j.chunk < 64 ? 64 : j.chunk;
+    aiserve_team_run(own.team, own_item, &j, ((size_t) m + j.chunk - 1)
+                                             / j.chunk);
+}
+
+
+static void
+own_set_threads(int n)
+{
+    own.threads = n;
+    own.team = aiserve_team_create(n);
+}
 
 
 static double
@@ -105,21 +182,22 @@ usage(FILE *f)
 "\n"
 "Prints a Markdown table of sgemm GFLOP/s (row-major, as the encoder\n"
 "calls it) for BLIS and OpenBLAS, dlopen()ed from their Debian paths\n"
-"(libblis4-pthread, libopenblas0-pthread; a missing one is skipped), on\n"
-"BERT's shapes:\n"
+"(libblis4-pthread, libopenblas0-pthread; a missing one is skipped), and\n"
+"for the engine's own packed AVX-512 kernel where the CPU has AVX-512F\n"
+"(weights packed once, untimed, as at model load), on BERT's shapes:\n"
 "  QKV/output projection  tokens x H x H       (x W^T)\n"
 "  intermediate           tokens x I x H       (x W^T)\n"
 "  output                 tokens x H x I       (x W^T)\n"
 "  attention scores       L x L x D            (Q K^T, per head)\n"
 "  attention context      L x D x L            (P V, per head)\n"
 "for tokens in 16..4096 and L in 16..512.  The last line is the peak: the\n"
-"best GFLOP/s of any library on the 4096-token projections, the figure\n"
+"best GFLOP/s of any of them on the 4096-token projections, the figure\n"
 "bench-encoder compares the engine with.  OpenBLAS picks its kernels\n"
 "for the CPU unless OPENBLAS_CORETYPE says otherwise; the column header\n"
 "names the kernels in use.\n"
 "\n"
 "options:\n"
-"  --threads N    BLAS threads (default 1)\n"
+"  --threads N    threads of each library (default 1)\n"
 "  --seconds S    time per measurement (default 0.3)\n"
 "  --peak-only    print only the peak line\n");
 }
@@ -161,6 +239,15 @@ main(int argc, char **argv)
     }
 
     for (l = 0; l < N_LIBS; l++) {
+        if (libs[l].path == NULL) {
+            /* the engine's own kernel, where the CPU runs it */
+            if (aiserve_gemm_packed_ok()) {
+                libs[l].sgemm = own_sgemm;
+                own_set_threads(threads);
+                have++;
+            }
+            continue;
+        }
         libs[l].dl = dlopen(libs[l].path, RTLD_NOW | RTLD_LOCAL);
         if (libs[l].dl == NULL) {
             fprintf(stderr, "bench-gemm: skipping %s: %s\n", libs[l].name,
@@ -254,14 +341,16 @@ main(int argc, char **argv)
         }
         printf("\n| %d x %d x %d (P V) |", lens[i], D, lens[i]);
         for (l = 0; l < N_LIBS; l++) {
-            if (libs[l].sgemm) {
+            if (libs[l].sgemm == own_sgemm) {
+                printf(" (x W^T only) |");
+            } else if (libs[l].sgemm) {
                 printf(" %.1f |", measure(&libs[l], lens[i], D, lens[i], 0,
                                           secs));
             }
         }
         printf("\n");
     }
-    printf("%speak %.1f GFLOP/s (best library, 4096-token projections, "
+    printf("%speak %.1f GFLOP/s (best of all, 4096-token projections, "
            "%d thread%s)\n", peak_only ? "" : "\n", peak, threads,
            threads > 1 ? "s" : "");
     return 0;
