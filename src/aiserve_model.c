@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -728,6 +729,34 @@ aiserve_load_weights(aiserve_model_t *m, char *err, size_t err_len)
 
 
 /*
+ * Done with N floats at W, unpacked: an own copy is freed; in the mapped
+ * file, the whole pages inside it leave this process's resident set
+ * (MADV_DONTNEED on a read-only private file mapping drops the page
+ * table entries only: the page cache keeps the data, a later read would
+ * fault it back in).  Query, key and value were read only for stacking
+ * and stay resident, which is a few MB.
+ */
+static void
+aiserve_drop_mapped(aiserve_model_t *m, const float *w, size_t n)
+{
+    uintptr_t  lo, hi, page = (uintptr_t) sysconf(_SC_PAGESIZE);
+    uintptr_t  base = (uintptr_t) m->st->map;
+
+    if (m->st->map == NULL || (uintptr_t) w < base
+        || (uintptr_t) w >= base + m->st->map_len)
+    {
+        aiserve_disown(m, w);
+        return;
+    }
+    lo = ((uintptr_t) w + page - 1) / page * page;
+    hi = ((uintptr_t) (w + n)) / page * page;
+    if (hi > lo) {
+        (void) madvise((void *) lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
+
+/*
  * Packs every layer's four nn.Linear weights (QKV [3H, H], attention
  * output [H, H], intermediate [I, H], output [H, I]) for
  * aiserve_gemm_packed(), in one 2 MiB-aligned allocation that the kernel
@@ -761,9 +790,15 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
     n_o = aiserve_gemm_packed_size(H, I);
     per = n_qkv + n_ao + n_i + n_o;
     m->packed_bytes = per * info->num_hidden_layers * sizeof(float);
-    m->packed_bytes = (m->packed_bytes + AISERVE_HUGE_PAGE - 1)
-                      / AISERVE_HUGE_PAGE * AISERVE_HUGE_PAGE;
-    if (posix_memalign(&mem, AISERVE_HUGE_PAGE, m->packed_bytes) != 0) {
+    if (m->packed_bytes >= AISERVE_HUGE_PAGE) {
+        /* whole huge pages; smaller models keep their size */
+        m->packed_bytes = (m->packed_bytes + AISERVE_HUGE_PAGE - 1)
+                          / AISERVE_HUGE_PAGE * AISERVE_HUGE_PAGE;
+    }
+    if (posix_memalign(&mem, m->packed_bytes >= AISERVE_HUGE_PAGE
+                             ? AISERVE_HUGE_PAGE : 64,
+                       m->packed_bytes) != 0)
+    {
         aiserve_err(err, err_len, "%s: out of memory packing the weights "
                     "(%zu bytes)", m->st_name, m->packed_bytes);
         return -1;
@@ -790,9 +825,9 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
         p += n_o;
 
         aiserve_disown(m, L->qkv_w);
-        aiserve_disown(m, L->ao_w);
-        aiserve_disown(m, L->i_w);
-        aiserve_disown(m, L->o_w);
+        aiserve_drop_mapped(m, L->ao_w, H * H);
+        aiserve_drop_mapped(m, L->i_w, I * H);
+        aiserve_drop_mapped(m, L->o_w, H * I);
         L->qkv_w = L->ao_w = L->i_w = L->o_w = NULL;
     }
     return 0;
