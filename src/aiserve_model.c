@@ -1010,8 +1010,6 @@ typedef enum {
     AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
     AISERVE_STEP_PACKED_ROWS,     /* packed weight: C rows [i*chunk, ...) */
     AISERVE_STEP_PACKED_PANELS,   /* packed weight: panels [i*chunk, ...) */
-    AISERVE_STEP_PACKED_ROWS_LN,  /* PACKED_ROWS, then bias + residual +
-                                     LayerNorm on the same rows */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
     AISERVE_STEP_EMBED,           /* embeddings + LayerNorm, row blocks */
     AISERVE_STEP_LAYER_TAIL,      /* a layer after attention, row blocks */
@@ -1036,7 +1034,6 @@ typedef struct {
     const aiserve_batch_t  *batch;
     const size_t           *offsets;
     const size_t           *order;         /* attention: longest first */
-    float                  *resid;         /* PACKED_ROWS_LN: x */
     const aiserve_layer_t  *layer;         /* LAYER_TAIL */
 } aiserve_step_t;
 
@@ -1283,16 +1280,6 @@ aiserve_step_item(void *arg, size_t item, int thread)
                             st->b, 0, st->panels, st->bias, st->pact,
                             st->c + r0 * st->cols, st->cols);
         break;
-    case AISERVE_STEP_PACKED_ROWS_LN:
-        /* the block's dense output is still in L2 for the LayerNorm */
-        aiserve_gemm_packed(n, st->cols, st->k, st->a + r0 * st->k, st->k,
-                            st->b, 0, st->panels, NULL, -1,
-                            st->c + r0 * st->cols, st->cols);
-        aiserve_residual_layernorm(st->resid + r0 * st->cols,
-                                   st->c + r0 * st->cols, st->bias,
-                                   st->gamma, st->beta, n, st->cols,
-                                   st->eps);
-        break;
     case AISERVE_STEP_PACKED_PANELS:
         aiserve_gemm_packed(st->rows, st->cols, st->k, st->a, st->k, st->b,
                             r0, r0 + n, st->bias, st->pact, st->c, st->cols);
@@ -1349,8 +1336,9 @@ aiserve_chunk(size_t n, int threads, size_t per_thread, size_t align)
  * team costs more than it saves. */
 #define AISERVE_PAR_MIN_MACS  ((size_t) 1 << 20)
 
-/* Rows per item of a fused product + LayerNorm step: the product's
- * output block (64 x 384 floats for MiniLM, 96 KiB) stays in L2. */
+/* Rows per item of a layer's tail (aiserve_layer_tail_rows()): a block's
+ * outputs (64 x 1536 floats of intermediate activations for MiniLM,
+ * 384 KiB) stay in L2 from one product to the next. */
 #define AISERVE_FUSED_ROWS  64
 
 /* Below this many tokens aiserve_gemm_nt_small() beats the BLAS, which
@@ -1508,45 +1496,18 @@ aiserve_add_norm(aiserve_scratch_t *s, float *x, const float *bias,
 }
 
 
-/*
- * x = LayerNorm(A W^T + bias + x) over T rows: BertSelfOutput and
+/* x = LayerNorm(A W^T + bias + x) over T rows: BertSelfOutput and
  * BertOutput (dense, dropout as identity, LayerNorm of the sum with the
- * input), W [H, K].  With a packed W and rows enough for every thread,
- * one step: each block of AISERVE_FUSED_ROWS rows gets its product and
- * then its LayerNorm while its output is in L2; otherwise the product
- * and aiserve_add_norm() as two steps.
- */
+ * input), W [H, K] (or PACKED), as two steps. */
 static void
 aiserve_linear_ln(aiserve_scratch_t *s, const float *a, const float *w,
     const float *packed, float *x, size_t T, size_t H, size_t K,
     const float *bias, const float *gamma, const float *beta, float eps,
     aiserve_act_e act)
 {
-    aiserve_step_t  st;
-    int             nt = aiserve_team_size(s->team);
-
-    if (packed == NULL || nt == 1 || T < (size_t) nt * 64) {
-        aiserve_linear(s, a, w, packed, s->tmp, T, H, K, AISERVE_EPI_NONE,
-                       NULL, act);
-        aiserve_add_norm(s, x, bias, gamma, beta, T, H, eps);
-        return;
-    }
-    memset(&st, 0, sizeof(st));
-    st.op = AISERVE_STEP_PACKED_ROWS_LN;
-    st.rows = T;
-    st.cols = H;
-    st.k = K;
-    st.a = a;
-    st.b = packed;
-    st.c = s->tmp;
-    st.panels = (H + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
-    st.resid = x;
-    st.bias = bias;
-    st.gamma = gamma;
-    st.beta = beta;
-    st.eps = eps;
-    st.chunk = AISERVE_FUSED_ROWS;
-    aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
+    aiserve_linear(s, a, w, packed, s->tmp, T, H, K, AISERVE_EPI_NONE, NULL,
+                   act);
+    aiserve_add_norm(s, x, bias, gamma, beta, T, H, eps);
 }
 
 
