@@ -1,8 +1,13 @@
 /*
- * The prepacked product (src/aiserve_gemm.c) against a double-precision
- * reference: shapes with row and column tails (m not a multiple of 8, n
- * not a multiple of 48), panel sub-ranges, strided A and C, the bias and
- * GELU epilogues, and row results that do not depend on the batch.
+ * The encoder's own kernels against double-precision references:
+ * - the prepacked product (src/aiserve_gemm.c): shapes with row and column
+ *   tails (m not a multiple of 8, n not a multiple of 48), panel
+ *   sub-ranges, strided A and C, the bias and GELU epilogues, and row
+ *   results that do not depend on the batch;
+ * - one head of attention (aiserve_attention_head(), src/aiserve_ops.c):
+ *   head sizes 16..128, sequence lengths around the kernel's 8-row, 16-
+ *   and 32-key blocks, scores large enough that most of softmax
+ *   underflows.
  */
 #include <math.h>
 #include <stdint.h>
@@ -11,6 +16,7 @@
 #include <string.h>
 
 #include "aiserve_gemm.h"
+#include "aiserve_ops.h"
 #include "tap.h"
 
 
@@ -160,9 +166,89 @@ rows_alone(void)
 }
 
 
+/* softmax(scale Q K^T) V for one head in double, rows ld apart. */
+static void
+attention_ref(size_t L, size_t d, const float *q, const float *k,
+    const float *v, size_t ld, double scale, double *out)
+{
+    double  *p = malloc(L * sizeof(double)), m, sum;
+    size_t   i, j, c;
+
+    for (i = 0; i < L; i++) {
+        m = -INFINITY;
+        for (j = 0; j < L; j++) {
+            p[j] = 0;
+            for (c = 0; c < d; c++) {
+                p[j] += (double) q[i * ld + c] * k[j * ld + c];
+            }
+            p[j] *= scale;
+            m = p[j] > m ? p[j] : m;
+        }
+        sum = 0;
+        for (j = 0; j < L; j++) {
+            p[j] = exp(p[j] - m);
+            sum += p[j];
+        }
+        for (c = 0; c < d; c++) {
+            out[i * d + c] = 0;
+            for (j = 0; j < L; j++) {
+                out[i * d + c] += p[j] / sum * v[j * ld + c];
+            }
+        }
+    }
+    free(p);
+}
+
+
+static void
+attention_case(size_t L, size_t d, float amp)
+{
+    size_t   heads = 3, H = heads * d, ld = 3 * H, i, c, h;
+    float   *qkv = malloc(L * ld * sizeof(float));
+    float   *out = malloc(L * H * sizeof(float));
+    float   *work = malloc((d + 8) * ((L + 15) / 16 * 16 + 8) * sizeof(float));
+    double  *ref = malloc(L * d * sizeof(double)), worst = 0, e;
+    int      finite = 1;
+
+    for (i = 0; i < L * ld; i++) {
+        qkv[i] = rnd() * amp;
+    }
+    for (h = 0; h < heads; h++) {
+        const float  *q = qkv + h * d;
+
+        aiserve_attention_head(L, d, q, q + H, q + 2 * H, ld,
+                               1.f / sqrtf((float) d), work, out + h * d, H);
+        attention_ref(L, d, q, q + H, q + 2 * H, ld, 1.0 / sqrt((double) d),
+                      ref);
+        for (i = 0; i < L; i++) {
+            for (c = 0; c < d; c++) {
+                e = fabs(out[i * H + h * d + c] - ref[i * d + c]);
+                worst = e > worst ? e : worst;
+                finite &= isfinite(out[i * H + h * d + c]);
+            }
+        }
+    }
+    /* with inputs of 30, scores reach thousands and their float rounding
+     * (eps times the sum of |q_c k_c|) moves the probabilities by about
+     * 1e-4 relative: the bound is then what a wrong maximum, mask or
+     * underflow would exceed by orders of magnitude */
+    tap_ok(finite && worst < (amp > 1 ? 1e-3 * amp : 2e-6),
+           "attention L %zu head_dim %zu, inputs up to %g: max |diff| %.2e "
+           "vs double, all finite %d", L, d, amp, worst, finite);
+    free(qkv);
+    free(out);
+    free(work);
+    free(ref);
+}
+
+
 int
 main(void)
 {
+    size_t  lens[] = { 1, 5, 8, 15, 16, 17, 31, 32, 33, 47, 100, 128 };
+    size_t  dims[] = { 16, 32, 48, 64, 128 };
+    size_t  li, di;
+
     size_t  shapes[][3] = {
         { 1, 48, 1 }, { 8, 48, 16 }, { 16, 384, 384 }, { 37, 100, 70 },
         { 3, 20, 5 }, { 130, 1152, 384 }, { 9, 384, 1536 }, { 7, 49, 33 },
@@ -183,5 +269,14 @@ main(void)
     one_case(37, 1152, 384, 5, 9, 1, -1);
     one_case(5, 384, 384, 2, 3, 0, -1);
     rows_alone();
+
+    for (di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+        for (li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+            attention_case(lens[li], dims[di], 1.f);
+        }
+    }
+    /* scores in the hundreds: most probabilities underflow to 0 */
+    attention_case(33, 32, 30.f);
+    attention_case(100, 64, 30.f);
     return tap_done();
 }
