@@ -50,9 +50,9 @@ static lib_t  libs[] = {
 /*
  * The engine's own product (src/aiserve_gemm.c) behind the same sgemm
  * signature, for x W^T only: W is packed on the first (untimed) call
- * with a given W, as the encoder packs its weights at load, and rows are
- * split over an aiserve thread team in blocks of 64 or more, as the
- * encoder splits them.
+ * with a given W, as the encoder packs its weights at load, and the work
+ * is split over an aiserve thread team as the encoder splits it: blocks of
+ * 64 rows or more, or for fewer rows, the weight panels.
  */
 static struct {
     const float     *w;
@@ -64,6 +64,7 @@ static struct {
 
 typedef struct {
     int           m, n, k;
+    int           panels;
     size_t        chunk;
     const float  *a;
     float        *c;
@@ -75,7 +76,16 @@ own_item(void *arg, size_t item, int thread)
 {
     own_job_t  *j = arg;
     size_t      r0 = item * j->chunk, rows = (size_t) j->m - r0;
+    size_t      np = ((size_t) j->n + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
 
+    if (j->panels) {
+        /* few rows: every thread takes all rows and some weight panels */
+        aiserve_gemm_packed((size_t) j->m, (size_t) j->n, (size_t) j->k, j->a,
+                            (size_t) j->k, own.packed, r0,
+                            r0 + j->chunk < np ? r0 + j->chunk : np, NULL, -1,
+                            j->c, (size_t) j->n);
+        return;
+    }
     rows = rows < j->chunk ? rows : j->chunk;
     aiserve_gemm_packed(rows, (size_t) j->n, (size_t) j->k,
                         j->a + r0 * (size_t) j->k, (size_t) j->k, own.packed,
@@ -90,8 +100,9 @@ own_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha,
     const float *a, int lda, const float *b, int ldb, float beta, float *c,
     int ldc)
 {
-    own_job_t  j = { m, n, k, 0, a, c };
-    size_t     items;
+    own_job_t  j = { m, n, k, 0, 0, a, c };
+    size_t     items, np = ((size_t) n + AISERVE_GEMM_NR - 1)
+                           / AISERVE_GEMM_NR;
 
     if (own.w != b || own.n != n || own.k != k) {
         free(own.packed);
@@ -102,6 +113,14 @@ own_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha,
         own.w = b;
         own.n = n;
         own.k = k;
+    }
+    if (m < 64 * own.threads) {
+        /* as the encoder does for few tokens (aiserve_linear_packed()) */
+        j.panels = 1;
+        j.chunk = (np + (size_t) own.threads - 1) / (size_t) own.threads;
+        aiserve_team_run(own.team, own_item, &j, (np + j.chunk - 1)
+                                                 / j.chunk);
+        return;
     }
     items = (size_t) own.threads * 4;
     j.chunk = ((size_t) m + items - 1) / items;
