@@ -11,6 +11,9 @@ NGINX        ?= /usr/sbin/nginx
 NGX_SRC      ?= /usr/share/nginx/src
 MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
+# oneDNN (libdnnl-dev) for the projections, on weights packed at load, one
+# OpenMP thread in every calling thread (src/aiserve_gemm.h); chosen by
+# measurement on BERT shapes (BENCHMARKS.md "BLAS", tools/bench-gemm.c).
 # OpenBLAS, pthread flavour, run with one thread per call: the engine runs
 # its own thread team; the serial flavour is not safe to call from several
 # threads at once (src/aiserve_blas.c).  Chosen by measurement on BERT
@@ -20,6 +23,7 @@ BLAS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-pthread
 DEP_PKGS     := jansson libutf8proc lmdb libcrypto
 DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLAS_INC)
 DEP_LIBS     := $(shell pkg-config --libs $(DEP_PKGS) 2>/dev/null) \
+                -ldnnl -lgomp \
                 -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas -lm -lpthread
 
 CC           ?= cc
@@ -112,9 +116,9 @@ test-fuzz:
 	$(MAKE) --no-print-directory fuzz-tokenizer FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-safetensors FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
-# The encoder suites run twice: with the packed AVX-512 products where the
-# CPU has AVX-512F (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the
-# OpenBLAS path every other CPU takes.
+# The encoder suites run twice: with the projections on oneDNN and packed
+# weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS
+# path kept for comparison.
 test-unit: unit-tests
 	prove --exec '' $(UNIT_TESTS)
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))

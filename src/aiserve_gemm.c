@@ -1,253 +1,486 @@
 /*
- * aiserve prepacked matrix products (see aiserve_gemm.h).
+ * aiserve prepacked matrix products through oneDNN (see aiserve_gemm.h).
  *
- * The microkernel keeps an 8 x 48 tile of C in 24 AVX-512 registers; for
- * each k it loads one packed row of 48 weights (three vectors) and
- * broadcasts A[i, k] of its 8 rows straight from A (no packing of A):
- * 24 fused multiply-adds for 11 loads.  Tiles run row block by row block
- * (AISERVE_GEMM_MC rows) and, inside a block, panel by panel, so that a
- * weight panel is read from L2 by every tile of the block and a block of
- * A stays in L2 while all panels pass over it.
+ * oneDNN 2.6's C API: a matmul primitive descriptor is made for each
+ * (rows, strides, bias, activation); oneDNN's primitive cache makes the
+ * second and later ones with the same shape cost about 2 us, against
+ * 37 us and more for the smallest product the encoder runs.  The weights'
+ * layout is the one oneDNN picks for 64 rows, and the same for any number
+ * of rows (checked on this machine: 1 to 4096).
  */
-#include <stdint.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "aiserve_erf.h"
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include "aiserve_err.h"
 #include "aiserve_gemm.h"
 
-#define NR  AISERVE_GEMM_NR
-#define MR  AISERVE_GEMM_MR
 
-/* Rows of A and C per block (a multiple of MR). */
-#define AISERVE_GEMM_MC  64
+static pthread_once_t  aiserve_dnnl_once = PTHREAD_ONCE_INIT;
+static dnnl_engine_t   aiserve_dnnl_engine;
+static dnnl_status_t   aiserve_dnnl_engine_status;
+static pthread_key_t   aiserve_dnnl_stream_key;
 
 
-size_t
-aiserve_gemm_packed_size(size_t n, size_t k)
+static const char *
+aiserve_dnnl_status(dnnl_status_t s)
 {
-    return (n + NR - 1) / NR * NR * k;
-}
-
-
-void
-aiserve_gemm_pack(const float *w, size_t n, size_t k, float *dst)
-{
-    size_t  p, kk, j, np = (n + NR - 1) / NR;
-    float  *panel;
-
-    for (p = 0; p < np; p++) {
-        panel = dst + p * NR * k;
-        for (kk = 0; kk < k; kk++) {
-            for (j = 0; j < NR; j++) {
-                panel[kk * NR + j] = p * NR + j < n ? w[(p * NR + j) * k + kk]
-                                                    : 0.f;
-            }
-        }
+    switch (s) {
+    case dnnl_success:
+        return "success";
+    case dnnl_out_of_memory:
+        return "out of memory";
+    case dnnl_invalid_arguments:
+        return "invalid arguments";
+    case dnnl_unimplemented:
+        return "unimplemented";
+    case dnnl_iterator_ends:
+        return "iterator ends";
+    case dnnl_runtime_error:
+        return "runtime error";
+    case dnnl_not_required:
+        return "not required";
+    default:
+        return "unknown status";
     }
 }
 
 
-#if defined(__x86_64__) && defined(__GNUC__)
-
-#include <immintrin.h>
-
-#define AISERVE_AVX512  __attribute__((target("avx512f")))
-
-
-int
-aiserve_gemm_packed_ok(void)
+static void
+aiserve_dnnl_stream_free(void *p)
 {
-    return __builtin_cpu_supports("avx512f");
+    dnnl_stream_destroy(p);
 }
 
 
-/* GELU, exact erf form (transformers' GELUActivation), on a vector:
- * the same arithmetic as aiserve_bias_act()'s AISERVE_ACT_GELU_ERF. */
-static inline __attribute__((always_inline)) AISERVE_AVX512 __m512
-aiserve_gelu_v(__m512 v)
+static void
+aiserve_dnnl_init(void)
 {
-    __m512  x, e;
+    aiserve_dnnl_engine_status = dnnl_engine_create(&aiserve_dnnl_engine,
+                                                    dnnl_cpu, 0);
+    (void) pthread_key_create(&aiserve_dnnl_stream_key,
+                              aiserve_dnnl_stream_free);
+}
 
-    x = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.f)),
-                      _mm512_set1_ps(4.f));
-    AISERVE_ERF_CLAMPED(__m512, x, e);
-    return 0.5f * v * (1.f + e);
+
+/* The calling thread's stream (oneDNN streams are not shared between
+ * threads), made on first use; NULL with ERR on failure.  Also sets the
+ * thread's OpenMP team size to THREADS for what oneDNN runs next. */
+static dnnl_stream_t
+aiserve_dnnl_stream(int threads, char *err, size_t err_len)
+{
+    dnnl_stream_t  s;
+    dnnl_status_t  rc;
+
+    (void) pthread_once(&aiserve_dnnl_once, aiserve_dnnl_init);
+    if (aiserve_dnnl_engine_status != dnnl_success) {
+        aiserve_err(err, err_len, "oneDNN: no CPU engine (%s)",
+                    aiserve_dnnl_status(aiserve_dnnl_engine_status));
+        return NULL;
+    }
+    omp_set_num_threads(threads < 1 ? 1 : threads);
+    s = pthread_getspecific(aiserve_dnnl_stream_key);
+    if (s != NULL) {
+        return s;
+    }
+    rc = dnnl_stream_create(&s, aiserve_dnnl_engine,
+                            dnnl_stream_default_flags);
+    if (rc != dnnl_success) {
+        aiserve_err(err, err_len, "oneDNN: cannot create a stream (%s)",
+                    aiserve_dnnl_status(rc));
+        return NULL;
+    }
+    (void) pthread_setspecific(aiserve_dnnl_stream_key, s);
+    return s;
 }
 
 
 /*
- * C[0..mr) x [0..48) (columns masked by m0, m1, m2) = A[0..mr) B, B one
- * packed panel of k rows of 48; + bias where BIAS is not NULL, then GELU
- * (erf) where GELU is 1.  MR is a constant at every call site
- * (aiserve_gemm_tile_n()), so the loops over rows unroll and the
- * accumulators stay in registers.
+ * The matmul of M rows of A (lda apart) by the weight of layout L into C
+ * (ldc apart), with bias and act as aiserve_gemm_packed() says; *PD on
+ * success.
  */
-static inline __attribute__((always_inline)) AISERVE_AVX512 void
-aiserve_gemm_tile(const size_t mr, size_t k, const float *a, size_t lda,
-    const float *b, float *c, size_t ldc, const float *bias, int gelu,
-    __mmask16 m0, __mmask16 m1, __mmask16 m2)
+static dnnl_status_t
+aiserve_dnnl_matmul_pd(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
+    const dnnl_memory_desc_t *w_md, int bias, int act, size_t ldc,
+    dnnl_primitive_desc_t *pd)
 {
-    __m512        acc[MR][3], b0, b1, b2, x;
-    const float  *ar[MR];
-    size_t        r, kk;
+    dnnl_memory_desc_t      src, b, dst;
+    dnnl_dims_t             sd = { (dnnl_dim_t) m, (dnnl_dim_t) l->k };
+    dnnl_dims_t             ss = { (dnnl_dim_t) lda, 1 };
+    dnnl_dims_t             bd = { 1, (dnnl_dim_t) l->n };
+    dnnl_dims_t             dd = { (dnnl_dim_t) m, (dnnl_dim_t) l->n };
+    dnnl_dims_t             ds = { (dnnl_dim_t) ldc, 1 };
+    dnnl_matmul_desc_t      md;
+    dnnl_primitive_attr_t   attr = NULL;
+    dnnl_post_ops_t         po = NULL;
+    dnnl_alg_kind_t         alg;
+    dnnl_status_t           rc;
+    float                   alpha = 0.f;
 
-#pragma GCC unroll 8
-    for (r = 0; r < mr; r++) {
-        ar[r] = a + r * lda;
-        acc[r][0] = _mm512_setzero_ps();
-        acc[r][1] = _mm512_setzero_ps();
-        acc[r][2] = _mm512_setzero_ps();
+    rc = dnnl_memory_desc_init_by_strides(&src, 2, sd, dnnl_f32, ss);
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_f32, dnnl_ab);
     }
-    for (kk = 0; kk < k; kk++) {
-        b0 = _mm512_load_ps(b);
-        b1 = _mm512_load_ps(b + 16);
-        b2 = _mm512_load_ps(b + 32);
-        b += NR;
-#pragma GCC unroll 8
-        for (r = 0; r < mr; r++) {
-            x = _mm512_set1_ps(ar[r][kk]);
-            acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, ds);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_matmul_desc_init(&md, &src, w_md, bias ? &b : NULL, &dst);
+    }
+    if (rc != dnnl_success) {
+        return rc;
+    }
+    if (act >= 0) {
+        switch ((aiserve_act_e) act) {
+        case AISERVE_ACT_GELU_ERF:
+            alg = dnnl_eltwise_gelu_erf;
+            break;
+        case AISERVE_ACT_GELU_TANH:
+            alg = dnnl_eltwise_gelu_tanh;
+            break;
+        case AISERVE_ACT_RELU:
+            alg = dnnl_eltwise_relu;
+            break;
+        case AISERVE_ACT_SILU:
+        default:
+            alg = dnnl_eltwise_swish;
+            alpha = 1.f;
+            break;
+        }
+        rc = dnnl_primitive_attr_create(&attr);
+        if (rc == dnnl_success) {
+            rc = dnnl_post_ops_create(&po);
+        }
+        if (rc == dnnl_success) {
+            rc = dnnl_post_ops_append_eltwise(po, 1.f, alg, alpha, 0.f);
+        }
+        if (rc == dnnl_success) {
+            rc = dnnl_primitive_attr_set_post_ops(attr, po);
         }
     }
-    if (bias != NULL) {
-        b0 = _mm512_maskz_loadu_ps(m0, bias);
-        b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-        b2 = _mm512_maskz_loadu_ps(m2, bias + 32);
-#pragma GCC unroll 8
-        for (r = 0; r < mr; r++) {
-            acc[r][0] = _mm512_add_ps(acc[r][0], b0);
-            acc[r][1] = _mm512_add_ps(acc[r][1], b1);
-            acc[r][2] = _mm512_add_ps(acc[r][2], b2);
-            if (gelu) {
-                acc[r][0] = aiserve_gelu_v(acc[r][0]);
-                acc[r][1] = aiserve_gelu_v(acc[r][1]);
-                acc[r][2] = aiserve_gelu_v(acc[r][2]);
-            }
-        }
+    if (rc == dnnl_success) {
+        rc = dnnl_primitive_desc_create(pd, &md, attr, aiserve_dnnl_engine,
+                                        NULL);
     }
-#pragma GCC unroll 8
-    for (r = 0; r < mr; r++) {
-        _mm512_mask_storeu_ps(c + r * ldc, m0, acc[r][0]);
-        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc[r][1]);
-        _mm512_mask_storeu_ps(c + r * ldc + 32, m2, acc[r][2]);
+    if (po != NULL) {
+        dnnl_post_ops_destroy(po);
     }
+    if (attr != NULL) {
+        dnnl_primitive_attr_destroy(attr);
+    }
+    return rc;
 }
 
-
-/* aiserve_gemm_tile() with mr as a constant. */
-static AISERVE_AVX512 void
-aiserve_gemm_tile_n(size_t mr, size_t k, const float *a, size_t lda,
-    const float *b, float *c, size_t ldc, const float *bias, int gelu,
-    __mmask16 m0, __mmask16 m1, __mmask16 m2)
-{
-    switch (mr) {
-#define AISERVE_TILE_CASE(n)                                                \
-    case n:                                                                 \
-        aiserve_gemm_tile(n, k, a, lda, b, c, ldc, bias, gelu, m0, m1, m2); \
-        break;
-    AISERVE_TILE_CASE(8)
-    AISERVE_TILE_CASE(7)
-    AISERVE_TILE_CASE(6)
-    AISERVE_TILE_CASE(5)
-    AISERVE_TILE_CASE(4)
-    AISERVE_TILE_CASE(3)
-    AISERVE_TILE_CASE(2)
-    AISERVE_TILE_CASE(1)
-#undef AISERVE_TILE_CASE
-    default:
-        break;
-    }
-}
-
-
-/* The mask of the lanes of vector V (0..2) that fall inside W columns. */
-static __mmask16
-aiserve_gemm_mask(size_t w, size_t v)
-{
-    size_t  lanes = w > 16 * v ? w - 16 * v : 0;
-
-    return lanes >= 16 ? (__mmask16) 0xffff
-                       : (__mmask16) ((1u << lanes) - 1);
-}
-
-
-void
-aiserve_gemm_packed(size_t m, size_t n, size_t k, const float *a,
-    size_t lda, const float *packed, size_t p0, size_t p1,
-    const float *bias, int act, float *c, size_t ldc)
-{
-    size_t        i0, i, mc, mr, p, j0, w, r;
-    const float  *b;
-    int           gelu = act == AISERVE_ACT_GELU_ERF && bias != NULL;
-    int           late = act >= 0 && !gelu && bias != NULL;
-
-    for (i0 = 0; i0 < m; i0 += AISERVE_GEMM_MC) {
-        mc = m - i0 < AISERVE_GEMM_MC ? m - i0 : AISERVE_GEMM_MC;
-        for (p = p0; p < p1; p++) {
-            b = packed + p * NR * k;
-            j0 = p * NR;
-            w = n - j0 < NR ? n - j0 : NR;
-            for (i = i0; i < i0 + mc; i += MR) {
-                mr = i0 + mc - i < MR ? i0 + mc - i : MR;
-                aiserve_gemm_tile_n(mr, k, a + i * lda, lda, b,
-                                    c + i * ldc + j0, ldc,
-                                    bias != NULL && !late ? bias + j0 : NULL,
-                                    gelu, aiserve_gemm_mask(w, 0),
-                                    aiserve_gemm_mask(w, 1),
-                                    aiserve_gemm_mask(w, 2));
-                if (late) {
-                    /* activations other than GELU (erf): per row */
-                    for (r = 0; r < mr; r++) {
-                        aiserve_bias_act(c + (i + r) * ldc + j0, bias + j0, 1,
-                                         w, (aiserve_act_e) act);
-                    }
-                }
-            }
-        }
-    }
-}
-
-#else  /* no AVX-512 kernel on this platform */
 
 int
-aiserve_gemm_packed_ok(void)
+aiserve_gemm_layout(size_t n, size_t k, aiserve_gemm_layout_t *layout,
+    char *err, size_t err_len)
 {
+    dnnl_memory_desc_t     any, *md;
+    dnnl_dims_t            wd = { (dnnl_dim_t) k, (dnnl_dim_t) n };
+    dnnl_primitive_desc_t  pd;
+    dnnl_status_t          rc;
+
+    memset(layout, 0, sizeof(*layout));
+    if (aiserve_dnnl_stream(1, err, err_len) == NULL) {
+        return -1;
+    }
+    layout->n = n;
+    layout->k = k;
+    rc = dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_f32,
+                                      dnnl_format_tag_any);
+    if (rc == dnnl_success) {
+        rc = aiserve_dnnl_matmul_pd(64, k, layout, &any, 1, -1, n, &pd);
+    }
+    if (rc != dnnl_success) {
+        aiserve_err(err, err_len, "oneDNN: no matmul for a [%zu, %zu] "
+                    "weight (%s)", n, k, aiserve_dnnl_status(rc));
+        return -1;
+    }
+    md = malloc(sizeof(*md));
+    if (md == NULL) {
+        dnnl_primitive_desc_destroy(pd);
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    *md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    layout->md = md;
+    layout->bytes = dnnl_memory_desc_get_size(md);
     return 0;
 }
 
 
-/* Portable reference of the same product, for the unit tests only. */
 void
-aiserve_gemm_packed(size_t m, size_t n, size_t k, const float *a,
-    size_t lda, const float *packed, size_t p0, size_t p1,
-    const float *bias, int act, float *c, size_t ldc)
+aiserve_gemm_layout_free(aiserve_gemm_layout_t *layout)
 {
-    size_t  i, j, kk, j1 = p1 * NR < n ? p1 * NR : n;
-    float   s;
-
-    for (i = 0; i < m; i++) {
-        for (j = p0 * NR; j < j1; j++) {
-            s = 0.f;
-            for (kk = 0; kk < k; kk++) {
-                s += a[i * lda + kk] * packed[(j / NR) * NR * k + kk * NR
-                                              + j % NR];
-            }
-            c[i * ldc + j] = s;
-        }
-        if (bias != NULL) {
-            if (act < 0) {
-                for (j = p0 * NR; j < j1; j++) {
-                    c[i * ldc + j] += bias[j];
-                }
-            } else {
-                aiserve_bias_act(c + i * ldc + p0 * NR, bias + p0 * NR, 1,
-                                 j1 - p0 * NR, (aiserve_act_e) act);
-            }
-        }
-    }
+    free(layout->md);
+    layout->md = NULL;
 }
 
-#endif
+
+int
+aiserve_gemm_pack(const aiserve_gemm_layout_t *layout, const float *w,
+    void *dst, aiserve_gemm_w_t *packed, char *err, size_t err_len)
+{
+    dnnl_memory_desc_t     src_md;
+    dnnl_dims_t            wd = { (dnnl_dim_t) layout->k,
+                                  (dnnl_dim_t) layout->n };
+    dnnl_primitive_desc_t  pd = NULL;
+    dnnl_primitive_t       p = NULL;
+    dnnl_memory_t          from = NULL, to = NULL;
+    dnnl_exec_arg_t        args[2];
+    dnnl_stream_t          s;
+    dnnl_status_t          rc;
+
+    s = aiserve_dnnl_stream(1, err, err_len);
+    if (s == NULL) {
+        return -1;
+    }
+    /* W [n, k] row-major is W^T [k, n] with the dimensions swapped */
+    rc = dnnl_memory_desc_init_by_tag(&src_md, 2, wd, dnnl_f32, dnnl_ba);
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_create(&from, &src_md, aiserve_dnnl_engine,
+                                (void *) w);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_create(&to, layout->md, aiserve_dnnl_engine, dst);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_reorder_primitive_desc_create(&pd, &src_md,
+                                                aiserve_dnnl_engine,
+                                                layout->md,
+                                                aiserve_dnnl_engine, NULL);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_primitive_create(&p, pd);
+    }
+    if (rc == dnnl_success) {
+        args[0].arg = DNNL_ARG_FROM;
+        args[0].memory = from;
+        args[1].arg = DNNL_ARG_TO;
+        args[1].memory = to;
+        rc = dnnl_primitive_execute(p, s, 2, args);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_stream_wait(s);
+    }
+    if (p != NULL) {
+        dnnl_primitive_destroy(p);
+    }
+    if (pd != NULL) {
+        dnnl_primitive_desc_destroy(pd);
+    }
+    if (from != NULL) {
+        dnnl_memory_destroy(from);
+    }
+    if (to != NULL) {
+        dnnl_memory_destroy(to);
+    }
+    if (rc != dnnl_success) {
+        aiserve_err(err, err_len, "oneDNN: cannot pack a [%zu, %zu] weight "
+                    "(%s)", layout->n, layout->k, aiserve_dnnl_status(rc));
+        return -1;
+    }
+    packed->layout = *layout;
+    packed->data = dst;
+    return 0;
+}
+
+
+/* Products a thread keeps ready: the primitive and its memory objects
+ * for the last few shapes it ran (the encoder runs a handful: 64-row
+ * blocks, a tail block, one sequence's rows). */
+#define AISERVE_GEMM_CACHE  16
+
+typedef struct {
+    dnnl_memory_desc_t md;            /* the weight's layout */
+    size_t             m, lda, ldc;
+    int                bias, act, threads;
+    dnnl_primitive_t   p;
+    dnnl_memory_t      mem[4];        /* src, weights, dst, bias */
+} aiserve_gemm_entry_t;
+
+typedef struct {
+    aiserve_gemm_entry_t  e[AISERVE_GEMM_CACHE];
+    unsigned              next;       /* round-robin replacement */
+} aiserve_gemm_cache_t;
+
+static pthread_key_t   aiserve_gemm_cache_key;
+static pthread_once_t  aiserve_gemm_cache_once = PTHREAD_ONCE_INIT;
+
+
+static void
+aiserve_gemm_entry_clear(aiserve_gemm_entry_t *e)
+{
+    int  i;
+
+    for (i = 0; i < 4; i++) {
+        if (e->mem[i] != NULL) {
+            dnnl_memory_destroy(e->mem[i]);
+        }
+    }
+    if (e->p != NULL) {
+        dnnl_primitive_destroy(e->p);
+    }
+    memset(e, 0, sizeof(*e));
+}
+
+
+static void
+aiserve_gemm_cache_free(void *p)
+{
+    aiserve_gemm_cache_t  *c = p;
+    int                    i;
+
+    for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
+        aiserve_gemm_entry_clear(&c->e[i]);
+    }
+    free(c);
+}
+
+
+static void
+aiserve_gemm_cache_init(void)
+{
+    (void) pthread_key_create(&aiserve_gemm_cache_key,
+                              aiserve_gemm_cache_free);
+}
+
+
+/* The entry of the calling thread for this shape, made if need be. */
+static dnnl_status_t
+aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
+    int bias, int act, size_t ldc, int threads, aiserve_gemm_entry_t **out)
+{
+    aiserve_gemm_cache_t   *c;
+    aiserve_gemm_entry_t   *e;
+    dnnl_primitive_desc_t   pd = NULL;
+    dnnl_status_t           rc;
+    int                     i;
+
+    (void) pthread_once(&aiserve_gemm_cache_once, aiserve_gemm_cache_init);
+    c = pthread_getspecific(aiserve_gemm_cache_key);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return dnnl_out_of_memory;
+        }
+        (void) pthread_setspecific(aiserve_gemm_cache_key, c);
+    }
+    for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
+        e = &c->e[i];
+        if (e->p != NULL && e->m == m && e->lda == lda && e->ldc == ldc
+            && e->bias == bias && e->act == act && e->threads == threads
+            && dnnl_memory_desc_equal(&e->md, l->md))
+        {
+            *out = e;
+            return dnnl_success;
+        }
+    }
+
+    e = &c->e[c->next++ % AISERVE_GEMM_CACHE];
+    aiserve_gemm_entry_clear(e);
+    rc = aiserve_dnnl_matmul_pd(m, lda, l, l->md, bias, act, ldc, &pd);
+    if (rc == dnnl_success) {
+        rc = dnnl_primitive_create(&e->p, pd);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_create(&e->mem[0],
+                 dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
+                 aiserve_dnnl_engine, DNNL_MEMORY_NONE);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_create(&e->mem[1], l->md, aiserve_dnnl_engine,
+                                DNNL_MEMORY_NONE);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_create(&e->mem[2],
+                 dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0),
+                 aiserve_dnnl_engine, DNNL_MEMORY_NONE);
+    }
+    if (rc == dnnl_success && bias) {
+        rc = dnnl_memory_create(&e->mem[3],
+                 dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1),
+                 aiserve_dnnl_engine, DNNL_MEMORY_NONE);
+    }
+    if (pd != NULL) {
+        dnnl_primitive_desc_destroy(pd);
+    }
+    if (rc != dnnl_success) {
+        aiserve_gemm_entry_clear(e);
+        return rc;
+    }
+    e->md = *(const dnnl_memory_desc_t *) l->md;
+    e->m = m;
+    e->lda = lda;
+    e->ldc = ldc;
+    e->bias = bias;
+    e->act = act;
+    e->threads = threads;
+    *out = e;
+    return dnnl_success;
+}
+
+
+int
+aiserve_gemm_packed(size_t m, const float *a, size_t lda,
+    const aiserve_gemm_w_t *w, const float *bias, int act, float *c,
+    size_t ldc, int threads, char *err, size_t err_len)
+{
+    const aiserve_gemm_layout_t  *l = &w->layout;
+    aiserve_gemm_entry_t         *e;
+    dnnl_exec_arg_t               args[4];
+    dnnl_stream_t                 s;
+    dnnl_status_t                 rc;
+    int                           n_args = bias != NULL ? 4 : 3;
+
+    if (m == 0) {
+        return 0;
+    }
+    threads = threads < 1 ? 1 : threads;
+    s = aiserve_dnnl_stream(threads, err, err_len);
+    if (s == NULL) {
+        return -1;
+    }
+    /* a primitive splits its work for the thread count it was made with */
+    rc = aiserve_gemm_entry(m, lda, l, bias != NULL, bias != NULL ? act : -1,
+                            ldc, threads, &e);
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_set_data_handle(e->mem[0], (void *) a);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_set_data_handle(e->mem[1], (void *) w->data);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_set_data_handle(e->mem[2], c);
+    }
+    if (rc == dnnl_success && bias != NULL) {
+        rc = dnnl_memory_set_data_handle(e->mem[3], (void *) bias);
+    }
+    if (rc == dnnl_success) {
+        args[0].arg = DNNL_ARG_SRC;
+        args[0].memory = e->mem[0];
+        args[1].arg = DNNL_ARG_WEIGHTS;
+        args[1].memory = e->mem[1];
+        args[2].arg = DNNL_ARG_DST;
+        args[2].memory = e->mem[2];
+        args[3].arg = DNNL_ARG_BIAS;
+        args[3].memory = e->mem[3];
+        rc = dnnl_primitive_execute(e->p, s, n_args, args);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_stream_wait(s);
+    }
+    if (rc != dnnl_success) {
+        aiserve_err(err, err_len, "oneDNN: matmul of %zu rows by a [%zu, "
+                    "%zu] weight failed (%s)", m, l->n, l->k,
+                    aiserve_dnnl_status(rc));
+        return -1;
+    }
+    return 0;
+}

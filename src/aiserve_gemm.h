@@ -1,13 +1,20 @@
 /*
  * aiserve prepacked matrix products: C = A W^T (+ bias, + activation) for
- * the nn.Linear weights of a BERT encoder, with W packed once at load into
- * panels the own AVX-512 microkernel streams, so that no product packs or
- * zeroes anything per call (OpenBLAS does both on every call: about 9% of
- * a 32 x 128 MiniLM pass, perf; BENCHMARKS.md "Encoder").
+ * the nn.Linear weights of a BERT encoder, through oneDNN's matmul
+ * (Debian's libdnnl, chosen by measurement: BENCHMARKS.md "BLAS") with W
+ * reordered once, at load, into the blocked layout its kernels stream,
+ * and bias and activation fused as post-ops.  OpenBLAS (aiserve_blas.h)
+ * packs both operands and zeroes C on every call instead: about 9% of a
+ * 32 x 128 MiniLM pass (perf), and a 16-token product ran at 100 GFLOP/s
+ * a thread against oneDNN's 250.
  *
- * Used where the CPU has AVX-512F (aiserve_gemm_packed_ok()); elsewhere
- * the encoder keeps the OpenBLAS path (aiserve_blas.h).  Every function
- * may run concurrently in several threads on the same packed weight.
+ * oneDNN runs a product in the calling thread unless told otherwise: the
+ * encoder parallelises over its own thread team (aiserve_team.h) for many
+ * rows, and lets oneDNN's OpenMP team split a product of few rows; the
+ * OpenMP runtime is held to one thread at load, so that it starts no
+ * threads in the nginx master before fork() (DESIGN.md's trap).  Every
+ * function may run concurrently in several threads on the same packed
+ * weight.
  */
 #ifndef AISERVE_GEMM_H
 #define AISERVE_GEMM_H
@@ -16,39 +23,53 @@
 
 #include "aiserve_ops.h"
 
-/* Output columns per packed panel: three AVX-512 vectors. */
-#define AISERVE_GEMM_NR  48
+/* How one [n, k] weight is laid out packed; from aiserve_gemm_layout(). */
+typedef struct {
+    size_t  n, k;
+    size_t  bytes;            /* of the packed copy */
+    void   *md;               /* oneDNN's memory descriptor (opaque) */
+} aiserve_gemm_layout_t;
 
-/* Rows of C per microkernel tile. */
-#define AISERVE_GEMM_MR  8
+/* A packed weight: its layout and its data (aiserve_gemm_pack()). */
+typedef struct {
+    aiserve_gemm_layout_t   layout;
+    const float            *data;
+} aiserve_gemm_w_t;
 
-
-/* 1 where the running CPU has AVX-512F, so the packed kernel can run. */
-int aiserve_gemm_packed_ok(void);
-
-/* Floats a packed copy of an [n, k] weight takes: ceil(n / 48) panels of
- * k x 48 (the last panel zero-padded). */
-size_t aiserve_gemm_packed_size(size_t n, size_t k);
-
-/*
- * Packs W [n, k] (row-major, a torch nn.Linear weight: [out_features,
- * in_features]) into DST, aiserve_gemm_packed_size(n, k) floats, 64-byte
- * aligned: panel p holds W[48p .. 48p + 47][0 .. k-1] transposed, k rows
- * of 48 floats.
- */
-void aiserve_gemm_pack(const float *w, size_t n, size_t k, float *dst);
 
 /*
- * C[i, j] = sum_k A[i, k] W[j, k], for rows i in [0, m) and the columns of
- * panels [p0, p1) (j in [48 p0, min(48 p1, n))), A rows lda floats apart,
- * C rows ldc apart.  Then, on each finished 8 x 48 tile while it is in
- * L1: nothing (bias NULL), + bias[j] (act < 0), or act(x + bias[j])
- * through aiserve_bias_act().  The sum over k runs in order, one fused
- * multiply-add per term, for every row alike: a row's result does not
- * depend on the other rows of the batch or on the thread split.
+ * Asks oneDNN for the layout it wants for W [n, k] (a torch nn.Linear
+ * weight: [out_features, in_features]) in C = A W^T, A of any number of
+ * rows (the layout does not depend on it).  Returns 0, or -1 with ERR
+ * (oneDNN's status named) and nothing to free.
  */
-void aiserve_gemm_packed(size_t m, size_t n, size_t k, const float *a,
-    size_t lda, const float *packed, size_t p0, size_t p1,
-    const float *bias, int act, float *c, size_t ldc);
+int aiserve_gemm_layout(size_t n, size_t k, aiserve_gemm_layout_t *layout,
+    char *err, size_t err_len);
+
+/* Frees what aiserve_gemm_layout() allocated. */
+void aiserve_gemm_layout_free(aiserve_gemm_layout_t *layout);
+
+/*
+ * Reorders W [n, k] (row-major, n rows of k floats) into DST, 64-byte
+ * aligned and layout->bytes long, and fills *PACKED to point at it.
+ * Returns 0, or -1 with ERR.
+ */
+int aiserve_gemm_pack(const aiserve_gemm_layout_t *layout, const float *w,
+    void *dst, aiserve_gemm_w_t *packed, char *err, size_t err_len);
+
+/*
+ * C[m, n] = A[m, k] W^T, A rows lda floats apart, C rows ldc apart; then
+ * nothing (bias NULL), + bias[n] (act < 0), or act(x + bias) for act an
+ * aiserve_act_e (oneDNN post-ops: gelu_erf, gelu_tanh, relu, swish).
+ * THREADS: 1 runs the product in the calling thread (the encoder's team
+ * splits the rows); more lets oneDNN split it over an OpenMP team of that
+ * size, which it starts on first use in the calling thread: for few rows,
+ * in nginx workers only (never in the master, before fork()).  Returns 0,
+ * or -1 with ERR (oneDNN could not create or run the product: out of
+ * memory, or a shape it refuses).
+ */
+int aiserve_gemm_packed(size_t m, const float *a, size_t lda,
+    const aiserve_gemm_w_t *w, const float *bias, int act, float *c,
+    size_t ldc, int threads, char *err, size_t err_len);
 
 #endif /* AISERVE_GEMM_H */

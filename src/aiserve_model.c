@@ -41,9 +41,9 @@ typedef struct {
     const float  *i_w, *i_b;                           /* BertIntermediate */
     const float  *o_w, *o_b, *o_ln_g, *o_ln_b;         /* BertOutput */
 
-    /* the four weights packed for aiserve_gemm_packed() (NULL where the
-     * CPU has no AVX-512: the OpenBLAS path uses the *_w above) */
-    const float  *qkv_p, *ao_p, *i_p, *o_p;
+    /* the four weights packed for aiserve_gemm_packed() (NULL with
+     * AISERVE_GEMM=blas: the OpenBLAS path uses the *_w above) */
+    const aiserve_gemm_w_t  *qkv_p, *ao_p, *i_p, *o_p;
 } aiserve_layer_t;
 
 
@@ -60,8 +60,10 @@ struct aiserve_model_s {
     const float           *pool_w, *pool_b;                 /* BertPooler */
     const float           *cls_w, *cls_b;                   /* classifier */
 
-    float                 *packed;       /* every layer's packed weights */
+    void                  *packed;       /* every layer's packed weights */
     size_t                 packed_bytes;
+    aiserve_gemm_layout_t  layouts[4];   /* QKV, attention out, FFN in, out */
+    aiserve_gemm_w_t      *pw;           /* 4 a layer, in that order */
 
     void                 **owned;        /* converted copies */
     size_t                 n_owned;
@@ -81,6 +83,8 @@ struct aiserve_scratch_s {
     float                  *scores[AISERVE_MAX_THREADS];  /* per thread */
     size_t                  n_scores;
     aiserve_team_t         *team;        /* started on first use */
+    int                     failed;      /* a step's product failed */
+    char                    err[256];    /* its message */
 };
 
 
@@ -758,15 +762,15 @@ aiserve_drop_mapped(aiserve_model_t *m, const float *w, size_t n)
 
 /*
  * Packs every layer's four nn.Linear weights (QKV [3H, H], attention
- * output [H, H], intermediate [I, H], output [H, I]) for
- * aiserve_gemm_packed(), in one 2 MiB-aligned allocation that the kernel
- * may back with huge pages (MiniLM: 42 MB, so the TLB covers it).  Made
- * once at load; nginx loads in the master before fork(), so the workers
- * share it copy-on-write and never write it.  The unpacked copies the
- * model owns (stacked QKV, F16/BF16 conversions) are freed; the mapped
- * file stays.  Nothing is packed where the CPU has no AVX-512F, or with
- * AISERVE_GEMM=blas in the environment (the OpenBLAS path, kept for A/B
- * benchmarks and for the tests of that path).
+ * output [H, H], intermediate [I, H], output [H, I]) into oneDNN's layout
+ * for aiserve_gemm_packed(), in one 2 MiB-aligned allocation that the
+ * kernel may back with huge pages (MiniLM: 42 MB, so the TLB covers it).
+ * Made once at load; nginx loads in the master before fork(), so the
+ * workers share it copy-on-write and never write it.  The unpacked copies
+ * the model owns (stacked QKV, F16/BF16 conversions) are freed; the
+ * mapped file stays.  Nothing is packed with AISERVE_GEMM=blas in the
+ * environment (the OpenBLAS path, kept for A/B benchmarks and for the
+ * tests of that path).
  */
 static int
 aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
@@ -774,30 +778,34 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
     const aiserve_model_info_t  *info = &m->info;
     size_t                       H = info->hidden_size;
     size_t                       I = info->intermediate_size;
-    size_t                       n_qkv, n_ao, n_i, n_o, per, l;
+    size_t                       shape[4][2] = { { 3 * H, H }, { H, H },
+                                                 { I, H }, { H, I } };
+    size_t                       per = 0, l, j, off;
     const char                  *env = getenv("AISERVE_GEMM");
-    float                       *p;
     void                        *mem;
 
-    if (!aiserve_gemm_packed_ok()
-        || (env != NULL && strcmp(env, "blas") == 0))
-    {
+    if (env != NULL && strcmp(env, "blas") == 0) {
         return 0;
     }
-    n_qkv = aiserve_gemm_packed_size(3 * H, H);
-    n_ao = aiserve_gemm_packed_size(H, H);
-    n_i = aiserve_gemm_packed_size(I, H);
-    n_o = aiserve_gemm_packed_size(H, I);
-    per = n_qkv + n_ao + n_i + n_o;
-    m->packed_bytes = per * info->num_hidden_layers * sizeof(float);
+    for (j = 0; j < 4; j++) {
+        if (aiserve_gemm_layout(shape[j][0], shape[j][1], &m->layouts[j], err,
+                                err_len) != 0)
+        {
+            return -1;
+        }
+        per += (m->layouts[j].bytes + 63) / 64 * 64;
+    }
+    m->packed_bytes = per * info->num_hidden_layers;
     if (m->packed_bytes >= AISERVE_HUGE_PAGE) {
         /* whole huge pages; smaller models keep their size */
         m->packed_bytes = (m->packed_bytes + AISERVE_HUGE_PAGE - 1)
                           / AISERVE_HUGE_PAGE * AISERVE_HUGE_PAGE;
     }
-    if (posix_memalign(&mem, m->packed_bytes >= AISERVE_HUGE_PAGE
-                             ? AISERVE_HUGE_PAGE : 64,
-                       m->packed_bytes) != 0)
+    m->pw = calloc(4 * info->num_hidden_layers, sizeof(aiserve_gemm_w_t));
+    if (m->pw == NULL
+        || posix_memalign(&mem, m->packed_bytes >= AISERVE_HUGE_PAGE
+                                ? AISERVE_HUGE_PAGE : 64,
+                          m->packed_bytes) != 0)
     {
         aiserve_err(err, err_len, "%s: out of memory packing the weights "
                     "(%zu bytes)", m->st_name, m->packed_bytes);
@@ -808,21 +816,23 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
 #endif
     m->packed = mem;
 
-    for (l = 0, p = m->packed; l < info->num_hidden_layers; l++) {
-        aiserve_layer_t  *L = &m->layers[l];
+    for (l = 0, off = 0; l < info->num_hidden_layers; l++) {
+        aiserve_layer_t   *L = &m->layers[l];
+        const float       *w[4] = { L->qkv_w, L->ao_w, L->i_w, L->o_w };
+        aiserve_gemm_w_t  *pw = m->pw + 4 * l;
 
-        aiserve_gemm_pack(L->qkv_w, 3 * H, H, p);
-        L->qkv_p = p;
-        p += n_qkv;
-        aiserve_gemm_pack(L->ao_w, H, H, p);
-        L->ao_p = p;
-        p += n_ao;
-        aiserve_gemm_pack(L->i_w, I, H, p);
-        L->i_p = p;
-        p += n_i;
-        aiserve_gemm_pack(L->o_w, H, I, p);
-        L->o_p = p;
-        p += n_o;
+        for (j = 0; j < 4; j++) {
+            if (aiserve_gemm_pack(&m->layouts[j], w[j], (char *) mem + off,
+                                  &pw[j], err, err_len) != 0)
+            {
+                return -1;
+            }
+            off += (m->layouts[j].bytes + 63) / 64 * 64;
+        }
+        L->qkv_p = &pw[0];
+        L->ao_p = &pw[1];
+        L->i_p = &pw[2];
+        L->o_p = &pw[3];
 
         aiserve_disown(m, L->qkv_w);
         aiserve_drop_mapped(m, L->ao_w, H * H);
@@ -896,6 +906,10 @@ aiserve_model_free(aiserve_model_t *m)
     }
     free(m->owned);
     free(m->packed);
+    free(m->pw);
+    for (i = 0; i < 4; i++) {
+        aiserve_gemm_layout_free(&m->layouts[i]);
+    }
     if (m->info.id2label != NULL) {
         for (i = 0; i < m->info.num_labels; i++) {
             free(m->info.id2label[i]);
@@ -1009,7 +1023,6 @@ typedef enum {
     AISERVE_STEP_GEMM_COLS,       /* C columns [i*chunk, ...) */
     AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
     AISERVE_STEP_PACKED_ROWS,     /* packed weight: C rows [i*chunk, ...) */
-    AISERVE_STEP_PACKED_PANELS,   /* packed weight: panels [i*chunk, ...) */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
     AISERVE_STEP_EMBED,           /* embeddings + LayerNorm, row blocks */
     AISERVE_STEP_LAYER_TAIL,      /* a layer after attention, row blocks */
@@ -1021,7 +1034,7 @@ typedef enum {
 typedef struct {
     aiserve_step_e          op;
     size_t                  rows, cols, k, chunk;
-    size_t                  panels;        /* packed products */
+    const aiserve_gemm_w_t *pw;            /* packed products */
     int                     pact;          /* aiserve_gemm_packed()'s act */
     const float            *a, *b, *bias, *gamma, *beta;
     float                  *c;
@@ -1200,6 +1213,31 @@ aiserve_embed_rows(const aiserve_step_t *st, size_t t0, size_t n)
 }
 
 
+/* aiserve_gemm_packed() in a step (THREADS 1) or for the whole pass: the
+ * first failure of a forward pass is kept in the scratch, for
+ * aiserve_model_forward() to return. */
+static int
+aiserve_product(aiserve_scratch_t *s, size_t m, const float *a, size_t lda,
+    const aiserve_gemm_w_t *w, const float *bias, int act, float *c,
+    size_t ldc, int threads)
+{
+    char  err[sizeof(s->err)];
+    int   zero = 0;
+
+    if (aiserve_gemm_packed(m, a, lda, w, bias, act, c, ldc, threads, err,
+                            sizeof(err)) == 0)
+    {
+        return 0;
+    }
+    if (__atomic_compare_exchange_n(&s->failed, &zero, 1, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    {
+        memcpy(s->err, err, sizeof(err));
+    }
+    return -1;
+}
+
+
 /*
  * The rest of a layer after attention, for rows [r0, r0 + n) (rows are
  * independent from here on): BertSelfOutput (dense, LayerNorm of the sum
@@ -1216,19 +1254,26 @@ aiserve_layer_tail_rows(const aiserve_step_t *st, size_t r0, size_t n)
     aiserve_scratch_t      *s = st->scratch;
     size_t                  H = m->info.hidden_size;
     size_t                  I = m->info.intermediate_size;
-    size_t                  ph = (H + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
-    size_t                  pi = (I + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
     float                  *x = s->x + r0 * H, *tmp = s->tmp + r0 * H;
     float                  *inter = s->inter + r0 * I;
     float                   eps = m->info.layer_norm_eps;
 
-    aiserve_gemm_packed(n, H, H, s->ctx + r0 * H, H, L->ao_p, 0, ph, NULL,
-                        -1, tmp, H);
+    if (aiserve_product(s, n, s->ctx + r0 * H, H, L->ao_p, NULL, -1, tmp, H,
+                        1) != 0)
+    {
+        return;
+    }
     aiserve_residual_layernorm(x, tmp, L->ao_b, L->ao_ln_g, L->ao_ln_b, n, H,
                                eps);
-    aiserve_gemm_packed(n, I, H, x, H, L->i_p, 0, pi, L->i_b, (int) m->act,
-                        inter, I);
-    aiserve_gemm_packed(n, H, I, inter, I, L->o_p, 0, ph, NULL, -1, tmp, H);
+    if (aiserve_product(s, n, x, H, L->i_p, NULL, -1, inter, I, 1) != 0) {
+        return;
+    }
+    /* bias + activation here rather than as oneDNN post-ops: the block
+     * is in L2, and oneDNN's GELU post-op cost FFN1 8% (BENCHMARKS.md) */
+    aiserve_bias_act(inter, L->i_b, n, I, m->act);
+    if (aiserve_product(s, n, inter, I, L->o_p, NULL, -1, tmp, H, 1) != 0) {
+        return;
+    }
     aiserve_residual_layernorm(x, tmp, L->o_b, L->o_ln_g, L->o_ln_b, n, H,
                                eps);
 }
@@ -1245,11 +1290,12 @@ aiserve_qkv_attention(const aiserve_step_t *st, size_t item, float *scores)
     size_t                  seq = st->order[item];
     size_t                  off = st->offsets[seq];
 
-    aiserve_gemm_packed(st->batch->seq_lens[seq], 3 * H, H, s->x + off * H, H,
-                        st->layer->qkv_p, 0,
-                        (3 * H + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR,
-                        st->layer->qkv_b, -1, s->qkv + off * 3 * H, 3 * H);
-    aiserve_attention_one(st, item, scores);
+    if (aiserve_product(s, st->batch->seq_lens[seq], s->x + off * H, H,
+                        st->layer->qkv_p, st->layer->qkv_b, -1,
+                        s->qkv + off * 3 * H, 3 * H, 1) == 0)
+    {
+        aiserve_attention_one(st, item, scores);
+    }
 }
 
 
@@ -1270,19 +1316,14 @@ aiserve_step_item(void *arg, size_t item, int thread)
 
     r0 = item * st->chunk;
     n = st->op == AISERVE_STEP_GEMM_COLS || st->op == AISERVE_STEP_GEMM_SMALL
-        ? st->cols
-        : (st->op == AISERVE_STEP_PACKED_PANELS ? st->panels : st->rows);
+        ? st->cols : st->rows;
     n = n - r0 < st->chunk ? n - r0 : st->chunk;
 
     switch (st->op) {
     case AISERVE_STEP_PACKED_ROWS:
-        aiserve_gemm_packed(n, st->cols, st->k, st->a + r0 * st->k, st->k,
-                            st->b, 0, st->panels, st->bias, st->pact,
-                            st->c + r0 * st->cols, st->cols);
-        break;
-    case AISERVE_STEP_PACKED_PANELS:
-        aiserve_gemm_packed(st->rows, st->cols, st->k, st->a, st->k, st->b,
-                            r0, r0 + n, st->bias, st->pact, st->c, st->cols);
+        (void) aiserve_product(st->scratch, n, st->a + r0 * st->k, st->k,
+                               st->pw, st->bias, st->pact,
+                               st->c + r0 * st->cols, st->cols, 1);
         break;
     case AISERVE_STEP_GEMM_ROWS:
         aiserve_gemm_nt(n, st->cols, st->k, 1.f, st->a + r0 * st->k, st->k,
@@ -1368,40 +1409,35 @@ aiserve_run(aiserve_scratch_t *s, aiserve_step_t *st, size_t n_items)
 
 
 /* The product of aiserve_linear() with W packed (aiserve_gemm.h): the
- * epilogue runs inside, on each tile; parallel over blocks of rows for
- * many tokens, over weight panels for few. */
+ * epilogue runs inside, as oneDNN post-ops; parallel over blocks of rows
+ * for many tokens, and for few, over the weight's columns by oneDNN's own
+ * OpenMP team (a row split would have every thread read all of W). */
 static void
 aiserve_linear_packed(aiserve_scratch_t *s, const float *a,
-    const float *packed, float *c, size_t T, size_t N, size_t K,
+    const aiserve_gemm_w_t *packed, float *c, size_t T, size_t N, size_t K,
     int epilogue, const float *bias, aiserve_act_e act)
 {
     aiserve_step_t  st;
     int             nt = aiserve_team_size(s->team);
 
     memset(&st, 0, sizeof(st));
+    st.op = AISERVE_STEP_PACKED_ROWS;
+    st.scratch = s;
     st.rows = T;
     st.cols = N;
     st.k = K;
     st.a = a;
-    st.b = packed;
+    st.pw = packed;
     st.c = c;
-    st.panels = (N + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
     st.bias = epilogue == AISERVE_EPI_NONE ? NULL : bias;
     st.pact = epilogue == AISERVE_EPI_BIAS_ACT ? (int) act : -1;
-    if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
-        aiserve_gemm_packed(T, N, K, a, K, packed, 0, st.panels, st.bias,
-                            st.pact, c, N);
+    if (nt == 1 || T < (size_t) nt * 64) {
+        (void) aiserve_product(s, T, a, K, packed, st.bias, st.pact, c, N,
+                               T * N * K < AISERVE_PAR_MIN_MACS ? 1 : nt);
         return;
     }
-    if (T >= (size_t) nt * 64) {
-        st.op = AISERVE_STEP_PACKED_ROWS;
-        st.chunk = aiserve_chunk(T, nt, 1, AISERVE_GEMM_MR);
-        aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
-    } else {
-        st.op = AISERVE_STEP_PACKED_PANELS;
-        st.chunk = aiserve_chunk(st.panels, nt, 1, 1);
-        aiserve_run(s, &st, (st.panels + st.chunk - 1) / st.chunk);
-    }
+    st.chunk = aiserve_chunk(T, nt, 1, 8);
+    aiserve_run(s, &st, (T + st.chunk - 1) / st.chunk);
 }
 
 
@@ -1411,7 +1447,7 @@ aiserve_linear_packed(aiserve_scratch_t *s, const float *a,
  * columns for few. */
 static void
 aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
-    const float *packed, float *c, size_t T, size_t N, size_t K,
+    const aiserve_gemm_w_t *packed, float *c, size_t T, size_t N, size_t K,
     int epilogue, const float *bias, aiserve_act_e act)
 {
     aiserve_step_t  st;
@@ -1501,7 +1537,7 @@ aiserve_add_norm(aiserve_scratch_t *s, float *x, const float *bias,
  * input), W [H, K] (or PACKED), as two steps. */
 static void
 aiserve_linear_ln(aiserve_scratch_t *s, const float *a, const float *w,
-    const float *packed, float *x, size_t T, size_t H, size_t K,
+    const aiserve_gemm_w_t *packed, float *x, size_t T, size_t H, size_t K,
     const float *bias, const float *gamma, const float *beta, float eps,
     aiserve_act_e act)
 {
@@ -1718,6 +1754,7 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     }
     order = offsets + batch->n_seqs;
     aiserve_longest_first(batch, order);
+    s->failed = 0;
     /* short steps: the team polls between them rather than sleeping */
     aiserve_team_spin(s->team, T < AISERVE_SMALL_T);
     attn_macs = 0;
@@ -1810,6 +1847,12 @@ tail:
         aiserve_linear_ln(s, s->inter, L->o_w, L->o_p, x, T, H, I, L->o_b,
                           L->o_ln_g, L->o_ln_b, info->layer_norm_eps,
                           m->act);
+    }
+
+    if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) {
+        aiserve_err(err, err_len, "%s", s->err);
+        free(offsets);
+        return -1;
     }
 
     switch (info->arch) {

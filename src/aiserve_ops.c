@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "aiserve_erf.h"
 #include "aiserve_ops.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -50,14 +49,33 @@ aiserve_act_parse(const char *hidden_act, aiserve_act_e *act)
 }
 
 
-/* erf (aiserve_erf.h), clamped to [-4, 4] where erf is +-1 in float. */
+/*
+ * Rational approximation of erf on [-4, 4] (outside it erf is +-1 in
+ * float), the minimax form used by Eigen's generic_fast_erf_float and
+ * XLA: x P(x^2) / Q(x^2).
+ */
 static inline float
 aiserve_erf_inline(float a)
 {
-    float  x = a > 4.f ? 4.f : (a < -4.f ? -4.f : a), r;
+    float  x, x2, p, q;
 
-    AISERVE_ERF_CLAMPED(float, x, r);
-    return r;
+    x = a > 4.f ? 4.f : (a < -4.f ? -4.f : a);
+    x2 = x * x;
+
+    p = x2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+    p = x2 * p + -2.10102402082508e-06f;
+    p = x2 * p + -5.69250639462346e-05f;
+    p = x2 * p + -7.34990630326855e-04f;
+    p = x2 * p + -2.95459980854025e-03f;
+    p = x2 * p + -1.60960333262415e-02f;
+    p = x * p;
+
+    q = x2 * -1.45660718464996e-05f + -2.13374055278905e-04f;
+    q = x2 * q + -1.68282697438203e-03f;
+    q = x2 * q + -7.37332916720468e-03f;
+    q = x2 * q + -1.42647390514189e-02f;
+
+    return p / q;
 }
 
 

@@ -41,30 +41,33 @@ static lib_t  libs[] = {
     { "OpenBLAS 0.3.21 (pthread)",
       "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
       "openblas_set_num_threads", NULL, NULL, NULL },
-    { "aiserve packed (own AVX-512 kernel)", NULL, NULL, NULL, NULL, NULL },
+    { "oneDNN 2.6 matmul, weights packed at load (the encoder's)", NULL,
+      NULL, NULL, NULL, NULL },
 };
 
 #define N_LIBS  (sizeof(libs) / sizeof(libs[0]))
 
 
 /*
- * The engine's own product (src/aiserve_gemm.c) behind the same sgemm
- * signature, for x W^T only: W is packed on the first (untimed) call
- * with a given W, as the encoder packs its weights at load, and the work
- * is split over an aiserve thread team as the encoder splits it: blocks of
- * 64 rows or more, or for fewer rows, the weight panels.
+ * The encoder's product (src/aiserve_gemm.c: oneDNN matmul on a weight
+ * reordered once into oneDNN's layout) behind the same sgemm signature,
+ * for x W^T only: W is packed on the first (untimed) call with a given W,
+ * as the encoder packs its weights at load, and the work is split as the
+ * encoder splits it: blocks of 64 rows or more over an aiserve thread
+ * team, or for fewer rows, oneDNN's own OpenMP team over the columns.
  */
 static struct {
-    const float     *w;
-    int              n, k;
-    float           *packed;
-    aiserve_team_t  *team;
-    int              threads;
+    const float            *w;
+    int                     n, k;
+    aiserve_gemm_layout_t   layout;
+    aiserve_gemm_w_t        packed;
+    void                   *mem;
+    aiserve_team_t         *team;
+    int                     threads;
 } own;
 
 typedef struct {
     int           m, n, k;
-    int           panels;
     size_t        chunk;
     const float  *a;
     float        *c;
@@ -76,22 +79,17 @@ own_item(void *arg, size_t item, int thread)
 {
     own_job_t  *j = arg;
     size_t      r0 = item * j->chunk, rows = (size_t) j->m - r0;
-    size_t      np = ((size_t) j->n + AISERVE_GEMM_NR - 1) / AISERVE_GEMM_NR;
+    char        err[256];
 
-    if (j->panels) {
-        /* few rows: every thread takes all rows and some weight panels */
-        aiserve_gemm_packed((size_t) j->m, (size_t) j->n, (size_t) j->k, j->a,
-                            (size_t) j->k, own.packed, r0,
-                            r0 + j->chunk < np ? r0 + j->chunk : np, NULL, -1,
-                            j->c, (size_t) j->n);
-        return;
-    }
     rows = rows < j->chunk ? rows : j->chunk;
-    aiserve_gemm_packed(rows, (size_t) j->n, (size_t) j->k,
-                        j->a + r0 * (size_t) j->k, (size_t) j->k, own.packed,
-                        0, ((size_t) j->n + AISERVE_GEMM_NR - 1)
-                           / AISERVE_GEMM_NR,
-                        NULL, -1, j->c + r0 * (size_t) j->n, (size_t) j->n);
+    if (aiserve_gemm_packed(rows, j->a + r0 * (size_t) j->k, (size_t) j->k,
+                            &own.packed, NULL, -1,
+                            j->c + r0 * (size_t) j->n, (size_t) j->n, 1, err,
+                            sizeof(err)) != 0)
+    {
+        fprintf(stderr, "bench-gemm: %s\n", err);
+        exit(1);
+    }
 }
 
 
@@ -100,26 +98,34 @@ own_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha,
     const float *a, int lda, const float *b, int ldb, float beta, float *c,
     int ldc)
 {
-    own_job_t  j = { m, n, k, 0, 0, a, c };
-    size_t     items, np = ((size_t) n + AISERVE_GEMM_NR - 1)
-                           / AISERVE_GEMM_NR;
+    own_job_t  j = { m, n, k, 0, a, c };
+    size_t     items;
+    char       err[256];
 
     if (own.w != b || own.n != n || own.k != k) {
-        free(own.packed);
-        own.packed = aligned_alloc(64, (aiserve_gemm_packed_size((size_t) n,
-                                        (size_t) k) * sizeof(float) + 63)
-                                       / 64 * 64);
-        aiserve_gemm_pack(b, (size_t) n, (size_t) k, own.packed);
+        aiserve_gemm_layout_free(&own.layout);
+        free(own.mem);
+        if (aiserve_gemm_layout((size_t) n, (size_t) k, &own.layout, err,
+                                sizeof(err)) != 0
+            || posix_memalign(&own.mem, 64, own.layout.bytes) != 0
+            || aiserve_gemm_pack(&own.layout, b, own.mem, &own.packed, err,
+                                 sizeof(err)) != 0)
+        {
+            fprintf(stderr, "bench-gemm: %s\n", err);
+            exit(1);
+        }
         own.w = b;
         own.n = n;
         own.k = k;
     }
     if (m < 64 * own.threads) {
-        /* as the encoder does for few tokens (aiserve_linear_packed()) */
-        j.panels = 1;
-        j.chunk = (np + (size_t) own.threads - 1) / (size_t) own.threads;
-        aiserve_team_run(own.team, own_item, &j, (np + j.chunk - 1)
-                                                 / j.chunk);
+        if (aiserve_gemm_packed((size_t) m, a, (size_t) k, &own.packed, NULL,
+                                -1, c, (size_t) n, own.threads, err,
+                                sizeof(err)) != 0)
+        {
+            fprintf(stderr, "bench-gemm: %s\n", err);
+            exit(1);
+        }
         return;
     }
     items = (size_t) own.threads * 4;
@@ -202,8 +208,8 @@ usage(FILE *f)
 "Prints a Markdown table of sgemm GFLOP/s (row-major, as the encoder\n"
 "calls it) for BLIS and OpenBLAS, dlopen()ed from their Debian paths\n"
 "(libblis4-pthread, libopenblas0-pthread; a missing one is skipped), and\n"
-"for the engine's own packed AVX-512 kernel where the CPU has AVX-512F\n"
-"(weights packed once, untimed, as at model load), on BERT's shapes:\n"
+"for the encoder's product, oneDNN's matmul on a weight packed once\n"
+"(untimed, as at model load; src/aiserve_gemm.c), on BERT's shapes:\n"
 "  QKV/output projection  tokens x H x H       (x W^T)\n"
 "  intermediate           tokens x I x H       (x W^T)\n"
 "  output                 tokens x H x I       (x W^T)\n"
@@ -259,12 +265,10 @@ main(int argc, char **argv)
 
     for (l = 0; l < N_LIBS; l++) {
         if (libs[l].path == NULL) {
-            /* the engine's own kernel, where the CPU runs it */
-            if (aiserve_gemm_packed_ok()) {
-                libs[l].sgemm = own_sgemm;
-                own_set_threads(threads);
-                have++;
-            }
+            /* the encoder's product, linked */
+            libs[l].sgemm = own_sgemm;
+            own_set_threads(threads);
+            have++;
             continue;
         }
         libs[l].dl = dlopen(libs[l].path, RTLD_NOW | RTLD_LOCAL);

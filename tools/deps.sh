@@ -10,7 +10,8 @@ PKGS=(
   libutf8proc-dev                 # Unicode
   liblmdb-dev lmdb-utils          # usage ledger
   libssl-dev                      # HMAC-SHA-256 of API keys
-  libopenblas-pthread-dev         # matrix products (run one thread per call)
+  libdnnl-dev                     # oneDNN: the projections (packed weights)
+  libopenblas-pthread-dev         # other matrix products (one thread per call)
   libtest-base-perl libwww-perl   # Test::Nginx-format runner
   clang libclang-rt-14-dev        # libFuzzer targets
   python3 python3-pip python3-venv unzip curl wrk
