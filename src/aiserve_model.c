@@ -62,7 +62,10 @@ struct aiserve_model_s {
 
     void                  *packed;       /* every layer's packed weights */
     size_t                 packed_bytes;
-    aiserve_gemm_layout_t  layouts[4];   /* QKV, attention out, FFN in, out */
+    aiserve_gemm_layout_t  layouts[6];   /* QKV, attention out, FFN in, FFN
+                                            out, pooler, classifier */
+    aiserve_gemm_w_t       pool_p, cls_p;    /* packed heads (data NULL:
+                                                none, or not packed) */
     aiserve_gemm_w_t      *pw;           /* 4 a layer, in that order */
 
     void                 **owned;        /* converted copies */
@@ -778,9 +781,14 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
     const aiserve_model_info_t  *info = &m->info;
     size_t                       H = info->hidden_size;
     size_t                       I = info->intermediate_size;
-    size_t                       shape[4][2] = { { 3 * H, H }, { H, H },
-                                                 { I, H }, { H, I } };
-    size_t                       per = 0, l, j, off;
+    size_t                       nl = info->num_labels;
+    size_t                       shape[6][2] = { { 3 * H, H }, { H, H },
+                                                 { I, H }, { H, I },
+                                                 { H, H }, { nl, H } };
+    size_t                       per = 0, heads = 0, l, j, off;
+    int                          pool = info->arch
+                                        == AISERVE_ARCH_SEQUENCE_CLASSIFICATION;
+    int                          cls = info->arch != AISERVE_ARCH_BERT_MODEL;
     const char                  *env = getenv("AISERVE_GEMM");
     void                        *mem;
 
@@ -795,7 +803,21 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
         }
         per += (m->layouts[j].bytes + 63) / 64 * 64;
     }
-    m->packed_bytes = per * info->num_hidden_layers;
+    /* the heads, packed too: then a sequence's logits do not depend on
+     * the other sequences of its batch (a BLAS splits a product by its
+     * rows differently for different row counts) */
+    for (j = 4; j < 6; j++) {
+        if ((j == 4 && !pool) || (j == 5 && !cls)) {
+            continue;
+        }
+        if (aiserve_gemm_layout(shape[j][0], shape[j][1], &m->layouts[j], err,
+                                err_len) != 0)
+        {
+            return -1;
+        }
+        heads += (m->layouts[j].bytes + 63) / 64 * 64;
+    }
+    m->packed_bytes = per * info->num_hidden_layers + heads;
     if (m->packed_bytes >= AISERVE_HUGE_PAGE) {
         /* whole huge pages; smaller models keep their size */
         m->packed_bytes = (m->packed_bytes + AISERVE_HUGE_PAGE - 1)
@@ -839,6 +861,19 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
         aiserve_drop_mapped(m, L->i_w, I * H);
         aiserve_drop_mapped(m, L->o_w, H * I);
         L->qkv_w = L->ao_w = L->i_w = L->o_w = NULL;
+    }
+    if (pool) {
+        if (aiserve_gemm_pack(&m->layouts[4], m->pool_w, (char *) mem + off,
+                              &m->pool_p, err, err_len) != 0)
+        {
+            return -1;
+        }
+        off += (m->layouts[4].bytes + 63) / 64 * 64;
+    }
+    if (cls && aiserve_gemm_pack(&m->layouts[5], m->cls_w, (char *) mem + off,
+                                 &m->cls_p, err, err_len) != 0)
+    {
+        return -1;
     }
     return 0;
 }
@@ -907,7 +942,7 @@ aiserve_model_free(aiserve_model_t *m)
     free(m->owned);
     free(m->packed);
     free(m->pw);
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 6; i++) {
         aiserve_gemm_layout_free(&m->layouts[i]);
     }
     if (m->info.id2label != NULL) {
@@ -1021,7 +1056,6 @@ aiserve_model_output_len(const aiserve_model_t *model,
 typedef enum {
     AISERVE_STEP_GEMM_ROWS = 0,   /* C rows [i*chunk, ...) */
     AISERVE_STEP_GEMM_COLS,       /* C columns [i*chunk, ...) */
-    AISERVE_STEP_GEMM_SMALL,      /* the same for few rows, own kernel */
     AISERVE_STEP_PACKED_ROWS,     /* packed weight: C rows [i*chunk, ...) */
     AISERVE_STEP_RESIDUAL_LN,     /* bias + residual + LayerNorm, row blocks */
     AISERVE_STEP_EMBED,           /* embeddings + LayerNorm, row blocks */
@@ -1315,8 +1349,7 @@ aiserve_step_item(void *arg, size_t item, int thread)
     }
 
     r0 = item * st->chunk;
-    n = st->op == AISERVE_STEP_GEMM_COLS || st->op == AISERVE_STEP_GEMM_SMALL
-        ? st->cols : st->rows;
+    n = st->op == AISERVE_STEP_GEMM_COLS ? st->cols : st->rows;
     n = n - r0 < st->chunk ? n - r0 : st->chunk;
 
     switch (st->op) {
@@ -1334,11 +1367,6 @@ aiserve_step_item(void *arg, size_t item, int thread)
         aiserve_gemm_nt(st->rows, n, st->k, 1.f, st->a, st->k,
                         st->b + r0 * st->k, st->k, 0.f, st->c + r0,
                         st->cols);
-        aiserve_epilogue(st, st->c, st->cols, 0, st->rows, r0, n);
-        break;
-    case AISERVE_STEP_GEMM_SMALL:
-        aiserve_gemm_nt_small(st->rows, n, st->k, st->a, st->b + r0 * st->k,
-                              st->c + r0, st->cols);
         aiserve_epilogue(st, st->c, st->cols, 0, st->rows, r0, n);
         break;
     case AISERVE_STEP_RESIDUAL_LN:
@@ -1382,9 +1410,9 @@ aiserve_chunk(size_t n, int threads, size_t per_thread, size_t align)
  * 384 KiB) stay in L2 from one product to the next. */
 #define AISERVE_FUSED_ROWS  64
 
-/* Below this many tokens aiserve_gemm_nt_small() beats the BLAS, which
- * packs the whole weight matrix on every call (tools/bench-gemm shapes,
- * measured 16 tokens: 90-110 vs 50-85 GFLOP/s; crossover near 48). */
+/* Below this many tokens a forward pass is a chain of short steps (a
+ * 16-token pass starts one every few tens of microseconds), and the team
+ * polls between them rather than sleeping. */
 #define AISERVE_SMALL_T  48
 
 
@@ -1467,17 +1495,6 @@ aiserve_linear(aiserve_scratch_t *s, const float *a, const float *w,
     st.epilogue = epilogue;
     st.bias = bias;
     st.act = act;
-    if (T < AISERVE_SMALL_T) {
-        if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
-            aiserve_gemm_nt_small(T, N, K, a, w, c, N);
-            aiserve_epilogue(&st, c, N, 0, T, 0, N);
-            return;
-        }
-        st.op = AISERVE_STEP_GEMM_SMALL;
-        st.chunk = aiserve_chunk(N, nt, 2, 16);
-        aiserve_run(s, &st, (N + st.chunk - 1) / st.chunk);
-        return;
-    }
     if (nt == 1 || T * N * K < AISERVE_PAR_MIN_MACS) {
         aiserve_gemm_nt(T, N, K, 1.f, a, K, w, K, 0.f, c, N);
         aiserve_epilogue(&st, c, N, 0, T, 0, N);
@@ -1865,6 +1882,16 @@ tail:
         for (i = 0; i < batch->n_seqs; i++) {
             memcpy(s->tmp + i * H, x + offsets[i] * H, H * sizeof(float));
         }
+        if (m->pool_p.data != NULL) {
+            (void) aiserve_product(s, batch->n_seqs, s->tmp, H, &m->pool_p,
+                                   m->pool_b, -1, s->ctx, H, 1);
+            for (i = 0; i < batch->n_seqs * H; i++) {
+                s->ctx[i] = tanhf(s->ctx[i]);
+            }
+            (void) aiserve_product(s, batch->n_seqs, s->ctx, H, &m->cls_p,
+                                   m->cls_b, -1, out, nl, 1);
+            break;
+        }
         aiserve_gemm_nt(batch->n_seqs, H, H, 1.f, s->tmp, H, m->pool_w, H,
                         0.f, s->ctx, H);
         for (i = 0; i < batch->n_seqs; i++) {
@@ -1879,11 +1906,20 @@ tail:
 
     case AISERVE_ARCH_TOKEN_CLASSIFICATION:
         /* dropout (identity), classifier on every token */
+        if (m->cls_p.data != NULL) {
+            (void) aiserve_product(s, T, x, H, &m->cls_p, m->cls_b, -1, out,
+                                   nl, 1);
+            break;
+        }
         aiserve_gemm_nt(T, nl, H, 1.f, x, H, m->cls_w, H, 0.f, out, nl);
         aiserve_bias_add(out, m->cls_b, T, nl);
         break;
     }
 
     free(offsets);
+    if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) {
+        aiserve_err(err, err_len, "%s", s->err);
+        return -1;
+    }
     return 0;
 }

@@ -60,16 +60,6 @@ void aiserve_layernorm(float *x, const float *gamma, const float *beta,
 void aiserve_softmax(float *x, size_t rows, size_t cols);
 
 /*
- * C[T, N] = A[T, K] W^T for few rows T (a handful of tokens), W an
- * nn.Linear weight [N, K]: 4 x 4 tiles of dot products that stream W once
- * and keep A in cache.  A BLAS packs all of W on every call, which for a
- * 16-token batch costs more than the arithmetic.  Leading dimensions: K
- * for A and W, ldc for C.
- */
-void aiserve_gemm_nt_small(size_t T, size_t N, size_t K, const float *a,
-    const float *w, float *c, size_t ldc);
-
-/*
  * One head of scaled dot-product attention over L tokens, for head_dim D a
  * multiple of 16 up to 128: OUT[L, D] = softmax(SCALE Q K^T) V, Q, K and V
  * rows LD floats apart (the stacked QKV projection), OUT rows LDO apart.
