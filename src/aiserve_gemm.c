@@ -2,7 +2,7 @@
  * aiserve prepacked matrix products through oneDNN (see aiserve_gemm.h).
  *
  * oneDNN 2.6's C API: a matmul primitive descriptor is made for each
- * (rows, strides, bias, activation); oneDNN's primitive cache makes the
+ * (rows, strides, bias, threads); oneDNN's primitive cache makes the
  * second and later ones with the same shape cost about 2 us, against
  * 37 us and more for the smallest product the encoder runs.  The weights'
  * layout is the one oneDNN picks for 64 rows, and the same for any number
@@ -100,26 +100,21 @@ aiserve_dnnl_stream(int threads, char *err, size_t err_len)
 
 /*
  * The matmul of M rows of A (lda apart) by the weight of layout L into C
- * (ldc apart), with bias and act as aiserve_gemm_packed() says; *PD on
- * success.
+ * (ldc apart), + bias where BIAS; *PD on success.
  */
 static dnnl_status_t
 aiserve_dnnl_matmul_pd(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
-    const dnnl_memory_desc_t *w_md, int bias, int act, size_t ldc,
+    const dnnl_memory_desc_t *w_md, int bias, size_t ldc,
     dnnl_primitive_desc_t *pd)
 {
-    dnnl_memory_desc_t      src, b, dst;
-    dnnl_dims_t             sd = { (dnnl_dim_t) m, (dnnl_dim_t) l->k };
-    dnnl_dims_t             ss = { (dnnl_dim_t) lda, 1 };
-    dnnl_dims_t             bd = { 1, (dnnl_dim_t) l->n };
-    dnnl_dims_t             dd = { (dnnl_dim_t) m, (dnnl_dim_t) l->n };
-    dnnl_dims_t             ds = { (dnnl_dim_t) ldc, 1 };
-    dnnl_matmul_desc_t      md;
-    dnnl_primitive_attr_t   attr = NULL;
-    dnnl_post_ops_t         po = NULL;
-    dnnl_alg_kind_t         alg;
-    dnnl_status_t           rc;
-    float                   alpha = 0.f;
+    dnnl_memory_desc_t  src, b, dst;
+    dnnl_dims_t         sd = { (dnnl_dim_t) m, (dnnl_dim_t) l->k };
+    dnnl_dims_t         ss = { (dnnl_dim_t) lda, 1 };
+    dnnl_dims_t         bd = { 1, (dnnl_dim_t) l->n };
+    dnnl_dims_t         dd = { (dnnl_dim_t) m, (dnnl_dim_t) l->n };
+    dnnl_dims_t         ds = { (dnnl_dim_t) ldc, 1 };
+    dnnl_matmul_desc_t  md;
+    dnnl_status_t       rc;
 
     rc = dnnl_memory_desc_init_by_strides(&src, 2, sd, dnnl_f32, ss);
     if (rc == dnnl_success) {
@@ -131,46 +126,9 @@ aiserve_dnnl_matmul_pd(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
     if (rc == dnnl_success) {
         rc = dnnl_matmul_desc_init(&md, &src, w_md, bias ? &b : NULL, &dst);
     }
-    if (rc != dnnl_success) {
-        return rc;
-    }
-    if (act >= 0) {
-        switch ((aiserve_act_e) act) {
-        case AISERVE_ACT_GELU_ERF:
-            alg = dnnl_eltwise_gelu_erf;
-            break;
-        case AISERVE_ACT_GELU_TANH:
-            alg = dnnl_eltwise_gelu_tanh;
-            break;
-        case AISERVE_ACT_RELU:
-            alg = dnnl_eltwise_relu;
-            break;
-        case AISERVE_ACT_SILU:
-        default:
-            alg = dnnl_eltwise_swish;
-            alpha = 1.f;
-            break;
-        }
-        rc = dnnl_primitive_attr_create(&attr);
-        if (rc == dnnl_success) {
-            rc = dnnl_post_ops_create(&po);
-        }
-        if (rc == dnnl_success) {
-            rc = dnnl_post_ops_append_eltwise(po, 1.f, alg, alpha, 0.f);
-        }
-        if (rc == dnnl_success) {
-            rc = dnnl_primitive_attr_set_post_ops(attr, po);
-        }
-    }
     if (rc == dnnl_success) {
-        rc = dnnl_primitive_desc_create(pd, &md, attr, aiserve_dnnl_engine,
+        rc = dnnl_primitive_desc_create(pd, &md, NULL, aiserve_dnnl_engine,
                                         NULL);
-    }
-    if (po != NULL) {
-        dnnl_post_ops_destroy(po);
-    }
-    if (attr != NULL) {
-        dnnl_primitive_attr_destroy(attr);
     }
     return rc;
 }
@@ -194,7 +152,7 @@ aiserve_gemm_layout(size_t n, size_t k, aiserve_gemm_layout_t *layout,
     rc = dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_f32,
                                       dnnl_format_tag_any);
     if (rc == dnnl_success) {
-        rc = aiserve_dnnl_matmul_pd(64, k, layout, &any, 1, -1, n, &pd);
+        rc = aiserve_dnnl_matmul_pd(64, k, layout, &any, 1, n, &pd);
     }
     if (rc != dnnl_success) {
         aiserve_err(err, err_len, "oneDNN: no matmul for a [%zu, %zu] "
@@ -300,7 +258,7 @@ aiserve_gemm_pack(const aiserve_gemm_layout_t *layout, const float *w,
 typedef struct {
     dnnl_memory_desc_t md;            /* the weight's layout */
     size_t             m, lda, ldc;
-    int                bias, act, threads;
+    int                bias, threads;
     dnnl_primitive_t   p;
     dnnl_memory_t      mem[4];        /* src, weights, dst, bias */
 } aiserve_gemm_entry_t;
@@ -355,7 +313,7 @@ aiserve_gemm_cache_init(void)
 /* The entry of the calling thread for this shape, made if need be. */
 static dnnl_status_t
 aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
-    int bias, int act, size_t ldc, int threads, aiserve_gemm_entry_t **out)
+    int bias, size_t ldc, int threads, aiserve_gemm_entry_t **out)
 {
     aiserve_gemm_cache_t   *c;
     aiserve_gemm_entry_t   *e;
@@ -375,7 +333,7 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
     for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
         e = &c->e[i];
         if (e->p != NULL && e->m == m && e->lda == lda && e->ldc == ldc
-            && e->bias == bias && e->act == act && e->threads == threads
+            && e->bias == bias && e->threads == threads
             && dnnl_memory_desc_equal(&e->md, l->md))
         {
             *out = e;
@@ -385,7 +343,7 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
 
     e = &c->e[c->next++ % AISERVE_GEMM_CACHE];
     aiserve_gemm_entry_clear(e);
-    rc = aiserve_dnnl_matmul_pd(m, lda, l, l->md, bias, act, ldc, &pd);
+    rc = aiserve_dnnl_matmul_pd(m, lda, l, l->md, bias, ldc, &pd);
     if (rc == dnnl_success) {
         rc = dnnl_primitive_create(&e->p, pd);
     }
@@ -420,7 +378,6 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
     e->lda = lda;
     e->ldc = ldc;
     e->bias = bias;
-    e->act = act;
     e->threads = threads;
     *out = e;
     return dnnl_success;
@@ -429,8 +386,8 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
 
 int
 aiserve_gemm_packed(size_t m, const float *a, size_t lda,
-    const aiserve_gemm_w_t *w, const float *bias, int act, float *c,
-    size_t ldc, int threads, char *err, size_t err_len)
+    const aiserve_gemm_w_t *w, const float *bias, float *c, size_t ldc,
+    int threads, char *err, size_t err_len)
 {
     const aiserve_gemm_layout_t  *l = &w->layout;
     aiserve_gemm_entry_t         *e;
@@ -448,8 +405,7 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
         return -1;
     }
     /* a primitive splits its work for the thread count it was made with */
-    rc = aiserve_gemm_entry(m, lda, l, bias != NULL, bias != NULL ? act : -1,
-                            ldc, threads, &e);
+    rc = aiserve_gemm_entry(m, lda, l, bias != NULL, ldc, threads, &e);
     if (rc == dnnl_success) {
         rc = dnnl_memory_set_data_handle(e->mem[0], (void *) a);
     }

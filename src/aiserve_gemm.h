@@ -1,9 +1,9 @@
 /*
- * aiserve prepacked matrix products: C = A W^T (+ bias, + activation) for
- * the nn.Linear weights of a BERT encoder, through oneDNN's matmul
+ * aiserve prepacked matrix products: C = A W^T (+ bias) for the
+ * nn.Linear weights of a BERT encoder, through oneDNN's matmul
  * (Debian's libdnnl, chosen by measurement: BENCHMARKS.md "BLAS") with W
  * reordered once, at load, into the blocked layout its kernels stream,
- * and bias and activation fused as post-ops.  OpenBLAS (aiserve_blas.h)
+ * and the bias added by it.  OpenBLAS (aiserve_blas.h)
  * packs both operands and zeroes C on every call instead: about 9% of a
  * 32 x 128 MiniLM pass (perf), and a 16-token product ran at 100 GFLOP/s
  * a thread against oneDNN's 250.
@@ -21,7 +21,6 @@
 
 #include <stddef.h>
 
-#include "aiserve_ops.h"
 
 /* How one [n, k] weight is laid out packed; from aiserve_gemm_layout(). */
 typedef struct {
@@ -58,18 +57,19 @@ int aiserve_gemm_pack(const aiserve_gemm_layout_t *layout, const float *w,
     void *dst, aiserve_gemm_w_t *packed, char *err, size_t err_len);
 
 /*
- * C[m, n] = A[m, k] W^T, A rows lda floats apart, C rows ldc apart; then
- * nothing (bias NULL), + bias[n] (act < 0), or act(x + bias) for act an
- * aiserve_act_e (oneDNN post-ops: gelu_erf, gelu_tanh, relu, swish).
- * THREADS: 1 runs the product in the calling thread (the encoder's team
- * splits the rows); more lets oneDNN split it over an OpenMP team of that
- * size, which it starts on first use in the calling thread: for few rows,
- * in nginx workers only (never in the master, before fork()).  Returns 0,
+ * C[m, n] = A[m, k] W^T (+ bias[n] where BIAS is not NULL), A rows lda
+ * floats apart, C rows ldc apart.  Activations are the caller's
+ * (aiserve_bias_act()): one implementation of GELU for every path, and
+ * oneDNN's GELU post-op made the FFN product 8% slower.  THREADS: 1 runs
+ * the product in the calling thread (the encoder's team splits the
+ * rows); more lets oneDNN split it over an OpenMP team of that size,
+ * which it starts on first use in the calling thread: for few rows, in
+ * nginx workers only (never in the master, before fork()).  Returns 0,
  * or -1 with ERR (oneDNN could not create or run the product: out of
  * memory, or a shape it refuses).
  */
 int aiserve_gemm_packed(size_t m, const float *a, size_t lda,
-    const aiserve_gemm_w_t *w, const float *bias, int act, float *c,
-    size_t ldc, int threads, char *err, size_t err_len);
+    const aiserve_gemm_w_t *w, const float *bias, float *c, size_t ldc,
+    int threads, char *err, size_t err_len);
 
 #endif /* AISERVE_GEMM_H */

@@ -1069,7 +1069,7 @@ typedef struct {
     aiserve_step_e          op;
     size_t                  rows, cols, k, chunk;
     const aiserve_gemm_w_t *pw;            /* packed products */
-    int                     pact;          /* aiserve_gemm_packed()'s act */
+    int                     pact;          /* aiserve_product()'s act */
     const float            *a, *b, *bias, *gamma, *beta;
     float                  *c;
     float                   eps;
@@ -1247,20 +1247,29 @@ aiserve_embed_rows(const aiserve_step_t *st, size_t t0, size_t n)
 }
 
 
-/* aiserve_gemm_packed() in a step (THREADS 1) or for the whole pass: the
+/*
+ * C = A W^T (W packed) + bias, then ACT (an aiserve_act_e, or -1 for
+ * none) through aiserve_bias_act(), the one GELU of every path (C rows
+ * are N = w's columns apart).  THREADS 1 runs it in the calling thread
+ * (a step's item); more hands the product to oneDNN's OpenMP team.  The
  * first failure of a forward pass is kept in the scratch, for
- * aiserve_model_forward() to return. */
+ * aiserve_model_forward() to return.
+ */
 static int
 aiserve_product(aiserve_scratch_t *s, size_t m, const float *a, size_t lda,
     const aiserve_gemm_w_t *w, const float *bias, int act, float *c,
-    size_t ldc, int threads)
+    int threads)
 {
-    char  err[sizeof(s->err)];
-    int   zero = 0;
+    char    err[sizeof(s->err)];
+    int     zero = 0;
+    size_t  n = w->layout.n;
 
-    if (aiserve_gemm_packed(m, a, lda, w, bias, act, c, ldc, threads, err,
-                            sizeof(err)) == 0)
+    if (aiserve_gemm_packed(m, a, lda, w, act < 0 ? bias : NULL, c, n,
+                            threads, err, sizeof(err)) == 0)
     {
+        if (act >= 0) {
+            aiserve_bias_act(c, bias, m, n, (aiserve_act_e) act);
+        }
         return 0;
     }
     if (__atomic_compare_exchange_n(&s->failed, &zero, 1, 0,
@@ -1292,20 +1301,17 @@ aiserve_layer_tail_rows(const aiserve_step_t *st, size_t r0, size_t n)
     float                  *inter = s->inter + r0 * I;
     float                   eps = m->info.layer_norm_eps;
 
-    if (aiserve_product(s, n, s->ctx + r0 * H, H, L->ao_p, NULL, -1, tmp, H,
+    if (aiserve_product(s, n, s->ctx + r0 * H, H, L->ao_p, NULL, -1, tmp,
                         1) != 0)
     {
         return;
     }
     aiserve_residual_layernorm(x, tmp, L->ao_b, L->ao_ln_g, L->ao_ln_b, n, H,
                                eps);
-    if (aiserve_product(s, n, x, H, L->i_p, NULL, -1, inter, I, 1) != 0) {
-        return;
-    }
-    /* bias + activation here rather than as oneDNN post-ops: the block
-     * is in L2, and oneDNN's GELU post-op cost FFN1 8% (BENCHMARKS.md) */
-    aiserve_bias_act(inter, L->i_b, n, I, m->act);
-    if (aiserve_product(s, n, inter, I, L->o_p, NULL, -1, tmp, H, 1) != 0) {
+    if (aiserve_product(s, n, x, H, L->i_p, L->i_b, (int) m->act, inter, 1)
+        != 0
+        || aiserve_product(s, n, inter, I, L->o_p, NULL, -1, tmp, 1) != 0)
+    {
         return;
     }
     aiserve_residual_layernorm(x, tmp, L->o_b, L->o_ln_g, L->o_ln_b, n, H,
@@ -1326,7 +1332,7 @@ aiserve_qkv_attention(const aiserve_step_t *st, size_t item, float *scores)
 
     if (aiserve_product(s, st->batch->seq_lens[seq], s->x + off * H, H,
                         st->layer->qkv_p, st->layer->qkv_b, -1,
-                        s->qkv + off * 3 * H, 3 * H, 1) == 0)
+                        s->qkv + off * 3 * H, 1) == 0)
     {
         aiserve_attention_one(st, item, scores);
     }
@@ -1356,7 +1362,7 @@ aiserve_step_item(void *arg, size_t item, int thread)
     case AISERVE_STEP_PACKED_ROWS:
         (void) aiserve_product(st->scratch, n, st->a + r0 * st->k, st->k,
                                st->pw, st->bias, st->pact,
-                               st->c + r0 * st->cols, st->cols, 1);
+                               st->c + r0 * st->cols, 1);
         break;
     case AISERVE_STEP_GEMM_ROWS:
         aiserve_gemm_nt(n, st->cols, st->k, 1.f, st->a + r0 * st->k, st->k,
@@ -1436,8 +1442,8 @@ aiserve_run(aiserve_scratch_t *s, aiserve_step_t *st, size_t n_items)
 }
 
 
-/* The product of aiserve_linear() with W packed (aiserve_gemm.h): the
- * epilogue runs inside, as oneDNN post-ops; parallel over blocks of rows
+/* The product of aiserve_linear() with W packed (aiserve_gemm.h), its
+ * epilogue by aiserve_product() on each block; parallel over blocks of rows
  * for many tokens, and for few, over the weight's columns by oneDNN's own
  * OpenMP team (a row split would have every thread read all of W). */
 static void
@@ -1460,7 +1466,7 @@ aiserve_linear_packed(aiserve_scratch_t *s, const float *a,
     st.bias = epilogue == AISERVE_EPI_NONE ? NULL : bias;
     st.pact = epilogue == AISERVE_EPI_BIAS_ACT ? (int) act : -1;
     if (nt == 1 || T < (size_t) nt * 64) {
-        (void) aiserve_product(s, T, a, K, packed, st.bias, st.pact, c, N,
+        (void) aiserve_product(s, T, a, K, packed, st.bias, st.pact, c,
                                T * N * K < AISERVE_PAR_MIN_MACS ? 1 : nt);
         return;
     }
@@ -1708,6 +1714,30 @@ aiserve_pool(const aiserve_model_t *m, const aiserve_batch_t *batch,
 }
 
 
+/* BertSelfAttention over st->batch after its QKV product: in the caller
+ * for little work (ATTN_MACS multiply-adds); else whole sequences as
+ * items for many sequences (a thread's next head is the one it
+ * prefetched), groups of heads for few, at least 8 items a thread. */
+static void
+aiserve_attention(aiserve_scratch_t *s, aiserve_step_t *st, size_t attn_macs)
+{
+    size_t  i, heads = st->model->info.num_attention_heads;
+    size_t  n_seqs = st->batch->n_seqs;
+
+    st->op = AISERVE_STEP_ATTENTION;
+    if (attn_macs < AISERVE_PAR_MIN_MACS) {
+        st->chunk = heads;
+        for (i = 0; i < n_seqs; i++) {
+            aiserve_step_item(st, i, 0);
+        }
+        return;
+    }
+    st->chunk = aiserve_attention_chunk(n_seqs, heads,
+                                        aiserve_team_size(s->team));
+    aiserve_run(s, st, n_seqs * ((heads + st->chunk - 1) / st->chunk));
+}
+
+
 static int
 aiserve_cmp_desc(const void *a, const void *b)
 {
@@ -1810,32 +1840,14 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
             st.op = AISERVE_STEP_QKV_ATTENTION;
             st.chunk = info->num_attention_heads;
             aiserve_run(s, &st, batch->n_seqs);
-            goto tail;
-        }
-
-        /* BertSelfAttention: query, key and value projections at once */
-        aiserve_linear(s, x, L->qkv_w, L->qkv_p, s->qkv, T, 3 * H, H,
-                       AISERVE_EPI_BIAS, L->qkv_b, m->act);
-
-        st.op = AISERVE_STEP_ATTENTION;
-        if (attn_macs < AISERVE_PAR_MIN_MACS) {
-            st.chunk = info->num_attention_heads;
-            for (i = 0; i < batch->n_seqs; i++) {
-                aiserve_step_item(&st, i, 0);
-            }
         } else {
-            /* whole sequences for many sequences (a thread's next head
-             * is the one it prefetched), groups of heads for few, at
-             * least 8 items a thread */
-            st.chunk = aiserve_attention_chunk(batch->n_seqs,
-                                               info->num_attention_heads,
-                                               aiserve_team_size(s->team));
-            aiserve_run(s, &st, batch->n_seqs
-                                * ((info->num_attention_heads + st.chunk - 1)
-                                   / st.chunk));
+            /* BertSelfAttention: query, key and value projections at once,
+             * then attention */
+            aiserve_linear(s, x, L->qkv_w, L->qkv_p, s->qkv, T, 3 * H, H,
+                           AISERVE_EPI_BIAS, L->qkv_b, m->act);
+            aiserve_attention(s, &st, attn_macs);
         }
 
-tail:
         if (L->ao_p != NULL
             && T >= (size_t) aiserve_team_size(s->team) * AISERVE_FUSED_ROWS)
         {
@@ -1866,12 +1878,6 @@ tail:
                           m->act);
     }
 
-    if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) {
-        aiserve_err(err, err_len, "%s", s->err);
-        free(offsets);
-        return -1;
-    }
-
     switch (info->arch) {
     case AISERVE_ARCH_BERT_MODEL:
         aiserve_pool(m, batch, x, offsets, out);
@@ -1884,12 +1890,12 @@ tail:
         }
         if (m->pool_p.data != NULL) {
             (void) aiserve_product(s, batch->n_seqs, s->tmp, H, &m->pool_p,
-                                   m->pool_b, -1, s->ctx, H, 1);
+                                   m->pool_b, -1, s->ctx, 1);
             for (i = 0; i < batch->n_seqs * H; i++) {
                 s->ctx[i] = tanhf(s->ctx[i]);
             }
             (void) aiserve_product(s, batch->n_seqs, s->ctx, H, &m->cls_p,
-                                   m->cls_b, -1, out, nl, 1);
+                                   m->cls_b, -1, out, 1);
             break;
         }
         aiserve_gemm_nt(batch->n_seqs, H, H, 1.f, s->tmp, H, m->pool_w, H,
@@ -1908,7 +1914,7 @@ tail:
         /* dropout (identity), classifier on every token */
         if (m->cls_p.data != NULL) {
             (void) aiserve_product(s, T, x, H, &m->cls_p, m->cls_b, -1, out,
-                                   nl, 1);
+                                   1);
             break;
         }
         aiserve_gemm_nt(T, nl, H, 1.f, x, H, m->cls_w, H, 0.f, out, nl);

@@ -83,9 +83,8 @@ own_item(void *arg, size_t item, int thread)
 
     rows = rows < j->chunk ? rows : j->chunk;
     if (aiserve_gemm_packed(rows, j->a + r0 * (size_t) j->k, (size_t) j->k,
-                            &own.packed, NULL, -1,
-                            j->c + r0 * (size_t) j->n, (size_t) j->n, 1, err,
-                            sizeof(err)) != 0)
+                            &own.packed, NULL, j->c + r0 * (size_t) j->n,
+                            (size_t) j->n, 1, err, sizeof(err)) != 0)
     {
         fprintf(stderr, "bench-gemm: %s\n", err);
         exit(1);
@@ -120,8 +119,8 @@ own_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha,
     }
     if (m < 64 * own.threads) {
         if (aiserve_gemm_packed((size_t) m, a, (size_t) k, &own.packed, NULL,
-                                -1, c, (size_t) n, own.threads, err,
-                                sizeof(err)) != 0)
+                                c, (size_t) n, own.threads, err, sizeof(err))
+            != 0)
         {
             fprintf(stderr, "bench-gemm: %s\n", err);
             exit(1);

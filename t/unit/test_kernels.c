@@ -1,9 +1,11 @@
 /*
  * The encoder's kernels against double-precision references:
  * - the prepacked product (src/aiserve_gemm.c, oneDNN matmul on weights
- *   reordered at load): odd shapes, strided A and C, every epilogue (bias;
- *   bias and GELU erf / tanh, ReLU, SiLU), and row results that do not
- *   depend on the batch;
+ *   reordered at load): odd shapes, strided A and C, with and without
+ *   bias, followed by every activation of aiserve_bias_act() as the
+ *   encoder applies them (GELU erf / tanh, ReLU, SiLU), and row results
+ *   that do not depend on the batch (computed on 2 threads, and alone on
+ *   one);
  * - one head of attention (aiserve_attention_head(), src/aiserve_ops.c):
  *   head sizes 16..128, sequence lengths around the kernel's 8-row, 16-
  *   and 32-key blocks, scores large enough that most of softmax
@@ -109,8 +111,14 @@ one_case(size_t m, size_t n, size_t k, int with_bias, int act)
     }
     rc = pack(w, n, k, &layout, &mem, &packed);
     if (rc == 0) {
-        rc = aiserve_gemm_packed(m, a, lda, &packed, with_bias ? bias : NULL,
-                                 act, c, ldc, 1, err, sizeof(err));
+        rc = aiserve_gemm_packed(m, a, lda, &packed,
+                                 with_bias && act < 0 ? bias : NULL, c, ldc,
+                                 1, err, sizeof(err));
+    }
+    /* activations are applied by the encoder's own pass after the
+     * product (aiserve_model.c: aiserve_product()) */
+    for (i = 0; rc == 0 && with_bias && act >= 0 && i < m; i++) {
+        aiserve_bias_act(c + i * ldc, bias, 1, n, (aiserve_act_e) act);
     }
     for (i = 0; rc == 0 && i < m; i++) {
         for (j = 0; j < ldc; j++) {
@@ -174,13 +182,12 @@ rows_alone(void)
     }
     rc = pack(w, n, k, &layout, &mem, &packed);
     if (rc == 0) {
-        rc = aiserve_gemm_packed(m, a, k, &packed, bias, AISERVE_ACT_GELU_ERF,
-                                 c, n, 2, err, sizeof(err));
+        rc = aiserve_gemm_packed(m, a, k, &packed, bias, c, n, 2, err,
+                                 sizeof(err));
     }
     for (i = 0; rc == 0 && i < m; i++) {
-        rc = aiserve_gemm_packed(1, a + i * k, k, &packed, bias,
-                                 AISERVE_ACT_GELU_ERF, c1, n, 1, err,
-                                 sizeof(err));
+        rc = aiserve_gemm_packed(1, a + i * k, k, &packed, bias, c1, n, 1,
+                                 err, sizeof(err));
         for (j = 0; rc == 0 && j < n; j++) {
             d = fabs(c1[j] - c[i * n + j]) / (fabs(c[i * n + j]) + 1.0);
             worst = d > worst ? d : worst;
