@@ -795,18 +795,11 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
     if (env != NULL && strcmp(env, "blas") == 0) {
         return 0;
     }
-    for (j = 0; j < 4; j++) {
-        if (aiserve_gemm_layout(shape[j][0], shape[j][1], &m->layouts[j], err,
-                                err_len) != 0)
-        {
-            return -1;
-        }
-        per += (m->layouts[j].bytes + 63) / 64 * 64;
-    }
-    /* the heads, packed too: then a sequence's logits do not depend on
-     * the other sequences of its batch (a BLAS splits a product by its
-     * rows differently for different row counts) */
-    for (j = 4; j < 6; j++) {
+    /* the layers' four weights, and the heads the architecture has: those
+     * packed too, a sequence's logits do not depend on the other
+     * sequences of its batch (a BLAS splits a product by its rows
+     * differently for different row counts) */
+    for (j = 0; j < 6; j++) {
         if ((j == 4 && !pool) || (j == 5 && !cls)) {
             continue;
         }
@@ -815,7 +808,7 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
         {
             return -1;
         }
-        heads += (m->layouts[j].bytes + 63) / 64 * 64;
+        *(j < 4 ? &per : &heads) += (m->layouts[j].bytes + 63) / 64 * 64;
     }
     m->packed_bytes = per * info->num_hidden_layers + heads;
     if (m->packed_bytes >= AISERVE_HUGE_PAGE) {
