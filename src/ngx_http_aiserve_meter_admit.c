@@ -1,0 +1,770 @@
+/*
+ * ngx_http_aiserve_meter_module: admission (a request's tokens reserved
+ * against its key's budget, rate and concurrency limits before any
+ * compute, with the rate-limit headers) and settlement (the reservation
+ * released and the usage added to the zone's row).
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_aiserve_meter.h"
+
+
+static void ngx_http_aiserve_meter_cleanup(void *data);
+
+
+/* --- periods ------------------------------------------------------------- */
+
+/* period id of a budget kind for a day: the day, or yyyymm */
+static uint32_t
+ngx_http_aiserve_meter_period(uint32_t kind, uint32_t day)
+{
+    return kind == AISERVE_PERIOD_DAY ? day : day / 100;
+}
+
+
+/* seconds until the current UTC day or month ends */
+static ngx_uint_t
+ngx_http_aiserve_meter_period_left(uint32_t kind)
+{
+    time_t     now, end;
+    struct tm  tm;
+
+    now = ngx_time();
+    ngx_libc_gmtime(now, &tm);
+
+    tm.tm_hour = 0;
+    tm.tm_min = 0;
+    tm.tm_sec = 0;
+
+    if (kind == AISERVE_PERIOD_DAY) {
+        tm.tm_mday++;
+    } else {
+        tm.tm_mday = 1;
+        tm.tm_mon++;
+    }
+
+    end = timegm(&tm);
+
+    return end > now ? (ngx_uint_t) (end - now) : 1;
+}
+
+
+/*
+ * Tokens of key_id in days [from, to] that are in the zone but not in a
+ * ledger snapshot taken at flush_seq seq.
+ */
+static uint64_t
+ngx_http_aiserve_meter_unflushed_tokens(ngx_http_aiserve_meter_zone_t *z,
+    uint32_t key_id, uint32_t from, uint32_t to, uint64_t seq)
+{
+    uint64_t                       sum;
+    ngx_queue_t                   *q;
+    ngx_http_aiserve_meter_row_t  *row;
+
+    sum = 0;
+
+    for (q = ngx_queue_head(&z->sh->rows_queue);
+         q != ngx_queue_sentinel(&z->sh->rows_queue);
+         q = ngx_queue_next(q))
+    {
+        row = ngx_queue_data(q, ngx_http_aiserve_meter_row_t, queue);
+
+        if (row->rk.key_id != key_id || row->rk.day < from
+            || row->rk.day > to)
+        {
+            continue;
+        }
+
+        sum += row->pending.prompt_tokens;
+
+        if (z->sh->inflight_seq > seq) {
+            sum += row->inflight.prompt_tokens;
+        }
+    }
+
+    return sum;
+}
+
+
+/*
+ * The key's state in the zone, created or re-based when its budget period
+ * changed: used = ledger tokens of the period + unflushed ones.  Called and
+ * returns with the zone mutex held; drops it to read the ledger.
+ */
+static ngx_http_aiserve_meter_key_t *
+ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_zone_t *z, aiserve_key_t *k, uint32_t today)
+{
+    uint32_t                       kind, period, from, to;
+    uint64_t                       s1, s2, tokens;
+    ngx_uint_t                     tries;
+    ngx_http_aiserve_meter_key_t  *st;
+
+    kind = k->budget_tokens ? k->budget_period : AISERVE_PERIOD_NONE;
+    period = ngx_http_aiserve_meter_period(kind, today);
+
+    st = ngx_http_aiserve_meter_key_lookup(z, k->id);
+
+    if (st && st->budget_kind == kind && st->budget_period == period) {
+        return st;
+    }
+
+    if (kind == AISERVE_PERIOD_DAY) {
+        from = today;
+        to = today;
+
+    } else {
+        aiserve_month_range(today, &from, &to);
+    }
+
+    for (tries = 0; tries < 5; tries++) {
+
+        tokens = 0;
+        s1 = 0;
+
+        if (kind != AISERVE_PERIOD_NONE) {
+            ngx_shmtx_unlock(&z->shpool->mutex);
+
+            if (aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s1)
+                != AISERVE_LEDGER_OK
+                || aiserve_ledger_tokens_used(ngx_http_aiserve_meter_ledger,
+                                              k->id, from, to, &tokens)
+                   != AISERVE_LEDGER_OK
+                || aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s2)
+                   != AISERVE_LEDGER_OK)
+            {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "aiserve meter: %s",
+                              aiserve_ledger_error(
+                                  ngx_http_aiserve_meter_ledger));
+                ngx_shmtx_lock(&z->shpool->mutex);
+                return NULL;
+            }
+
+            ngx_shmtx_lock(&z->shpool->mutex);
+
+            if (s1 != s2 || z->sh->committed_seq > s1) {
+                /* a flush committed meanwhile: read again */
+                continue;
+            }
+        }
+
+        st = ngx_http_aiserve_meter_key_lookup(z, k->id);
+
+        if (st == NULL) {
+            st = ngx_slab_calloc_locked(z->shpool,
+                                        sizeof(ngx_http_aiserve_meter_key_t));
+            if (st == NULL) {
+                ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                              "aiserve meter: zone is full");
+                return NULL;
+            }
+
+            st->node.key = k->id;
+            st->key_id = k->id;
+            st->last = ngx_current_msec;
+            ngx_rbtree_insert(&z->sh->keys, &st->node);
+        }
+
+        st->budget_kind = kind;
+        st->budget_period = period;
+        st->used = (kind == AISERVE_PERIOD_NONE) ? 0
+                   : tokens + ngx_http_aiserve_meter_unflushed_tokens(
+                                  z, k->id, from, to, s1);
+
+        return st;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "aiserve meter: ledger busy, cannot read key_%uD budget",
+                  k->id);
+
+    return NULL;
+}
+
+
+/* --- rate buckets: "level" leaks at limit per minute, in milli-units ------ */
+
+/* A level is at most limit x 1000 milli-units (more only just after the
+ * limit was lowered), drained in a minute: after a minute the bucket is
+ * empty, so limit * ms stays in 64 bits for limits up to
+ * AISERVE_KEY_LIMIT_MAX however long the key was idle. */
+static uint64_t
+ngx_http_aiserve_meter_leak(uint64_t level, uint64_t limit, ngx_msec_t ms)
+{
+    uint64_t  leaked;
+
+    if (ms >= 60000) {
+        return 0;
+    }
+
+    leaked = limit * ms / 60;        /* milli-units per ms = limit / 60 */
+
+    return level > leaked ? level - leaked : 0;
+}
+
+
+/* ms until level drops to at most target (milli-units) */
+static ngx_msec_t
+ngx_http_aiserve_meter_wait(uint64_t level, uint64_t target, uint64_t limit)
+{
+    if (level <= target || limit == 0) {
+        return 0;
+    }
+
+    return (ngx_msec_t) (((level - target) * 60 + limit - 1) / limit);
+}
+
+
+static u_char *
+ngx_http_aiserve_meter_duration(u_char *p, ngx_msec_t ms)
+{
+    if (ms < 1000) {
+        return ngx_sprintf(p, "%Mms", ms);
+    }
+
+    ms = (ms + 999) / 1000;
+
+    if (ms < 60) {
+        return ngx_sprintf(p, "%Ms", ms);
+    }
+
+    return ngx_sprintf(p, "%Mm%Ms", ms / 60, ms % 60);
+}
+
+
+typedef struct {
+    uint64_t    rpm, req_remaining;
+    ngx_msec_t  req_reset;
+    uint64_t    tpm, tok_remaining;
+    ngx_msec_t  tok_reset;
+    uint64_t    budget, budget_remaining;
+    ngx_uint_t  budget_reset;
+} ngx_http_aiserve_meter_limits_t;
+
+
+/*
+ * x-ratelimit-* as OpenAI sends them, and the IETF RateLimit /
+ * RateLimit-Policy fields (draft-ietf-httpapi-ratelimit-headers: a list of
+ * named policies with q = quota, w = window seconds; r = remaining, t =
+ * seconds to reset).
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_limit_headers(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_limits_t *lim)
+{
+    u_char   buf[256], *p, pol[256], *q;
+
+    p = buf;
+    q = pol;
+
+    if (lim->rpm) {
+        if (ngx_http_aiserve_meter_header(r, "x-ratelimit-limit-requests",
+                buf, ngx_sprintf(buf, "%uL", lim->rpm) - buf, NULL)
+            != NGX_OK
+            || ngx_http_aiserve_meter_header(r,
+                   "x-ratelimit-remaining-requests", buf,
+                   ngx_sprintf(buf, "%uL", lim->req_remaining) - buf, NULL)
+               != NGX_OK
+            || ngx_http_aiserve_meter_header(r, "x-ratelimit-reset-requests",
+                   buf, ngx_http_aiserve_meter_duration(buf, lim->req_reset)
+                        - buf, NULL)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (lim->tpm) {
+        if (ngx_http_aiserve_meter_header(r, "x-ratelimit-limit-tokens",
+                buf, ngx_sprintf(buf, "%uL", lim->tpm) - buf, NULL)
+            != NGX_OK
+            || ngx_http_aiserve_meter_header(r,
+                   "x-ratelimit-remaining-tokens", buf,
+                   ngx_sprintf(buf, "%uL", lim->tok_remaining) - buf, NULL)
+               != NGX_OK
+            || ngx_http_aiserve_meter_header(r, "x-ratelimit-reset-tokens",
+                   buf, ngx_http_aiserve_meter_duration(buf, lim->tok_reset)
+                        - buf, NULL)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (lim->rpm) {
+        q = ngx_sprintf(q, "\"requests\";q=%uL;w=60", lim->rpm);
+        p = ngx_sprintf(p, "\"requests\";r=%uL;t=%M", lim->req_remaining,
+                        (lim->req_reset + 999) / 1000);
+    }
+
+    if (lim->tpm) {
+        q = ngx_sprintf(q, "%s\"tokens\";q=%uL;w=60", q == pol ? "" : ", ",
+                        lim->tpm);
+        p = ngx_sprintf(p, "%s\"tokens\";r=%uL;t=%M", p == buf ? "" : ", ",
+                        lim->tok_remaining, (lim->tok_reset + 999) / 1000);
+    }
+
+    if (lim->budget) {
+        q = ngx_sprintf(q, "%s\"budget\";q=%uL", q == pol ? "" : ", ",
+                        lim->budget);
+        p = ngx_sprintf(p, "%s\"budget\";r=%uL;t=%ui", p == buf ? "" : ", ",
+                        lim->budget_remaining, lim->budget_reset);
+    }
+
+    if (q != pol) {
+        if (ngx_http_aiserve_meter_header(r, "RateLimit-Policy", pol,
+                                          q - pol, NULL) != NGX_OK
+            || ngx_http_aiserve_meter_header(r, "RateLimit", buf, p - buf,
+                                             NULL) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* --- admission and settlement --------------------------------------------- */
+
+ngx_int_t
+ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
+    ngx_uint_t prompt_tokens)
+{
+    uint32_t                             today;
+    uint64_t                             need, req_level, tok_level;
+    ngx_msec_t                           now, elapsed;
+    ngx_pool_cleanup_t                  *cln;
+    aiserve_key_t                       *k;
+    aiserve_row_key_t                    rk;
+    ngx_http_aiserve_meter_key_t        *st;
+    ngx_http_aiserve_meter_ctx_t        *ctx;
+    ngx_http_aiserve_meter_zone_t       *z;
+    ngx_http_aiserve_meter_resv_t       *resv;
+    ngx_http_aiserve_meter_limits_t      lim;
+    ngx_http_aiserve_meter_refusal_t     ref;
+    ngx_http_aiserve_meter_loc_conf_t   *lcf;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_meter_module);
+
+    if (lcf->mode == NGX_HTTP_AISERVE_METER_OFF) {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+    z = mcf->shm_zone->data;
+
+    ngx_memzero(&ref, sizeof(ref));
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    if (ctx == NULL || !ctx->authenticated) {
+        if (ngx_http_aiserve_meter_authenticate(r, &ctx, &ref) != NGX_OK) {
+            if (lcf->mode == NGX_HTTP_AISERVE_METER_DRY_RUN && ref.status) {
+                if (!ctx->dry_run_logged) {
+                    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                                  "aiserve meter: dry run, would refuse "
+                                  "with %ui %s", ref.status, ref.code);
+                }
+                return NGX_OK;
+            }
+            if (ref.status == 0
+                || ngx_http_aiserve_meter_refuse(r, &ref) == NGX_ERROR)
+            {
+                return NGX_ERROR;
+            }
+            return NGX_DECLINED;
+        }
+    }
+
+    if (ctx->reserved) {
+        return NGX_OK;
+    }
+
+    k = &ctx->key;
+
+    if (model->len > AISERVE_MODEL_MAX) {
+        return NGX_ERROR;
+    }
+
+    ctx->model.data = ngx_pstrdup(r->pool, model);
+    if (ctx->model.data == NULL) {
+        return NGX_ERROR;
+    }
+    ctx->model.len = model->len;
+
+    if (!aiserve_key_model_allowed(k, (char *) model->data, model->len)) {
+
+        if (lcf->mode == NGX_HTTP_AISERVE_METER_ON) {
+            ref.status = NGX_HTTP_FORBIDDEN;
+            ref.type = "invalid_request_error";
+            ref.code = "model_not_allowed";
+            ref.msg = "this API key may not use this model";
+            goto refused;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "aiserve meter: dry run, key_%uD would get 403 "
+                      "model_not_allowed", k->id);
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    today = ngx_http_aiserve_meter_today();
+    need = prompt_tokens;
+    now = ngx_current_msec;
+
+    ngx_memzero(&lim, sizeof(lim));
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    if (z->sh->full && lcf->mode == NGX_HTTP_AISERVE_METER_ON) {
+        ngx_shmtx_unlock(&z->shpool->mutex);
+        ref.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ref.type = "server_error";
+        ref.code = "ledger_full";
+        ref.msg = "the usage ledger is full, retry later";
+        ref.retry_after = 1;
+        goto refused;
+    }
+
+    st = ngx_http_aiserve_meter_key_state(r, z, k, today);
+    if (st == NULL) {
+        ngx_shmtx_unlock(&z->shpool->mutex);
+        ref.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ref.type = "server_error";
+        ref.code = "meter_unavailable";
+        ref.msg = "usage metering is unavailable, retry later";
+        ref.retry_after = 1;
+        goto refused;
+    }
+
+    elapsed = now - st->last;
+    if ((ngx_msec_int_t) elapsed < 0) {
+        elapsed = 0;
+    }
+
+    req_level = ngx_http_aiserve_meter_leak(st->req_level, k->rpm, elapsed);
+    tok_level = ngx_http_aiserve_meter_leak(st->tok_level, k->tpm, elapsed);
+
+    lim.rpm = k->rpm;
+    lim.tpm = k->tpm;
+    lim.budget = k->budget_tokens;
+
+    if (k->budget_tokens
+        && st->used + st->reserved + need > k->budget_tokens)
+    {
+        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+        ref.type = "insufficient_quota";
+        ref.code = "insufficient_quota";
+        ref.msg = "the token budget of this API key is exhausted";
+        ref.retry_after = ngx_http_aiserve_meter_period_left(k->budget_period);
+
+    } else if (k->max_concurrent && st->active >= k->max_concurrent) {
+        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+        ref.type = "requests";
+        ref.code = "rate_limit_exceeded";
+        ref.msg = "too many concurrent requests for this API key";
+        ref.retry_after = 1;
+
+    } else if (k->rpm && req_level + 1000 > k->rpm * 1000) {
+        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+        ref.type = "requests";
+        ref.code = "rate_limit_exceeded";
+        ref.msg = "rate limit reached for requests per minute";
+        ref.retry_after = (ngx_http_aiserve_meter_wait(req_level,
+                               k->rpm * 1000 - 1000, k->rpm) + 999) / 1000;
+
+    } else if (k->tpm && tok_level + need * 1000 > k->tpm * 1000) {
+        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+        ref.type = "tokens";
+        ref.code = "rate_limit_exceeded";
+        ref.msg = need > k->tpm
+                  ? "request has more tokens than the tokens-per-minute "
+                    "limit of this API key"
+                  : "rate limit reached for tokens per minute";
+        ref.retry_after = need > k->tpm ? 60
+                          : (ngx_http_aiserve_meter_wait(tok_level,
+                                 (k->tpm - need) * 1000, k->tpm) + 999)
+                            / 1000;
+    }
+
+    if (ref.status && lcf->mode == NGX_HTTP_AISERVE_METER_DRY_RUN) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "aiserve meter: dry run, key_%uD would get %ui %s",
+                      k->id, ref.status, ref.code);
+        ref.status = 0;
+    }
+
+    if (ref.status == 0) {
+        /* the usage row is made now, so that settling never needs memory
+         * the zone may not have: a full zone refuses, it does not lose */
+        ngx_memzero(&rk, sizeof(aiserve_row_key_t));
+        rk.key_id = k->id;
+        rk.day = today;
+        ngx_memcpy(rk.model, model->data, model->len);
+
+        resv = NULL;
+
+        if (ngx_http_aiserve_meter_row_lookup(z, &rk, 1) != NULL) {
+            resv = ngx_slab_alloc_locked(z->shpool,
+                                       sizeof(ngx_http_aiserve_meter_resv_t));
+        }
+
+        if (resv == NULL) {
+            ngx_shmtx_unlock(&z->shpool->mutex);
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "aiserve meter: zone is full");
+            ref.status = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ref.type = "server_error";
+            ref.code = "meter_unavailable";
+            ref.msg = "usage metering is unavailable, retry later";
+            ref.retry_after = 1;
+            goto refused;
+        }
+
+        resv->key_id = k->id;
+        resv->pid = ngx_pid;
+        resv->tokens = need;
+        ngx_queue_insert_tail(&z->sh->resv, &resv->queue);
+
+        req_level += 1000;
+        tok_level += need * 1000;
+        st->reserved += need;
+        st->active++;
+
+        ctx->resv = resv;
+        ctx->reserved = 1;
+        ctx->tokens = need;
+        ctx->day = today;
+    }
+
+    st->req_level = req_level;
+    st->tok_level = tok_level;
+    st->last = now;
+
+    if (k->rpm) {
+        lim.req_remaining = req_level >= k->rpm * 1000
+                            ? 0 : (k->rpm * 1000 - req_level) / 1000;
+        lim.req_reset = ngx_http_aiserve_meter_wait(req_level, 0, k->rpm);
+    }
+
+    if (k->tpm) {
+        lim.tok_remaining = tok_level >= k->tpm * 1000
+                            ? 0 : (k->tpm * 1000 - tok_level) / 1000;
+        lim.tok_reset = ngx_http_aiserve_meter_wait(tok_level, 0, k->tpm);
+    }
+
+    if (k->budget_tokens) {
+        lim.budget_remaining = st->used + st->reserved >= k->budget_tokens
+                               ? 0
+                               : k->budget_tokens - st->used - st->reserved;
+        lim.budget_reset = ngx_http_aiserve_meter_period_left(
+                               k->budget_period);
+    }
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+
+    if (ngx_http_aiserve_meter_limit_headers(r, &lim) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ref.status) {
+        goto refused;
+    }
+
+    cln->handler = ngx_http_aiserve_meter_cleanup;
+    cln->data = r;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "aiserve meter: key_%uD reserved %ui tokens for \"%V\"",
+                   k->id, prompt_tokens, model);
+
+    return NGX_OK;
+
+refused:
+
+    if (lcf->mode == NGX_HTTP_AISERVE_METER_DRY_RUN) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "aiserve meter: dry run, key_%uD would get %ui %s",
+                      k->id, ref.status, ref.code);
+        return NGX_OK;
+    }
+
+    return ngx_http_aiserve_meter_refuse(r, &ref) == NGX_ERROR
+           ? NGX_ERROR : NGX_DECLINED;
+}
+
+
+static uint64_t
+ngx_http_aiserve_meter_price_of(ngx_http_aiserve_meter_main_conf_t *mcf,
+    ngx_str_t *model)
+{
+    ngx_uint_t                       i;
+    ngx_http_aiserve_meter_price_t  *p;
+
+    if (mcf->prices == NULL) {
+        return 0;
+    }
+
+    p = mcf->prices->elts;
+
+    for (i = 0; i < mcf->prices->nelts; i++) {
+        if (p[i].model.len == model->len
+            && ngx_strncmp(p[i].model.data, model->data, model->len) == 0)
+        {
+            return p[i].price;
+        }
+    }
+
+    return 0;
+}
+
+
+/* Releases the reservation and adds the request to its usage row. */
+static void
+ngx_http_aiserve_meter_account(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_ctx_t *ctx, aiserve_usage_t *u)
+{
+    uint32_t                             today;
+    aiserve_row_key_t                    rk;
+    ngx_http_aiserve_meter_row_t        *row;
+    ngx_http_aiserve_meter_key_t        *st;
+    ngx_http_aiserve_meter_zone_t       *z;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+    z = mcf->shm_zone->data;
+
+    today = ngx_http_aiserve_meter_today();
+
+    ngx_memzero(&rk, sizeof(rk));
+    rk.key_id = ctx->key.id;
+    rk.day = today;
+    ngx_memcpy(rk.model, ctx->model.data, ctx->model.len);
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    st = ngx_http_aiserve_meter_key_lookup(z, ctx->key.id);
+
+    if (st) {
+        st->reserved -= ngx_min(st->reserved, ctx->tokens);
+        if (st->active) {
+            st->active--;
+        }
+
+        if (st->budget_kind != AISERVE_PERIOD_NONE
+            && st->budget_period
+               == ngx_http_aiserve_meter_period(st->budget_kind, today))
+        {
+            st->used += u->prompt_tokens;
+        }
+    }
+
+    if (ctx->resv) {
+        ngx_queue_remove(&ctx->resv->queue);
+        ngx_slab_free_locked(z->shpool, ctx->resv);
+        ctx->resv = NULL;
+    }
+
+    row = ngx_http_aiserve_meter_row_lookup(z, &rk, 1);
+
+    if (row == NULL && ctx->day != today) {
+        /* past midnight with a full zone: the row made at admission */
+        rk.day = ctx->day;
+        row = ngx_http_aiserve_meter_row_lookup(z, &rk, 0);
+    }
+
+    if (row) {
+        ngx_http_aiserve_meter_usage_add(&row->pending, u);
+    }
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+
+    if (row == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "aiserve meter: zone is full, usage of key_%uD "
+                      "not recorded", ctx->key.id);
+    }
+}
+
+
+void
+ngx_http_aiserve_meter_settle(ngx_http_request_t *r,
+    ngx_msec_int_t compute_usec, off_t bytes_in, off_t bytes_out,
+    ngx_uint_t failed)
+{
+    aiserve_usage_t                      u;
+    ngx_http_aiserve_meter_ctx_t        *ctx;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    if (ctx == NULL || !ctx->reserved || ctx->settled) {
+        return;
+    }
+
+    ctx->settled = 1;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+
+    ngx_memzero(&u, sizeof(u));
+    u.requests = 1;
+    u.compute_usec = compute_usec > 0 ? (uint64_t) compute_usec : 0;
+    u.bytes_in = bytes_in > 0 ? (uint64_t) bytes_in : 0;
+    u.bytes_out = bytes_out > 0 ? (uint64_t) bytes_out : 0;
+
+    if (failed) {
+        /* a failed request is counted, not charged */
+        u.errors = 1;
+
+    } else {
+        u.prompt_tokens = ctx->tokens;
+        u.cost_nano = (uint64_t) ctx->tokens
+                      * ngx_http_aiserve_meter_price_of(mcf, &ctx->model);
+    }
+
+    ctx->cost_nano = u.cost_nano;
+    ctx->has_cost = 1;
+
+    ngx_http_aiserve_meter_account(r, ctx, &u);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "aiserve meter: key_%uD settled %uL tokens, %uL usec, "
+                   "failed %ui", ctx->key.id, u.prompt_tokens,
+                   u.compute_usec, failed);
+}
+
+
+/* The request ends without settle (client gone, handler error): release
+ * the reservation, count an error, charge nothing. */
+static void
+ngx_http_aiserve_meter_cleanup(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    aiserve_usage_t                u;
+    ngx_http_aiserve_meter_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    if (ctx == NULL || !ctx->reserved || ctx->settled) {
+        return;
+    }
+
+    ctx->settled = 1;
+
+    ngx_memzero(&u, sizeof(u));
+    u.requests = 1;
+    u.errors = 1;
+
+    ngx_http_aiserve_meter_account(r, ctx, &u);
+}
