@@ -20,8 +20,11 @@
  *                        LayerNorms' inputs and outputs 4H and their
  *                        mean / rstd 4, GELU input and output 2I,
  *                        attention probabilities A L)
- *   gradient buffers     3H + 2I + max(L)^2 * 3 per batch
- * plus per sequence (pooler) 2H and the logits.  Dropout masks are not
+ *   gradient buffers     7H + I, and 2 max(L)^2 per batch (attention)
+ * plus per row of the head (a sequence, or a token for a token
+ * classifier) 2H + 2C, and 3H per sequence for the pooler: MiniLM (H 384,
+ * I 1536, A 12, 6 layers) keeps about 148 KB per token plus 288 L bytes
+ * (the attention probabilities).  Dropout masks are not
  * stored: each is a function of (seed, forward pass, site, element),
  * drawn again in the backward pass.  Buffers grow to the largest batch
  * seen, so the batch's token budget bounds them.
