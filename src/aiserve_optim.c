@@ -42,25 +42,28 @@ aiserve_lr_linear(float lr, size_t step, size_t warmup_steps,
 
 
 double
-aiserve_clip_grad_norm(float *g, size_t n, float max_norm)
+aiserve_sumsq(const float *g, size_t n)
 {
-    double  ss = 0, norm;
-    float   coef;
+    double  ss = 0;
     size_t  i;
 
     for (i = 0; i < n; i++) {
         ss += (double) g[i] * g[i];
     }
-    norm = sqrt(ss);
-    if (max_norm > 0) {
-        coef = (float) (max_norm / (norm + 1e-6));
-        if (coef < 1.f) {
-            for (i = 0; i < n; i++) {
-                g[i] *= coef;
-            }
-        }
+    return ss;
+}
+
+
+float
+aiserve_clip_coef(double norm, float max_norm)
+{
+    double  coef;
+
+    if (max_norm <= 0) {
+        return 1.f;
     }
-    return norm;
+    coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? (float) coef : 1.f;
 }
 
 

@@ -36,13 +36,16 @@ void aiserve_optim_defaults(aiserve_optim_config_t *c);
 float aiserve_lr_linear(float lr, size_t step, size_t warmup_steps,
     size_t total_steps);
 
+/* Sum of squares of the N gradients at G, accumulated in double. */
+double aiserve_sumsq(const float *g, size_t n);
+
 /*
- * torch.nn.utils.clip_grad_norm_(max_norm) over the N gradients at G as
- * one vector: the L2 norm (accumulated in double), and when MAX_NORM > 0
- * every gradient times min(1, max_norm / (norm + 1e-6)).  Returns the
- * norm before clipping.
+ * torch.nn.utils.clip_grad_norm_(max_norm)'s factor for a global L2 NORM
+ * (the square root of every trainable gradient's aiserve_sumsq()):
+ * min(1, max_norm / (norm + 1e-6)), by which every gradient is
+ * multiplied; 1 when MAX_NORM <= 0 (no clipping).
  */
-double aiserve_clip_grad_norm(float *g, size_t n, float max_norm);
+float aiserve_clip_coef(double norm, float max_norm);
 
 /*
  * One torch.optim.AdamW update of N parameters P with gradients G and

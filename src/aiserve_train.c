@@ -32,6 +32,8 @@ typedef struct {
     size_t  ao_w, ao_b, ao_g, ao_beta;     /* BertSelfOutput */
     size_t  i_w, i_b;                      /* BertIntermediate */
     size_t  o_w, o_b, o_g, o_beta;         /* BertOutput */
+    size_t  lora_a[3], lora_b[3];          /* LoRA of query, key, value
+                                              (lora mode, targeted ones) */
 } aiserve_tl_t;
 
 /* One layer's activations for the current batch. */
@@ -48,13 +50,15 @@ typedef struct {
     float  *h2;         /* [T, H] LayerNorm 2 input */
     float  *st2;        /* [T, 2] */
     float  *out;        /* [T, H] the layer's output */
+    float  *lora_u[3];  /* [T, r] dropout(x) A^T of each LoRA */
 } aiserve_tact_t;
 
 /* Dropout sites: each draws its masks from its own stream. */
 enum {
     AISERVE_SITE_EMB = 0,
     AISERVE_SITE_CLS,
-    AISERVE_SITE_LAYER          /* + 3 l + {0 probs, 1 ao, 2 out} */
+    AISERVE_SITE_LAYER          /* + 8 l + {0 probs, 1 ao, 2 out,
+                                   3 + m the LoRA input of projection m} */
 };
 
 struct aiserve_train_s {
@@ -65,6 +69,10 @@ struct aiserve_train_s {
     float                    initializer_range;
     int                      dropout_on;
     uint64_t                 seed, pass;
+    aiserve_train_mode_e     mode;
+    size_t                   lora_r;
+    float                    lora_scale, lora_dropout;
+    unsigned                 lora_targets;
 
     aiserve_train_tensor_t  *tensors;
     size_t                   n_tensors;
@@ -84,6 +92,7 @@ struct aiserve_train_s {
     size_t                  *lens, *start, *posn;
     size_t                   n_seqs, T, cap_T, cap_n, max_len, rows;
     int                      has_labels;
+    int                      head_only;      /* last pass: head mode */
 
     /* activations and gradient buffers, carved from one arena */
     float                   *arena;
@@ -92,9 +101,30 @@ struct aiserve_train_s {
     aiserve_tact_t          *acts;
     float                   *first, *pooled, *cls_in, *logits, *dlogits;
     float                   *dx, *b1, *b2, *dctx, *dqkv, *di, *dcls,
-                            *dpool, *att1, *att2;
+                            *dpool, *att1, *att2, *du;
     size_t                   n_loss;         /* labels counted in the loss */
 };
+
+
+/* The gradient of the tensor at offset OFF, or NULL when it is frozen
+ * (the backward pass skips the products of frozen weights). */
+static float *
+aiserve_grad(const aiserve_train_t *t, size_t off)
+{
+    size_t  lo = 0, hi = t->n_tensors, mid;
+
+    while (hi - lo > 1) {
+        mid = (lo + hi) / 2;
+        if (t->tensors[mid].offset <= off) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return t->tensors[lo].frozen ? NULL : t->grads + off;
+}
+
+#define GR(off)  aiserve_grad(t, off)
 
 
 /* --- generators ---------------------------------------------------------- */
@@ -183,6 +213,20 @@ aiserve_normal_fill(uint64_t *state, float *x, size_t n, float std)
 }
 
 
+/* Uniform numbers in [-bound, bound) from a splitmix64 stream. */
+static void
+aiserve_uniform_fill(uint64_t *state, float *x, size_t n, float bound)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        *state += 0x9e3779b97f4a7c15ull;
+        x[i] = (float) (bound * (2.0 * ((aiserve_mix64(*state) >> 11)
+                                        / 9007199254740992.0) - 1.0));
+    }
+}
+
+
 /* --- loading ------------------------------------------------------------- */
 
 static size_t
@@ -214,7 +258,7 @@ aiserve_layout(aiserve_train_t *t)
     char                         p[96];
     static const char           *qkv[3] = { "query", "key", "value" };
 
-    t->tensors = calloc(16 * in->num_hidden_layers + 16, sizeof(*t->tensors));
+    t->tensors = calloc(24 * in->num_hidden_layers + 16, sizeof(*t->tensors));
     t->layers = calloc(in->num_hidden_layers, sizeof(*t->layers));
     if (t->tensors == NULL || t->layers == NULL) {
         return -1;
@@ -273,6 +317,25 @@ aiserve_layout(aiserve_train_t *t)
     t->cls_w = aiserve_add_tensor(t, "classifier.weight", in->num_labels, H,
                                   1);
     t->cls_b = aiserve_add_tensor(t, "classifier.bias", in->num_labels, 0, 0);
+
+    /* peft's LoRA on the targeted projections: lora_A [r, H], lora_B
+     * [H, r] (named as peft saves an adapter, without its
+     * "base_model.model." prefix) */
+    for (l = 0; l < in->num_hidden_layers && t->lora_r > 0; l++) {
+        for (k = 0; k < 3; k++) {
+            if (!(t->lora_targets & (1u << k))) {
+                continue;
+            }
+            snprintf(p, sizeof(p), "bert.encoder.layer.%zu.attention.self."
+                     "%s.lora_A.weight", l, qkv[k]);
+            t->layers[l].lora_a[k] = aiserve_add_tensor(t, p, t->lora_r, H,
+                                                        1);
+            snprintf(p, sizeof(p), "bert.encoder.layer.%zu.attention.self."
+                     "%s.lora_B.weight", l, qkv[k]);
+            t->layers[l].lora_b[k] = aiserve_add_tensor(t, p, H, t->lora_r,
+                                                        1);
+        }
+    }
     return 0;
 }
 
@@ -393,6 +456,15 @@ aiserve_load_params(aiserve_train_t *t, const char *dir, int new_head,
         if (strncmp(name, "bert.", 5) == 0) {
             name += 5;       /* found with or without the prefix */
         }
+        if (strstr(x->name, ".lora_") != NULL) {
+            /* peft's LoraLayer.reset_lora_parameters: A as nn.Linear's
+             * kaiming_uniform_(a = sqrt 5), U(-1/sqrt(in), 1/sqrt(in));
+             * B zero, so the adapted model starts as the base */
+            aiserve_uniform_fill(&rng, t->params + x->offset, x->n,
+                                 strstr(x->name, ".lora_A.") != NULL
+                                 ? 1.f / sqrtf((float) x->shape[1]) : 0.f);
+            continue;
+        }
         rc = new_head && strncmp(x->name, "classifier.", 11) == 0
              ? 1 : aiserve_copy_tensor(t, st, x, name, err, err_len);
         if (rc == 1 && head && (new_head
@@ -432,6 +504,22 @@ aiserve_train_load(const char *model_dir, const aiserve_train_opts_t *opts,
         return NULL;
     }
     t->seed = opts->seed;
+    t->mode = opts->mode;
+    if (opts->mode == AISERVE_TRAIN_LORA) {
+        if (opts->lora_r == 0 || opts->lora_targets == 0
+            || opts->lora_targets > 7 || opts->lora_dropout < 0.f
+            || opts->lora_dropout >= 1.f)
+        {
+            aiserve_err(err, err_len, "lora: r must be >= 1, the targets "
+                        "among query, key and value, and lora_dropout in "
+                        "[0, 1)");
+            goto fail;
+        }
+        t->lora_r = opts->lora_r;
+        t->lora_targets = opts->lora_targets;
+        t->lora_dropout = opts->lora_dropout;
+        t->lora_scale = opts->lora_alpha / (float) opts->lora_r;
+    }
     if (aiserve_model_read_config(model_dir, &t->info, err, err_len) != 0
         || aiserve_train_config(t, model_dir, err, err_len) != 0)
     {
@@ -498,6 +586,19 @@ aiserve_train_load(const char *model_dir, const aiserve_train_opts_t *opts,
     }
     if (aiserve_load_params(t, model_dir, new_head, err, err_len) != 0) {
         goto fail;
+    }
+    for (i = 0; i < t->n_tensors; i++) {
+        aiserve_train_tensor_t  *x = &t->tensors[i];
+        int                      head = strncmp(x->name, "bert.", 5) != 0;
+
+        /* head: the encoder (not the pooler); lora: all but the adapters
+         * and the classifier (peft's modules_to_save for SEQ_CLS and
+         * TOKEN_CLS) */
+        if (opts->mode == AISERVE_TRAIN_HEAD) {
+            x->frozen = !head && strncmp(x->name, "bert.pooler.", 12) != 0;
+        } else if (opts->mode == AISERVE_TRAIN_LORA) {
+            x->frozen = !head && strstr(x->name, ".lora_") == NULL;
+        }
     }
     return t;
 
@@ -679,9 +780,12 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
         t->lens[s] = b->seq_lens[s];
         t->start[s] = tok;
         for (i = 0; i < b->seq_lens[s]; i++, tok++) {
+            t->posn[tok] = i;
+            if (b->input_ids == NULL) {
+                continue;          /* head mode: features instead */
+            }
             t->ids[tok] = b->input_ids[tok];
             t->types[tok] = b->token_type_ids ? b->token_type_ids[tok] : 0;
-            t->posn[tok] = i;
             if (t->ids[tok] < 0 || (size_t) t->ids[tok] >= in->vocab_size) {
                 aiserve_err(err, err_len, "input_ids[%zu] = %d is out of "
                             "the vocabulary (vocab_size %zu)", tok,
@@ -721,9 +825,10 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
 }
 
 
-/* Sizes the arena for the batch taken and carves it. */
+/* Sizes the arena for the batch taken and carves it: everything, or
+ * (HEAD_ONLY) the head's buffers alone. */
 static int
-aiserve_carve(aiserve_train_t *t, char *err, size_t err_len)
+aiserve_carve(aiserve_train_t *t, int head_only, char *err, size_t err_len)
 {
     const aiserve_model_info_t  *in = &t->info;
     size_t                       T = t->T, H = in->hidden_size;
@@ -735,11 +840,12 @@ aiserve_carve(aiserve_train_t *t, char *err, size_t err_len)
     for (s = 0; s < n; s++) {
         P += in->num_attention_heads * t->lens[s] * t->lens[s];
     }
-    per_layer = T * (8 * H + 2 * I + 4) + P;
-    need = T * (2 * H + 2) + NL * per_layer
-           + 2 * n * H + t->rows * H + 2 * t->rows * C
-           + T * (7 * H + I) + t->rows * H + n * H
-           + 2 * t->max_len * t->max_len;
+    per_layer = T * (8 * H + 2 * I + 4 + 3 * t->lora_r) + P;
+    need = 2 * n * H + t->rows * H + 2 * t->rows * C + t->rows * H + n * H;
+    if (!head_only) {
+        need += T * (2 * H + 2) + NL * per_layer + T * (7 * H + I)
+                + 2 * t->max_len * t->max_len + T * t->lora_r;
+    }
     if (need > t->arena_cap) {
         free(t->arena);
         t->arena = malloc(need * sizeof(float));
@@ -762,6 +868,16 @@ aiserve_carve(aiserve_train_t *t, char *err, size_t err_len)
 #define CARVE(dst, count) (dst) = f; f += (count)
 
     f = t->arena;
+    CARVE(t->first, n * H);
+    CARVE(t->pooled, n * H);
+    CARVE(t->cls_in, t->rows * H);
+    CARVE(t->logits, t->rows * C);
+    CARVE(t->dlogits, t->rows * C);
+    CARVE(t->dcls, t->rows * H);
+    CARVE(t->dpool, n * H);
+    if (head_only) {
+        return 0;
+    }
     CARVE(t->emb_in, T * H);
     CARVE(t->emb_st, 2 * T);
     CARVE(t->emb_out, T * H);
@@ -779,22 +895,19 @@ aiserve_carve(aiserve_train_t *t, char *err, size_t err_len)
         CARVE(a->h2, T * H);
         CARVE(a->st2, 2 * T);
         CARVE(a->out, T * H);
+        for (s = 0; s < 3; s++) {
+            CARVE(a->lora_u[s], T * t->lora_r);
+        }
     }
-    CARVE(t->first, n * H);
-    CARVE(t->pooled, n * H);
-    CARVE(t->cls_in, t->rows * H);
-    CARVE(t->logits, t->rows * C);
-    CARVE(t->dlogits, t->rows * C);
     CARVE(t->dx, T * H);
     CARVE(t->b1, T * H);
     CARVE(t->b2, T * H);
     CARVE(t->dctx, T * H);
     CARVE(t->dqkv, 3 * T * H);
     CARVE(t->di, T * I);
-    CARVE(t->dcls, t->rows * H);
-    CARVE(t->dpool, n * H);
     CARVE(t->att1, t->max_len * t->max_len);
     CARVE(t->att2, t->max_len * t->max_len);
+    CARVE(t->du, T * t->lora_r);
 #undef CARVE
     return 0;
 }
@@ -813,8 +926,9 @@ aiserve_linear_fwd(const float *x, size_t rows, const float *w,
 
 
 /*
- * Backward of y = x W^T + b: dW += dy^T x, db += column sums of dy (DB
- * not NULL), and dx = dy W + BETA dx (DX not NULL).
+ * Backward of y = x W^T + b: dW += dy^T x (DW not NULL: NULL for a
+ * frozen weight), db += column sums of dy (DB not NULL), and dx = dy W +
+ * BETA dx (DX not NULL).
  */
 static void
 aiserve_linear_bwd(const float *dy, const float *x, size_t rows,
@@ -823,7 +937,9 @@ aiserve_linear_bwd(const float *dy, const float *x, size_t rows,
 {
     size_t  r, c;
 
-    aiserve_gemm(1, 0, n, k, rows, 1.f, dy, n, x, k, 1.f, dw, k);
+    if (dw != NULL) {
+        aiserve_gemm(1, 0, n, k, rows, 1.f, dy, n, x, k, 1.f, dw, k);
+    }
     for (r = 0; r < rows && db != NULL; r++) {
         for (c = 0; c < n; c++) {
             db[c] += dy[r * n + c];
@@ -875,7 +991,7 @@ aiserve_ln_fwd(const float *x, float *y, float *st, const float *g,
 /*
  * Backward of LayerNorm: with xhat = (x - mean) rstd and g = dy gamma,
  * dx = rstd (g - mean(g) - xhat mean(g xhat)), dgamma += dy xhat,
- * dbeta += dy.  DX may be DY.
+ * dbeta += dy (unless DGAMMA is NULL: frozen).  DX may be DY.
  */
 static void
 aiserve_ln_bwd(const float *dy, const float *x, const float *st,
@@ -898,8 +1014,10 @@ aiserve_ln_bwd(const float *dy, const float *x, const float *st,
             gx = dyr[c] * gamma[c];
             s1 += gx;
             s2 += (double) gx * xh;
-            dgamma[c] += dyr[c] * xh;
-            dbeta[c] += dyr[c];
+            if (dgamma != NULL) {
+                dgamma[c] += dyr[c] * xh;
+                dbeta[c] += dyr[c];
+            }
         }
         m1 = (float) (s1 / (double) H);
         m2 = (float) (s2 / (double) H);
@@ -1027,7 +1145,7 @@ aiserve_attention_fwd(aiserve_train_t *t, size_t l)
             pd = p;
             if (t->dropout_on && t->attn_dropout > 0.f) {
                 memcpy(t->att1, p, L * L * sizeof(float));
-                aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l,
+                aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l,
                                 t->attn_dropout, t->att1, L * L, off);
                 pd = t->att1;
             }
@@ -1039,6 +1157,75 @@ aiserve_attention_fwd(aiserve_train_t *t, size_t l)
 }
 
 
+/* The LoRA input of projection M of layer L: dropout(in) into t->b2 (a
+ * backward buffer, free in the forward pass), or IN itself. */
+static const float *
+aiserve_lora_input(aiserve_train_t *t, size_t l, size_t m, const float *in)
+{
+    size_t  n = t->T * t->info.hidden_size;
+
+    if (!t->dropout_on || t->lora_dropout <= 0.f) {
+        return in;
+    }
+    memcpy(t->b2, in, n * sizeof(float));
+    aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 3 + m, t->lora_dropout,
+                    t->b2, n, 0);
+    return t->b2;
+}
+
+
+/*
+ * peft's lora.Linear on projection M (0 query, 1 key, 2 value) of layer
+ * L: y += scaling * dropout(x) A^T B^T, scaling = lora_alpha / r, with
+ * u = dropout(x) A^T [T, r] kept for the backward pass.
+ */
+static void
+aiserve_lora_fwd(aiserve_train_t *t, size_t l, size_t m, const float *in)
+{
+    const aiserve_tl_t  *L = &t->layers[l];
+    aiserve_tact_t      *a = &t->acts[l];
+    size_t               T = t->T, H = t->info.hidden_size, r = t->lora_r;
+    const float         *x = aiserve_lora_input(t, l, m, in);
+
+    aiserve_gemm(0, 1, T, r, H, 1.f, x, H, t->params + L->lora_a[m], H, 0.f,
+                 a->lora_u[m], r);
+    aiserve_gemm(0, 1, T, H, r, t->lora_scale, a->lora_u[m], r,
+                 t->params + L->lora_b[m], r, 1.f, a->qkv + m * H, 3 * H);
+}
+
+
+/*
+ * Backward of aiserve_lora_fwd() from dy = dqkv's columns of projection
+ * M: dB += s dy^T u, du = s dy B, dA += du^T dropout(x), and dx +=
+ * dropout(du A).
+ */
+static void
+aiserve_lora_bwd(aiserve_train_t *t, size_t l, size_t m, const float *in)
+{
+    const aiserve_tl_t  *L = &t->layers[l];
+    aiserve_tact_t      *a = &t->acts[l];
+    size_t               T = t->T, H = t->info.hidden_size, r = t->lora_r;
+    size_t               i;
+    const float         *x, *dy = t->dqkv + m * H;
+    const float         *A = t->params + L->lora_a[m];
+    const float         *B = t->params + L->lora_b[m];
+
+    aiserve_gemm(1, 0, H, r, T, t->lora_scale, dy, 3 * H, a->lora_u[m], r,
+                 1.f, t->grads + L->lora_b[m], r);
+    aiserve_gemm(0, 0, T, r, H, t->lora_scale, dy, 3 * H, B, r, 0.f, t->du,
+                 r);
+    x = aiserve_lora_input(t, l, m, in);
+    aiserve_gemm(1, 0, r, H, T, 1.f, t->du, r, x, H, 1.f,
+                 t->grads + L->lora_a[m], H);
+    aiserve_gemm(0, 0, T, H, r, 1.f, t->du, r, A, H, 0.f, t->b2, H);
+    aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 3 + m, t->lora_dropout,
+                    t->b2, T * H, 0);
+    for (i = 0; i < T * H; i++) {
+        t->dx[i] += t->b2[i];
+    }
+}
+
+
 static void
 aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
 {
@@ -1046,15 +1233,20 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
     aiserve_tact_t      *a = &t->acts[l];
     const float         *P = t->params;
     size_t               T = t->T, H = t->info.hidden_size;
-    size_t               I = t->info.intermediate_size, i;
+    size_t               I = t->info.intermediate_size, i, m;
     float                eps = t->info.layer_norm_eps;
 
     aiserve_linear_fwd(in, T, P + L->qkv_w, P + L->qkv_b, 3 * H, H, a->qkv);
+    for (m = 0; m < 3 && t->lora_r > 0; m++) {
+        if (t->lora_targets & (1u << m)) {
+            aiserve_lora_fwd(t, l, m, in);
+        }
+    }
     aiserve_attention_fwd(t, l);
 
     /* BertSelfOutput: LayerNorm(dropout(dense(ctx)) + in) */
     aiserve_linear_fwd(a->ctx, T, P + L->ao_w, P + L->ao_b, H, H, a->h1);
-    aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l + 1, t->hidden_dropout,
+    aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 1, t->hidden_dropout,
                     a->h1, T * H, 0);
     for (i = 0; i < T * H; i++) {
         a->h1[i] += in[i];
@@ -1066,7 +1258,7 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
     aiserve_linear_fwd(a->a1, T, P + L->i_w, P + L->i_b, I, H, a->pre);
     aiserve_act_fwd(t->act, a->pre, a->gel, T * I);
     aiserve_linear_fwd(a->gel, T, P + L->o_w, P + L->o_b, H, I, a->h2);
-    aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l + 2, t->hidden_dropout,
+    aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 2, t->hidden_dropout,
                     a->h2, T * H, 0);
     for (i = 0; i < T * H; i++) {
         a->h2[i] += a->a1[i];
@@ -1139,22 +1331,64 @@ aiserve_loss(aiserve_train_t *t)
 }
 
 
+/*
+ * The head on X: the first tokens' final hidden states [n_seqs, H]
+ * (BertPooler: tanh(dense(x)), dropout, classifier) or every token's
+ * [T, H] (dropout, classifier); then the loss when there are labels.
+ */
+static void
+aiserve_head_fwd(aiserve_train_t *t, const float *x, float *loss)
+{
+    const float  *P = t->params;
+    size_t        H = t->info.hidden_size, C = t->info.num_labels, i;
+
+    if (t->info.arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION) {
+        if (x != t->first) {
+            memcpy(t->first, x, t->n_seqs * H * sizeof(float));
+        }
+        aiserve_linear_fwd(t->first, t->n_seqs, P + t->pool_w, P + t->pool_b,
+                           H, H, t->pooled);
+        for (i = 0; i < t->n_seqs * H; i++) {
+            t->pooled[i] = tanhf(t->pooled[i]);
+        }
+        memcpy(t->cls_in, t->pooled, t->n_seqs * H * sizeof(float));
+    } else {
+        memcpy(t->cls_in, x, t->T * H * sizeof(float));
+    }
+    aiserve_dropout(t, AISERVE_SITE_CLS, t->cls_dropout, t->cls_in,
+                    t->rows * H, 0);
+    aiserve_linear_fwd(t->cls_in, t->rows, P + t->cls_w, P + t->cls_b, C, H,
+                       t->logits);
+
+    if (loss != NULL) {
+        *loss = t->has_labels ? aiserve_loss(t) : 0.f;
+    } else if (t->has_labels) {
+        (void) aiserve_loss(t);
+    }
+}
+
+
 int
 aiserve_train_forward(aiserve_train_t *t, const aiserve_train_batch_t *batch,
     float *loss, char *err, size_t err_len)
 {
     const aiserve_model_info_t  *in = &t->info;
     const float                 *P = t->params, *x;
-    size_t                       T, H = in->hidden_size, C = in->num_labels;
+    size_t                       T, H = in->hidden_size;
     size_t                       i, c, s, l;
 
+    if (batch->input_ids == NULL) {
+        aiserve_err(err, err_len, "a batch without input_ids");
+        return -1;
+    }
     if (aiserve_take_batch(t, batch, err, err_len) != 0
-        || aiserve_carve(t, err, err_len) != 0)
+        || aiserve_carve(t, 0, err, err_len) != 0)
     {
         t->has_labels = 0;
         return -1;
     }
     t->pass++;
+    t->head_only = 0;
     T = t->T;
 
     /* BertEmbeddings: word + token_type + position, LayerNorm, dropout */
@@ -1179,29 +1413,64 @@ aiserve_train_forward(aiserve_train_t *t, const aiserve_train_batch_t *batch,
     }
 
     if (in->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION) {
-        /* BertPooler: tanh(dense(first token)), then dropout, classifier */
         for (s = 0; s < t->n_seqs; s++) {
             memcpy(t->first + s * H, x + t->start[s] * H, H * sizeof(float));
         }
-        aiserve_linear_fwd(t->first, t->n_seqs, P + t->pool_w, P + t->pool_b,
-                           H, H, t->pooled);
-        for (i = 0; i < t->n_seqs * H; i++) {
-            t->pooled[i] = tanhf(t->pooled[i]);
-        }
-        memcpy(t->cls_in, t->pooled, t->n_seqs * H * sizeof(float));
-    } else {
-        memcpy(t->cls_in, x, T * H * sizeof(float));
+        x = t->first;
     }
-    aiserve_dropout(t, AISERVE_SITE_CLS, t->cls_dropout, t->cls_in,
-                    t->rows * H, 0);
-    aiserve_linear_fwd(t->cls_in, t->rows, P + t->cls_w, P + t->cls_b, C, H,
-                       t->logits);
+    aiserve_head_fwd(t, x, loss);
+    return 0;
+}
 
-    if (loss != NULL) {
-        *loss = t->has_labels ? aiserve_loss(t) : 0.f;
-    } else if (t->has_labels) {
-        (void) aiserve_loss(t);
+
+int
+aiserve_train_features(aiserve_train_t *t, const aiserve_train_batch_t *batch,
+    float *features, char *err, size_t err_len)
+{
+    const aiserve_model_info_t  *in = &t->info;
+    aiserve_train_batch_t        b = *batch;
+    size_t                       H = in->hidden_size, s;
+    int                          dropout = t->dropout_on;
+    const float                 *x;
+
+    b.label_ids = NULL;
+    b.label_values = NULL;
+    t->dropout_on = 0;
+    if (aiserve_train_forward(t, &b, NULL, err, err_len) != 0) {
+        t->dropout_on = dropout;
+        return -1;
     }
+    t->dropout_on = dropout;
+    x = t->acts[in->num_hidden_layers - 1].out;
+    if (in->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION) {
+        for (s = 0; s < t->n_seqs; s++) {
+            memcpy(features + s * H, x + t->start[s] * H, H * sizeof(float));
+        }
+    } else {
+        memcpy(features, x, t->T * H * sizeof(float));
+    }
+    return 0;
+}
+
+
+int
+aiserve_train_head_forward(aiserve_train_t *t, const float *features,
+    const aiserve_train_batch_t *batch, float *loss, char *err,
+    size_t err_len)
+{
+    aiserve_train_batch_t  b = *batch;
+
+    b.input_ids = NULL;
+    b.token_type_ids = NULL;
+    if (aiserve_take_batch(t, &b, err, err_len) != 0
+        || aiserve_carve(t, 1, err, err_len) != 0)
+    {
+        t->has_labels = 0;
+        return -1;
+    }
+    t->pass++;
+    t->head_only = 1;
+    aiserve_head_fwd(t, features, loss);
     return 0;
 }
 
@@ -1239,7 +1508,7 @@ aiserve_attention_bwd(aiserve_train_t *t, size_t l)
             pd = p;
             if (drop) {
                 memcpy(t->att1, p, L * L * sizeof(float));
-                aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l,
+                aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l,
                                 t->attn_dropout, t->att1, L * L, off);
                 pd = t->att1;
             }
@@ -1247,7 +1516,7 @@ aiserve_attention_bwd(aiserve_train_t *t, size_t l)
             dp = t->att2;
             aiserve_gemm(0, 1, L, L, D, 1.f, dc, H, v, 3 * H, 0.f, dp, L);
             if (drop) {
-                aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l,
+                aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l,
                                 t->attn_dropout, dp, L * L, off);
             }
             for (i = 0; i < L; i++) {
@@ -1279,40 +1548,45 @@ aiserve_layer_bwd(aiserve_train_t *t, size_t l, const float *in)
     const float         *P = t->params;
     float               *G = t->grads;
     size_t               T = t->T, H = t->info.hidden_size;
-    size_t               I = t->info.intermediate_size, r, c;
+    size_t               I = t->info.intermediate_size, r, c, m;
 
     /* BertOutput: out = LN(dropout(gel W_o^T + b_o) + a1) */
-    aiserve_ln_bwd(t->dx, a->h2, a->st2, P + L->o_g, G + L->o_g,
-                   G + L->o_beta, t->b1, T, H);
+    aiserve_ln_bwd(t->dx, a->h2, a->st2, P + L->o_g, GR(L->o_g),
+                   GR(L->o_beta), t->b1, T, H);
     memcpy(t->b2, t->b1, T * H * sizeof(float));
-    aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l + 2, t->hidden_dropout,
+    aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 2, t->hidden_dropout,
                     t->b2, T * H, 0);
-    aiserve_linear_bwd(t->b2, a->gel, T, P + L->o_w, G + L->o_w, G + L->o_b,
+    aiserve_linear_bwd(t->b2, a->gel, T, P + L->o_w, GR(L->o_w), GR(L->o_b),
                        H, I, t->di, 0.f);
     aiserve_act_bwd(t->act, a->pre, t->di, T * I);
     /* a1 feeds the intermediate dense and the residual: b1 += dpre W_i */
-    aiserve_linear_bwd(t->di, a->a1, T, P + L->i_w, G + L->i_w, G + L->i_b,
+    aiserve_linear_bwd(t->di, a->a1, T, P + L->i_w, GR(L->i_w), GR(L->i_b),
                        I, H, t->b1, 1.f);
 
     /* BertSelfOutput: a1 = LN(dropout(ctx W_ao^T + b_ao) + in) */
-    aiserve_ln_bwd(t->b1, a->h1, a->st1, P + L->ao_g, G + L->ao_g,
-                   G + L->ao_beta, t->dx, T, H);
+    aiserve_ln_bwd(t->b1, a->h1, a->st1, P + L->ao_g, GR(L->ao_g),
+                   GR(L->ao_beta), t->dx, T, H);
     memcpy(t->b2, t->dx, T * H * sizeof(float));
-    aiserve_dropout(t, AISERVE_SITE_LAYER + 3 * l + 1, t->hidden_dropout,
+    aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 1, t->hidden_dropout,
                     t->b2, T * H, 0);
-    aiserve_linear_bwd(t->b2, a->ctx, T, P + L->ao_w, G + L->ao_w,
-                       G + L->ao_b, H, H, t->dctx, 0.f);
+    aiserve_linear_bwd(t->b2, a->ctx, T, P + L->ao_w, GR(L->ao_w),
+                       GR(L->ao_b), H, H, t->dctx, 0.f);
 
     aiserve_attention_bwd(t, l);
     /* in feeds QKV and the residual: dx += dqkv W_qkv */
-    aiserve_linear_bwd(t->dqkv, in, T, P + L->qkv_w, G + L->qkv_w, NULL,
+    aiserve_linear_bwd(t->dqkv, in, T, P + L->qkv_w, GR(L->qkv_w), NULL,
                        3 * H, H, t->dx, 1.f);
+    for (m = 0; m < 3 && t->lora_r > 0; m++) {
+        if (t->lora_targets & (1u << m)) {
+            aiserve_lora_bwd(t, l, m, in);
+        }
+    }
     /* The key bias adds q_i . b_k / sqrt(D) to every score of row i: a
      * constant the softmax removes, so its gradient is exactly 0 (torch
      * computes it as rounding noise: about 1e-17 in float64, 1e-9 in
      * fp32, which AdamW's m / sqrt(v) would turn into steps of lr).  Only
      * the query and value biases get their column sums. */
-    for (r = 0; r < T; r++) {
+    for (r = 0; r < T && GR(L->qkv_b) != NULL; r++) {
         for (c = 0; c < H; c++) {
             G[L->qkv_b + c] += t->dqkv[r * 3 * H + c];
             G[L->qkv_b + 2 * H + c] += t->dqkv[r * 3 * H + 2 * H + c];
@@ -1330,6 +1604,7 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
     float                       *G = t->grads, *dw, *dt, *dp;
     size_t                       T = t->T, H = in->hidden_size;
     size_t                       C = in->num_labels, i, c, s, l;
+    int                          seq, head;
 
     if (!t->has_labels) {
         aiserve_err(err, err_len, "backward pass without a forward pass "
@@ -1344,17 +1619,27 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
     }
 
     /* classifier, dropout */
+    seq = in->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION;
+    /* nothing below the head to train */
+    head = t->head_only || t->mode == AISERVE_TRAIN_HEAD;
     aiserve_linear_bwd(t->dlogits, t->cls_in, t->rows, P + t->cls_w,
-                       G + t->cls_w, G + t->cls_b, C, H, t->dcls, 0.f);
+                       GR(t->cls_w), GR(t->cls_b), C, H,
+                       head && !seq ? NULL : t->dcls, 0.f);
+    if (head && !seq) {
+        return 0;
+    }
     aiserve_dropout(t, AISERVE_SITE_CLS, t->cls_dropout, t->dcls,
                     t->rows * H, 0);
-    if (in->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION) {
+    if (seq) {
         for (i = 0; i < t->n_seqs * H; i++) {
             t->dcls[i] *= 1.f - t->pooled[i] * t->pooled[i];
         }
         aiserve_linear_bwd(t->dcls, t->first, t->n_seqs, P + t->pool_w,
-                           G + t->pool_w, G + t->pool_b, H, H, t->dpool,
-                           0.f);
+                           GR(t->pool_w), GR(t->pool_b), H, H,
+                           head ? NULL : t->dpool, 0.f);
+        if (head) {
+            return 0;
+        }
         memset(t->dx, 0, T * H * sizeof(float));
         for (s = 0; s < t->n_seqs; s++) {
             memcpy(t->dx + t->start[s] * H, t->dpool + s * H,
@@ -1370,8 +1655,11 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
 
     /* embeddings: dropout, LayerNorm, then each sum's three rows */
     aiserve_dropout(t, AISERVE_SITE_EMB, t->hidden_dropout, t->dx, T * H, 0);
-    aiserve_ln_bwd(t->dx, t->emb_in, t->emb_st, P + t->emb_g, G + t->emb_g,
-                   G + t->emb_b, t->b1, T, H);
+    aiserve_ln_bwd(t->dx, t->emb_in, t->emb_st, P + t->emb_g, GR(t->emb_g),
+                   GR(t->emb_b), t->b1, T, H);
+    if (GR(t->word) == NULL) {
+        return 0;
+    }
     for (i = 0; i < T; i++) {
         dw = G + t->word + (size_t) t->ids[i] * H;
         dt = G + t->type + (size_t) t->types[i] * H;
@@ -1393,9 +1681,9 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float *lr, double *grad_norm, char *err, size_t err_len)
 {
     const aiserve_train_tensor_t  *x;
-    double                         norm;
-    float                          rate;
-    size_t                         i;
+    double                         norm, ss;
+    float                          rate, coef;
+    size_t                         i, j;
 
     if (t->adam_m == NULL) {
         t->adam_m = calloc(t->n_params, sizeof(float));
@@ -1409,12 +1697,29 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
             return -1;
         }
     }
-    norm = aiserve_clip_grad_norm(t->grads, t->n_params, c->max_grad_norm);
+    /* the norm of the trainable tensors' gradients (torch clips the
+     * parameters that have a gradient) */
+    ss = 0;
+    for (i = 0; i < t->n_tensors; i++) {
+        x = &t->tensors[i];
+        ss += x->frozen ? 0 : aiserve_sumsq(t->grads + x->offset, x->n);
+    }
+    norm = sqrt(ss);
+    coef = aiserve_clip_coef(norm, c->max_grad_norm);
+    for (i = 0; i < t->n_tensors && coef < 1.f; i++) {
+        x = &t->tensors[i];
+        for (j = 0; j < x->n && !x->frozen; j++) {
+            t->grads[x->offset + j] *= coef;
+        }
+    }
     rate = aiserve_lr_linear(c->learning_rate, t->adam_step, c->warmup_steps,
                              c->total_steps);
     t->adam_step++;
     for (i = 0; i < t->n_tensors; i++) {
         x = &t->tensors[i];
+        if (x->frozen) {
+            continue;
+        }
         aiserve_adamw_update(t->params + x->offset, t->grads + x->offset,
                              t->adam_m + x->offset, t->adam_v + x->offset,
                              x->n, c, rate, x->decay ? c->weight_decay : 0.f,
@@ -1428,4 +1733,17 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
         *grad_norm = norm;
     }
     return 0;
+}
+
+
+void
+aiserve_train_opts_defaults(aiserve_train_opts_t *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->arch = AISERVE_ARCH_BERT_MODEL;
+    opts->mode = AISERVE_TRAIN_FULL;
+    opts->lora_r = 8;
+    opts->lora_alpha = 16.f;
+    opts->lora_dropout = 0.f;
+    opts->lora_targets = AISERVE_LORA_QUERY | AISERVE_LORA_VALUE;
 }

@@ -23,7 +23,7 @@
  *   gradient buffers     7H + I, and 2 max(L)^2 per batch (attention)
  * plus per row of the head (a sequence, or a token for a token
  * classifier) 2H + 2C, and 3H per sequence for the pooler: MiniLM (H 384,
- * I 1536, A 12, 6 layers) keeps about 148 KB per token plus 288 L bytes
+ * I 1536, A 12, 6 layers) keeps about 168 KB per token plus 288 L bytes
  * (the attention probabilities).  Dropout masks are not
  * stored: each is a function of (seed, forward pass, site, element),
  * drawn again in the backward pass.  Buffers grow to the largest batch
@@ -69,6 +69,19 @@ typedef struct {
     const float    *label_values;
 } aiserve_train_batch_t;
 
+/* Which parameters train (issue 11's three modes). */
+typedef enum {
+    AISERVE_TRAIN_FULL = 0,   /* every weight */
+    AISERVE_TRAIN_HEAD,       /* the head (pooler and classifier) on a
+                                 frozen encoder */
+    AISERVE_TRAIN_LORA        /* LoRA adapters and the classifier */
+} aiserve_train_mode_e;
+
+/* LoRA target modules (peft's target_modules names). */
+#define AISERVE_LORA_QUERY  1u
+#define AISERVE_LORA_KEY    2u
+#define AISERVE_LORA_VALUE  4u
+
 /* What to train from a checkpoint. */
 typedef struct {
     /*
@@ -82,8 +95,25 @@ typedef struct {
     aiserve_arch_e     arch;
     size_t             num_labels;     /* new head only */
     aiserve_problem_e  problem_type;   /* new sequence head only */
-    uint64_t           seed;           /* new head, dropout */
+    uint64_t           seed;           /* new head, LoRA, dropout */
+    aiserve_train_mode_e  mode;
+    /*
+     * lora mode, with peft's LoraConfig semantics: r (8), lora_alpha
+     * (16; scaling = alpha / r), lora_dropout (on the adapter's input,
+     * when dropout is on), target modules (query | value).  lora_A
+     * starts as peft's kaiming_uniform_(a = sqrt 5), lora_B at 0.  The
+     * base weights and the pooler are frozen; the classifier trains
+     * (peft's modules_to_save).
+     */
+    size_t             lora_r;
+    float              lora_alpha;
+    float              lora_dropout;
+    unsigned           lora_targets;   /* AISERVE_LORA_* */
 } aiserve_train_opts_t;
+
+/* opts for full mode, and peft's LoRA defaults should lora be chosen:
+ * r 8, alpha 16, dropout 0, query and value. */
+void aiserve_train_opts_defaults(aiserve_train_opts_t *opts);
 
 /* One parameter tensor of the flat array, named as transformers' task
  * model names it ("bert.encoder.layer.0.attention.self.query.weight",
@@ -97,6 +127,8 @@ typedef struct {
     int       decay;                  /* AdamW weight decay applies (not
                                          to biases and LayerNorm weights,
                                          as transformers' Trainer) */
+    int       frozen;                 /* not updated (head mode's
+                                         encoder) */
 } aiserve_train_tensor_t;
 
 /*
@@ -172,12 +204,39 @@ int aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
     size_t err_len);
 
 /*
+ * Head mode (opts.mode AISERVE_TRAIN_HEAD): the encoder frozen, its
+ * features computed once per example and cached, the head trained alone
+ * on them (many epochs in seconds).  Frozen tensors are left as they are
+ * by aiserve_train_step(), as torch does with requires_grad False.
+ *
+ * aiserve_train_features() runs the encoder on BATCH with dropout off
+ * (a cached feature is computed once) and writes the head's input to
+ * FEATURES: [n_seqs, H], each sequence's first token's final hidden
+ * state, for a sequence classifier (the pooler is part of the head and
+ * trained); [total_tokens, H] for a token classifier.  Labels unused.
+ *
+ * aiserve_train_head_forward() runs the head alone on such FEATURES for
+ * the sequences of BATCH (seq_lens and labels; input_ids may be NULL),
+ * with dropout before the classifier when on, and the loss as
+ * aiserve_train_forward(); aiserve_train_backward() then fills the
+ * head's gradients only.  With dropout off, its loss and gradients are
+ * those of the full model on the same batch (tested).  Both return 0, or
+ * -1 with err as aiserve_train_forward().
+ */
+int aiserve_train_features(aiserve_train_t *t,
+    const aiserve_train_batch_t *batch, float *features, char *err,
+    size_t err_len);
+int aiserve_train_head_forward(aiserve_train_t *t, const float *features,
+    const aiserve_train_batch_t *batch, float *loss, char *err,
+    size_t err_len);
+
+/*
  * One optimiser step as transformers' Trainer takes it after the
  * micro-batches of a step have been through forward and backward: clips
  * the gradients' global norm to c->max_grad_norm, takes the learning rate
  * of this step from the linear schedule with warmup, applies AdamW to
- * every tensor (weight decay only where tensor->decay), counts the step
- * and zeroes the gradients.  The optimiser state (two moments, as many
+ * every tensor not frozen (weight decay only where tensor->decay),
+ * counts the step and zeroes the gradients.  The optimiser state (two moments, as many
  * floats as parameters each) is allocated on the first step.  *LR and
  * *GRAD_NORM (either may be NULL) get the rate used and the norm before
  * clipping.  Returns 0, or -1 with err (out of memory).

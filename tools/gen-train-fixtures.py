@@ -24,6 +24,14 @@ runs them packed, without padding:
               weights) at the rate of get_linear_schedule_with_warmup
   losses      F32 [10] each step's loss (mean of its micro-batches)
   init:NAME   a new head's initial values, for the C side to load
+  head:losses, head:step:NAME   the same 10 steps in head mode: the
+              encoder frozen (requires_grad False but for the pooler)
+  lora:init:NAME, lora:loss, lora:grad:NAME, lora:losses, lora:step:NAME
+              the same in lora mode: peft's get_peft_model with
+              LoraConfig(r=8, lora_alpha=16, target_modules=["query",
+              "value"]) and the task type (classifier in modules_to_save),
+              lora_B drawn at random (peft starts it at 0, which would
+              leave lora_A without a gradient) and saved under lora:init:
   rows:NAME   (I32) for large matrices: the rows kept of grad: and step:
               (rows with a non-zero gradient, evenly spread, and two rows
               without), with gmax:NAME / gnorm:NAME, the whole gradient's
@@ -35,6 +43,7 @@ C engine's fp32 is checked at.
 import os
 
 import torch
+from peft import LoraConfig, TaskType, get_peft_model
 from safetensors.torch import save_file
 from transformers import (AutoTokenizer, BertForSequenceClassification,
                           BertForTokenClassification,
@@ -162,6 +171,76 @@ def f32(t):
     return t.detach().to(torch.float32).contiguous()
 
 
+def train_steps(model, seqs, labels, task):
+    """STEPS optimiser steps as Trainer takes them; returns the losses."""
+    lr, b1, b2, eps, wd, warmup, total, clip, accum = HPARAMS
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not no_decay(n)],
+         "weight_decay": wd},
+        {"params": [p for n, p in named if no_decay(n)],
+         "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps,
+                            foreach=False)
+    sched = get_linear_schedule_with_warmup(opt, int(warmup), int(total))
+    micro = [[0, 1], [2, 3]]
+    losses = []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        total_loss = 0.0
+        for idx in micro:
+            res = model(**padded(seqs, labels, idx, task))
+            (res.loss / accum).backward()
+            total_loss += res.loss.item() / accum
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], clip)
+        opt.step()
+        sched.step()
+        losses.append(total_loss)
+    return torch.tensor(losses, dtype=torch.float32)
+
+
+def peft_name(name):
+    """peft's parameter name as the engine (and a saved adapter) names it:
+    no base_model.model. prefix, no adapter name, the trained copy of a
+    module in modules_to_save under the module's own name."""
+    name = name.replace("base_model.model.", "", 1)
+    name = name.replace(".modules_to_save.default", "")
+    return name.replace(".default", "")
+
+
+def lora_model(model_dir, cls, new_head, task, out):
+    """The peft model; its random lora_B saved to OUT, or (OUT None) the
+    numbers drawn before, so both runs start equal."""
+    base = load(model_dir, cls, new_head)
+    cfg = LoraConfig(task_type=TaskType.TOKEN_CLS if task == "token"
+                     else TaskType.SEQ_CLS, r=8, lora_alpha=16,
+                     lora_dropout=0.0, target_modules=["query", "value"])
+    torch.manual_seed(4321)
+    model = get_peft_model(base, cfg).double()
+    g = torch.Generator().manual_seed(99)
+    for pname, p in model.named_parameters():
+        if "lora_B" in pname:
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g,
+                                    dtype=torch.float64) * 0.05)
+        if out is not None and "lora_" in pname:
+            out["lora:init:" + peft_name(pname)] = f32(p)
+    if out is None:
+        init = lora_model.init
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "lora_" in pname:
+                    p.copy_(init[pname])
+    else:
+        lora_model.init = {n: p.detach().clone()
+                           for n, p in model.named_parameters()
+                           if "lora_" in n}
+    model.eval()
+    return model
+
+
 def run_case(name, dirname, cls, new_head):
     model_dir = os.path.join(MODELS, dirname)
     model = load(model_dir, cls, new_head)
@@ -225,33 +304,34 @@ def run_case(name, dirname, cls, new_head):
 
     # 10 optimiser steps, each over two micro-batches, from a fresh copy
     model = load(model_dir, cls, new_head)
-    lr, b1, b2, eps, wd, warmup, total, clip, accum = HPARAMS
-    named = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in named if not no_decay(n)],
-         "weight_decay": wd},
-        {"params": [p for n, p in named if no_decay(n)],
-         "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps,
-                            foreach=False)
-    sched = get_linear_schedule_with_warmup(opt, int(warmup), int(total))
-    micro = [[0, 1], [2, 3]]
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        total_loss = 0.0
-        for idx in micro:
-            res = model(**padded(seqs, labels, idx, task))
-            (res.loss / accum).backward()
-            total_loss += res.loss.item() / accum
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        sched.step()
-        losses.append(total_loss)
-    out["losses"] = torch.tensor(losses, dtype=torch.float32)
+    out["losses"] = train_steps(model, seqs, labels, task)
     for pname, p in model.named_parameters():
         out["step:" + pname] = f32(p[kept[pname]] if pname in kept else p)
+
+    # head mode: the same steps with the encoder frozen
+    model = load(model_dir, cls, new_head)
+    for pname, p in model.named_parameters():
+        p.requires_grad = not (pname.startswith("bert.")
+                               and not pname.startswith("bert.pooler."))
+    out["head:losses"] = train_steps(model, seqs, labels, task)
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            out["head:step:" + pname] = f32(p[kept[pname]] if pname in kept
+                                            else p)
+
+    # lora mode
+    model = lora_model(model_dir, cls, new_head, task, out)
+    res = model(**batch)
+    res.loss.backward()
+    out["lora:loss"] = torch.tensor([res.loss.item()], dtype=torch.float32)
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            out["lora:grad:" + peft_name(pname)] = f32(p.grad)
+    model = lora_model(model_dir, cls, new_head, task, None)
+    out["lora:losses"] = train_steps(model, seqs, labels, task)
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            out["lora:step:" + peft_name(pname)] = f32(p)
 
     path = os.path.join(DATA, "train-%s.safetensors" % name)
     save_file(out, path, metadata={"model": dirname, "task": task,

@@ -14,6 +14,11 @@
  *     global norm clipping at 1.0, AdamW with decoupled weight decay, the
  *     linear schedule with warmup): each step's loss and every parameter
  *     after the last step within 1e-5.
+ * Each in the three modes: full; head (the encoder frozen, features
+ * computed once and the head run on them; torch with requires_grad False
+ * on the encoder); lora (peft's LoraConfig r 8, alpha 16 on query and
+ * value, classifier trained): frozen tensors get no gradient and do not
+ * move.
  * Then dropout, which PyTorch cannot reproduce mask for mask: off gives
  * the same numbers twice, on is reproducible from its seed, differs
  * between seeds, and its gradient matches finite differences of the loss
@@ -174,8 +179,13 @@ sub_batch(const fixture_t *f, const aiserve_train_t *t, size_t s0, size_t s1)
 }
 
 
+static const char *mode_names[] = { "full", "head", "lora" };
+static const char *mode_prefix[] = { "", "head:", "lora:" };
+
+
 static aiserve_train_t *
-load_case(const case_t *c, const aiserve_st_file_t *st)
+load_case(const case_t *c, const aiserve_st_file_t *st,
+    aiserve_train_mode_e mode)
 {
     aiserve_train_opts_t            o;
     aiserve_train_t                *t;
@@ -185,20 +195,25 @@ load_case(const case_t *c, const aiserve_st_file_t *st)
     float                          *v;
     size_t                          i;
 
-    memset(&o, 0, sizeof(o));
+    aiserve_train_opts_defaults(&o);       /* LoRA: r 8, alpha 16, q, v */
     o.arch = c->arch;
     o.num_labels = c->num_labels;
     o.problem_type = c->problem;
     o.seed = 42;
+    o.mode = mode;
     t = aiserve_train_load(c->model, &o, err, sizeof(err));
     if (t == NULL) {
         tap_diag("%s: %s", c->model, err);
         return NULL;
     }
-    /* a new head: the numbers transformers drew, so both start equal */
+    /* a new head and the LoRA weights: the numbers torch drew, so both
+     * start equal */
     for (i = 0; i < aiserve_train_n_tensors(t); i++) {
         x = aiserve_train_tensor(t, i);
         init = fx(st, "init:", x->name);
+        if (init == NULL) {
+            init = fx(st, "lora:init:", x->name);
+        }
         if (init != NULL && init->n_elements == x->n) {
             v = fx_floats(init);
             memcpy(aiserve_train_params(t) + x->offset, v,
@@ -298,17 +313,23 @@ fx_scalar(const aiserve_st_file_t *st, const char *prefix, const char *name)
 /* Every gradient of the whole batch; returns how many tensors failed. */
 static int
 check_grads(const char *what, aiserve_train_t *t, const aiserve_st_file_t *st,
-    int quiet)
+    const char *prefix, int quiet)
 {
     const aiserve_train_tensor_t  *x;
     double                         d, ref_max, cmax, cnorm, rmax, rnorm;
     double                         worst = 0;
     size_t                         i;
-    int                            bad = 0, ok;
+    int                            bad = 0, ok, frozen_nonzero = 0;
 
     for (i = 0; i < aiserve_train_n_tensors(t); i++) {
         x = aiserve_train_tensor(t, i);
-        d = compare_tensor(st, "grad:", x, aiserve_train_grads(t), &ref_max);
+        if (x->frozen) {
+            /* no gradient at all */
+            tensor_stats(x, aiserve_train_grads(t), &cmax, &cnorm);
+            frozen_nonzero += cmax != 0;
+            continue;
+        }
+        d = compare_tensor(st, prefix, x, aiserve_train_grads(t), &ref_max);
         ok = d >= 0 && d <= GRAD_TOL * ref_max;
         if (ref_max < ZERO_GRAD) {
             /* zero in exact arithmetic (the attention key bias): torch's
@@ -335,111 +356,155 @@ check_grads(const char *what, aiserve_train_t *t, const aiserve_st_file_t *st,
     }
     if (!quiet) {
         tap_diag("%s: worst gradient max|diff| / max|g| = %.2e", what, worst);
+        tap_ok(frozen_nonzero == 0, "%s: frozen tensors have no gradient",
+               what);
     }
-    return bad;
+    return bad + frozen_nonzero;
+}
+
+
+/* The gradients' fixture prefix of MODE: head mode's are the full
+ * model's (the head's gradient does not depend on what is frozen). */
+static const char *
+grad_prefix(aiserve_train_mode_e mode)
+{
+    return mode == AISERVE_TRAIN_LORA ? "lora:grad:" : "grad:";
+}
+
+
+/* Forward on sequences [s0, s1): in head mode on FEATURES (rows of the
+ * whole batch's features), else on the tokens. */
+static int
+forward(aiserve_train_t *t, const fixture_t *f, size_t s0, size_t s1,
+    const float *features, float *loss, char *err, size_t err_len)
+{
+    aiserve_train_batch_t        b = sub_batch(f, t, s0, s1);
+    const aiserve_model_info_t  *in = aiserve_train_info(t);
+    size_t                       row = 0, s;
+
+    if (features == NULL) {
+        return aiserve_train_forward(t, &b, loss, err, err_len);
+    }
+    for (s = 0; s < s0; s++) {
+        row += in->arch == AISERVE_ARCH_TOKEN_CLASSIFICATION ? f->lens[s] : 1;
+    }
+    return aiserve_train_head_forward(t, features + row * in->hidden_size,
+                                      &b, loss, err, err_len);
 }
 
 
 static void
-test_case(const case_t *c)
+test_mode(const case_t *c, const aiserve_st_file_t *st, const fixture_t *f,
+    aiserve_train_mode_e mode)
 {
-    aiserve_st_file_t             *st;
     aiserve_train_t               *t;
-    aiserve_train_batch_t          b;
     aiserve_optim_config_t         oc;
-    fixture_t                      f;
     const aiserve_train_tensor_t  *x, *big = NULL;
     const aiserve_st_tensor_t     *lt;
-    char                           err[512];
-    const char                    *name = strrchr(c->fixture, '/') + 1;
-    float                          loss, *ref, *losses, saved, lr;
-    double                         d, m, ref_max, worst = 0;
-    size_t                         i, s, step, accum, half, n;
-    int                            ok, bad;
+    char                           err[512], what[160], key[64];
+    const char                    *pre = mode_prefix[mode];
+    float                          loss, *ref, *losses, *features = NULL;
+    float                          saved, lr, *start;
+    double                         d, m, ref_max, worst = 0, ref_loss;
+    size_t                         i, s, step, accum, half, n, H;
+    int                            ok, bad, unmoved = 1;
 
-    st = aiserve_st_open(c->fixture, err, sizeof(err));
-    if (!tap_ok(st != NULL && fixture_load(st, &f) == 0, "%s: fixture",
-                name))
-    {
-        tap_diag("%s", err);
+    snprintf(what, sizeof(what), "%s %s", strrchr(c->fixture, '/') + 1,
+             mode_names[mode]);
+    t = load_case(c, st, mode);
+    if (!tap_ok(t != NULL, "%s: %s loads for training", what, c->model)) {
         return;
     }
-    t = load_case(c, st);
-    if (!tap_ok(t != NULL, "%s: %s loads for training", name, c->model)) {
-        goto done;
+    H = aiserve_train_info(t)->hidden_size;
+    if (mode == AISERVE_TRAIN_HEAD) {
+        aiserve_train_batch_t  b = sub_batch(f, t, 0, f->n_seqs);
+
+        features = malloc(f->T * H * sizeof(float));
+        ok = aiserve_train_features(t, &b, features, err, sizeof(err)) == 0;
+        tap_ok(ok, "%s: features computed once (%s)", what,
+               ok ? "ok" : err);
     }
 
-    /* loss and logits of the whole batch, packed */
-    b = sub_batch(&f, t, 0, f.n_seqs);
-    ok = aiserve_train_forward(t, &b, &loss, err, sizeof(err)) == 0;
-    tap_ok(ok, "%s: forward (%s)", name, ok ? "ok" : err);
-    d = fabs(loss - fx_scalar(st, "", "loss"));
-    tap_ok(d <= LOSS_TOL * fmax(1.0, fabs(fx_scalar(st, "", "loss"))),
-           "%s: loss %.7f, torch %.7f (|diff| %.2e)", name, loss,
-           fx_scalar(st, "", "loss"), d);
-    lt = aiserve_st_find(st, "logits");
-    n = (aiserve_train_info(t)->arch == AISERVE_ARCH_TOKEN_CLASSIFICATION
-         ? f.T : f.n_seqs) * aiserve_train_info(t)->num_labels;
-    ref = fx_floats(lt);
-    m = 0;
-    for (i = 0; i < n && lt->n_elements == n; i++) {
-        d = fabs((double) aiserve_train_logits(t)[i] - ref[i]);
-        m = d > m ? d : m;
+    /* loss (and logits) of the whole batch, packed */
+    ok = forward(t, f, 0, f->n_seqs, features, &loss, err, sizeof(err)) == 0;
+    tap_ok(ok, "%s: forward (%s)", what, ok ? "ok" : err);
+    snprintf(key, sizeof(key), "%sloss",
+             mode == AISERVE_TRAIN_LORA ? "lora:" : "");
+    ref_loss = fx_scalar(st, "", key);
+    d = fabs(loss - ref_loss);
+    tap_ok(d <= LOSS_TOL * fmax(1.0, fabs(ref_loss)),
+           "%s: loss %.7f, torch %.7f (|diff| %.2e)", what, loss, ref_loss,
+           d);
+    if (mode == AISERVE_TRAIN_FULL) {
+        lt = aiserve_st_find(st, "logits");
+        n = (aiserve_train_info(t)->arch == AISERVE_ARCH_TOKEN_CLASSIFICATION
+             ? f->T : f->n_seqs) * aiserve_train_info(t)->num_labels;
+        ref = fx_floats(lt);
+        m = 0;
+        for (i = 0; i < n && lt->n_elements == n; i++) {
+            d = fabs((double) aiserve_train_logits(t)[i] - ref[i]);
+            m = d > m ? d : m;
+        }
+        free(ref);
+        tap_ok(lt->n_elements == n && m <= 1e-5, "%s: logits max|diff| %.2e",
+               what, m);
     }
-    free(ref);
-    tap_ok(lt->n_elements == n && m <= 1e-5, "%s: logits max|diff| %.2e",
-           name, m);
 
     /* every gradient */
     aiserve_train_zero_grad(t);
     ok = aiserve_train_backward(t, 1.f, err, sizeof(err)) == 0;
-    tap_ok(ok, "%s: backward (%s)", name, ok ? "ok" : err);
-    bad = check_grads(name, t, st, 0);
+    tap_ok(ok, "%s: backward (%s)", what, ok ? "ok" : err);
+    bad = check_grads(what, t, st, grad_prefix(mode), 0);
 
     /* a wrong gradient fails: one element of the largest matrix off by
      * twice the tolerance */
     for (i = 0; i < aiserve_train_n_tensors(t); i++) {
         x = aiserve_train_tensor(t, i);
-        if (x->ndim == 2 && fx(st, "rows:", x->name) == NULL
+        if (x->ndim == 2 && !x->frozen && fx(st, "rows:", x->name) == NULL
             && (big == NULL || x->n > big->n))
         {
             big = x;
         }
     }
     if (big != NULL) {
-        compare_tensor(st, "grad:", big, aiserve_train_grads(t), &ref_max);
+        compare_tensor(st, grad_prefix(mode), big, aiserve_train_grads(t),
+                       &ref_max);
         saved = aiserve_train_grads(t)[big->offset + big->n / 2];
         aiserve_train_grads(t)[big->offset + big->n / 2] +=
             (float) (2 * GRAD_TOL * ref_max);
-        tap_ok(check_grads(name, t, st, 1) == bad + 1, "%s: a gradient of "
-               "%s off by 2e-5 of its max fails the check", name,
-               big->name);
+        tap_ok(check_grads(what, t, st, grad_prefix(mode), 1) == bad + 1,
+               "%s: a gradient of %s off by 2e-5 of its max fails the check",
+               what, big->name);
         aiserve_train_grads(t)[big->offset + big->n / 2] = saved;
     }
     aiserve_train_free(t);
 
     /* 10 steps from a fresh copy, two micro-batches each */
-    t = load_case(c, st);
+    t = load_case(c, st, mode);
+    start = malloc(aiserve_train_n_params(t) * sizeof(float));
+    memcpy(start, aiserve_train_params(t),
+           aiserve_train_n_params(t) * sizeof(float));
     aiserve_optim_defaults(&oc);
-    oc.learning_rate = f.hp[0];
-    oc.beta1 = f.hp[1];
-    oc.beta2 = f.hp[2];
-    oc.eps = f.hp[3];
-    oc.weight_decay = f.hp[4];
-    oc.warmup_steps = (size_t) f.hp[5];
-    oc.total_steps = (size_t) f.hp[6];
-    oc.max_grad_norm = f.hp[7];
-    accum = (size_t) f.hp[8];
-    half = f.n_seqs / accum;
-    losses = fx_floats(aiserve_st_find(st, "losses"));
+    oc.learning_rate = f->hp[0];
+    oc.beta1 = f->hp[1];
+    oc.beta2 = f->hp[2];
+    oc.eps = f->hp[3];
+    oc.weight_decay = f->hp[4];
+    oc.warmup_steps = (size_t) f->hp[5];
+    oc.total_steps = (size_t) f->hp[6];
+    oc.max_grad_norm = f->hp[7];
+    accum = (size_t) f->hp[8];
+    half = f->n_seqs / accum;
+    snprintf(key, sizeof(key), "%slosses", pre);
+    losses = fx_floats(aiserve_st_find(st, key));
     ok = 1;
     m = 0;
     for (step = 0; step < 10 && ok; step++) {
         float  total = 0;
 
         for (s = 0; s < accum && ok; s++) {
-            b = sub_batch(&f, t, s * half, (s + 1) * half);
-            ok = aiserve_train_forward(t, &b, &loss, err, sizeof(err)) == 0
+            ok = forward(t, f, s * half, (s + 1) * half, features, &loss, err,
+                         sizeof(err)) == 0
                  && aiserve_train_backward(t, 1.f / (float) accum, err,
                                            sizeof(err)) == 0;
             total += loss / (float) accum;
@@ -451,24 +516,53 @@ test_case(const case_t *c)
     }
     free(losses);
     tap_ok(ok && m <= LOSS_TOL, "%s: 10 steps' losses, max rel |diff| %.2e",
-           name, m);
+           what, m);
     ok = 1;
+    snprintf(key, sizeof(key), "%sstep:", pre);
     for (i = 0; i < aiserve_train_n_tensors(t); i++) {
         x = aiserve_train_tensor(t, i);
-        d = compare_tensor(st, "step:", x, aiserve_train_params(t),
-                           &ref_max);
+        if (x->frozen) {
+            unmoved = unmoved
+                      && memcmp(start + x->offset,
+                                aiserve_train_params(t) + x->offset,
+                                x->n * sizeof(float)) == 0;
+            continue;
+        }
+        d = compare_tensor(st, key, x, aiserve_train_params(t), &ref_max);
         if (d < 0 || d > STEP_TOL) {
-            tap_diag("%s: after 10 steps %s max|diff| %.2e", name, x->name,
+            tap_diag("%s: after 10 steps %s max|diff| %.2e", what, x->name,
                      d);
             ok = 0;
         }
         worst = d > worst ? d : worst;
     }
-    tap_ok(ok, "%s: every parameter after 10 AdamW steps, max|diff| %.2e",
-           name, worst);
+    tap_ok(ok, "%s: every trained parameter after 10 AdamW steps, "
+           "max|diff| %.2e", what, worst);
+    tap_ok(unmoved, "%s: frozen parameters unchanged", what);
+    free(start);
+    free(features);
     aiserve_train_free(t);
+}
 
-done:
+
+static void
+test_case(const case_t *c)
+{
+    aiserve_st_file_t  *st;
+    fixture_t           f;
+    char                err[512];
+    int                 mode;
+
+    st = aiserve_st_open(c->fixture, err, sizeof(err));
+    if (!tap_ok(st != NULL && fixture_load(st, &f) == 0, "%s: fixture",
+                c->fixture))
+    {
+        tap_diag("%s", err);
+        return;
+    }
+    for (mode = AISERVE_TRAIN_FULL; mode <= AISERVE_TRAIN_LORA; mode++) {
+        test_mode(c, st, &f, (aiserve_train_mode_e) mode);
+    }
     fixture_free(&f);
     aiserve_st_close(st);
 }
