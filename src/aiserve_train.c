@@ -21,7 +21,10 @@
 #include "aiserve_ops.h"
 #include "aiserve_optim.h"
 #include "aiserve_safetensors.h"
+#include "aiserve_team.h"
 #include "aiserve_train.h"
+
+#define AISERVE_TRAIN_MAX_THREADS  64
 
 
 /* Offsets, in floats, of one layer's tensors in the flat arrays.  Query,
@@ -86,10 +89,15 @@ struct aiserve_train_s {
     int                      has_pooler;
     size_t                   pool_w, pool_b, cls_w, cls_b;
 
+    aiserve_team_t          *team;           /* threads of one pass */
+    int                      threads;
+
     /* the current batch, copied */
     int32_t                 *ids, *types, *labels;
     float                   *values;
     size_t                  *lens, *start, *posn;
+    size_t                  *poff;           /* each sequence's first
+                                                attention probability */
     size_t                   n_seqs, T, cap_T, cap_n, max_len, rows;
     int                      has_labels;
     int                      head_only;      /* last pass: head mode */
@@ -101,7 +109,8 @@ struct aiserve_train_s {
     aiserve_tact_t          *acts;
     float                   *first, *pooled, *cls_in, *logits, *dlogits;
     float                   *dx, *b1, *b2, *dctx, *dqkv, *di, *dcls,
-                            *dpool, *att1, *att2, *du;
+                            *dpool, *att, *du;  /* att: 2 max_len^2
+                                                           per thread */
     size_t                   n_loss;         /* labels counted in the loss */
 };
 
@@ -505,6 +514,14 @@ aiserve_train_load(const char *model_dir, const aiserve_train_opts_t *opts,
     }
     t->seed = opts->seed;
     t->mode = opts->mode;
+    t->threads = opts->threads < 1 ? 1
+                 : (opts->threads > AISERVE_TRAIN_MAX_THREADS
+                    ? AISERVE_TRAIN_MAX_THREADS : opts->threads);
+    t->team = aiserve_team_create(t->threads);
+    if (t->team == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        goto fail;
+    }
     if (opts->mode == AISERVE_TRAIN_LORA) {
         if (opts->lora_r == 0 || opts->lora_targets == 0
             || opts->lora_targets > 7 || opts->lora_dropout < 0.f
@@ -628,7 +645,9 @@ aiserve_train_free(aiserve_train_t *t)
     free(t->lens);
     free(t->start);
     free(t->posn);
+    free(t->poff);
     free(t->arena);
+    aiserve_team_free(t->team);
     free(t->acts);
     free(t);
 }
@@ -753,6 +772,7 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
         free(t->lens);
         free(t->start);
         free(t->posn);
+        free(t->poff);
         t->cap_T = T > t->cap_T ? T : t->cap_T;
         t->cap_n = b->n_seqs > t->cap_n ? b->n_seqs : t->cap_n;
         t->ids = malloc(t->cap_T * sizeof(int32_t));
@@ -763,7 +783,8 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
         t->lens = malloc(t->cap_n * sizeof(size_t));
         t->start = malloc(t->cap_n * sizeof(size_t));
         t->posn = malloc(t->cap_T * sizeof(size_t));
-        if (t->ids == NULL || t->types == NULL || t->labels == NULL
+        t->poff = malloc(t->cap_n * sizeof(size_t));
+        if (t->poff == NULL || t->ids == NULL || t->types == NULL || t->labels == NULL
             || t->values == NULL || t->lens == NULL || t->start == NULL
             || t->posn == NULL)
         {
@@ -779,6 +800,9 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
     for (s = 0; s < b->n_seqs; s++) {
         t->lens[s] = b->seq_lens[s];
         t->start[s] = tok;
+        t->poff[s] = s ? t->poff[s - 1] + in->num_attention_heads
+                                          * t->lens[s - 1] * t->lens[s - 1]
+                       : 0;
         for (i = 0; i < b->seq_lens[s]; i++, tok++) {
             t->posn[tok] = i;
             if (b->input_ids == NULL) {
@@ -844,7 +868,8 @@ aiserve_carve(aiserve_train_t *t, int head_only, char *err, size_t err_len)
     need = 2 * n * H + t->rows * H + 2 * t->rows * C + t->rows * H + n * H;
     if (!head_only) {
         need += T * (2 * H + 2) + NL * per_layer + T * (7 * H + I)
-                + 2 * t->max_len * t->max_len + T * t->lora_r;
+                + 2 * t->max_len * t->max_len * (size_t) t->threads
+                + T * t->lora_r;
     }
     if (need > t->arena_cap) {
         free(t->arena);
@@ -905,8 +930,7 @@ aiserve_carve(aiserve_train_t *t, int head_only, char *err, size_t err_len)
     CARVE(t->dctx, T * H);
     CARVE(t->dqkv, 3 * T * H);
     CARVE(t->di, T * I);
-    CARVE(t->att1, t->max_len * t->max_len);
-    CARVE(t->att2, t->max_len * t->max_len);
+    CARVE(t->att, 2 * t->max_len * t->max_len * (size_t) t->threads);
     CARVE(t->du, T * t->lora_r);
 #undef CARVE
     return 0;
@@ -915,12 +939,60 @@ aiserve_carve(aiserve_train_t *t, int head_only, char *err, size_t err_len)
 
 /* --- element-wise parts -------------------------------------------------- */
 
+/* One product split by the rows of C over the team. */
+typedef struct {
+    int           ta, tb;
+    size_t        m, n, k, chunk;
+    float         alpha, beta;
+    const float  *a, *b;
+    size_t        lda, ldb, ldc;
+    float        *c;
+} aiserve_pgemm_t;
+
+
+static void
+aiserve_pgemm_item(void *arg, size_t item, int thread)
+{
+    const aiserve_pgemm_t  *g = arg;
+    size_t                  i0 = item * g->chunk;
+    size_t                  rows = g->m - i0 < g->chunk ? g->m - i0 : g->chunk;
+
+    /* row i of op(A) is row i of A, or column i of A transposed */
+    aiserve_gemm(g->ta, g->tb, rows, g->n, g->k, g->alpha,
+                 g->ta ? g->a + i0 : g->a + i0 * g->lda, g->lda, g->b,
+                 g->ldb, g->beta, g->c + i0 * g->ldc, g->ldc);
+}
+
+
+/*
+ * aiserve_gemm() with the rows of C split into one block per thread of
+ * the team (multiples of 16 rows): each block is the same product on
+ * any run with that thread count, so results depend on the thread count
+ * only.  Small products run whole in the caller.
+ */
+static void
+aiserve_pgemm(aiserve_train_t *t, int ta, int tb, size_t m, size_t n,
+    size_t k, float alpha, const float *a, size_t lda, const float *b,
+    size_t ldb, float beta, float *c, size_t ldc)
+{
+    aiserve_pgemm_t  g = { ta, tb, m, n, k, m, alpha, beta, a, b, lda, ldb,
+                           ldc, c };
+
+    if (t->threads > 1 && m >= 32 && (double) m * n * k >= 1e6) {
+        g.chunk = (m + (size_t) t->threads - 1) / (size_t) t->threads;
+        g.chunk = (g.chunk + 15) / 16 * 16;
+    }
+    aiserve_team_run(t->team, aiserve_pgemm_item, &g,
+                     (m + g.chunk - 1) / g.chunk);
+}
+
+
 /* y = x W^T + b for ROWS rows: a Linear layer (W [n, k]). */
 static void
-aiserve_linear_fwd(const float *x, size_t rows, const float *w,
-    const float *b, size_t n, size_t k, float *y)
+aiserve_linear_fwd(aiserve_train_t *t, const float *x, size_t rows,
+    const float *w, const float *b, size_t n, size_t k, float *y)
 {
-    aiserve_gemm_nt(rows, n, k, 1.f, x, k, w, k, 0.f, y, n);
+    aiserve_pgemm(t, 0, 1, rows, n, k, 1.f, x, k, w, k, 0.f, y, n);
     aiserve_bias_add(y, b, rows, n);
 }
 
@@ -931,14 +1003,14 @@ aiserve_linear_fwd(const float *x, size_t rows, const float *w,
  * BETA dx (DX not NULL).
  */
 static void
-aiserve_linear_bwd(const float *dy, const float *x, size_t rows,
-    const float *w, float *dw, float *db, size_t n, size_t k, float *dx,
-    float beta)
+aiserve_linear_bwd(aiserve_train_t *t, const float *dy, const float *x,
+    size_t rows, const float *w, float *dw, float *db, size_t n, size_t k,
+    float *dx, float beta)
 {
     size_t  r, c;
 
     if (dw != NULL) {
-        aiserve_gemm(1, 0, n, k, rows, 1.f, dy, n, x, k, 1.f, dw, k);
+        aiserve_pgemm(t, 1, 0, n, k, rows, 1.f, dy, n, x, k, 1.f, dw, k);
     }
     for (r = 0; r < rows && db != NULL; r++) {
         for (c = 0; c < n; c++) {
@@ -946,7 +1018,7 @@ aiserve_linear_bwd(const float *dy, const float *x, size_t rows,
         }
     }
     if (dx != NULL) {
-        aiserve_gemm(0, 0, rows, k, n, 1.f, dy, n, w, k, beta, dx, k);
+        aiserve_pgemm(t, 0, 0, rows, k, n, 1.f, dy, n, w, k, beta, dx, k);
     }
 }
 
@@ -1029,7 +1101,10 @@ aiserve_ln_bwd(const float *dy, const float *x, const float *st,
 }
 
 
-/* y = act(x) for N elements, transformers' ACT2FN forms in fp32. */
+/* y = act(x) for N elements, transformers' ACT2FN forms in fp32, with
+ * libm's erff / tanhf / expf (correctly rounded to about 1 ulp: the
+ * engine's faster aiserve_erf() took the worst MiniLM gradient from 3.5e-6
+ * to 5.6e-6 of the 1e-5 the fixtures allow). */
 static void
 aiserve_act_fwd(aiserve_act_e act, const float *x, float *y, size_t n)
 {
@@ -1120,40 +1195,55 @@ aiserve_softmax_rows(float *x, size_t rows, size_t cols)
 
 /* --- forward ------------------------------------------------------------- */
 
+/* Attention of one layer, one item per sequence and head. */
+typedef struct {
+    aiserve_train_t  *t;
+    size_t            l;
+} aiserve_att_job_t;
+
+
 /*
- * Attention of every sequence and head: probs = softmax(Q K^T / sqrt(D)),
- * ctx = dropout(probs) V (BertSelfAttention, eager).
+ * Attention of sequence ITEM / A, head ITEM % A: probs = softmax(Q K^T /
+ * sqrt(D)), ctx = dropout(probs) V (BertSelfAttention, eager).
  */
+static void
+aiserve_attention_fwd_item(void *arg, size_t item, int thread)
+{
+    const aiserve_att_job_t  *j = arg;
+    aiserve_train_t          *t = j->t;
+    aiserve_tact_t           *a = &t->acts[j->l];
+    size_t                    H = t->info.hidden_size, D = t->head_dim;
+    size_t                    A = t->info.num_attention_heads;
+    size_t                    s = item / A, h = item % A, L = t->lens[s];
+    size_t                    off = t->poff[s] + h * L * L;
+    float                     scale = 1.f / sqrtf((float) D), *p, *pd;
+    const float              *q, *k, *v;
+
+    q = a->qkv + t->start[s] * 3 * H + h * D;
+    k = q + H;
+    v = q + 2 * H;
+    p = a->probs + off;
+    aiserve_gemm(0, 1, L, L, D, scale, q, 3 * H, k, 3 * H, 0.f, p, L);
+    aiserve_softmax_rows(p, L, L);
+    pd = p;
+    if (t->dropout_on && t->attn_dropout > 0.f) {
+        pd = t->att + 2 * t->max_len * t->max_len * (size_t) thread;
+        memcpy(pd, p, L * L * sizeof(float));
+        aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * j->l, t->attn_dropout,
+                        pd, L * L, off);
+    }
+    aiserve_gemm(0, 0, L, D, L, 1.f, pd, L, v, 3 * H, 0.f,
+                 a->ctx + t->start[s] * H + h * D, H);
+}
+
+
 static void
 aiserve_attention_fwd(aiserve_train_t *t, size_t l)
 {
-    aiserve_tact_t  *a = &t->acts[l];
-    size_t           H = t->info.hidden_size, D = t->head_dim;
-    size_t           A = t->info.num_attention_heads, s, h, L, off = 0;
-    float            scale = 1.f / sqrtf((float) D), *p, *pd;
-    const float     *q, *k, *v;
+    aiserve_att_job_t  j = { t, l };
 
-    for (s = 0; s < t->n_seqs; s++) {
-        L = t->lens[s];
-        for (h = 0; h < A; h++) {
-            q = a->qkv + t->start[s] * 3 * H + h * D;
-            k = q + H;
-            v = q + 2 * H;
-            p = a->probs + off;
-            aiserve_gemm(0, 1, L, L, D, scale, q, 3 * H, k, 3 * H, 0.f, p, L);
-            aiserve_softmax_rows(p, L, L);
-            pd = p;
-            if (t->dropout_on && t->attn_dropout > 0.f) {
-                memcpy(t->att1, p, L * L * sizeof(float));
-                aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l,
-                                t->attn_dropout, t->att1, L * L, off);
-                pd = t->att1;
-            }
-            aiserve_gemm(0, 0, L, D, L, 1.f, pd, L, v, 3 * H, 0.f,
-                         a->ctx + t->start[s] * H + h * D, H);
-            off += L * L;
-        }
-    }
+    aiserve_team_run(t->team, aiserve_attention_fwd_item, &j,
+                     t->n_seqs * t->info.num_attention_heads);
 }
 
 
@@ -1187,9 +1277,9 @@ aiserve_lora_fwd(aiserve_train_t *t, size_t l, size_t m, const float *in)
     size_t               T = t->T, H = t->info.hidden_size, r = t->lora_r;
     const float         *x = aiserve_lora_input(t, l, m, in);
 
-    aiserve_gemm(0, 1, T, r, H, 1.f, x, H, t->params + L->lora_a[m], H, 0.f,
+    aiserve_pgemm(t, 0, 1, T, r, H, 1.f, x, H, t->params + L->lora_a[m], H, 0.f,
                  a->lora_u[m], r);
-    aiserve_gemm(0, 1, T, H, r, t->lora_scale, a->lora_u[m], r,
+    aiserve_pgemm(t, 0, 1, T, H, r, t->lora_scale, a->lora_u[m], r,
                  t->params + L->lora_b[m], r, 1.f, a->qkv + m * H, 3 * H);
 }
 
@@ -1210,14 +1300,14 @@ aiserve_lora_bwd(aiserve_train_t *t, size_t l, size_t m, const float *in)
     const float         *A = t->params + L->lora_a[m];
     const float         *B = t->params + L->lora_b[m];
 
-    aiserve_gemm(1, 0, H, r, T, t->lora_scale, dy, 3 * H, a->lora_u[m], r,
+    aiserve_pgemm(t, 1, 0, H, r, T, t->lora_scale, dy, 3 * H, a->lora_u[m], r,
                  1.f, t->grads + L->lora_b[m], r);
-    aiserve_gemm(0, 0, T, r, H, t->lora_scale, dy, 3 * H, B, r, 0.f, t->du,
+    aiserve_pgemm(t, 0, 0, T, r, H, t->lora_scale, dy, 3 * H, B, r, 0.f, t->du,
                  r);
     x = aiserve_lora_input(t, l, m, in);
-    aiserve_gemm(1, 0, r, H, T, 1.f, t->du, r, x, H, 1.f,
+    aiserve_pgemm(t, 1, 0, r, H, T, 1.f, t->du, r, x, H, 1.f,
                  t->grads + L->lora_a[m], H);
-    aiserve_gemm(0, 0, T, H, r, 1.f, t->du, r, A, H, 0.f, t->b2, H);
+    aiserve_pgemm(t, 0, 0, T, H, r, 1.f, t->du, r, A, H, 0.f, t->b2, H);
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 3 + m, t->lora_dropout,
                     t->b2, T * H, 0);
     for (i = 0; i < T * H; i++) {
@@ -1236,7 +1326,7 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
     size_t               I = t->info.intermediate_size, i, m;
     float                eps = t->info.layer_norm_eps;
 
-    aiserve_linear_fwd(in, T, P + L->qkv_w, P + L->qkv_b, 3 * H, H, a->qkv);
+    aiserve_linear_fwd(t, in, T, P + L->qkv_w, P + L->qkv_b, 3 * H, H, a->qkv);
     for (m = 0; m < 3 && t->lora_r > 0; m++) {
         if (t->lora_targets & (1u << m)) {
             aiserve_lora_fwd(t, l, m, in);
@@ -1245,7 +1335,7 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
     aiserve_attention_fwd(t, l);
 
     /* BertSelfOutput: LayerNorm(dropout(dense(ctx)) + in) */
-    aiserve_linear_fwd(a->ctx, T, P + L->ao_w, P + L->ao_b, H, H, a->h1);
+    aiserve_linear_fwd(t, a->ctx, T, P + L->ao_w, P + L->ao_b, H, H, a->h1);
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 1, t->hidden_dropout,
                     a->h1, T * H, 0);
     for (i = 0; i < T * H; i++) {
@@ -1255,9 +1345,9 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
                    eps);
 
     /* BertIntermediate, BertOutput */
-    aiserve_linear_fwd(a->a1, T, P + L->i_w, P + L->i_b, I, H, a->pre);
+    aiserve_linear_fwd(t, a->a1, T, P + L->i_w, P + L->i_b, I, H, a->pre);
     aiserve_act_fwd(t->act, a->pre, a->gel, T * I);
-    aiserve_linear_fwd(a->gel, T, P + L->o_w, P + L->o_b, H, I, a->h2);
+    aiserve_linear_fwd(t, a->gel, T, P + L->o_w, P + L->o_b, H, I, a->h2);
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 2, t->hidden_dropout,
                     a->h2, T * H, 0);
     for (i = 0; i < T * H; i++) {
@@ -1346,7 +1436,7 @@ aiserve_head_fwd(aiserve_train_t *t, const float *x, float *loss)
         if (x != t->first) {
             memcpy(t->first, x, t->n_seqs * H * sizeof(float));
         }
-        aiserve_linear_fwd(t->first, t->n_seqs, P + t->pool_w, P + t->pool_b,
+        aiserve_linear_fwd(t, t->first, t->n_seqs, P + t->pool_w, P + t->pool_b,
                            H, H, t->pooled);
         for (i = 0; i < t->n_seqs * H; i++) {
             t->pooled[i] = tanhf(t->pooled[i]);
@@ -1357,7 +1447,7 @@ aiserve_head_fwd(aiserve_train_t *t, const float *x, float *loss)
     }
     aiserve_dropout(t, AISERVE_SITE_CLS, t->cls_dropout, t->cls_in,
                     t->rows * H, 0);
-    aiserve_linear_fwd(t->cls_in, t->rows, P + t->cls_w, P + t->cls_b, C, H,
+    aiserve_linear_fwd(t, t->cls_in, t->rows, P + t->cls_w, P + t->cls_b, C, H,
                        t->logits);
 
     if (loss != NULL) {
@@ -1478,64 +1568,71 @@ aiserve_train_head_forward(aiserve_train_t *t, const float *features,
 /* --- backward ------------------------------------------------------------ */
 
 /*
- * Backward of attention, from dctx to dqkv [T, 3H]: with Pd = dropout(P),
- * dV = Pd^T dctx, dPd = dctx V^T, dP = dropout(dPd), dS = P (dP -
- * rowsum(dP P)), dQ = scale dS K, dK = scale dS^T Q.
+ * Backward of attention of one sequence and head, from dctx to dqkv [T,
+ * 3H]: with Pd = dropout(P), dV = Pd^T dctx, dPd = dctx V^T, dP =
+ * dropout(dPd), dS = P (dP - rowsum(dP P)), dQ = scale dS K, dK = scale
+ * dS^T Q.
  */
+static void
+aiserve_attention_bwd_item(void *arg, size_t item, int thread)
+{
+    const aiserve_att_job_t  *jb = arg;
+    aiserve_train_t          *t = jb->t;
+    size_t                    l = jb->l;
+    aiserve_tact_t           *a = &t->acts[l];
+    size_t                    H = t->info.hidden_size, D = t->head_dim;
+    size_t                    A = t->info.num_attention_heads;
+    size_t                    s = item / A, h = item % A, L = t->lens[s];
+    size_t                    off = t->poff[s] + h * L * L, i, j;
+    float                     scale = 1.f / sqrtf((float) D), *p, *pd, *dp;
+    const float              *q, *k, *v, *dc;
+    float                    *dq, *dk, *dv;
+    double                    rs;
+    int                       drop = t->dropout_on && t->attn_dropout > 0.f;
+
+    q = a->qkv + t->start[s] * 3 * H + h * D;
+    k = q + H;
+    v = q + 2 * H;
+    dq = t->dqkv + t->start[s] * 3 * H + h * D;
+    dk = dq + H;
+    dv = dq + 2 * H;
+    dc = t->dctx + t->start[s] * H + h * D;
+    p = a->probs + off;
+    pd = p;
+    dp = t->att + 2 * t->max_len * t->max_len * (size_t) thread;
+    if (drop) {
+        pd = dp + t->max_len * t->max_len;
+        memcpy(pd, p, L * L * sizeof(float));
+        aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l, t->attn_dropout, pd,
+                        L * L, off);
+    }
+    aiserve_gemm(1, 0, L, D, L, 1.f, pd, L, dc, H, 0.f, dv, 3 * H);
+    aiserve_gemm(0, 1, L, L, D, 1.f, dc, H, v, 3 * H, 0.f, dp, L);
+    if (drop) {
+        aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l, t->attn_dropout, dp,
+                        L * L, off);
+    }
+    for (i = 0; i < L; i++) {
+        rs = 0;
+        for (j = 0; j < L; j++) {
+            rs += (double) dp[i * L + j] * p[i * L + j];
+        }
+        for (j = 0; j < L; j++) {
+            dp[i * L + j] = p[i * L + j] * (dp[i * L + j] - (float) rs);
+        }
+    }
+    aiserve_gemm(0, 0, L, D, L, scale, dp, L, k, 3 * H, 0.f, dq, 3 * H);
+    aiserve_gemm(1, 0, L, D, L, scale, dp, L, q, 3 * H, 0.f, dk, 3 * H);
+}
+
+
 static void
 aiserve_attention_bwd(aiserve_train_t *t, size_t l)
 {
-    aiserve_tact_t  *a = &t->acts[l];
-    size_t           H = t->info.hidden_size, D = t->head_dim;
-    size_t           A = t->info.num_attention_heads, s, h, L, i, j, off = 0;
-    float            scale = 1.f / sqrtf((float) D), *p, *pd, *dp;
-    const float     *q, *k, *v, *dc;
-    float           *dq, *dk, *dv;
-    double           rs;
-    int              drop = t->dropout_on && t->attn_dropout > 0.f;
+    aiserve_att_job_t  j = { t, l };
 
-    for (s = 0; s < t->n_seqs; s++) {
-        L = t->lens[s];
-        for (h = 0; h < A; h++) {
-            q = a->qkv + t->start[s] * 3 * H + h * D;
-            k = q + H;
-            v = q + 2 * H;
-            dq = t->dqkv + t->start[s] * 3 * H + h * D;
-            dk = dq + H;
-            dv = dq + 2 * H;
-            dc = t->dctx + t->start[s] * H + h * D;
-            p = a->probs + off;
-            pd = p;
-            if (drop) {
-                memcpy(t->att1, p, L * L * sizeof(float));
-                aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l,
-                                t->attn_dropout, t->att1, L * L, off);
-                pd = t->att1;
-            }
-            aiserve_gemm(1, 0, L, D, L, 1.f, pd, L, dc, H, 0.f, dv, 3 * H);
-            dp = t->att2;
-            aiserve_gemm(0, 1, L, L, D, 1.f, dc, H, v, 3 * H, 0.f, dp, L);
-            if (drop) {
-                aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l,
-                                t->attn_dropout, dp, L * L, off);
-            }
-            for (i = 0; i < L; i++) {
-                rs = 0;
-                for (j = 0; j < L; j++) {
-                    rs += (double) dp[i * L + j] * p[i * L + j];
-                }
-                for (j = 0; j < L; j++) {
-                    dp[i * L + j] = p[i * L + j]
-                                    * (dp[i * L + j] - (float) rs);
-                }
-            }
-            aiserve_gemm(0, 0, L, D, L, scale, dp, L, k, 3 * H, 0.f, dq,
-                         3 * H);
-            aiserve_gemm(1, 0, L, D, L, scale, dp, L, q, 3 * H, 0.f, dk,
-                         3 * H);
-            off += L * L;
-        }
-    }
+    aiserve_team_run(t->team, aiserve_attention_bwd_item, &j,
+                     t->n_seqs * t->info.num_attention_heads);
 }
 
 
@@ -1556,11 +1653,11 @@ aiserve_layer_bwd(aiserve_train_t *t, size_t l, const float *in)
     memcpy(t->b2, t->b1, T * H * sizeof(float));
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 2, t->hidden_dropout,
                     t->b2, T * H, 0);
-    aiserve_linear_bwd(t->b2, a->gel, T, P + L->o_w, GR(L->o_w), GR(L->o_b),
+    aiserve_linear_bwd(t, t->b2, a->gel, T, P + L->o_w, GR(L->o_w), GR(L->o_b),
                        H, I, t->di, 0.f);
     aiserve_act_bwd(t->act, a->pre, t->di, T * I);
     /* a1 feeds the intermediate dense and the residual: b1 += dpre W_i */
-    aiserve_linear_bwd(t->di, a->a1, T, P + L->i_w, GR(L->i_w), GR(L->i_b),
+    aiserve_linear_bwd(t, t->di, a->a1, T, P + L->i_w, GR(L->i_w), GR(L->i_b),
                        I, H, t->b1, 1.f);
 
     /* BertSelfOutput: a1 = LN(dropout(ctx W_ao^T + b_ao) + in) */
@@ -1569,12 +1666,12 @@ aiserve_layer_bwd(aiserve_train_t *t, size_t l, const float *in)
     memcpy(t->b2, t->dx, T * H * sizeof(float));
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 1, t->hidden_dropout,
                     t->b2, T * H, 0);
-    aiserve_linear_bwd(t->b2, a->ctx, T, P + L->ao_w, GR(L->ao_w),
+    aiserve_linear_bwd(t, t->b2, a->ctx, T, P + L->ao_w, GR(L->ao_w),
                        GR(L->ao_b), H, H, t->dctx, 0.f);
 
     aiserve_attention_bwd(t, l);
     /* in feeds QKV and the residual: dx += dqkv W_qkv */
-    aiserve_linear_bwd(t->dqkv, in, T, P + L->qkv_w, GR(L->qkv_w), NULL,
+    aiserve_linear_bwd(t, t->dqkv, in, T, P + L->qkv_w, GR(L->qkv_w), NULL,
                        3 * H, H, t->dx, 1.f);
     for (m = 0; m < 3 && t->lora_r > 0; m++) {
         if (t->lora_targets & (1u << m)) {
@@ -1622,7 +1719,7 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
     seq = in->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION;
     /* nothing below the head to train */
     head = t->head_only || t->mode == AISERVE_TRAIN_HEAD;
-    aiserve_linear_bwd(t->dlogits, t->cls_in, t->rows, P + t->cls_w,
+    aiserve_linear_bwd(t, t->dlogits, t->cls_in, t->rows, P + t->cls_w,
                        GR(t->cls_w), GR(t->cls_b), C, H,
                        head && !seq ? NULL : t->dcls, 0.f);
     if (head && !seq) {
@@ -1634,7 +1731,7 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
         for (i = 0; i < t->n_seqs * H; i++) {
             t->dcls[i] *= 1.f - t->pooled[i] * t->pooled[i];
         }
-        aiserve_linear_bwd(t->dcls, t->first, t->n_seqs, P + t->pool_w,
+        aiserve_linear_bwd(t, t->dcls, t->first, t->n_seqs, P + t->pool_w,
                            GR(t->pool_w), GR(t->pool_b), H, H,
                            head ? NULL : t->dpool, 0.f);
         if (head) {

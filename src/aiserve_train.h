@@ -30,8 +30,10 @@
  * seen, so the batch's token budget bounds them.
  *
  * Matrix products and their gradients go through the BLAS
- * (aiserve_blas.h), one thread, in the calling thread: results depend
- * only on the inputs and the seed.  No nginx types.
+ * (aiserve_blas.h), one thread a call; a pass splits the large ones by
+ * rows, and attention by sequence and head, over opts.threads threads
+ * (aiserve_team.h): results depend only on the inputs, the seed and the
+ * thread count.  No nginx types.
  */
 #ifndef AISERVE_TRAIN_H
 #define AISERVE_TRAIN_H
@@ -96,6 +98,11 @@ typedef struct {
     size_t             num_labels;     /* new head only */
     aiserve_problem_e  problem_type;   /* new sequence head only */
     uint64_t           seed;           /* new head, LoRA, dropout */
+    int                threads;        /* of each pass (the caller and
+                                          threads - 1 helpers started on
+                                          the first pass); results
+                                          depend on the seed and this
+                                          count only */
     aiserve_train_mode_e  mode;
     /*
      * lora mode, with peft's LoraConfig semantics: r (8), lora_alpha

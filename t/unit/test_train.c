@@ -4,7 +4,8 @@
  * from its seed, differs between seeds, and its gradient is that of the
  * loss under the same masks, by central differences), a new head's
  * initialisation (normal(0, initializer_range), zero bias, from the
- * seed), bf16 checkpoints, and clear errors for bad input.
+ * seed), bf16 checkpoints, results that depend on the thread count
+ * only (and barely), and clear errors for bad input.
  */
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@
 
 #define TINY    "models/tiny-bert-seq-cls"
 #define MINILM  "models/all-MiniLM-L6-v2"
+
+static size_t  n_grads;
 
 /* two sequences of the tiny vocabulary */
 static const int32_t  ids[] = { 2, 45, 301, 77, 9, 1200, 3, 2, 88, 640, 3 };
@@ -316,9 +319,74 @@ test_errors(void)
 }
 
 
+/* Gradients of MiniLM with a new head under dropout with THREADS threads
+ * (its weight-gradient products are large enough to be split). */
+static float *
+grads_with(int threads)
+{
+    aiserve_train_opts_t   o;
+    aiserve_train_t       *t;
+    aiserve_train_batch_t  b = batch();
+    char                   err[256];
+    float                  loss, *g = NULL;
+
+    aiserve_train_opts_defaults(&o);
+    o.threads = threads;
+    o.arch = AISERVE_ARCH_SEQUENCE_CLASSIFICATION;
+    o.num_labels = 5;
+    t = aiserve_train_load(MINILM, &o, err, sizeof(err));
+    if (t == NULL) {
+        tap_diag("%s", err);
+        return NULL;
+    }
+    aiserve_train_set_dropout(t, 1, 3);
+    if (aiserve_train_forward(t, &b, &loss, err, sizeof(err)) == 0
+        && aiserve_train_backward(t, 1.f, err, sizeof(err)) == 0)
+    {
+        g = malloc(aiserve_train_n_params(t) * sizeof(float));
+        memcpy(g, aiserve_train_grads(t),
+               aiserve_train_n_params(t) * sizeof(float));
+    }
+    n_grads = aiserve_train_n_params(t);
+    aiserve_train_free(t);
+    return g;
+}
+
+
+static void
+test_threads(void)
+{
+    float   *a = grads_with(1), *b = grads_with(1), *c = grads_with(2);
+    float   *d = grads_with(2);
+    double   m = 0, gmax = 0;
+    size_t   i;
+
+    if (!tap_ok(a != NULL && b != NULL && c != NULL && d != NULL,
+                "gradients with 1 and 2 threads"))
+    {
+        return;
+    }
+    tap_ok(memcmp(a, b, n_grads * sizeof(float)) == 0
+           && memcmp(c, d, n_grads * sizeof(float)) == 0,
+           "the same seed and thread count: bit-identical gradients (1 and "
+           "2 threads)");
+    for (i = 0; i < n_grads; i++) {
+        m = fmax(m, fabs((double) a[i] - c[i]));
+        gmax = fmax(gmax, fabs(a[i]));
+    }
+    tap_ok(m <= 1e-5 * gmax, "2 threads against 1: max|diff| %.2e (max|g| "
+           "%.3e)", m, gmax);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+}
+
+
 int
 main(void)
 {
+    test_threads();
     test_dropout();
     test_new_head();
     test_bf16();
