@@ -37,15 +37,15 @@ aiserve_blas_setup(void)
 
 
 static void
-aiserve_sgemm(enum CBLAS_TRANSPOSE tb, size_t m, size_t n, size_t k,
-    float alpha, const float *a, size_t lda, const float *b, size_t ldb,
-    float beta, float *c, size_t ldc)
+aiserve_sgemm(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, size_t m,
+    size_t n, size_t k, float alpha, const float *a, size_t lda,
+    const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
     pthread_once(&aiserve_blas_once, aiserve_blas_setup);
     if (aiserve_blas_serial) {
         pthread_mutex_lock(&aiserve_blas_lock);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, (int) m, (int) n, (int) k,
+    cblas_sgemm(CblasRowMajor, ta, tb, (int) m, (int) n, (int) k,
                 alpha, a, (int) lda, b, (int) ldb, beta, c, (int) ldc);
     if (aiserve_blas_serial) {
         pthread_mutex_unlock(&aiserve_blas_lock);
@@ -57,7 +57,8 @@ void
 aiserve_gemm_nt(size_t m, size_t n, size_t k, float alpha, const float *a,
     size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
-    aiserve_sgemm(CblasTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    aiserve_sgemm(CblasNoTrans, CblasTrans, m, n, k, alpha, a, lda, b, ldb,
+                  beta, c, ldc);
 }
 
 
@@ -65,5 +66,17 @@ void
 aiserve_gemm_nn(size_t m, size_t n, size_t k, const float *a, size_t lda,
     const float *b, size_t ldb, float *c, size_t ldc)
 {
-    aiserve_sgemm(CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb, 0.f, c, ldc);
+    aiserve_sgemm(CblasNoTrans, CblasNoTrans, m, n, k, 1.f, a, lda, b, ldb,
+                  0.f, c, ldc);
+}
+
+
+void
+aiserve_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k,
+    float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+    float beta, float *c, size_t ldc)
+{
+    aiserve_sgemm(trans_a ? CblasTrans : CblasNoTrans,
+                  trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
+                  b, ldb, beta, c, ldc);
 }

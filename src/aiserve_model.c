@@ -535,8 +535,8 @@ aiserve_disown(aiserve_model_t *m, const void *p)
 }
 
 
-static const aiserve_st_tensor_t *
-aiserve_find_tensor(const aiserve_model_t *m, const char *name)
+const aiserve_st_tensor_t *
+aiserve_model_find_tensor(const aiserve_st_file_t *st, const char *name)
 {
     const aiserve_st_tensor_t  *t;
     char                        alt[512];
@@ -564,7 +564,7 @@ aiserve_find_tensor(const aiserve_model_t *m, const char *name)
                     continue;
                 }
             }
-            t = aiserve_st_find(m->st, alt);
+            t = aiserve_st_find(st, alt);
             if (t != NULL) {
                 return t;
             }
@@ -589,7 +589,7 @@ aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
     float                      *f;
     size_t                      ndim = d1 ? 2 : 1;
 
-    t = aiserve_find_tensor(m, name);
+    t = aiserve_model_find_tensor(m->st, name);
     if (t == NULL) {
         aiserve_err(err, err_len, "%s: tensor \"%s\" is missing (also "
                     "looked for bert.%s and LayerNorm gamma/beta names)",
@@ -872,6 +872,50 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
 }
 
 
+int
+aiserve_model_read_config(const char *model_dir, aiserve_model_info_t *info,
+    char *err, size_t err_len)
+{
+    aiserve_model_t  *m;
+    json_t           *cfg;
+    int               rc = -1;
+
+    memset(info, 0, sizeof(*info));
+    m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    cfg = aiserve_load_json(model_dir, "config.json", 1, err, err_len);
+    if (cfg != NULL) {
+        rc = aiserve_parse_config(m, cfg, model_dir, err, err_len);
+        json_decref(cfg);
+    }
+    *info = m->info;
+    m->info.id2label = NULL;
+    if (rc != 0) {
+        aiserve_model_info_clear(info);
+    }
+    aiserve_model_free(m);
+    return rc;
+}
+
+
+void
+aiserve_model_info_clear(aiserve_model_info_t *info)
+{
+    size_t  i;
+
+    if (info->id2label != NULL) {
+        for (i = 0; i < info->num_labels; i++) {
+            free(info->id2label[i]);
+        }
+        free(info->id2label);
+    }
+    info->id2label = NULL;
+}
+
+
 aiserve_model_t *
 aiserve_model_load(const char *model_dir, char *err, size_t err_len)
 {
@@ -938,12 +982,7 @@ aiserve_model_free(aiserve_model_t *m)
     for (i = 0; i < 6; i++) {
         aiserve_gemm_layout_free(&m->layouts[i]);
     }
-    if (m->info.id2label != NULL) {
-        for (i = 0; i < m->info.num_labels; i++) {
-            free(m->info.id2label[i]);
-        }
-        free(m->info.id2label);
-    }
+    aiserve_model_info_clear(&m->info);
     free(m->layers);
     aiserve_st_close(m->st);
     free(m);

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "aiserve_safetensors.h"
+
 typedef struct aiserve_model_s    aiserve_model_t;
 typedef struct aiserve_scratch_s  aiserve_scratch_t;
 
@@ -59,6 +61,25 @@ typedef struct {
 aiserve_model_t *aiserve_model_load(const char *model_dir, char *err,
     size_t err_len);
 void aiserve_model_free(aiserve_model_t *model);
+
+/*
+ * Reads MODEL_DIR/config.json alone into INFO, with the checks and
+ * defaults of aiserve_model_load() (the training engine loads the same
+ * checkpoints into weights of its own).  id2label is allocated: free it
+ * with aiserve_model_info_clear().  Returns 0, or -1 with err naming the
+ * file and the field.
+ */
+int aiserve_model_read_config(const char *model_dir,
+    aiserve_model_info_t *info, char *err, size_t err_len);
+void aiserve_model_info_clear(aiserve_model_info_t *info);
+
+/*
+ * The tensor NAME of a BERT checkpoint as transformers would find it on
+ * load: NAME itself, then "bert." NAME (task models), each also with the
+ * TF-era LayerNorm names gamma / beta.  NULL when none is there.
+ */
+const aiserve_st_tensor_t *aiserve_model_find_tensor(
+    const aiserve_st_file_t *st, const char *name);
 const aiserve_model_info_t *aiserve_model_info(const aiserve_model_t *model);
 
 /* A packed, padding-free batch: sequence i occupies seq_lens[i] tokens of
