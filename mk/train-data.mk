@@ -38,3 +38,6 @@ golden-eval:
 
 golden-data: $(DEFAULT_MODEL)/model.safetensors
 	$(PYTHON_VENV) tools/gen-data-goldens.py
+
+# t/unit/test_eval.c runs the command-line tool
+$(BUILD)/t/test_eval: tools/aiserve-eval

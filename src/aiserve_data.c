@@ -165,6 +165,10 @@ aiserve_iob2(aiserve_reader_t *rd, char **tags, size_t n, const size_t *lines,
     size_t       i, l, changed;
     const char  *prev, *type, *ptype;
 
+    if (rd->opts->raw_tags) {
+        return 0;
+    }
+
     changed = 0;
     prev = NULL;
 

@@ -57,6 +57,9 @@ typedef struct {
     /* 1: an I-X that starts an entity (after O, another type or at the
      * start) is an error instead of IOB1 converted to IOB2 */
     int                     strict_iob2;
+    /* 1: tags are kept as written, neither checked nor converted (to
+     * evaluate them as seqeval reads them) */
+    int                     raw_tags;
 } aiserve_data_opts_t;
 
 /* an entity of span JSONL: [start, end) in code points of the text */

@@ -18,6 +18,7 @@ checked against seqeval's micro average.
 Usage: .venv/bin/python tools/gen-eval-goldens.py [--seqeval-sdist DIR]
 """
 import argparse
+import csv
 import importlib.metadata
 import json
 import os
@@ -37,7 +38,8 @@ from sklearn.metrics import confusion_matrix
 SEQEVAL_VERSION = importlib.metadata.version("seqeval")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "t", "data", "eval", "goldens.json")
+EVAL = os.path.join(ROOT, "t", "data", "eval")
+OUT = os.path.join(EVAL, "goldens.json")
 
 
 def plain(o):
@@ -112,6 +114,26 @@ def read_ground_truth(path):
         y_true.append(t)
         y_pred.append(p)
     return y_true, y_pred
+
+
+def read_csv_labels(path, column):
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row[column] for row in csv.DictReader(f)]
+
+
+def read_conll_tags(path):
+    sents, tags = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                if tags:
+                    sents.append(tags)
+                    tags = []
+                continue
+            tags.append(line.split()[-1])
+    if tags:
+        sents.append(tags)
+    return sents
 
 
 def conlleval_check(sdist, y_true, y_pred, report):
@@ -193,8 +215,16 @@ def main():
         p = [x if rng.random() < 0.5 else rng.choice(labs) for x in t]
         cases.append(c("random %d" % k, t, p))
 
+    # the example files of tools/aiserve-eval (t/unit/test_eval.c runs it)
+    gold = read_csv_labels(os.path.join(EVAL, "gold.csv"), "category")
+    pred = read_csv_labels(os.path.join(EVAL, "pred.csv"), "category")
+    cases.append(c("example files gold.csv pred.csv", gold, pred))
+
     # --- seqeval ---------------------------------------------------------
     s = sequence_cases
+    gold, pred = read_conll_tags(os.path.join(EVAL, "gold.conll")), \
+        read_conll_tags(os.path.join(EVAL, "pred.conll"))
+    cases += s("example files gold.conll pred.conll", gold, pred)
     cases += s("seqeval docstring",
                [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"],
                 ["B-PER", "I-PER", "O"]],

@@ -245,6 +245,16 @@ check_kinds(void)
            && strstr(err, "\"I-location\" after \"O\""),
            "strict IOB2: I-X after O is an error: %s", err);
 
+    aiserve_data_opts_default(&opts);
+    opts.raw_tags = 1;
+    tap_ok(aiserve_data_read(TRAIN "ner-iob1.conll", &opts, &ds, err,
+                             sizeof(err)) == 0
+           && strcmp(ds.examples[0].tags[1], "I-location") == 0
+           && strcmp(ds.examples[1].tags[0], "S-person") == 0
+           && ds.converted_tags == 0,
+           "raw_tags: tags kept as written (for evaluation)");
+    aiserve_dataset_free(&ds);
+
     /* CoNLL: -DOCSTART- skipped, tabs and spaces, last column */
     tap_ok(aiserve_data_read(TRAIN "ner.conll", NULL, &ds, err, sizeof(err))
            == 0 && ds.n == 3 && ds.examples[0].line == 3

@@ -233,11 +233,133 @@ check_errors(void)
 }
 
 
+/* stdout of a command, malloc'ed */
+static char *
+run(const char *cmd, int *status)
+{
+    FILE    *p;
+    char    *out;
+    size_t   n, cap;
+
+    p = popen(cmd, "r");
+    if (p == NULL) {
+        return NULL;
+    }
+
+    cap = 1 << 16;
+    out = malloc(cap);
+    n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    *status = pclose(p);
+
+    return out;
+}
+
+
+static json_t *
+golden(json_t *doc, const char *name, const char *key)
+{
+    size_t   i;
+    json_t  *c;
+
+    json_array_foreach(json_object_get(doc, "cases"), i, c) {
+        if (strcmp(json_string_value(json_object_get(c, "name")), name)
+            == 0)
+        {
+            return json_object_get(c, key);
+        }
+    }
+
+    return NULL;
+}
+
+
+static const char *
+golden_text(json_t *doc, const char *name, const char *key)
+{
+    json_t  *v;
+
+    v = golden(doc, name, key);
+
+    return v ? json_string_value(v) : "";
+}
+
+
+static void
+check_tool(void)
+{
+    int            status;
+    char          *out;
+    json_t        *doc, *got;
+    json_error_t   jerr;
+
+    doc = json_load_file(GOLDENS, 0, &jerr);
+    if (doc == NULL) {
+        tap_ok(0, "%s loads", GOLDENS);
+        return;
+    }
+
+    out = run("tools/aiserve-eval t/data/eval/gold.conll "
+              "t/data/eval/pred.conll", &status);
+    tap_ok(out && status == 0
+           && strcmp(out, golden_text(doc, "example files gold.conll "
+                                      "pred.conll", "text2")) == 0,
+           "aiserve-eval gold.conll pred.conll prints seqeval's table");
+    free(out);
+
+    out = run("tools/aiserve-eval --mode strict --digits 4 "
+              "t/data/eval/gold.conll t/data/eval/pred.conll", &status);
+    tap_ok(out && status == 0
+           && strcmp(out, golden_text(doc, "example files gold.conll "
+                                      "pred.conll (strict)", "text4")) == 0,
+           "aiserve-eval --mode strict --digits 4: seqeval's strict table");
+    free(out);
+
+    out = run("tools/aiserve-eval --label-column category "
+              "t/data/eval/gold.csv t/data/eval/pred.csv", &status);
+    tap_ok(out && status == 0
+           && strcmp(out, golden_text(doc, "example files gold.csv pred.csv",
+                                      "text2")) == 0,
+           "aiserve-eval gold.csv pred.csv prints sklearn's table");
+    free(out);
+
+    out = run("tools/aiserve-eval --json --label-column category "
+              "t/data/eval/gold.csv t/data/eval/pred.csv", &status);
+    got = out ? json_loads(out, 0, &jerr) : NULL;
+    tap_ok(got != NULL && status == 0
+           && same_json(golden(doc, "example files gold.csv pred.csv",
+                               "dict"),
+                        json_object_get(got, "report"), "report")
+           && json_integer_value(json_array_get(json_array_get(
+                  json_object_get(json_object_get(got, "confusion_matrix"),
+                                  "matrix"), 0), 1)) == 1,
+           "aiserve-eval --json: output_dict and the confusion matrix");
+    json_decref(got);
+    free(out);
+
+    out = run("tools/aiserve-eval t/data/eval/gold.conll "
+              "t/data/train/ner.conll 2>&1", &status);
+    tap_ok(out && status != 0
+           && strstr(out, "ner.conll:3: 9 tokens, but t/data/eval/gold.conll:1 "
+                     "has 6"),
+           "files that do not line up are an error: %s", out ? out : "");
+    free(out);
+
+    out = run("tools/aiserve-eval --help", &status);
+    tap_ok(out && status == 0 && strncmp(out, "usage: aiserve-eval", 19)
+           == 0, "aiserve-eval --help");
+    free(out);
+
+    json_decref(doc);
+}
+
+
 int
 main(void)
 {
     check_goldens();
     check_errors();
+    check_tool();
 
     return tap_done();
 }
