@@ -37,21 +37,6 @@ static const char  *aiserve_kind_names[] = {
 };
 
 
-static char *
-aiserve_strndup(const char *s, size_t len)
-{
-    char  *d;
-
-    d = malloc(len + 1);
-    if (d != NULL) {
-        memcpy(d, s, len);
-        d[len] = '\0';
-    }
-
-    return d;
-}
-
-
 /*
  * Byte offset of the first invalid UTF-8 sequence (or NUL byte) in
  * s[0..len), or len when it is valid; *cps receives the number of code
@@ -279,7 +264,7 @@ aiserve_json_text(aiserve_reader_t *rd, json_t *o, const char *key,
     }
 
     *len = json_string_length(v);
-    *text = aiserve_strndup(json_string_value(v), *len);
+    *text = strndup(json_string_value(v), *len);
 
     if (*text == NULL) {
         aiserve_err(rd->err, rd->err_len, "out of memory");
@@ -315,7 +300,7 @@ aiserve_json_label(aiserve_reader_t *rd, json_t *v, size_t line,
         return NULL;
     }
 
-    s = aiserve_strndup(json_string_value(v), json_string_length(v));
+    s = strndup(json_string_value(v), json_string_length(v));
     if (s == NULL) {
         aiserve_err(rd->err, rd->err_len, "out of memory");
     }
@@ -656,7 +641,7 @@ aiserve_record_add(aiserve_reader_t *rd, aiserve_record_t *r, const char *s,
         r->fields = f;
     }
 
-    r->fields[r->n] = aiserve_strndup(s, len);
+    r->fields[r->n] = strndup(s, len);
     if (r->fields[r->n] == NULL) {
         aiserve_err(rd->err, rd->err_len, "out of memory");
         return -1;
@@ -1135,8 +1120,8 @@ aiserve_read_conll(aiserve_reader_t *rd, const char *buf, size_t len)
             s.cap = cap;
         }
 
-        s.tokens[s.n] = aiserve_strndup(p + fs[0], fe[0] - fs[0]);
-        s.tags[s.n] = aiserve_strndup(p + fs[1], fe[1] - fs[1]);
+        s.tokens[s.n] = strndup(p + fs[0], fe[0] - fs[0]);
+        s.tags[s.n] = strndup(p + fs[1], fe[1] - fs[1]);
         s.lines[s.n] = line;
         s.n++;
 

@@ -168,21 +168,6 @@ aiserve_div(double num, double den)
 }
 
 
-static char *
-aiserve_strndup(const char *s, size_t len)
-{
-    char  *d;
-
-    d = malloc(len + 1);
-    if (d != NULL) {
-        memcpy(d, s, len);
-        d[len] = '\0';
-    }
-
-    return d;
-}
-
-
 static int
 aiserve_confusion(aiserve_report_t *rep, const aiserve_span_t *t,
     const aiserve_span_t *p, size_t n)
@@ -215,7 +200,7 @@ aiserve_confusion(aiserve_report_t *rep, const aiserve_span_t *t,
     rep->n_labels = n_set;
 
     for (i = 0; i < n_set; i++) {
-        rep->labels[i] = aiserve_strndup(set[i].s, set[i].len);
+        rep->labels[i] = strndup(set[i].s, set[i].len);
         if (rep->labels[i] == NULL) {
             free(set);
             return -1;
@@ -258,7 +243,7 @@ aiserve_rows(aiserve_report_t *rep, const aiserve_span_t *set, size_t n_set,
 
     for (i = 0; i < n_set; i++) {
         row = &rep->rows[i];
-        row->name = aiserve_strndup(set[i].s, set[i].len);
+        row->name = strndup(set[i].s, set[i].len);
         if (row->name == NULL) {
             free(v);
             free(w);
@@ -319,8 +304,8 @@ aiserve_rows(aiserve_report_t *rep, const aiserve_span_t *set, size_t n_set,
         *avg[m] = aiserve_pairwise_sum(vw, n_set) / wsum;
     }
 
-    rep->macro.name = aiserve_strndup("macro avg", 9);
-    rep->weighted.name = aiserve_strndup("weighted avg", 12);
+    rep->macro.name = strndup("macro avg", 9);
+    rep->weighted.name = strndup("weighted avg", 12);
     rep->macro.support = total;
     rep->weighted.support = total;
 
@@ -337,12 +322,14 @@ aiserve_eval_classification(const char *const *y_true,
     const char *const *y_pred, size_t n, aiserve_report_t *rep, char *err,
     size_t err_len)
 {
+    int                rc;
     size_t             i, n_set, a, b, correct;
     aiserve_span_t    *t, *p, *set;
     aiserve_counts_t  *c;
 
     memset(rep, 0, sizeof(*rep));
     rep->kind = AISERVE_REPORT_SKLEARN;
+    rc = -1;
 
     if (n == 0) {
         aiserve_err(err, err_len, "no labels to evaluate");
@@ -396,15 +383,7 @@ aiserve_eval_classification(const char *const *y_true,
     /* micro precision = sum tp / sum pred, the accuracy */
     rep->accuracy = (double) correct / (double) n;
 
-    if (aiserve_rows(rep, set, n_set, c, n) != 0) {
-        goto nomem;
-    }
-
-    free(t);
-    free(p);
-    free(set);
-    free(c);
-    return 0;
+    rc = aiserve_rows(rep, set, n_set, c, n);
 
 nomem:
 
@@ -412,9 +391,13 @@ nomem:
     free(p);
     free(set);
     free(c);
-    aiserve_report_free(rep);
-    aiserve_err(err, err_len, "out of memory");
-    return -1;
+
+    if (rc != 0) {
+        aiserve_report_free(rep);
+        aiserve_err(err, err_len, "out of memory");
+    }
+
+    return rc;
 }
 
 
@@ -524,7 +507,7 @@ aiserve_eval_sequences(const char *const *const *y_true,
     aiserve_chunk_mode_e mode, aiserve_report_t *rep, char *err,
     size_t err_len)
 {
-    int                cmp;
+    int                cmp, rc;
     size_t             i, k, n, total, nt, np, n_set, a, b, ntp;
     const char       **flat;
     aiserve_span_t    *t, *p, *types, *set;
@@ -534,6 +517,7 @@ aiserve_eval_sequences(const char *const *const *y_true,
 
     memset(rep, 0, sizeof(*rep));
     rep->kind = AISERVE_REPORT_SEQEVAL;
+    rc = -1;
 
     n = 0;
     for (i = 0; i < n_sentences; i++) {
@@ -659,7 +643,7 @@ aiserve_eval_sequences(const char *const *const *y_true,
         goto failed;
     }
 
-    rep->micro.name = aiserve_strndup("micro avg", 9);
+    rep->micro.name = strndup("micro avg", 9);
     if (rep->micro.name == NULL) {
         aiserve_err(err, err_len, "out of memory");
         goto failed;
@@ -672,18 +656,7 @@ aiserve_eval_sequences(const char *const *const *y_true,
         rep->micro.f1 /= rep->micro.precision + rep->micro.recall;
     }
     rep->micro.support = nt;
-
-    free(flat);
-    free(t);
-    free(p);
-    free(ct);
-    free(cp);
-    free(types);
-    free(et);
-    free(ep);
-    free(set);
-    free(c);
-    return 0;
+    rc = 0;
 
 failed:
 
@@ -697,8 +670,12 @@ failed:
     free(ep);
     free(set);
     free(c);
-    aiserve_report_free(rep);
-    return -1;
+
+    if (rc != 0) {
+        aiserve_report_free(rep);
+    }
+
+    return rc;
 }
 
 

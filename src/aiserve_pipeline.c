@@ -488,6 +488,7 @@ aiserve_ner_postprocess(const aiserve_tok_t *tok, const char *text,
     const size_t *ignore_len, size_t n_ignore, aiserve_ner_result_t *out,
     char *err, size_t err_len)
 {
+    int                     rc;
     float                  *probs, *avg, sum;
     char                   *p;
     size_t                  nl, t, k, g, n, nw, first, last, size, nc,
@@ -499,6 +500,7 @@ aiserve_ner_postprocess(const aiserve_tok_t *tok, const char *text,
     aiserve_pre_entity_t   *pre, *words, *e;
 
     nl = num_labels;
+    rc = -1;
     memset(out, 0, sizeof(*out));
 
     pre = calloc(enc->n_tokens + 1, sizeof(aiserve_pre_entity_t));
@@ -692,15 +694,7 @@ aiserve_ner_postprocess(const aiserve_tok_t *tok, const char *text,
 
 done:
 
-    free(pre);
-    free(words);
-    free(probs);
-    free(avg);
-    free(toks);
-    free(toklen);
-    free(labels);
-    free(chunks);
-    return 0;
+    rc = 0;
 
 nomem:
 
@@ -712,9 +706,13 @@ nomem:
     free(toklen);
     free(labels);
     free(chunks);
-    aiserve_ner_result_free(out);
-    aiserve_err(err, err_len, "out of memory");
-    return -1;
+
+    if (rc != 0) {
+        aiserve_ner_result_free(out);
+        aiserve_err(err, err_len, "out of memory");
+    }
+
+    return rc;
 }
 
 
