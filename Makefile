@@ -93,7 +93,13 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(ENGINE_LIB)
 # exact flags of /usr/sbin/nginx, so the .so loads into the packaged binary.
 module: $(MODULE_SO)
 
-$(BUILD)/Makefile: config | $(BUILD)/.deps-ok
+# configure lists the sources it compiles: it runs again when a source
+# file is added or removed (the list in $(SRC_LIST) changes).
+SRC_LIST     := $(BUILD)/src-list
+$(shell mkdir -p $(BUILD) && echo '$(ENGINE_SRCS) $(MODULE_SRCS)' >$(SRC_LIST).new \
+    && { cmp -s $(SRC_LIST).new $(SRC_LIST) || mv $(SRC_LIST).new $(SRC_LIST); })
+
+$(BUILD)/Makefile: config $(SRC_LIST) | $(BUILD)/.deps-ok
 	cd $(NGX_SRC) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
 	    --add-dynamic-module=$(ROOT) --builddir=$(ROOT)/$(BUILD) >$(ROOT)/$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(ROOT)/$(BUILD)/configure.log; exit 1; }
@@ -115,6 +121,7 @@ test: deps all
 test-fuzz:
 	$(MAKE) --no-print-directory fuzz-tokenizer FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-safetensors FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(MAKE) --no-print-directory fuzz-data FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS

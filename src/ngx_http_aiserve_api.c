@@ -31,20 +31,6 @@
                    "%s[%ui]%Z", name, (ngx_uint_t) (i)) = '\0', buf)
 
 
-/* one NER token or word before grouping */
-typedef struct {
-    const char   *word;
-    size_t        word_len;
-    const float  *scores;       /* [num_labels] */
-    ngx_uint_t    index;
-    uint32_t      start;
-    uint32_t      end;
-    ngx_uint_t    is_subword;
-    ngx_uint_t    label;
-    float         score;
-} ngx_http_aiserve_entity_t;
-
-
 static void ngx_http_aiserve_invalid(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t status, const char *code,
     const char *param, const char *fmt, ...);
@@ -83,19 +69,11 @@ static void ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
 
 static void ngx_http_aiserve_embedding(ngx_http_aiserve_ctx_t *ctx,
     ngx_http_aiserve_json_t *j, float *v, size_t n, ngx_uint_t normalize);
-static void ngx_http_aiserve_apply(ngx_uint_t fn, const float *logits,
-    float *scores, size_t n);
-static ngx_uint_t ngx_http_aiserve_default_fn(
-    const aiserve_model_info_t *info);
 static void ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
     ngx_http_aiserve_json_t *j, const float *logits);
 static ngx_int_t ngx_http_aiserve_respond_ner(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j,
     ngx_http_aiserve_seq_t *seq, const float *logits);
-static ngx_int_t ngx_http_aiserve_decode(ngx_pool_t *pool,
-    ngx_http_aiserve_entity_t *e, size_t n, const char **out,
-    size_t *out_len);
-static size_t ngx_http_aiserve_utf8_len(const char *s, size_t len);
 
 
 static void
@@ -685,8 +663,9 @@ ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
     size_t       len, pair_len;
     json_t      *in, *v, *t, *tp;
     ngx_uint_t   i, n, truncate, raw;
-    const char  *text, *pair, *s;
+    const char  *text, *pair;
     json_int_t   k;
+    int          fn;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
                                   &truncate)
@@ -717,33 +696,26 @@ ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
         ctx->top_k = k;
     }
 
-    ctx->fn = raw ? NGX_HTTP_AISERVE_FN_NONE : NGX_HTTP_AISERVE_FN_DEFAULT;
+    ctx->fn = raw ? AISERVE_FN_NONE : AISERVE_FN_DEFAULT;
 
     v = json_object_get(ctx->doc, "function_to_apply");
 
     if (v != NULL && !json_is_null(v)) {
-        s = json_is_string(v) ? json_string_value(v) : "";
+        fn = aiserve_fn_parse(json_is_string(v) ? json_string_value(v) : "");
 
-        if (ngx_strcasecmp((u_char *) s, (u_char *) "sigmoid") == 0) {
-            ctx->fn = NGX_HTTP_AISERVE_FN_SIGMOID;
-
-        } else if (ngx_strcasecmp((u_char *) s, (u_char *) "softmax") == 0) {
-            ctx->fn = NGX_HTTP_AISERVE_FN_SOFTMAX;
-
-        } else if (ngx_strcasecmp((u_char *) s, (u_char *) "none") == 0) {
-            ctx->fn = NGX_HTTP_AISERVE_FN_NONE;
-
-        } else {
+        if (fn < 0) {
             ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
                                      "function_to_apply",
                                      "function_to_apply must be \"sigmoid\","
                                      " \"softmax\" or \"none\"");
             return;
         }
+
+        ctx->fn = fn;
     }
 
-    if (ctx->fn == NGX_HTTP_AISERVE_FN_DEFAULT) {
-        ctx->fn = ngx_http_aiserve_default_fn(ctx->model->info);
+    if (ctx->fn == AISERVE_FN_DEFAULT) {
+        ctx->fn = aiserve_fn_default(ctx->model->info);
     }
 
     ctx->add_special = 1;
@@ -969,11 +941,7 @@ ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
     char         param[NGX_HTTP_AISERVE_PARAMLEN];
     json_t      *v;
     ngx_uint_t   i, truncate;
-    const char  *s;
-
-    static const char  *strategies[] = {
-        "none", "simple", "first", "average", "max", NULL
-    };
+    int          agg;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
                                   &truncate)
@@ -983,18 +951,13 @@ ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
     }
 
     v = json_object_get(ctx->doc, "aggregation_strategy");
-    ctx->aggregation = NGX_HTTP_AISERVE_AGG_NONE;
+    ctx->aggregation = AISERVE_AGG_NONE;
 
     if (v != NULL && !json_is_null(v)) {
-        s = json_is_string(v) ? json_string_value(v) : "";
+        agg = aiserve_agg_parse(json_is_string(v) ? json_string_value(v)
+                                                  : "");
 
-        for (i = 0; strategies[i]; i++) {
-            if (ngx_strcasecmp((u_char *) s, (u_char *) strategies[i]) == 0) {
-                break;
-            }
-        }
-
-        if (strategies[i] == NULL) {
+        if (agg < 0) {
             ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
                                      "aggregation_strategy",
                                      "aggregation_strategy must be one of "
@@ -1002,7 +965,7 @@ ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
             return;
         }
 
-        ctx->aggregation = i;
+        ctx->aggregation = agg;
     }
 
     v = json_object_get(ctx->doc, "ignore_labels");
@@ -1057,7 +1020,8 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
 {
     float                       *v, score, *scores;
     size_t                       dim, k, t;
-    ngx_uint_t                   i, n, *order, a, b, tmp;
+    size_t                      *order;
+    ngx_uint_t                   i, n, a;
     const char                  *tok;
     aiserve_encoding_t          *enc;
     ngx_http_aiserve_seq_t      *seq;
@@ -1134,7 +1098,7 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
 
     case NGX_HTTP_AISERVE_API_RERANK:
         n = ctx->n_seqs;
-        order = ngx_palloc(r->pool, n * sizeof(ngx_uint_t));
+        order = ngx_palloc(r->pool, n * sizeof(size_t));
         scores = ngx_palloc(r->pool, n * sizeof(float));
         if (order == NULL || scores == NULL) {
             return NGX_ERROR;
@@ -1148,31 +1112,19 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
                 score = v[k];
 
             } else if (info->num_labels == 1) {
-                ngx_http_aiserve_apply(NGX_HTTP_AISERVE_FN_SIGMOID, v,
-                                       &score, 1);
+                aiserve_fn_apply(AISERVE_FN_SIGMOID, v, &score, 1);
 
             } else {
-                ngx_http_aiserve_apply(NGX_HTTP_AISERVE_FN_SOFTMAX, v,
-                                       ctx->out + ctx->seqs[i].out_off,
-                                       info->num_labels);
+                aiserve_fn_apply(AISERVE_FN_SOFTMAX, v,
+                                 ctx->out + ctx->seqs[i].out_off,
+                                 info->num_labels);
                 score = v[k];
             }
 
             scores[i] = score;
-            order[i] = i;
         }
 
-        /* stable insertion sort, highest score first */
-
-        for (a = 1; a < n; a++) {
-            tmp = order[a];
-
-            for (b = a; b > 0 && scores[order[b - 1]] < scores[tmp]; b--) {
-                order[b] = order[b - 1];
-            }
-
-            order[b] = tmp;
-        }
+        aiserve_order_by_score(scores, n, order);
 
         ngx_http_aiserve_json_lit(j, "[");
 
@@ -1327,80 +1279,12 @@ ngx_http_aiserve_embedding(ngx_http_aiserve_ctx_t *ctx,
 }
 
 
-/*
- * transformers' TextClassificationPipeline.postprocess: regression -> none;
- * multi-label or a single label -> sigmoid; otherwise softmax.
- */
-
-static ngx_uint_t
-ngx_http_aiserve_default_fn(const aiserve_model_info_t *info)
-{
-    if (info->problem_type == AISERVE_PROBLEM_REGRESSION) {
-        return NGX_HTTP_AISERVE_FN_NONE;
-    }
-
-    if (info->problem_type == AISERVE_PROBLEM_MULTI_LABEL
-        || info->num_labels == 1)
-    {
-        return NGX_HTTP_AISERVE_FN_SIGMOID;
-    }
-
-    return NGX_HTTP_AISERVE_FN_SOFTMAX;
-}
-
-
-/* the pipeline's numpy sigmoid / softmax, in float32 */
-
-static void
-ngx_http_aiserve_apply(ngx_uint_t fn, const float *logits, float *scores,
-    size_t n)
-{
-    float   max, sum;
-    size_t  i;
-
-    switch (fn) {
-
-    case NGX_HTTP_AISERVE_FN_SIGMOID:
-        for (i = 0; i < n; i++) {
-            scores[i] = 1.0f / (1.0f + expf(-logits[i]));
-        }
-        break;
-
-    case NGX_HTTP_AISERVE_FN_SOFTMAX:
-        max = logits[0];
-        for (i = 1; i < n; i++) {
-            if (logits[i] > max) {
-                max = logits[i];
-            }
-        }
-
-        sum = 0;
-        for (i = 0; i < n; i++) {
-            scores[i] = expf(logits[i] - max);
-            sum += scores[i];
-        }
-
-        for (i = 0; i < n; i++) {
-            scores[i] /= sum;
-        }
-        break;
-
-    default:
-        for (i = 0; i < n; i++) {
-            scores[i] = logits[i];
-        }
-        break;
-    }
-}
-
-
 static void
 ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
     ngx_http_aiserve_json_t *j, const float *logits)
 {
     float                        scores[256], *s;
-    size_t                       n, k, a, b, limit;
-    ngx_uint_t                   order[256], tmp;
+    size_t                       n, k, a, limit, order[256];
     const char                  *label;
     const aiserve_model_info_t  *info;
 
@@ -1412,20 +1296,11 @@ ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
     }
 
     s = scores;
-    ngx_http_aiserve_apply(ctx->fn, logits, s, n);
-
-    for (k = 0; k < n; k++) {
-        order[k] = k;
-    }
+    aiserve_fn_apply(ctx->fn, logits, s, n);
 
     if (ctx->legacy) {
         /* argmax, first on ties, as numpy */
-        a = 0;
-        for (k = 1; k < n; k++) {
-            if (s[k] > s[a]) {
-                a = k;
-            }
-        }
+        a = aiserve_argmax(s, n);
 
         label = info->id2label[a];
 
@@ -1447,16 +1322,7 @@ ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
     }
 
     /* list.sort(key=score, reverse=True) is stable */
-
-    for (a = 1; a < n; a++) {
-        tmp = order[a];
-
-        for (b = a; b > 0 && s[order[b - 1]] < s[tmp]; b--) {
-            order[b] = order[b - 1];
-        }
-
-        order[b] = tmp;
-    }
+    aiserve_order_by_score(s, n, order);
 
     limit = (ctx->top_k < 0 || (size_t) ctx->top_k > n) ? n
                                                          : (size_t) ctx->top_k;
@@ -1481,89 +1347,9 @@ ngx_http_aiserve_respond_labels(ngx_http_aiserve_ctx_t *ctx,
 }
 
 
-static size_t
-ngx_http_aiserve_utf8_len(const char *s, size_t len)
-{
-    size_t  i, n;
-
-    n = 0;
-
-    for (i = 0; i < len; i++) {
-        if (((u_char) s[i] & 0xc0) != 0x80) {
-            n++;
-        }
-    }
-
-    return n;
-}
-
-
-static ngx_uint_t
-ngx_http_aiserve_argmax(const float *v, size_t n)
-{
-    size_t  k, a;
-
-    a = 0;
-    for (k = 1; k < n; k++) {
-        if (v[k] > v[a]) {
-            a = k;
-        }
-    }
-
-    return a;
-}
-
-
 /*
- * The entity's tag as the pipeline's get_tag(): "B-X" -> (B, X),
- * "I-X" -> (I, X), anything else -> (I, itself).
- */
-
-static void
-ngx_http_aiserve_tag(const char *label, ngx_uint_t *begin, const char **tag)
-{
-    if ((label[0] == 'B' || label[0] == 'I') && label[1] == '-') {
-        *begin = (label[0] == 'B');
-        *tag = label + 2;
-        return;
-    }
-
-    *begin = 0;
-    *tag = label;
-}
-
-
-static ngx_uint_t
-ngx_http_aiserve_ignored(ngx_http_aiserve_ctx_t *ctx, const char *label,
-    size_t len)
-{
-    json_t      *v, *s;
-    ngx_uint_t   i;
-
-    v = json_object_get(ctx->doc, "ignore_labels");
-
-    if (v == NULL || json_is_null(v)) {
-        return (len == 1 && label[0] == 'O');
-    }
-
-    for (i = 0; i < json_array_size(v); i++) {
-        s = json_array_get(v, i);
-
-        if (json_string_length(s) == len
-            && ngx_strncmp(json_string_value(s), label, len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
-/*
- * transformers' TokenClassificationPipeline.postprocess for one text:
- * gather_pre_entities, aggregate (aggregate_words for first / average /
- * max), group_entities for every strategy but none, then ignore_labels.
+ * transformers' TokenClassificationPipeline.postprocess for one text, by
+ * the engine (aiserve_ner_postprocess), written as the pipeline's JSON.
  */
 
 static ngx_int_t
@@ -1571,334 +1357,83 @@ ngx_http_aiserve_respond_ner(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j,
     ngx_http_aiserve_seq_t *seq, const float *logits)
 {
-    float                       *probs, *avg, sum;
-    size_t                       nl, t, k, w, g, first, last, glen;
-    int32_t                      unk;
-    ngx_uint_t                   n, nw, bi, last_bi, emitted;
-    const char                  *tok, *tag, *last_tag, *label, *group;
-    aiserve_encoding_t          *enc;
-    ngx_http_aiserve_entity_t   *pre, *words, *e;
+    char                         err[NGX_HTTP_AISERVE_ERRLEN];
+    json_t                      *v, *s;
+    size_t                       k, n_ignore, *ignore_len;
+    const char                 **ignore;
+    aiserve_ner_entity_t        *e;
+    aiserve_ner_result_t         res;
     const aiserve_model_info_t  *info;
 
     info = ctx->model->info;
-    nl = info->num_labels;
-    enc = seq->enc;
+    ignore = NULL;
+    ignore_len = NULL;
+    n_ignore = 0;
 
-    pre = ngx_pcalloc(r->pool, (enc->n_tokens + 1)
-                               * sizeof(ngx_http_aiserve_entity_t));
-    probs = ngx_palloc(r->pool, (enc->n_tokens * nl + 1) * sizeof(float));
-    if (pre == NULL || probs == NULL) {
-        return NGX_ERROR;
-    }
+    v = json_object_get(ctx->doc, "ignore_labels");
 
-    unk = aiserve_tok_token_to_id(ctx->model->tok, "[UNK]");
-
-    /* gather_pre_entities */
-
-    n = 0;
-
-    for (t = 0; t < enc->n_tokens; t++) {
-        if (enc->special_tokens_mask[t]) {
-            continue;
-        }
-
-        e = &pre[n++];
-
-        ngx_http_aiserve_apply(NGX_HTTP_AISERVE_FN_SOFTMAX, logits + t * nl,
-                               probs + t * nl, nl);
-
-        e->scores = probs + t * nl;
-        e->index = t;
-        e->start = enc->offsets[2 * t];
-        e->end = enc->offsets[2 * t + 1];
-
-        tok = aiserve_tok_id_to_token(ctx->model->tok, enc->input_ids[t]);
-        tok = tok ? tok : "";
-
-        if (enc->input_ids[t] == unk) {
-            e->word = seq->text + enc->byte_offsets[2 * t];
-            e->word_len = enc->byte_offsets[2 * t + 1]
-                          - enc->byte_offsets[2 * t];
-            e->is_subword = 0;
-
-        } else {
-            e->word = tok;
-            e->word_len = ngx_strlen(tok);
-            e->is_subword = ngx_http_aiserve_utf8_len(tok, e->word_len)
-                            != (size_t) (e->end - e->start);
-        }
-
-        e->label = ngx_http_aiserve_argmax(e->scores, nl);
-        e->score = e->scores[e->label];
-    }
-
-    /* aggregate_words for first / average / max */
-
-    words = pre;
-    nw = n;
-
-    if (ctx->aggregation >= NGX_HTTP_AISERVE_AGG_FIRST) {
-        words = ngx_pcalloc(r->pool, (n + 1)
-                                     * sizeof(ngx_http_aiserve_entity_t));
-        if (words == NULL) {
+    if (v != NULL && !json_is_null(v)) {
+        n_ignore = json_array_size(v);
+        ignore = ngx_palloc(r->pool, (n_ignore + 1) * sizeof(char *));
+        ignore_len = ngx_palloc(r->pool, (n_ignore + 1) * sizeof(size_t));
+        if (ignore == NULL || ignore_len == NULL) {
             return NGX_ERROR;
         }
 
-        nw = 0;
-
-        for (first = 0; first < n; first = last) {
-            for (last = first + 1; last < n && pre[last].is_subword; last++) {
-                /* void */
-            }
-
-            e = &words[nw++];
-            e->start = pre[first].start;
-            e->end = pre[last - 1].end;
-
-            if (ngx_http_aiserve_decode(r->pool, &pre[first], last - first,
-                                        &e->word, &e->word_len)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            switch (ctx->aggregation) {
-
-            case NGX_HTTP_AISERVE_AGG_FIRST:
-                g = first;
-                break;
-
-            case NGX_HTTP_AISERVE_AGG_MAX:
-                /* max(entities, key=scores.max()): the first maximum */
-                g = first;
-                for (k = first + 1; k < last; k++) {
-                    if (pre[k].score > pre[g].score) {
-                        g = k;
-                    }
-                }
-                break;
-
-            default: /* average */
-                avg = ngx_palloc(r->pool, nl * sizeof(float));
-                if (avg == NULL) {
-                    return NGX_ERROR;
-                }
-
-                for (k = 0; k < nl; k++) {
-                    sum = 0;
-                    for (g = first; g < last; g++) {
-                        sum += pre[g].scores[k];
-                    }
-
-                    avg[k] = sum / (float) (last - first);
-                }
-
-                e->label = ngx_http_aiserve_argmax(avg, nl);
-                e->score = avg[e->label];
-                continue;
-            }
-
-            e->label = pre[g].label;
-            e->score = pre[g].score;
+        for (k = 0; k < n_ignore; k++) {
+            s = json_array_get(v, k);
+            ignore[k] = json_string_value(s);
+            ignore_len[k] = json_string_length(s);
         }
     }
 
+    if (aiserve_ner_postprocess(ctx->model->tok, seq->text, seq->enc, logits,
+                                info->num_labels, info->id2label,
+                                ctx->aggregation, ignore, ignore_len,
+                                n_ignore, &res, err, sizeof(err))
+        != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve NER post-processing failed: %s", err);
+        return NGX_ERROR;
+    }
+
     ngx_http_aiserve_json_lit(j, "[");
-    emitted = 0;
 
-    if (ctx->aggregation == NGX_HTTP_AISERVE_AGG_NONE) {
+    for (k = 0; k < res.n; k++) {
+        e = &res.entities[k];
 
-        for (k = 0; k < n; k++) {
-            e = &pre[k];
-            label = info->id2label[e->label];
+        if (k) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
 
-            if (ngx_http_aiserve_ignored(ctx, label, ngx_strlen(label))) {
-                continue;
-            }
-
-            if (emitted++) {
-                ngx_http_aiserve_json_lit(j, ",");
-            }
-
-            ngx_http_aiserve_json_lit(j, "{");
-            ngx_http_aiserve_json_lit(j, "\"entity\":");
-            ngx_http_aiserve_json_string(j, label, ngx_strlen(label));
+        if (ctx->aggregation == AISERVE_AGG_NONE) {
+            ngx_http_aiserve_json_lit(j, "{\"entity\":");
+            ngx_http_aiserve_json_string(j, e->entity, e->entity_len);
             ngx_http_aiserve_json_lit(j, ",\"score\":");
             ngx_http_aiserve_json_float(j, e->score);
             ngx_http_aiserve_json_lit(j, ",\"index\":");
             ngx_http_aiserve_json_int(j, e->index);
-            ngx_http_aiserve_json_lit(j, ",\"word\":");
-            ngx_http_aiserve_json_string(j, e->word, e->word_len);
-            ngx_http_aiserve_json_lit(j, ",\"start\":");
-            ngx_http_aiserve_json_int(j, e->start);
-            ngx_http_aiserve_json_lit(j, ",\"end\":");
-            ngx_http_aiserve_json_int(j, e->end);
-            ngx_http_aiserve_json_lit(j, "}");
+
+        } else {
+            ngx_http_aiserve_json_lit(j, "{\"entity_group\":");
+            ngx_http_aiserve_json_string(j, e->entity, e->entity_len);
+            ngx_http_aiserve_json_lit(j, ",\"score\":");
+            ngx_http_aiserve_json_float(j, e->score);
         }
 
-        ngx_http_aiserve_json_lit(j, "]");
-        return NGX_OK;
-    }
-
-    /* group_entities over words (simple: over tokens) */
-
-    for (first = 0; first < nw; first = last) {
-
-        for (last = first + 1; last < nw; last++) {
-            ngx_http_aiserve_tag(info->id2label[words[last].label], &bi,
-                                 &tag);
-            ngx_http_aiserve_tag(info->id2label[words[last - 1].label],
-                                 &last_bi, &last_tag);
-
-            if (bi || ngx_strcmp(tag, last_tag) != 0) {
-                break;
-            }
-        }
-
-        /* entity_group: the first label after its first "-" */
-        label = info->id2label[words[first].label];
-        group = (const char *) ngx_strchr(label, '-');
-        group = group ? group + 1 : label;
-        glen = ngx_strlen(group);
-
-        if (ngx_http_aiserve_ignored(ctx, group, glen)) {
-            continue;
-        }
-
-        /* np.nanmean of the scores, float32 */
-        sum = 0;
-        for (w = first; w < last; w++) {
-            sum += words[w].score;
-        }
-
-        if (ngx_http_aiserve_decode(r->pool, &words[first], last - first,
-                                    &tok, &t)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        if (emitted++) {
-            ngx_http_aiserve_json_lit(j, ",");
-        }
-
-        ngx_http_aiserve_json_lit(j, "{");
-        ngx_http_aiserve_json_lit(j, "\"entity_group\":");
-        ngx_http_aiserve_json_string(j, group, glen);
-        ngx_http_aiserve_json_lit(j, ",\"score\":");
-        ngx_http_aiserve_json_float(j, sum / (float) (last - first));
         ngx_http_aiserve_json_lit(j, ",\"word\":");
-        ngx_http_aiserve_json_string(j, tok, t);
+        ngx_http_aiserve_json_string(j, e->word, e->word_len);
         ngx_http_aiserve_json_lit(j, ",\"start\":");
-        ngx_http_aiserve_json_int(j, words[first].start);
+        ngx_http_aiserve_json_int(j, e->start);
         ngx_http_aiserve_json_lit(j, ",\"end\":");
-        ngx_http_aiserve_json_int(j, words[last - 1].end);
+        ngx_http_aiserve_json_int(j, e->end);
         ngx_http_aiserve_json_lit(j, "}");
     }
 
     ngx_http_aiserve_json_lit(j, "]");
-    return NGX_OK;
-}
 
-
-/*
- * In-place replacement of every FROM by TO (not longer than FROM) in
- * buf[0 .. *len), as Rust's str::replace.
- */
-
-static void
-ngx_http_aiserve_replace(u_char *buf, size_t *len, const char *from,
-    const char *to)
-{
-    u_char  *src, *dst, *last;
-    size_t   flen, tlen;
-
-    flen = ngx_strlen(from);
-    tlen = ngx_strlen(to);
-    src = buf;
-    dst = buf;
-    last = buf + *len;
-
-    while (src < last) {
-        if ((size_t) (last - src) >= flen
-            && ngx_strncmp(src, from, flen) == 0)
-        {
-            dst = ngx_cpymem(dst, to, tlen);
-            src += flen;
-            continue;
-        }
-
-        *dst++ = *src++;
-    }
-
-    *len = dst - buf;
-}
-
-
-/*
- * tokenizer.convert_tokens_to_string() of a BERT fast tokenizer: the
- * WordPiece decoder of `tokenizers` (prefix "##", cleanup on): tokens
- * after the first lose their "##" prefix or get a leading space, then each
- * piece is cleaned up (" ." -> ".", " 's" -> "'s", ...), then joined.
- */
-
-static ngx_int_t
-ngx_http_aiserve_decode(ngx_pool_t *pool, ngx_http_aiserve_entity_t *e,
-    size_t n, const char **out, size_t *out_len)
-{
-    u_char      *buf, *p;
-    size_t       i, k, size, len;
-    const char  *s;
-
-    static const char  *cleanup[][2] = {
-        { " .", "." }, { " ?", "?" }, { " !", "!" }, { " ,", "," },
-        { " ' ", "'" }, { " n't", "n't" }, { " 'm", "'m" },
-        { " do not", " don't" }, { " 's", "'s" }, { " 've", "'ve" },
-        { " 're", "'re" }
-    };
-
-    size = 0;
-    for (i = 0; i < n; i++) {
-        size += e[i].word_len + 1;
-    }
-
-    buf = ngx_pnalloc(pool, size + 1);
-    if (buf == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = buf;
-
-    for (i = 0; i < n; i++) {
-        s = e[i].word;
-        len = e[i].word_len;
-
-        if (i != 0) {
-            if (len >= 2 && s[0] == '#' && s[1] == '#') {
-                s += 2;
-                len -= 2;
-
-            } else {
-                *p = ' ';
-                ngx_memcpy(p + 1, s, len);
-                s = (const char *) p;
-                len++;
-            }
-        }
-
-        if (s != (const char *) p) {
-            ngx_memmove(p, s, len);
-        }
-
-        for (k = 0; k < sizeof(cleanup) / sizeof(cleanup[0]); k++) {
-            ngx_http_aiserve_replace(p, &len, cleanup[k][0], cleanup[k][1]);
-        }
-
-        p += len;
-    }
-
-    *out = (const char *) buf;
-    *out_len = p - buf;
+    aiserve_ner_result_free(&res);
 
     return NGX_OK;
 }

@@ -17,6 +17,7 @@
 #include "ngx_http_aiserve.h"
 #include "aiserve_tokenizer.h"
 #include "aiserve_model.h"
+#include "aiserve_pipeline.h"
 
 
 #define NGX_HTTP_AISERVE_TASK_EMBED     0
@@ -30,17 +31,6 @@
 #define NGX_HTTP_AISERVE_API_RERANK     3
 #define NGX_HTTP_AISERVE_API_TOKENIZE   4
 #define NGX_HTTP_AISERVE_API_NER        5
-
-#define NGX_HTTP_AISERVE_FN_DEFAULT     0
-#define NGX_HTTP_AISERVE_FN_SIGMOID     1
-#define NGX_HTTP_AISERVE_FN_SOFTMAX     2
-#define NGX_HTTP_AISERVE_FN_NONE        3
-
-#define NGX_HTTP_AISERVE_AGG_NONE       0
-#define NGX_HTTP_AISERVE_AGG_SIMPLE     1
-#define NGX_HTTP_AISERVE_AGG_FIRST      2
-#define NGX_HTTP_AISERVE_AGG_AVERAGE    3
-#define NGX_HTTP_AISERVE_AGG_MAX        4
 
 #define NGX_HTTP_AISERVE_ERRLEN         256
 
