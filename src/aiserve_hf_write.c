@@ -858,6 +858,42 @@ aiserve_hf_lora_target(const aiserve_lora_config_t *lora, const char *module)
 }
 
 
+/* Every Linear of the layers that target_modules matches has its LoRA
+ * tensors: peft would give one without them an untrained adapter and
+ * report its keys missing. */
+static int
+aiserve_hf_lora_complete(const aiserve_lora_config_t *lora,
+    const aiserve_hf_sizes_t *s, const aiserve_st_wtensor_t *tensors,
+    size_t n_tensors, const char *path, char *err, size_t err_len)
+{
+    static const char  *linears[] = { "attention.self.query",
+                                      "attention.self.key",
+                                      "attention.self.value",
+                                      "attention.output.dense",
+                                      "intermediate.dense", "output.dense" };
+    char                module[128], name[AISERVE_HF_NAME_MAX];
+    size_t              l, j;
+
+    for (l = 0; l < s->num_hidden_layers; l++) {
+        for (j = 0; j < sizeof(linears) / sizeof(linears[0]); j++) {
+            snprintf(module, sizeof(module), "encoder.layer.%zu.%s", l,
+                     linears[j]);
+            if (!aiserve_hf_lora_target(lora, module)) {
+                continue;
+            }
+            snprintf(name, sizeof(name), "%s.lora_A.weight", module);
+            if (aiserve_hf_find(tensors, n_tensors, name) < 0) {
+                aiserve_err(err, err_len, "%s: \"%s\" matches target_modules "
+                            "but has no lora_A / lora_B tensors", path,
+                            module);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+
 static json_t *
 aiserve_hf_number(double v)
 {
@@ -1019,16 +1055,16 @@ aiserve_hf_write_lora(const char *out_dir, const aiserve_hf_spec_t *spec,
             goto done;
         }
         *suffix = '\0';
-        snprintf(nm, AISERVE_HF_NAME_MAX, "base_model.model.%s%s.%s",
+        snprintf(nm, AISERVE_HF_NAME_MAX, "base_model.model.%s%.200s.%s",
                  aiserve_hf_is_task(spec->arch) ? "bert." : "", canon,
                  is_a ? "lora_A.weight" : "lora_B.weight");
         out[n_out] = tensors[i];
         out[n_out].name = nm;
         n_out++;
     }
-    if (n_out == 0) {
-        aiserve_err(err, err_len, "%s: no lora_A / lora_B tensors given",
-                    path);
+    if (aiserve_hf_lora_complete(lora, &sz, tensors, n_tensors, path, err,
+                                 err_len) != 0)
+    {
         goto done;
     }
     memcpy(out + n_out, head, n_slots * sizeof(*out));

@@ -40,7 +40,8 @@ usage(FILE *f)
 "  --seed N       seed of the new head and of the LoRA matrices (1)\n"
 "  --r N          LoRA rank (8)\n"
 "  --alpha X      LoRA alpha (16)\n"
-"  --target M,..  LoRA target modules (query,value)\n"
+"  --target M,..  LoRA target modules (query,value): query, key, value\n"
+"                 or attention.output.dense\n"
 "  -h, --help     this text\n"
 "\n"
 "example:\n"
@@ -212,12 +213,11 @@ main(int argc, char **argv)
     i = n_head;
     for (l = 0; n_lora > 0 && l < info->num_hidden_layers; l++) {
         for (t = 0; t < lora.n_target_modules; t++) {
-            const char  *mod = strcmp(targets[t], "dense") == 0
-                               ? "attention.output.dense" : targets[t];
-            const char  *full = strchr(mod, '.') ? "%s" : "attention.self.%s";
+            const char  *full = strchr(targets[t], '.')
+                                ? "%s" : "attention.self.%s";
             char         mname[96];
 
-            snprintf(mname, sizeof(mname), full, mod);
+            snprintf(mname, sizeof(mname), full, targets[t]);
             snprintf(names[i - n_head], 192,
                      "encoder.layer.%zu.%s.lora_A.weight", l, mname);
             snprintf(names[i - n_head + 1], 192,
