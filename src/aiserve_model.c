@@ -68,6 +68,13 @@ struct aiserve_model_s {
                                                 none, or not packed) */
     aiserve_gemm_w_t      *pw;           /* 4 a layer, in that order */
 
+    /* a head or an adapter over a shared base (aiserve_model_load_over()):
+     * the encoder is the base's, OWNED_BASE the one aiserve_model_load()
+     * loaded for it; PREFIX: of the tensor names in st */
+    const aiserve_model_t *base;
+    aiserve_model_t       *owned_base;
+    const char            *prefix;
+
     void                 **owned;        /* converted copies */
     size_t                 n_owned;
     size_t                 cap_owned;
@@ -535,8 +542,11 @@ aiserve_disown(aiserve_model_t *m, const void *p)
 }
 
 
-const aiserve_st_tensor_t *
-aiserve_model_find_tensor(const aiserve_st_file_t *st, const char *name)
+/* Tensor NAME of ST, its name after PREFIX ("" for a checkpoint;
+ * "base_model.model." in a peft adapter). */
+static const aiserve_st_tensor_t *
+aiserve_find_tensor(const aiserve_st_file_t *st, const char *pfx,
+    const char *name)
 {
     const aiserve_st_tensor_t  *t;
     char                        alt[512];
@@ -549,7 +559,8 @@ aiserve_model_find_tensor(const aiserve_st_file_t *st, const char *name)
     len = strlen(name);
     for (prefix = 0; prefix < 2; prefix++) {
         for (ln = 0; ln < 2; ln++) {
-            snprintf(alt, sizeof(alt), "%s%s", prefix ? "bert." : "", name);
+            snprintf(alt, sizeof(alt), "%s%s%s", pfx,
+                     prefix ? "bert." : "", name);
             if (ln) {
                 len = strlen(alt);
                 if (len > 16
@@ -574,6 +585,13 @@ aiserve_model_find_tensor(const aiserve_st_file_t *st, const char *name)
 }
 
 
+const aiserve_st_tensor_t *
+aiserve_model_find_tensor(const aiserve_st_file_t *st, const char *name)
+{
+    return aiserve_find_tensor(st, "", name);
+}
+
+
 /*
  * The F32 data of tensor NAME with shape [d0] (d1 == 0) or [d0, d1].
  * F32 tensors are used in place in the read-only mapping (shared by every
@@ -582,18 +600,19 @@ aiserve_model_find_tensor(const aiserve_st_file_t *st, const char *name)
  * shared copy-on-write by all workers and never written again.
  */
 static const float *
-aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
-    char *err, size_t err_len)
+aiserve_weight_from(aiserve_model_t *m, const aiserve_st_file_t *st,
+    const char *pfx, const char *name, size_t d0, size_t d1, char *err,
+    size_t err_len)
 {
     const aiserve_st_tensor_t  *t;
     float                      *f;
     size_t                      ndim = d1 ? 2 : 1;
 
-    t = aiserve_model_find_tensor(m->st, name);
+    t = aiserve_find_tensor(st, pfx, name);
     if (t == NULL) {
-        aiserve_err(err, err_len, "%s: tensor \"%s\" is missing (also "
-                    "looked for bert.%s and LayerNorm gamma/beta names)",
-                    m->st_name, name, name);
+        aiserve_err(err, err_len, "%s: tensor \"%s%s\" is missing (also "
+                    "looked for %sbert.%s and LayerNorm gamma/beta names)",
+                    st->path ? st->path : "?", pfx, name, pfx, name);
         return NULL;
     }
     if (t->ndim != ndim || t->shape[0] != d0 || (d1 && t->shape[1] != d1)) {
@@ -607,11 +626,11 @@ aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
         }
         if (d1) {
             aiserve_err(err, err_len, "%s: tensor \"%s\" has shape [%s], "
-                        "config.json implies [%zu, %zu]", m->st_name,
+                        "config.json implies [%zu, %zu]", st->path,
                         t->name, got, d0, d1);
         } else {
             aiserve_err(err, err_len, "%s: tensor \"%s\" has shape [%s], "
-                        "config.json implies [%zu]", m->st_name, t->name,
+                        "config.json implies [%zu]", st->path, t->name,
                         got, d0);
         }
         return NULL;
@@ -623,7 +642,7 @@ aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
         && t->dtype != AISERVE_ST_BF16)
     {
         aiserve_err(err, err_len, "%s: tensor \"%s\" has dtype %s (F32, F16 "
-                    "or BF16 expected)", m->st_name, t->name,
+                    "or BF16 expected)", st->path, t->name,
                     aiserve_st_dtype_name(t->dtype));
         return NULL;
     }
@@ -631,11 +650,21 @@ aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
     if (f == NULL || aiserve_own(m, f) != 0) {
         free(f);
         aiserve_err(err, err_len, "%s: out of memory converting \"%s\"",
-                    m->st_name, t->name);
+                    st->path, t->name);
         return NULL;
     }
     aiserve_st_to_f32(t->dtype, t->data, f, t->n_elements);
     return f;
+}
+
+
+/* aiserve_weight_from() on the model's own file. */
+static const float *
+aiserve_weight(aiserve_model_t *m, const char *name, size_t d0, size_t d1,
+    char *err, size_t err_len)
+{
+    return aiserve_weight_from(m, m->st, m->prefix ? m->prefix : "", name,
+                               d0, d1, err, err_len);
 }
 
 
@@ -901,6 +930,152 @@ aiserve_model_read_config(const char *model_dir, aiserve_model_info_t *info,
 }
 
 
+/* --- heads and adapters over a shared base ---------------------------- */
+
+/* Packs W [n, k] with LAYOUT into 64-byte aligned memory the model owns. */
+static int
+aiserve_pack_own(aiserve_model_t *m, const aiserve_gemm_layout_t *layout,
+    const float *w, aiserve_gemm_w_t *dst, char *err, size_t err_len)
+{
+    void  *mem;
+
+    if (posix_memalign(&mem, 64, (layout->bytes + 63) / 64 * 64) != 0) {
+        aiserve_err(err, err_len, "out of memory packing a weight");
+        return -1;
+    }
+    if (aiserve_own(m, mem) != 0) {
+        free(mem);
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    return aiserve_gemm_pack(layout, w, mem, dst, err, err_len);
+}
+
+
+/* The head of M from its own file: the pooler of a sequence classifier
+ * (else the base checkpoint's) and the classifier, packed when the base's
+ * weights are. */
+static int
+aiserve_load_head_over(aiserve_model_t *m, char *err, size_t err_len)
+{
+    const aiserve_model_t  *b = m->base;
+    size_t                  H = m->info.hidden_size, nl = m->info.num_labels;
+    const char             *pfx = m->prefix;
+
+    if (m->info.arch == AISERVE_ARCH_BERT_MODEL) {
+        return 0;
+    }
+    if (m->info.arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION) {
+        const aiserve_st_file_t  *st = m->st;
+
+        if (aiserve_find_tensor(st, pfx, "pooler.dense.weight") == NULL) {
+            st = b->st;
+            pfx = "";
+        }
+        m->pool_w = aiserve_weight_from(m, st, pfx, "pooler.dense.weight",
+                                        H, H, err, err_len);
+        m->pool_b = aiserve_weight_from(m, st, pfx, "pooler.dense.bias", H,
+                                        0, err, err_len);
+        if (m->pool_w == NULL || m->pool_b == NULL) {
+            return -1;
+        }
+    }
+    m->cls_w = aiserve_weight(m, "classifier.weight", nl, H, err, err_len);
+    m->cls_b = aiserve_weight(m, "classifier.bias", nl, 0, err, err_len);
+    if (m->cls_w == NULL || m->cls_b == NULL) {
+        return -1;
+    }
+    if (b->packed == NULL) {
+        return 0;                           /* AISERVE_GEMM=blas */
+    }
+    if (m->pool_w != NULL
+        && (aiserve_gemm_layout(H, H, &m->layouts[4], err, err_len) != 0
+            || aiserve_pack_own(m, &m->layouts[4], m->pool_w, &m->pool_p,
+                                err, err_len) != 0))
+    {
+        return -1;
+    }
+    if (aiserve_gemm_layout(nl, H, &m->layouts[5], err, err_len) != 0
+        || aiserve_pack_own(m, &m->layouts[5], m->cls_w, &m->cls_p, err,
+                            err_len) != 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+
+/* The Linears LoRA may adapt, the packed weight each belongs to (QKV,
+ * attention output, intermediate, output) and its first row there. */
+static const struct {
+    const char  *name;
+    int          packed;
+    int          row;       /* in hidden_size units */
+} aiserve_lora_linears[] = {
+    { "attention.self.query", 0, 0 },
+    { "attention.self.key", 0, 1 },
+    { "attention.self.value", 0, 2 },
+    { "attention.output.dense", 1, 0 },
+    { "intermediate.dense", 2, 0 },
+    { "output.dense", 3, 0 },
+};
+
+#define AISERVE_LORA_N_LINEARS \
+    (sizeof(aiserve_lora_linears) / sizeof(aiserve_lora_linears[0]))
+
+
+/* adapter_config.json: peft's LoraConfig, plain LoRA only; the scaling
+ * lora_alpha / r (lora_alpha / sqrt(r) with use_rslora). */
+static int
+aiserve_lora_config(const char *dir, size_t *r, float *scale, char *err,
+    size_t err_len)
+{
+    json_t      *c;
+    const char  *s;
+    double       alpha;
+    int          rc = -1;
+
+    c = aiserve_load_json(dir, "adapter_config.json", 1, err, err_len);
+    if (c == NULL) {
+        return -1;
+    }
+    s = aiserve_cfg_string(c, "peft_type", "");
+    if (strcmp(s, "LORA") != 0) {
+        aiserve_err(err, err_len, "%s/adapter_config.json: peft_type \"%s\" "
+                    "is not supported (LORA)", dir, s);
+        goto done;
+    }
+    if (json_is_true(json_object_get(c, "use_dora"))
+        || json_is_true(json_object_get(c, "fan_in_fan_out"))
+        || strcmp(aiserve_cfg_string(c, "bias", "none"), "none") != 0
+        || json_object_size(json_object_get(c, "rank_pattern")) > 0
+        || json_object_size(json_object_get(c, "alpha_pattern")) > 0)
+    {
+        aiserve_err(err, err_len, "%s/adapter_config.json: only plain LoRA "
+                    "is supported (no use_dora, fan_in_fan_out, bias, "
+                    "rank_pattern or alpha_pattern)", dir);
+        goto done;
+    }
+    if (!json_is_integer(json_object_get(c, "r"))
+        || json_integer_value(json_object_get(c, "r")) <= 0
+        || !json_is_number(json_object_get(c, "lora_alpha")))
+    {
+        aiserve_err(err, err_len, "%s/adapter_config.json: r must be a "
+                    "positive integer and lora_alpha a number", dir);
+        goto done;
+    }
+    *r = (size_t) json_integer_value(json_object_get(c, "r"));
+    alpha = json_number_value(json_object_get(c, "lora_alpha"));
+    *scale = (float) (json_is_true(json_object_get(c, "use_rslora"))
+                      ? alpha / sqrt((double) *r) : alpha / (double) *r);
+    rc = 0;
+
+done:
+    json_decref(c);
+    return rc;
+}
+
+
 void
 aiserve_model_info_clear(aiserve_model_info_t *info)
 {
@@ -916,12 +1091,294 @@ aiserve_model_info_clear(aiserve_model_info_t *info)
 }
 
 
+/*
+ * The LoRA adapter of M merged into copies of the base's weights it
+ * touches: W + scale B A (peft's merge), per layer and packed weight;
+ * the layers' other weights stay the base's.
+ */
+static int
+aiserve_load_lora_over(aiserve_model_t *m, const char *dir, char *err,
+    size_t err_len)
+{
+    const aiserve_model_t  *b = m->base;
+    size_t                  H = m->info.hidden_size;
+    size_t                  I = m->info.intermediate_size;
+    size_t                  dims[4][2] = { { 3 * H, H }, { H, H }, { I, H },
+                                           { H, I } };
+    size_t                  r, l, j, p, o, i, k, out_f, in_f, n_merged = 0;
+    const float            *A, *B, *base_w;
+    float                  *w, scale;
+    char                    name[160];
+    int                     touched[4];
+
+    if (aiserve_lora_config(dir, &r, &scale, err, err_len) != 0) {
+        return -1;
+    }
+    m->pw = calloc(4 * m->info.num_hidden_layers, sizeof(aiserve_gemm_w_t));
+    if (m->pw == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    for (l = 0; l < m->info.num_hidden_layers; l++) {
+        aiserve_layer_t  *L = &m->layers[l];
+
+        memset(touched, 0, sizeof(touched));
+        for (j = 0; j < AISERVE_LORA_N_LINEARS; j++) {
+            snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_A.weight",
+                     l, aiserve_lora_linears[j].name);
+            if (aiserve_find_tensor(m->st, m->prefix, name) != NULL) {
+                touched[aiserve_lora_linears[j].packed] = 1;
+            }
+        }
+        for (p = 0; p < 4; p++) {
+            if (!touched[p]) {
+                continue;
+            }
+            w = malloc(dims[p][0] * dims[p][1] * sizeof(float));
+            if (w == NULL || aiserve_own(m, w) != 0) {
+                free(w);
+                aiserve_err(err, err_len, "out of memory");
+                return -1;
+            }
+            /* the base's weights of this packed product, stacked */
+            for (j = 0; j < AISERVE_LORA_N_LINEARS; j++) {
+                if (aiserve_lora_linears[j].packed != (int) p) {
+                    continue;
+                }
+                out_f = p == 0 ? H : dims[p][0];
+                in_f = dims[p][1];
+                snprintf(name, sizeof(name), "encoder.layer.%zu.%s.weight", l,
+                         aiserve_lora_linears[j].name);
+                base_w = aiserve_weight_from(m, b->st, "", name, out_f, in_f,
+                                             err, err_len);
+                if (base_w == NULL) {
+                    return -1;
+                }
+                memcpy(w + aiserve_lora_linears[j].row * H * in_f, base_w,
+                       out_f * in_f * sizeof(float));
+            }
+            /* + scale B A for each adapted Linear */
+            for (j = 0; j < AISERVE_LORA_N_LINEARS; j++) {
+                float  *wr;
+
+                if (aiserve_lora_linears[j].packed != (int) p) {
+                    continue;
+                }
+                out_f = p == 0 ? H : dims[p][0];
+                in_f = dims[p][1];
+                snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_A."
+                         "weight", l, aiserve_lora_linears[j].name);
+                if (aiserve_find_tensor(m->st, m->prefix, name) == NULL) {
+                    continue;
+                }
+                A = aiserve_weight(m, name, r, in_f, err, err_len);
+                snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_B."
+                         "weight", l, aiserve_lora_linears[j].name);
+                B = A ? aiserve_weight(m, name, out_f, r, err, err_len) : NULL;
+                if (B == NULL) {
+                    return -1;
+                }
+                wr = w + aiserve_lora_linears[j].row * H * in_f;
+                for (o = 0; o < out_f; o++) {
+                    for (i = 0; i < in_f; i++) {
+                        float  d = 0;
+
+                        for (k = 0; k < r; k++) {
+                            d += B[o * r + k] * A[k * in_f + i];
+                        }
+                        wr[o * in_f + i] += scale * d;
+                    }
+                }
+                n_merged++;
+            }
+            if (b->packed == NULL) {              /* AISERVE_GEMM=blas */
+                *(p == 0 ? &L->qkv_w : p == 1 ? &L->ao_w
+                  : p == 2 ? &L->i_w : &L->o_w) = w;
+                continue;
+            }
+            if (aiserve_pack_own(m, &b->layouts[p], w, &m->pw[4 * l + p],
+                                 err, err_len) != 0)
+            {
+                return -1;
+            }
+            aiserve_disown(m, w);
+            *(p == 0 ? &L->qkv_p : p == 1 ? &L->ao_p
+              : p == 2 ? &L->i_p : &L->o_p) = &m->pw[4 * l + p];
+        }
+    }
+    if (n_merged == 0) {
+        aiserve_err(err, err_len, "%s: no lora_A / lora_B tensors of the "
+                    "encoder's layers", m->st_name);
+        return -1;
+    }
+    return 0;
+}
+
+
+aiserve_model_t *
+aiserve_model_load_over(const aiserve_model_t *base, const char *dir,
+    char *err, size_t err_len)
+{
+    const aiserve_model_info_t  *bi = &base->info, *mi;
+    aiserve_model_t             *m;
+    json_t                      *cfg;
+    char                         path[4096];
+    struct stat                  sb;
+    int                          lora;
+
+    m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    m->base = base;
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    lora = stat(path, &sb) == 0;
+    m->prefix = lora ? "base_model.model." : "";
+    if (!lora) {
+        snprintf(path, sizeof(path), "%s/head.safetensors", dir);
+    }
+
+    cfg = aiserve_load_json(dir, "config.json", 1, err, err_len);
+    if (cfg == NULL) {
+        goto fail;
+    }
+    if (aiserve_parse_config(m, cfg, dir, err, err_len) != 0) {
+        json_decref(cfg);
+        goto fail;
+    }
+    json_decref(cfg);
+    mi = &m->info;
+    if (mi->hidden_size != bi->hidden_size
+        || mi->num_hidden_layers != bi->num_hidden_layers
+        || mi->num_attention_heads != bi->num_attention_heads
+        || mi->intermediate_size != bi->intermediate_size
+        || mi->vocab_size != bi->vocab_size
+        || mi->max_position_embeddings != bi->max_position_embeddings
+        || mi->type_vocab_size != bi->type_vocab_size
+        || m->act != base->act)
+    {
+        aiserve_err(err, err_len, "%s/config.json: the encoder's sizes or "
+                    "hidden_act differ from those of the base it names",
+                    dir);
+        goto fail;
+    }
+    if (!lora && mi->arch == AISERVE_ARCH_BERT_MODEL) {
+        aiserve_err(err, err_len, "%s/config.json: a head-only directory "
+                    "needs a task architecture", dir);
+        goto fail;
+    }
+    m->info.pooling = bi->pooling;
+    m->info.normalize = bi->normalize;
+
+    m->st = aiserve_st_open(path, err, err_len);
+    if (m->st == NULL) {
+        goto fail;
+    }
+    m->st_name = m->st->path;
+
+    /* the base's encoder, borrowed */
+    m->word_emb = base->word_emb;
+    m->pos_emb = base->pos_emb;
+    m->type_emb = base->type_emb;
+    m->emb_ln_g = base->emb_ln_g;
+    m->emb_ln_b = base->emb_ln_b;
+    m->layers = malloc(bi->num_hidden_layers * sizeof(aiserve_layer_t));
+    if (m->layers == NULL) {
+        aiserve_err(err, err_len, "out of memory");
+        goto fail;
+    }
+    memcpy(m->layers, base->layers,
+           bi->num_hidden_layers * sizeof(aiserve_layer_t));
+
+    if ((lora && aiserve_load_lora_over(m, dir, err, err_len) != 0)
+        || aiserve_load_head_over(m, err, err_len) != 0)
+    {
+        goto fail;
+    }
+    return m;
+
+fail:
+    aiserve_model_free(m);
+    return NULL;
+}
+
+
+/* The base named by a head-only directory's config.json or an adapter's
+ * adapter_config.json ("base_model_name_or_path"), into BASE. */
+static int
+aiserve_base_of(const char *dir, char *base, size_t len, char *err,
+    size_t err_len)
+{
+    json_t       *c;
+    const char   *file, *s;
+    char          path[4096];
+    struct stat   sb;
+
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    file = stat(path, &sb) == 0 ? "adapter_config.json" : "config.json";
+    c = aiserve_load_json(dir, file, 1, err, err_len);
+    if (c == NULL) {
+        return -1;
+    }
+    s = aiserve_cfg_string(c, "base_model_name_or_path", NULL);
+    if (s == NULL || s[0] == '\0') {
+        aiserve_err(err, err_len, "%s/%s: \"base_model_name_or_path\" is "
+                    "missing", dir, file);
+        json_decref(c);
+        return -1;
+    }
+    snprintf(base, len, "%s", s);
+    json_decref(c);
+    return 0;
+}
+
+
+/* A head-only or adapter directory with its own copy of the base. */
+static aiserve_model_t *
+aiserve_model_load_own_base(const char *dir, char *err, size_t err_len)
+{
+    aiserve_model_t  *base, *m;
+    char              base_dir[4096];
+
+    if (aiserve_base_of(dir, base_dir, sizeof(base_dir), err, err_len) != 0)
+    {
+        return NULL;
+    }
+    base = aiserve_model_load(base_dir, err, err_len);
+    if (base == NULL) {
+        return NULL;
+    }
+    m = aiserve_model_load_over(base, dir, err, err_len);
+    if (m == NULL) {
+        aiserve_model_free(base);
+        return NULL;
+    }
+    m->owned_base = base;
+    return m;
+}
+
+
 aiserve_model_t *
 aiserve_model_load(const char *model_dir, char *err, size_t err_len)
 {
     aiserve_model_t  *m;
     json_t           *cfg;
     char              path[4096];
+    struct stat       sb;
+    int               over;
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", model_dir);
+    if (stat(path, &sb) != 0 && errno == ENOENT) {
+        snprintf(path, sizeof(path), "%s/head.safetensors", model_dir);
+        over = stat(path, &sb) == 0;
+        snprintf(path, sizeof(path), "%s/adapter_model.safetensors",
+                 model_dir);
+        over |= stat(path, &sb) == 0;
+        if (over) {
+            return aiserve_model_load_own_base(model_dir, err, err_len);
+        }
+    }
 
     m = calloc(1, sizeof(*m));
     if (m == NULL) {
@@ -985,6 +1442,7 @@ aiserve_model_free(aiserve_model_t *m)
     aiserve_model_info_clear(&m->info);
     free(m->layers);
     aiserve_st_close(m->st);
+    aiserve_model_free(m->owned_base);
     free(m);
 }
 

@@ -80,6 +80,27 @@ void aiserve_model_info_clear(aiserve_model_info_t *info);
  */
 const aiserve_st_tensor_t *aiserve_model_find_tensor(
     const aiserve_st_file_t *st, const char *name);
+
+/*
+ * Loads DIR, a head-only directory (config.json + head.safetensors) or a
+ * peft LoRA adapter (adapter_config.json + adapter_model.safetensors +
+ * config.json), as written by src/aiserve_hf_write.h, over BASE, sharing
+ * BASE's weights: the embeddings and every layer weight an adapter does
+ * not touch are BASE's (no copy); the model owns its head and, for LoRA,
+ * a packed copy of each weight the adapter changes, merged as peft's
+ * merge does (W + lora_alpha / r * B A).  BASE must have the encoder of
+ * DIR's config.json and outlive the result; several models may share one
+ * BASE, and each may be freed alone.  A BertModel adapter keeps BASE's
+ * pooling.  Returns NULL with err naming the file and the tensor (sizes
+ * that differ from BASE's, a missing head or LoRA tensor, a peft option
+ * other than plain LoRA).
+ *
+ * aiserve_model_load() loads such a directory too, with its own copy of
+ * the base named by "base_model_name_or_path" (a path, absolute or from
+ * the working directory).
+ */
+aiserve_model_t *aiserve_model_load_over(const aiserve_model_t *base,
+    const char *dir, char *err, size_t err_len);
 const aiserve_model_info_t *aiserve_model_info(const aiserve_model_t *model);
 
 /* A packed, padding-free batch: sequence i occupies seq_lens[i] tokens of

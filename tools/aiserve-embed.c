@@ -48,6 +48,8 @@ usage(FILE *f)
 "  --max-length N     truncate to N tokens, special tokens included\n"
 "  --batch N          sequences per forward pass (default 32)\n"
 "  --threads N        BLAS threads (default 1)\n"
+"  --tokenizer DIR    the tokenizer files of DIR (for a head-only or LoRA\n"
+"                     directory: its base's), default MODEL_DIR's\n"
 "  -h, --help         this text\n"
 "\n"
 "example:\n"
@@ -272,7 +274,7 @@ main(int argc, char **argv)
     aiserve_scratch_t           *scratch;
     aiserve_tok_opts_t           opts;
     item_t                      *items;
-    const char                  *dir = NULL, *text, *pair;
+    const char                  *dir = NULL, *tok_dir = NULL, *text, *pair;
     char                        *line = NULL, *tab, err[1024];
     size_t                       cap = 0, n = 0, batch = 32, max_length = 0;
     size_t                       text_len, pair_len;
@@ -293,6 +295,8 @@ main(int argc, char **argv)
             batch = (size_t) strtoul(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             threads = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--tokenizer") == 0 && i + 1 < argc) {
+            tok_dir = argv[++i];
         } else if (argv[i][0] == '-' || dir != NULL) {
             usage(stderr);
             return 2;
@@ -310,7 +314,7 @@ main(int argc, char **argv)
         fprintf(stderr, "aiserve-embed: %s\n", err);
         return 1;
     }
-    tok = aiserve_tok_load(dir, err, sizeof(err));
+    tok = aiserve_tok_load(tok_dir ? tok_dir : dir, err, sizeof(err));
     if (tok == NULL) {
         fprintf(stderr, "aiserve-embed: %s\n", err);
         aiserve_model_free(m);

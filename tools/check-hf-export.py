@@ -18,11 +18,13 @@ full  AutoModelFor{SequenceClassification,TokenClassification} / AutoModel
 head  the base loaded with the head directory's config, head.safetensors
       loaded on it (load_state_dict(strict=False)): nothing unexpected,
       nothing missing but the encoder; logits equal those of the full
-      directory written from the same tensors.
+      directory written from the same tensors, and aiserve's (the
+      directory loaded over its base) within 1e-4.
 lora  PeftModel.from_pretrained(base, dir): every LoRA and head tensor of
       the file lands on the model (values compared), no adapter parameter
       left out; its logits against the base with W + (alpha / r) B A
-      merged by hand, max |diff| <= 1e-5.
+      merged by hand, max |diff| <= 1e-5, and against aiserve's (the
+      adapter loaded over its base), max |diff| <= 1e-4.
 Exit status 1 if any check fails.
 """
 import json
@@ -68,11 +70,12 @@ def export(base, out, *args):
                    check=True)
 
 
-def aiserve_outputs(model_dir):
+def aiserve_outputs(model_dir, tokenizer_dir=None):
     """aiserve's logits (or embedding) per sentence."""
     lines = "".join(json.dumps({"text": s}) + "\n" for s in SENTENCES)
-    p = subprocess.run([EMBED, model_dir], input=lines, capture_output=True,
-                       text=True, check=True)
+    args = ["--tokenizer", tokenizer_dir] if tokenizer_dir else []
+    p = subprocess.run([EMBED, *args, model_dir], input=lines,
+                       capture_output=True, text=True, check=True)
     out = []
     for line in p.stdout.splitlines():
         j = json.loads(line)
@@ -152,11 +155,15 @@ def check_head(name, head_dir, full_model):
     missing_head = [k for k in res.missing_keys
                     if not k.startswith("bert.") or "pooler" in k]
     tok = AutoTokenizer.from_pretrained(base)
-    d = max_diff(torch_outputs(model, tok), torch_outputs(full_model, tok))
-    ok = not res.unexpected_keys and not missing_head and d == 0.0
+    ref = torch_outputs(model, tok)
+    d = max_diff(ref, torch_outputs(full_model, tok))
+    da = max_diff(ref, aiserve_outputs(head_dir, base))
+    ok = not res.unexpected_keys and not missing_head and d == 0.0 \
+        and da <= TOL
     report(name, ok, "%d head tensors, unexpected %d, head missing %d; "
-           "logits vs full export max|diff| %.2e" % (
-               len(head), len(res.unexpected_keys), len(missing_head), d))
+           "logits vs full export max|diff| %.2e, aiserve over the base "
+           "%.2e" % (len(head), len(res.unexpected_keys), len(missing_head),
+                     d, da))
 
 
 def check_lora(name, lora_dir):
@@ -209,11 +216,13 @@ def check_lora(name, lora_dir):
             sd[inner] = v
     ref.load_state_dict(sd)
     tok = AutoTokenizer.from_pretrained(base_dir)
-    d = max_diff(torch_outputs(peft_model, tok), torch_outputs(ref, tok))
-    ok = not wrong and missing == 0 and d <= 1e-5
+    peft_out = torch_outputs(peft_model, tok)
+    d = max_diff(peft_out, torch_outputs(ref, tok))
+    da = max_diff(peft_out, aiserve_outputs(lora_dir, base_dir))
+    ok = not wrong and missing == 0 and d <= 1e-5 and da <= TOL
     report(name, ok, "%d/%d tensors landed, adapter params missing %d; "
-           "PeftModel vs merged by hand max|diff| %.2e" % (
-               landed, len(tensors), missing, d))
+           "PeftModel vs merged by hand max|diff| %.2e, vs aiserve %.2e" % (
+               landed, len(tensors), missing, d, da))
 
 
 def main():

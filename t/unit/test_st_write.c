@@ -265,11 +265,10 @@ test_write_errors(void)
 static const size_t  seq_lens[N_SEQS] = { 5, 14, 31 };
 
 
-/* Outputs of MODEL_DIR on fixed token ids (malloc'ed), *n their count. */
+/* Outputs of M on fixed token ids (malloc'ed), *n their count. */
 static float *
-run_model(const char *model_dir, size_t *n, aiserve_model_info_t *info_out)
+run_loaded(const aiserve_model_t *m, size_t *n)
 {
-    aiserve_model_t    *m;
     aiserve_scratch_t  *s;
     aiserve_batch_t     b;
     int32_t             ids[64];
@@ -277,11 +276,6 @@ run_model(const char *model_dir, size_t *n, aiserve_model_info_t *info_out)
     char                err[512];
     size_t              i, j, t = 0;
 
-    m = aiserve_model_load(model_dir, err, sizeof(err));
-    if (m == NULL) {
-        tap_diag("%s", err);
-        return NULL;
-    }
     for (i = 0; i < N_SEQS; i++) {
         for (j = 0; j < seq_lens[i]; j++, t++) {
             ids[t] = j == 0 ? 2 : j + 1 == seq_lens[i] ? 3
@@ -302,13 +296,35 @@ run_model(const char *model_dir, size_t *n, aiserve_model_info_t *info_out)
         free(out);
         out = NULL;
     }
-    if (info_out != NULL) {
-        *info_out = *aiserve_model_info(m);
-        info_out->id2label = NULL;
-    }
     aiserve_scratch_free(s);
+    return out;
+}
+
+
+/* Outputs of MODEL_DIR on fixed token ids (malloc'ed), *n their count. */
+static float *
+run_model(const char *model_dir, size_t *n)
+{
+    aiserve_model_t  *m;
+    float            *out;
+    char              err[512];
+
+    m = aiserve_model_load(model_dir, err, sizeof(err));
+    if (m == NULL) {
+        tap_diag("%s", err);
+        return NULL;
+    }
+    out = run_loaded(m, n);
     aiserve_model_free(m);
     return out;
+}
+
+
+static int
+same_outputs(const float *a, size_t na, const float *b, size_t nb)
+{
+    return a != NULL && b != NULL && na == nb
+           && memcmp(a, b, na * sizeof(float)) == 0;
 }
 
 
@@ -381,8 +397,8 @@ test_round_trips(void)
                                     err, sizeof(err));
         tap_ok(rc == 0, "%s written as a Hugging Face directory (%s)",
                models[i], rc == 0 ? "ok" : err);
-        want = run_model(src, &nw, NULL);
-        got = run_model(out, &ng, NULL);
+        want = run_model(src, &nw);
+        got = run_model(out, &ng);
         tap_ok(want != NULL && got != NULL && nw == ng
                && memcmp(want, got, nw * sizeof(float)) == 0,
                "%s: the written directory loads and its %zu outputs are "
@@ -723,6 +739,179 @@ test_lora_dir(void)
 }
 
 
+/* Writes a LoRA adapter on tiny-bert-seq-cls's query and value with
+ * matrices from SEED (B all zero when ZERO_B) to OUT. */
+static int
+write_lora(base_t *b, const char *out, uint64_t seed, int zero_b,
+    float ab[8][4 * 32])
+{
+    static const char    *targets[] = { "query", "value" };
+    static const char    *mods[] = { "query", "value" };
+    static char           names[8][96];
+    aiserve_lora_config_t lora = { 4, 8, 0, targets, 2 };
+    aiserve_st_wtensor_t *all;
+    char                  err[512];
+    size_t                i, n_all = 8 + b->st->n_tensors;
+    uint64_t              state = seed;
+    int                   rc;
+
+    all = malloc(n_all * sizeof(*all));
+    for (i = 0; i < 8; i++) {
+        snprintf(names[i], sizeof(names[i]),
+                 "encoder.layer.%zu.attention.self.%s.lora_%c.weight",
+                 i / 4, mods[i / 2 % 2], i % 2 ? 'B' : 'A');
+        aiserve_hf_normal_fill(ab[i], 4 * 32, 0.1, &state);
+        if (zero_b && i % 2) {
+            memset(ab[i], 0, sizeof(ab[i]));
+        }
+        set_tensor(&all[i], names[i], AISERVE_ST_F32, 2, i % 2 ? 32 : 4,
+                   i % 2 ? 4 : 32, ab[i]);
+    }
+    memcpy(all + 8, b->tensors, b->st->n_tensors * sizeof(*all));
+    rc = aiserve_hf_write_lora(out, &b->spec, &lora, all, n_all, err,
+                               sizeof(err));
+    if (rc != 0) {
+        tap_diag("%s", err);
+    }
+    free(all);
+    return rc;
+}
+
+
+static void
+test_load_over(void)
+{
+    static const char *const  labels[] = { "a", "b", "c" };
+    base_t                    b;
+    aiserve_hf_spec_t         spec;
+    aiserve_st_wtensor_t     *head, *all;
+    aiserve_model_t          *t1, *t2, *full, *own, *minilm;
+    float                    *base_out, *o1, *o2, *of, *oo;
+    float                     ab[8][4 * 32];
+    char                      d_head[512], d_full[512], d_lora[512];
+    char                      d_zero[512], err[512], path[600];
+    size_t                    n_head, n_base, n1, n2, nf, no;
+    FILE                     *f;
+    int                       rc;
+
+    if (open_base(&b, "models/tiny-bert-seq-cls") != 0) {
+        tap_ok(0, "tiny-bert-seq-cls loads");
+        return;
+    }
+    snprintf(d_head, sizeof(d_head), "%s/over/head", tmpdir);
+    snprintf(d_full, sizeof(d_full), "%s/over/full", tmpdir);
+    snprintf(d_lora, sizeof(d_lora), "%s/over/lora", tmpdir);
+    snprintf(d_zero, sizeof(d_zero), "%s/over/lora-zero", tmpdir);
+    base_out = run_loaded(b.model, &n_base);
+
+    /* a tenant's new 3-label head, alone and as a whole model */
+    spec = b.spec;
+    spec.id2label = labels;
+    spec.num_labels = 3;
+    rc = aiserve_hf_init_head(&spec, 11, &head, &n_head, err, sizeof(err));
+    all = malloc((n_head + b.st->n_tensors) * sizeof(*all));
+    memcpy(all, head, n_head * sizeof(*all));
+    memcpy(all + n_head, b.tensors, b.st->n_tensors * sizeof(*all));
+    rc = rc || aiserve_hf_write_head(d_head, &spec, all,
+                                     n_head + b.st->n_tensors, err,
+                                     sizeof(err))
+         || aiserve_hf_write_model(d_full, &spec, all,
+                                   n_head + b.st->n_tensors, err,
+                                   sizeof(err));
+    tap_ok(rc == 0, "a tenant's head written alone and as a whole model "
+           "(%s)", rc ? err : "ok");
+    free(all);
+    free(head);
+
+    t1 = aiserve_model_load_over(b.model, d_head, err, sizeof(err));
+    tap_ok(t1 != NULL && aiserve_model_info(t1)->num_labels == 3,
+           "aiserve_model_load_over: the head-only directory over the "
+           "loaded base (%s)", t1 ? "3 labels" : err);
+    t2 = aiserve_model_load_over(b.model, "models/tiny-bert-seq-cls-rt",
+                                 err, sizeof(err));
+    tap_ok(t2 == NULL && strstr(err, "models/tiny-bert-seq-cls-rt"),
+           "a directory that does not exist: %s", err);
+    snprintf(path, sizeof(path), "%s/rt/tiny-bert-seq-cls", tmpdir);
+    t2 = aiserve_model_load_over(b.model, path, err, sizeof(err));
+    tap_ok(t2 == NULL && strstr(err, "head.safetensors"),
+           "a whole model is not a head: %s", err);
+    t2 = aiserve_model_load_over(b.model, d_head, err, sizeof(err));
+    full = aiserve_model_load(d_full, err, sizeof(err));
+    o1 = t1 ? run_loaded(t1, &n1) : NULL;
+    of = full ? run_loaded(full, &nf) : NULL;
+    tap_ok(same_outputs(o1, n1, of, nf),
+           "its logits are bit-identical to those of the whole model "
+           "written from the same tensors (%zu)", nf);
+    aiserve_model_free(t1);
+    o2 = t2 ? run_loaded(t2, &n2) : NULL;
+    tap_ok(same_outputs(o2, n2, of, nf), "a second tenant over the same "
+           "base still runs when the first is freed");
+    own = aiserve_model_load(d_head, err, sizeof(err));
+    free(o1);
+    o1 = own ? run_loaded(own, &n1) : NULL;
+    tap_ok(same_outputs(o1, n1, of, nf), "aiserve_model_load() of the head "
+           "directory loads the base it names (%s)", own ? "ok" : err);
+    aiserve_model_free(own);
+    aiserve_model_free(t2);
+    aiserve_model_free(full);
+    free(o1);
+    free(o2);
+    free(of);
+
+    /* LoRA */
+    rc = write_lora(&b, d_zero, 5, 1, ab) || write_lora(&b, d_lora, 5, 0, ab);
+    tap_ok(rc == 0, "LoRA adapters written");
+    t1 = aiserve_model_load_over(b.model, d_zero, err, sizeof(err));
+    o1 = t1 ? run_loaded(t1, &n1) : NULL;
+    tap_ok(same_outputs(o1, n1, base_out, n_base), "an adapter with B = 0 "
+           "over the base gives the base's logits bit for bit (%s)",
+           t1 ? "ok" : err);
+    aiserve_model_free(t1);
+    free(o1);
+    t1 = aiserve_model_load_over(b.model, d_lora, err, sizeof(err));
+    o1 = t1 ? run_loaded(t1, &n1) : NULL;
+    own = aiserve_model_load(d_lora, err, sizeof(err));
+    oo = own ? run_loaded(own, &no) : NULL;
+    tap_ok(o1 != NULL && n1 == n_base
+           && enc_max_diff(o1, base_out, n1) > 1e-3
+           && same_outputs(o1, n1, oo, no),
+           "an adapter changes the logits (by %.3f), the same over the "
+           "shared base and over its own copy",
+           o1 ? enc_max_diff(o1, base_out, n1) : 0.0);
+    free(o1);
+    free(oo);
+    aiserve_model_free(own);
+    aiserve_model_free(t1);
+    free(base_out);
+
+    snprintf(path, sizeof(path), "%s/adapter_config.json", d_lora);
+    f = fopen(path, "w");
+    fputs("{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, "
+          "\"use_dora\": true, \"base_model_name_or_path\": "
+          "\"models/tiny-bert-seq-cls\"}\n", f);
+    fclose(f);
+    t1 = aiserve_model_load_over(b.model, d_lora, err, sizeof(err));
+    tap_ok(t1 == NULL && strstr(err, "adapter_config.json")
+           && strstr(err, "use_dora"), "DoRA is refused: %s", err);
+    aiserve_model_free(t1);
+
+    minilm = enc_exists("models/all-MiniLM-L6-v2/model.safetensors")
+             ? aiserve_model_load("models/all-MiniLM-L6-v2", err,
+                                  sizeof(err))
+             : NULL;
+    if (minilm != NULL) {
+        t1 = aiserve_model_load_over(minilm, d_head, err, sizeof(err));
+        tap_ok(t1 == NULL && strstr(err, "differ"), "a head over a base of "
+               "other sizes is refused: %s", err);
+        aiserve_model_free(t1);
+        aiserve_model_free(minilm);
+    } else {
+        tap_ok(1, "# SKIP all-MiniLM-L6-v2 not fetched (make deps)");
+    }
+    close_base(&b);
+}
+
+
 static void
 test_hf_errors(void)
 {
@@ -805,6 +994,7 @@ main(void)
     test_head_dir();
     test_lora_dir();
     test_hf_errors();
+    test_load_over();
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) {
