@@ -703,6 +703,67 @@ aiserve_hf_one_dtype(const aiserve_st_wtensor_t *t, size_t n,
 static const aiserve_st_meta_t  aiserve_hf_meta = { "format", "pt" };
 
 
+/* Whether the list holds a pooler of its own: one the base checkpoint
+ * lacks, or with other values than the base's (trained); a head-only or
+ * LoRA directory leaves the base's own pooler out, as peft does. */
+static int
+aiserve_hf_own_pooler(const aiserve_hf_spec_t *spec,
+    const aiserve_st_wtensor_t *tensors, size_t n_tensors)
+{
+    static const char          *parts[] = { "pooler.dense.weight",
+                                            "pooler.dense.bias" };
+    const aiserve_st_tensor_t  *b;
+    aiserve_st_file_t          *st;
+    char                        path[4096], err[256];
+    size_t                      i, j, bytes;
+    long                        k;
+    int                         own = 0;
+
+    if (aiserve_hf_find(tensors, n_tensors, parts[0]) < 0) {
+        return 0;
+    }
+    snprintf(path, sizeof(path), "%s/model.safetensors", spec->base_dir);
+    st = aiserve_st_open(path, err, sizeof(err));
+    if (st == NULL) {
+        return 1;
+    }
+    for (i = 0; i < 2 && !own; i++) {
+        const aiserve_st_wtensor_t  *t;
+
+        k = aiserve_hf_find(tensors, n_tensors, parts[i]);
+        t = k >= 0 ? &tensors[k] : NULL;
+        b = aiserve_st_find(st, parts[i]);
+        if (b == NULL) {
+            snprintf(path, sizeof(path), "bert.%s", parts[i]);
+            b = aiserve_st_find(st, path);
+        }
+        bytes = t ? aiserve_st_dtype_size(t->dtype) : 0;
+        for (j = 0; t != NULL && j < t->ndim; j++) {
+            bytes *= t->shape[j];
+        }
+        own = t == NULL || b == NULL || b->dtype != t->dtype
+              || b->n_bytes != bytes || memcmp(b->data, t->data, bytes) != 0;
+    }
+    aiserve_st_close(st);
+    return own;
+}
+
+
+/* SLOTS without the pooler's two. */
+static void
+aiserve_hf_drop_pooler(aiserve_hf_slot_t *slots, size_t *n)
+{
+    size_t  i, j = 0;
+
+    for (i = 0; i < *n; i++) {
+        if (strncmp(slots[i].name, "pooler.", 7) != 0) {
+            slots[j++] = slots[i];
+        }
+    }
+    *n = j;
+}
+
+
 /* The shared path of the full and head-only writers. */
 static int
 aiserve_hf_write_dir(const char *out_dir, const aiserve_hf_spec_t *spec,
@@ -732,6 +793,9 @@ aiserve_hf_write_dir(const char *out_dir, const aiserve_hf_spec_t *spec,
     if (slots == NULL) {
         aiserve_err(err, err_len, "out of memory");
         goto done;
+    }
+    if (head_only && !aiserve_hf_own_pooler(spec, tensors, n_tensors)) {
+        aiserve_hf_drop_pooler(slots, &n_slots);
     }
     snprintf(path, sizeof(path), "%s/%s", out_dir,
              head_only ? "head.safetensors" : "model.safetensors");
@@ -986,17 +1050,14 @@ aiserve_hf_write_lora(const char *out_dir, const aiserve_hf_spec_t *spec,
 
     /* the head: modules_to_save */
     pooler = aiserve_hf_is_task(spec->arch)
-             && aiserve_hf_find(tensors, n_tensors, "pooler.dense.weight")
-                >= 0;
+             && aiserve_hf_own_pooler(spec, tensors, n_tensors);
     slots = aiserve_hf_slots(spec, &sz, 0, pooler, &n_slots);
     if (slots == NULL) {
         aiserve_err(err, err_len, "out of memory");
         goto done;
     }
-    if (spec->arch == AISERVE_ARCH_SEQUENCE_CLASSIFICATION && !pooler) {
-        /* the base's pooler is used: not saved */
-        memmove(slots, slots + 2, (n_slots - 2) * sizeof(*slots));
-        n_slots -= 2;
+    if (!pooler) {
+        aiserve_hf_drop_pooler(slots, &n_slots);
     }
     head = aiserve_hf_pick(spec, slots, n_slots, tensors, n_tensors,
                            "base_model.model.", &head_names, msg,

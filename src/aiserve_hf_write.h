@@ -19,7 +19,8 @@
  *   full:  config.json, model.safetensors, tokenizer files of the base
  *          (and its sentence-transformers modules for a BertModel)
  *   head:  config.json (with "base_model_name_or_path"),
- *          head.safetensors (pooler of a sequence classifier, classifier)
+ *          head.safetensors (the classifier, and the pooler of a
+ *          sequence classifier unless it is the base's own, unchanged)
  *   lora:  adapter_config.json, adapter_model.safetensors (peft 0.21's
  *          names: "base_model.model.<name>.lora_A.weight", the head as
  *          "base_model.model.classifier.weight"), and config.json with
@@ -79,9 +80,11 @@ int aiserve_hf_write_model(const char *out_dir, const aiserve_hf_spec_t *spec,
 /*
  * Head-only output (the encoder frozen): config.json as above plus
  * "base_model_name_or_path": spec->base_dir, and head.safetensors with the
- * head's tensors under transformers' names (bert.pooler.dense.* for a
- * sequence classifier, classifier.*); encoder tensors in the list are not
- * written.  Errors as aiserve_hf_write_model().
+ * head's tensors under transformers' names: classifier.*, and
+ * bert.pooler.dense.* for a sequence classifier whose pooler is new or
+ * differs from the base checkpoint's (an unchanged one is the base's, and
+ * is read from there); encoder tensors in the list are not written.
+ * Errors as aiserve_hf_write_model().
  */
 int aiserve_hf_write_head(const char *out_dir, const aiserve_hf_spec_t *spec,
     const aiserve_st_wtensor_t *tensors, size_t n_tensors, char *err,
@@ -97,7 +100,8 @@ int aiserve_hf_write_head(const char *out_dir, const aiserve_hf_spec_t *spec,
  * "<module>.lora_A.weight" [r, in_features] and "<module>.lora_B.weight"
  * [out_features, r] for each adapted nn.Linear of the encoder, module
  * named as above (e.g. "encoder.layer.0.attention.self.query"), and the
- * head (classifier.*, and pooler.dense.* when the pooler was trained).
+ * head: classifier.*, and pooler.dense.* when it is new or differs from
+ * the base's (then "pooler" joins modules_to_save).
  * Errors: a module not matched by target_modules or not a Linear of
  * BERT's layers, a lora_A without its lora_B, a shape off r or the
  * layer's sizes.

@@ -568,6 +568,8 @@ test_head_dir(void)
     const aiserve_st_tensor_t *w, *o;
     json_t               *cfg;
     char                  out[512], path[600], err[512];
+    float                 pooler_b[32];
+    size_t                i;
     int                   rc;
 
     snprintf(out, sizeof(out), "%s/head-only", tmpdir);
@@ -582,14 +584,30 @@ test_head_dir(void)
     st = aiserve_st_open(path, err, sizeof(err));
     w = st ? aiserve_st_find(st, "classifier.weight") : NULL;
     o = aiserve_st_find(b.st, "classifier.weight");
-    tap_ok(st != NULL && st->n_tensors == 4
-           && aiserve_st_find(st, "bert.pooler.dense.weight")
-           && aiserve_st_find(st, "bert.pooler.dense.bias")
+    tap_ok(st != NULL && st->n_tensors == 2
            && aiserve_st_find(st, "classifier.bias") && w != NULL
            && w->n_bytes == o->n_bytes
            && memcmp(w->data, o->data, w->n_bytes) == 0,
-           "head.safetensors holds the pooler and the classifier only, "
-           "under transformers' names, with the base's values");
+           "head.safetensors holds the classifier only (the pooler is the "
+           "base's, unchanged), under transformers' names");
+    aiserve_st_close(st);
+
+    /* a trained pooler is the head's own */
+    for (i = 0; i < b.st->n_tensors; i++) {
+        if (strcmp(b.tensors[i].name, "bert.pooler.dense.bias") == 0) {
+            memcpy(pooler_b, b.tensors[i].data, sizeof(pooler_b));
+            pooler_b[5] += 0.25f;
+            b.tensors[i].data = pooler_b;
+        }
+    }
+    rc = aiserve_hf_write_head(out, &b.spec, b.tensors, b.st->n_tensors, err,
+                               sizeof(err));
+    st = rc == 0 ? aiserve_st_open(path, err, sizeof(err)) : NULL;
+    w = st ? aiserve_st_find(st, "bert.pooler.dense.bias") : NULL;
+    tap_ok(st != NULL && st->n_tensors == 4 && w != NULL
+           && memcmp(w->data, pooler_b, sizeof(pooler_b)) == 0
+           && aiserve_st_find(st, "bert.pooler.dense.weight"),
+           "a pooler that differs from the base's is written with the head");
     aiserve_st_close(st);
     cfg = load_json(out, "config.json");
     tap_ok(cfg != NULL
@@ -981,7 +999,7 @@ main(void)
     test_round_trips();
     test_new_head("tiny-st-cls", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
                   AISERVE_PROBLEM_SINGLE_LABEL, sentiment, 3,
-                  "tiny-st-cls (no pooler) -> sequence classifier");
+                  "tiny-st-cls (BertModel) -> sequence classifier");
     test_new_head("tiny-st-max", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
                   AISERVE_PROBLEM_MULTI_LABEL, topics, 4,
                   "tiny-st-max -> multi-label classifier");
@@ -990,7 +1008,7 @@ main(void)
                   "tiny-bert-seq-cls -> token classifier");
     test_new_head("tiny-bert-ner", AISERVE_ARCH_SEQUENCE_CLASSIFICATION,
                   AISERVE_PROBLEM_REGRESSION, topics, 1,
-                  "tiny-bert-ner -> regression");
+                  "tiny-bert-ner (no pooler) -> regression");
     test_head_dir();
     test_lora_dir();
     test_hf_errors();
