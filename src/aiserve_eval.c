@@ -254,7 +254,7 @@ aiserve_rows(aiserve_report_t *rep, const aiserve_span_t *set, size_t n_set,
         row->precision = aiserve_div((double) c[i].tp, (double) c[i].pred);
         row->recall = aiserve_div((double) c[i].tp, (double) c[i].true_);
 
-        if (rep->kind == AISERVE_REPORT_SKLEARN) {
+        if (rep->kind != AISERVE_REPORT_SEQEVAL) {
             /* (1 + beta2) tp / (beta2 true + pred) */
             row->f1 = aiserve_div(2.0 * (double) c[i].tp,
                                   (double) c[i].true_ + (double) c[i].pred);
@@ -291,9 +291,12 @@ aiserve_rows(aiserve_report_t *rep, const aiserve_span_t *set, size_t n_set,
 
     for (m = 0; m < 3; m++) {
         if (wsum == 0) {
-            /* seqeval returns zero_division's 0; sklearn cannot get here
-             * (every class it lists has an item) */
-            *avg[m] = 0.0;
+            /* seqeval returns zero_division's 0; sklearn's _nanaverage
+             * the plain mean (multi-label: no label has support) */
+            *avg[m] = (rep->kind == AISERVE_REPORT_SEQEVAL)
+                      ? 0.0
+                      : aiserve_pairwise_sum(v + m * n_set, n_set)
+                        / (double) n_set;
             continue;
         }
 
@@ -391,6 +394,131 @@ nomem:
     free(p);
     free(set);
     free(c);
+
+    if (rc != 0) {
+        aiserve_report_free(rep);
+        aiserve_err(err, err_len, "out of memory");
+    }
+
+    return rc;
+}
+
+
+int
+aiserve_eval_multilabel(const uint8_t *y_true, const uint8_t *y_pred,
+    size_t n_samples, const char *const *names, size_t n_labels,
+    aiserve_report_t *rep, char *err, size_t err_len)
+{
+    int                rc;
+    double            *sp, *sr, *sf;
+    size_t             i, j, tp, np, nt, stp, snp, snt, *cm;
+    aiserve_span_t    *set;
+    aiserve_counts_t  *c;
+
+    memset(rep, 0, sizeof(*rep));
+    rep->kind = AISERVE_REPORT_MULTILABEL;
+
+    if (n_samples == 0 || n_labels == 0) {
+        aiserve_err(err, err_len, "no samples or no labels to evaluate");
+        return -1;
+    }
+
+    rc = -1;
+    set = malloc(n_labels * sizeof(aiserve_span_t));
+    c = calloc(n_labels, sizeof(aiserve_counts_t));
+    sp = malloc(3 * n_samples * sizeof(double));
+    rep->labels = calloc(n_labels, sizeof(char *));
+    rep->confusion = calloc(4 * n_labels, sizeof(size_t));
+
+    if (set == NULL || c == NULL || sp == NULL || rep->labels == NULL
+        || rep->confusion == NULL)
+    {
+        goto done;
+    }
+
+    rep->n_labels = n_labels;
+    sr = sp + n_samples;
+    sf = sr + n_samples;
+    tp = np = nt = 0;
+
+    for (i = 0; i < n_samples; i++) {
+        stp = snp = snt = 0;
+
+        for (j = 0; j < n_labels; j++) {
+            cm = &rep->confusion[4 * j];
+
+            if (y_true[i * n_labels + j]) {
+                if (y_pred[i * n_labels + j]) {
+                    cm[3]++;
+                    stp++;
+                } else {
+                    cm[2]++;
+                }
+                snt++;
+
+            } else if (y_pred[i * n_labels + j]) {
+                cm[1]++;
+
+            } else {
+                cm[0]++;
+            }
+
+            snp += y_pred[i * n_labels + j] != 0;
+        }
+
+        /* samples: each sample's scores (samplewise confusion matrices) */
+        sp[i] = aiserve_div((double) stp, (double) snp);
+        sr[i] = aiserve_div((double) stp, (double) snt);
+        sf[i] = aiserve_div(2.0 * (double) stp, (double) snt + (double) snp);
+
+        tp += stp;
+        np += snp;
+        nt += snt;
+    }
+
+    for (j = 0; j < n_labels; j++) {
+        set[j].s = names[j];
+        set[j].len = strlen(names[j]);
+        c[j].tp = rep->confusion[4 * j + 3];
+        c[j].pred = rep->confusion[4 * j + 1] + c[j].tp;
+        c[j].true_ = rep->confusion[4 * j + 2] + c[j].tp;
+
+        rep->labels[j] = strdup(names[j]);
+        if (rep->labels[j] == NULL) {
+            goto done;
+        }
+    }
+
+    if (aiserve_rows(rep, set, n_labels, c, nt) != 0) {
+        goto done;
+    }
+
+    rep->micro.name = strdup("micro avg");
+    rep->samples.name = strdup("samples avg");
+    if (rep->micro.name == NULL || rep->samples.name == NULL) {
+        goto done;
+    }
+
+    rep->micro.precision = aiserve_div((double) tp, (double) np);
+    rep->micro.recall = aiserve_div((double) tp, (double) nt);
+    rep->micro.f1 = aiserve_div(2.0 * (double) tp, (double) nt + (double) np);
+    rep->micro.support = nt;
+
+    rep->samples.precision = aiserve_pairwise_sum(sp, n_samples)
+                             / (double) n_samples;
+    rep->samples.recall = aiserve_pairwise_sum(sr, n_samples)
+                          / (double) n_samples;
+    rep->samples.f1 = aiserve_pairwise_sum(sf, n_samples)
+                      / (double) n_samples;
+    rep->samples.support = nt;
+
+    rc = 0;
+
+done:
+
+    free(set);
+    free(c);
+    free(sp);
 
     if (rc != 0) {
         aiserve_report_free(rep);
@@ -834,6 +962,11 @@ aiserve_report_text(const aiserve_report_t *rep, int digits)
     aiserve_text_row(&t, rep, &rep->weighted, width, digits);
     aiserve_text_printf(&t, "\n");
 
+    if (rep->kind == AISERVE_REPORT_MULTILABEL) {
+        aiserve_text_row(&t, rep, &rep->samples, width, digits);
+        aiserve_text_printf(&t, "\n");
+    }
+
     if (t.failed) {
         free(t.buf);
         return NULL;
@@ -857,7 +990,7 @@ aiserve_row_json(const aiserve_report_t *rep, const aiserve_report_row_t *row)
     json_object_set_new(o, "recall", json_real(row->recall));
     json_object_set_new(o, "f1-score", json_real(row->f1));
     json_object_set_new(o, "support",
-                        rep->kind == AISERVE_REPORT_SKLEARN
+                        rep->kind != AISERVE_REPORT_SEQEVAL
                         ? json_real((double) row->support)
                         : json_integer((json_int_t) row->support));
 
@@ -903,6 +1036,11 @@ aiserve_report_json(const aiserve_report_t *rep)
     rc |= json_object_set_new(o, "weighted avg",
                               aiserve_row_json(rep, &rep->weighted));
 
+    if (rep->kind == AISERVE_REPORT_MULTILABEL) {
+        rc |= json_object_set_new(o, "samples avg",
+                                  aiserve_row_json(rep, &rep->samples));
+    }
+
     if (rc != 0) {
         json_decref(o);
         return NULL;
@@ -917,6 +1055,7 @@ aiserve_confusion_json(const aiserve_report_t *rep)
 {
     size_t   i, j;
     json_t  *o, *labels, *matrix, *row;
+    size_t  *c;
 
     o = json_object();
     labels = json_array();
@@ -942,6 +1081,22 @@ aiserve_confusion_json(const aiserve_report_t *rep)
         if (row == NULL || json_array_append_new(matrix, row) != 0) {
             json_decref(o);
             return NULL;
+        }
+
+        if (rep->kind == AISERVE_REPORT_MULTILABEL) {
+            c = &rep->confusion[4 * i];
+            if (json_array_append_new(row, json_pack("[I,I]",
+                                          (json_int_t) c[0],
+                                          (json_int_t) c[1])) != 0
+                || json_array_append_new(row, json_pack("[I,I]",
+                                             (json_int_t) c[2],
+                                             (json_int_t) c[3])) != 0)
+            {
+                json_decref(o);
+                return NULL;
+            }
+
+            continue;
         }
 
         for (j = 0; j < rep->n_labels; j++) {
@@ -982,5 +1137,6 @@ aiserve_report_free(aiserve_report_t *rep)
     free(rep->micro.name);
     free(rep->macro.name);
     free(rep->weighted.name);
+    free(rep->samples.name);
     memset(rep, 0, sizeof(*rep));
 }

@@ -11,6 +11,7 @@
 #define AISERVE_EVAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -19,7 +20,9 @@
 
 typedef enum {
     AISERVE_REPORT_SKLEARN = 0,     /* rows, accuracy, macro, weighted */
-    AISERVE_REPORT_SEQEVAL          /* rows, micro, macro, weighted */
+    AISERVE_REPORT_SEQEVAL,         /* rows, micro, macro, weighted */
+    AISERVE_REPORT_MULTILABEL       /* sklearn on label indicators: rows,
+                                       micro, macro, weighted, samples */
 } aiserve_report_kind_e;
 
 /* one line of a report: a label (class or entity type) or an average */
@@ -40,12 +43,15 @@ typedef struct {
      * multilabel_confusion_matrix "pathological case"), so its table
      * prints supports as "2.0": 1 then, as it */
     int                     float_support;
-    aiserve_report_row_t    micro;         /* AISERVE_REPORT_SEQEVAL */
+    aiserve_report_row_t    micro;         /* SEQEVAL, MULTILABEL */
     aiserve_report_row_t    macro;
     aiserve_report_row_t    weighted;
+    aiserve_report_row_t    samples;       /* MULTILABEL */
     /* confusion matrix over the sorted union of the labels (classes, or
      * token tags of sequence reports): confusion[i * n_labels + j] counts
-     * items of true label i predicted as j (sklearn's confusion_matrix) */
+     * items of true label i predicted as j (sklearn's confusion_matrix);
+     * MULTILABEL: confusion[4 i ..] is label i's tn, fp, fn, tp
+     * (multilabel_confusion_matrix) */
     char                  **labels;
     size_t                  n_labels;
     size_t                 *confusion;
@@ -64,6 +70,20 @@ typedef struct {
 int aiserve_eval_classification(const char *const *y_true,
     const char *const *y_pred, size_t n, aiserve_report_t *rep, char *err,
     size_t err_len);
+
+/*
+ * sklearn.metrics.classification_report(y_true, y_pred,
+ * target_names=names, zero_division=0) for multi-label indicators:
+ * y_true, y_pred hold n_samples rows of n_labels bytes (non-zero: the
+ * label applies); rows in the order of names.  Averages micro, macro,
+ * weighted (by support; the plain mean when no label has support, as
+ * sklearn falls back) and samples (each sample's precision, recall and f1,
+ * averaged).  Returns 0, or -1 with err (no samples or labels, out of
+ * memory).
+ */
+int aiserve_eval_multilabel(const uint8_t *y_true, const uint8_t *y_pred,
+    size_t n_samples, const char *const *names, size_t n_labels,
+    aiserve_report_t *rep, char *err, size_t err_len);
 
 /*
  * seqeval.metrics.classification_report(y_true, y_pred, zero_division=0)
@@ -86,11 +106,13 @@ int aiserve_eval_sequences(const char *const *const *y_true,
 char *aiserve_report_text(const aiserve_report_t *rep, int digits);
 
 /* The report as output_dict=True returns it (sklearn: support as a float,
- * "accuracy" a number; seqeval: support an integer, "micro avg" a row);
+ * "accuracy" a number, or "micro avg" and "samples avg" rows for
+ * multi-label; seqeval: support an integer, "micro avg" a row);
  * NULL when out of memory.  The caller owns the reference. */
 json_t *aiserve_report_json(const aiserve_report_t *rep);
 
-/* {"labels": [...], "matrix": [[...], ...]}, rows true, columns predicted */
+/* {"labels": [...], "matrix": [[...], ...]}, rows true, columns predicted;
+ * MULTILABEL: "matrix" holds [[tn, fp], [fn, tp]] a label */
 json_t *aiserve_confusion_json(const aiserve_report_t *rep);
 
 void aiserve_report_free(aiserve_report_t *rep);

@@ -25,6 +25,9 @@ usage(FILE *f)
 "  one class a row (JSONL {\"text\", \"label\"}, CSV)\n"
 "      scikit-learn's classification_report: per class precision, recall,\n"
 "      f1-score, support; accuracy; macro and weighted averages\n"
+"  a list of classes a row (JSONL {\"text\", \"label\": [...]})\n"
+"      the same on label indicators: micro, macro, weighted and samples\n"
+"      averages; the confusion matrix is [[tn, fp], [fn, tp]] a class\n"
 "  tags (CoNLL, JSONL {\"tokens\", \"tags\"})\n"
 "      seqeval's classification_report over entities: per type, then\n"
 "      micro, macro and weighted averages\n"
@@ -46,6 +49,87 @@ usage(FILE *f)
 }
 
 
+/* multi-label: indicators over the sorted labels of both files */
+
+static int
+report_multilabel(const aiserve_dataset_t *gold,
+    const aiserve_dataset_t *pred, aiserve_report_t *rep, char *err,
+    size_t err_len)
+{
+    int                   rc;
+    char                **names;
+    size_t                i, k, n, a, b;
+    uint8_t              *ind[2];
+    aiserve_label_set_t   set[2], all;
+    const aiserve_dataset_t  *ds[2];
+
+    ds[0] = gold;
+    ds[1] = pred;
+
+    if (aiserve_labels_build(gold, &set[0], err, err_len) != 0) {
+        return -1;
+    }
+
+    if (aiserve_labels_build(pred, &set[1], err, err_len) != 0) {
+        aiserve_labels_free(&set[0]);
+        return -1;
+    }
+
+    /* merge the two sorted sets */
+    names = malloc((set[0].n + set[1].n + 1) * sizeof(char *));
+    n = 0;
+    for (a = 0, b = 0; names && (a < set[0].n || b < set[1].n); ) {
+        if (b == set[1].n
+            || (a < set[0].n && strcmp(set[0].names[a], set[1].names[b]) < 0))
+        {
+            names[n++] = set[0].names[a++];
+
+        } else if (a == set[0].n
+                   || strcmp(set[0].names[a], set[1].names[b]) > 0)
+        {
+            names[n++] = set[1].names[b++];
+
+        } else {
+            names[n++] = set[0].names[a++];
+            b++;
+        }
+    }
+
+    all.names = names;
+    all.n = n;
+    ind[0] = calloc(gold->n * n + 1, 1);
+    ind[1] = calloc(gold->n * n + 1, 1);
+    rc = -1;
+
+    if (names == NULL || ind[0] == NULL || ind[1] == NULL) {
+        snprintf(err, err_len, "out of memory");
+        goto done;
+    }
+
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < gold->n; i++) {
+            for (a = 0; a < ds[k]->examples[i].n_labels; a++) {
+                ind[k][i * n + aiserve_labels_id(&all,
+                                   ds[k]->examples[i].labels[a])] = 1;
+            }
+        }
+    }
+
+    rc = aiserve_eval_multilabel(ind[0], ind[1], gold->n,
+                                 (const char *const *) names, n, rep, err,
+                                 err_len);
+
+done:
+
+    free(ind[0]);
+    free(ind[1]);
+    free(names);
+    aiserve_labels_free(&set[0]);
+    aiserve_labels_free(&set[1]);
+    return rc;
+}
+
+
 static int
 report(const aiserve_dataset_t *gold, const aiserve_dataset_t *pred,
     aiserve_chunk_mode_e mode, aiserve_report_t *rep, char *err,
@@ -54,6 +138,10 @@ report(const aiserve_dataset_t *gold, const aiserve_dataset_t *pred,
     int            rc;
     size_t         i, *lens;
     const char   **t, **p, ***st, ***sp;
+
+    if (gold->kind == AISERVE_LABELS_MULTI) {
+        return report_multilabel(gold, pred, rep, err, err_len);
+    }
 
     if (gold->kind == AISERVE_LABELS_SINGLE) {
         t = malloc(gold->n * sizeof(char *));
@@ -185,12 +273,12 @@ main(int argc, char **argv)
 
     rc = 1;
 
-    if (gold.kind != pred.kind
-        || (gold.kind != AISERVE_LABELS_SINGLE
-            && gold.kind != AISERVE_LABELS_TAGS))
+    if (gold.kind != pred.kind || gold.kind == AISERVE_LABELS_REGRESSION
+        || gold.kind == AISERVE_LABELS_SPANS)
     {
         fprintf(stderr, "aiserve-eval: %s and %s must both have one class "
-                "an example or tags\n", files[0], files[1]);
+                "an example, a list of classes, or tags\n", files[0],
+                files[1]);
         goto done;
     }
 

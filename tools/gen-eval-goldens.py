@@ -33,7 +33,8 @@ import sklearn
 from seqeval.metrics import classification_report as seq_report
 from seqeval.scheme import IOB2
 from sklearn.metrics import classification_report as skl_report
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, multilabel_confusion_matrix
+from sklearn.preprocessing import MultiLabelBinarizer
 
 SEQEVAL_VERSION = importlib.metadata.version("seqeval")
 
@@ -68,6 +69,25 @@ def classification_case(name, y_true, y_pred):
         "text2": skl_report(y_true, y_pred, zero_division=0),
         "text4": skl_report(y_true, y_pred, digits=4, zero_division=0),
         "confusion": confusion(y_true, y_pred),
+    }
+
+
+def multilabel_case(name, names, y_true, y_pred):
+    mlb = MultiLabelBinarizer(classes=names)
+    yt = mlb.fit_transform(y_true)
+    yp = mlb.transform(y_pred)
+    kw = {"target_names": names, "zero_division": 0}
+    return {
+        "name": name,
+        "kind": "multilabel",
+        "names": names,
+        "y_true": y_true,
+        "y_pred": y_pred,
+        "dict": plain(skl_report(yt, yp, output_dict=True, **kw)),
+        "text2": skl_report(yt, yp, **kw),
+        "text4": skl_report(yt, yp, digits=4, **kw),
+        "confusion": {"labels": names,
+                      "matrix": multilabel_confusion_matrix(yt, yp).tolist()},
     }
 
 
@@ -214,6 +234,25 @@ def main():
         t = [rng.choice(labs) for _ in range(rng.randint(5, 60))]
         p = [x if rng.random() < 0.5 else rng.choice(labs) for x in t]
         cases.append(c("random %d" % k, t, p))
+
+    # --- scikit-learn on multi-label indicators ---------------------------
+    m = multilabel_case
+    cases.append(m("multi-label", ["negative", "neutral", "positive"],
+                   [["positive", "negative"], [], ["positive"], ["neutral"]],
+                   [["positive"], [], ["positive", "neutral"], []]))
+    cases.append(m("multi-label, a label in neither",
+                   ["a", "b", "unused"],
+                   [["a"], ["a", "b"], ["b"]], [["b"], ["a"], []]))
+    cases.append(m("multi-label, nothing predicted", ["x", "y"],
+                   [["x"], ["y"], ["x", "y"]], [[], [], []]))
+    cases.append(m("multi-label, no support", ["x", "y"],
+                   [[], []], [["x"], []]))
+    names = ["tag%02d" % i for i in range(20)]
+    yt = [rng.sample(names, rng.randint(0, 4)) for _ in range(300)]
+    yp = [[x for x in t if rng.random() < 0.7]
+          + rng.sample(names, rng.randint(0, 2)) for t in yt]
+    yp = [sorted(set(x)) for x in yp]
+    cases.append(m("multi-label, 20 labels, 300 samples", names, yt, yp))
 
     # the example files of tools/aiserve-eval (t/unit/test_eval.c runs it)
     gold = read_csv_labels(os.path.join(EVAL, "gold.csv"), "category")

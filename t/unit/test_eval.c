@@ -76,6 +76,50 @@ same_json(json_t *want, json_t *got, const char *where)
 }
 
 
+/* label lists to indicator rows over "names" */
+static int
+run_multilabel(json_t *c, aiserve_report_t *rep, char *err, size_t err_len)
+{
+    int           rc;
+    size_t        i, j, k, n, nl;
+    json_t       *names, *y[2], *l;
+    uint8_t      *ind[2];
+    const char  **s;
+
+    names = json_object_get(c, "names");
+    y[0] = json_object_get(c, "y_true");
+    y[1] = json_object_get(c, "y_pred");
+    n = json_array_size(y[0]);
+    nl = json_array_size(names);
+
+    for (k = 0; k < 2; k++) {
+        ind[k] = calloc(n * nl + 1, 1);
+
+        for (i = 0; i < n; i++) {
+            json_array_foreach(json_array_get(y[k], i), j, l) {
+                size_t  m;
+
+                for (m = 0; m < nl; m++) {
+                    if (strcmp(json_string_value(json_array_get(names, m)),
+                               json_string_value(l)) == 0)
+                    {
+                        ind[k][i * nl + m] = 1;
+                    }
+                }
+            }
+        }
+    }
+
+    s = strings(names);
+    rc = aiserve_eval_multilabel(ind[0], ind[1], n, s, nl, rep, err, err_len);
+    free(s);
+    free(ind[0]);
+    free(ind[1]);
+
+    return rc;
+}
+
+
 static int
 run_case(json_t *c, aiserve_report_t *rep, char *err, size_t err_len)
 {
@@ -97,6 +141,12 @@ run_case(json_t *c, aiserve_report_t *rep, char *err, size_t err_len)
         free(t);
         free(p);
         return rc;
+    }
+
+    if (strcmp(json_string_value(json_object_get(c, "kind")), "multilabel")
+        == 0)
+    {
+        return run_multilabel(c, rep, err, err_len);
     }
 
     st = malloc(n * sizeof(char **));
@@ -230,6 +280,10 @@ check_errors(void)
 
     tap_ok(aiserve_eval_classification(ok, ok, 0, &rep, err, sizeof(err))
            == -1, "no labels is an error: %s", err);
+
+    tap_ok(aiserve_eval_multilabel((const uint8_t *) "", (const uint8_t *) "",
+                                   0, ok, 3, &rep, err, sizeof(err)) == -1,
+           "multi-label without samples is an error: %s", err);
 }
 
 
@@ -321,6 +375,13 @@ check_tool(void)
            && strcmp(out, golden_text(doc, "example files gold.csv pred.csv",
                                       "text2")) == 0,
            "aiserve-eval gold.csv pred.csv prints sklearn's table");
+    free(out);
+
+    out = run("tools/aiserve-eval t/data/eval/gold-multi.jsonl "
+              "t/data/eval/pred-multi.jsonl", &status);
+    tap_ok(out && status == 0
+           && strcmp(out, golden_text(doc, "multi-label", "text2")) == 0,
+           "aiserve-eval on multi-label JSONL prints sklearn's table");
     free(out);
 
     out = run("tools/aiserve-eval --json --label-column category "
