@@ -37,6 +37,41 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 
 static void
+check_multilabel(const aiserve_dataset_t *ds, size_t n)
+{
+    char                 err[512];
+    size_t               i, k;
+    uint8_t             *ind;
+    aiserve_report_t     rep;
+    aiserve_label_set_t  set;
+
+    if (aiserve_labels_build(ds, &set, err, sizeof(err)) != 0) {
+        return;
+    }
+
+    ind = calloc(n * set.n + 1, 1);
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < ds->examples[i].n_labels; k++) {
+            ind[i * set.n + aiserve_labels_id(&set,
+                                              ds->examples[i].labels[k])] = 1;
+        }
+    }
+
+    if (aiserve_eval_multilabel(ind, ind, n, (const char *const *) set.names,
+                                set.n, &rep, err, sizeof(err)) != 0
+        || rep.weighted.f1 != 1.0)
+    {
+        abort();
+    }
+
+    free(aiserve_report_text(&rep, 4));
+    aiserve_report_free(&rep);
+    free(ind);
+    aiserve_labels_free(&set);
+}
+
+
+static void
 check_eval(const aiserve_dataset_t *ds)
 {
     char                 err[512];
@@ -63,6 +98,11 @@ check_eval(const aiserve_dataset_t *ds)
         free(aiserve_report_text(&rep, 2));
         aiserve_report_free(&rep);
         free(labels);
+        return;
+    }
+
+    if (ds->kind == AISERVE_LABELS_MULTI) {
+        check_multilabel(ds, n);
         return;
     }
 

@@ -400,6 +400,10 @@ check_tool(void)
 
     out = run("tools/aiserve-eval t/data/eval/gold.conll "
               "t/data/train/ner.conll 2>&1", &status);
+    if (out && strchr(out, '\n')) {
+        *strchr(out, '\n') = '\0';
+    }
+
     tap_ok(out && status != 0
            && strstr(out, "ner.conll:3: 9 tokens, but t/data/eval/gold.conll:1 "
                      "has 6"),
