@@ -1686,7 +1686,7 @@ aiserve_featurize(const aiserve_tok_t *tok, const aiserve_dataset_t *ds,
     f->token_type_ids = enc.token_type_ids;
     enc.input_ids = NULL;
     enc.token_type_ids = NULL;
-    f->label = AISERVE_LABEL_IGNORE;
+    f->label = AISERVE_TRAIN_IGNORE;
 
     switch (ds->kind) {
 
@@ -1728,7 +1728,7 @@ aiserve_featurize(const aiserve_tok_t *tok, const aiserve_dataset_t *ds,
         }
 
         for (t = 0; t < f->n_tokens; t++) {
-            f->labels[t] = AISERVE_LABEL_IGNORE;
+            f->labels[t] = AISERVE_TRAIN_IGNORE;
         }
 
         if (ds->kind == AISERVE_LABELS_TAGS) {

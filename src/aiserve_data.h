@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "aiserve_tokenizer.h"
+#include "aiserve_train.h"          /* AISERVE_TRAIN_IGNORE */
 
 
 typedef enum {
@@ -120,8 +121,6 @@ typedef struct {
     int32_t  *labels;
     size_t    words_cut;       /* words with no token left by truncation */
 } aiserve_features_t;
-
-#define AISERVE_LABEL_IGNORE  (-100)
 
 
 void aiserve_data_opts_default(aiserve_data_opts_t *opts);

@@ -201,7 +201,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
 
         for (t = 0; f.labels && t < f.n_tokens; t++) {
-            if (f.labels[t] != AISERVE_LABEL_IGNORE
+            if (f.labels[t] != AISERVE_TRAIN_IGNORE
                 && (f.labels[t] < 0 || (size_t) f.labels[t] >= set.n))
             {
                 abort();

@@ -306,7 +306,7 @@ check_kinds(void)
             w = 0;
 
             for (t = 0; ok && t < f.n_tokens; t++) {
-                if (f.labels[t] == AISERVE_LABEL_IGNORE) {
+                if (f.labels[t] == AISERVE_TRAIN_IGNORE) {
                     continue;
                 }
 
