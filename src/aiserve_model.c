@@ -930,6 +930,21 @@ aiserve_model_read_config(const char *model_dir, aiserve_model_info_t *info,
 }
 
 
+void
+aiserve_model_info_clear(aiserve_model_info_t *info)
+{
+    size_t  i;
+
+    if (info->id2label != NULL) {
+        for (i = 0; i < info->num_labels; i++) {
+            free(info->id2label[i]);
+        }
+        free(info->id2label);
+    }
+    info->id2label = NULL;
+}
+
+
 /* --- heads and adapters over a shared base ---------------------------- */
 
 /* Packs W [n, k] with LAYOUT into 64-byte aligned memory the model owns. */
@@ -1073,21 +1088,6 @@ aiserve_lora_config(const char *dir, size_t *r, float *scale, char *err,
 done:
     json_decref(c);
     return rc;
-}
-
-
-void
-aiserve_model_info_clear(aiserve_model_info_t *info)
-{
-    size_t  i;
-
-    if (info->id2label != NULL) {
-        for (i = 0; i < info->num_labels; i++) {
-            free(info->id2label[i]);
-        }
-        free(info->id2label);
-    }
-    info->id2label = NULL;
 }
 
 
