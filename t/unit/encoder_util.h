@@ -130,6 +130,32 @@ enc_exists(const char *path)
 }
 
 
+/* The bytes of the file PATH (malloc'ed), *len their count; NULL if it
+ * cannot be read whole. */
+static inline unsigned char *
+enc_slurp(const char *path, size_t *len)
+{
+    FILE           *f = fopen(path, "rb");
+    unsigned char  *buf;
+    long            n;
+
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = n >= 0 ? malloc((size_t) n + 1) : NULL;
+    if (buf != NULL && fread(buf, 1, (size_t) n, f) != (size_t) n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = buf != NULL ? (size_t) n : 0;
+    return buf;
+}
+
+
 /* Runs one sequence alone; out has output_len floats. */
 static inline int
 enc_forward_one(const aiserve_model_t *m, aiserve_scratch_t *s,

@@ -16,26 +16,6 @@ static char  tmpdir[] = "/tmp/aiserve-broken-XXXXXX";
 static char  dir[512];
 
 
-static uint8_t *
-slurp(const char *path, size_t *len)
-{
-    FILE     *f = fopen(path, "rb");
-    uint8_t  *buf;
-    long      n;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t) n + 1);
-    *len = fread(buf, 1, (size_t) n, f);
-    fclose(f);
-    return buf;
-}
-
-
 static void
 spill(const char *path, const void *buf, size_t len)
 {
@@ -55,7 +35,7 @@ copy_file(const char *name)
 
     snprintf(src, sizeof(src), "%s/%s", SRC, name);
     snprintf(dst, sizeof(dst), "%s/%s", dir, name);
-    buf = slurp(src, &len);
+    buf = enc_slurp(src, &len);
     spill(dst, buf, len);
     free(buf);
 }
@@ -105,7 +85,7 @@ good_header(uint8_t **data, size_t *data_len, uint8_t **whole)
     int       i;
     uint8_t  *buf;
 
-    buf = slurp(SRC "/model.safetensors", &len);
+    buf = enc_slurp(SRC "/model.safetensors", &len);
     for (i = 0; i < 8; i++) {
         hlen |= (uint64_t) buf[i] << (8 * i);
     }
@@ -218,7 +198,7 @@ main(void)
     aiserve_model_free(m);
 
     /* truncated: the last 100 bytes of data gone */
-    buf = slurp(SRC "/model.safetensors", &len);
+    buf = enc_slurp(SRC "/model.safetensors", &len);
     spill(path, buf, len - 100);
     expect_fail("truncated file", path, "truncated", NULL);
 
@@ -301,7 +281,7 @@ main(void)
     /* config.json */
     fresh();
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    buf = slurp(path, &len);
+    buf = enc_slurp(path, &len);
     spill(path, buf, len / 2);
     free(buf);
     expect_fail("config.json truncated (bad JSON)", "config.json",
@@ -379,7 +359,7 @@ main(void)
 
     /* the parser on every prefix of the header region and on garbage:
      * always an error, never a crash or an accepted file */
-    buf = slurp(SRC "/model.safetensors", &len);
+    buf = enc_slurp(SRC "/model.safetensors", &len);
     hlen = (size_t) buf[0] | (size_t) buf[1] << 8 | (size_t) buf[2] << 16;
     crashed_or_accepted = 0;
     for (cut = 0; cut < len; cut += cut < 8 + hlen + 64 ? 1 : 4093) {

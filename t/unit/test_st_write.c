@@ -45,30 +45,6 @@ static const uint32_t  convert_bits[] = {
 static char  tmpdir[256];
 
 
-static unsigned char *
-slurp(const char *path, size_t *len)
-{
-    FILE           *f = fopen(path, "rb");
-    unsigned char  *buf;
-    long            n;
-
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc((size_t) n + 1);
-    if (buf != NULL && fread(buf, 1, (size_t) n, f) != (size_t) n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (size_t) n;
-    return buf;
-}
-
-
 /* Files in DIR whose name contains ".tmp.". */
 static int
 count_tmp_files(const char *dir)
@@ -143,8 +119,8 @@ test_reference_bytes(void)
     rc = aiserve_st_write(path, t, 8, &meta, 1, err, sizeof(err));
     tap_ok(rc == 0, "aiserve_st_write: 8 tensors of 4 dtypes, one a scalar, "
            "one empty (%s)", rc == 0 ? "ok" : err);
-    want = slurp(REFERENCE, &want_len);
-    got = slurp(path, &got_len);
+    want = enc_slurp(REFERENCE, &want_len);
+    got = enc_slurp(path, &got_len);
     tap_ok(want != NULL && got != NULL && want_len == got_len
            && memcmp(want, got, want_len) == 0,
            "the file equals, byte for byte, the one safetensors.torch."
@@ -217,7 +193,7 @@ test_write_errors(void)
     set_tensor(&t[0], "x", AISERVE_ST_F32, 1, 2, 0, v);
     tap_ok(aiserve_st_write(path, t, 1, NULL, 0, err, sizeof(err)) == 0,
            "a file without __metadata__");
-    before = slurp(path, &lb);
+    before = enc_slurp(path, &lb);
     tap_ok(before != NULL && memcmp(before + 8, "{\"x\":", 5) == 0,
            "no metadata: no \"__metadata__\" key");
 
@@ -244,7 +220,7 @@ test_write_errors(void)
     tap_ok(rc == -1 && strstr(err, "overflows"), "a shape that overflows: "
            "%s", err);
 
-    after = slurp(path, &la);
+    after = enc_slurp(path, &la);
     tap_ok(after != NULL && la == lb && memcmp(before, after, lb) == 0,
            "the file written before is untouched by the failed writes");
     tap_ok(count_tmp_files(tmpdir) == 0, "no temporary file is left");
@@ -413,8 +389,8 @@ test_round_trips(void)
     snprintf(p1, sizeof(p1), "models/tiny-bert-seq-cls/model.safetensors");
     snprintf(p2, sizeof(p2), "%s/rt/tiny-bert-seq-cls/model.safetensors",
              tmpdir);
-    f1 = slurp(p1, &l1);
-    f2 = slurp(p2, &l2);
+    f1 = enc_slurp(p1, &l1);
+    f2 = enc_slurp(p2, &l2);
     tap_ok(f1 != NULL && f2 != NULL && l1 == l2 && memcmp(f1, f2, l1) == 0,
            "tiny-bert-seq-cls/model.safetensors comes back byte for byte "
            "(%zu bytes) as transformers' save_pretrained wrote it", l2);
