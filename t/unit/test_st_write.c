@@ -24,6 +24,7 @@
 #include "aiserve_hf_write.h"
 #include "aiserve_safetensors.h"
 #include "aiserve_st_write.h"
+#include "aiserve_train.h"
 
 #define REFERENCE  "t/data/st-write/reference.safetensors"
 
@@ -906,6 +907,127 @@ test_load_over(void)
 }
 
 
+/* The training engine's tensors as a list to write (views into its
+ * parameters). */
+static aiserve_st_wtensor_t *
+train_tensors(aiserve_train_t *t, size_t *n)
+{
+    aiserve_st_wtensor_t          *w;
+    const aiserve_train_tensor_t  *x;
+    float                         *params = aiserve_train_params(t);
+    size_t                         i;
+
+    *n = aiserve_train_n_tensors(t);
+    w = calloc(*n, sizeof(*w));
+    for (i = 0; w != NULL && i < *n; i++) {
+        x = aiserve_train_tensor(t, i);
+        w[i].name = x->name;
+        w[i].dtype = AISERVE_ST_F32;
+        w[i].ndim = x->ndim;
+        w[i].shape[0] = x->shape[0];
+        w[i].shape[1] = x->shape[1];
+        w[i].data = params + x->offset;
+    }
+    return w;
+}
+
+
+/*
+ * What the training engine (src/aiserve_train.h) holds, written in each
+ * layout and loaded back by aiserve, gives the trainer's own logits: a new
+ * sequence head on tiny-st-cls (a BertModel) in full, head and LoRA mode
+ * (lora_B moved off 0, as training would).
+ */
+static void
+test_trainer_output(void)
+{
+    static const char          *modes[] = { "full", "head", "lora" };
+    static const char *const    targets[] = { "query", "value" };
+    aiserve_train_opts_t        opts;
+    aiserve_train_t            *t;
+    aiserve_train_batch_t       tb;
+    aiserve_hf_spec_t           spec;
+    aiserve_lora_config_t       lora = { 8, 16, 0, targets, 2 };
+    aiserve_st_wtensor_t       *w;
+    aiserve_model_t            *base, *m;
+    const aiserve_model_info_t *info;
+    int32_t                     ids[64];
+    float                      *got, *params, loss;
+    char                        out[512], err[512];
+    size_t                      i, j, n, ng, tok = 0;
+    uint64_t                    state = 9;
+    int                         k, rc;
+
+    base = aiserve_model_load("models/tiny-st-cls", err, sizeof(err));
+    for (i = 0; i < N_SEQS; i++) {
+        for (j = 0; j < seq_lens[i]; j++, tok++) {
+            ids[tok] = j == 0 ? 2 : j + 1 == seq_lens[i] ? 3
+                       : (int32_t) ((tok * 37) % 1300 + 5);
+        }
+    }
+    memset(&tb, 0, sizeof(tb));
+    tb.input_ids = ids;
+    tb.seq_lens = seq_lens;
+    tb.n_seqs = N_SEQS;
+
+    for (k = 0; k < 3 && base != NULL; k++) {
+        aiserve_train_opts_defaults(&opts);
+        opts.arch = AISERVE_ARCH_SEQUENCE_CLASSIFICATION;
+        opts.num_labels = 3;
+        opts.seed = 5;
+        opts.mode = k == 0 ? AISERVE_TRAIN_FULL : k == 1 ? AISERVE_TRAIN_HEAD
+                                                         : AISERVE_TRAIN_LORA;
+        t = aiserve_train_load("models/tiny-st-cls", &opts, err, sizeof(err));
+        if (t == NULL) {
+            tap_ok(0, "trainer %s: %s", modes[k], err);
+            continue;
+        }
+        params = aiserve_train_params(t);
+        for (i = 0; i < aiserve_train_n_tensors(t); i++) {
+            const aiserve_train_tensor_t  *x = aiserve_train_tensor(t, i);
+
+            if (strstr(x->name, ".lora_B.") != NULL) {
+                aiserve_hf_normal_fill(params + x->offset, x->n, 0.2, &state);
+            }
+        }
+        rc = aiserve_train_forward(t, &tb, &loss, err, sizeof(err));
+        info = aiserve_train_info(t);
+        memset(&spec, 0, sizeof(spec));
+        spec.arch = info->arch;
+        spec.base_dir = "models/tiny-st-cls";
+        spec.num_labels = info->num_labels;
+        spec.id2label = (const char *const *) info->id2label;
+        spec.problem_type = info->problem_type;
+        w = train_tensors(t, &n);
+        snprintf(out, sizeof(out), "%s/trained-%s", tmpdir, modes[k]);
+        rc = rc || (k == 0 ? aiserve_hf_write_model(out, &spec, w, n, err,
+                                                    sizeof(err))
+                    : k == 1 ? aiserve_hf_write_head(out, &spec, w, n, err,
+                                                     sizeof(err))
+                    : aiserve_hf_write_lora(out, &spec, &lora, w, n, err,
+                                            sizeof(err)));
+        m = rc ? NULL
+            : k == 0 ? aiserve_model_load(out, err, sizeof(err))
+            : aiserve_model_load_over(base, out, err, sizeof(err));
+        got = m ? run_loaded(m, &ng) : NULL;
+        tap_ok(got != NULL && ng == N_SEQS * 3
+               && enc_max_diff(got, aiserve_train_logits(t), ng) <= 1e-5,
+               "trainer, %s mode: the written model's logits are the "
+               "trainer's (max |diff| %.2e)%s%s", modes[k],
+               got ? enc_max_diff(got, aiserve_train_logits(t), ng) : -1.0,
+               got ? "" : ": ", got ? "" : err);
+        free(got);
+        free(w);
+        aiserve_model_free(m);
+        aiserve_train_free(t);
+    }
+    if (base == NULL) {
+        tap_ok(0, "models/tiny-st-cls loads: %s", err);
+    }
+    aiserve_model_free(base);
+}
+
+
 static void
 test_hf_errors(void)
 {
@@ -989,6 +1111,7 @@ main(void)
     test_lora_dir();
     test_hf_errors();
     test_load_over();
+    test_trainer_output();
 
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) {
