@@ -89,11 +89,18 @@ def aiserve_outputs(model_dir, tokenizer_dir=None):
 
 
 def torch_outputs(model, tok):
+    """Logits, or for a BertModel the sentence embedding of
+    all-MiniLM-L6-v2's modules (mean pooling, then Normalize)."""
     out = []
     with torch.no_grad():
         for s in SENTENCES:
             enc = tok(s, return_tensors="pt")
-            out.append(model(**enc).logits[0].double().numpy())
+            o = model(**enc)
+            if hasattr(o, "logits"):
+                out.append(o.logits[0].double().numpy())
+            else:
+                v = o.last_hidden_state[0].double().mean(dim=0)
+                out.append((v / v.norm()).numpy())
     return out
 
 
@@ -290,6 +297,10 @@ def main():
                "--arch", "seq-cls", "--labels", ",".join(labels))
         check_lora("lora all-MiniLM-L6-v2 seq-cls r=8 query,value",
                    d("minilm-lora"))
+        export("all-MiniLM-L6-v2", d("minilm-lora-emb"), "--mode", "lora",
+               "--target", "query,key,value")
+        check_lora("lora all-MiniLM-L6-v2 BertModel (embeddings) q,k,v",
+                   d("minilm-lora-emb"))
 
     # head and LoRA on the tiny models
     seq = AutoModelForSequenceClassification.from_pretrained(
