@@ -44,6 +44,13 @@ typedef struct {
     /* the four weights packed for aiserve_gemm_packed() (NULL with
      * AISERVE_GEMM=blas: the OpenBLAS path uses the *_w above) */
     const aiserve_gemm_w_t  *qkv_p, *ao_p, *i_p, *o_p;
+
+    /* a LoRA adapter on query, key and value, run beside the base's
+     * weights (aiserve_model_load_over()): lora_a[k] [r, H] and
+     * lora_b[k] [H, r] (NULL: projection k not adapted) */
+    const float  *lora_a[3], *lora_b[3];
+    size_t        lora_r;
+    float         lora_scale;
 } aiserve_layer_t;
 
 
@@ -1020,19 +1027,12 @@ aiserve_load_head_over(aiserve_model_t *m, char *err, size_t err_len)
 }
 
 
-/* The Linears LoRA may adapt, the packed weight each belongs to (QKV,
- * attention output, intermediate, output) and its first row there. */
-static const struct {
-    const char  *name;
-    int          packed;
-    int          row;       /* in hidden_size units */
-} aiserve_lora_linears[] = {
-    { "attention.self.query", 0, 0 },
-    { "attention.self.key", 0, 1 },
-    { "attention.self.value", 0, 2 },
-    { "attention.output.dense", 1, 0 },
-    { "intermediate.dense", 2, 0 },
-    { "output.dense", 3, 0 },
+/* The Linears LoRA may adapt (peft's module names in a BERT layer): the
+ * first three run unmerged (aiserve_lora_qkv()), the others are merged
+ * into a copy of their packed weight (index 1, 2, 3 of a layer's four). */
+static const char  *aiserve_lora_linears[] = {
+    "attention.self.query", "attention.self.key", "attention.self.value",
+    "attention.output.dense", "intermediate.dense", "output.dense"
 };
 
 #define AISERVE_LORA_N_LINEARS \
@@ -1092,24 +1092,82 @@ done:
 
 
 /*
- * The LoRA adapter of M merged into copies of the base's weights it
- * touches: W + scale B A (peft's merge), per layer and packed weight;
- * the layers' other weights stay the base's.
+ * Linear J (3, 4 or 5 of aiserve_lora_linears) of layer L with its LoRA
+ * matrices A [r, in] and B [out, r] merged into a copy of the base's
+ * weight, W + scale B A (peft's merge), packed like the base's.
+ */
+static int
+aiserve_lora_merge(aiserve_model_t *m, size_t l, size_t j, const float *A,
+    const float *B, size_t r, float scale, char *err, size_t err_len)
+{
+    const aiserve_model_t  *b = m->base;
+    aiserve_layer_t        *L = &m->layers[l];
+    size_t                  H = m->info.hidden_size;
+    size_t                  I = m->info.intermediate_size;
+    size_t                  p = j - 2, out_f, in_f, o, i, k;
+    const float            *base_w;
+    const float           **unpacked[4] = { NULL, &L->ao_w, &L->i_w,
+                                            &L->o_w };
+    const aiserve_gemm_w_t **packed[4] = { NULL, &L->ao_p, &L->i_p, &L->o_p };
+    float                  *w;
+    char                    name[160];
+
+    out_f = p == 2 ? I : H;
+    in_f = p == 3 ? I : H;
+    snprintf(name, sizeof(name), "encoder.layer.%zu.%s.weight", l,
+             aiserve_lora_linears[j]);
+    base_w = aiserve_weight_from(m, b->st, "", name, out_f, in_f, err,
+                                 err_len);
+    w = base_w ? malloc(out_f * in_f * sizeof(float)) : NULL;
+    if (w == NULL || aiserve_own(m, w) != 0) {
+        free(w);
+        if (base_w != NULL) {
+            aiserve_err(err, err_len, "out of memory");
+        }
+        return -1;
+    }
+    for (o = 0; o < out_f; o++) {
+        for (i = 0; i < in_f; i++) {
+            float  d = 0;
+
+            for (k = 0; k < r; k++) {
+                d += B[o * r + k] * A[k * in_f + i];
+            }
+            w[o * in_f + i] = base_w[o * in_f + i] + scale * d;
+        }
+    }
+    if (b->packed == NULL) {                      /* AISERVE_GEMM=blas */
+        *unpacked[p] = w;
+        return 0;
+    }
+    if (aiserve_pack_own(m, &b->layouts[p], w, &m->pw[4 * l + p], err,
+                         err_len) != 0)
+    {
+        return -1;
+    }
+    aiserve_disown(m, w);
+    *packed[p] = &m->pw[4 * l + p];
+    return 0;
+}
+
+
+/*
+ * The LoRA adapter of M: on query, key and value it runs beside the
+ * base's weights (aiserve_lora_qkv(); its matrices are read in place from
+ * the adapter's mapping); on the other Linears it is merged into copies
+ * of the base's weights (aiserve_lora_merge()).  Every weight the adapter
+ * does not touch stays the base's.
  */
 static int
 aiserve_load_lora_over(aiserve_model_t *m, const char *dir, char *err,
     size_t err_len)
 {
-    const aiserve_model_t  *b = m->base;
-    size_t                  H = m->info.hidden_size;
-    size_t                  I = m->info.intermediate_size;
-    size_t                  dims[4][2] = { { 3 * H, H }, { H, H }, { I, H },
-                                           { H, I } };
-    size_t                  r, l, j, p, o, i, k, out_f, in_f, n_merged = 0;
-    const float            *A, *B, *base_w;
-    float                  *w, scale;
-    char                    name[160];
-    int                     touched[4];
+    size_t        H = m->info.hidden_size;
+    size_t        I = m->info.intermediate_size;
+    size_t        r, l, j, in_f, out_f, n_adapted = 0;
+    const float  *A, *B;
+    float         scale;
+    char          name[160];
 
     if (aiserve_lora_config(dir, &r, &scale, err, err_len) != 0) {
         return -1;
@@ -1122,91 +1180,35 @@ aiserve_load_lora_over(aiserve_model_t *m, const char *dir, char *err,
     for (l = 0; l < m->info.num_hidden_layers; l++) {
         aiserve_layer_t  *L = &m->layers[l];
 
-        memset(touched, 0, sizeof(touched));
         for (j = 0; j < AISERVE_LORA_N_LINEARS; j++) {
             snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_A.weight",
-                     l, aiserve_lora_linears[j].name);
-            if (aiserve_find_tensor(m->st, m->prefix, name) != NULL) {
-                touched[aiserve_lora_linears[j].packed] = 1;
-            }
-        }
-        for (p = 0; p < 4; p++) {
-            if (!touched[p]) {
+                     l, aiserve_lora_linears[j]);
+            if (aiserve_find_tensor(m->st, m->prefix, name) == NULL) {
                 continue;
             }
-            w = malloc(dims[p][0] * dims[p][1] * sizeof(float));
-            if (w == NULL || aiserve_own(m, w) != 0) {
-                free(w);
-                aiserve_err(err, err_len, "out of memory");
+            out_f = j == 4 ? I : H;
+            in_f = j == 5 ? I : H;
+            A = aiserve_weight(m, name, r, in_f, err, err_len);
+            snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_B.weight",
+                     l, aiserve_lora_linears[j]);
+            B = A ? aiserve_weight(m, name, out_f, r, err, err_len) : NULL;
+            if (B == NULL) {
                 return -1;
             }
-            /* the base's weights of this packed product, stacked */
-            for (j = 0; j < AISERVE_LORA_N_LINEARS; j++) {
-                if (aiserve_lora_linears[j].packed != (int) p) {
-                    continue;
-                }
-                out_f = p == 0 ? H : dims[p][0];
-                in_f = dims[p][1];
-                snprintf(name, sizeof(name), "encoder.layer.%zu.%s.weight", l,
-                         aiserve_lora_linears[j].name);
-                base_w = aiserve_weight_from(m, b->st, "", name, out_f, in_f,
-                                             err, err_len);
-                if (base_w == NULL) {
-                    return -1;
-                }
-                memcpy(w + aiserve_lora_linears[j].row * H * in_f, base_w,
-                       out_f * in_f * sizeof(float));
-            }
-            /* + scale B A for each adapted Linear */
-            for (j = 0; j < AISERVE_LORA_N_LINEARS; j++) {
-                float  *wr;
-
-                if (aiserve_lora_linears[j].packed != (int) p) {
-                    continue;
-                }
-                out_f = p == 0 ? H : dims[p][0];
-                in_f = dims[p][1];
-                snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_A."
-                         "weight", l, aiserve_lora_linears[j].name);
-                if (aiserve_find_tensor(m->st, m->prefix, name) == NULL) {
-                    continue;
-                }
-                A = aiserve_weight(m, name, r, in_f, err, err_len);
-                snprintf(name, sizeof(name), "encoder.layer.%zu.%s.lora_B."
-                         "weight", l, aiserve_lora_linears[j].name);
-                B = A ? aiserve_weight(m, name, out_f, r, err, err_len) : NULL;
-                if (B == NULL) {
-                    return -1;
-                }
-                wr = w + aiserve_lora_linears[j].row * H * in_f;
-                for (o = 0; o < out_f; o++) {
-                    for (i = 0; i < in_f; i++) {
-                        float  d = 0;
-
-                        for (k = 0; k < r; k++) {
-                            d += B[o * r + k] * A[k * in_f + i];
-                        }
-                        wr[o * in_f + i] += scale * d;
-                    }
-                }
-                n_merged++;
-            }
-            if (b->packed == NULL) {              /* AISERVE_GEMM=blas */
-                *(p == 0 ? &L->qkv_w : p == 1 ? &L->ao_w
-                  : p == 2 ? &L->i_w : &L->o_w) = w;
-                continue;
-            }
-            if (aiserve_pack_own(m, &b->layouts[p], w, &m->pw[4 * l + p],
-                                 err, err_len) != 0)
+            if (j < 3) {
+                L->lora_a[j] = A;
+                L->lora_b[j] = B;
+                L->lora_r = r;
+                L->lora_scale = scale;
+            } else if (aiserve_lora_merge(m, l, j, A, B, r, scale, err,
+                                          err_len) != 0)
             {
                 return -1;
             }
-            aiserve_disown(m, w);
-            *(p == 0 ? &L->qkv_p : p == 1 ? &L->ao_p
-              : p == 2 ? &L->i_p : &L->o_p) = &m->pw[4 * l + p];
+            n_adapted++;
         }
     }
-    if (n_merged == 0) {
+    if (n_adapted == 0) {
         aiserve_err(err, err_len, "%s: no lora_A / lora_B tensors of the "
                     "encoder's layers", m->st_name);
         return -1;
@@ -1809,6 +1811,30 @@ aiserve_layer_tail_rows(const aiserve_step_t *st, size_t r0, size_t n)
 }
 
 
+/*
+ * peft's unmerged LoRA on the query, key and value rows just computed:
+ * QKV[:, kH:(k+1)H] += lora_scale * (X A_k^T) B_k^T for N rows of X (H
+ * floats a row) and QKV (3H), with TMP [N, r] of room (LoRA's Linear
+ * forward: base_layer(x) + lora_B(lora_A(x)) * scaling).
+ */
+static void
+aiserve_lora_qkv(const aiserve_layer_t *L, size_t H, size_t n,
+    const float *x, float *qkv, float *tmp)
+{
+    size_t  k;
+
+    for (k = 0; k < 3; k++) {
+        if (L->lora_a[k] == NULL) {
+            continue;
+        }
+        aiserve_gemm_nt(n, L->lora_r, H, 1.f, x, H, L->lora_a[k], H, 0.f,
+                        tmp, L->lora_r);
+        aiserve_gemm_nt(n, H, L->lora_r, L->lora_scale, tmp, L->lora_r,
+                        L->lora_b[k], L->lora_r, 1.f, qkv + k * H, 3 * H);
+    }
+}
+
+
 /* The query, key and value projections of sequence st->order[item]
  * (packed weight), then its attention over all heads. */
 static void
@@ -1824,6 +1850,13 @@ aiserve_qkv_attention(const aiserve_step_t *st, size_t item, float *scores)
                         st->layer->qkv_p, st->layer->qkv_b, -1,
                         s->qkv + off * 3 * H, 1) == 0)
     {
+        if (st->layer->lora_r > 0) {
+            /* s->tmp is free until the layer's tail; this sequence's rows
+             * of it are its own */
+            aiserve_lora_qkv(st->layer, H, st->batch->seq_lens[seq],
+                             s->x + off * H, s->qkv + off * 3 * H,
+                             s->tmp + off * H);
+        }
         aiserve_attention_one(st, item, scores);
     }
 }
@@ -2335,6 +2368,9 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
              * then attention */
             aiserve_linear(s, x, L->qkv_w, L->qkv_p, s->qkv, T, 3 * H, H,
                            AISERVE_EPI_BIAS, L->qkv_b, m->act);
+            if (L->lora_r > 0) {
+                aiserve_lora_qkv(L, H, T, x, s->qkv, s->tmp);
+            }
             aiserve_attention(s, &st, attn_macs);
         }
 

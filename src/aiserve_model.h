@@ -85,10 +85,13 @@ const aiserve_st_tensor_t *aiserve_model_find_tensor(
  * Loads DIR, a head-only directory (config.json + head.safetensors) or a
  * peft LoRA adapter (adapter_config.json + adapter_model.safetensors +
  * config.json), as written by src/aiserve_hf_write.h, over BASE, sharing
- * BASE's weights: the embeddings and every layer weight an adapter does
- * not touch are BASE's (no copy); the model owns its head and, for LoRA,
- * a packed copy of each weight the adapter changes, merged as peft's
- * merge does (W + lora_alpha / r * B A).  BASE must have the encoder of
+ * BASE's weights: the embeddings and every layer weight are BASE's (no
+ * copy); the model owns its head.  LoRA on query, key and value runs
+ * beside BASE's products, as peft's unmerged forward does (x W^T + b +
+ * lora_alpha / r * (x A^T) B^T), its matrices read in place from the
+ * adapter's file; LoRA on attention.output.dense, intermediate.dense or
+ * output.dense is merged (W + lora_alpha / r * B A) into a packed copy of
+ * that weight, the model's own.  BASE must have the encoder of
  * DIR's config.json and outlive the result; several models may share one
  * BASE, and each may be freed alone.  A BertModel adapter keeps BASE's
  * pooling.  Returns NULL with err naming the file and the tensor (sizes

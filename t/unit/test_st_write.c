@@ -297,6 +297,53 @@ run_model(const char *model_dir, size_t *n)
 }
 
 
+/* The largest |difference| between the logits of 16 sequences of 60
+ * tokens run as one batch (each sequence's query, key and value computed
+ * beside its attention) and each run alone (the whole batch's products
+ * first); -1 on failure. */
+static double
+batch_vs_alone(const aiserve_model_t *m)
+{
+    aiserve_scratch_t  *s;
+    aiserve_batch_t     b;
+    int32_t             ids[16 * 60];
+    size_t              lens[16], i, nl = aiserve_model_info(m)->num_labels;
+    float               batch[16 * 8], alone[8];
+    char                err[512];
+    double              worst = 0;
+
+    for (i = 0; i < 16 * 60; i++) {
+        ids[i] = i % 60 == 0 ? 2 : i % 60 == 59 ? 3
+                 : (int32_t) ((i * 53) % 1300 + 5);
+    }
+    for (i = 0; i < 16; i++) {
+        lens[i] = 60;
+    }
+    b.input_ids = ids;
+    b.token_type_ids = NULL;
+    b.seq_lens = lens;
+    b.n_seqs = 16;
+    s = aiserve_scratch_create(m, 16 * 60, err, sizeof(err));
+    if (s == NULL || nl > 8
+        || aiserve_model_forward(m, &b, s, batch, err, sizeof(err)) != 0)
+    {
+        aiserve_scratch_free(s);
+        return -1;
+    }
+    for (i = 0; i < 16; i++) {
+        if (enc_forward_one(m, s, ids + 60 * i, NULL, 60, alone, err,
+                            sizeof(err)) != 0)
+        {
+            aiserve_scratch_free(s);
+            return -1;
+        }
+        worst = fmax(worst, enc_max_diff(alone, batch + i * nl, nl));
+    }
+    aiserve_scratch_free(s);
+    return worst;
+}
+
+
 static int
 same_outputs(const float *a, size_t na, const float *b, size_t nb)
 {
@@ -873,6 +920,13 @@ test_load_over(void)
            "an adapter changes the logits (by %.3f), the same over the "
            "shared base and over its own copy",
            o1 ? enc_max_diff(o1, base_out, n1) : 0.0);
+    {
+        double  d = t1 ? batch_vs_alone(t1) : -1;
+
+        tap_ok(d >= 0 && d <= 1e-5, "the adapter in a batch of 16 "
+               "sequences (query, key and value beside attention) and each "
+               "sequence alone: max |diff| %.2e", d);
+    }
     free(o1);
     free(oo);
     aiserve_model_free(own);
