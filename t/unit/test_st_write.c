@@ -926,6 +926,11 @@ test_load_over(void)
         tap_ok(d >= 0 && d <= 1e-5, "the adapter in a batch of 16 "
                "sequences (query, key and value beside attention) and each "
                "sequence alone: max |diff| %.2e", d);
+        aiserve_set_num_threads(2);
+        d = t1 ? batch_vs_alone(t1) : -1;
+        aiserve_set_num_threads(1);
+        tap_ok(d >= 0 && d <= 1e-5, "the same on 2 threads: max |diff| "
+               "%.2e", d);
     }
     free(o1);
     free(oo);
