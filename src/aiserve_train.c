@@ -1844,3 +1844,15 @@ aiserve_train_opts_defaults(aiserve_train_opts_t *opts)
     opts->lora_dropout = 0.f;
     opts->lora_targets = AISERVE_LORA_QUERY | AISERVE_LORA_VALUE;
 }
+
+
+void
+aiserve_train_memory(const aiserve_train_t *t, aiserve_train_memory_t *m)
+{
+    m->weights = t->n_params * sizeof(float);
+    m->gradients = t->n_params * sizeof(float);
+    m->optimizer = t->adam_m != NULL ? 2 * t->n_params * sizeof(float) : 0;
+    m->activations = t->arena_cap * sizeof(float)
+                     + t->cap_T * (2 * sizeof(int32_t) + sizeof(size_t))
+                     + t->cap_n * 3 * sizeof(size_t);
+}

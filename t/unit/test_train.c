@@ -75,43 +75,23 @@ loss_of(aiserve_train_t *t, int dropout, uint64_t seed)
 }
 
 
+/*
+ * The gradient under dropout of the largest-gradient element of each
+ * tensor NAMES against central differences of the loss under the same
+ * masks (the seed re-set before each pass), and against the gradient
+ * with dropout off, from which it must differ.
+ */
 static void
-test_dropout(void)
+fd_check(aiserve_train_t *t, const char **names, size_t n_names,
+    const char *what)
 {
-    aiserve_train_t               *t = load(TINY, AISERVE_ARCH_BERT_MODEL, 0,
-                                            1);
     const aiserve_train_tensor_t  *x;
     aiserve_train_batch_t          b = batch();
     float                         *g_drop, *g_off, *p, l0, l1, saved;
     double                         fd, worst = 0, moved = 0;
     size_t                         i, j, best, checked = 0;
     char                           err[256];
-    const char                    *names[] = {
-        "bert.embeddings.word_embeddings.weight",
-        "bert.embeddings.LayerNorm.weight",
-        "bert.encoder.layer.0.attention.self.query.weight",
-        "bert.encoder.layer.0.attention.self.value.bias",
-        "bert.encoder.layer.1.attention.output.dense.weight",
-        "bert.encoder.layer.1.intermediate.dense.weight",
-        "bert.encoder.layer.1.output.LayerNorm.bias",
-        "bert.pooler.dense.weight",
-        "classifier.weight",
-    };
 
-    if (!tap_ok(t != NULL, "tiny model loads")) {
-        return;
-    }
-    l0 = loss_of(t, 0, 1);
-    tap_ok(l0 == loss_of(t, 0, 2), "dropout off: the same loss twice, any "
-           "seed (%.7f)", l0);
-    l1 = loss_of(t, 1, 7);
-    tap_ok(l1 == loss_of(t, 1, 7), "dropout on: the same seed gives the "
-           "same loss (%.7f)", l1);
-    tap_ok(l1 != l0 && l1 != loss_of(t, 1, 8), "dropout on: differs from "
-           "off (%.7f) and between seeds (%.7f)", l0, loss_of(t, 1, 8));
-
-    /* the gradient under dropout against central differences of the
-     * loss under the same masks (the seed re-set before each pass) */
     g_off = malloc(aiserve_train_n_params(t) * sizeof(float));
     g_drop = malloc(aiserve_train_n_params(t) * sizeof(float));
     aiserve_train_set_dropout(t, 0, 7);
@@ -127,7 +107,7 @@ test_dropout(void)
     memcpy(g_drop, aiserve_train_grads(t),
            aiserve_train_n_params(t) * sizeof(float));
     p = aiserve_train_params(t);
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    for (i = 0; i < n_names; i++) {
         x = aiserve_train_find(t, names[i]);
         if (x == NULL) {
             tap_diag("no tensor %s", names[i]);
@@ -150,13 +130,81 @@ test_dropout(void)
         moved = fmax(moved, fabs(g_drop[best] - g_off[best]));
         checked++;
     }
-    tap_ok(checked == sizeof(names) / sizeof(names[0]) && worst < 2e-2,
-           "dropout on: the largest gradient of %zu tensors matches central "
-           "differences (worst relative error %.2e)", checked, worst);
-    tap_ok(moved > 1e-3, "dropout on: those gradients differ from dropout "
-           "off's (by up to %.3e)", moved);
+    tap_ok(checked == n_names && worst < 2e-2,
+           "%s: the largest gradient of %zu tensors matches central "
+           "differences (worst relative error %.2e)", what, checked, worst);
+    tap_ok(moved > 1e-3, "%s: those gradients differ from dropout off's "
+           "(by up to %.3e)", what, moved);
     free(g_off);
     free(g_drop);
+}
+
+
+static void
+test_dropout(void)
+{
+    aiserve_train_t               *t = load(TINY, AISERVE_ARCH_BERT_MODEL, 0,
+                                            1);
+    aiserve_train_opts_t           o;
+    const aiserve_train_tensor_t  *x;
+    char                           err[256];
+    float                          l0, l1;
+    size_t                         i, j;
+    const char                    *names[] = {
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.LayerNorm.weight",
+        "bert.encoder.layer.0.attention.self.query.weight",
+        "bert.encoder.layer.0.attention.self.value.bias",
+        "bert.encoder.layer.1.attention.output.dense.weight",
+        "bert.encoder.layer.1.intermediate.dense.weight",
+        "bert.encoder.layer.1.output.LayerNorm.bias",
+        "bert.pooler.dense.weight",
+        "classifier.weight",
+    };
+    const char                    *lora[] = {
+        "bert.encoder.layer.0.attention.self.query.lora_A.weight",
+        "bert.encoder.layer.0.attention.self.key.lora_B.weight",
+        "bert.encoder.layer.1.attention.self.value.lora_A.weight",
+        "bert.encoder.layer.1.attention.self.query.lora_B.weight",
+        "classifier.weight",
+    };
+
+    if (!tap_ok(t != NULL, "tiny model loads")) {
+        return;
+    }
+    l0 = loss_of(t, 0, 1);
+    tap_ok(l0 == loss_of(t, 0, 2), "dropout off: the same loss twice, any "
+           "seed (%.7f)", l0);
+    l1 = loss_of(t, 1, 7);
+    tap_ok(l1 == loss_of(t, 1, 7), "dropout on: the same seed gives the "
+           "same loss (%.7f)", l1);
+    tap_ok(l1 != l0 && l1 != loss_of(t, 1, 8), "dropout on: differs from "
+           "off (%.7f) and between seeds (%.7f)", l0, loss_of(t, 1, 8));
+    fd_check(t, names, sizeof(names) / sizeof(names[0]), "dropout on");
+    aiserve_train_free(t);
+
+    /* LoRA with its own dropout on the adapters' input, on q, k and v;
+     * lora_B drawn (it starts at 0, which leaves lora_A no gradient) */
+    aiserve_train_opts_defaults(&o);
+    o.seed = 3;
+    o.mode = AISERVE_TRAIN_LORA;
+    o.lora_dropout = 0.3f;
+    o.lora_targets = AISERVE_LORA_QUERY | AISERVE_LORA_KEY
+                     | AISERVE_LORA_VALUE;
+    t = aiserve_train_load(TINY, &o, err, sizeof(err));
+    if (!tap_ok(t != NULL, "tiny model loads in lora mode on q, k, v")) {
+        tap_diag("%s", err);
+        return;
+    }
+    for (i = 0; i < aiserve_train_n_tensors(t); i++) {
+        x = aiserve_train_tensor(t, i);
+        for (j = 0; strstr(x->name, "lora_B") != NULL && j < x->n; j++) {
+            aiserve_train_params(t)[x->offset + j] =
+                0.05f * (float) ((int) ((j * 2654435761u) % 2001) - 1000)
+                / 1000.f;
+        }
+    }
+    fd_check(t, lora, sizeof(lora) / sizeof(lora[0]), "lora dropout on");
     aiserve_train_free(t);
 }
 
@@ -383,9 +431,55 @@ test_threads(void)
 }
 
 
+static void
+test_memory(void)
+{
+    aiserve_train_t         *t = load(MINILM,
+                                      AISERVE_ARCH_SEQUENCE_CLASSIFICATION, 5,
+                                      1);
+    aiserve_train_batch_t    b = batch();
+    aiserve_train_memory_t   m0, m1, m2;
+    aiserve_optim_config_t   c;
+    char                     err[256];
+    float                    loss;
+    size_t                   one[1] = { 7 };
+
+    if (t == NULL) {
+        tap_ok(0, "MiniLM loads");
+        return;
+    }
+    aiserve_optim_defaults(&c);
+    c.total_steps = 1;
+    b.seq_lens = one;
+    b.n_seqs = 1;
+    aiserve_train_forward(t, &b, &loss, err, sizeof(err));
+    aiserve_train_memory(t, &m0);
+    b = batch();
+    aiserve_train_forward(t, &b, &loss, err, sizeof(err));
+    aiserve_train_backward(t, 1.f, err, sizeof(err));
+    aiserve_train_step(t, &c, NULL, NULL, err, sizeof(err));
+    aiserve_train_memory(t, &m1);
+    b.seq_lens = one;
+    b.n_seqs = 1;
+    aiserve_train_forward(t, &b, &loss, err, sizeof(err));
+    aiserve_train_memory(t, &m2);
+    tap_ok(m0.weights == aiserve_train_n_params(t) * 4
+           && m0.gradients == m0.weights && m0.optimizer == 0
+           && m1.optimizer == 2 * m1.weights,
+           "memory: %zu bytes of weights, as many of gradients, twice as "
+           "many of optimiser state after a step", m0.weights);
+    tap_ok(m0.activations > 0 && m1.activations > m0.activations
+           && m2.activations == m1.activations,
+           "memory: activations %zu bytes for 7 tokens, %zu for 11, kept "
+           "for a smaller batch", m0.activations, m1.activations);
+    aiserve_train_free(t);
+}
+
+
 int
 main(void)
 {
+    test_memory();
     test_threads();
     test_dropout();
     test_new_head();
