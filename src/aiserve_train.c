@@ -625,6 +625,21 @@ fail:
 }
 
 
+/* Frees the copy of the batch (aiserve_take_batch()). */
+static void
+aiserve_batch_arrays_free(aiserve_train_t *t)
+{
+    free(t->ids);
+    free(t->types);
+    free(t->labels);
+    free(t->values);
+    free(t->lens);
+    free(t->start);
+    free(t->posn);
+    free(t->poff);
+}
+
+
 void
 aiserve_train_free(aiserve_train_t *t)
 {
@@ -638,14 +653,7 @@ aiserve_train_free(aiserve_train_t *t)
     free(t->grads);
     free(t->adam_m);
     free(t->adam_v);
-    free(t->ids);
-    free(t->types);
-    free(t->labels);
-    free(t->values);
-    free(t->lens);
-    free(t->start);
-    free(t->posn);
-    free(t->poff);
+    aiserve_batch_arrays_free(t);
     free(t->arena);
     aiserve_team_free(t->team);
     free(t->acts);
@@ -765,14 +773,7 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
         }
     }
     if (T > t->cap_T || b->n_seqs > t->cap_n) {
-        free(t->ids);
-        free(t->types);
-        free(t->labels);
-        free(t->values);
-        free(t->lens);
-        free(t->start);
-        free(t->posn);
-        free(t->poff);
+        aiserve_batch_arrays_free(t);
         t->cap_T = T > t->cap_T ? T : t->cap_T;
         t->cap_n = b->n_seqs > t->cap_n ? b->n_seqs : t->cap_n;
         t->ids = malloc(t->cap_T * sizeof(int32_t));
