@@ -4,7 +4,8 @@
  * from its seed, differs between seeds, and its gradient is that of the
  * loss under the same masks, by central differences), a new head's
  * initialisation (normal(0, initializer_range), zero bias, from the
- * seed), bf16 checkpoints, results that depend on the thread count
+ * seed; a missing pooler drawn the same way, a present one kept), bf16
+ * checkpoints, results that depend on the thread count
  * only (and barely), and clear errors for bad input.
  */
 #include <math.h>
@@ -12,7 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
+#include <jansson.h>
+
 #include "tap.h"
+#include "aiserve_safetensors.h"
 #include "aiserve_train.h"
 
 #define TINY    "models/tiny-bert-seq-cls"
@@ -431,6 +437,144 @@ test_threads(void)
 }
 
 
+/*
+ * DIR gets a copy of models/tiny-st-cls without its pooler: config.json
+ * as it is, model.safetensors rewritten (8-byte header length, JSON
+ * header, the F32 data) without the two bert.pooler tensors.
+ */
+static int
+write_poolerless(const char *dir)
+{
+    aiserve_st_file_t  *st;
+    json_t             *hdr, *e;
+    char                path[1024], err[256], *text;
+    FILE               *f;
+    size_t              i, off = 0;
+    uint64_t            len;
+    int                 rc;
+
+    st = aiserve_st_open("models/tiny-st-cls/model.safetensors", err,
+                         sizeof(err));
+    if (st == NULL || mkdir(dir, 0755) != 0) {
+        aiserve_st_close(st);
+        return -1;
+    }
+    snprintf(path, sizeof(path), "cp models/tiny-st-cls/config.json %s/",
+             dir);
+    rc = system(path);
+    hdr = json_object();
+    for (i = 0; i < st->n_tensors; i++) {
+        const aiserve_st_tensor_t  *t = &st->tensors[i];
+
+        if (strstr(t->name, "pooler") != NULL || t->dtype != AISERVE_ST_F32) {
+            continue;
+        }
+        e = json_pack("{s:s, s:[I, I], s:[I, I]}", "dtype", "F32", "shape",
+                      (json_int_t) t->shape[0],
+                      (json_int_t) (t->ndim == 2 ? t->shape[1] : 1),
+                      "data_offsets", (json_int_t) off,
+                      (json_int_t) (off + t->n_bytes));
+        if (t->ndim == 1) {
+            json_array_remove(json_object_get(e, "shape"), 1);
+        }
+        json_object_set_new(hdr, t->name, e);
+        off += t->n_bytes;
+    }
+    text = json_dumps(hdr, JSON_COMPACT | JSON_SORT_KEYS);
+    len = strlen(text);
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    f = fopen(path, "wb");
+    rc = rc != 0 || f == NULL;
+    if (f != NULL) {
+        fwrite(&len, 8, 1, f);
+        fwrite(text, 1, len, f);
+        /* the data in the order of the offsets given: sorted by name,
+         * as the reader sorts them */
+        for (i = 0; i < st->n_tensors; i++) {
+            const aiserve_st_tensor_t  *t = &st->tensors[i];
+
+            if (strstr(t->name, "pooler") == NULL
+                && t->dtype == AISERVE_ST_F32)
+            {
+                fwrite(t->data, 1, t->n_bytes, f);
+            }
+        }
+        fclose(f);
+    }
+    free(text);
+    json_decref(hdr);
+    aiserve_st_close(st);
+    return rc ? -1 : 0;
+}
+
+
+/* A BertModel checkpoint without a pooler gets one initialised as
+ * transformers does (normal(0, initializer_range), zero bias); one with
+ * a pooler keeps its own. */
+static void
+test_pooler_init(void)
+{
+    aiserve_train_t               *a, *b;
+    const aiserve_train_tensor_t  *w, *bias;
+    aiserve_st_file_t             *st;
+    const aiserve_st_tensor_t     *pw;
+    char                           dir[] = "/tmp/aiserve-train-XXXXXX";
+    char                           path[600], err[256];
+    double                         mean = 0, var = 0, zero = 0;
+    float                         *f;
+    size_t                         i;
+
+    if (mkdtemp(dir) == NULL) {
+        tap_ok(0, "a temporary directory");
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/m", dir);
+    tap_ok(write_poolerless(path) == 0, "tiny-st-cls without its pooler "
+           "written to %s", path);
+    a = load(path, AISERVE_ARCH_SEQUENCE_CLASSIFICATION, 3, 9);
+    b = load("models/tiny-st-cls", AISERVE_ARCH_SEQUENCE_CLASSIFICATION, 3,
+             9);
+    if (!tap_ok(a != NULL && b != NULL, "both load with a new 3-label "
+                "sequence head"))
+    {
+        aiserve_train_free(a);
+        aiserve_train_free(b);
+        return;
+    }
+    w = aiserve_train_find(a, "bert.pooler.dense.weight");
+    bias = aiserve_train_find(a, "bert.pooler.dense.bias");
+    for (i = 0; i < w->n; i++) {
+        mean += aiserve_train_params(a)[w->offset + i];
+    }
+    mean /= (double) w->n;
+    for (i = 0; i < w->n; i++) {
+        var += pow(aiserve_train_params(a)[w->offset + i] - mean, 2);
+    }
+    var /= (double) w->n;
+    for (i = 0; i < bias->n; i++) {
+        zero += fabsf(aiserve_train_params(a)[bias->offset + i]);
+    }
+    tap_ok(fabs(mean) < 0.02 && fabs(sqrt(var) - 0.2) < 0.02 && zero == 0,
+           "missing pooler: weight mean %.3f std %.3f (initializer_range "
+           "0.2), bias 0", mean, sqrt(var));
+    st = aiserve_st_open("models/tiny-st-cls/model.safetensors", err,
+                         sizeof(err));
+    pw = st != NULL ? aiserve_st_find(st, "pooler.dense.weight") : NULL;
+    f = malloc(w->n * sizeof(float));
+    tap_ok(pw != NULL && pw->n_elements == w->n
+           && aiserve_st_to_f32(pw->dtype, pw->data, f, w->n) == 0
+           && memcmp(f, aiserve_train_params(b) + w->offset,
+                     w->n * sizeof(float)) == 0,
+           "a checkpoint's pooler is kept");
+    free(f);
+    aiserve_st_close(st);
+    aiserve_train_free(a);
+    aiserve_train_free(b);
+    snprintf(path, sizeof(path), "rm -r %s", dir);
+    tap_ok(system(path) == 0, "temporary model removed");
+}
+
+
 static void
 test_memory(void)
 {
@@ -479,6 +623,7 @@ test_memory(void)
 int
 main(void)
 {
+    test_pooler_init();
     test_memory();
     test_threads();
     test_dropout();
