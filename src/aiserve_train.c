@@ -1783,6 +1783,12 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float                          rate, coef;
     size_t                         i, j;
 
+    if (c->total_steps == 0 || c->warmup_steps > c->total_steps) {
+        aiserve_err(err, err_len, "the schedule needs total_steps >= 1 and "
+                    "warmup_steps <= total_steps (got %zu and %zu)",
+                    c->total_steps, c->warmup_steps);
+        return -1;
+    }
     if (t->adam_m == NULL) {
         t->adam_m = calloc(t->n_params, sizeof(float));
         t->adam_v = calloc(t->n_params, sizeof(float));

@@ -261,7 +261,8 @@ void aiserve_train_memory(const aiserve_train_t *t,
  * counts the step and zeroes the gradients.  The optimiser state (two moments, as many
  * floats as parameters each) is allocated on the first step.  *LR and
  * *GRAD_NORM (either may be NULL) get the rate used and the norm before
- * clipping.  Returns 0, or -1 with err (out of memory).
+ * clipping.  Returns 0, or -1 with err (out of memory; total_steps 0 or
+ * below warmup_steps: get_linear_schedule_with_warmup has no rate then).
  */
 int aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float *lr, double *grad_norm, char *err, size_t err_len);

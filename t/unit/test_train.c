@@ -310,13 +310,14 @@ test_bf16(void)
 static void
 test_errors(void)
 {
-    aiserve_train_opts_t   o;
-    aiserve_train_t       *t;
-    aiserve_train_batch_t  b = batch();
-    int32_t                bad_ids[11], bad_labels[2] = { 2, 0 };
-    size_t                 long_len[1] = { 129 };
-    char                   err[512];
-    float                  loss;
+    aiserve_train_opts_t    o;
+    aiserve_train_t        *t;
+    aiserve_train_batch_t   b = batch();
+    int32_t                 bad_ids[11], bad_labels[2] = { 2, 0 };
+    size_t                  long_len[1] = { 129 };
+    aiserve_optim_config_t  oc;
+    char                    err[512];
+    float                   loss;
 
     memset(&o, 0, sizeof(o));
     err[0] = '\0';
@@ -363,6 +364,10 @@ test_errors(void)
     tap_ok(aiserve_train_forward(t, &b, &loss, err, sizeof(err)) == -1
            && strstr(err, "129 tokens") != NULL,
            "a sequence over max_position_embeddings: %s", err);
+    aiserve_optim_defaults(&oc);
+    tap_ok(aiserve_train_step(t, &oc, NULL, NULL, err, sizeof(err)) == -1
+           && strstr(err, "total_steps") != NULL,
+           "a step without total_steps: %s", err);
     b = batch();
     b.label_ids = NULL;
     tap_ok(aiserve_train_forward(t, &b, &loss, err, sizeof(err)) == 0
