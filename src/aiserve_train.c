@@ -625,6 +625,21 @@ fail:
 }
 
 
+/* Frees the copy of the batch (aiserve_take_batch()). */
+static void
+aiserve_batch_arrays_free(aiserve_train_t *t)
+{
+    free(t->ids);
+    free(t->types);
+    free(t->labels);
+    free(t->values);
+    free(t->lens);
+    free(t->start);
+    free(t->posn);
+    free(t->poff);
+}
+
+
 void
 aiserve_train_free(aiserve_train_t *t)
 {
@@ -638,14 +653,7 @@ aiserve_train_free(aiserve_train_t *t)
     free(t->grads);
     free(t->adam_m);
     free(t->adam_v);
-    free(t->ids);
-    free(t->types);
-    free(t->labels);
-    free(t->values);
-    free(t->lens);
-    free(t->start);
-    free(t->posn);
-    free(t->poff);
+    aiserve_batch_arrays_free(t);
     free(t->arena);
     aiserve_team_free(t->team);
     free(t->acts);
@@ -765,14 +773,7 @@ aiserve_take_batch(aiserve_train_t *t, const aiserve_train_batch_t *b,
         }
     }
     if (T > t->cap_T || b->n_seqs > t->cap_n) {
-        free(t->ids);
-        free(t->types);
-        free(t->labels);
-        free(t->values);
-        free(t->lens);
-        free(t->start);
-        free(t->posn);
-        free(t->poff);
+        aiserve_batch_arrays_free(t);
         t->cap_T = T > t->cap_T ? T : t->cap_T;
         t->cap_n = b->n_seqs > t->cap_n ? b->n_seqs : t->cap_n;
         t->ids = malloc(t->cap_T * sizeof(int32_t));
@@ -1782,6 +1783,12 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float                          rate, coef;
     size_t                         i, j;
 
+    if (c->total_steps == 0 || c->warmup_steps > c->total_steps) {
+        aiserve_err(err, err_len, "the schedule needs total_steps >= 1 and "
+                    "warmup_steps <= total_steps (got %zu and %zu)",
+                    c->total_steps, c->warmup_steps);
+        return -1;
+    }
     if (t->adam_m == NULL) {
         t->adam_m = calloc(t->n_params, sizeof(float));
         t->adam_v = calloc(t->n_params, sizeof(float));
@@ -1843,4 +1850,16 @@ aiserve_train_opts_defaults(aiserve_train_opts_t *opts)
     opts->lora_alpha = 16.f;
     opts->lora_dropout = 0.f;
     opts->lora_targets = AISERVE_LORA_QUERY | AISERVE_LORA_VALUE;
+}
+
+
+void
+aiserve_train_memory(const aiserve_train_t *t, aiserve_train_memory_t *m)
+{
+    m->weights = t->n_params * sizeof(float);
+    m->gradients = t->n_params * sizeof(float);
+    m->optimizer = t->adam_m != NULL ? 2 * t->n_params * sizeof(float) : 0;
+    m->activations = t->arena_cap * sizeof(float)
+                     + t->cap_T * (2 * sizeof(int32_t) + sizeof(size_t))
+                     + t->cap_n * 3 * sizeof(size_t);
 }

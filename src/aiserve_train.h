@@ -204,7 +204,10 @@ void aiserve_train_zero_grad(aiserve_train_t *t);
  * Backward pass of the last forward pass (which had labels): adds
  * LOSS_SCALE times the gradient of its loss to the gradients (1 /
  * gradient_accumulation_steps, as transformers' Trainer scales each
- * micro-batch's loss).  Returns 0, or -1 with err (no forward pass with
+ * micro-batch's loss for models that take no num_items_in_batch; note
+ * that Trainer 5.x passes num_items_in_batch to BERT, which accepts
+ * **kwargs but ignores it, and then does not divide: a scale of 1.
+ * AdamW is nearly blind to the difference, clipping is not).  Returns 0, or -1 with err (no forward pass with
  * labels to go back through).
  */
 int aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
@@ -237,6 +240,18 @@ int aiserve_train_head_forward(aiserve_train_t *t, const float *features,
     const aiserve_train_batch_t *batch, float *loss, char *err,
     size_t err_len);
 
+/* Bytes held, for the benchmark's memory table. */
+typedef struct {
+    size_t  weights;          /* the flat parameter array */
+    size_t  gradients;        /* as many */
+    size_t  optimizer;        /* AdamW's two moments (0 before a step) */
+    size_t  activations;      /* kept for the backward pass, sized by the
+                                 largest batch so far */
+} aiserve_train_memory_t;
+
+void aiserve_train_memory(const aiserve_train_t *t,
+    aiserve_train_memory_t *m);
+
 /*
  * One optimiser step as transformers' Trainer takes it after the
  * micro-batches of a step have been through forward and backward: clips
@@ -246,7 +261,8 @@ int aiserve_train_head_forward(aiserve_train_t *t, const float *features,
  * counts the step and zeroes the gradients.  The optimiser state (two moments, as many
  * floats as parameters each) is allocated on the first step.  *LR and
  * *GRAD_NORM (either may be NULL) get the rate used and the norm before
- * clipping.  Returns 0, or -1 with err (out of memory).
+ * clipping.  Returns 0, or -1 with err (out of memory; total_steps 0 or
+ * below warmup_steps: get_linear_schedule_with_warmup has no rate then).
  */
 int aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float *lr, double *grad_norm, char *err, size_t err_len);
