@@ -722,7 +722,21 @@ ngx_http_aiserve_meter_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_aiserve_meter_loc_conf_t  *prev = parent;
     ngx_http_aiserve_meter_loc_conf_t  *conf = child;
 
+    ngx_http_core_loc_conf_t            *clcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->usage_file && clcf->handler
+                            != ngx_http_aiserve_meter_usage_handler)
+    {
+        /* a content handler set after aiserve_usage replaced it */
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"aiserve_usage\" cannot be combined with another "
+                      "content handler in location \"%V\" in %s:%ui",
+                      &clcf->name, conf->usage_file, conf->usage_line);
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_merge_uint_value(conf->mode, prev->mode,
                               NGX_HTTP_AISERVE_METER_OFF);
@@ -1017,6 +1031,8 @@ ngx_http_aiserve_meter_check_prices(ngx_conf_t *cf,
 static char *
 ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_aiserve_meter_loc_conf_t  *lcf = conf;
+
     ngx_http_core_loc_conf_t            *clcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
@@ -1038,6 +1054,8 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = ngx_http_aiserve_meter_usage_handler;
+    lcf->usage_file = cf->conf_file->file.name.data;
+    lcf->usage_line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 }

@@ -106,6 +106,8 @@ struct ngx_http_aiserve_meter_main_conf_s {
 
 typedef struct {
     ngx_uint_t                   mode;
+    u_char                      *usage_file;   /* of aiserve_usage */
+    ngx_uint_t                   usage_line;
 } ngx_http_aiserve_meter_loc_conf_t;
 
 
