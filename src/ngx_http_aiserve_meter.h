@@ -101,6 +101,8 @@ struct ngx_http_aiserve_meter_main_conf_s {
     ngx_array_t                 *prices;
     ngx_uint_t                   have_pepper;
     uint8_t                      pepper[AISERVE_PEPPER_LEN];
+    u_char                      *db_file;      /* of aiserve_meter_db */
+    ngx_uint_t                   db_line;
 };
 
 
