@@ -221,10 +221,40 @@ Content-Type: application/json
 --- error_code eval
 [422, 422, 200, 422]
 --- response_body_like eval
-[ qr/"message":"input\[1\] has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it or ask for truncation","type":"invalid_request_error","param":"input\[1\]","code":"too_many_tokens"/,
-  qr/"message":"inputs has 22 tokens, more than the limit of 16 tokens/,
+[ qr/"message":"input\[1\] has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it \(an OpenAI embeddings request has no field for truncation; truncate=on on \\"aiserve_model\\" makes the server truncate\)","type":"invalid_request_error","param":"input\[1\]","code":"too_many_tokens"/,
+  qr/"message":"inputs has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it or send \\"truncate\\": true"/,
   qr/^\[\[[-0-9.e,]+\]\]$/,
-  qr/"message":"input has 17 tokens, more than the limit of 16 tokens of model \\"minilm\\"".*"code":"too_many_tokens"/ ]
+  qr/"message":"input has 17 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it \(an OpenAI embeddings request has no field for truncation;.*"code":"too_many_tokens"/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 8b: a too long sentence pair names the part that is too long (rerank: the query or the text)
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model rr $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-regression task=rerank max_seq=16;
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls max_seq=16;
+--- config
+location = /rerank { aiserve_infer rr; }
+location = /predict { aiserve_infer cls; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /rerank\n{\"query\": \"" . ("paris " x 14) . "\", \"texts\": [\"a\"]}",
+  "POST /rerank\n{\"query\": \"paris\", \"texts\": [\"a\", \"" . ("paris " x 14) . "\"]}",
+  "POST /rerank\n{\"query\": \"" . ("paris " x 14) . "\", \"texts\": [\"a\"], \"truncate\": true}",
+  "POST /predict\n{\"inputs\": {\"text\": \"" . ("paris " x 14) . "\", \"text_pair\": \"a\"}}",
+  "POST /predict\n{\"inputs\": [{\"text\": \"paris\", \"text_pair\": \"" . ("paris " x 14) . "\"}]}" ]
+--- error_code eval
+[422, 422, 200, 422, 422]
+--- response_body_like eval
+[ qr/^\{"error":\{"message":"query has 16 tokens with \[CLS\] and \[SEP\], which leaves no room for texts\[0\] within the limit of 16 tokens of model \\"rr\\"; shorten it or send \\"truncate\\": true","type":"invalid_request_error","param":"query","code":"too_many_tokens"\}\}$/,
+  qr/^\{"error":\{"message":"query and texts\[1\] have 18 tokens together \(3 and 15, special tokens included\), more than the limit of 16 tokens of model \\"rr\\"; shorten it or send \\"truncate\\": true","type":"invalid_request_error","param":"texts\[1\]","code":"too_many_tokens"\}\}$/,
+  qr/^\[\{"index":0,"score":[-0-9.e]+\}\]$/,
+  qr/"message":"inputs.text has 16 tokens with \[CLS\] and \[SEP\], which leaves no room for inputs.text_pair within the limit of 16 tokens of model \\"cls\\"; shorten it or send \\"truncate\\": true","type":"invalid_request_error","param":"inputs.text"/,
+  qr/"param":"inputs\[0\].text_pair","code":"too_many_tokens"/ ]
 --- no_error_log
 [error]
 
