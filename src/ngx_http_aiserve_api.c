@@ -50,6 +50,8 @@ static void ngx_http_aiserve_too_long(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, aiserve_encoding_t *enc, ngx_uint_t is_pair,
     const char *param);
 static const char *ngx_http_aiserve_truncate_hint(ngx_http_aiserve_ctx_t *ctx);
+static ngx_int_t ngx_http_aiserve_bert_sequence(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *ids, const char *param);
 static ngx_int_t ngx_http_aiserve_token_ids(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, json_t *ids,
     ngx_uint_t truncate, const char *param);
@@ -426,6 +428,84 @@ ngx_http_aiserve_truncate_hint(ngx_http_aiserve_ctx_t *ctx)
 }
 
 
+/*
+ * Token ids must be a whole sequence of the model's tokenizer, special
+ * tokens included, as /tokenize returns it: they start and end with the
+ * ids the model's post-processor puts around a text ([CLS] ... [SEP] for
+ * BERT, taken from the encoding of an empty text).  Ids of another
+ * tokenizer (tiktoken's, which the openai-based clients send, e.g.
+ * LangChain's OpenAIEmbeddings unless check_embedding_ctx_length=False)
+ * would otherwise give a wrong vector without an error.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_bert_sequence(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *ids, const char *param)
+{
+    char                       err[NGX_HTTP_AISERVE_ERRLEN];
+    size_t                     n;
+    int32_t                    head, tail;
+    json_t                    *a, *b;
+    const char                *hs, *ts;
+    aiserve_tok_opts_t         opts;
+    aiserve_encoding_t         enc;
+    ngx_http_aiserve_model_t  *m;
+
+    m = ctx->model;
+
+    aiserve_tok_opts_default(&opts);
+    opts.truncation = 0;
+    opts.add_special_tokens = 1;
+
+    ngx_memzero(&enc, sizeof(aiserve_encoding_t));
+
+    if (aiserve_tok_encode(m->tok, "", 0, NULL, 0, &opts, &enc, err,
+                           sizeof(err))
+        != 0)
+    {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "%s", err);
+        return NGX_ERROR;
+    }
+
+    if (enc.n_tokens < 2) {
+        /* a tokenizer without a post-processor: nothing to check */
+        aiserve_encoding_free(&enc);
+        return NGX_OK;
+    }
+
+    head = enc.input_ids[0];
+    tail = enc.input_ids[enc.n_tokens - 1];
+    aiserve_encoding_free(&enc);
+
+    n = json_array_size(ids);
+    a = json_array_get(ids, 0);
+    b = json_array_get(ids, n - 1);
+
+    if (n >= 2
+        && json_is_integer(a) && json_integer_value(a) == head
+        && json_is_integer(b) && json_integer_value(b) == tail)
+    {
+        return NGX_OK;
+    }
+
+    hs = aiserve_tok_id_to_token(m->tok, head);
+    ts = aiserve_tok_id_to_token(m->tok, tail);
+
+    ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token_sequence", param,
+                             "%s is not a token sequence of model \"%V\": "
+                             "it must start with %s (%D) and end with %s "
+                             "(%D), as /tokenize returns it; send text "
+                             "instead of ids made by another tokenizer "
+                             "(tiktoken's, as LangChain's OpenAIEmbeddings "
+                             "sends unless check_embedding_ctx_length=False)",
+                             param, &m->name, hs ? hs : "?", head,
+                             ts ? ts : "?", tail);
+
+    return NGX_ERROR;
+}
+
+
 /* An array of token ids, special tokens included, as /tokenize returns. */
 
 static ngx_int_t
@@ -484,6 +564,10 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         }
 
         p[k] = (int32_t) id;
+    }
+
+    if (ngx_http_aiserve_bert_sequence(r, ctx, ids, param) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ctx->seqs[i].input_ids = p;

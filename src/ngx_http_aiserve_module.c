@@ -1388,9 +1388,12 @@ ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
 /*
  * Errors that nginx itself produces on an aiserve location (413 from
- * client_max_body_size, 400 for a broken chunked body, 408, 500, ...) are
- * sent as the same JSON error object instead of nginx's HTML page.  The
- * special response sets r->err_status; aiserve's own errors do not.
+ * client_max_body_size, 400 for a broken chunked body, 500, ...) are sent
+ * as the same JSON error object instead of nginx's HTML page.  The special
+ * response sets r->err_status; aiserve's own errors do not.  A body that
+ * does not arrive within client_body_timeout gets no response at all:
+ * nginx closes the connection (ngx_http_finalize_request() terminates a
+ * request finalized with 408) and logs 408.
  */
 
 static ngx_int_t
@@ -1428,11 +1431,6 @@ ngx_http_aiserve_header_filter(ngx_http_request_t *r)
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
         msg = "the request body is larger than client_max_body_size";
         code = "request_too_large";
-        break;
-
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        msg = "the request body was not received in time";
-        code = "request_timeout";
         break;
 
     case NGX_HTTP_BAD_REQUEST:

@@ -260,6 +260,51 @@ Content-Type: application/json
 
 
 
+=== TEST 8c: a body that stops arriving: nginx closes the connection after client_body_timeout (before the client's 5 s), with no response
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; client_body_timeout 1s; }
+--- raw_request eval
+"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"inputs\": "
+--- timeout: 5
+--- error_code_like: ^$
+--- response_body:
+--- no_error_log
+[error]
+
+
+
+=== TEST 8d: token ids that are not a sequence of the model's tokenizer (tiktoken's, as LangChain's OpenAIEmbeddings sends them) are a 422
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+# [9906, 1917]: "Hello world" in tiktoken's cl100k_base
+[ "POST /v1/embeddings\n{\"input\": [[9906, 1917]]}",
+  "POST /v1/embeddings\n{\"input\": [[101, 7592, 2088, 102], [101, 7592, 2088]]}",
+  "POST /embed\n{\"inputs\": [7592, 2088, 102]}",
+  "POST /v1/embeddings\n{\"input\": [101, 7592, 2088, 102]}" ]
+--- error_code eval
+[422, 422, 422, 200]
+--- response_body_like eval
+[ qr/^\{"error":\{"message":"input\[0\] is not a token sequence of model \\"minilm\\": it must start with \[CLS\] \(101\) and end with \[SEP\] \(102\), as \/tokenize returns it; send text instead of ids made by another tokenizer \(tiktoken's, as LangChain's OpenAIEmbeddings sends unless check_embedding_ctx_length=False\)","type":"invalid_request_error","param":"input\[0\]","code":"invalid_token_sequence"\}\}$/,
+  qr/"param":"input\[1\]","code":"invalid_token_sequence"/,
+  qr/"param":"inputs","code":"invalid_token_sequence"/,
+  qr/"object":"list"/ ]
+--- no_error_log
+[error]
+
+
+
 === TEST 9: aiserve_max_inputs
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
