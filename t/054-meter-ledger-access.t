@@ -127,12 +127,20 @@ my $emerg = qr/\[emerg\] .*user[ ]"nobody"[ ]of[ ]the[ ]worker[ ]processes
     ok(!-e "$dir/private/var", 'nginx -t created nothing');
 }
 
-# nginx -t on a good path passes and creates nothing either
+# nginx -t on a good path passes and creates nothing either, also in a
+# ledger directory that exists but is empty
 {
     my ($rc, $out) = run_nginx('-t', '-c', $good);
     is($rc, 0, 'nginx -t passes for a ledger the workers can open')
         or diag($out);
     ok(!-e "$dir/open/var", 'nginx -t did not create the ledger');
+
+    File::Path::make_path("$dir/open/empty");
+    my $conf = write_conf("$dir/empty.conf", "$dir/open/empty");
+    ($rc, $out) = run_nginx('-t', '-c', $conf);
+    is($rc, 0, 'nginx -t passes for an empty ledger directory') or diag($out);
+    my @made = glob("$dir/open/empty/*");
+    is("@made", '', 'nginx -t wrote nothing into it');
 }
 
 # a start fails before nginx listens
