@@ -5,7 +5,9 @@
  * Where things live:
  *   - keys and the ledger: an LMDB environment (aiserve_meter_db PATH,
  *     src/aiserve_ledger.c), opened per worker in init_process, closed in
- *     exit_process; the master only creates it and reads hmac.key.
+ *     exit_process; the master only creates it, reads hmac.key and, in
+ *     ngx_http_aiserve_meter_check_module (a core module), gives it to the
+ *     worker user and checks that this user can open it.
  *   - hot state: a shared zone (aiserve_meter_zone NAME SIZE), reused
  *     across reloads like ngx_http_limit_req_module's: per key rate buckets,
  *     budget used and reserved, requests in flight, and per (key, day,
