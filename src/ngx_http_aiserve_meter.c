@@ -389,7 +389,6 @@ ngx_http_aiserve_meter_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
 {
-    char                                 err[512];
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
@@ -405,17 +404,7 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
     }
 
     /* LMDB never crosses fork(): each worker opens its own environment */
-    if (aiserve_ledger_open(&ngx_http_aiserve_meter_ledger,
-                            (char *) mcf->db_path.data, mcf->map_size,
-                            AISERVE_LEDGER_NO_PEPPER, err, sizeof(err))
-        != AISERVE_LEDGER_OK)
-    {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "aiserve meter: %s", err);
-        return NGX_ERROR;
-    }
-
-    aiserve_ledger_reader_check(ngx_http_aiserve_meter_ledger);
+    (void) ngx_http_aiserve_meter_open_ledger(cycle, NGX_LOG_EMERG);
 
     ngx_http_aiserve_meter_hmac = aiserve_key_hmac_create(mcf->pepper);
     if (ngx_http_aiserve_meter_hmac == NULL) {
@@ -438,20 +427,65 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * Opens the worker's ledger; logs a failure at level (0: not at all).  A
+ * worker that cannot open it (the ledger was made unreadable after nginx
+ * started, LMDB fails) keeps serving: metered requests get 503
+ * meter_unavailable, and the flush timer calls this again every flush
+ * interval, so a repaired ledger is taken up without a restart.  A worker
+ * that exited instead would exit with a fatal code, which nginx does not
+ * respawn, and could leave the master listening with no worker.
+ */
+ngx_int_t
+ngx_http_aiserve_meter_open_ledger(ngx_cycle_t *cycle, ngx_uint_t level)
+{
+    char                                 err[512];
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    if (ngx_http_aiserve_meter_ledger) {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_aiserve_meter_module);
+
+    if (aiserve_ledger_open(&ngx_http_aiserve_meter_ledger,
+                            (char *) mcf->db_path.data, mcf->map_size,
+                            AISERVE_LEDGER_NO_PEPPER, err, sizeof(err))
+        != AISERVE_LEDGER_OK)
+    {
+        ngx_http_aiserve_meter_ledger = NULL;
+
+        if (level) {
+            ngx_log_error(level, cycle->log, 0,
+                          "aiserve meter: %s; metered requests get 503 "
+                          "until the ledger can be opened (tried again "
+                          "every %M ms)", err, mcf->flush);
+        }
+
+        return NGX_ERROR;
+    }
+
+    aiserve_ledger_reader_check(ngx_http_aiserve_meter_ledger);
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_aiserve_meter_ledger == NULL) {
-        return;
+    if (ngx_http_aiserve_meter_ledger) {
+        ngx_http_aiserve_meter_flush(cycle, 1);
+
+        aiserve_ledger_close(ngx_http_aiserve_meter_ledger);
+        ngx_http_aiserve_meter_ledger = NULL;
     }
 
-    ngx_http_aiserve_meter_flush(cycle, 1);
-
-    aiserve_ledger_close(ngx_http_aiserve_meter_ledger);
-    ngx_http_aiserve_meter_ledger = NULL;
-
-    aiserve_key_hmac_free(ngx_http_aiserve_meter_hmac);
-    ngx_http_aiserve_meter_hmac = NULL;
+    if (ngx_http_aiserve_meter_hmac) {
+        aiserve_key_hmac_free(ngx_http_aiserve_meter_hmac);
+        ngx_http_aiserve_meter_hmac = NULL;
+    }
 }
 
 

@@ -145,6 +145,11 @@ extern aiserve_ledger_t    *ngx_http_aiserve_meter_ledger;
 extern aiserve_key_hmac_t  *ngx_http_aiserve_meter_hmac;
 
 
+/* ngx_http_aiserve_meter.c: opens ngx_http_aiserve_meter_ledger in a
+ * worker, NGX_OK or NGX_ERROR (logged at level, 0: not logged) */
+ngx_int_t ngx_http_aiserve_meter_open_ledger(ngx_cycle_t *cycle,
+    ngx_uint_t level);
+
 /* ngx_http_aiserve_meter.c: today's UTC day (YYYYMMDD) */
 uint32_t ngx_http_aiserve_meter_today(void);
 

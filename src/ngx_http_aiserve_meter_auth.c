@@ -145,6 +145,17 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    if (ngx_http_aiserve_meter_ledger == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve meter: the ledger is not open");
+        ref->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ref->type = "server_error";
+        ref->code = "meter_unavailable";
+        ref->msg = "usage metering is unavailable, retry later";
+        ref->retry_after = 1;
+        return NGX_DECLINED;
+    }
+
     if (aiserve_key_hmac(ngx_http_aiserve_meter_hmac, (char *) token.data,
                          token.len, hash)
         != 0)

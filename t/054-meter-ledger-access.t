@@ -1,6 +1,8 @@
 # aiserve_meter_db: a ledger the worker user cannot open stops nginx -t, a
 # start and a reload with an [emerg] that names the ledger, the user and
 # the directory in the way, before nginx listens; nginx -t creates nothing.
+# A worker that finds the ledger unreadable later keeps serving (503 for
+# metered requests) and opens it once it is readable again.
 #
 # Test::Nginx's runner writes "user root;" when it runs as root, so this
 # suite writes its own nginx.conf (workers as "nobody") and runs nginx
@@ -97,14 +99,23 @@ sub stop_nginx {
 }
 
 sub embed {
-    my ($secret) = @_;
+    my ($secret, %opt) = @_;
     return aiserve_http($port, {
         method  => 'POST',
         uri     => '/v1/embeddings',
         headers => [ 'Content-Type' => 'application/json',
                      'Authorization' => "Bearer $secret" ],
         body    => '{"input": "hello"}',
-    });
+    }, %opt);
+}
+
+# the error log from byte $pos on
+sub log_since {
+    my ($pos) = @_;
+    open my $in, '<', $errlog or return '';
+    seek $in, $pos, 0;
+    local $/;
+    return <$in> // '';
 }
 
 my $private_ledger = "$dir/private/var/ledger";
@@ -178,6 +189,44 @@ my $emerg = qr/\[emerg\] .*user[ ]"nobody"[ ]of[ ]the[ ]worker[ ]processes
     my $r = embed($secret);
     is($r->{status}, 200, 'a metered request is served by a worker');
 
+    # the ledger becomes unreadable for "nobody" while nginx runs, and a
+    # worker is replaced (killed here): the new worker cannot open the
+    # ledger, and serves all the same (503 for metered requests) instead of
+    # exiting and leaving the master listening with no worker
+    chmod 0700, "$dir/open";
+    my $master = master_pid();
+    my ($old) = split ' ', `pgrep -P $master`;
+    my $logged = -s $errlog;
+    kill 'KILL', $old;
+    my $new;
+    for (1 .. 100) {
+        Time::HiRes::sleep(0.05);
+        ($new) = grep { $_ != $old } split ' ', `pgrep -P $master`;
+        last if $new;
+    }
+    ok($new, 'the master started a new worker');
+    $r = embed($secret, timeout => 5);
+    is($r->{status}, 503, 'the new worker answers a metered request: 503');
+    is(eval { JSON::PP::decode_json($r->{body})->{error}{code} } // '',
+       'meter_unavailable', '... meter_unavailable');
+    ok(kill(0, $new), 'the new worker is still running');
+    like(log_since($logged), qr/\[emerg\][ ].*aiserve[ ]meter:[ ].*
+                               \Q$good_ledger\E.*Permission[ ]denied;
+                               [ ]metered[ ]requests[ ]get[ ]503/x,
+         'the worker logs why, naming the ledger');
+
+    # readable again: the next flush tick opens it, no restart needed
+    chmod 0755, "$dir/open";
+    for (1 .. 40) {
+        $r = embed($secret, timeout => 5);
+        last if ($r->{status} // 0) == 200;
+        Time::HiRes::sleep(0.05);
+    }
+    is($r->{status}, 200, 'the ledger readable again: the worker serves');
+    like(log_since($logged), qr/\[notice\][ ].*aiserve[ ]meter:[ ]ledger
+                               [ ]"\Q$good_ledger\E"[ ]opened/x,
+         'and logs that it opened the ledger');
+
     # a reload to the unreadable ledger is refused; the running
     # generation keeps serving
     my $before = -s $errlog;
@@ -186,10 +235,7 @@ my $emerg = qr/\[emerg\] .*user[ ]"nobody"[ ]of[ ]the[ ]worker[ ]processes
     my $log = '';
     for (1 .. 100) {
         Time::HiRes::sleep(0.05);
-        open my $in, '<', $errlog or last;
-        seek $in, $before, 0;
-        local $/;
-        $log = <$in>;
+        $log = log_since($before);
         last if $log =~ /\[emerg\]/;
     }
     like($log, qr/\[emerg\] \s .* user \s "nobody" \s of \s the \s worker
