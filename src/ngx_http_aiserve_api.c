@@ -46,6 +46,12 @@ static ngx_int_t ngx_http_aiserve_tokenize(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, const char *text, size_t len,
     const char *pair, size_t pair_len, ngx_uint_t truncate,
     const char *param);
+static void ngx_http_aiserve_too_long(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, aiserve_encoding_t *enc, ngx_uint_t is_pair,
+    const char *param);
+static const char *ngx_http_aiserve_truncate_hint(ngx_http_aiserve_ctx_t *ctx);
+static ngx_int_t ngx_http_aiserve_bert_sequence(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *ids, const char *param);
 static ngx_int_t ngx_http_aiserve_token_ids(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, json_t *ids,
     ngx_uint_t truncate, const char *param);
@@ -326,11 +332,7 @@ ngx_http_aiserve_tokenize(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     seq->n_tokens = enc->n_tokens;
 
     if (enc->n_tokens > m->max_seq) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", param,
-                                 "%s has %uz tokens, more than the limit of "
-                                 "%uz tokens of model \"%V\"; shorten it or "
-                                 "ask for truncation", param, enc->n_tokens,
-                                 m->max_seq, &m->name);
+        ngx_http_aiserve_too_long(r, ctx, enc, pair != NULL, param);
         return NGX_ERROR;
     }
 
@@ -344,6 +346,163 @@ ngx_http_aiserve_tokenize(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     ctx->prompt_tokens += enc->n_tokens;
 
     return NGX_OK;
+}
+
+
+/*
+ * The 422 for an input longer than the model's max_seq with truncation off.
+ * For a pair it names the part that is too long: the first text (a rerank
+ * query) when it alone, with [CLS] and [SEP], leaves no room for the
+ * second within max_seq, else the second.
+ */
+
+static void
+ngx_http_aiserve_too_long(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    aiserve_encoding_t *enc, ngx_uint_t is_pair, const char *param)
+{
+    char                       a[NGX_HTTP_AISERVE_PARAMLEN];
+    char                       b[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t                     k, first;
+    ngx_http_aiserve_model_t  *m;
+
+    m = ctx->model;
+
+    if (!is_pair || enc->token_type_ids == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", param,
+                                 "%s has %uz tokens, more than the limit of "
+                                 "%uz tokens of model \"%V\"; %s", param,
+                                 enc->n_tokens, m->max_seq, &m->name,
+                                 ngx_http_aiserve_truncate_hint(ctx));
+        return;
+    }
+
+    /* [CLS] first [SEP] are type 0, second [SEP] type 1 */
+    for (k = 0, first = 0; k < enc->n_tokens; k++) {
+        first += (enc->token_type_ids[k] == 0);
+    }
+
+    if (ctx->alcf->api == NGX_HTTP_AISERVE_API_RERANK) {
+        ngx_cpystrn((u_char *) a, (u_char *) "query", sizeof(a));
+        ngx_cpystrn((u_char *) b, (u_char *) param, sizeof(b));
+
+    } else {
+        ngx_snprintf((u_char *) a, sizeof(a) - 1, "%s.text%Z", param);
+        ngx_snprintf((u_char *) b, sizeof(b) - 1, "%s.text_pair%Z", param);
+    }
+
+    if (first + 2 > m->max_seq) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", a,
+                                 "%s has %uz tokens with [CLS] and [SEP], "
+                                 "which leaves no room for %s within the "
+                                 "limit of %uz tokens of model \"%V\"; %s",
+                                 a, first, b, m->max_seq, &m->name,
+                                 ngx_http_aiserve_truncate_hint(ctx));
+        return;
+    }
+
+    ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", b,
+                             "%s and %s have %uz tokens together (%uz and "
+                             "%uz, special tokens included), more than the "
+                             "limit of %uz tokens of model \"%V\"; %s", a, b,
+                             enc->n_tokens, first, enc->n_tokens - first,
+                             m->max_seq, &m->name,
+                             ngx_http_aiserve_truncate_hint(ctx));
+}
+
+
+/*
+ * How a client can get a too long input through: the OpenAI request has no
+ * field for it, the TEI-shaped ones have "truncate".
+ */
+
+static const char *
+ngx_http_aiserve_truncate_hint(ngx_http_aiserve_ctx_t *ctx)
+{
+    if (ctx->alcf->api == NGX_HTTP_AISERVE_API_OPENAI) {
+        return "shorten it (an OpenAI embeddings request has no field for "
+               "truncation; truncate=on on \"aiserve_model\" makes the "
+               "server truncate)";
+    }
+
+    return "shorten it or send \"truncate\": true";
+}
+
+
+/*
+ * Token ids must be a whole sequence of the model's tokenizer, special
+ * tokens included, as /tokenize returns it: they start and end with the
+ * ids the model's post-processor puts around a text ([CLS] ... [SEP] for
+ * BERT, taken from the encoding of an empty text).  Ids of another
+ * tokenizer (tiktoken's, which the openai-based clients send, e.g.
+ * LangChain's OpenAIEmbeddings unless check_embedding_ctx_length=False)
+ * would otherwise give a wrong vector without an error.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_bert_sequence(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *ids, const char *param)
+{
+    char                       err[NGX_HTTP_AISERVE_ERRLEN];
+    size_t                     n;
+    int32_t                    head, tail;
+    json_t                    *a, *b;
+    const char                *hs, *ts;
+    aiserve_tok_opts_t         opts;
+    aiserve_encoding_t         enc;
+    ngx_http_aiserve_model_t  *m;
+
+    m = ctx->model;
+
+    aiserve_tok_opts_default(&opts);
+    opts.truncation = 0;
+    opts.add_special_tokens = 1;
+
+    ngx_memzero(&enc, sizeof(aiserve_encoding_t));
+
+    if (aiserve_tok_encode(m->tok, "", 0, NULL, 0, &opts, &enc, err,
+                           sizeof(err))
+        != 0)
+    {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "%s", err);
+        return NGX_ERROR;
+    }
+
+    if (enc.n_tokens < 2) {
+        /* a tokenizer without a post-processor: nothing to check */
+        aiserve_encoding_free(&enc);
+        return NGX_OK;
+    }
+
+    head = enc.input_ids[0];
+    tail = enc.input_ids[enc.n_tokens - 1];
+    aiserve_encoding_free(&enc);
+
+    n = json_array_size(ids);
+    a = json_array_get(ids, 0);
+    b = json_array_get(ids, n - 1);
+
+    if (n >= 2
+        && json_is_integer(a) && json_integer_value(a) == head
+        && json_is_integer(b) && json_integer_value(b) == tail)
+    {
+        return NGX_OK;
+    }
+
+    hs = aiserve_tok_id_to_token(m->tok, head);
+    ts = aiserve_tok_id_to_token(m->tok, tail);
+
+    ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token_sequence", param,
+                             "%s is not a token sequence of model \"%V\": "
+                             "it must start with %s (%D) and end with %s "
+                             "(%D), as /tokenize returns it; send text "
+                             "instead of ids made by another tokenizer "
+                             "(tiktoken's, as LangChain's OpenAIEmbeddings "
+                             "sends unless check_embedding_ctx_length=False)",
+                             param, &m->name, hs ? hs : "?", head,
+                             ts ? ts : "?", tail);
+
+    return NGX_ERROR;
 }
 
 
@@ -375,8 +534,9 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         if (!truncate) {
             ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", param,
                                      "%s has %uz tokens, more than the limit "
-                                     "of %uz tokens of model \"%V\"", param,
-                                     n, m->max_seq, &m->name);
+                                     "of %uz tokens of model \"%V\"; %s",
+                                     param, n, m->max_seq, &m->name,
+                                     ngx_http_aiserve_truncate_hint(ctx));
             return NGX_ERROR;
         }
 
@@ -404,6 +564,10 @@ ngx_http_aiserve_token_ids(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         }
 
         p[k] = (int32_t) id;
+    }
+
+    if (ngx_http_aiserve_bert_sequence(r, ctx, ids, param) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ctx->seqs[i].input_ids = p;

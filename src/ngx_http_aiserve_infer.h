@@ -57,6 +57,8 @@ typedef struct {
     ngx_str_t                   model_name;
     ngx_http_aiserve_model_t   *model;
     ngx_uint_t                  api;
+    u_char                     *file;       /* of aiserve_infer */
+    ngx_uint_t                  line;
     ngx_uint_t                  max_inputs;
     ngx_uint_t                  max_request_tokens;
     ngx_msec_t                  queue_timeout;

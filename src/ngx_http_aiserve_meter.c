@@ -5,7 +5,9 @@
  * Where things live:
  *   - keys and the ledger: an LMDB environment (aiserve_meter_db PATH,
  *     src/aiserve_ledger.c), opened per worker in init_process, closed in
- *     exit_process; the master only creates it and reads hmac.key.
+ *     exit_process; the master only creates it, reads hmac.key and, in
+ *     ngx_http_aiserve_meter_check_module (a core module), gives it to the
+ *     worker user and checks that this user can open it.
  *   - hot state: a shared zone (aiserve_meter_zone NAME SIZE), reused
  *     across reloads like ngx_http_limit_req_module's: per key rate buckets,
  *     budget used and reserved, requests in flight, and per (key, day,
@@ -51,6 +53,13 @@ static char *ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle);
+static char *ngx_http_aiserve_meter_check_ledger(ngx_cycle_t *cycle,
+    void *conf);
+static ngx_int_t ngx_http_aiserve_meter_access(u_char *path,
+    ngx_uint_t own, u_char *msg, size_t len);
+static ngx_int_t ngx_http_aiserve_meter_access_as(ngx_cycle_t *cycle,
+    ngx_core_conf_t *ccf, u_char *path, ngx_uint_t own, u_char *msg,
+    size_t len);
 static ngx_int_t ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle);
 
@@ -130,6 +139,35 @@ ngx_module_t  ngx_http_aiserve_meter_module = {
     NULL,                                   /* init thread */
     NULL,                                   /* exit thread */
     ngx_http_aiserve_meter_exit_process,    /* exit process */
+    NULL,                                   /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/*
+ * A core module for one hook: core modules' init_conf runs after the whole
+ * configuration is read, once the "user" of the workers is known, and a
+ * failure there rejects the configuration (nginx -t, a start, a reload)
+ * before any listening socket is opened or any worker started.
+ */
+static ngx_core_module_t  ngx_http_aiserve_meter_check_module_ctx = {
+    ngx_string("aiserve_meter_check"),
+    NULL,
+    ngx_http_aiserve_meter_check_ledger
+};
+
+
+ngx_module_t  ngx_http_aiserve_meter_check_module = {
+    NGX_MODULE_V1,
+    &ngx_http_aiserve_meter_check_module_ctx, /* module context */
+    NULL,                                   /* module directives */
+    NGX_CORE_MODULE,                        /* module type */
+    NULL,                                   /* init master */
+    NULL,                                   /* init module */
+    NULL,                                   /* init process */
+    NULL,                                   /* init thread */
+    NULL,                                   /* exit thread */
+    NULL,                                   /* exit process */
     NULL,                                   /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -351,7 +389,6 @@ ngx_http_aiserve_meter_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
 {
-    char                                 err[512];
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
@@ -367,17 +404,7 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
     }
 
     /* LMDB never crosses fork(): each worker opens its own environment */
-    if (aiserve_ledger_open(&ngx_http_aiserve_meter_ledger,
-                            (char *) mcf->db_path.data, mcf->map_size,
-                            AISERVE_LEDGER_NO_PEPPER, err, sizeof(err))
-        != AISERVE_LEDGER_OK)
-    {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                      "aiserve meter: %s", err);
-        return NGX_ERROR;
-    }
-
-    aiserve_ledger_reader_check(ngx_http_aiserve_meter_ledger);
+    (void) ngx_http_aiserve_meter_open_ledger(cycle, NGX_LOG_EMERG);
 
     ngx_http_aiserve_meter_hmac = aiserve_key_hmac_create(mcf->pepper);
     if (ngx_http_aiserve_meter_hmac == NULL) {
@@ -400,38 +427,78 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
 }
 
 
-static void
-ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle)
+/*
+ * Opens the worker's ledger; logs a failure at level (0: not at all).  A
+ * worker that cannot open it (the ledger was made unreadable after nginx
+ * started, LMDB fails) keeps serving: metered requests get 503
+ * meter_unavailable, and the flush timer calls this again every flush
+ * interval, so a repaired ledger is taken up without a restart.  A worker
+ * that exited instead would exit with a fatal code, which nginx does not
+ * respawn, and could leave the master listening with no worker.
+ */
+ngx_int_t
+ngx_http_aiserve_meter_open_ledger(ngx_cycle_t *cycle, ngx_uint_t level)
 {
-    if (ngx_http_aiserve_meter_ledger == NULL) {
-        return;
+    char                                 err[512];
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    if (ngx_http_aiserve_meter_ledger) {
+        return NGX_OK;
     }
 
-    ngx_http_aiserve_meter_flush(cycle, 1);
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_aiserve_meter_module);
 
-    aiserve_ledger_close(ngx_http_aiserve_meter_ledger);
-    ngx_http_aiserve_meter_ledger = NULL;
+    if (aiserve_ledger_open(&ngx_http_aiserve_meter_ledger,
+                            (char *) mcf->db_path.data, mcf->map_size,
+                            AISERVE_LEDGER_NO_PEPPER, err, sizeof(err))
+        != AISERVE_LEDGER_OK)
+    {
+        ngx_http_aiserve_meter_ledger = NULL;
 
-    aiserve_key_hmac_free(ngx_http_aiserve_meter_hmac);
-    ngx_http_aiserve_meter_hmac = NULL;
+        if (level) {
+            ngx_log_error(level, cycle->log, 0,
+                          "aiserve meter: %s; metered requests get 503 "
+                          "until the ledger can be opened (tried again "
+                          "every %M ms)", err, mcf->flush);
+        }
+
+        return NGX_ERROR;
+    }
+
+    aiserve_ledger_reader_check(ngx_http_aiserve_meter_ledger);
+
+    return NGX_OK;
 }
 
 
-/* Master, after the configuration is read: the ledger's files belong to
- * the worker user (like nginx's temp paths). */
+static void
+ngx_http_aiserve_meter_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_aiserve_meter_ledger) {
+        ngx_http_aiserve_meter_flush(cycle, 1);
+
+        aiserve_ledger_close(ngx_http_aiserve_meter_ledger);
+        ngx_http_aiserve_meter_ledger = NULL;
+    }
+
+    if (ngx_http_aiserve_meter_hmac) {
+        aiserve_key_hmac_free(ngx_http_aiserve_meter_hmac);
+        ngx_http_aiserve_meter_hmac = NULL;
+    }
+}
+
+
+/* Master, after the configuration is read: keys are masked in every error
+ * log of the cycle. */
 static ngx_int_t
 ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle)
 {
-    u_char                               file[NGX_MAX_PATH];
     ngx_uint_t                           i;
-    ngx_core_conf_t                     *ccf;
     ngx_http_core_loc_conf_t            *clcf;
     ngx_http_core_srv_conf_t           **cscf;
     ngx_http_core_main_conf_t           *cmcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
-    static const char                   *names[] = {
-        "", "/data.mdb", "/lock.mdb"
-    };
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_aiserve_meter_module);
@@ -456,28 +523,282 @@ ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle)
         }
     }
 
-    if (geteuid() != 0) {
-        return NGX_OK;
+    return NGX_OK;
+}
+
+
+/*
+ * init_conf of ngx_http_aiserve_meter_check_module: the ledger's directory
+ * and files are given to the worker user (like nginx's temp paths), then
+ * that user must be able to open them: search every directory above the
+ * ledger, read and write the directory and its files.  nginx -t and
+ * nginx -s (which create nothing) check instead that the master could
+ * create a missing ledger, and leave the ledger's own permissions to the
+ * chown of the start.  A worker that cannot open the ledger would exit
+ * with a fatal code and leave the master listening with no worker.
+ */
+static char *
+ngx_http_aiserve_meter_check_ledger(ngx_cycle_t *cycle, void *conf)
+{
+    u_char                               file[NGX_MAX_PATH], *p, *last;
+    u_char                               msg[NGX_MAX_ERROR_STR];
+    ngx_int_t                            rc;
+    ngx_uint_t                           i, dry, switch_user;
+    ngx_file_info_t                      fi;
+    ngx_core_conf_t                     *ccf;
+    struct passwd                       *pwd;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+    static const char                   *names[] = {
+        "", "/data.mdb", "/lock.mdb"
+    };
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_aiserve_meter_module);
+    if (mcf == NULL || mcf->db_path.len == 0) {
+        return NGX_CONF_OK;
     }
 
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    if (ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT) {
+    dry = (ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER);
+    switch_user = (geteuid() == 0 && ccf->master
+                   && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT);
+
+    if (ngx_file_info(mcf->db_path.data, &fi) == NGX_FILE_ERROR) {
+
+        /* only nginx -t and nginx -s get here: they create nothing */
+
+        ngx_cpystrn(file, mcf->db_path.data,
+                    ngx_min(mcf->db_path.len + 1, sizeof(file)));
+        last = file + ngx_strlen(file);
+
+        do {
+            for (p = last - 1; p > file && *p != '/'; p--) { /* void */ }
+            last = (p == file) ? p + 1 : p;
+            *last = '\0';
+        } while (last > file + 1
+                 && ngx_file_info(file, &fi) == NGX_FILE_ERROR);
+
+        if (access((char *) file, W_OK|X_OK) == -1) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                          "the ledger \"%V\" of \"aiserve_meter_db\" in "
+                          "%s:%ui cannot be created: no write permission "
+                          "on \"%s\"", &mcf->db_path, mcf->db_file,
+                          mcf->db_line, file);
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (switch_user && !dry) {
+
+        for (i = 0; i < 3; i++) {
+            ngx_snprintf(file, sizeof(file) - 1, "%V%s%Z", &mcf->db_path,
+                         names[i]);
+
+            if (chown((char *) file, ccf->user, ccf->group) == -1) {
+                ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                              "chown(\"%s\", %d) failed", file, ccf->user);
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    if (switch_user) {
+        rc = ngx_http_aiserve_meter_access_as(cycle, ccf, mcf->db_path.data,
+                                              !dry, msg, sizeof(msg));
+
+    } else {
+        rc = ngx_http_aiserve_meter_access(mcf->db_path.data, 1, msg,
+                                           sizeof(msg));
+    }
+
+    if (rc == NGX_OK) {
+        return NGX_CONF_OK;
+    }
+
+    if (switch_user) {
+        p = (u_char *) ccf->username;
+
+    } else {
+        pwd = getpwuid(geteuid());
+        p = (u_char *) (pwd ? pwd->pw_name : "?");
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                  "user \"%s\" of the worker processes cannot open the "
+                  "ledger \"%V\" of \"aiserve_meter_db\" in %s:%ui: %s",
+                  p, &mcf->db_path, mcf->db_file, mcf->db_line, msg);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Checks, as the calling process's user, that the ledger at path (absolute)
+ * can be opened: search permission on every existing directory above it
+ * and, with own, read and write permission on the directory and on
+ * data.mdb and lock.mdb where they exist.  Returns NGX_OK, or NGX_ERROR
+ * with what is missing in msg (NUL-terminated).  Async-signal-safe apart
+ * from ngx_snprintf(), so a forked child may call it.
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_access(u_char *path, ngx_uint_t own, u_char *msg,
+    size_t len)
+{
+    u_char       dir[NGX_MAX_PATH], *p;
+    ngx_err_t    err;
+    ngx_uint_t   i;
+    struct stat  st;
+    static const char  *names[] = { "/data.mdb", "/lock.mdb" };
+
+    for (p = path; *p; p++) {
+        if (*p != '/') {
+            continue;
+        }
+
+        if (p == path) {
+            dir[0] = '/';
+            dir[1] = '\0';
+
+        } else {
+            ngx_cpystrn(dir, path, ngx_min((size_t) (p - path) + 1,
+                                           sizeof(dir)));
+        }
+
+        if (stat((char *) dir, &st) == -1) {
+            /* created later, mode 0755, by the master */
+            return NGX_OK;
+        }
+
+        if (access((char *) dir, X_OK) == -1) {
+            err = ngx_errno;
+            ngx_snprintf(msg, len, "no search permission on \"%s\" "
+                         "(%d: %s)%Z", dir, err, strerror(err));
+            return NGX_ERROR;
+        }
+    }
+
+    if (!own || stat((char *) path, &st) == -1) {
         return NGX_OK;
     }
 
-    for (i = 0; i < 3; i++) {
-        ngx_snprintf(file, sizeof(file) - 1, "%V%s%Z", &mcf->db_path,
-                     names[i]);
+    if (access((char *) path, R_OK|W_OK|X_OK) == -1) {
+        err = ngx_errno;
+        ngx_snprintf(msg, len, "no read, write and search permission on "
+                     "\"%s\" (%d: %s)%Z", path, err, strerror(err));
+        return NGX_ERROR;
+    }
 
-        if (chown((char *) file, ccf->user, ccf->group) == -1) {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "chown(\"%s\", %d) failed", file, ccf->user);
+    for (i = 0; i < 2; i++) {
+        ngx_snprintf(dir, sizeof(dir) - 1, "%s%s%Z", path, names[i]);
+
+        if (stat((char *) dir, &st) == 0
+            && access((char *) dir, R_OK|W_OK) == -1)
+        {
+            err = ngx_errno;
+            ngx_snprintf(msg, len, "no read and write permission on "
+                         "\"%s\" (%d: %s)%Z", dir, err, strerror(err));
             return NGX_ERROR;
         }
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * ngx_http_aiserve_meter_access() as the worker user of ccf, in a child
+ * process that takes that user's identity as ngx_worker_process_init()
+ * does (setgid, initgroups, setuid), so that every permission the kernel
+ * would apply to the workers (groups, ACLs) applies.  The master's signals
+ * are blocked while it reads a configuration, so its SIGCHLD handler does
+ * not reap this child.
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_access_as(ngx_cycle_t *cycle, ngx_core_conf_t *ccf,
+    u_char *path, ngx_uint_t own, u_char *msg, size_t len)
+{
+    int        fd[2], status;
+    u_char    *p;
+    pid_t      pid;
+    ssize_t    n;
+    ngx_err_t  err;
+
+    if (pipe(fd) == -1) {
+        ngx_snprintf(msg, len, "pipe() failed (%d)%Z", ngx_errno);
+        return NGX_ERROR;
+    }
+
+    pid = fork();
+
+    if (pid == -1) {
+        err = ngx_errno;
+        close(fd[0]);
+        close(fd[1]);
+        ngx_snprintf(msg, len, "fork() failed (%d: %s)%Z", err,
+                     strerror(err));
+        return NGX_ERROR;
+    }
+
+    if (pid == 0) {
+        close(fd[0]);
+
+        if (setgid(ccf->group) == -1
+            || initgroups(ccf->username, ccf->group) == -1
+            || setuid(ccf->user) == -1)
+        {
+            err = ngx_errno;
+            ngx_snprintf(msg, len, "cannot take the identity of the user "
+                         "(%d: %s)%Z", err, strerror(err));
+
+        } else if (ngx_http_aiserve_meter_access(path, own, msg, len)
+                   == NGX_OK)
+        {
+            _exit(0);
+        }
+
+        n = write(fd[1], msg, ngx_strlen(msg));
+        _exit(n > 0 ? 1 : 2);
+    }
+
+    close(fd[1]);
+
+    p = msg;
+
+    while (p < msg + len - 1) {
+        n = read(fd[0], p, msg + len - 1 - p);
+        if (n > 0) {
+            p += n;
+            continue;
+        }
+
+        if (n == -1 && ngx_errno == NGX_EINTR) {
+            continue;
+        }
+
+        break;
+    }
+
+    *p = '\0';
+    close(fd[0]);
+
+    while (waitpid(pid, &status, 0) == -1) {
+        if (ngx_errno != NGX_EINTR) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                          "waitpid(%P) failed", pid);
+            return NGX_ERROR;
+        }
+    }
+
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return NGX_OK;
+    }
+
+    if (p == msg) {
+        ngx_snprintf(msg, len, "the check as that user failed "
+                     "(wait status %d)%Z", status);
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -722,7 +1043,21 @@ ngx_http_aiserve_meter_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_aiserve_meter_loc_conf_t  *prev = parent;
     ngx_http_aiserve_meter_loc_conf_t  *conf = child;
 
+    ngx_http_core_loc_conf_t            *clcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->usage_file && clcf->handler
+                            != ngx_http_aiserve_meter_usage_handler)
+    {
+        /* a content handler set after aiserve_usage replaced it */
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"aiserve_usage\" cannot be combined with another "
+                      "content handler in location \"%V\" in %s:%ui",
+                      &clcf->name, conf->usage_file, conf->usage_line);
+        return NGX_CONF_ERROR;
+    }
 
     ngx_conf_merge_uint_value(conf->mode, prev->mode,
                               NGX_HTTP_AISERVE_METER_OFF);
@@ -758,8 +1093,10 @@ ngx_http_aiserve_meter_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char               err[512];
     ssize_t            size;
     ngx_str_t         *value, s;
-    ngx_uint_t         i;
+    u_char             file[NGX_MAX_PATH];
+    ngx_uint_t         i, dry;
     ngx_msec_t         ms;
+    ngx_file_info_t    fi;
     aiserve_ledger_t  *l;
 
     if (mcf->db_path.len) {
@@ -769,6 +1106,8 @@ ngx_http_aiserve_meter_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     mcf->db_path = value[1];
+    mcf->db_file = cf->conf_file->file.name.data;
+    mcf->db_line = cf->conf_file->line;
 
     if (ngx_conf_full_name(cf->cycle, &mcf->db_path, 0) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -825,12 +1164,27 @@ ngx_http_aiserve_meter_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    dry = (ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER);
+
+    if (dry) {
+        /*
+         * nginx -t and nginx -s create nothing: they validate an existing
+         * ledger; whether the master could create a missing one is checked
+         * by ngx_http_aiserve_meter_check_ledger()
+         */
+        ngx_snprintf(file, sizeof(file) - 1, "%V/data.mdb%Z", &mcf->db_path);
+
+        if (ngx_file_info(file, &fi) == NGX_FILE_ERROR) {
+            return NGX_CONF_OK;
+        }
+    }
+
     /* the master creates the ledger and keeps only the HMAC key; the
      * environment is closed again before any fork() */
     if (aiserve_ledger_open(&l, (char *) mcf->db_path.data,
                             mcf->map_size == NGX_CONF_UNSET_SIZE
                             ? 0 : mcf->map_size,
-                            AISERVE_LEDGER_CREATE, err, sizeof(err))
+                            dry ? 0 : AISERVE_LEDGER_CREATE, err, sizeof(err))
         != AISERVE_LEDGER_OK)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1017,6 +1371,8 @@ ngx_http_aiserve_meter_check_prices(ngx_conf_t *cf,
 static char *
 ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_aiserve_meter_loc_conf_t  *lcf = conf;
+
     ngx_http_core_loc_conf_t            *clcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
@@ -1038,6 +1394,8 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->handler = ngx_http_aiserve_meter_usage_handler;
+    lcf->usage_file = cf->conf_file->file.name.data;
+    lcf->usage_line = cf->conf_file->line;
 
     return NGX_CONF_OK;
 }

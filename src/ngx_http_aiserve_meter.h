@@ -101,11 +101,15 @@ struct ngx_http_aiserve_meter_main_conf_s {
     ngx_array_t                 *prices;
     ngx_uint_t                   have_pepper;
     uint8_t                      pepper[AISERVE_PEPPER_LEN];
+    u_char                      *db_file;      /* of aiserve_meter_db */
+    ngx_uint_t                   db_line;
 };
 
 
 typedef struct {
     ngx_uint_t                   mode;
+    u_char                      *usage_file;   /* of aiserve_usage */
+    ngx_uint_t                   usage_line;
 } ngx_http_aiserve_meter_loc_conf_t;
 
 
@@ -140,6 +144,11 @@ typedef struct {
 extern aiserve_ledger_t    *ngx_http_aiserve_meter_ledger;
 extern aiserve_key_hmac_t  *ngx_http_aiserve_meter_hmac;
 
+
+/* ngx_http_aiserve_meter.c: opens ngx_http_aiserve_meter_ledger in a
+ * worker, NGX_OK or NGX_ERROR (logged at level, 0: not logged) */
+ngx_int_t ngx_http_aiserve_meter_open_ledger(ngx_cycle_t *cycle,
+    ngx_uint_t level);
 
 /* ngx_http_aiserve_meter.c: today's UTC day (YYYYMMDD) */
 uint32_t ngx_http_aiserve_meter_today(void);

@@ -335,8 +335,9 @@ ngx_int_t
 ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     ngx_uint_t prompt_tokens)
 {
+    u_char                              *msg;
     uint32_t                             today;
-    uint64_t                             need, req_level, tok_level;
+    uint64_t                             need, req_level, tok_level, left;
     ngx_msec_t                           now, elapsed;
     ngx_pool_cleanup_t                  *cln;
     aiserve_key_t                       *k;
@@ -418,6 +419,12 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
         return NGX_ERROR;
     }
 
+    /* the message of a 429 for the budget, written under the zone's lock */
+    msg = ngx_pnalloc(r->pool, 256);
+    if (msg == NULL) {
+        return NGX_ERROR;
+    }
+
     today = ngx_http_aiserve_meter_today();
     need = prompt_tokens;
     now = ngx_current_msec;
@@ -465,8 +472,28 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
         ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
         ref.type = "insufficient_quota";
         ref.code = "insufficient_quota";
-        ref.msg = "the token budget of this API key is exhausted";
         ref.retry_after = ngx_http_aiserve_meter_period_left(k->budget_period);
+
+        /* what is left, so that a client can tell a spent budget from a
+         * request too large for what remains */
+        left = st->used + st->reserved >= k->budget_tokens
+               ? 0 : k->budget_tokens - st->used - st->reserved;
+
+        if (left == 0) {
+            ngx_snprintf(msg, 256, "the token budget of this API key is "
+                         "exhausted (%uL tokens a %s)%Z", k->budget_tokens,
+                         k->budget_period == AISERVE_PERIOD_DAY
+                         ? "day" : "month");
+
+        } else {
+            ngx_snprintf(msg, 256, "this request needs %uL tokens and the "
+                         "token budget of this API key has %uL left %s (of "
+                         "%uL)%Z", (uint64_t) need, left,
+                         k->budget_period == AISERVE_PERIOD_DAY
+                         ? "today" : "this month", k->budget_tokens);
+        }
+
+        ref.msg = (char *) msg;
 
     } else if (k->max_concurrent && st->active >= k->max_concurrent) {
         ref.status = NGX_HTTP_TOO_MANY_REQUESTS;

@@ -154,8 +154,12 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    rc = aiserve_ledger_key_lookup(ngx_http_aiserve_meter_ledger, hash,
-                                   &ctx->key);
+    /* a worker that could not open the ledger answers 503 until it can
+     * (ngx_http_aiserve_meter_open_ledger()) */
+    rc = ngx_http_aiserve_meter_ledger
+         ? aiserve_ledger_key_lookup(ngx_http_aiserve_meter_ledger, hash,
+                                     &ctx->key)
+         : AISERVE_LEDGER_ERROR;
 
     if (rc == AISERVE_LEDGER_NOTFOUND) {
         ref->code = "invalid_api_key";
@@ -166,7 +170,9 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
     if (rc != AISERVE_LEDGER_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "aiserve meter: %s",
-                      aiserve_ledger_error(ngx_http_aiserve_meter_ledger));
+                      ngx_http_aiserve_meter_ledger
+                      ? aiserve_ledger_error(ngx_http_aiserve_meter_ledger)
+                      : "the ledger is not open");
         ref->status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ref->type = "server_error";
         ref->code = "meter_unavailable";

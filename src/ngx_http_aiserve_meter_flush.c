@@ -306,14 +306,22 @@ ngx_http_aiserve_meter_flush_timer(ngx_event_t *ev)
 {
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_aiserve_meter_module);
+
+    if (ngx_http_aiserve_meter_ledger == NULL
+        && ngx_http_aiserve_meter_open_ledger((ngx_cycle_t *) ngx_cycle, 0)
+           == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                      "aiserve meter: ledger \"%V\" opened", &mcf->db_path);
+    }
+
     ngx_http_aiserve_meter_flush((ngx_cycle_t *) ngx_cycle, 0);
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         return;
     }
-
-    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                              ngx_http_aiserve_meter_module);
 
     ngx_add_timer(ev, mcf->flush);
 }

@@ -90,13 +90,24 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
     ngx_http_aiserve_meter_refusal_t     ref;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        if (ngx_http_aiserve_meter_header(r, "Allow", (u_char *) "GET, HEAD",
+                                          sizeof("GET, HEAD") - 1, NULL)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                           "invalid_request_error",
+                                           "method_not_allowed", NULL,
+                                           "method %V is not allowed, use "
+                                           "GET", &r->method_name);
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);

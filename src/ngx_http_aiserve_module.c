@@ -528,6 +528,8 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
     alcf->model_name = value[1];
+    alcf->file = cf->conf_file->file.name.data;
+    alcf->line = cf->conf_file->line;
 
     if (cf->args->nelts == 3) {
         if (ngx_strncmp(value[2].data, "api=", 4) != 0) {
@@ -751,6 +753,7 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_uint_t                      i, ok;
     ngx_http_aiserve_model_t      **mp, *m;
+    ngx_http_core_loc_conf_t       *clcf;
     ngx_http_aiserve_main_conf_t   *amcf;
 
     ngx_conf_merge_uint_value(conf->max_inputs, prev->max_inputs, 2048);
@@ -767,8 +770,40 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_WARN);
 
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
     if (conf->model_name.data == NULL) {
+
+        if (clcf->noname && prev->model) {
+            /*
+             * "if" and limit_except blocks of an aiserve_infer location
+             * answer with its model, as proxy_pass does; a request the
+             * limit_except block lets through gets the aiserve handler
+             * (a 405 for a method other than POST), not a static file
+             */
+            conf->model_name = prev->model_name;
+            conf->model = prev->model;
+            conf->api = prev->api;
+
+            if (clcf->lmt_excpt && clcf->handler == NULL) {
+                clcf->handler = ngx_http_aiserve_handler;
+            }
+        }
+
         return NGX_CONF_OK;
+    }
+
+    if (clcf->handler != ngx_http_aiserve_handler) {
+        /*
+         * a content handler set after aiserve_infer (proxy_pass,
+         * stub_status, ...) replaced it; one set before is refused by
+         * ngx_http_aiserve_infer()
+         */
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"aiserve_infer\" cannot be combined with another "
+                      "content handler in location \"%V\" in %s:%ui",
+                      &clcf->name, conf->file, conf->line);
+        return NGX_CONF_ERROR;
     }
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_aiserve_module);
@@ -1353,9 +1388,12 @@ ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
 /*
  * Errors that nginx itself produces on an aiserve location (413 from
- * client_max_body_size, 400 for a broken chunked body, 408, 500, ...) are
- * sent as the same JSON error object instead of nginx's HTML page.  The
- * special response sets r->err_status; aiserve's own errors do not.
+ * client_max_body_size, 400 for a broken chunked body, 500, ...) are sent
+ * as the same JSON error object instead of nginx's HTML page.  The special
+ * response sets r->err_status; aiserve's own errors do not.  A body that
+ * does not arrive within client_body_timeout gets no response at all:
+ * nginx closes the connection (ngx_http_finalize_request() terminates a
+ * request finalized with 408) and logs 408.
  */
 
 static ngx_int_t
@@ -1393,11 +1431,6 @@ ngx_http_aiserve_header_filter(ngx_http_request_t *r)
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
         msg = "the request body is larger than client_max_body_size";
         code = "request_too_large";
-        break;
-
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        msg = "the request body was not received in time";
-        code = "request_timeout";
         break;
 
     case NGX_HTTP_BAD_REQUEST:

@@ -354,7 +354,201 @@ location = /x { aiserve_usage; aiserve_infer m; }
 
 
 
-=== TEST 26: the module loads and nginx serves without any aiserve_model
+=== TEST 26: aiserve_infer before stub_status in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x {
+    aiserve_infer m;
+    stub_status;
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
+
+
+=== TEST 27: aiserve_infer before proxy_pass in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x {
+    aiserve_infer m;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/;
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
+
+
+=== TEST 28: aiserve_infer after proxy_pass in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/; aiserve_infer m; }
+--- must_die
+--- error_log
+"aiserve_infer" cannot be combined with another content handler in this location
+
+
+=== TEST 29: aiserve_infer before fastcgi_pass in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x {
+    aiserve_infer m;
+    fastcgi_pass 127.0.0.1:9;
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
+
+
+=== TEST 30: aiserve_infer after fastcgi_pass in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x { fastcgi_pass 127.0.0.1:9; aiserve_infer m; }
+--- must_die
+--- error_log
+"aiserve_infer" cannot be combined with another content handler in this location
+
+
+=== TEST 31: aiserve_infer before aiserve_usage in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /x { aiserve_infer m; aiserve_usage; }
+--- must_die
+--- error_log
+"aiserve_usage" cannot be combined with another content handler in this location
+
+
+=== TEST 32: aiserve_usage before stub_status in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /x {
+    aiserve_usage;
+    stub_status;
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
+
+
+=== TEST 33: aiserve_usage after stub_status in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /x { stub_status; aiserve_usage; }
+--- must_die
+--- error_log
+"aiserve_usage" cannot be combined with another content handler in this location
+
+
+=== TEST 34: aiserve_usage before proxy_pass in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /x {
+    aiserve_usage;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/;
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
+
+
+=== TEST 35: aiserve_usage after proxy_pass in the same location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /x { proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/; aiserve_usage; }
+--- must_die
+--- error_log
+"aiserve_usage" cannot be combined with another content handler in this location
+
+
+=== TEST 36: an "if" block inside an aiserve_infer location answers with its model
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict {
+    aiserve_infer m;
+    if ($arg_tag) {
+        add_header X-Tag $arg_tag;
+    }
+}
+--- more_headers
+Content-Type: application/json
+--- request
+POST /predict?tag=blue
+{"inputs": "paris"}
+--- response_headers
+X-Tag: blue
+--- response_body_like: ^\[\{"label":"(positive|negative)","score":[0-9.e-]+\}\]$
+--- no_error_log
+[error]
+[alert]
+
+
+=== TEST 37: a method that limit_except lets through gets aiserve's 405, not a static file
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict {
+    aiserve_infer m;
+    limit_except POST {
+        allow 127.0.0.1;
+        deny all;
+    }
+}
+--- request
+GET /predict
+--- error_code: 405
+--- response_headers
+Allow: POST
+Content-Type: application/json
+--- response_body_like: "code":"method_not_allowed"
+--- no_error_log
+[error]
+
+
+=== TEST 38: the module loads and nginx serves without any aiserve_model
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- config

@@ -221,10 +221,85 @@ Content-Type: application/json
 --- error_code eval
 [422, 422, 200, 422]
 --- response_body_like eval
-[ qr/"message":"input\[1\] has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it or ask for truncation","type":"invalid_request_error","param":"input\[1\]","code":"too_many_tokens"/,
-  qr/"message":"inputs has 22 tokens, more than the limit of 16 tokens/,
+[ qr/"message":"input\[1\] has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it \(an OpenAI embeddings request has no field for truncation; truncate=on on \\"aiserve_model\\" makes the server truncate\)","type":"invalid_request_error","param":"input\[1\]","code":"too_many_tokens"/,
+  qr/"message":"inputs has 22 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it or send \\"truncate\\": true"/,
   qr/^\[\[[-0-9.e,]+\]\]$/,
-  qr/"message":"input has 17 tokens, more than the limit of 16 tokens of model \\"minilm\\"".*"code":"too_many_tokens"/ ]
+  qr/"message":"input has 17 tokens, more than the limit of 16 tokens of model \\"minilm\\"; shorten it \(an OpenAI embeddings request has no field for truncation;.*"code":"too_many_tokens"/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 8b: a too long sentence pair names the part that is too long (rerank: the query or the text)
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model rr $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-regression task=rerank max_seq=16;
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls max_seq=16;
+--- config
+location = /rerank { aiserve_infer rr; }
+location = /predict { aiserve_infer cls; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /rerank\n{\"query\": \"" . ("paris " x 14) . "\", \"texts\": [\"a\"]}",
+  "POST /rerank\n{\"query\": \"paris\", \"texts\": [\"a\", \"" . ("paris " x 14) . "\"]}",
+  "POST /rerank\n{\"query\": \"" . ("paris " x 14) . "\", \"texts\": [\"a\"], \"truncate\": true}",
+  "POST /predict\n{\"inputs\": {\"text\": \"" . ("paris " x 14) . "\", \"text_pair\": \"a\"}}",
+  "POST /predict\n{\"inputs\": [{\"text\": \"paris\", \"text_pair\": \"" . ("paris " x 14) . "\"}]}" ]
+--- error_code eval
+[422, 422, 200, 422, 422]
+--- response_body_like eval
+[ qr/^\{"error":\{"message":"query has 16 tokens with \[CLS\] and \[SEP\], which leaves no room for texts\[0\] within the limit of 16 tokens of model \\"rr\\"; shorten it or send \\"truncate\\": true","type":"invalid_request_error","param":"query","code":"too_many_tokens"\}\}$/,
+  qr/^\{"error":\{"message":"query and texts\[1\] have 18 tokens together \(3 and 15, special tokens included\), more than the limit of 16 tokens of model \\"rr\\"; shorten it or send \\"truncate\\": true","type":"invalid_request_error","param":"texts\[1\]","code":"too_many_tokens"\}\}$/,
+  qr/^\[\{"index":0,"score":[-0-9.e]+\}\]$/,
+  qr/"message":"inputs.text has 16 tokens with \[CLS\] and \[SEP\], which leaves no room for inputs.text_pair within the limit of 16 tokens of model \\"cls\\"; shorten it or send \\"truncate\\": true","type":"invalid_request_error","param":"inputs.text"/,
+  qr/"param":"inputs\[0\].text_pair","code":"too_many_tokens"/ ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 8c: a body that stops arriving: nginx closes the connection after client_body_timeout (before the client's 5 s), with no response
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /predict { aiserve_infer cls; client_body_timeout 1s; }
+--- raw_request eval
+"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"inputs\": "
+--- timeout: 5
+--- error_code_like: ^$
+--- response_body:
+--- no_error_log
+[error]
+
+
+
+=== TEST 8d: token ids that are not a sequence of the model's tokenizer (tiktoken's, as LangChain's OpenAIEmbeddings sends them) are a 422
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /v1/embeddings { aiserve_infer minilm; }
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+# [9906, 1917]: "Hello world" in tiktoken's cl100k_base
+[ "POST /v1/embeddings\n{\"input\": [[9906, 1917]]}",
+  "POST /v1/embeddings\n{\"input\": [[101, 7592, 2088, 102], [101, 7592, 2088]]}",
+  "POST /embed\n{\"inputs\": [7592, 2088, 102]}",
+  "POST /v1/embeddings\n{\"input\": [101, 7592, 2088, 102]}" ]
+--- error_code eval
+[422, 422, 422, 200]
+--- response_body_like eval
+[ qr/^\{"error":\{"message":"input\[0\] is not a token sequence of model \\"minilm\\": it must start with \[CLS\] \(101\) and end with \[SEP\] \(102\), as \/tokenize returns it; send text instead of ids made by another tokenizer \(tiktoken's, as LangChain's OpenAIEmbeddings sends unless check_embedding_ctx_length=False\)","type":"invalid_request_error","param":"input\[0\]","code":"invalid_token_sequence"\}\}$/,
+  qr/"param":"input\[1\]","code":"invalid_token_sequence"/,
+  qr/"param":"inputs","code":"invalid_token_sequence"/,
+  qr/"object":"list"/ ]
 --- no_error_log
 [error]
 

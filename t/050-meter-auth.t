@@ -281,6 +281,18 @@ my %checks = (
 
         $r = aiserve_http(server_port(), { uri => '/usage' });
         is($r->{status}, 401, 'usage without a key: 401');
+
+        # another method: a JSON 405 with Allow, not nginx's HTML page
+        $r = aiserve_http(server_port(), {
+            method => 'POST', uri => '/usage', body => '{}',
+            headers => [Authorization => "Bearer $key{alice}",
+                        'Content-Type' => 'application/json'] });
+        is($r->{status}, 405, 'POST /usage: 405');
+        is($r->{headers}{allow}, 'GET, HEAD', 'POST /usage: Allow: GET, HEAD');
+        is($r->{headers}{'content-type'}, 'application/json',
+           'POST /usage: a JSON body');
+        is(meter_json($r->{body})->{error}{code} // '', 'method_not_allowed',
+           'POST /usage: code method_not_allowed');
     },
 );
 

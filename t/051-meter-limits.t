@@ -176,6 +176,21 @@ my %checks = (
              'insufficient_quota: Retry-After (until the UTC day ends)');
         like($quota[0]{headers}{ratelimit}, qr/"budget";r=0;t=\d+/,
              'RateLimit: budget r=0');
+        is(meter_json($quota[0]{body})->{error}{message},
+           "the token budget of this API key is exhausted ($budget tokens "
+           . "a day)", 'a spent budget: "exhausted", with the budget');
+
+        # tokens remain, but fewer than the request needs: the message
+        # says so (not "exhausted")
+        meter_cli($db, 'set', $id{budget}, '--budget', $budget + $t - 1,
+                  '--period', 'day');
+        my $r = post('budget', input => 'budget probe');
+        is($r->{status}, 429, 'a request larger than what is left: 429');
+        is(meter_json($r->{body})->{error}{message},
+           "this request needs $t tokens and the token budget of this API "
+           . "key has " . ($t - 1) . " left today (of "
+           . ($budget + $t - 1) . ")",
+           'the message gives the tokens needed and left');
 
         my $u = flushed_usage()->{ $id{budget} };
         ok($u->{prompt_tokens} <= $budget, 'ledger never above the budget');
