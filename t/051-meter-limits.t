@@ -226,7 +226,15 @@ my %checks = (
         unshift @res, $first;
         my @ok = grep { ($_->{status} // 0) == 200 } @res;
         my @busy = grep { ($_->{status} // 0) == 429 } @res;
-        is($first->{status}, 200, 'the long request is admitted');
+        # Which request is admitted first depends on this host's scheduling
+        # (the long one has a 30 ms head start, which a loaded machine can
+        # overrun): the long one is either admitted or refused for the
+        # concurrency limit, like any other.
+        ok(($first->{status} // 0) == 200
+           || (($first->{status} // 0) == 429
+               && ($first->{body} // '') =~ /concurrent/),
+           'the long request is admitted, or refused as concurrent')
+            or diag("long request: " . ($first->{status} // 'none'));
         is(@ok + @busy, 64, 'concurrency=1: every answer 200 or 429')
             or diag(join ' ', map { ($_->{status} // 'none') . ' '
                                     . substr($_->{body} // '', 0, 200) }
