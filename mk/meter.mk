@@ -10,8 +10,8 @@
 
 .PHONY: test-meter bench-meter
 
-test-meter: module tools $(BUILD)/t/test_ledger
-	prove --exec '' $(BUILD)/t/test_ledger
+test-meter: module tools $(BUILD)/t/test_ledger $(BUILD)/t/test_accounts
+	prove --exec '' $(BUILD)/t/test_ledger $(BUILD)/t/test_accounts
 	prove -I t/lib t/05*-meter-*.t
 
 bench-meter: module tools tools/bench-ledger

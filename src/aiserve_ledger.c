@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#define AISERVE_LEDGER_VERSION     1
+#define AISERVE_LEDGER_VERSION     2
 #define AISERVE_LEDGER_MAXREADERS  1022
 #define AISERVE_LEDGER_MAP_DEFAULT (1024 * 1024)
 #define AISERVE_ROW_KEY_LEN        (8 + AISERVE_MODEL_MAX)
@@ -33,6 +34,8 @@ struct aiserve_ledger_s {
     MDB_dbi    keys;
     MDB_dbi    hashes;
     MDB_dbi    usage;
+    MDB_dbi    accounts;
+    MDB_dbi    audit;
     MDB_txn   *rtxn;          /* reusable read txn (MDB_NOTLS), reset */
     MDB_txn   *wtxn;          /* flush in progress */
     size_t     max_map;       /* cap for key writes, 0: none */
@@ -187,15 +190,275 @@ ledger_mkdir(const char *path, char *err, size_t errlen)
 }
 
 
+/* A version 1 key record: aiserve_key_t up to its hash (no account, no
+ * previous secret). */
+#define AISERVE_KEY_V1_SIZE  offsetof(aiserve_key_t, account_id)
+
+
+static int ledger_audit_put(aiserve_ledger_t *l, MDB_txn *txn,
+    aiserve_audit_t *e);
+
+
+/*
+ * Ledger version 1 -> 2, inside the write transaction txn: every key gets
+ * an account of its own number and name (no limits: the key's own stay),
+ * and an audit entry records the migration.  Usage rows stay as they are:
+ * they are keyed by key id, and an account's usage is that of its keys.
+ */
+static int
+ledger_migrate_v1(aiserve_ledger_t *l, MDB_txn *txn, char *err,
+    size_t errlen)
+{
+    int                 rc;
+    size_t              n, cap, i;
+    uint32_t            next, version;
+    MDB_val             mk, mv;
+    MDB_cursor         *cur;
+    aiserve_key_t      *keys, *nk;
+    aiserve_audit_t     e;
+    aiserve_account_t   a;
+
+    rc = mdb_cursor_open(txn, l->keys, &cur);
+    if (rc != 0) {
+        snprintf(err, errlen, "migration: mdb_cursor_open: %s",
+                 mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    n = 0;
+    cap = 0;
+    keys = NULL;
+    next = 1;
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (mv.mv_size != AISERVE_KEY_V1_SIZE) {
+            mdb_cursor_close(cur);
+            free(keys);
+            snprintf(err, errlen, "migration: a key record of %zu bytes "
+                     "is not of version 1", mv.mv_size);
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            nk = realloc(keys, cap * sizeof(aiserve_key_t));
+            if (nk == NULL) {
+                mdb_cursor_close(cur);
+                free(keys);
+                snprintf(err, errlen, "migration: out of memory");
+                return AISERVE_LEDGER_ERROR;
+            }
+            keys = nk;
+        }
+
+        memset(&keys[n], 0, sizeof(aiserve_key_t));
+        memcpy(&keys[n], mv.mv_data, AISERVE_KEY_V1_SIZE);
+        keys[n].version = AISERVE_KEY_RECORD_VERSION;
+        keys[n].account_id = keys[n].id;
+
+        if (keys[n].id >= next) {
+            next = keys[n].id + 1;
+        }
+
+        n++;
+    }
+
+    mdb_cursor_close(cur);
+
+    for (i = 0, rc = 0; i < n && rc == 0; i++) {
+        memset(&a, 0, sizeof(a));
+        a.version = AISERVE_ACCOUNT_RECORD_VERSION;
+        a.id = keys[i].id;
+        a.status = AISERVE_ACCOUNT_ACTIVE;
+        memcpy(a.name, keys[i].name, sizeof(a.name));
+        a.created = keys[i].created;
+        a.updated = keys[i].created;
+
+        mk.mv_data = &a.id;
+        mk.mv_size = sizeof(uint32_t);
+        mv.mv_data = &a;
+        mv.mv_size = sizeof(a);
+
+        rc = mdb_put(txn, l->accounts, &mk, &mv, 0);
+
+        if (rc == 0) {
+            mk.mv_data = &keys[i].id;
+            mv.mv_data = &keys[i];
+            mv.mv_size = sizeof(aiserve_key_t);
+            rc = mdb_put(txn, l->keys, &mk, &mv, 0);
+        }
+    }
+
+    free(keys);
+
+    if (rc == 0) {
+        mk.mv_data = "next_account";
+        mk.mv_size = sizeof("next_account") - 1;
+        mv.mv_data = &next;
+        mv.mv_size = sizeof(uint32_t);
+        rc = mdb_put(txn, l->meta, &mk, &mv, 0);
+    }
+
+    if (rc == 0) {
+        version = AISERVE_LEDGER_VERSION;
+        mk.mv_data = "version";
+        mk.mv_size = sizeof("version") - 1;
+        mv.mv_data = &version;
+        mv.mv_size = sizeof(uint32_t);
+        rc = mdb_put(txn, l->meta, &mk, &mv, 0);
+    }
+
+    if (rc != 0) {
+        snprintf(err, errlen, "migration to ledger version %d: %s",
+                 AISERVE_LEDGER_VERSION, mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    memset(&e, 0, sizeof(e));
+    e.time = time(NULL);
+    snprintf(e.actor, sizeof(e.actor), "ledger");
+    snprintf(e.action, sizeof(e.action), "ledger.migrate");
+    snprintf(e.object, sizeof(e.object), "version_%d",
+             AISERVE_LEDGER_VERSION);
+    snprintf(e.detail, sizeof(e.detail), "from version 1: %zu keys, each "
+             "its own account", n);
+
+    if (ledger_audit_put(l, txn, &e) != AISERVE_LEDGER_OK) {
+        snprintf(err, errlen, "migration: %s", l->err);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/*
+ * Opens the named databases and checks (or writes, for a new ledger) the
+ * version; migrates a version 1 ledger in a write transaction, whatever
+ * the caller's flags (the first process to open it after an upgrade does,
+ * under LMDB's writer lock, so it happens once).
+ */
+static int
+ledger_open_dbs(aiserve_ledger_t *l, const char *path, unsigned dbflags,
+    char *err, size_t errlen)
+{
+    int       rc;
+    unsigned  newflags;
+    uint32_t  version;
+    MDB_val   k, v;
+    MDB_txn  *txn;
+
+    newflags = dbflags;
+
+again:
+
+    rc = mdb_txn_begin(l->env, NULL, newflags ? 0 : MDB_RDONLY, &txn);
+    if (rc == MDB_MAP_RESIZED) {
+        mdb_env_set_mapsize(l->env, 0);
+        rc = mdb_txn_begin(l->env, NULL, newflags ? 0 : MDB_RDONLY, &txn);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "mdb_txn_begin: %s", mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if ((rc = mdb_dbi_open(txn, "meta", dbflags, &l->meta)) != 0
+        || (rc = mdb_dbi_open(txn, "keys", dbflags | MDB_INTEGERKEY,
+                              &l->keys)) != 0
+        || (rc = mdb_dbi_open(txn, "hashes", dbflags, &l->hashes)) != 0
+        || (rc = mdb_dbi_open(txn, "usage", dbflags, &l->usage)) != 0)
+    {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\" is not an aiserve ledger (%s)", path,
+                 mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    k.mv_data = "version";
+    k.mv_size = sizeof("version") - 1;
+
+    version = 0;
+
+    rc = mdb_get(txn, l->meta, &k, &v);
+    if (rc == 0 && v.mv_size == sizeof(uint32_t)) {
+        memcpy(&version, v.mv_data, sizeof(uint32_t));
+
+    } else if (rc == 0 || (rc == MDB_NOTFOUND && !dbflags)) {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\": cannot read ledger version: %s",
+                 path, rc ? mdb_strerror(rc) : "bad record");
+        return AISERVE_LEDGER_ERROR;
+
+    } else if (rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\": cannot read ledger version: %s",
+                 path, mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (version == 1 && newflags == 0) {
+        /* the migration writes: again in a write transaction */
+        mdb_txn_abort(txn);
+        newflags = MDB_CREATE;
+        goto again;
+    }
+
+    if (version != 0 && version != 1 && version != AISERVE_LEDGER_VERSION) {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\": unsupported ledger version %u",
+                 path, version);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if ((rc = mdb_dbi_open(txn, "accounts", newflags | MDB_INTEGERKEY,
+                           &l->accounts)) != 0
+        || (rc = mdb_dbi_open(txn, "audit", newflags | MDB_INTEGERKEY,
+                              &l->audit)) != 0)
+    {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "\"%s\" is not an aiserve ledger of version "
+                 "%d (%s)", path, AISERVE_LEDGER_VERSION, mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (version == 0) {
+        version = AISERVE_LEDGER_VERSION;
+        v.mv_data = &version;
+        v.mv_size = sizeof(version);
+        rc = mdb_put(txn, l->meta, &k, &v, 0);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            snprintf(err, errlen, "\"%s\": cannot write ledger version: %s",
+                     path, mdb_strerror(rc));
+            return AISERVE_LEDGER_ERROR;
+        }
+
+    } else if (version == 1) {
+        if (ledger_migrate_v1(l, txn, err, errlen) != AISERVE_LEDGER_OK) {
+            mdb_txn_abort(txn);
+            return AISERVE_LEDGER_ERROR;
+        }
+    }
+
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "mdb_txn_commit: %s", mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
 int
 aiserve_ledger_open(aiserve_ledger_t **lp, const char *path,
     size_t map_size, unsigned flags, char *err, size_t errlen)
 {
     int                rc;
     unsigned           dbflags;
-    uint32_t           version;
-    MDB_val            k, v;
-    MDB_txn           *txn;
     char               file[4096];
     struct stat        st;
     MDB_envinfo        info;
@@ -268,60 +531,8 @@ aiserve_ledger_open(aiserve_ledger_t **lp, const char *path,
 
     dbflags = (flags & AISERVE_LEDGER_CREATE) ? MDB_CREATE : 0;
 
-    rc = mdb_txn_begin(l->env, NULL, dbflags ? 0 : MDB_RDONLY, &txn);
-    if (rc == MDB_MAP_RESIZED) {
-        mdb_env_set_mapsize(l->env, 0);
-        rc = mdb_txn_begin(l->env, NULL, dbflags ? 0 : MDB_RDONLY, &txn);
-    }
-    if (rc != 0) {
-        snprintf(err, errlen, "mdb_txn_begin: %s", mdb_strerror(rc));
-        goto failed;
-    }
-
-    if ((rc = mdb_dbi_open(txn, "meta", dbflags, &l->meta)) != 0
-        || (rc = mdb_dbi_open(txn, "keys", dbflags | MDB_INTEGERKEY,
-                              &l->keys)) != 0
-        || (rc = mdb_dbi_open(txn, "hashes", dbflags, &l->hashes)) != 0
-        || (rc = mdb_dbi_open(txn, "usage", dbflags, &l->usage)) != 0)
-    {
-        mdb_txn_abort(txn);
-        snprintf(err, errlen, "\"%s\" is not an aiserve ledger (%s)", path,
-                 mdb_strerror(rc));
-        goto failed;
-    }
-
-    k.mv_data = "version";
-    k.mv_size = sizeof("version") - 1;
-
-    rc = mdb_get(txn, l->meta, &k, &v);
-    if (rc == MDB_NOTFOUND && dbflags) {
-        version = AISERVE_LEDGER_VERSION;
-        v.mv_data = &version;
-        v.mv_size = sizeof(version);
-        rc = mdb_put(txn, l->meta, &k, &v, 0);
-
-    } else if (rc == 0) {
-        if (v.mv_size != sizeof(uint32_t)
-            || (memcpy(&version, v.mv_data, sizeof(uint32_t)),
-                version != AISERVE_LEDGER_VERSION))
-        {
-            mdb_txn_abort(txn);
-            snprintf(err, errlen, "\"%s\": unsupported ledger version",
-                     path);
-            goto failed;
-        }
-    }
-
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        snprintf(err, errlen, "\"%s\": cannot read ledger version: %s",
-                 path, mdb_strerror(rc));
-        goto failed;
-    }
-
-    rc = mdb_txn_commit(txn);
-    if (rc != 0) {
-        snprintf(err, errlen, "mdb_txn_commit: %s", mdb_strerror(rc));
+    rc = ledger_open_dbs(l, path, dbflags, err, errlen);
+    if (rc != AISERVE_LEDGER_OK) {
         goto failed;
     }
 
@@ -355,6 +566,15 @@ aiserve_ledger_close(aiserve_ledger_t *l)
     mdb_env_close(l->env);
     OPENSSL_cleanse(l->pepper, sizeof(l->pepper));
     free(l);
+}
+
+
+void
+aiserve_ledger_set_pepper(aiserve_ledger_t *l,
+    const uint8_t pepper[AISERVE_PEPPER_LEN])
+{
+    memcpy(l->pepper, pepper, AISERVE_PEPPER_LEN);
+    l->has_pepper = 1;
 }
 
 
@@ -826,6 +1046,93 @@ key_id_val(uint32_t *id)
 
 
 static int
+account_check(aiserve_ledger_t *l, const aiserve_account_t *a)
+{
+    char  msg[200];
+
+    if (aiserve_limits_check(a->rpm, a->tpm, a->budget_tokens,
+                             a->budget_period, msg, sizeof(msg))
+        != 0)
+    {
+        snprintf(l->err, sizeof(l->err), "acct_%u: %s", a->id, msg);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/* Stores *a under the next account id, in txn: 0 or an LMDB error. */
+static int
+account_insert(aiserve_ledger_t *l, MDB_txn *txn, aiserve_account_t *a)
+{
+    int       rc;
+    uint32_t  id;
+    MDB_val   mk, mv;
+
+    mk.mv_data = "next_account";
+    mk.mv_size = sizeof("next_account") - 1;
+
+    rc = mdb_get(txn, l->meta, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(uint32_t)) {
+        memcpy(&id, mv.mv_data, sizeof(uint32_t));
+    } else if (rc == 0 || rc == MDB_NOTFOUND) {
+        id = 1;
+    } else {
+        return rc;
+    }
+
+    a->version = AISERVE_ACCOUNT_RECORD_VERSION;
+    a->id = id;
+    a->created = time(NULL);
+    a->updated = a->created;
+
+    id++;
+    mv.mv_data = &id;
+    mv.mv_size = sizeof(uint32_t);
+
+    rc = mdb_put(txn, l->meta, &mk, &mv, 0);
+    if (rc != 0) {
+        return rc;
+    }
+
+    mk.mv_data = &a->id;
+    mk.mv_size = sizeof(uint32_t);
+    mv.mv_data = a;
+    mv.mv_size = sizeof(aiserve_account_t);
+
+    return mdb_put(txn, l->accounts, &mk, &mv, MDB_NOOVERWRITE);
+}
+
+
+/* An account for a new key, in txn: account_id 0 creates one of the key's
+ * name; another must exist.  0 or an LMDB error (MDB_NOTFOUND). */
+static int
+key_account_attach(aiserve_ledger_t *l, MDB_txn *txn, aiserve_key_t *k)
+{
+    int                rc;
+    MDB_val            mk, mv;
+    aiserve_account_t  a;
+
+    if (k->account_id) {
+        mk.mv_data = &k->account_id;
+        mk.mv_size = sizeof(uint32_t);
+        return mdb_get(txn, l->accounts, &mk, &mv);
+    }
+
+    memset(&a, 0, sizeof(a));
+    memcpy(a.name, k->name, sizeof(a.name));
+
+    rc = account_insert(l, txn, &a);
+    if (rc == 0) {
+        k->account_id = a.id;
+    }
+
+    return rc;
+}
+
+
+static int
 key_read(MDB_val *v, aiserve_key_t *k)
 {
     if (v->mv_size != sizeof(aiserve_key_t)) {
@@ -843,20 +1150,13 @@ key_read(MDB_val *v, aiserve_key_t *k)
 static int
 key_check(aiserve_ledger_t *l, const aiserve_key_t *k)
 {
-    if (k->rpm > AISERVE_KEY_LIMIT_MAX || k->tpm > AISERVE_KEY_LIMIT_MAX
-        || k->budget_tokens > AISERVE_KEY_LIMIT_MAX)
-    {
-        snprintf(l->err, sizeof(l->err), "a limit of key_%u is over the "
-                 "maximum of %llu", k->id,
-                 (unsigned long long) AISERVE_KEY_LIMIT_MAX);
-        return AISERVE_LEDGER_ERROR;
-    }
+    char  msg[200];
 
-    if (k->budget_tokens && k->budget_period != AISERVE_PERIOD_DAY
-        && k->budget_period != AISERVE_PERIOD_MONTH)
+    if (aiserve_limits_check(k->rpm, k->tpm, k->budget_tokens,
+                             k->budget_period, msg, sizeof(msg))
+        != 0)
     {
-        snprintf(l->err, sizeof(l->err), "the budget of key_%u has no "
-                 "period", k->id);
+        snprintf(l->err, sizeof(l->err), "key_%u: %s", k->id, msg);
         return AISERVE_LEDGER_ERROR;
     }
 
@@ -868,7 +1168,7 @@ int
 aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
     const char *type, char *secret)
 {
-    int       rc, tries;
+    int       rc, tries, own;
     size_t    slen;
     uint32_t  id;
     MDB_txn  *txn;
@@ -883,7 +1183,13 @@ aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
         return AISERVE_LEDGER_ERROR;
     }
 
+    own = (k->account_id == 0);
+
     for (tries = 0; tries < 8; tries++) {
+
+        if (own) {
+            k->account_id = 0;
+        }
 
         rc = ledger_txn_begin(l, 0, &txn);
         if (rc != AISERVE_LEDGER_OK) {
@@ -907,6 +1213,24 @@ aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
         }
 
         slen = strlen(secret);
+
+        rc = key_account_attach(l, txn, k);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            if (rc == MDB_NOTFOUND) {
+                snprintf(l->err, sizeof(l->err), "no account acct_%u",
+                         k->account_id);
+                return AISERVE_LEDGER_NOTFOUND;
+            }
+            if (rc == MDB_MAP_FULL) {
+                rc = aiserve_ledger_grow(l, l->max_map);
+                if (rc != AISERVE_LEDGER_OK) {
+                    return rc;
+                }
+                continue;
+            }
+            return ledger_fail(l, rc, "cannot store the key's account");
+        }
 
         k->version = AISERVE_KEY_RECORD_VERSION;
         k->id = id;
@@ -998,6 +1322,15 @@ int
 aiserve_ledger_key_lookup(aiserve_ledger_t *l,
     const uint8_t hash[AISERVE_HASH_LEN], aiserve_key_t *k)
 {
+    return aiserve_ledger_key_lookup_at(l, hash, time(NULL), k, NULL);
+}
+
+
+int
+aiserve_ledger_key_lookup_at(aiserve_ledger_t *l,
+    const uint8_t hash[AISERVE_HASH_LEN], int64_t now, aiserve_key_t *k,
+    aiserve_account_t *a)
+{
     int       rc;
     uint32_t  id;
     MDB_val   mk, mv;
@@ -1020,8 +1353,12 @@ aiserve_ledger_key_lookup(aiserve_ledger_t *l,
     if (rc == 0) {
         rc = key_read(&mv, k);
         if (rc == AISERVE_LEDGER_OK
-            && CRYPTO_memcmp(k->hash, hash, AISERVE_HASH_LEN) != 0)
+            && CRYPTO_memcmp(k->hash, hash, AISERVE_HASH_LEN) != 0
+            && (k->prev_expires <= now
+                || CRYPTO_memcmp(k->prev_hash, hash, AISERVE_HASH_LEN)
+                   != 0))
         {
+            /* a previous secret whose grace period is over */
             rc = AISERVE_LEDGER_NOTFOUND;
         }
 
@@ -1032,9 +1369,164 @@ aiserve_ledger_key_lookup(aiserve_ledger_t *l,
         rc = ledger_fail(l, rc, "key lookup");
     }
 
+    if (rc == AISERVE_LEDGER_OK && a) {
+        mk.mv_data = &k->account_id;
+        mk.mv_size = sizeof(uint32_t);
+
+        rc = mdb_get(l->rtxn, l->accounts, &mk, &mv);
+        if (rc == 0 && mv.mv_size == sizeof(aiserve_account_t)) {
+            memcpy(a, mv.mv_data, sizeof(aiserve_account_t));
+            rc = AISERVE_LEDGER_OK;
+
+        } else {
+            rc = ledger_fail(l, rc == 0 ? 0 : rc, "key_%u: no account "
+                             "acct_%u", k->id, k->account_id);
+        }
+    }
+
     ledger_rend(l);
 
     return rc;
+}
+
+
+int
+aiserve_ledger_key_rotate(aiserve_ledger_t *l, uint32_t id, int64_t grace,
+    aiserve_key_t *k, char *secret)
+{
+    int       rc, tries;
+    char      type[16];
+    size_t    slen, tlen;
+    int64_t   now;
+    MDB_txn  *txn;
+    MDB_val   mk, mv, hk;
+    uint8_t   zero[AISERVE_HASH_LEN];
+
+    if (!l->has_pepper) {
+        snprintf(l->err, sizeof(l->err), "no hmac.key loaded");
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (grace < 0 || grace > AISERVE_GRACE_MAX) {
+        snprintf(l->err, sizeof(l->err), "grace period %lld is out of "
+                 "range (0 to %d seconds)", (long long) grace,
+                 AISERVE_GRACE_MAX);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    memset(zero, 0, sizeof(zero));
+
+    for (tries = 0; tries < 8; tries++) {
+
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        mk = key_id_val(&id);
+
+        rc = mdb_get(txn, l->keys, &mk, &mv);
+        if (rc == MDB_NOTFOUND) {
+            mdb_txn_abort(txn);
+            snprintf(l->err, sizeof(l->err), "no key key_%u", id);
+            return AISERVE_LEDGER_NOTFOUND;
+        }
+
+        if (rc == 0 && key_read(&mv, k) != AISERVE_LEDGER_OK) {
+            mdb_txn_abort(txn);
+            snprintf(l->err, sizeof(l->err), "key_%u: bad record", id);
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        if (rc == 0 && k->status == AISERVE_KEY_REVOKED) {
+            mdb_txn_abort(txn);
+            snprintf(l->err, sizeof(l->err), "key_%u is revoked", id);
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        /* "ais_live_AbCd": the type between the first two '_' */
+        tlen = strcspn(k->prefix + 4, "_");
+        snprintf(type, sizeof(type), "%.*s", (int) tlen, k->prefix + 4);
+
+        if (rc == 0 && aiserve_key_generate(type, secret) != 0) {
+            mdb_txn_abort(txn);
+            snprintf(l->err, sizeof(l->err), "cannot generate a key");
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        /* the secret rotated away before this one goes now */
+        if (rc == 0 && memcmp(k->prev_hash, zero, AISERVE_HASH_LEN) != 0) {
+            hk.mv_data = k->prev_hash;
+            hk.mv_size = AISERVE_HASH_LEN;
+            rc = mdb_del(txn, l->hashes, &hk, NULL);
+            if (rc == MDB_NOTFOUND) {
+                rc = 0;
+            }
+        }
+
+        now = time(NULL);
+
+        if (rc == 0 && grace == 0) {
+            hk.mv_data = k->hash;
+            hk.mv_size = AISERVE_HASH_LEN;
+            rc = mdb_del(txn, l->hashes, &hk, NULL);
+            if (rc == MDB_NOTFOUND) {
+                rc = 0;
+            }
+            memset(k->prev_hash, 0, AISERVE_HASH_LEN);
+            k->prev_expires = 0;
+
+        } else if (rc == 0) {
+            memcpy(k->prev_hash, k->hash, AISERVE_HASH_LEN);
+            k->prev_expires = now + grace;
+        }
+
+        if (rc == 0) {
+            slen = strlen(secret);
+            snprintf(k->prefix, sizeof(k->prefix), "%.*s",
+                     (int) (slen - AISERVE_KEY_RANDOM_CHARS
+                            - AISERVE_KEY_CHECK_CHARS + 4), secret);
+            snprintf(k->last4, sizeof(k->last4), "%s", secret + slen - 4);
+            aiserve_key_hash(l->pepper, secret, slen, k->hash);
+            k->updated = now;
+
+            hk.mv_data = k->hash;
+            hk.mv_size = AISERVE_HASH_LEN;
+            mv = key_id_val(&k->id);
+            rc = mdb_put(txn, l->hashes, &hk, &mv, MDB_NOOVERWRITE);
+        }
+
+        if (rc == 0) {
+            mk = key_id_val(&k->id);
+            mv.mv_data = k;
+            mv.mv_size = sizeof(aiserve_key_t);
+            rc = mdb_put(txn, l->keys, &mk, &mv, 0);
+        }
+
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc == MDB_MAP_FULL) {
+            rc = aiserve_ledger_grow(l, l->max_map);
+            if (rc != AISERVE_LEDGER_OK) {
+                return rc;
+            }
+            continue;
+        }
+
+        if (rc != MDB_KEYEXIST) {
+            break;
+        }
+    }
+
+    return ledger_fail(l, rc, "cannot rotate key_%u", id);
 }
 
 
@@ -1138,10 +1630,18 @@ int
 aiserve_key_model_allowed(const aiserve_key_t *k, const char *model,
     size_t len)
 {
+    return aiserve_models_allowed(k->models, sizeof(k->models), model, len);
+}
+
+
+int
+aiserve_models_allowed(const char *list, size_t size, const char *model,
+    size_t len)
+{
     const char  *p, *end, *comma;
 
-    p = k->models;
-    end = p + strnlen(k->models, sizeof(k->models));
+    p = list;
+    end = p + strnlen(list, size);
 
     if (p == end) {
         return 1;
@@ -1534,5 +2034,523 @@ aiserve_parse_size(const char *s, size_t *out)
     }
 
     *out = (size_t) n;
+    return 0;
+}
+
+
+/* --- accounts ------------------------------------------------------------- */
+
+int
+aiserve_ledger_account_create(aiserve_ledger_t *l, aiserve_account_t *a)
+{
+    int       rc, tries;
+    MDB_txn  *txn;
+
+    if (account_check(l, a) != AISERVE_LEDGER_OK) {
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    for (tries = 0; tries < 8; tries++) {
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        a->status = AISERVE_ACCOUNT_ACTIVE;
+
+        rc = account_insert(l, txn, a);
+
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+
+        rc = aiserve_ledger_grow(l, l->max_map);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+    }
+
+    return ledger_fail(l, rc, "cannot store account");
+}
+
+
+int
+aiserve_ledger_account_get(aiserve_ledger_t *l, uint32_t id,
+    aiserve_account_t *a)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    mk = key_id_val(&id);
+
+    rc = mdb_get(l->rtxn, l->accounts, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(aiserve_account_t)) {
+        memcpy(a, mv.mv_data, sizeof(aiserve_account_t));
+        rc = AISERVE_LEDGER_OK;
+
+    } else if (rc == MDB_NOTFOUND) {
+        rc = AISERVE_LEDGER_NOTFOUND;
+
+    } else {
+        rc = ledger_fail(l, rc, "mdb_get(account %u)", id);
+    }
+
+    ledger_rend(l);
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_account_put(aiserve_ledger_t *l, aiserve_account_t *a)
+{
+    int       rc, tries;
+    MDB_txn  *txn;
+    MDB_val   mk, mv;
+
+    if (account_check(l, a) != AISERVE_LEDGER_OK) {
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    a->updated = time(NULL);
+
+    for (tries = 0; tries < 8; tries++) {
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        mk = key_id_val(&a->id);
+
+        rc = mdb_get(txn, l->accounts, &mk, &mv);
+        if (rc == MDB_NOTFOUND) {
+            mdb_txn_abort(txn);
+            snprintf(l->err, sizeof(l->err), "no account acct_%u", a->id);
+            return AISERVE_LEDGER_NOTFOUND;
+        }
+
+        if (rc == 0) {
+            mv.mv_data = a;
+            mv.mv_size = sizeof(aiserve_account_t);
+            rc = mdb_put(txn, l->accounts, &mk, &mv, 0);
+        }
+
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+
+        rc = aiserve_ledger_grow(l, l->max_map);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+    }
+
+    return ledger_fail(l, rc, "cannot update account %u", a->id);
+}
+
+
+int
+aiserve_ledger_account_each(aiserve_ledger_t *l,
+    int (*cb)(const aiserve_account_t *a, void *arg), void *arg)
+{
+    int                rc;
+    MDB_val            mk, mv;
+    MDB_cursor        *cur;
+    aiserve_account_t  a;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = mdb_cursor_open(l->rtxn, l->accounts, &cur);
+    if (rc != 0) {
+        ledger_rend(l);
+        return ledger_fail(l, rc, "mdb_cursor_open");
+    }
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (mv.mv_size != sizeof(aiserve_account_t)) {
+            continue;
+        }
+
+        memcpy(&a, mv.mv_data, sizeof(aiserve_account_t));
+
+        if (cb(&a, arg) != 0) {
+            break;
+        }
+    }
+
+    mdb_cursor_close(cur);
+    ledger_rend(l);
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+const char *
+aiserve_account_status_name(uint32_t status)
+{
+    return status == AISERVE_ACCOUNT_SUSPENDED ? "suspended" : "active";
+}
+
+
+typedef struct {
+    uint32_t   account_id;
+    size_t     n;
+    uint32_t   ids[256];
+    int        more;
+} ledger_account_keys_t;
+
+
+static int
+account_keys_cb(const aiserve_key_t *k, void *arg)
+{
+    ledger_account_keys_t  *ak = arg;
+
+    if (k->account_id != ak->account_id) {
+        return 0;
+    }
+
+    if (ak->n == sizeof(ak->ids) / sizeof(ak->ids[0])) {
+        ak->more = 1;
+        return 1;
+    }
+
+    ak->ids[ak->n++] = k->id;
+
+    return 0;
+}
+
+
+int
+aiserve_ledger_account_tokens_used(aiserve_ledger_t *l,
+    uint32_t account_id, uint32_t day_from, uint32_t day_to,
+    uint64_t *tokens)
+{
+    int                     rc;
+    size_t                  i;
+    uint64_t                t;
+    ledger_account_keys_t   ak;
+
+    *tokens = 0;
+
+    memset(&ak, 0, sizeof(ak));
+    ak.account_id = account_id;
+
+    rc = aiserve_ledger_key_each(l, account_keys_cb, &ak);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    if (ak.more) {
+        snprintf(l->err, sizeof(l->err), "acct_%u has more than %zu keys",
+                 account_id, sizeof(ak.ids) / sizeof(ak.ids[0]));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    for (i = 0; i < ak.n; i++) {
+        rc = aiserve_ledger_tokens_used(l, ak.ids[i], day_from, day_to, &t);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+        *tokens += t;
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/* --- audit trail ---------------------------------------------------------- */
+
+/* Appends e in txn under the next sequence number: OK or FULL/ERROR. */
+static int
+ledger_audit_put(aiserve_ledger_t *l, MDB_txn *txn, aiserve_audit_t *e)
+{
+    int       rc;
+    uint64_t  seq;
+    MDB_val   mk, mv;
+
+    mk.mv_data = "next_audit";
+    mk.mv_size = sizeof("next_audit") - 1;
+
+    rc = mdb_get(txn, l->meta, &mk, &mv);
+    if (rc == 0 && mv.mv_size == sizeof(uint64_t)) {
+        memcpy(&seq, mv.mv_data, sizeof(uint64_t));
+    } else if (rc == 0 || rc == MDB_NOTFOUND) {
+        seq = 1;
+    } else {
+        return ledger_fail(l, rc, "mdb_get(next_audit)");
+    }
+
+    e->seq = seq;
+    seq++;
+
+    mv.mv_data = &seq;
+    mv.mv_size = sizeof(uint64_t);
+
+    rc = mdb_put(txn, l->meta, &mk, &mv, 0);
+
+    if (rc == 0) {
+        mk.mv_data = &e->seq;
+        mk.mv_size = sizeof(uint64_t);
+        mv.mv_data = e;
+        mv.mv_size = sizeof(aiserve_audit_t);
+        rc = mdb_put(txn, l->audit, &mk, &mv, MDB_NOOVERWRITE);
+    }
+
+    if (rc != 0) {
+        return ledger_fail(l, rc, "cannot store an audit entry");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_ledger_audit_add(aiserve_ledger_t *l, aiserve_audit_t *e)
+{
+    int       rc, tries;
+    MDB_txn  *txn;
+
+    for (tries = 0; tries < 8; tries++) {
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        rc = ledger_audit_put(l, txn, e);
+
+        if (rc == AISERVE_LEDGER_OK) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+            rc = ledger_fail(l, rc, "mdb_txn_commit(audit)");
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc != AISERVE_LEDGER_FULL) {
+            return rc;
+        }
+
+        rc = aiserve_ledger_grow(l, l->max_map);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+    }
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_audit_each(aiserve_ledger_t *l, uint64_t from,
+    int (*cb)(const aiserve_audit_t *e, void *arg), void *arg)
+{
+    int              rc;
+    MDB_val          mk, mv;
+    MDB_cursor      *cur;
+    aiserve_audit_t  e;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = mdb_cursor_open(l->rtxn, l->audit, &cur);
+    if (rc != 0) {
+        ledger_rend(l);
+        return ledger_fail(l, rc, "mdb_cursor_open");
+    }
+
+    mk.mv_data = &from;
+    mk.mv_size = sizeof(uint64_t);
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (mv.mv_size != sizeof(aiserve_audit_t)) {
+            continue;
+        }
+
+        memcpy(&e, mv.mv_data, sizeof(aiserve_audit_t));
+
+        if (cb(&e, arg) != 0) {
+            break;
+        }
+    }
+
+    mdb_cursor_close(cur);
+    ledger_rend(l);
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/* --- validation shared by aiserve-keys and the admin API ------------------ */
+
+int
+aiserve_limits_check(uint64_t rpm, uint64_t tpm, uint64_t budget,
+    uint32_t period, char *err, size_t errlen)
+{
+    if (rpm > AISERVE_KEY_LIMIT_MAX || tpm > AISERVE_KEY_LIMIT_MAX
+        || budget > AISERVE_KEY_LIMIT_MAX)
+    {
+        snprintf(err, errlen, "a limit is over the maximum of %llu",
+                 (unsigned long long) AISERVE_KEY_LIMIT_MAX);
+        return -1;
+    }
+
+    if (budget && period != AISERVE_PERIOD_DAY
+        && period != AISERVE_PERIOD_MONTH)
+    {
+        snprintf(err, errlen, "a budget needs a period (day or month)");
+        return -1;
+    }
+
+    return 0;
+}
+
+
+/* The last second of 9999-12-31 UTC: the latest expiry. */
+#define AISERVE_EXPIRES_MAX  253402300799LL
+
+
+int
+aiserve_parse_expires(const char *s, int64_t now, int64_t *out, char *err,
+    size_t errlen)
+{
+    char                *end;
+    unsigned             y, m, d;
+    long long            n, unit;
+    struct tm            tm;
+    unsigned long long   u;
+
+    if (strcmp(s, "never") == 0) {
+        *out = 0;
+        return 0;
+    }
+
+    if (s[0] == '+') {
+        errno = 0;
+        n = strtoll(s + 1, &end, 10);
+        unit = strcmp(end, "d") == 0 ? 86400
+               : strcmp(end, "h") == 0 ? 3600
+               : strcmp(end, "s") == 0 ? 1 : 0;
+
+        if (s[1] < '0' || s[1] > '9' || errno == ERANGE || n <= 0
+            || unit == 0)
+        {
+            snprintf(err, errlen, "invalid expiry \"%s\" (+N followed by "
+                     "d, h or s)", s);
+            return -1;
+        }
+
+        if (n > (AISERVE_EXPIRES_MAX - now) / unit) {
+            snprintf(err, errlen, "expiry \"%s\" is after 9999-12-31", s);
+            return -1;
+        }
+
+        *out = now + n * unit;
+        return 0;
+    }
+
+    if (strchr(s, '-')) {
+        if (strlen(s) != 10 || sscanf(s, "%4u-%2u-%2u", &y, &m, &d) != 3
+            || m < 1 || m > 12 || d < 1 || d > 31)
+        {
+            snprintf(err, errlen, "invalid expiry \"%s\" (YYYY-MM-DD)", s);
+            return -1;
+        }
+
+        memset(&tm, 0, sizeof(tm));
+        tm.tm_year = (int) y - 1900;
+        tm.tm_mon = (int) m - 1;
+        tm.tm_mday = (int) d;
+        *out = timegm(&tm);
+
+    } else {
+        errno = 0;
+        u = strtoull(s, &end, 10);
+
+        if (*s < '0' || *s > '9' || *end != '\0' || errno == ERANGE
+            || u > (unsigned long long) AISERVE_EXPIRES_MAX)
+        {
+            snprintf(err, errlen, "invalid expiry \"%s\" (never, +30d, "
+                     "YYYY-MM-DD or unix seconds up to 9999-12-31)", s);
+            return -1;
+        }
+
+        *out = (int64_t) u;
+    }
+
+    if (*out <= now) {
+        snprintf(err, errlen, "expiry \"%s\" is in the past", s);
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+aiserve_parse_duration(const char *s, int64_t max, int64_t *out, char *err,
+    size_t errlen)
+{
+    char                *end;
+    long long            unit;
+    unsigned long long   n;
+
+    errno = 0;
+    n = strtoull(s, &end, 10);
+
+    unit = *end == '\0' || strcmp(end, "s") == 0 ? 1
+           : strcmp(end, "m") == 0 ? 60
+           : strcmp(end, "h") == 0 ? 3600
+           : strcmp(end, "d") == 0 ? 86400 : 0;
+
+    if (*s < '0' || *s > '9' || errno == ERANGE || unit == 0
+        || n > (unsigned long long) max / (unsigned long long) unit
+        || (long long) n * unit > max)
+    {
+        snprintf(err, errlen, "invalid duration \"%s\" (N, Ns, Nm, Nh or "
+                 "Nd, at most %lld seconds)", s, (long long) max);
+        return -1;
+    }
+
+    *out = (int64_t) n * unit;
+
     return 0;
 }

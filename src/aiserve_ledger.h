@@ -11,13 +11,24 @@
  *                        of the ledger (backup, billing export) holds no
  *                        material that can verify a guessed key.
  *
- * Named databases inside the environment:
- *   meta    "version" u32, "next_id" u32, "flush_seq" u64 (the sequence
- *           number of the last flush the nginx module committed)
- *   keys    key id (u32, MDB_INTEGERKEY) -> aiserve_key_t
- *   hashes  HMAC-SHA-256(pepper, api_key) (32 bytes) -> key id (u32)
- *   usage   aiserve_row_key_t bytes (key id BE, day BE, model) ->
- *           aiserve_usage_t
+ * Named databases inside the environment (ledger version 2):
+ *   meta      "version" u32, "next_id" u32, "next_account" u32,
+ *             "next_audit" u64, "flush_seq" u64 (the sequence number of
+ *             the last flush the nginx module committed)
+ *   accounts  account id (u32, MDB_INTEGERKEY) -> aiserve_account_t
+ *   keys      key id (u32, MDB_INTEGERKEY) -> aiserve_key_t
+ *   hashes    HMAC-SHA-256(pepper, api_key) (32 bytes) -> key id (u32);
+ *             a rotated key has two: its secret and, until the grace
+ *             period ends, the previous one
+ *   usage     aiserve_row_key_t bytes (key id BE, day BE, model) ->
+ *             aiserve_usage_t; an account's usage is that of its keys
+ *   audit     sequence number (u64, MDB_INTEGERKEY) -> aiserve_audit_t:
+ *             who changed what, when
+ *
+ * Version 1 (before accounts) is migrated when it is opened, in one write
+ * transaction: each key becomes the only key of an account of the same
+ * number and name, with no limits of its own (a key without an account is
+ * its own account); usage rows are untouched.
  *
  * Records are host-endian fixed structs with a version field: the ledger is
  * a local file, read by the tools on the same host.
@@ -59,7 +70,10 @@
 #define AISERVE_KEY_BLOCKED        1
 #define AISERVE_KEY_REVOKED        2
 
-#define AISERVE_KEY_ADMIN          0x01   /* aiserve_usage shows every key */
+#define AISERVE_KEY_ADMIN          0x01   /* the admin API, every usage */
+
+#define AISERVE_ACCOUNT_ACTIVE     0
+#define AISERVE_ACCOUNT_SUSPENDED  1
 
 /* The largest rpm, tpm and budget_tokens of a key (10^14): the zone keeps
  * rate levels in thousandths and drains them over 60000 ms, so limit x
@@ -70,10 +84,15 @@
 #define AISERVE_PERIOD_DAY         1
 #define AISERVE_PERIOD_MONTH       2
 
-#define AISERVE_KEY_RECORD_VERSION 1
+#define AISERVE_KEY_RECORD_VERSION     2
+#define AISERVE_ACCOUNT_RECORD_VERSION 1
+
+/* The longest grace period of a rotated secret: 30 days, in seconds. */
+#define AISERVE_GRACE_MAX          2592000
 
 
-/* One API key.  Limits of 0 mean "unlimited". */
+/* One API key, owned by an account.  Limits of 0 mean "unlimited"; where
+ * the key and its account both set one, the stricter wins. */
 typedef struct {
     uint32_t  version;
     uint32_t  id;
@@ -92,7 +111,44 @@ typedef struct {
     uint32_t  max_concurrent;            /* requests in flight */
     char      models[AISERVE_MODELS_MAX];  /* "a,b"; "" allows all */
     uint8_t   hash[AISERVE_HASH_LEN];
+    uint32_t  account_id;
+    uint32_t  reserved;
+    uint8_t   prev_hash[AISERVE_HASH_LEN];  /* the secret before rotate */
+    int64_t   prev_expires;      /* unix seconds: refused from then on */
 } aiserve_key_t;
+
+
+/* One account (a customer): owns keys, their usage and limits.  Limits of
+ * 0 mean "unlimited". */
+typedef struct {
+    uint32_t  version;
+    uint32_t  id;
+    uint32_t  status;                    /* AISERVE_ACCOUNT_* */
+    uint32_t  flags;
+    char      name[AISERVE_KEY_NAME_MAX];
+    int64_t   created;                   /* unix seconds */
+    int64_t   updated;
+    uint64_t  rpm;
+    uint64_t  tpm;
+    uint64_t  budget_tokens;
+    uint32_t  budget_period;             /* AISERVE_PERIOD_* */
+    uint32_t  max_concurrent;
+    char      models[AISERVE_MODELS_MAX];
+} aiserve_account_t;
+
+
+/* One admin action: who (the key id of an admin key, 0: the CLI, run by
+ * the user named in actor), what and when. */
+typedef struct {
+    uint64_t  seq;
+    int64_t   time;                      /* unix seconds */
+    uint32_t  key_id;                    /* 0: aiserve-keys */
+    uint32_t  reserved;
+    char      actor[32];                 /* "key_3", "cli:root" */
+    char      action[32];                /* "key.rotate", ... */
+    char      object[32];                /* "key_7", "acct_2" */
+    char      detail[160];               /* "grace_period=3600" */
+} aiserve_audit_t;
 
 
 /* Usage counters of one (key, model, UTC day).  cost is in nano-units of
@@ -138,6 +194,12 @@ const char *aiserve_ledger_error(aiserve_ledger_t *l);
 /* Reads path/hmac.key (AISERVE_PEPPER_LEN bytes) into pepper. */
 int aiserve_ledger_read_pepper(const char *path,
     uint8_t pepper[AISERVE_PEPPER_LEN], char *err, size_t errlen);
+
+/* Gives l the HMAC key (as read by aiserve_ledger_read_pepper elsewhere,
+ * e.g. by nginx's master), so a process that cannot read hmac.key can
+ * create and rotate keys. */
+void aiserve_ledger_set_pepper(aiserve_ledger_t *l,
+    const uint8_t pepper[AISERVE_PEPPER_LEN]);
 
 /* Current map size (bytes) and bytes in use (last page number * page). */
 void aiserve_ledger_map_info(aiserve_ledger_t *l, size_t *map_size,
@@ -207,10 +269,12 @@ void aiserve_key_hmac_free(aiserve_key_hmac_t *h);
 
 /*
  * Creates a key from the fields of *k (name, flags, limits, models,
- * expires); assigns id, created, prefix, last4, hash.  Writes the secret
- * (shown once) to secret.  Needs the pepper.  This and key_put refuse
- * (AISERVE_LEDGER_ERROR) limits over AISERVE_KEY_LIMIT_MAX and a budget
- * without a period.
+ * expires, account_id); assigns id, created, prefix, last4, hash.  With
+ * account_id 0 it also creates an account of the key's name, in the same
+ * transaction; another account_id must exist (NOTFOUND).  Writes the
+ * secret (shown once) to secret.  Needs the pepper.  This and key_put
+ * refuse (AISERVE_LEDGER_ERROR) limits over AISERVE_KEY_LIMIT_MAX and a
+ * budget without a period.
  */
 int aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
     const char *type, char *secret);
@@ -222,10 +286,26 @@ int aiserve_ledger_key_get(aiserve_ledger_t *l, uint32_t id,
 /*
  * Finds the key whose secret hashes to hash (one read transaction, reused:
  * cheap enough for every request).  The stored hash is compared with
- * CRYPTO_memcmp.  OK or NOTFOUND.
+ * CRYPTO_memcmp.  The previous secret of a rotated key is found while
+ * now < prev_expires (unix seconds; refused from the second the grace
+ * period ends).  OK or NOTFOUND.  With a, also reads the key's account
+ * (in the same transaction) into *a.
  */
 int aiserve_ledger_key_lookup(aiserve_ledger_t *l,
     const uint8_t hash[AISERVE_HASH_LEN], aiserve_key_t *k);
+int aiserve_ledger_key_lookup_at(aiserve_ledger_t *l,
+    const uint8_t hash[AISERVE_HASH_LEN], int64_t now, aiserve_key_t *k,
+    aiserve_account_t *a);
+
+/*
+ * Rotates key id: a new secret (written to secret, of the key's type)
+ * under the same id, limits and usage.  The previous secret stays valid
+ * for grace seconds (0 to AISERVE_GRACE_MAX; 0: refused at once) from
+ * now; a secret rotated away before that one is removed.  OK, NOTFOUND,
+ * or ERROR (revoked key, grace out of range).
+ */
+int aiserve_ledger_key_rotate(aiserve_ledger_t *l, uint32_t id,
+    int64_t grace, aiserve_key_t *k, char *secret);
 
 /* Rewrites key k->id (status, limits, ...; updated set to now). */
 int aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k);
@@ -238,7 +318,69 @@ int aiserve_ledger_key_each(aiserve_ledger_t *l,
 int aiserve_key_model_allowed(const aiserve_key_t *k, const char *model,
     size_t len);
 
+/* 1 if model (len bytes) is in the comma-separated list ("" allows all). */
+int aiserve_models_allowed(const char *list, size_t size, const char *model,
+    size_t len);
+
 const char *aiserve_key_status_name(uint32_t status);
+
+
+/* --- accounts ------------------------------------------------------------ */
+
+/*
+ * Creates an account from *a (name, limits, models); assigns id, created,
+ * updated, version.  Refuses limits over AISERVE_KEY_LIMIT_MAX and a
+ * budget without a period (ERROR).
+ */
+int aiserve_ledger_account_create(aiserve_ledger_t *l, aiserve_account_t *a);
+
+/* Reads account id into *a: OK or NOTFOUND. */
+int aiserve_ledger_account_get(aiserve_ledger_t *l, uint32_t id,
+    aiserve_account_t *a);
+
+/* Rewrites account a->id (updated set to now): OK, NOTFOUND or ERROR. */
+int aiserve_ledger_account_put(aiserve_ledger_t *l, aiserve_account_t *a);
+
+/* Calls cb for each account in id order; stops when cb returns non-zero. */
+int aiserve_ledger_account_each(aiserve_ledger_t *l,
+    int (*cb)(const aiserve_account_t *a, void *arg), void *arg);
+
+const char *aiserve_account_status_name(uint32_t status);
+
+/*
+ * Checks the limits of a key or an account the way aiserve-keys and the
+ * admin API both do: rpm, tpm, budget at most AISERVE_KEY_LIMIT_MAX, a
+ * budget needs a period.  0 or -1 with a message in err.
+ */
+int aiserve_limits_check(uint64_t rpm, uint64_t tpm, uint64_t budget,
+    uint32_t period, char *err, size_t errlen);
+
+/*
+ * Parses an expiry as aiserve-keys and the admin API take it: "never"
+ * (0), "+N" followed by d, h or s from now, YYYY-MM-DD (00:00 UTC) or unix
+ * seconds; it must lie in the future (after now) and not after 9999-12-31.
+ * 0 or -1 with a message in err.
+ */
+int aiserve_parse_expires(const char *s, int64_t now, int64_t *out,
+    char *err, size_t errlen);
+
+/* Parses a duration "3600", "90s", "15m", "1h", "7d" into seconds, at most
+ * max: 0 or -1 with a message in err. */
+int aiserve_parse_duration(const char *s, int64_t max, int64_t *out,
+    char *err, size_t errlen);
+
+
+/* --- audit trail --------------------------------------------------------- */
+
+/*
+ * Appends an admin action (e->time, actor, action, object, detail; seq is
+ * assigned).  Committed (synced) before it returns.  OK or ERROR/FULL.
+ */
+int aiserve_ledger_audit_add(aiserve_ledger_t *l, aiserve_audit_t *e);
+
+/* Calls cb for each audit entry in order, from sequence number from. */
+int aiserve_ledger_audit_each(aiserve_ledger_t *l, uint64_t from,
+    int (*cb)(const aiserve_audit_t *e, void *arg), void *arg);
 
 
 /* --- usage ---------------------------------------------------------------- */
@@ -271,6 +413,12 @@ int aiserve_ledger_usage_each(aiserve_ledger_t *l, uint32_t key_id,
 /* Sum of prompt_tokens of key_id over days [day_from, day_to]. */
 int aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
     uint32_t day_from, uint32_t day_to, uint64_t *tokens);
+
+/* Sum of prompt_tokens of every key of account_id over [day_from,
+ * day_to]. */
+int aiserve_ledger_account_tokens_used(aiserve_ledger_t *l,
+    uint32_t account_id, uint32_t day_from, uint32_t day_to,
+    uint64_t *tokens);
 
 /* Stable id of a usage row: 16 hex digits of SHA-256("id|day|model"). */
 void aiserve_row_id(const aiserve_row_key_t *rk, char out[17]);

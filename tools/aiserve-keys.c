@@ -5,10 +5,12 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -16,6 +18,7 @@
 
 static const char  *db_path;
 static size_t       max_map_size;
+static uint32_t     account_filter;     /* usage, export --account */
 
 
 static void
@@ -38,6 +41,9 @@ usage_main(FILE *f)
 "  block    block a key (reversible)\n"
 "  unblock  unblock a key\n"
 "  set      change a key's limits, models, expiry, name\n"
+"  rotate   a new secret for a key; the old one valid for a grace period\n"
+"  account  create, list, show, set, suspend accounts (owners of keys)\n"
+"  audit    the audit trail of changes to keys and accounts\n"
 "  usage    usage per key, model and period\n"
 "  export   billing export, one row per key, model and day (CSV, JSON lines)\n"
 "\n"
@@ -101,10 +107,6 @@ parse_key_id(const char *s)
 }
 
 
-/* The last second of 9999-12-31 UTC: the latest expiry. */
-#define EXPIRES_MAX  253402300799LL
-
-
 /* A decimal number for option opt: digits only (no sign, no blank, no
  * wrap past 2^64: strtoull's ERANGE), at most max. */
 static uint64_t
@@ -152,49 +154,61 @@ parse_day(const char *s)
 }
 
 
-/* "never", "+30d", "+12h", YYYY-MM-DD (00:00 UTC), unix seconds */
+/* "never", "+30d", "+12h", YYYY-MM-DD (00:00 UTC), unix seconds, in the
+ * future: the ledger's parser, which the admin API uses too */
 static int64_t
 parse_expires(const char *s)
 {
-    char       *end;
-    long long   n, unit;
-    struct tm   tm;
-    uint32_t    day;
+    char     err[256];
+    int64_t  t;
 
-    if (strcmp(s, "never") == 0) {
-        return 0;
+    if (aiserve_parse_expires(s, time(NULL), &t, err, sizeof(err)) != 0) {
+        die("%s", err);
     }
 
-    if (s[0] == '+') {
-        errno = 0;
-        n = strtoll(s + 1, &end, 10);
-        unit = strcmp(end, "d") == 0 ? 86400
-               : strcmp(end, "h") == 0 ? 3600
-               : strcmp(end, "s") == 0 ? 1 : 0;
+    return t;
+}
 
-        if (s[1] < '0' || s[1] > '9' || errno == ERANGE || n <= 0
-            || unit == 0)
-        {
-            die("invalid expiry \"%s\" (+N followed by d, h or s)", s);
-        }
 
-        if (n > (EXPIRES_MAX - time(NULL)) / unit) {
-            die("expiry \"%s\" is after 9999-12-31", s);
-        }
+/* "acct_3" or "3" */
+static uint32_t
+parse_account_id(const char *s)
+{
+    char           *end;
+    unsigned long   n;
 
-        return time(NULL) + n * unit;
+    if (strncmp(s, "acct_", 5) == 0) {
+        s += 5;
     }
 
-    if (strchr(s, '-')) {
-        day = parse_day(s);
-        memset(&tm, 0, sizeof(tm));
-        tm.tm_year = day / 10000 - 1900;
-        tm.tm_mon = day / 100 % 100 - 1;
-        tm.tm_mday = day % 100;
-        return timegm(&tm);
+    n = strtoul(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || n == 0 || n > UINT32_MAX) {
+        die("invalid account id \"%s\"", s);
     }
 
-    return (int64_t) parse_number("--expires", s, EXPIRES_MAX);
+    return (uint32_t) n;
+}
+
+
+/* Records a change in the ledger's audit trail: actor "cli:USER". */
+static void
+audit(aiserve_ledger_t *l, const char *action, const char *object,
+    const char *detail)
+{
+    struct passwd    *pw;
+    aiserve_audit_t   e;
+
+    memset(&e, 0, sizeof(e));
+    e.time = time(NULL);
+    pw = getpwuid(geteuid());
+    snprintf(e.actor, sizeof(e.actor), "cli:%s", pw ? pw->pw_name : "?");
+    snprintf(e.action, sizeof(e.action), "%s", action);
+    snprintf(e.object, sizeof(e.object), "%s", object);
+    snprintf(e.detail, sizeof(e.detail), "%s", detail ? detail : "");
+
+    if (aiserve_ledger_audit_add(l, &e) != AISERVE_LEDGER_OK) {
+        die("audit trail: %s", aiserve_ledger_error(l));
+    }
 }
 
 
@@ -243,7 +257,7 @@ enum {
     OPT_RPM = 1000, OPT_TPM, OPT_BUDGET, OPT_PERIOD, OPT_CONCURRENCY,
     OPT_MODELS, OPT_EXPIRES, OPT_NAME, OPT_ADMIN, OPT_NO_ADMIN, OPT_TYPE,
     OPT_DB, OPT_JSON, OPT_KEY, OPT_MODEL, OPT_FROM, OPT_TO, OPT_BY,
-    OPT_FORMAT, OPT_HELP
+    OPT_FORMAT, OPT_ACCOUNT, OPT_GRACE, OPT_HELP
 };
 
 #define LIMIT_OPTIONS                                                        \
@@ -352,12 +366,13 @@ cmd_create(int argc, char **argv)
 {
     int                opt;
     const char        *type = "live";
-    char               secret[AISERVE_API_KEY_MAX];
+    char               secret[AISERVE_API_KEY_MAX], obj[32], detail[64];
     aiserve_key_t      k;
     aiserve_ledger_t  *l;
     static struct option  opts[] = {
         LIMIT_OPTIONS,
         { "type", required_argument, NULL, OPT_TYPE },
+        { "account", required_argument, NULL, OPT_ACCOUNT },
         { NULL, 0, NULL, 0 }
     };
 
@@ -371,11 +386,19 @@ cmd_create(int argc, char **argv)
                    "shown only now, the ledger keeps only its\n"
                    "HMAC-SHA-256.\n\n%s"
                    "  --type live|test     the key's typed prefix "
-                   "(ais_live_..., ais_test_...)\n", limit_help);
+                   "(ais_live_..., ais_test_...)\n"
+                   "  --account ID         the account that owns the key "
+                   "(acct_N); without it,\n"
+                   "                       a new account of the key's "
+                   "name\n", limit_help);
             return 0;
         }
         if (opt == OPT_TYPE) {
             type = optarg;
+            continue;
+        }
+        if (opt == OPT_ACCOUNT) {
+            k.account_id = parse_account_id(optarg);
             continue;
         }
         if (!apply_limit(&k, opt, optarg)) {
@@ -400,7 +423,12 @@ cmd_create(int argc, char **argv)
         die("%s", aiserve_ledger_error(l));
     }
 
-    printf("key_id: key_%u\napi_key: %s\n", k.id, secret);
+    snprintf(obj, sizeof(obj), "key_%u", k.id);
+    snprintf(detail, sizeof(detail), "account=acct_%u", k.account_id);
+    audit(l, "key.create", obj, detail);
+
+    printf("key_id: key_%u\naccount_id: acct_%u\napi_key: %s\n", k.id,
+           k.account_id, secret);
     fprintf(stderr, "aiserve-keys: store the api_key now; it is not shown "
             "again\n");
 
@@ -412,15 +440,18 @@ cmd_create(int argc, char **argv)
 static json_t *
 key_json(const aiserve_key_t *k)
 {
-    char  id[32], created[32], expires[32];
+    char  id[32], account[32], created[32], expires[32];
 
     snprintf(id, sizeof(id), "key_%u", k->id);
     fmt_time(k->created, created, sizeof(created));
     fmt_time(k->expires, expires, sizeof(expires));
 
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:s,"
-                     " s:I, s:s, s:s, s:s}",
-                     "id", id, "name", k->name, "prefix", k->prefix,
+    snprintf(account, sizeof(account), "acct_%u", k->account_id);
+
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I,"
+                     " s:s, s:I, s:s, s:s, s:s}",
+                     "id", id, "account_id", account, "name", k->name,
+                     "prefix", k->prefix,
                      "last4", k->last4,
                      "status", key_status(k),
                      "admin", (k->flags & AISERVE_KEY_ADMIN) != 0,
@@ -528,6 +559,7 @@ static int
 cmd_status(int argc, char **argv, uint32_t status, const char *what)
 {
     int                opt;
+    char               obj[32], action[32];
     uint32_t           id;
     aiserve_key_t      k;
     aiserve_ledger_t  *l;
@@ -580,6 +612,10 @@ cmd_status(int argc, char **argv, uint32_t status, const char *what)
         die("%s", aiserve_ledger_error(l));
     }
 
+    snprintf(obj, sizeof(obj), "key_%u", k.id);
+    snprintf(action, sizeof(action), "key.%s", what);
+    audit(l, action, obj, NULL);
+
     printf("key_%u %s\n", k.id, aiserve_key_status_name(k.status));
     aiserve_ledger_close(l);
 
@@ -591,6 +627,7 @@ static int
 cmd_set(int argc, char **argv)
 {
     int                opt, i, nargs = 0;
+    char               obj[32];
     uint32_t           id;
     aiserve_key_t      k;
     aiserve_ledger_t  *l;
@@ -640,6 +677,9 @@ cmd_set(int argc, char **argv)
     if (aiserve_ledger_key_put(l, &k) != AISERVE_LEDGER_OK) {
         die("%s", aiserve_ledger_error(l));
     }
+
+    snprintf(obj, sizeof(obj), "key_%u", k.id);
+    audit(l, "key.update", obj, NULL);
 
     list_cb(&k, &(int) { 0 });
     aiserve_ledger_close(l);
@@ -793,6 +833,10 @@ ids_cb(const aiserve_key_t *k, void *arg)
 {
     ids_t  *ids = arg;
 
+    if (account_filter && k->account_id != account_filter) {
+        return 0;
+    }
+
     if (ids->n < 4096) {
         ids->ids[ids->n++] = k->id;
     }
@@ -811,6 +855,7 @@ cmd_usage(int argc, char **argv)
     usage_ctx_t        c;
     static struct option  opts[] = {
         { "key", required_argument, NULL, OPT_KEY },
+        { "account", required_argument, NULL, OPT_ACCOUNT },
         { "model", required_argument, NULL, OPT_MODEL },
         { "from", required_argument, NULL, OPT_FROM },
         { "to", required_argument, NULL, OPT_TO },
@@ -840,6 +885,9 @@ cmd_usage(int argc, char **argv)
                    "  --json               one JSON object per line\n"
                    "  --db PATH            the ledger (or $AISERVE_DB)\n");
             return 0;
+        case OPT_ACCOUNT:
+            account_filter = parse_account_id(optarg);
+            break;
         case OPT_KEY:
             key = parse_key_id(optarg);
             break;
@@ -1013,6 +1061,7 @@ cmd_export(int argc, char **argv)
     static struct option  opts[] = {
         { "format", required_argument, NULL, OPT_FORMAT },
         { "key", required_argument, NULL, OPT_KEY },
+        { "account", required_argument, NULL, OPT_ACCOUNT },
         { "from", required_argument, NULL, OPT_FROM },
         { "to", required_argument, NULL, OPT_TO },
         { "db", required_argument, NULL, OPT_DB },
@@ -1047,6 +1096,9 @@ cmd_export(int argc, char **argv)
             } else {
                 die("invalid --format \"%s\" (csv, jsonl)", optarg);
             }
+            break;
+        case OPT_ACCOUNT:
+            account_filter = parse_account_id(optarg);
             break;
         case OPT_KEY:
             key = parse_key_id(optarg);
@@ -1095,6 +1147,408 @@ cmd_export(int argc, char **argv)
 
     free(ids);
     aiserve_ledger_close(c.l);
+
+    return 0;
+}
+
+
+/* --- accounts, rotation, audit trail -------------------------------------- */
+
+static json_t *
+account_json(const aiserve_account_t *a)
+{
+    char  id[32], created[32];
+
+    snprintf(id, sizeof(id), "acct_%u", a->id);
+    fmt_time(a->created, created, sizeof(created));
+
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:s}",
+                     "id", id, "name", a->name,
+                     "status", aiserve_account_status_name(a->status),
+                     "rpm", (json_int_t) a->rpm,
+                     "tpm", (json_int_t) a->tpm,
+                     "budget", (json_int_t) a->budget_tokens,
+                     "period",
+                     a->budget_period == AISERVE_PERIOD_DAY ? "day"
+                     : a->budget_period == AISERVE_PERIOD_MONTH ? "month"
+                     : "none",
+                     "concurrency", (json_int_t) a->max_concurrent,
+                     "models", a->models, "created", created);
+}
+
+
+static int
+account_list_cb(const aiserve_account_t *a, void *arg)
+{
+    int      json = *(int *) arg;
+    char    *s, created[32], budget[48];
+    json_t  *o;
+
+    if (json) {
+        o = account_json(a);
+        s = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+        return 0;
+    }
+
+    fmt_time(a->created, created, sizeof(created));
+
+    if (a->budget_tokens) {
+        snprintf(budget, sizeof(budget), "%llu/%s",
+                 (unsigned long long) a->budget_tokens,
+                 a->budget_period == AISERVE_PERIOD_DAY ? "day" : "month");
+    } else {
+        snprintf(budget, sizeof(budget), "-");
+    }
+
+    printf("acct_%-5u %-16s %-9s %6llu %8llu %14s %4u %-16s %s\n", a->id,
+           a->name[0] ? a->name : "-", aiserve_account_status_name(a->status),
+           (unsigned long long) a->rpm, (unsigned long long) a->tpm, budget,
+           a->max_concurrent, a->models[0] ? a->models : "*", created);
+
+    return 0;
+}
+
+
+static int
+account_keys_cb(const aiserve_key_t *k, void *arg)
+{
+    if (k->account_id == *(uint32_t *) arg) {
+        list_cb(k, &(int) { 0 });
+    }
+
+    return 0;
+}
+
+
+/* The limit options of a key that an account has too, applied to a. */
+static void
+apply_account_limit(aiserve_account_t *a, int opt, const char *arg)
+{
+    aiserve_key_t  k;
+
+    if (opt == OPT_EXPIRES || opt == OPT_ADMIN || opt == OPT_NO_ADMIN) {
+        die("%s", "--expires, --admin and --no-admin are options of keys, "
+            "not of accounts");
+    }
+
+    memset(&k, 0, sizeof(k));
+    memcpy(k.name, a->name, sizeof(k.name));
+    memcpy(k.models, a->models, sizeof(k.models));
+    k.rpm = a->rpm;
+    k.tpm = a->tpm;
+    k.budget_tokens = a->budget_tokens;
+    k.budget_period = a->budget_period;
+    k.max_concurrent = a->max_concurrent;
+
+    if (!apply_limit(&k, opt, arg)) {
+        exit(2);
+    }
+
+    memcpy(a->name, k.name, sizeof(a->name));
+    memcpy(a->models, k.models, sizeof(a->models));
+    a->rpm = k.rpm;
+    a->tpm = k.tpm;
+    a->budget_tokens = k.budget_tokens;
+    a->budget_period = k.budget_period;
+    a->max_concurrent = k.max_concurrent;
+}
+
+
+static const char  account_help[] =
+"usage: aiserve-keys account SUBCOMMAND [OPTIONS]\n"
+"\n"
+"An account (a customer) owns keys; its limits and model list apply to\n"
+"all of its keys together, and where a key sets one too, the stricter\n"
+"wins.  Usage and export belong to the account (usage --account ID).\n"
+"\n"
+"  account create [OPTIONS]          create an account; prints acct_N\n"
+"  account list [--json]             list accounts\n"
+"  account show ACCT_ID [--json]     an account and its keys\n"
+"  account set ACCT_ID [OPTIONS]     change its name, limits, models\n"
+"  account suspend ACCT_ID           403 for every key of the account\n"
+"  account unsuspend ACCT_ID         lift the suspension\n"
+"\n"
+"OPTIONS: --name, --rpm, --tpm, --budget, --period, --concurrency,\n"
+"--models as for keys (aiserve-keys create --help); keys are created\n"
+"under an account with 'aiserve-keys create --account ACCT_ID'.\n";
+
+
+static int
+cmd_account(int argc, char **argv)
+{
+    int                 opt, json = 0, i, nargs = 0;
+    char                obj[32];
+    const char         *sub;
+    uint32_t            id = 0;
+    aiserve_ledger_t   *l;
+    aiserve_account_t   a;
+    static struct option  opts[] = {
+        LIMIT_OPTIONS,
+        { "json", no_argument, NULL, OPT_JSON },
+        { NULL, 0, NULL, 0 }
+    };
+    struct { int opt; char *arg; }  args[64];
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+        fputs(account_help, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+
+    sub = argv[1];
+    argc--;
+    argv++;
+    optind = 1;
+
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            fputs(account_help, stdout);
+            return 0;
+        }
+        if (opt == '?' || nargs == 64) {
+            return 2;
+        }
+        if (opt == OPT_DB) {
+            db_path = optarg;
+            continue;
+        }
+        if (opt == OPT_JSON) {
+            json = 1;
+            continue;
+        }
+        args[nargs].opt = opt;
+        args[nargs].arg = optarg;
+        nargs++;
+    }
+
+    if (strcmp(sub, "create") == 0 || strcmp(sub, "list") == 0) {
+        if (optind != argc) {
+            die("account: unexpected argument \"%s\"", argv[optind]);
+        }
+
+    } else if (strcmp(sub, "show") == 0 || strcmp(sub, "set") == 0
+               || strcmp(sub, "suspend") == 0
+               || strcmp(sub, "unsuspend") == 0)
+    {
+        if (optind + 1 != argc) {
+            die("account %s: one ACCT_ID expected", sub);
+        }
+        id = parse_account_id(argv[optind]);
+
+    } else {
+        die("unknown account subcommand \"%s\" (create, list, show, set, "
+            "suspend, unsuspend)", sub);
+    }
+
+    if (nargs && strcmp(sub, "create") != 0 && strcmp(sub, "set") != 0) {
+        die("account %s takes no limit options", sub);
+    }
+
+    memset(&a, 0, sizeof(a));
+
+    l = open_db(strcmp(sub, "create") == 0 ? AISERVE_LEDGER_CREATE
+                                            : AISERVE_LEDGER_NO_PEPPER);
+
+    if (strcmp(sub, "list") == 0) {
+        aiserve_ledger_account_each(l, account_list_cb, &json);
+        aiserve_ledger_close(l);
+        return 0;
+    }
+
+    if (id && aiserve_ledger_account_get(l, id, &a) != AISERVE_LEDGER_OK) {
+        die("no account \"%s\"", argv[optind]);
+    }
+
+    if (strcmp(sub, "show") == 0) {
+        account_list_cb(&a, &json);
+        if (!json) {
+            aiserve_ledger_key_each(l, account_keys_cb, &id);
+        }
+        aiserve_ledger_close(l);
+        return 0;
+    }
+
+    for (i = 0; i < nargs; i++) {
+        apply_account_limit(&a, args[i].opt, args[i].arg);
+    }
+
+    if (a.budget_tokens && a.budget_period == AISERVE_PERIOD_NONE) {
+        die("%s", "--budget needs --period day|month");
+    }
+
+    if (strcmp(sub, "suspend") == 0) {
+        a.status = AISERVE_ACCOUNT_SUSPENDED;
+    } else if (strcmp(sub, "unsuspend") == 0) {
+        a.status = AISERVE_ACCOUNT_ACTIVE;
+    }
+
+    if ((id ? aiserve_ledger_account_put(l, &a)
+            : aiserve_ledger_account_create(l, &a))
+        != AISERVE_LEDGER_OK)
+    {
+        die("%s", aiserve_ledger_error(l));
+    }
+
+    snprintf(obj, sizeof(obj), "acct_%u", a.id);
+    audit(l, strcmp(sub, "create") == 0 ? "account.create"
+             : strcmp(sub, "set") == 0 ? "account.update"
+             : strcmp(sub, "suspend") == 0 ? "account.suspend"
+             : "account.unsuspend", obj, NULL);
+
+    if (id == 0) {
+        printf("account_id: acct_%u\n", a.id);
+    } else {
+        account_list_cb(&a, &json);
+    }
+
+    aiserve_ledger_close(l);
+
+    return 0;
+}
+
+
+static int
+cmd_rotate(int argc, char **argv)
+{
+    int                opt;
+    char               secret[AISERVE_API_KEY_MAX], err[256], obj[32];
+    char               detail[64], until[32];
+    int64_t            grace = 86400;
+    uint32_t           id;
+    aiserve_key_t      k;
+    aiserve_ledger_t  *l;
+    static struct option  opts[] = {
+        { "grace", required_argument, NULL, OPT_GRACE },
+        { "db", required_argument, NULL, OPT_DB },
+        { "help", no_argument, NULL, OPT_HELP },
+        { NULL, 0, NULL, 0 }
+    };
+
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_HELP:
+            printf("usage: aiserve-keys rotate KEY_ID [--grace DURATION]\n\n"
+                   "Gives the key a new secret (printed once) under the "
+                   "same key id, limits\nand usage.  The old secret stays "
+                   "valid for the grace period (default 1d;\n0 to 30d: "
+                   "N, Ns, Nm, Nh, Nd) and is refused from the second it "
+                   "ends.\nA secret rotated away earlier is refused at "
+                   "once.\n");
+            return 0;
+        case OPT_GRACE:
+            if (aiserve_parse_duration(optarg, AISERVE_GRACE_MAX, &grace,
+                                       err, sizeof(err)) != 0)
+            {
+                die("--grace: %s", err);
+            }
+            break;
+        case OPT_DB:
+            db_path = optarg;
+            break;
+        default:
+            return 2;
+        }
+    }
+
+    if (optind + 1 != argc) {
+        die("%s", "rotate: one KEY_ID expected");
+    }
+
+    id = parse_key_id(argv[optind]);
+    l = open_db(0);
+
+    if (aiserve_ledger_key_rotate(l, id, grace, &k, secret)
+        != AISERVE_LEDGER_OK)
+    {
+        die("%s", aiserve_ledger_error(l));
+    }
+
+    snprintf(obj, sizeof(obj), "key_%u", k.id);
+    snprintf(detail, sizeof(detail), "grace_period=%lld",
+             (long long) grace);
+    audit(l, "key.rotate", obj, detail);
+
+    fmt_time(k.prev_expires, until, sizeof(until));
+
+    printf("key_id: key_%u\napi_key: %s\nprevious_valid_until: %s\n", k.id,
+           secret, grace ? until : "now");
+    fprintf(stderr, "aiserve-keys: store the api_key now; it is not shown "
+            "again\n");
+
+    aiserve_ledger_close(l);
+
+    return 0;
+}
+
+
+static int
+audit_cb(const aiserve_audit_t *e, void *arg)
+{
+    int      json = *(int *) arg;
+    char     when[32], *s;
+    json_t  *o;
+
+    fmt_time(e->time, when, sizeof(when));
+
+    if (json) {
+        o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}",
+                      "seq", (json_int_t) e->seq, "time", when,
+                      "actor", e->actor, "action", e->action,
+                      "object", e->object, "detail", e->detail);
+        s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+        return 0;
+    }
+
+    printf("%6llu %s %-16s %-18s %-10s %s\n", (unsigned long long) e->seq,
+           when, e->actor, e->action, e->object, e->detail);
+
+    return 0;
+}
+
+
+static int
+cmd_audit(int argc, char **argv)
+{
+    int                opt, json = 0;
+    aiserve_ledger_t  *l;
+    static struct option  opts[] = {
+        { "json", no_argument, NULL, OPT_JSON },
+        { "db", required_argument, NULL, OPT_DB },
+        { "help", no_argument, NULL, OPT_HELP },
+        { NULL, 0, NULL, 0 }
+    };
+
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_HELP:
+            printf("usage: aiserve-keys audit [--json]\n\n"
+                   "The audit trail: every change to keys and accounts, "
+                   "by aiserve-keys\n(actor cli:USER) or the admin API "
+                   "(actor key_N), oldest first.\n");
+            return 0;
+        case OPT_JSON:
+            json = 1;
+            break;
+        case OPT_DB:
+            db_path = optarg;
+            break;
+        default:
+            return 2;
+        }
+    }
+
+    if (optind != argc) {
+        die("audit: unexpected argument \"%s\"", argv[optind]);
+    }
+
+    l = open_db(AISERVE_LEDGER_NO_PEPPER);
+    aiserve_ledger_audit_each(l, 0, audit_cb, &json);
+    aiserve_ledger_close(l);
 
     return 0;
 }
@@ -1166,6 +1620,15 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "export") == 0) {
         return cmd_export(argc, argv);
+    }
+    if (strcmp(cmd, "account") == 0) {
+        return cmd_account(argc, argv);
+    }
+    if (strcmp(cmd, "rotate") == 0) {
+        return cmd_rotate(argc, argv);
+    }
+    if (strcmp(cmd, "audit") == 0) {
+        return cmd_audit(argc, argv);
     }
 
     fprintf(stderr, "aiserve-keys: unknown command \"%s\"\n\n", cmd);
