@@ -103,10 +103,24 @@ static ngx_command_t  ngx_http_aiserve_meter_commands[] = {
       NULL },
 
     { ngx_string("aiserve_usage"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_aiserve_meter_usage,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("aiserve_currency"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_aiserve_meter_main_conf_t, currency),
+      NULL },
+
+    { ngx_string("aiserve_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_aiserve_meter_usage,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      1,
       NULL },
 
       ngx_null_command
@@ -194,7 +208,7 @@ ngx_http_aiserve_meter_today(void)
 
 ngx_http_aiserve_meter_key_t *
 ngx_http_aiserve_meter_key_lookup(ngx_http_aiserve_meter_zone_t *z,
-    uint32_t key_id)
+    ngx_rbtree_key_t key_id)
 {
     ngx_rbtree_node_t  *node, *sentinel;
 
@@ -405,6 +419,9 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
 
     /* LMDB never crosses fork(): each worker opens its own environment */
     (void) ngx_http_aiserve_meter_open_ledger(cycle, NGX_LOG_EMERG);
+
+    /* the admin API creates and rotates keys */
+    aiserve_ledger_set_pepper(ngx_http_aiserve_meter_ledger, mcf->pepper);
 
     ngx_http_aiserve_meter_hmac = aiserve_key_hmac_create(mcf->pepper);
     if (ngx_http_aiserve_meter_hmac == NULL) {
@@ -1016,6 +1033,10 @@ ngx_http_aiserve_meter_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(mcf->max_map_size, 0);
     ngx_conf_init_msec_value(mcf->flush, 1000);
 
+    if (mcf->currency.data == NULL) {
+        ngx_str_set(&mcf->currency, "usd");
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -1031,6 +1052,12 @@ ngx_http_aiserve_meter_create_loc_conf(ngx_conf_t *cf)
     }
 
     lcf->mode = NGX_CONF_UNSET_UINT;
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     lcf->usage_costs = 0;
+     */
 
     return lcf;
 }
@@ -1048,13 +1075,16 @@ ngx_http_aiserve_meter_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (conf->usage_file && clcf->handler
-                            != ngx_http_aiserve_meter_usage_handler)
+    if (conf->usage_file
+        && clcf->handler != (conf->usage_admin
+                             ? ngx_http_aiserve_meter_admin_handler
+                             : ngx_http_aiserve_meter_usage_handler))
     {
         /* a content handler set after aiserve_usage replaced it */
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"aiserve_usage\" cannot be combined with another "
+                      "\"%s\" cannot be combined with another "
                       "content handler in location \"%V\" in %s:%ui",
+                      conf->usage_admin ? "aiserve_admin" : "aiserve_usage",
                       &clcf->name, conf->usage_file, conf->usage_line);
         return NGX_CONF_ERROR;
     }
@@ -1373,6 +1403,7 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_aiserve_meter_loc_conf_t  *lcf = conf;
 
+    ngx_str_t                           *value;
     ngx_http_core_loc_conf_t            *clcf;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
 
@@ -1384,16 +1415,32 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                "before it in the http block";
     }
 
+    if (cf->args->nelts == 2) {
+        value = cf->args->elts;
+
+        if (cmd->offset || ngx_strcmp(value[1].data, "costs") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in \"%V\"",
+                               &value[1], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        lcf->usage_costs = 1;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     if (clcf->handler) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"aiserve_usage\" cannot be combined with "
-                           "another content handler in this location");
+                           "\"%V\" cannot be combined with another "
+                           "content handler in this location", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
-    clcf->handler = ngx_http_aiserve_meter_usage_handler;
+    /* cmd->offset: 0 aiserve_usage, 1 aiserve_admin */
+    clcf->handler = cmd->offset ? ngx_http_aiserve_meter_admin_handler
+                                : ngx_http_aiserve_meter_usage_handler;
+    lcf->usage_admin = cmd->offset;
     lcf->usage_file = cf->conf_file->file.name.data;
     lcf->usage_line = cf->conf_file->line;
 

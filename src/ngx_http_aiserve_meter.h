@@ -9,6 +9,7 @@
  *                                   secrets in the request line and logs
  *   ngx_http_aiserve_meter_admit.c  admission (reserve) and settlement
  *   ngx_http_aiserve_meter_usage.c  the aiserve_usage handler
+ *   ngx_http_aiserve_meter_admin.c  the admin API (aiserve_admin)
  *   ngx_http_aiserve_meter_flush.c  the flush of the zone into the ledger
  */
 #ifndef NGX_HTTP_AISERVE_METER_H
@@ -26,6 +27,9 @@
 #define NGX_HTTP_AISERVE_METER_ON       1
 #define NGX_HTTP_AISERVE_METER_DRY_RUN  2
 
+/* an account's state in the zone's keys tree: its id with this bit */
+#define NGX_HTTP_AISERVE_METER_ACCOUNT  ((ngx_rbtree_key_t) 1 << 32)
+
 
 
 typedef struct {
@@ -37,7 +41,8 @@ typedef struct {
 
 
 typedef struct {
-    ngx_rbtree_node_t            node;         /* key: key id */
+    ngx_rbtree_node_t            node;         /* key: key id, or
+                                                  account id | ACCOUNT */
     uint32_t                     key_id;
     uint32_t                     budget_kind;  /* AISERVE_PERIOD_* */
     uint32_t                     budget_period;  /* day or yyyymm */
@@ -54,6 +59,7 @@ typedef struct {
     ngx_rbtree_node_t            node;         /* key: hash of the row key */
     ngx_queue_t                  queue;
     aiserve_row_key_t            rk;
+    uint32_t                     account_id;   /* of rk.key_id */
     aiserve_usage_t              pending;      /* settled, not flushed */
     aiserve_usage_t              inflight;     /* in a flush */
 } ngx_http_aiserve_meter_row_t;
@@ -62,6 +68,7 @@ typedef struct {
 typedef struct {
     ngx_queue_t                  queue;
     uint32_t                     key_id;
+    ngx_rbtree_key_t             account_node; /* 0: no account limits */
     ngx_pid_t                    pid;
     uint64_t                     tokens;
 } ngx_http_aiserve_meter_resv_t;
@@ -99,6 +106,7 @@ struct ngx_http_aiserve_meter_main_conf_s {
     ngx_msec_t                   flush;
     ngx_shm_zone_t              *shm_zone;
     ngx_array_t                 *prices;
+    ngx_str_t                    currency;     /* aiserve_currency */
     ngx_uint_t                   have_pepper;
     uint8_t                      pepper[AISERVE_PEPPER_LEN];
     u_char                      *db_file;      /* of aiserve_meter_db */
@@ -110,11 +118,17 @@ typedef struct {
     ngx_uint_t                   mode;
     u_char                      *usage_file;   /* of aiserve_usage */
     ngx_uint_t                   usage_line;
+    ngx_uint_t                   usage_costs;  /* aiserve_usage costs */
+    ngx_uint_t                   usage_admin;  /* aiserve_admin */
 } ngx_http_aiserve_meter_loc_conf_t;
 
 
 typedef struct {
     aiserve_key_t                key;
+    aiserve_account_t            account;
+    ngx_rbtree_key_t             account_node; /* reserved there too */
+    ngx_str_t                    authorization;   /* before masking */
+    ngx_msec_t                   admitted_ms;  /* since the start */
     ngx_uint_t                   authenticated;   /* unsigned:1 */
     ngx_uint_t                   key_in_query;
     ngx_uint_t                   dry_run_logged;  /* by the access phase */
@@ -155,7 +169,7 @@ uint32_t ngx_http_aiserve_meter_today(void);
 
 /* ngx_http_aiserve_meter.c: shared zone lookups (zone mutex held) */
 ngx_http_aiserve_meter_key_t *ngx_http_aiserve_meter_key_lookup(
-    ngx_http_aiserve_meter_zone_t *z, uint32_t key_id);
+    ngx_http_aiserve_meter_zone_t *z, ngx_rbtree_key_t key_id);
 ngx_http_aiserve_meter_row_t *ngx_http_aiserve_meter_row_lookup(
     ngx_http_aiserve_meter_zone_t *z, aiserve_row_key_t *rk,
     ngx_uint_t create);
@@ -180,6 +194,9 @@ ngx_int_t ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle,
 
 /* ngx_http_aiserve_meter_usage.c */
 ngx_int_t ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r);
+
+/* ngx_http_aiserve_meter_admin.c */
+ngx_int_t ngx_http_aiserve_meter_admin_handler(ngx_http_request_t *r);
 
 /* ngx_http_aiserve_meter_flush.c */
 void ngx_http_aiserve_meter_flush(ngx_cycle_t *cycle, ngx_uint_t exiting);

@@ -9,7 +9,25 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_aiserve_infer.h"
 #include "ngx_http_aiserve_meter.h"
+
+
+/* Whose limits a request is checked against: its key, and its account
+ * when the account has limits of its own (the stricter one refuses). */
+typedef struct {
+    ngx_rbtree_key_t               node_key;   /* in the zone's keys tree */
+    uint32_t                       id;
+    ngx_uint_t                     account;
+    uint64_t                       rpm;
+    uint64_t                       tpm;
+    uint64_t                       budget;
+    uint32_t                       period;
+    uint32_t                       max_concurrent;
+    ngx_http_aiserve_meter_key_t  *st;
+    uint64_t                       req_level;
+    uint64_t                       tok_level;
+} ngx_http_aiserve_meter_subject_t;
 
 
 static void ngx_http_aiserve_meter_cleanup(void *data);
@@ -53,12 +71,14 @@ ngx_http_aiserve_meter_period_left(uint32_t kind)
 
 
 /*
- * Tokens of key_id in days [from, to] that are in the zone but not in a
- * ledger snapshot taken at flush_seq seq.
+ * Tokens of the key (or of every key of the account) in days [from, to]
+ * that are in the zone but not in a ledger snapshot taken at flush_seq
+ * seq.
  */
 static uint64_t
 ngx_http_aiserve_meter_unflushed_tokens(ngx_http_aiserve_meter_zone_t *z,
-    uint32_t key_id, uint32_t from, uint32_t to, uint64_t seq)
+    ngx_http_aiserve_meter_subject_t *s, uint32_t from, uint32_t to,
+    uint64_t seq)
 {
     uint64_t                       sum;
     ngx_queue_t                   *q;
@@ -72,8 +92,8 @@ ngx_http_aiserve_meter_unflushed_tokens(ngx_http_aiserve_meter_zone_t *z,
     {
         row = ngx_queue_data(q, ngx_http_aiserve_meter_row_t, queue);
 
-        if (row->rk.key_id != key_id || row->rk.day < from
-            || row->rk.day > to)
+        if ((s->account ? row->account_id : row->rk.key_id) != s->id
+            || row->rk.day < from || row->rk.day > to)
         {
             continue;
         }
@@ -90,23 +110,25 @@ ngx_http_aiserve_meter_unflushed_tokens(ngx_http_aiserve_meter_zone_t *z,
 
 
 /*
- * The key's state in the zone, created or re-based when its budget period
- * changed: used = ledger tokens of the period + unflushed ones.  Called and
- * returns with the zone mutex held; drops it to read the ledger.
+ * The state of a key or an account in the zone, created or re-based when
+ * its budget period changed: used = ledger tokens of the period (of every
+ * key of an account) + unflushed ones.  Called and returns with the zone
+ * mutex held; drops it to read the ledger.
  */
 static ngx_http_aiserve_meter_key_t *
 ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
-    ngx_http_aiserve_meter_zone_t *z, aiserve_key_t *k, uint32_t today)
+    ngx_http_aiserve_meter_zone_t *z, ngx_http_aiserve_meter_subject_t *k,
+    uint32_t today)
 {
     uint32_t                       kind, period, from, to;
     uint64_t                       s1, s2, tokens;
     ngx_uint_t                     tries;
     ngx_http_aiserve_meter_key_t  *st;
 
-    kind = k->budget_tokens ? k->budget_period : AISERVE_PERIOD_NONE;
+    kind = k->budget ? k->period : AISERVE_PERIOD_NONE;
     period = ngx_http_aiserve_meter_period(kind, today);
 
-    st = ngx_http_aiserve_meter_key_lookup(z, k->id);
+    st = ngx_http_aiserve_meter_key_lookup(z, k->node_key);
 
     if (st && st->budget_kind == kind && st->budget_period == period) {
         return st;
@@ -130,8 +152,13 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
 
             if (aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s1)
                 != AISERVE_LEDGER_OK
-                || aiserve_ledger_tokens_used(ngx_http_aiserve_meter_ledger,
-                                              k->id, from, to, &tokens)
+                || (k->account
+                    ? aiserve_ledger_account_tokens_used(
+                          ngx_http_aiserve_meter_ledger, k->id, from, to,
+                          &tokens)
+                    : aiserve_ledger_tokens_used(
+                          ngx_http_aiserve_meter_ledger, k->id, from, to,
+                          &tokens))
                    != AISERVE_LEDGER_OK
                 || aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s2)
                    != AISERVE_LEDGER_OK)
@@ -152,7 +179,7 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
             }
         }
 
-        st = ngx_http_aiserve_meter_key_lookup(z, k->id);
+        st = ngx_http_aiserve_meter_key_lookup(z, k->node_key);
 
         if (st == NULL) {
             st = ngx_slab_calloc_locked(z->shpool,
@@ -163,7 +190,7 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
                 return NULL;
             }
 
-            st->node.key = k->id;
+            st->node.key = k->node_key;
             st->key_id = k->id;
             st->last = ngx_current_msec;
             ngx_rbtree_insert(&z->sh->keys, &st->node);
@@ -173,14 +200,14 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
         st->budget_period = period;
         st->used = (kind == AISERVE_PERIOD_NONE) ? 0
                    : tokens + ngx_http_aiserve_meter_unflushed_tokens(
-                                  z, k->id, from, to, s1);
+                                  z, k, from, to, s1);
 
         return st;
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "aiserve meter: ledger busy, cannot read key_%uD budget",
-                  k->id);
+                  "aiserve meter: ledger busy, cannot read %s_%uD budget",
+                  k->account ? "acct" : "key", k->id);
 
     return NULL;
 }
@@ -329,6 +356,83 @@ ngx_http_aiserve_meter_limit_headers(ngx_http_request_t *r,
 }
 
 
+/* Milliseconds since the request started (the clock itself, not nginx's
+ * cached time: tokenizing happens within one turn of the event loop). */
+static ngx_msec_t
+ngx_http_aiserve_meter_elapsed_ms(ngx_http_request_t *r)
+{
+    struct timeval  tv;
+    ngx_msec_int_t  ms;
+
+    ngx_gettimeofday(&tv);
+
+    ms = (ngx_msec_int_t) ((tv.tv_sec - r->start_sec) * 1000
+                           + tv.tv_usec / 1000 - r->start_msec);
+
+    return ms > 0 ? (ngx_msec_t) ms : 0;
+}
+
+
+/*
+ * The usage headers of a settled response, as Text Embeddings Inference
+ * sends them (milliseconds, whole): x-compute-tokens (prompt tokens),
+ * x-compute-time (encoder time charged to the request), x-tokenization-time
+ * (from the request's start to its admission: reading, parsing and
+ * tokenizing), x-queue-time, x-inference-time (forward passes the request
+ * was part of), x-total-time (start to now); and the cost:
+ * x-aiserve-cost (micro-units of x-aiserve-currency, exact, three
+ * decimals).
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_usage_headers(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_ctx_t *ctx, ngx_msec_int_t compute_usec)
+{
+    u_char                              buf[NGX_INT64_LEN + 8];
+    ngx_uint_t                          i;
+    ngx_msec_int_t                      v[6];
+    ngx_http_aiserve_ctx_t             *actx;
+    ngx_http_aiserve_meter_main_conf_t *mcf;
+    static const char                  *names[] = {
+        "x-compute-tokens", "x-compute-time", "x-tokenization-time",
+        "x-queue-time", "x-inference-time", "x-total-time"
+    };
+
+    actx = ngx_http_get_module_ctx(r, ngx_http_aiserve_module);
+
+    v[0] = ctx->tokens;
+    v[1] = compute_usec / 1000;
+    v[2] = ctx->admitted_ms;
+    v[3] = actx ? actx->queue_usec / 1000 : 0;
+    v[4] = actx ? actx->infer_usec / 1000 : 0;
+    v[5] = ngx_http_aiserve_meter_elapsed_ms(r);
+
+    for (i = 0; i < 6; i++) {
+        if (ngx_http_aiserve_meter_header(r, names[i], buf,
+                ngx_sprintf(buf, "%M", v[i] > 0 ? v[i] : 0) - buf, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+
+    if (ngx_http_aiserve_meter_header(r, "x-aiserve-cost", buf,
+            ngx_sprintf(buf, "%uL.%03uL", ctx->cost_nano / 1000,
+                        ctx->cost_nano % 1000) - buf, NULL)
+        != NGX_OK
+        || ngx_http_aiserve_meter_header(r, "x-aiserve-currency",
+                                         mcf->currency.data,
+                                         mcf->currency.len, NULL)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* --- admission and settlement --------------------------------------------- */
 
 ngx_int_t
@@ -337,12 +441,16 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
 {
     u_char                              *msg;
     uint32_t                             today;
-    uint64_t                             need, req_level, tok_level, left;
+    uint64_t                             need, left;
+    ngx_uint_t                           i, nsubj;
     ngx_msec_t                           now, elapsed;
     ngx_pool_cleanup_t                  *cln;
     aiserve_key_t                       *k;
+    aiserve_account_t                   *a;
     aiserve_row_key_t                    rk;
+    ngx_http_aiserve_meter_row_t        *row;
     ngx_http_aiserve_meter_key_t        *st;
+    ngx_http_aiserve_meter_subject_t     subj[2], *sj;
     ngx_http_aiserve_meter_ctx_t        *ctx;
     ngx_http_aiserve_meter_zone_t       *z;
     ngx_http_aiserve_meter_resv_t       *resv;
@@ -399,7 +507,11 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     }
     ctx->model.len = model->len;
 
-    if (!aiserve_key_model_allowed(k, (char *) model->data, model->len)) {
+    if (!aiserve_key_model_allowed(k, (char *) model->data, model->len)
+        || !aiserve_models_allowed(ctx->account.models,
+                                   sizeof(ctx->account.models),
+                                   (char *) model->data, model->len))
+    {
 
         if (lcf->mode == NGX_HTTP_AISERVE_METER_ON) {
             ref.status = NGX_HTTP_FORBIDDEN;
@@ -430,6 +542,30 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     now = ngx_current_msec;
 
     ngx_memzero(&lim, sizeof(lim));
+    ngx_memzero(subj, sizeof(subj));
+
+    subj[0].node_key = k->id;
+    subj[0].id = k->id;
+    subj[0].rpm = k->rpm;
+    subj[0].tpm = k->tpm;
+    subj[0].budget = k->budget_tokens;
+    subj[0].period = k->budget_period;
+    subj[0].max_concurrent = k->max_concurrent;
+    nsubj = 1;
+
+    a = &ctx->account;
+
+    if (a->rpm || a->tpm || a->budget_tokens || a->max_concurrent) {
+        subj[1].node_key = NGX_HTTP_AISERVE_METER_ACCOUNT | a->id;
+        subj[1].id = a->id;
+        subj[1].account = 1;
+        subj[1].rpm = a->rpm;
+        subj[1].tpm = a->tpm;
+        subj[1].budget = a->budget_tokens;
+        subj[1].period = a->budget_period;
+        subj[1].max_concurrent = a->max_concurrent;
+        nsubj = 2;
+    }
 
     ngx_shmtx_lock(&z->shpool->mutex);
 
@@ -443,8 +579,20 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
         goto refused;
     }
 
-    st = ngx_http_aiserve_meter_key_state(r, z, k, today);
-    if (st == NULL) {
+    for (i = 0; i < nsubj; i++) {
+        subj[i].st = ngx_http_aiserve_meter_key_state(r, z, &subj[i], today);
+        if (subj[i].st == NULL) {
+            break;
+        }
+    }
+
+    /* the account's state may have been made while the key's was looked
+     * up again (the mutex is dropped to read the ledger) */
+    if (i == nsubj && nsubj == 2) {
+        subj[0].st = ngx_http_aiserve_meter_key_lookup(z, subj[0].node_key);
+    }
+
+    if (i < nsubj || subj[0].st == NULL) {
         ngx_shmtx_unlock(&z->shpool->mutex);
         ref.status = NGX_HTTP_SERVICE_UNAVAILABLE;
         ref.type = "server_error";
@@ -454,74 +602,91 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
         goto refused;
     }
 
-    elapsed = now - st->last;
-    if ((ngx_msec_int_t) elapsed < 0) {
-        elapsed = 0;
-    }
+    for (i = 0; i < nsubj; i++) {
+        sj = &subj[i];
+        st = sj->st;
 
-    req_level = ngx_http_aiserve_meter_leak(st->req_level, k->rpm, elapsed);
-    tok_level = ngx_http_aiserve_meter_leak(st->tok_level, k->tpm, elapsed);
-
-    lim.rpm = k->rpm;
-    lim.tpm = k->tpm;
-    lim.budget = k->budget_tokens;
-
-    if (k->budget_tokens
-        && st->used + st->reserved + need > k->budget_tokens)
-    {
-        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
-        ref.type = "insufficient_quota";
-        ref.code = "insufficient_quota";
-        ref.retry_after = ngx_http_aiserve_meter_period_left(k->budget_period);
-
-        /* what is left, so that a client can tell a spent budget from a
-         * request too large for what remains */
-        left = st->used + st->reserved >= k->budget_tokens
-               ? 0 : k->budget_tokens - st->used - st->reserved;
-
-        if (left == 0) {
-            ngx_snprintf(msg, 256, "the token budget of this API key is "
-                         "exhausted (%uL tokens a %s)%Z", k->budget_tokens,
-                         k->budget_period == AISERVE_PERIOD_DAY
-                         ? "day" : "month");
-
-        } else {
-            ngx_snprintf(msg, 256, "this request needs %uL tokens and the "
-                         "token budget of this API key has %uL left %s (of "
-                         "%uL)%Z", (uint64_t) need, left,
-                         k->budget_period == AISERVE_PERIOD_DAY
-                         ? "today" : "this month", k->budget_tokens);
+        elapsed = now - st->last;
+        if ((ngx_msec_int_t) elapsed < 0) {
+            elapsed = 0;
         }
 
-        ref.msg = (char *) msg;
+        sj->req_level = ngx_http_aiserve_meter_leak(st->req_level, sj->rpm,
+                                                    elapsed);
+        sj->tok_level = ngx_http_aiserve_meter_leak(st->tok_level, sj->tpm,
+                                                    elapsed);
 
-    } else if (k->max_concurrent && st->active >= k->max_concurrent) {
-        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
-        ref.type = "requests";
-        ref.code = "rate_limit_exceeded";
-        ref.msg = "too many concurrent requests for this API key";
-        ref.retry_after = 1;
+        if (ref.status) {
+            continue;
+        }
 
-    } else if (k->rpm && req_level + 1000 > k->rpm * 1000) {
-        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
-        ref.type = "requests";
-        ref.code = "rate_limit_exceeded";
-        ref.msg = "rate limit reached for requests per minute";
-        ref.retry_after = (ngx_http_aiserve_meter_wait(req_level,
-                               k->rpm * 1000 - 1000, k->rpm) + 999) / 1000;
+        if (sj->budget && st->used + st->reserved + need > sj->budget) {
+            ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+            ref.type = "insufficient_quota";
+            ref.code = "insufficient_quota";
+            ref.retry_after = ngx_http_aiserve_meter_period_left(sj->period);
 
-    } else if (k->tpm && tok_level + need * 1000 > k->tpm * 1000) {
-        ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
-        ref.type = "tokens";
-        ref.code = "rate_limit_exceeded";
-        ref.msg = need > k->tpm
-                  ? "request has more tokens than the tokens-per-minute "
-                    "limit of this API key"
-                  : "rate limit reached for tokens per minute";
-        ref.retry_after = need > k->tpm ? 60
-                          : (ngx_http_aiserve_meter_wait(tok_level,
-                                 (k->tpm - need) * 1000, k->tpm) + 999)
-                            / 1000;
+            /* what is left, so that a client can tell a spent budget from
+             * a request too large for what remains */
+            left = st->used + st->reserved >= sj->budget
+                   ? 0 : sj->budget - st->used - st->reserved;
+
+            if (left == 0) {
+                ngx_snprintf(msg, 256, "the token budget of this %s is "
+                             "exhausted (%uL tokens a %s)%Z",
+                             sj->account ? "account" : "API key",
+                             sj->budget,
+                             sj->period == AISERVE_PERIOD_DAY
+                             ? "day" : "month");
+
+            } else {
+                ngx_snprintf(msg, 256, "this request needs %uL tokens and "
+                             "the token budget of this %s has %uL left %s "
+                             "(of %uL)%Z", (uint64_t) need,
+                             sj->account ? "account" : "API key", left,
+                             sj->period == AISERVE_PERIOD_DAY
+                             ? "today" : "this month", sj->budget);
+            }
+
+            ref.msg = (char *) msg;
+
+        } else if (sj->max_concurrent && st->active >= sj->max_concurrent) {
+            ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+            ref.type = "requests";
+            ref.code = "rate_limit_exceeded";
+            ref.msg = sj->account
+                      ? "too many concurrent requests for this account"
+                      : "too many concurrent requests for this API key";
+            ref.retry_after = 1;
+
+        } else if (sj->rpm && sj->req_level + 1000 > sj->rpm * 1000) {
+            ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+            ref.type = "requests";
+            ref.code = "rate_limit_exceeded";
+            ref.msg = sj->account
+                      ? "rate limit of this account reached for requests "
+                        "per minute"
+                      : "rate limit reached for requests per minute";
+            ref.retry_after = (ngx_http_aiserve_meter_wait(sj->req_level,
+                                   sj->rpm * 1000 - 1000, sj->rpm) + 999)
+                              / 1000;
+
+        } else if (sj->tpm && sj->tok_level + need * 1000 > sj->tpm * 1000) {
+            ref.status = NGX_HTTP_TOO_MANY_REQUESTS;
+            ref.type = "tokens";
+            ref.code = "rate_limit_exceeded";
+            ref.msg = need > sj->tpm
+                      ? "request has more tokens than the tokens-per-minute "
+                        "limit of this API key"
+                      : sj->account
+                        ? "rate limit of this account reached for tokens "
+                          "per minute"
+                        : "rate limit reached for tokens per minute";
+            ref.retry_after = need > sj->tpm ? 60
+                              : (ngx_http_aiserve_meter_wait(sj->tok_level,
+                                     (sj->tpm - need) * 1000, sj->tpm) + 999)
+                                / 1000;
+        }
     }
 
     if (ref.status && lcf->mode == NGX_HTTP_AISERVE_METER_DRY_RUN) {
@@ -541,7 +706,10 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
 
         resv = NULL;
 
-        if (ngx_http_aiserve_meter_row_lookup(z, &rk, 1) != NULL) {
+        row = ngx_http_aiserve_meter_row_lookup(z, &rk, 1);
+
+        if (row != NULL) {
+            row->account_id = a->id;
             resv = ngx_slab_alloc_locked(z->shpool,
                                        sizeof(ngx_http_aiserve_meter_resv_t));
         }
@@ -559,43 +727,59 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
         }
 
         resv->key_id = k->id;
+        resv->account_node = nsubj == 2 ? subj[1].node_key : 0;
         resv->pid = ngx_pid;
         resv->tokens = need;
         ngx_queue_insert_tail(&z->sh->resv, &resv->queue);
 
-        req_level += 1000;
-        tok_level += need * 1000;
-        st->reserved += need;
-        st->active++;
+        for (i = 0; i < nsubj; i++) {
+            subj[i].req_level += 1000;
+            subj[i].tok_level += need * 1000;
+            subj[i].st->reserved += need;
+            subj[i].st->active++;
+        }
 
         ctx->resv = resv;
         ctx->reserved = 1;
         ctx->tokens = need;
         ctx->day = today;
+        ctx->account_node = resv->account_node;
     }
 
-    st->req_level = req_level;
-    st->tok_level = tok_level;
-    st->last = now;
-
-    if (k->rpm) {
-        lim.req_remaining = req_level >= k->rpm * 1000
-                            ? 0 : (k->rpm * 1000 - req_level) / 1000;
-        lim.req_reset = ngx_http_aiserve_meter_wait(req_level, 0, k->rpm);
+    for (i = 0; i < nsubj; i++) {
+        subj[i].st->req_level = subj[i].req_level;
+        subj[i].st->tok_level = subj[i].tok_level;
+        subj[i].st->last = now;
     }
 
-    if (k->tpm) {
-        lim.tok_remaining = tok_level >= k->tpm * 1000
-                            ? 0 : (k->tpm * 1000 - tok_level) / 1000;
-        lim.tok_reset = ngx_http_aiserve_meter_wait(tok_level, 0, k->tpm);
+    /* the headers tell the key's limits, or the account's where the key
+     * has none of its own */
+    sj = (nsubj == 2 && !k->rpm && !k->tpm && !k->budget_tokens)
+         ? &subj[1] : &subj[0];
+    st = sj->st;
+
+    lim.rpm = sj->rpm;
+    lim.tpm = sj->tpm;
+    lim.budget = sj->budget;
+
+    if (sj->rpm) {
+        lim.req_remaining = sj->req_level >= sj->rpm * 1000
+                            ? 0 : (sj->rpm * 1000 - sj->req_level) / 1000;
+        lim.req_reset = ngx_http_aiserve_meter_wait(sj->req_level, 0,
+                                                    sj->rpm);
     }
 
-    if (k->budget_tokens) {
-        lim.budget_remaining = st->used + st->reserved >= k->budget_tokens
-                               ? 0
-                               : k->budget_tokens - st->used - st->reserved;
-        lim.budget_reset = ngx_http_aiserve_meter_period_left(
-                               k->budget_period);
+    if (sj->tpm) {
+        lim.tok_remaining = sj->tok_level >= sj->tpm * 1000
+                            ? 0 : (sj->tpm * 1000 - sj->tok_level) / 1000;
+        lim.tok_reset = ngx_http_aiserve_meter_wait(sj->tok_level, 0,
+                                                    sj->tpm);
+    }
+
+    if (sj->budget) {
+        lim.budget_remaining = st->used + st->reserved >= sj->budget
+                               ? 0 : sj->budget - st->used - st->reserved;
+        lim.budget_reset = ngx_http_aiserve_meter_period_left(sj->period);
     }
 
     ngx_shmtx_unlock(&z->shpool->mutex);
@@ -610,6 +794,8 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
 
     cln->handler = ngx_http_aiserve_meter_cleanup;
     cln->data = r;
+
+    ctx->admitted_ms = ngx_http_aiserve_meter_elapsed_ms(r);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "aiserve meter: key_%uD reserved %ui tokens for \"%V\"",
@@ -662,6 +848,7 @@ ngx_http_aiserve_meter_account(ngx_http_request_t *r,
     ngx_http_aiserve_meter_ctx_t *ctx, aiserve_usage_t *u)
 {
     uint32_t                             today;
+    ngx_uint_t                           i;
     aiserve_row_key_t                    rk;
     ngx_http_aiserve_meter_row_t        *row;
     ngx_http_aiserve_meter_key_t        *st;
@@ -680,9 +867,14 @@ ngx_http_aiserve_meter_account(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&z->shpool->mutex);
 
-    st = ngx_http_aiserve_meter_key_lookup(z, ctx->key.id);
+    for (i = 0; i < 2; i++) {
+        st = ngx_http_aiserve_meter_key_lookup(z, i == 0 ? ctx->key.id
+                                                         : ctx->account_node);
 
-    if (st) {
+        if (st == NULL || (i == 1 && ctx->account_node == 0)) {
+            continue;
+        }
+
         st->reserved -= ngx_min(st->reserved, ctx->tokens);
         if (st->active) {
             st->active--;
@@ -763,6 +955,14 @@ ngx_http_aiserve_meter_settle(ngx_http_request_t *r,
     ctx->has_cost = 1;
 
     ngx_http_aiserve_meter_account(r, ctx, &u);
+
+    if (!failed && !r->header_sent
+        && ngx_http_aiserve_meter_usage_headers(r, ctx, compute_usec)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve meter: cannot add the usage headers");
+    }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "aiserve meter: key_%uD settled %uL tokens, %uL usec, "

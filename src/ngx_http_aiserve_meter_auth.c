@@ -41,21 +41,92 @@ ngx_http_aiserve_meter_mask_request(ngx_http_request_t *r)
 
 
 /*
+ * Masks keys pasted into any request header (User-Agent, Referer, custom
+ * ones), so that $http_* variables in an access log, or anything else that
+ * reads the headers later, never show them.  Authorization is masked too,
+ * after its value is kept for authentication in ctx->authorization.
+ * Returns NGX_OK or NGX_ERROR (no memory).
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_mask_headers(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_ctx_t **ctxp)
+{
+    ngx_str_t                      copy;
+    ngx_uint_t                     i;
+    ngx_list_part_t               *part;
+    ngx_table_elt_t               *h;
+    ngx_http_aiserve_meter_ctx_t  *ctx;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (&h[i] != r->headers_in.authorization) {
+            (void) ngx_http_aiserve_meter_mask_key(&h[i].value);
+            continue;
+        }
+
+        /* the value as sent, for authenticate(); then masked in place */
+        copy.len = h[i].value.len;
+        copy.data = ngx_pnalloc(r->pool, copy.len);
+        if (copy.data == NULL) {
+            return NGX_ERROR;
+        }
+        ngx_memcpy(copy.data, h[i].value.data, copy.len);
+
+        if (!ngx_http_aiserve_meter_mask_key(&h[i].value)) {
+            continue;
+        }
+
+        ctx = *ctxp;
+        if (ctx == NULL) {
+            ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_aiserve_meter_ctx_t));
+            if (ctx == NULL) {
+                return NGX_ERROR;
+            }
+            ngx_http_set_ctx(r, ctx, ngx_http_aiserve_meter_module);
+            *ctxp = ctx;
+        }
+
+        ctx->authorization = copy;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Post-read phase, every request of an http block with a ledger, metered
- * location or not: a key in the request line is masked before anything
- * (access log, error log, $request_uri, $args) can show it.  The access
- * phase of a metered location then refuses the request.
+ * location or not: a key in the request line or in a request header is
+ * masked before anything (access log, error log, $request_uri, $args,
+ * $http_*) can show it.  The access phase of a metered location then
+ * refuses a request with a key in its request line.
  */
 ngx_int_t
 ngx_http_aiserve_meter_post_read_handler(ngx_http_request_t *r)
 {
     ngx_http_aiserve_meter_ctx_t  *ctx;
 
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    if (ngx_http_aiserve_meter_mask_headers(r, &ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (!ngx_http_aiserve_meter_mask_request(r)) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
     if (ctx == NULL) {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_aiserve_meter_ctx_t));
         if (ctx == NULL) {
@@ -122,8 +193,15 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    p = r->headers_in.authorization->value.data;
-    last = p + r->headers_in.authorization->value.len;
+    /* the header itself was masked by the post-read phase */
+    if (ctx->authorization.data) {
+        p = ctx->authorization.data;
+        last = p + ctx->authorization.len;
+
+    } else {
+        p = r->headers_in.authorization->value.data;
+        last = p + r->headers_in.authorization->value.len;
+    }
 
     if (last - p < 7 || ngx_strncasecmp(p, (u_char *) "Bearer ", 7) != 0) {
         ref->code = "invalid_api_key";
@@ -157,8 +235,8 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
     /* a worker that could not open the ledger answers 503 until it can
      * (ngx_http_aiserve_meter_open_ledger()) */
     rc = ngx_http_aiserve_meter_ledger
-         ? aiserve_ledger_key_lookup(ngx_http_aiserve_meter_ledger, hash,
-                                     &ctx->key)
+         ? aiserve_ledger_key_lookup_at(ngx_http_aiserve_meter_ledger, hash,
+                                        ngx_time(), &ctx->key, &ctx->account)
          : AISERVE_LEDGER_ERROR;
 
     if (rc == AISERVE_LEDGER_NOTFOUND) {
@@ -198,6 +276,14 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
         ref->type = "permission_error";
         ref->code = "api_key_blocked";
         ref->msg = "this API key is blocked";
+        return NGX_DECLINED;
+    }
+
+    if (ctx->account.status == AISERVE_ACCOUNT_SUSPENDED) {
+        ref->status = NGX_HTTP_FORBIDDEN;
+        ref->type = "permission_error";
+        ref->code = "account_suspended";
+        ref->msg = "the account of this API key is suspended";
         return NGX_DECLINED;
     }
 

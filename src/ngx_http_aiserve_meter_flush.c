@@ -44,6 +44,7 @@ static void
 ngx_http_aiserve_meter_reap(ngx_cycle_t *cycle,
     ngx_http_aiserve_meter_zone_t *z)
 {
+    ngx_uint_t                      i;
     ngx_queue_t                    *q, *next;
     ngx_http_aiserve_meter_key_t   *st;
     ngx_http_aiserve_meter_resv_t  *resv;
@@ -61,8 +62,12 @@ ngx_http_aiserve_meter_reap(ngx_cycle_t *cycle,
             continue;
         }
 
-        st = ngx_http_aiserve_meter_key_lookup(z, resv->key_id);
-        if (st) {
+        for (i = 0; i < 2; i++) {
+            st = ngx_http_aiserve_meter_key_lookup(z, i == 0 ? resv->key_id
+                                                         : resv->account_node);
+            if (st == NULL || (i == 1 && resv->account_node == 0)) {
+                continue;
+            }
             st->reserved -= ngx_min(st->reserved, resv->tokens);
             if (st->active) {
                 st->active--;

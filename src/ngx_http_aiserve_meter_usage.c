@@ -1,11 +1,21 @@
 /*
- * ngx_http_aiserve_meter_module: aiserve_usage, the caller's usage of the
- * current UTC month as JSON (ledger rows and the zone's unflushed usage).
+ * ngx_http_aiserve_meter_module: aiserve_usage, usage read over HTTP:
+ * ledger rows and the zone's unflushed usage, consistent with each other
+ * (read between two equal flush sequence numbers).
+ *
+ *   without a query string: the caller's rows of the current UTC month
+ *   (the first format, kept as it was);
+ *   with one: buckets shaped like OpenAI's organization usage and costs
+ *   API (GET /v1/organization/usage/embeddings, /v1/organization/costs):
+ *   {"object": "page", "data": [{"object": "bucket", "start_time",
+ *   "end_time", "results": [...]}], "has_more": false, "next_page": null}.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+
+#include <jansson.h>
 
 #include "ngx_http_aiserve_meter.h"
 
@@ -70,64 +80,29 @@ ngx_http_aiserve_meter_usage_row(const aiserve_row_key_t *rk,
 }
 
 
-ngx_int_t
-ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
+/*
+ * Collects the usage rows of days [from, to] of the keys ids[0..nids)
+ * (nids 0: every key) from the ledger and the zone into rows (of
+ * ngx_http_aiserve_meter_out_t).  NGX_OK, or an HTTP status.
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_collect(ngx_http_request_t *r, uint32_t *ids,
+    ngx_uint_t nids, uint32_t from, uint32_t to, ngx_array_t *rows)
 {
-    size_t                               size;
-    u_char                              *p;
-    uint32_t                             key_id, today, from, to;
     uint64_t                             s1, s2;
-    ngx_int_t                            rc;
-    ngx_uint_t                           i, tries;
-    ngx_buf_t                           *b;
-    ngx_array_t                          rows;
-    ngx_chain_t                          out;
+    ngx_uint_t                           i, j, tries;
     ngx_queue_t                         *q;
-    ngx_http_aiserve_meter_ctx_t        *ctx;
     ngx_http_aiserve_meter_out_t        *o;
     ngx_http_aiserve_meter_row_t        *row;
     ngx_http_aiserve_meter_zone_t       *z;
-    ngx_http_aiserve_meter_refusal_t     ref;
     ngx_http_aiserve_meter_main_conf_t  *mcf;
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_http_aiserve_meter_header(r, "Allow", (u_char *) "GET, HEAD",
-                                          sizeof("GET, HEAD") - 1, NULL)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                           "invalid_request_error",
-                                           "method_not_allowed", NULL,
-                                           "method %V is not allowed, use "
-                                           "GET", &r->method_name);
-    }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
     z = mcf->shm_zone->data;
 
-    ngx_memzero(&ref, sizeof(ref));
-
-    if (ngx_http_aiserve_meter_authenticate(r, &ctx, &ref) != NGX_OK) {
-        return ref.status ? ngx_http_aiserve_meter_refuse(r, &ref)
-                          : NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    key_id = (ctx->key.flags & AISERVE_KEY_ADMIN) ? 0 : ctx->key.id;
-
-    today = ngx_http_aiserve_meter_today();
-    aiserve_month_range(today, &from, &to);
-
     for (tries = 0; tries < 5; tries++) {
 
-        if (ngx_array_init(&rows, r->pool, 16,
+        if (ngx_array_init(rows, r->pool, 16,
                            sizeof(ngx_http_aiserve_meter_out_t))
             != NGX_OK)
         {
@@ -135,18 +110,25 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
         }
 
         if (aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s1)
-            != AISERVE_LEDGER_OK
-            || aiserve_ledger_usage_each(ngx_http_aiserve_meter_ledger,
-                                         key_id, from, to,
-                                         ngx_http_aiserve_meter_usage_row,
-                                         &rows) != AISERVE_LEDGER_OK
-            || aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s2)
-               != AISERVE_LEDGER_OK)
+            != AISERVE_LEDGER_OK)
         {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "aiserve meter: %s",
-                          aiserve_ledger_error(ngx_http_aiserve_meter_ledger));
-            return NGX_HTTP_SERVICE_UNAVAILABLE;
+            goto failed;
+        }
+
+        for (i = 0; i < (nids ? nids : 1); i++) {
+            if (aiserve_ledger_usage_each(ngx_http_aiserve_meter_ledger,
+                                          nids ? ids[i] : 0, from, to,
+                                          ngx_http_aiserve_meter_usage_row,
+                                          rows) != AISERVE_LEDGER_OK)
+            {
+                goto failed;
+            }
+        }
+
+        if (aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s2)
+            != AISERVE_LEDGER_OK)
+        {
+            goto failed;
         }
 
         if (s1 != s2) {
@@ -166,13 +148,17 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
         {
             row = ngx_queue_data(q, ngx_http_aiserve_meter_row_t, queue);
 
-            if ((key_id && row->rk.key_id != key_id)
+            for (j = 0; j < nids && ids[j] != row->rk.key_id; j++) {
+                /* void */
+            }
+
+            if ((nids && j == nids)
                 || row->rk.day < from || row->rk.day > to)
             {
                 continue;
             }
 
-            o = ngx_http_aiserve_meter_out_row(&rows, &row->rk);
+            o = ngx_http_aiserve_meter_out_row(rows, &row->rk);
             if (o == NULL) {
                 break;
             }
@@ -185,11 +171,45 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
         }
 
         ngx_shmtx_unlock(&z->shpool->mutex);
-        break;
+
+        return NGX_OK;
     }
 
-    if (tries == 5) {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    return NGX_HTTP_SERVICE_UNAVAILABLE;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0, "aiserve meter: %s",
+                  aiserve_ledger_error(ngx_http_aiserve_meter_ledger));
+
+    return NGX_HTTP_SERVICE_UNAVAILABLE;
+}
+
+
+/* The first format: the caller's rows of the current month. */
+static ngx_int_t
+ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_ctx_t *ctx)
+{
+    size_t                          size;
+    u_char                         *p;
+    uint32_t                        key_id, today, from, to;
+    ngx_int_t                       rc;
+    ngx_uint_t                      i;
+    ngx_buf_t                      *b;
+    ngx_array_t                     rows;
+    ngx_chain_t                     out;
+    ngx_http_aiserve_meter_out_t   *o;
+
+    key_id = (ctx->key.flags & AISERVE_KEY_ADMIN) ? 0 : ctx->key.id;
+
+    today = ngx_http_aiserve_meter_today();
+    aiserve_month_range(today, &from, &to);
+
+    rc = ngx_http_aiserve_meter_collect(r, &key_id, key_id ? 1 : 0, from, to,
+                                        &rows);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     size = sizeof("{\"object\":\"list\",\"key_id\":\"key_\",\"data\":[]}\n")
@@ -244,4 +264,603 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* --- the OpenAI-shaped view ----------------------------------------------- */
+
+#define NGX_HTTP_AISERVE_USAGE_BY_MODEL    0x01
+#define NGX_HTTP_AISERVE_USAGE_BY_KEY      0x02
+#define NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT  0x04
+
+#define NGX_HTTP_AISERVE_USAGE_DAYS_MAX    3660
+
+
+typedef struct {
+    uint32_t   key_id;
+    uint32_t   account_id;
+} ngx_http_aiserve_usage_owner_t;
+
+
+typedef struct {
+    ngx_array_t   owners;          /* of ngx_http_aiserve_usage_owner_t */
+    uint32_t      account_id;      /* 0: every account */
+} ngx_http_aiserve_usage_keys_t;
+
+
+typedef struct {
+    const char        *model;      /* NULL: not grouped by model */
+    uint32_t           key_id;     /* 0: not grouped by key */
+    uint32_t           account_id; /* 0: not grouped by account */
+    aiserve_usage_t    u;
+} ngx_http_aiserve_usage_result_t;
+
+
+static int
+ngx_http_aiserve_usage_key_cb(const aiserve_key_t *k, void *arg)
+{
+    ngx_http_aiserve_usage_keys_t   *ks = arg;
+    ngx_http_aiserve_usage_owner_t  *o;
+
+    if (ks->account_id && k->account_id != ks->account_id) {
+        return 0;
+    }
+
+    o = ngx_array_push(&ks->owners);
+    if (o == NULL) {
+        return 1;
+    }
+
+    o->key_id = k->id;
+    o->account_id = k->account_id;
+
+    return 0;
+}
+
+
+/* unix seconds, or YYYY-MM-DD (00:00 UTC); -1 if neither */
+static time_t
+ngx_http_aiserve_usage_time(ngx_str_t *v)
+{
+    u_char     buf[16];
+    ngx_int_t  n;
+    struct tm  tm;
+    unsigned   y, m, d;
+
+    if (v->len == 10 && v->data[4] == '-' && v->data[7] == '-') {
+        ngx_memcpy(buf, v->data, 10);
+        buf[10] = '\0';
+        if (sscanf((char *) buf, "%4u-%2u-%2u", &y, &m, &d) != 3
+            || m < 1 || m > 12 || d < 1 || d > 31 || y < 1970)
+        {
+            return -1;
+        }
+        ngx_memzero(&tm, sizeof(tm));
+        tm.tm_year = y - 1900;
+        tm.tm_mon = m - 1;
+        tm.tm_mday = d;
+        return timegm(&tm);
+    }
+
+    n = ngx_atoi(v->data, v->len);
+    if (n == NGX_ERROR || n > 253402300799LL) {
+        return -1;
+    }
+
+    return (time_t) n;
+}
+
+
+/* The first second of the UTC day (width 0) or month (width 1) of t, and
+ * of the next one. */
+static time_t
+ngx_http_aiserve_usage_floor(time_t t, ngx_uint_t month, time_t *next)
+{
+    struct tm  tm;
+
+    ngx_libc_gmtime(t, &tm);
+
+    tm.tm_hour = 0;
+    tm.tm_min = 0;
+    tm.tm_sec = 0;
+
+    if (month) {
+        tm.tm_mday = 1;
+    }
+
+    t = timegm(&tm);
+
+    if (month) {
+        tm.tm_mon++;
+    } else {
+        tm.tm_mday++;
+    }
+
+    *next = timegm(&tm);
+
+    return t;
+}
+
+
+static ngx_int_t
+ngx_http_aiserve_usage_bad(ngx_http_request_t *r, const char *code,
+    const char *param, const char *msg)
+{
+    return ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request_error", code, param,
+                                       "%s", msg);
+}
+
+
+static json_t *
+ngx_http_aiserve_usage_result(ngx_http_aiserve_usage_result_t *res,
+    ngx_uint_t costs, ngx_str_t *currency)
+{
+    char     id[32];
+    json_t  *o;
+    uint64_t micro;
+
+    micro = aiserve_cost_micro(res->u.cost_nano);
+
+    if (costs) {
+        o = json_pack("{s:s, s:{s:f, s:I, s:s%}, s:n}",
+                      "object", "organization.costs.result",
+                      "amount", "value", (double) micro / 1e6,
+                      "value_micro", (json_int_t) micro,
+                      "currency", currency->data, currency->len,
+                      "project_id");
+        if (o && res->model) {
+            json_object_set_new(o, "line_item", json_string(res->model));
+        } else if (o) {
+            json_object_set_new(o, "line_item", json_null());
+        }
+
+    } else {
+        o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:n, s:n}",
+                      "object", "organization.usage.embeddings.result",
+                      "input_tokens", (json_int_t) res->u.prompt_tokens,
+                      "num_model_requests", (json_int_t) res->u.requests,
+                      "errors", (json_int_t) res->u.errors,
+                      "compute_usec", (json_int_t) res->u.compute_usec,
+                      "project_id", "user_id");
+        if (o) {
+            json_object_set_new(o, "model", res->model
+                                ? json_string(res->model) : json_null());
+        }
+    }
+
+    if (o == NULL) {
+        return NULL;
+    }
+
+    if (res->key_id) {
+        ngx_sprintf((u_char *) id, "key_%uD%Z", res->key_id);
+        json_object_set_new(o, "api_key_id", json_string(id));
+    } else {
+        json_object_set_new(o, "api_key_id", json_null());
+    }
+
+    if (res->account_id) {
+        ngx_sprintf((u_char *) id, "acct_%uD%Z", res->account_id);
+        json_object_set_new(o, "account_id", json_string(id));
+    }
+
+    return o;
+}
+
+
+/*
+ * GET ...?start_time=&end_time=&bucket_width=&group_by=: the usage (or,
+ * with costs, the cost) of the caller's account, or of every account for
+ * an admin key (account_id= narrows it), in buckets of a UTC day or
+ * month.  Times are unix seconds or YYYY-MM-DD, end_time exclusive
+ * (default now); a bucket is a whole UTC day or month (the ledger's rows
+ * are per day).  Any other parameter is a 400.
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_ctx_t *ctx, ngx_uint_t costs)
+{
+    u_char                              *p, *last, *name, *eq, *amp;
+    char                                *s;
+    size_t                               len;
+    time_t                               start, end, t, next;
+    uint32_t                             from, to, day, *ids, acct;
+    ngx_int_t                            rc;
+    ngx_str_t                            n, v;
+    ngx_uint_t                           month, group, i, j, nb, admin;
+    ngx_buf_t                           *b;
+    ngx_array_t                          rows, *res;
+    ngx_chain_t                          out;
+    json_t                              *page, *data, *bucket, *results;
+    ngx_http_aiserve_meter_out_t        *o;
+    ngx_http_aiserve_usage_keys_t        ks;
+    ngx_http_aiserve_usage_owner_t      *ow;
+    ngx_http_aiserve_usage_result_t     *rs;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+
+    start = -1;
+    end = ngx_time();
+    month = 0;
+    group = 0;
+    acct = 0;
+    admin = (ctx->key.flags & AISERVE_KEY_ADMIN) != 0;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    while (p < last) {
+        amp = ngx_strlchr(p, last, '&');
+        if (amp == NULL) {
+            amp = last;
+        }
+
+        name = p;
+        eq = ngx_strlchr(p, amp, '=');
+        p = amp + 1;
+
+        if (eq == NULL) {
+            return ngx_http_aiserve_usage_bad(r, "invalid_parameter", NULL,
+                       "query parameters are name=value pairs");
+        }
+
+        n.data = name;
+        n.len = eq - name;
+
+        v.data = ngx_pnalloc(r->pool, amp - eq);
+        if (v.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        s = (char *) v.data;
+        eq++;
+        ngx_unescape_uri(&v.data, &eq, amp - eq, NGX_UNESCAPE_URI);
+        v.len = v.data - (u_char *) s;
+        v.data = (u_char *) s;
+
+#define ARG_IS(x)  (n.len == sizeof(x) - 1                                    \
+                    && ngx_strncmp(n.data, x, sizeof(x) - 1) == 0)
+#define VAL_IS(x)  (v.len == sizeof(x) - 1                                    \
+                    && ngx_strncmp(v.data, x, sizeof(x) - 1) == 0)
+
+        if (ARG_IS("start_time") || ARG_IS("start_date")) {
+            start = ngx_http_aiserve_usage_time(&v);
+            if (start == -1) {
+                return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                           "start_time", "start_time: unix seconds or "
+                           "YYYY-MM-DD");
+            }
+
+        } else if (ARG_IS("end_time") || ARG_IS("end_date")) {
+            end = ngx_http_aiserve_usage_time(&v);
+            if (end == -1) {
+                return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                           "end_time", "end_time: unix seconds or "
+                           "YYYY-MM-DD (exclusive)");
+            }
+
+        } else if (ARG_IS("bucket_width")) {
+            if (VAL_IS("1d") || VAL_IS("day")) {
+                month = 0;
+            } else if (VAL_IS("1mo") || VAL_IS("month")) {
+                month = 1;
+            } else {
+                return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                           "bucket_width", "bucket_width: 1d (day) or 1mo "
+                           "(month)");
+            }
+
+        } else if (ARG_IS("group_by") || ARG_IS("group_by[]")) {
+            u_char  *q, *e, *c;
+
+            q = v.data;
+            e = v.data + v.len;
+
+            while (q < e) {
+                c = ngx_strlchr(q, e, ',');
+                if (c == NULL) {
+                    c = e;
+                }
+                len = c - q;
+
+                if ((len == 5 && ngx_strncmp(q, "model", 5) == 0)
+                    || (len == 9 && ngx_strncmp(q, "line_item", 9) == 0))
+                {
+                    group |= NGX_HTTP_AISERVE_USAGE_BY_MODEL;
+                } else if ((len == 10 && ngx_strncmp(q, "api_key_id", 10) == 0)
+                           || (len == 3 && ngx_strncmp(q, "key", 3) == 0))
+                {
+                    group |= NGX_HTTP_AISERVE_USAGE_BY_KEY;
+                } else if ((len == 10 && ngx_strncmp(q, "account_id", 10) == 0)
+                           || (len == 7 && ngx_strncmp(q, "account", 7) == 0))
+                {
+                    group |= NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT;
+                } else {
+                    return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                               "group_by", "group_by: model (line_item), "
+                               "api_key_id (key) or account_id (account); "
+                               "the ledger keeps no other dimension");
+                }
+
+                q = c + 1;
+            }
+
+        } else if (ARG_IS("account_id")) {
+            if (v.len > 5 && ngx_strncmp(v.data, "acct_", 5) == 0) {
+                v.data += 5;
+                v.len -= 5;
+            }
+            rc = ngx_atoi(v.data, v.len);
+            if (rc <= 0 || rc > 0xffffffff) {
+                return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                           "account_id", "account_id: acct_N");
+            }
+            acct = (uint32_t) rc;
+
+        } else {
+            n.data[n.len] = '\0';
+            return ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
+                       "invalid_request_error", "unknown_parameter",
+                       (char *) n.data, "unknown parameter \"%V\"", &n);
+        }
+
+#undef ARG_IS
+#undef VAL_IS
+    }
+
+    if (start == -1) {
+        return ngx_http_aiserve_usage_bad(r, "missing_parameter",
+                   "start_time", "start_time is required (unix seconds or "
+                   "YYYY-MM-DD)");
+    }
+
+    if (end <= start) {
+        return ngx_http_aiserve_usage_bad(r, "invalid_value", "end_time",
+                   "end_time must be after start_time");
+    }
+
+    if (end - start > (time_t) NGX_HTTP_AISERVE_USAGE_DAYS_MAX * 86400) {
+        return ngx_http_aiserve_usage_bad(r, "invalid_value", "end_time",
+                   "at most 3660 days at once");
+    }
+
+    if (!admin && acct && acct != ctx->key.account_id) {
+        return ngx_http_aiserve_send_error(r, NGX_HTTP_FORBIDDEN,
+                   "permission_error", "account_not_allowed", "account_id",
+                   "a key reads the usage of its own account only");
+    }
+
+    /* the keys whose rows are read, and their accounts */
+    ks.account_id = admin ? acct : ctx->key.account_id;
+
+    if (ngx_array_init(&ks.owners, r->pool, 16,
+                       sizeof(ngx_http_aiserve_usage_owner_t))
+        != NGX_OK
+        || aiserve_ledger_key_each(ngx_http_aiserve_meter_ledger,
+                                   ngx_http_aiserve_usage_key_cb, &ks)
+           != AISERVE_LEDGER_OK)
+    {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ids = ngx_pnalloc(r->pool, (ks.owners.nelts + 1) * sizeof(uint32_t));
+    if (ids == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ow = ks.owners.elts;
+    for (i = 0; i < ks.owners.nelts; i++) {
+        ids[i] = ow[i].key_id;
+    }
+
+    start = ngx_http_aiserve_usage_floor(start, month, &next);
+    from = aiserve_day(start);
+    to = aiserve_day(end - 1);
+
+    if (ks.account_id == 0) {
+        rc = ngx_http_aiserve_meter_collect(r, NULL, 0, from, to, &rows);
+    } else if (ks.owners.nelts) {
+        rc = ngx_http_aiserve_meter_collect(r, ids, ks.owners.nelts, from,
+                                            to, &rows);
+    } else {
+        rc = ngx_array_init(&rows, r->pool, 1,
+                            sizeof(ngx_http_aiserve_meter_out_t));
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* buckets */
+    nb = 0;
+    for (t = start; t < end; t = next) {
+        (void) ngx_http_aiserve_usage_floor(t, month, &next);
+        nb++;
+    }
+
+    res = ngx_pcalloc(r->pool, nb * sizeof(ngx_array_t));
+    if (res == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < nb; i++) {
+        if (ngx_array_init(&res[i], r->pool, 4,
+                           sizeof(ngx_http_aiserve_usage_result_t))
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    o = rows.elts;
+
+    for (i = 0; i < rows.nelts; i++) {
+        /* the bucket of the row's day */
+        day = o[i].rk.day;
+        j = 0;
+        for (t = start; t < end; t = next) {
+            (void) ngx_http_aiserve_usage_floor(t, month, &next);
+            if (day >= aiserve_day(t) && day < aiserve_day(next)) {
+                break;
+            }
+            j++;
+        }
+
+        if (j == nb) {
+            continue;
+        }
+
+        acct = 0;
+        for (ow = ks.owners.elts, len = 0; len < ks.owners.nelts; len++) {
+            if (ow[len].key_id == o[i].rk.key_id) {
+                acct = ow[len].account_id;
+                break;
+            }
+        }
+
+        if (ks.account_id && acct != ks.account_id) {
+            continue;
+        }
+
+        rs = res[j].elts;
+        for (len = 0; len < res[j].nelts; len++) {
+            if ((!(group & NGX_HTTP_AISERVE_USAGE_BY_MODEL)
+                 || ngx_strcmp(rs[len].model, o[i].rk.model) == 0)
+                && (!(group & NGX_HTTP_AISERVE_USAGE_BY_KEY)
+                    || rs[len].key_id == o[i].rk.key_id)
+                && (!(group & NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT)
+                    || rs[len].account_id == acct))
+            {
+                break;
+            }
+        }
+
+        if (len == res[j].nelts) {
+            rs = ngx_array_push(&res[j]);
+            if (rs == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+            ngx_memzero(rs, sizeof(ngx_http_aiserve_usage_result_t));
+            rs->model = (group & NGX_HTTP_AISERVE_USAGE_BY_MODEL)
+                        ? o[i].rk.model : NULL;
+            rs->key_id = (group & NGX_HTTP_AISERVE_USAGE_BY_KEY)
+                         ? o[i].rk.key_id : 0;
+            rs->account_id = (group & NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT)
+                             ? acct : 0;
+
+        } else {
+            rs = &rs[len];
+        }
+
+        ngx_http_aiserve_meter_usage_add(&rs->u, &o[i].u);
+    }
+
+    data = json_array();
+    page = json_pack("{s:s, s:o, s:b, s:n}", "object", "page", "data", data,
+                     "has_more", 0, "next_page");
+    if (page == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    i = 0;
+    for (t = start; t < end; t = next) {
+        (void) ngx_http_aiserve_usage_floor(t, month, &next);
+
+        results = json_array();
+        rs = res[i].elts;
+        for (j = 0; j < res[i].nelts; j++) {
+            json_array_append_new(results,
+                ngx_http_aiserve_usage_result(&rs[j], costs,
+                                              &mcf->currency));
+        }
+
+        bucket = json_pack("{s:s, s:I, s:I, s:o}", "object", "bucket",
+                           "start_time", (json_int_t) t,
+                           "end_time", (json_int_t) next,
+                           "results", results);
+        json_array_append_new(data, bucket);
+        i++;
+    }
+
+    s = json_dumps(page, JSON_COMPACT | JSON_PRESERVE_ORDER
+                         | JSON_REAL_PRECISION(15));
+    json_decref(page);
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(s);
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(s);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    b->last = ngx_cpymem(b->last, s, len);
+    *b->last++ = '\n';
+    free(s);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                           rc;
+    ngx_http_aiserve_meter_ctx_t       *ctx;
+    ngx_http_aiserve_meter_refusal_t    ref;
+    ngx_http_aiserve_meter_loc_conf_t  *lcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        if (ngx_http_aiserve_meter_header(r, "Allow", (u_char *) "GET, HEAD",
+                                          sizeof("GET, HEAD") - 1, NULL)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                           "invalid_request_error",
+                                           "method_not_allowed", NULL,
+                                           "method %V is not allowed, use "
+                                           "GET", &r->method_name);
+    }
+
+    ngx_memzero(&ref, sizeof(ref));
+
+    if (ngx_http_aiserve_meter_authenticate(r, &ctx, &ref) != NGX_OK) {
+        return ref.status ? ngx_http_aiserve_meter_refuse(r, &ref)
+                          : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_meter_module);
+
+    if (r->args.len == 0 && !lcf->usage_costs) {
+        return ngx_http_aiserve_meter_usage_month(r, ctx);
+    }
+
+    return ngx_http_aiserve_meter_usage_buckets(r, ctx, lcf->usage_costs);
 }
