@@ -326,8 +326,10 @@ ledger_migrate_v1(aiserve_ledger_t *l, MDB_txn *txn, char *err,
     snprintf(e.detail, sizeof(e.detail), "from version 1: %zu keys, each "
              "its own account", n);
 
-    if (ledger_audit_put(l, txn, &e) != AISERVE_LEDGER_OK) {
-        snprintf(err, errlen, "migration: %s", l->err);
+    rc = ledger_audit_put(l, txn, &e);
+    if (rc != 0) {
+        snprintf(err, errlen, "migration: audit entry: %s",
+                 mdb_strerror(rc));
         return AISERVE_LEDGER_ERROR;
     }
 
@@ -1045,6 +1047,229 @@ key_id_val(uint32_t *id)
 }
 
 
+/*
+ * Runs fn(l, txn, arg) in a write transaction and commits it; grows the
+ * map and runs it again on MDB_MAP_FULL (up to max_map).  fn returns 0, an
+ * LMDB error, or AISERVE_LEDGER_NOTFOUND (aborted and returned as is).
+ */
+static int
+ledger_write(aiserve_ledger_t *l, int (*fn)(aiserve_ledger_t *l,
+    MDB_txn *txn, void *arg), void *arg, const char *what)
+{
+    int       rc, tries;
+    MDB_txn  *txn;
+
+    for (tries = 0; tries < 8; tries++) {
+        rc = ledger_txn_begin(l, 0, &txn);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+
+        rc = fn(l, txn, arg);
+
+        if (rc == AISERVE_LEDGER_NOTFOUND) {
+            mdb_txn_abort(txn);
+            return rc;
+        }
+
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            if (rc == 0) {
+                return AISERVE_LEDGER_OK;
+            }
+
+        } else {
+            mdb_txn_abort(txn);
+        }
+
+        if (rc != MDB_MAP_FULL) {
+            break;
+        }
+
+        rc = aiserve_ledger_grow(l, l->max_map);
+        if (rc != AISERVE_LEDGER_OK) {
+            return rc;
+        }
+    }
+
+    return ledger_fail(l, rc, "cannot store %s", what);
+}
+
+
+/* A record rewritten in place: id (u32) must exist in dbi. */
+typedef struct {
+    MDB_dbi     dbi;
+    uint32_t    id;
+    void       *data;
+    size_t      size;
+} ledger_update_t;
+
+
+static int
+ledger_update_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    int               rc;
+    MDB_val           mk, mv;
+    ledger_update_t  *u = arg;
+
+    mk = key_id_val(&u->id);
+
+    rc = mdb_get(txn, u->dbi, &mk, &mv);
+    if (rc == MDB_NOTFOUND) {
+        return AISERVE_LEDGER_NOTFOUND;
+    }
+
+    if (rc == 0) {
+        mv.mv_data = u->data;
+        mv.mv_size = u->size;
+        rc = mdb_put(txn, u->dbi, &mk, &mv, 0);
+    }
+
+    return rc;
+}
+
+
+/*
+ * Reads the record id (u32) of dbi, of exactly size bytes, into out: OK,
+ * NOTFOUND or ERROR.
+ */
+static int
+ledger_get(aiserve_ledger_t *l, MDB_dbi dbi, uint32_t id, void *out,
+    size_t size)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    mk = key_id_val(&id);
+
+    rc = mdb_get(l->rtxn, dbi, &mk, &mv);
+    if (rc == 0 && mv.mv_size == size) {
+        memcpy(out, mv.mv_data, size);
+        rc = AISERVE_LEDGER_OK;
+
+    } else if (rc == 0) {
+        rc = ledger_fail(l, 0, "record %u: %zu bytes, not %zu", id,
+                         mv.mv_size, size);
+
+    } else if (rc == MDB_NOTFOUND) {
+        rc = AISERVE_LEDGER_NOTFOUND;
+
+    } else {
+        rc = ledger_fail(l, rc, "mdb_get(%u)", id);
+    }
+
+    ledger_rend(l);
+
+    return rc;
+}
+
+
+/*
+ * Calls fn for each record of dbi from key from (NULL: the first) in key
+ * order, in the reusable read transaction; stops when fn returns non-zero.
+ */
+static int
+ledger_each(aiserve_ledger_t *l, MDB_dbi dbi, MDB_val *from,
+    int (*fn)(MDB_val *k, MDB_val *v, void *arg), void *arg)
+{
+    int          rc;
+    MDB_val      mk, mv;
+    MDB_cursor  *cur;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = mdb_cursor_open(l->rtxn, dbi, &cur);
+    if (rc != 0) {
+        ledger_rend(l);
+        return ledger_fail(l, rc, "mdb_cursor_open");
+    }
+
+    if (from) {
+        mk = *from;
+        rc = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+    }
+
+    for ( /* void */ ; rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (fn(&mk, &mv, arg) != 0) {
+            break;
+        }
+    }
+
+    mdb_cursor_close(cur);
+    ledger_rend(l);
+
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return ledger_fail(l, rc, "mdb_cursor_get");
+    }
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/* ledger_each() adapters: a typed callback and its argument */
+typedef struct {
+    union {
+        int  (*key)(const aiserve_key_t *k, void *arg);
+        int  (*account)(const aiserve_account_t *a, void *arg);
+        int  (*audit)(const aiserve_audit_t *e, void *arg);
+    } cb;
+    void   *arg;
+} ledger_each_t;
+
+
+/*
+ * Takes the next number of the meta counter name (width: 4 or 8 bytes, as
+ * stored), in txn: *out gets it (1 for a new counter), the counter moves
+ * on.  0 or an LMDB error.
+ */
+static int
+ledger_counter(aiserve_ledger_t *l, MDB_txn *txn, const char *name,
+    size_t width, uint64_t *out)
+{
+    int       rc;
+    uint32_t  n32;
+    uint64_t  n;
+    MDB_val   mk, mv;
+
+    mk.mv_data = (void *) name;
+    mk.mv_size = strlen(name);
+
+    rc = mdb_get(txn, l->meta, &mk, &mv);
+
+    if (rc == 0 && mv.mv_size == width && width == sizeof(uint32_t)) {
+        memcpy(&n32, mv.mv_data, sizeof(uint32_t));
+        n = n32;
+    } else if (rc == 0 && mv.mv_size == width) {
+        memcpy(&n, mv.mv_data, sizeof(uint64_t));
+    } else if (rc == 0 || rc == MDB_NOTFOUND) {
+        n = 1;
+    } else {
+        return rc;
+    }
+
+    *out = n;
+    n++;
+    n32 = (uint32_t) n;
+
+    mv.mv_data = (width == sizeof(uint32_t)) ? (void *) &n32 : (void *) &n;
+    mv.mv_size = width;
+
+    return mdb_put(txn, l->meta, &mk, &mv, 0);
+}
+
+
 static int
 account_check(aiserve_ledger_t *l, const aiserve_account_t *a)
 {
@@ -1067,34 +1292,18 @@ static int
 account_insert(aiserve_ledger_t *l, MDB_txn *txn, aiserve_account_t *a)
 {
     int       rc;
-    uint32_t  id;
+    uint64_t  id;
     MDB_val   mk, mv;
 
-    mk.mv_data = "next_account";
-    mk.mv_size = sizeof("next_account") - 1;
-
-    rc = mdb_get(txn, l->meta, &mk, &mv);
-    if (rc == 0 && mv.mv_size == sizeof(uint32_t)) {
-        memcpy(&id, mv.mv_data, sizeof(uint32_t));
-    } else if (rc == 0 || rc == MDB_NOTFOUND) {
-        id = 1;
-    } else {
+    rc = ledger_counter(l, txn, "next_account", sizeof(uint32_t), &id);
+    if (rc != 0) {
         return rc;
     }
 
     a->version = AISERVE_ACCOUNT_RECORD_VERSION;
-    a->id = id;
+    a->id = (uint32_t) id;
     a->created = time(NULL);
     a->updated = a->created;
-
-    id++;
-    mv.mv_data = &id;
-    mv.mv_size = sizeof(uint32_t);
-
-    rc = mdb_put(txn, l->meta, &mk, &mv, 0);
-    if (rc != 0) {
-        return rc;
-    }
 
     mk.mv_data = &a->id;
     mk.mv_size = sizeof(uint32_t);
@@ -1291,28 +1500,14 @@ aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
 int
 aiserve_ledger_key_get(aiserve_ledger_t *l, uint32_t id, aiserve_key_t *k)
 {
-    int      rc;
-    MDB_val  mk, mv;
+    int  rc;
 
-    rc = ledger_rbegin(l);
-    if (rc != AISERVE_LEDGER_OK) {
-        return rc;
+    rc = ledger_get(l, l->keys, id, k, sizeof(aiserve_key_t));
+
+    if (rc == AISERVE_LEDGER_OK && k->version != AISERVE_KEY_RECORD_VERSION)
+    {
+        rc = ledger_fail(l, 0, "key_%u: record version %u", id, k->version);
     }
-
-    mk = key_id_val(&id);
-
-    rc = mdb_get(l->rtxn, l->keys, &mk, &mv);
-    if (rc == 0) {
-        rc = key_read(&mv, k);
-
-    } else if (rc == MDB_NOTFOUND) {
-        rc = AISERVE_LEDGER_NOTFOUND;
-
-    } else {
-        rc = ledger_fail(l, rc, "mdb_get(key %u)", id);
-    }
-
-    ledger_rend(l);
 
     return rc;
 }
@@ -1533,9 +1728,7 @@ aiserve_ledger_key_rotate(aiserve_ledger_t *l, uint32_t id, int64_t grace,
 int
 aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k)
 {
-    int       rc, tries;
-    MDB_txn  *txn;
-    MDB_val   mk, mv;
+    ledger_update_t  u;
 
     if (key_check(l, k) != AISERVE_LEDGER_OK) {
         return AISERVE_LEDGER_ERROR;
@@ -1543,47 +1736,26 @@ aiserve_ledger_key_put(aiserve_ledger_t *l, aiserve_key_t *k)
 
     k->updated = time(NULL);
 
-    for (tries = 0; tries < 8; tries++) {
-        rc = ledger_txn_begin(l, 0, &txn);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
+    u.dbi = l->keys;
+    u.id = k->id;
+    u.data = k;
+    u.size = sizeof(aiserve_key_t);
 
-        mk = key_id_val(&k->id);
+    return ledger_write(l, ledger_update_fn, &u, "key");
+}
 
-        rc = mdb_get(txn, l->keys, &mk, &mv);
-        if (rc == MDB_NOTFOUND) {
-            mdb_txn_abort(txn);
-            return AISERVE_LEDGER_NOTFOUND;
-        }
 
-        if (rc == 0) {
-            mv.mv_data = k;
-            mv.mv_size = sizeof(aiserve_key_t);
-            rc = mdb_put(txn, l->keys, &mk, &mv, 0);
-        }
+static int
+key_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
+{
+    aiserve_key_t   k;
+    ledger_each_t  *e = arg;
 
-        if (rc == 0) {
-            rc = mdb_txn_commit(txn);
-            if (rc == 0) {
-                return AISERVE_LEDGER_OK;
-            }
-
-        } else {
-            mdb_txn_abort(txn);
-        }
-
-        if (rc != MDB_MAP_FULL) {
-            break;
-        }
-
-        rc = aiserve_ledger_grow(l, l->max_map);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
+    if (key_read(mv, &k) != AISERVE_LEDGER_OK) {
+        return 0;
     }
 
-    return ledger_fail(l, rc, "cannot update key %u", k->id);
+    return e->cb.key(&k, e->arg);
 }
 
 
@@ -1591,38 +1763,12 @@ int
 aiserve_ledger_key_each(aiserve_ledger_t *l,
     int (*cb)(const aiserve_key_t *k, void *arg), void *arg)
 {
-    int            rc;
-    MDB_val        mk, mv;
-    MDB_cursor    *cur;
-    aiserve_key_t  k;
+    ledger_each_t  e;
 
-    rc = ledger_rbegin(l);
-    if (rc != AISERVE_LEDGER_OK) {
-        return rc;
-    }
+    e.cb.key = cb;
+    e.arg = arg;
 
-    rc = mdb_cursor_open(l->rtxn, l->keys, &cur);
-    if (rc != 0) {
-        ledger_rend(l);
-        return ledger_fail(l, rc, "mdb_cursor_open");
-    }
-
-    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
-         rc == 0;
-         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
-    {
-        if (key_read(&mv, &k) != AISERVE_LEDGER_OK) {
-            continue;
-        }
-        if (cb(&k, arg) != 0) {
-            break;
-        }
-    }
-
-    mdb_cursor_close(cur);
-    ledger_rend(l);
-
-    return AISERVE_LEDGER_OK;
+    return ledger_each(l, l->keys, NULL, key_each_fn, &e);
 }
 
 
@@ -1870,74 +2016,73 @@ aiserve_ledger_flush_seq(aiserve_ledger_t *l, uint64_t *seq)
 }
 
 
+typedef struct {
+    uint32_t   key_id;
+    uint32_t   day_from;
+    uint32_t   day_to;
+    int      (*cb)(const aiserve_row_key_t *rk, const aiserve_usage_t *u,
+                   void *arg);
+    void      *arg;
+} ledger_usage_each_t;
+
+
+static int
+usage_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
+{
+    aiserve_usage_t        u;
+    aiserve_row_key_t      rk;
+    ledger_usage_each_t   *e = arg;
+
+    if (row_key_decode(mk, &rk) != 0
+        || mv->mv_size != sizeof(aiserve_usage_t))
+    {
+        return 0;
+    }
+
+    if (e->key_id && rk.key_id != e->key_id) {
+        return 1;
+    }
+
+    if ((e->day_from && rk.day < e->day_from)
+        || (e->day_to && rk.day > e->day_to))
+    {
+        return 0;
+    }
+
+    memcpy(&u, mv->mv_data, sizeof(aiserve_usage_t));
+
+    return e->cb(&rk, &u, e->arg);
+}
+
+
 int
 aiserve_ledger_usage_each(aiserve_ledger_t *l, uint32_t key_id,
     uint32_t day_from, uint32_t day_to,
     int (*cb)(const aiserve_row_key_t *rk, const aiserve_usage_t *u,
               void *arg), void *arg)
 {
-    int                rc;
-    MDB_val            mk, mv;
-    MDB_cursor        *cur;
-    unsigned char      buf[AISERVE_ROW_KEY_LEN];
-    aiserve_usage_t    u;
-    aiserve_row_key_t  rk;
+    MDB_val              mk;
+    unsigned char        buf[AISERVE_ROW_KEY_LEN];
+    aiserve_row_key_t    rk;
+    ledger_usage_each_t  e;
 
-    rc = ledger_rbegin(l);
-    if (rc != AISERVE_LEDGER_OK) {
-        return rc;
+    e.key_id = key_id;
+    e.day_from = day_from;
+    e.day_to = day_to;
+    e.cb = cb;
+    e.arg = arg;
+
+    if (key_id == 0) {
+        return ledger_each(l, l->usage, NULL, usage_each_fn, &e);
     }
 
-    rc = mdb_cursor_open(l->rtxn, l->usage, &cur);
-    if (rc != 0) {
-        ledger_rend(l);
-        return ledger_fail(l, rc, "mdb_cursor_open");
-    }
+    memset(&rk, 0, sizeof(rk));
+    rk.key_id = key_id;
+    rk.day = day_from;
+    mk.mv_data = buf;
+    mk.mv_size = row_key_encode(&rk, buf);
 
-    if (key_id) {
-        memset(&rk, 0, sizeof(rk));
-        rk.key_id = key_id;
-        rk.day = day_from;
-        mk.mv_data = buf;
-        mk.mv_size = row_key_encode(&rk, buf);
-        rc = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
-
-    } else {
-        rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
-    }
-
-    for ( /* void */ ; rc == 0;
-         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
-    {
-        if (row_key_decode(&mk, &rk) != 0
-            || mv.mv_size != sizeof(aiserve_usage_t))
-        {
-            continue;
-        }
-
-        if (key_id && rk.key_id != key_id) {
-            break;
-        }
-
-        if ((day_from && rk.day < day_from) || (day_to && rk.day > day_to)) {
-            continue;
-        }
-
-        memcpy(&u, mv.mv_data, sizeof(aiserve_usage_t));
-
-        if (cb(&rk, &u, arg) != 0) {
-            break;
-        }
-    }
-
-    mdb_cursor_close(cur);
-    ledger_rend(l);
-
-    if (rc != 0 && rc != MDB_NOTFOUND) {
-        return ledger_fail(l, rc, "mdb_cursor_get(usage)");
-    }
-
-    return AISERVE_LEDGER_OK;
+    return ledger_each(l, l->usage, &mk, usage_each_fn, &e);
 }
 
 
@@ -2040,47 +2185,25 @@ aiserve_parse_size(const char *s, size_t *out)
 
 /* --- accounts ------------------------------------------------------------- */
 
+static int
+account_create_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    aiserve_account_t  *a = arg;
+
+    a->status = AISERVE_ACCOUNT_ACTIVE;
+
+    return account_insert(l, txn, a);
+}
+
+
 int
 aiserve_ledger_account_create(aiserve_ledger_t *l, aiserve_account_t *a)
 {
-    int       rc, tries;
-    MDB_txn  *txn;
-
     if (account_check(l, a) != AISERVE_LEDGER_OK) {
         return AISERVE_LEDGER_ERROR;
     }
 
-    for (tries = 0; tries < 8; tries++) {
-        rc = ledger_txn_begin(l, 0, &txn);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
-
-        a->status = AISERVE_ACCOUNT_ACTIVE;
-
-        rc = account_insert(l, txn, a);
-
-        if (rc == 0) {
-            rc = mdb_txn_commit(txn);
-            if (rc == 0) {
-                return AISERVE_LEDGER_OK;
-            }
-
-        } else {
-            mdb_txn_abort(txn);
-        }
-
-        if (rc != MDB_MAP_FULL) {
-            break;
-        }
-
-        rc = aiserve_ledger_grow(l, l->max_map);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
-    }
-
-    return ledger_fail(l, rc, "cannot store account");
+    return ledger_write(l, account_create_fn, a, "account");
 }
 
 
@@ -2088,40 +2211,15 @@ int
 aiserve_ledger_account_get(aiserve_ledger_t *l, uint32_t id,
     aiserve_account_t *a)
 {
-    int      rc;
-    MDB_val  mk, mv;
-
-    rc = ledger_rbegin(l);
-    if (rc != AISERVE_LEDGER_OK) {
-        return rc;
-    }
-
-    mk = key_id_val(&id);
-
-    rc = mdb_get(l->rtxn, l->accounts, &mk, &mv);
-    if (rc == 0 && mv.mv_size == sizeof(aiserve_account_t)) {
-        memcpy(a, mv.mv_data, sizeof(aiserve_account_t));
-        rc = AISERVE_LEDGER_OK;
-
-    } else if (rc == MDB_NOTFOUND) {
-        rc = AISERVE_LEDGER_NOTFOUND;
-
-    } else {
-        rc = ledger_fail(l, rc, "mdb_get(account %u)", id);
-    }
-
-    ledger_rend(l);
-
-    return rc;
+    return ledger_get(l, l->accounts, id, a, sizeof(aiserve_account_t));
 }
 
 
 int
 aiserve_ledger_account_put(aiserve_ledger_t *l, aiserve_account_t *a)
 {
-    int       rc, tries;
-    MDB_txn  *txn;
-    MDB_val   mk, mv;
+    int              rc;
+    ledger_update_t  u;
 
     if (account_check(l, a) != AISERVE_LEDGER_OK) {
         return AISERVE_LEDGER_ERROR;
@@ -2129,48 +2227,34 @@ aiserve_ledger_account_put(aiserve_ledger_t *l, aiserve_account_t *a)
 
     a->updated = time(NULL);
 
-    for (tries = 0; tries < 8; tries++) {
-        rc = ledger_txn_begin(l, 0, &txn);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
+    u.dbi = l->accounts;
+    u.id = a->id;
+    u.data = a;
+    u.size = sizeof(aiserve_account_t);
 
-        mk = key_id_val(&a->id);
+    rc = ledger_write(l, ledger_update_fn, &u, "account");
 
-        rc = mdb_get(txn, l->accounts, &mk, &mv);
-        if (rc == MDB_NOTFOUND) {
-            mdb_txn_abort(txn);
-            snprintf(l->err, sizeof(l->err), "no account acct_%u", a->id);
-            return AISERVE_LEDGER_NOTFOUND;
-        }
-
-        if (rc == 0) {
-            mv.mv_data = a;
-            mv.mv_size = sizeof(aiserve_account_t);
-            rc = mdb_put(txn, l->accounts, &mk, &mv, 0);
-        }
-
-        if (rc == 0) {
-            rc = mdb_txn_commit(txn);
-            if (rc == 0) {
-                return AISERVE_LEDGER_OK;
-            }
-
-        } else {
-            mdb_txn_abort(txn);
-        }
-
-        if (rc != MDB_MAP_FULL) {
-            break;
-        }
-
-        rc = aiserve_ledger_grow(l, l->max_map);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
+    if (rc == AISERVE_LEDGER_NOTFOUND) {
+        snprintf(l->err, sizeof(l->err), "no account acct_%u", a->id);
     }
 
-    return ledger_fail(l, rc, "cannot update account %u", a->id);
+    return rc;
+}
+
+
+static int
+account_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
+{
+    aiserve_account_t   a;
+    ledger_each_t      *e = arg;
+
+    if (mv->mv_size != sizeof(aiserve_account_t)) {
+        return 0;
+    }
+
+    memcpy(&a, mv->mv_data, sizeof(aiserve_account_t));
+
+    return e->cb.account(&a, e->arg);
 }
 
 
@@ -2178,41 +2262,12 @@ int
 aiserve_ledger_account_each(aiserve_ledger_t *l,
     int (*cb)(const aiserve_account_t *a, void *arg), void *arg)
 {
-    int                rc;
-    MDB_val            mk, mv;
-    MDB_cursor        *cur;
-    aiserve_account_t  a;
+    ledger_each_t  e;
 
-    rc = ledger_rbegin(l);
-    if (rc != AISERVE_LEDGER_OK) {
-        return rc;
-    }
+    e.cb.account = cb;
+    e.arg = arg;
 
-    rc = mdb_cursor_open(l->rtxn, l->accounts, &cur);
-    if (rc != 0) {
-        ledger_rend(l);
-        return ledger_fail(l, rc, "mdb_cursor_open");
-    }
-
-    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
-         rc == 0;
-         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
-    {
-        if (mv.mv_size != sizeof(aiserve_account_t)) {
-            continue;
-        }
-
-        memcpy(&a, mv.mv_data, sizeof(aiserve_account_t));
-
-        if (cb(&a, arg) != 0) {
-            break;
-        }
-    }
-
-    mdb_cursor_close(cur);
-    ledger_rend(l);
-
-    return AISERVE_LEDGER_OK;
+    return ledger_each(l, l->accounts, NULL, account_each_fn, &e);
 }
 
 
@@ -2291,86 +2346,54 @@ aiserve_ledger_account_tokens_used(aiserve_ledger_t *l,
 
 /* --- audit trail ---------------------------------------------------------- */
 
-/* Appends e in txn under the next sequence number: OK or FULL/ERROR. */
+/* Appends e in txn under the next sequence number: 0 or an LMDB error. */
 static int
 ledger_audit_put(aiserve_ledger_t *l, MDB_txn *txn, aiserve_audit_t *e)
 {
-    int       rc;
-    uint64_t  seq;
-    MDB_val   mk, mv;
+    int      rc;
+    MDB_val  mk, mv;
 
-    mk.mv_data = "next_audit";
-    mk.mv_size = sizeof("next_audit") - 1;
-
-    rc = mdb_get(txn, l->meta, &mk, &mv);
-    if (rc == 0 && mv.mv_size == sizeof(uint64_t)) {
-        memcpy(&seq, mv.mv_data, sizeof(uint64_t));
-    } else if (rc == 0 || rc == MDB_NOTFOUND) {
-        seq = 1;
-    } else {
-        return ledger_fail(l, rc, "mdb_get(next_audit)");
-    }
-
-    e->seq = seq;
-    seq++;
-
-    mv.mv_data = &seq;
-    mv.mv_size = sizeof(uint64_t);
-
-    rc = mdb_put(txn, l->meta, &mk, &mv, 0);
-
-    if (rc == 0) {
-        mk.mv_data = &e->seq;
-        mk.mv_size = sizeof(uint64_t);
-        mv.mv_data = e;
-        mv.mv_size = sizeof(aiserve_audit_t);
-        rc = mdb_put(txn, l->audit, &mk, &mv, MDB_NOOVERWRITE);
-    }
-
+    rc = ledger_counter(l, txn, "next_audit", sizeof(uint64_t), &e->seq);
     if (rc != 0) {
-        return ledger_fail(l, rc, "cannot store an audit entry");
+        return rc;
     }
 
-    return AISERVE_LEDGER_OK;
+    mk.mv_data = &e->seq;
+    mk.mv_size = sizeof(uint64_t);
+    mv.mv_data = e;
+    mv.mv_size = sizeof(aiserve_audit_t);
+
+    return mdb_put(txn, l->audit, &mk, &mv, MDB_NOOVERWRITE);
+}
+
+
+static int
+audit_add_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    return ledger_audit_put(l, txn, arg);
 }
 
 
 int
 aiserve_ledger_audit_add(aiserve_ledger_t *l, aiserve_audit_t *e)
 {
-    int       rc, tries;
-    MDB_txn  *txn;
+    return ledger_write(l, audit_add_fn, e, "an audit entry");
+}
 
-    for (tries = 0; tries < 8; tries++) {
-        rc = ledger_txn_begin(l, 0, &txn);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
 
-        rc = ledger_audit_put(l, txn, e);
+static int
+audit_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
+{
+    aiserve_audit_t   a;
+    ledger_each_t    *e = arg;
 
-        if (rc == AISERVE_LEDGER_OK) {
-            rc = mdb_txn_commit(txn);
-            if (rc == 0) {
-                return AISERVE_LEDGER_OK;
-            }
-            rc = ledger_fail(l, rc, "mdb_txn_commit(audit)");
-
-        } else {
-            mdb_txn_abort(txn);
-        }
-
-        if (rc != AISERVE_LEDGER_FULL) {
-            return rc;
-        }
-
-        rc = aiserve_ledger_grow(l, l->max_map);
-        if (rc != AISERVE_LEDGER_OK) {
-            return rc;
-        }
+    if (mv->mv_size != sizeof(aiserve_audit_t)) {
+        return 0;
     }
 
-    return rc;
+    memcpy(&a, mv->mv_data, sizeof(aiserve_audit_t));
+
+    return e->cb.audit(&a, e->arg);
 }
 
 
@@ -2378,44 +2401,16 @@ int
 aiserve_ledger_audit_each(aiserve_ledger_t *l, uint64_t from,
     int (*cb)(const aiserve_audit_t *e, void *arg), void *arg)
 {
-    int              rc;
-    MDB_val          mk, mv;
-    MDB_cursor      *cur;
-    aiserve_audit_t  e;
+    MDB_val        mk;
+    ledger_each_t  e;
 
-    rc = ledger_rbegin(l);
-    if (rc != AISERVE_LEDGER_OK) {
-        return rc;
-    }
-
-    rc = mdb_cursor_open(l->rtxn, l->audit, &cur);
-    if (rc != 0) {
-        ledger_rend(l);
-        return ledger_fail(l, rc, "mdb_cursor_open");
-    }
+    e.cb.audit = cb;
+    e.arg = arg;
 
     mk.mv_data = &from;
     mk.mv_size = sizeof(uint64_t);
 
-    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
-         rc == 0;
-         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
-    {
-        if (mv.mv_size != sizeof(aiserve_audit_t)) {
-            continue;
-        }
-
-        memcpy(&e, mv.mv_data, sizeof(aiserve_audit_t));
-
-        if (cb(&e, arg) != 0) {
-            break;
-        }
-    }
-
-    mdb_cursor_close(cur);
-    ledger_rend(l);
-
-    return AISERVE_LEDGER_OK;
+    return ledger_each(l, l->audit, &mk, audit_each_fn, &e);
 }
 
 

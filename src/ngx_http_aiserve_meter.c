@@ -356,6 +356,70 @@ ngx_http_aiserve_meter_header(ngx_http_request_t *r, const char *name,
 }
 
 
+ngx_int_t
+ngx_http_aiserve_meter_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_buf_t *b)
+{
+    ngx_int_t     rc;
+    ngx_chain_t   out;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_aiserve_meter_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *o)
+{
+    char       *s;
+    size_t      len;
+    ngx_buf_t  *b;
+
+    if (o == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER
+                      | JSON_REAL_PRECISION(15));
+    json_decref(o);
+
+    if (s == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(s);
+
+    b = ngx_create_temp_buf(r->pool, len + 1);
+    if (b == NULL) {
+        free(s);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, s, len);
+    *b->last++ = '\n';
+    free(s);
+
+    return ngx_http_aiserve_meter_send(r, status, b);
+}
+
+
 /* Only our Retry-After when we set one (the error sender may add its own). */
 static ngx_int_t
 ngx_http_aiserve_meter_header_filter(ngx_http_request_t *r)

@@ -19,6 +19,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <jansson.h>
+
 #include "ngx_http_aiserve.h"
 #include "aiserve_ledger.h"
 
@@ -180,6 +182,14 @@ void ngx_http_aiserve_meter_usage_add(aiserve_usage_t *to,
  * into the request pool); *hp, if not NULL, gets the header */
 ngx_int_t ngx_http_aiserve_meter_header(ngx_http_request_t *r,
     const char *name, u_char *value, size_t len, ngx_table_elt_t **hp);
+
+/* ngx_http_aiserve_meter.c: sends b (JSON) as the response with status;
+ * send_json sends o (its reference is taken; NULL: 500) compactly, as
+ * jansson writes it, and a newline. */
+ngx_int_t ngx_http_aiserve_meter_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_buf_t *b);
+ngx_int_t ngx_http_aiserve_meter_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *o);
 
 /* ngx_http_aiserve_meter_auth.c */
 ngx_int_t ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,

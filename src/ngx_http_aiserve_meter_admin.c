@@ -158,6 +158,20 @@ typedef struct {
 } ngx_http_aiserve_admin_limits_t;
 
 
+static void
+ngx_http_aiserve_admin_key_limits(ngx_http_aiserve_admin_limits_t *lim,
+    aiserve_key_t *k)
+{
+    lim->name = k->name;
+    lim->rpm = &k->rpm;
+    lim->tpm = &k->tpm;
+    lim->budget = &k->budget_tokens;
+    lim->period = &k->budget_period;
+    lim->max_concurrent = &k->max_concurrent;
+    lim->models = k->models;
+}
+
+
 static ngx_int_t
 ngx_http_aiserve_admin_uint(json_t *v, const char *param, uint64_t max,
     uint64_t *out, ngx_http_aiserve_admin_err_t *e)
@@ -367,60 +381,6 @@ ngx_http_aiserve_admin_key_fields(json_t *body, aiserve_key_t *k,
 }
 
 
-static ngx_int_t
-ngx_http_aiserve_admin_send(ngx_http_request_t *r, ngx_uint_t status,
-    json_t *o)
-{
-    char         *s;
-    size_t        len;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    if (o == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-
-    if (s == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ngx_strlen(s);
-
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
-        free(s);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, s, len);
-    *b->last++ = '\n';
-    free(s);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
-}
-
-
 static void
 ngx_http_aiserve_admin_audit(ngx_http_request_t *r, const char *action,
     const char *object, const char *detail)
@@ -620,8 +580,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
                     : AISERVE_LEDGER_NOTFOUND;
             if (rc != AISERVE_LEDGER_OK) {
                 return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
-                           "not_found", NULL, "no account \"%s\"",
-                           "ID");
+                           "not_found", NULL, "%s", "no such account");
             }
         }
 
@@ -707,13 +666,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
             ngx_memzero(&k, sizeof(k));
             k.account_id = a.id;
 
-            lim.name = k.name;
-            lim.rpm = &k.rpm;
-            lim.tpm = &k.tpm;
-            lim.budget = &k.budget_tokens;
-            lim.period = &k.budget_period;
-            lim.max_concurrent = &k.max_concurrent;
-            lim.models = k.models;
+            ngx_http_aiserve_admin_key_limits(&lim, &k);
 
             type = "live";
             v = json_object_get(body, "type");
@@ -784,7 +737,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
                 : AISERVE_LEDGER_NOTFOUND;
         if (rc != AISERVE_LEDGER_OK) {
             return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
-                       "not_found", NULL, "no key \"%s\"", "ID");
+                       "not_found", NULL, "%s", "no such key");
         }
 
         ngx_sprintf((u_char *) obj, "key_%uD%Z", k.id);
@@ -799,13 +752,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
         }
 
         if (n == 2) {
-            lim.name = k.name;
-            lim.rpm = &k.rpm;
-            lim.tpm = &k.tpm;
-            lim.budget = &k.budget_tokens;
-            lim.period = &k.budget_period;
-            lim.max_concurrent = &k.max_concurrent;
-            lim.models = k.models;
+            ngx_http_aiserve_admin_key_limits(&lim, &k);
 
             if (ngx_http_aiserve_admin_limits(body, &lim, key_update, e)
                 != NGX_OK
@@ -1054,8 +1001,8 @@ ngx_http_aiserve_meter_admin_body(ngx_http_request_t *r)
 
     json_decref(body);
 
-    ngx_http_finalize_request(r, ngx_http_aiserve_admin_send(r, status,
-                                                             out));
+    ngx_http_finalize_request(r, ngx_http_aiserve_meter_send_json(r, status,
+                                                                 out));
     return;
 
 failed:

@@ -198,7 +198,6 @@ ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
     ngx_uint_t                      i;
     ngx_buf_t                      *b;
     ngx_array_t                     rows;
-    ngx_chain_t                     out;
     ngx_http_aiserve_meter_out_t   *o;
 
     key_id = (ctx->key.flags & AISERVE_KEY_ADMIN) ? 0 : ctx->key.id;
@@ -246,24 +245,8 @@ ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
 
     p = ngx_sprintf(p, "]}\n");
     b->last = p;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
 
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_aiserve_meter_send(r, NGX_HTTP_OK, b);
 }
 
 
@@ -469,9 +452,7 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
     ngx_int_t                            rc;
     ngx_str_t                            n, v;
     ngx_uint_t                           month, group, i, j, nb, admin;
-    ngx_buf_t                           *b;
     ngx_array_t                          rows, *res;
-    ngx_chain_t                          out;
     json_t                              *page, *data, *bucket, *results;
     ngx_http_aiserve_meter_out_t        *o;
     ngx_http_aiserve_usage_keys_t        ks;
@@ -783,41 +764,7 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
         i++;
     }
 
-    s = json_dumps(page, JSON_COMPACT | JSON_PRESERVE_ORDER
-                         | JSON_REAL_PRECISION(15));
-    json_decref(page);
-    if (s == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ngx_strlen(s);
-    b = ngx_create_temp_buf(r->pool, len + 1);
-    if (b == NULL) {
-        free(s);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-    b->last = ngx_cpymem(b->last, s, len);
-    *b->last++ = '\n';
-    free(s);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_aiserve_meter_send_json(r, NGX_HTTP_OK, page);
 }
 
 

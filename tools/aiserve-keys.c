@@ -87,23 +87,32 @@ open_db(unsigned flags)
 }
 
 
-/* "key_12" or "12" */
+/* "key_12" or "12" (prefix "key_"), "acct_3" or "3" (prefix "acct_") */
 static uint32_t
-parse_key_id(const char *s)
+parse_id(const char *s, const char *prefix, const char *what)
 {
     char           *end;
+    char            msg[128];
     unsigned long   n;
 
-    if (strncmp(s, "key_", 4) == 0) {
-        s += 4;
+    if (strncmp(s, prefix, strlen(prefix)) == 0) {
+        s += strlen(prefix);
     }
 
     n = strtoul(s, &end, 10);
     if (*s == '\0' || *end != '\0' || n == 0 || n > UINT32_MAX) {
-        die("invalid key id \"%s\"", s);
+        snprintf(msg, sizeof(msg), "invalid %s id \"%%s\"", what);
+        die(msg, s);
     }
 
     return (uint32_t) n;
+}
+
+
+static uint32_t
+parse_key_id(const char *s)
+{
+    return parse_id(s, "key_", "key");
 }
 
 
@@ -170,23 +179,10 @@ parse_expires(const char *s)
 }
 
 
-/* "acct_3" or "3" */
 static uint32_t
 parse_account_id(const char *s)
 {
-    char           *end;
-    unsigned long   n;
-
-    if (strncmp(s, "acct_", 5) == 0) {
-        s += 5;
-    }
-
-    n = strtoul(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || n == 0 || n > UINT32_MAX) {
-        die("invalid account id \"%s\"", s);
-    }
-
-    return (uint32_t) n;
+    return parse_id(s, "acct_", "account");
 }
 
 
