@@ -1911,12 +1911,16 @@ aiserve_ledger_wadd(aiserve_ledger_t *l, const aiserve_row_key_t *rk,
     mk.mv_data = buf;
     mk.mv_size = row_key_encode(rk, buf);
 
+    memset(&row, 0, sizeof(aiserve_usage_t));
+
     rc = mdb_get(l->wtxn, l->usage, &mk, &mv);
-    if (rc == 0 && mv.mv_size == sizeof(aiserve_usage_t)) {
-        memcpy(&row, mv.mv_data, sizeof(aiserve_usage_t));
+    if (rc == 0 && (mv.mv_size == sizeof(aiserve_usage_t)
+                    || mv.mv_size == AISERVE_USAGE_V1_SIZE))
+    {
+        memcpy(&row, mv.mv_data, mv.mv_size);
 
     } else if (rc == 0 || rc == MDB_NOTFOUND) {
-        memset(&row, 0, sizeof(aiserve_usage_t));
+        /* a new row (or one of a size this code does not know) */
 
     } else {
         aiserve_ledger_wabort(l);
@@ -1930,6 +1934,9 @@ aiserve_ledger_wadd(aiserve_ledger_t *l, const aiserve_row_key_t *rk,
     row.bytes_out += u->bytes_out;
     row.errors += u->errors;
     row.cost_nano += u->cost_nano;
+    row.refused_401 += u->refused_401;
+    row.refused_403 += u->refused_403;
+    row.refused_429 += u->refused_429;
 
     mv.mv_data = &row;
     mv.mv_size = sizeof(aiserve_usage_t);
@@ -2034,7 +2041,8 @@ usage_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
     ledger_usage_each_t   *e = arg;
 
     if (row_key_decode(mk, &rk) != 0
-        || mv->mv_size != sizeof(aiserve_usage_t))
+        || (mv->mv_size != sizeof(aiserve_usage_t)
+            && mv->mv_size != AISERVE_USAGE_V1_SIZE))
     {
         return 0;
     }
@@ -2049,7 +2057,8 @@ usage_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
         return 0;
     }
 
-    memcpy(&u, mv->mv_data, sizeof(aiserve_usage_t));
+    memset(&u, 0, sizeof(aiserve_usage_t));
+    memcpy(&u, mv->mv_data, mv->mv_size);
 
     return e->cb(&rk, &u, e->arg);
 }

@@ -163,7 +163,14 @@ typedef struct {
     uint64_t  bytes_out;       /* response body bytes */
     uint64_t  errors;          /* admitted requests that failed */
     uint64_t  cost_nano;       /* see above */
+    uint64_t  refused_401;     /* refused requests of the key: revoked, */
+    uint64_t  refused_403;     /* expired or rotated-away secret; */
+    uint64_t  refused_429;     /* blocked, suspended, model; limits */
 } aiserve_usage_t;
+
+/* A usage row as ledgers before refusal counts stored it: the fields up
+ * to cost_nano.  Read as a row with no refusals; written back whole. */
+#define AISERVE_USAGE_V1_SIZE      offsetof(aiserve_usage_t, refused_401)
 
 
 typedef struct {

@@ -324,6 +324,9 @@ ngx_http_aiserve_meter_usage_add(aiserve_usage_t *to,
     to->bytes_out += u->bytes_out;
     to->errors += u->errors;
     to->cost_nano += u->cost_nano;
+    to->refused_401 += u->refused_401;
+    to->refused_403 += u->refused_403;
+    to->refused_429 += u->refused_429;
 }
 
 

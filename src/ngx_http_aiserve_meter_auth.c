@@ -294,6 +294,61 @@ ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
 }
 
 
+/*
+ * Counts a refusal (401, 403, 429) of a key the ledger knows (a revoked,
+ * expired or rotated-away secret included) in its usage row of today (the
+ * model of the request, or "" when refused before the body was read), so
+ * that abuse shows in the ledger.  A full zone loses the count (an alert
+ * says so), never admitted usage.
+ */
+static void
+ngx_http_aiserve_meter_count_refusal(ngx_http_request_t *r,
+    ngx_http_aiserve_meter_ctx_t *ctx, ngx_uint_t status)
+{
+    aiserve_row_key_t                    rk;
+    ngx_http_aiserve_meter_row_t        *row;
+    ngx_http_aiserve_meter_zone_t       *z;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+    if (mcf->shm_zone == NULL) {
+        return;
+    }
+
+    z = mcf->shm_zone->data;
+
+    ngx_memzero(&rk, sizeof(aiserve_row_key_t));
+    rk.key_id = ctx->key.id;
+    rk.day = ngx_http_aiserve_meter_today();
+    ngx_memcpy(rk.model, ctx->model.data,
+               ngx_min(ctx->model.len, AISERVE_MODEL_MAX));
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    row = ngx_http_aiserve_meter_row_lookup(z, &rk, 1);
+
+    if (row) {
+        row->account_id = ctx->key.account_id;
+
+        if (status == NGX_HTTP_UNAUTHORIZED) {
+            row->pending.refused_401++;
+        } else if (status == NGX_HTTP_FORBIDDEN) {
+            row->pending.refused_403++;
+        } else {
+            row->pending.refused_429++;
+        }
+    }
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+
+    if (row == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "aiserve meter: zone is full, a refusal of key_%uD "
+                      "not counted", ctx->key.id);
+    }
+}
+
+
 /* Sends the refusal as a JSON error; returns what send_error returns. */
 ngx_int_t
 ngx_http_aiserve_meter_refuse(ngx_http_request_t *r,
@@ -330,6 +385,14 @@ ngx_http_aiserve_meter_refuse(ngx_http_request_t *r,
         {
             return NGX_ERROR;
         }
+    }
+
+    if (ctx && ctx->key.id
+        && (ref->status == NGX_HTTP_UNAUTHORIZED
+            || ref->status == NGX_HTTP_FORBIDDEN
+            || ref->status == NGX_HTTP_TOO_MANY_REQUESTS))
+    {
+        ngx_http_aiserve_meter_count_refusal(r, ctx, ref->status);
     }
 
     if (ctx && ctx->authenticated) {

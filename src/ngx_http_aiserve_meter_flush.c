@@ -27,7 +27,9 @@ static ngx_uint_t
 ngx_http_aiserve_meter_usage_zero(const aiserve_usage_t *u)
 {
     return u->requests == 0 && u->errors == 0 && u->bytes_in == 0
-           && u->bytes_out == 0 && u->compute_usec == 0;
+           && u->bytes_out == 0 && u->compute_usec == 0
+           && u->refused_401 == 0 && u->refused_403 == 0
+           && u->refused_429 == 0;
 }
 
 

@@ -409,6 +409,11 @@ ngx_http_aiserve_usage_result(ngx_http_aiserve_usage_result_t *res,
         if (o) {
             json_object_set_new(o, "model", res->model
                                 ? json_string(res->model) : json_null());
+            json_object_set_new(o, "refused",
+                json_pack("{s:I, s:I, s:I}",
+                          "401", (json_int_t) res->u.refused_401,
+                          "403", (json_int_t) res->u.refused_403,
+                          "429", (json_int_t) res->u.refused_429));
         }
     }
 

@@ -30,6 +30,9 @@ my (%key, %id);
 ($id{a2}, $key{a2}) = meter_create_key($db, '--name', 'a2',
                                        '--account', 'acct_2');
 ($id{b}, $key{b}) = meter_create_key($db, '--name', 'b');
+# acct_4: one request a minute, one model
+($id{r}, $key{r}) = meter_create_key($db, '--name', 'r', '--rpm', 1,
+                                     '--models', 'tiny');
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -203,6 +206,37 @@ my %checks = (
         ok(!exists $r->{headers}{'x-compute-tokens'}, '... has none');
     },
 
+    refusals => sub {
+        my @st = (embed('r')->{status}, embed('r')->{status},
+                  embed('r', uri => '/v2/embeddings',
+                        model => 'tiny2')->{status});
+        is_deeply(\@st, [200, 429, 403], '200, then 429 (rpm), 403 (model)');
+        my ($rc) = meter_cli($db, 'revoke', $id{r});
+        is(embed('r')->{status}, 401, 'revoked: 401');
+        Time::HiRes::sleep(0.35);
+        my (undef, $out) = meter_cli($db, 'usage', '--key', $id{r},
+                                     '--by', 'total', '--json');
+        my %sum;
+        for my $line (split /\n/, $out) {
+            my $row = meter_json($line);
+            $sum{$_} += $row->{$_} for qw(requests refused_401 refused_403
+                                          refused_429);
+        }
+        is_deeply(\%sum, { requests => 1, refused_401 => 1,
+                           refused_403 => 1, refused_429 => 1 },
+                  'the ledger counts the refusals of the key, apart from '
+                  . 'its requests');
+        my $r = usage('admin', "start_time=$today&group_by=api_key_id");
+        my ($res) = grep { ($_->{api_key_id} // '') eq $id{r} }
+                    @{ $r->{json}{data}[0]{results} };
+        is_deeply($res->{refused}, { 401 => 1, 403 => 1, 429 => 1 },
+                  '... and so does /v1/usage');
+        my (undef, $csv) = meter_cli($db, 'export', '--key', $id{r},
+                                     '--format', 'csv');
+        like($csv, qr/,refused_401,refused_403,refused_429\n/,
+             'export: the refusal columns');
+    },
+
     refused => sub {
         for my $q (['start_time=0&colour=red', 'unknown_parameter'],
                    ['start_time=0&limit=7', 'unknown_parameter'],
@@ -305,7 +339,18 @@ ok
 
 
 
-=== TEST 3: unknown or bad parameters: 400, never ignored
+=== TEST 3: refused requests (401, 403, 429) counted per key
+--- request
+GET /t
+--- meter_check: refusals
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: unknown or bad parameters: 400, never ignored
 --- request
 GET /t
 --- meter_check: refused
@@ -316,7 +361,7 @@ ok
 
 
 
-=== TEST 4: keys in request headers masked before the access log
+=== TEST 5: keys in request headers masked before the access log
 --- request
 GET /t
 --- meter_check: headers

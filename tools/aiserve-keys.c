@@ -720,7 +720,8 @@ usage_emit(usage_ctx_t *c)
 
     if (c->json) {
         snprintf(id, sizeof(id), "key_%u", c->cur.key_id);
-        o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+        o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+                      " s:I, s:I, s:I}",
                       "key_id", id, "model", c->cur.model,
                       "period", period,
                       "requests", (json_int_t) c->sum.requests,
@@ -730,7 +731,10 @@ usage_emit(usage_ctx_t *c)
                       "bytes_out", (json_int_t) c->sum.bytes_out,
                       "errors", (json_int_t) c->sum.errors,
                       "cost_micro",
-                      (json_int_t) aiserve_cost_micro(c->sum.cost_nano));
+                      (json_int_t) aiserve_cost_micro(c->sum.cost_nano),
+                      "refused_401", (json_int_t) c->sum.refused_401,
+                      "refused_403", (json_int_t) c->sum.refused_403,
+                      "refused_429", (json_int_t) c->sum.refused_429);
         s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -786,6 +790,9 @@ usage_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
     c->sum.bytes_out += u->bytes_out;
     c->sum.errors += u->errors;
     c->sum.cost_nano += u->cost_nano;
+    c->sum.refused_401 += u->refused_401;
+    c->sum.refused_403 += u->refused_403;
+    c->sum.refused_429 += u->refused_429;
 
     return 0;
 }
@@ -1011,7 +1018,7 @@ export_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
 
     if (c->jsonl) {
         o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I,"
-                      " s:I, s:I}",
+                      " s:I, s:I, s:I, s:I, s:I}",
                       "row_id", id, "key_id", key_id, "key_name", c->name,
                       "model", rk->model, "day", day,
                       "requests", (json_int_t) u->requests,
@@ -1021,7 +1028,10 @@ export_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
                       "bytes_out", (json_int_t) u->bytes_out,
                       "errors", (json_int_t) u->errors,
                       "cost_micro",
-                      (json_int_t) aiserve_cost_micro(u->cost_nano));
+                      (json_int_t) aiserve_cost_micro(u->cost_nano),
+                      "refused_401", (json_int_t) u->refused_401,
+                      "refused_403", (json_int_t) u->refused_403,
+                      "refused_429", (json_int_t) u->refused_429);
         s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -1033,14 +1043,17 @@ export_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
     csv_field(c->name);
     putchar(',');
     csv_field(rk->model);
-    printf(",%s,%llu,%llu,%llu,%llu,%llu,%llu,%llu\n", day,
+    printf(",%s,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu\n", day,
            (unsigned long long) u->requests,
            (unsigned long long) u->prompt_tokens,
            (unsigned long long) u->compute_usec,
            (unsigned long long) u->bytes_in,
            (unsigned long long) u->bytes_out,
            (unsigned long long) u->errors,
-           (unsigned long long) aiserve_cost_micro(u->cost_nano));
+           (unsigned long long) aiserve_cost_micro(u->cost_nano),
+           (unsigned long long) u->refused_401,
+           (unsigned long long) u->refused_403,
+           (unsigned long long) u->refused_429);
 
     return 0;
 }
@@ -1117,7 +1130,8 @@ cmd_export(int argc, char **argv)
 
     if (!c.jsonl) {
         printf("row_id,key_id,key_name,model,day,requests,prompt_tokens,"
-               "compute_usec,bytes_in,bytes_out,errors,cost_micro\n");
+               "compute_usec,bytes_in,bytes_out,errors,cost_micro,"
+               "refused_401,refused_403,refused_429\n");
     }
 
     ids = calloc(1, sizeof(ids_t));
