@@ -381,6 +381,27 @@ ngx_http_aiserve_admin_key_fields(json_t *body, aiserve_key_t *k,
 }
 
 
+/* A key's fields from body: limits (with extra allowed), expiry, admin,
+ * checked together. */
+static ngx_int_t
+ngx_http_aiserve_admin_key_body(json_t *body, aiserve_key_t *k,
+    const char **extra, ngx_http_aiserve_admin_err_t *e)
+{
+    ngx_http_aiserve_admin_limits_t  lim;
+
+    ngx_http_aiserve_admin_key_limits(&lim, k);
+
+    if (ngx_http_aiserve_admin_limits(body, &lim, extra, e) != NGX_OK
+        || ngx_http_aiserve_admin_key_fields(body, k, e) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_aiserve_admin_check(k->rpm, k->tpm, k->budget_tokens,
+                                        k->budget_period, e);
+}
+
+
 static void
 ngx_http_aiserve_admin_audit(ngx_http_request_t *r, const char *action,
     const char *object, const char *detail)
@@ -666,8 +687,6 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
             ngx_memzero(&k, sizeof(k));
             k.account_id = a.id;
 
-            ngx_http_aiserve_admin_key_limits(&lim, &k);
-
             type = "live";
             v = json_object_get(body, "type");
             if (v) {
@@ -682,13 +701,8 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
                 type = s;
             }
 
-            if (ngx_http_aiserve_admin_limits(body, &lim, key_extra, e)
-                != NGX_OK
-                || ngx_http_aiserve_admin_key_fields(body, &k, e) != NGX_OK
-                || ngx_http_aiserve_admin_check(k.rpm, k.tpm,
-                                                k.budget_tokens,
-                                                k.budget_period, e)
-                   != NGX_OK)
+            if (ngx_http_aiserve_admin_key_body(body, &k, key_extra, e)
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -752,15 +766,8 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
         }
 
         if (n == 2) {
-            ngx_http_aiserve_admin_key_limits(&lim, &k);
-
-            if (ngx_http_aiserve_admin_limits(body, &lim, key_update, e)
-                != NGX_OK
-                || ngx_http_aiserve_admin_key_fields(body, &k, e) != NGX_OK
-                || ngx_http_aiserve_admin_check(k.rpm, k.tpm,
-                                                k.budget_tokens,
-                                                k.budget_period, e)
-                   != NGX_OK)
+            if (ngx_http_aiserve_admin_key_body(body, &k, key_update, e)
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
