@@ -487,9 +487,6 @@ ngx_http_aiserve_meter_init_process(ngx_cycle_t *cycle)
     /* LMDB never crosses fork(): each worker opens its own environment */
     (void) ngx_http_aiserve_meter_open_ledger(cycle, NGX_LOG_EMERG);
 
-    /* the admin API creates and rotates keys */
-    aiserve_ledger_set_pepper(ngx_http_aiserve_meter_ledger, mcf->pepper);
-
     ngx_http_aiserve_meter_hmac = aiserve_key_hmac_create(mcf->pepper);
     if (ngx_http_aiserve_meter_hmac == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -551,6 +548,9 @@ ngx_http_aiserve_meter_open_ledger(ngx_cycle_t *cycle, ngx_uint_t level)
     }
 
     aiserve_ledger_reader_check(ngx_http_aiserve_meter_ledger);
+
+    /* the admin API creates and rotates keys */
+    aiserve_ledger_set_pepper(ngx_http_aiserve_meter_ledger, mcf->pepper);
 
     return NGX_OK;
 }
