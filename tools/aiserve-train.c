@@ -162,7 +162,7 @@ read_data(const tool_args_t *a, const char *path, aiserve_dataset_t *ds)
 static json_t *
 meta_json(const tool_args_t *a)
 {
-    return json_pack("{s:s, s:s?, s:s, s:s, s:s?, s:s?, s:s?, s:s?, s:b}",
+    return json_pack("{s:s, s:s*, s:s, s:s, s:s*, s:s*, s:s*, s:s*, s:b}",
                      "train", a->train, "validation", a->validation,
                      "out", a->out, "task", a->task, "format", a->format,
                      "text_column", a->text_column,
