@@ -1101,7 +1101,13 @@ aiserve_trainer_eval_json(const aiserve_trainer_eval_t *ev)
                   "step", (json_int_t) ev->step, "examples",
                   (json_int_t) ev->examples, "eval_loss", ev->loss);
     if (o != NULL && ev->has_report
-        && (json_object_set_new(o, "report",
+        && (json_object_set_new(o, ev->report.kind == AISERVE_REPORT_SKLEARN
+                                   ? "accuracy" : "f1",
+                                json_real(ev->report.kind
+                                          == AISERVE_REPORT_SKLEARN
+                                          ? ev->report.accuracy
+                                          : ev->report.micro.f1)) != 0
+            || json_object_set_new(o, "report",
                                 aiserve_report_json(&ev->report)) != 0
             || json_object_set_new(o, "confusion_matrix",
                                    aiserve_confusion_json(&ev->report))

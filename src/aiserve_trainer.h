@@ -179,8 +179,9 @@ const aiserve_trainer_eval_t *aiserve_trainer_last_eval(
     const aiserve_trainer_t *tr);
 
 /* The evaluation as JSON: {"epoch", "step", "examples", "eval_loss",
- * "report": output_dict's shape, "confusion_matrix": {"labels",
- * "matrix"}} (the last two with a report); NULL when out of memory. */
+ * "accuracy" (classes) or "f1" (entities, micro average), "report":
+ * output_dict's shape, "confusion_matrix": {"labels", "matrix"}} (the
+ * last three with a report); NULL when out of memory. */
 json_t *aiserve_trainer_eval_json(const aiserve_trainer_eval_t *ev);
 
 /* The labels in the model's order (id2label), and their count. */

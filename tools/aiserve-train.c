@@ -287,7 +287,7 @@ show_progress(const aiserve_trainer_progress_t *p, int tty, double t0,
 static void
 show_eval(const aiserve_trainer_eval_t *ev, int tty)
 {
-    json_t      *o;
+    json_t      *o, *e;
     const char  *name = "accuracy";
     double       v = 0;
 
@@ -304,14 +304,14 @@ show_eval(const aiserve_trainer_eval_t *ev, int tty)
         fflush(stdout);
         return;
     }
-    o = aiserve_trainer_eval_json(ev);
-    if (o != NULL) {
-        json_object_set_new(o, "event", json_string("eval"));
-        if (ev->has_report) {
-            json_object_set_new(o, name, json_real(v));
-        }
+    o = json_pack("{s:s}", "event", "eval");
+    e = aiserve_trainer_eval_json(ev);
+    if (o != NULL && e != NULL && json_object_update(o, e) == 0) {
         print_json(o);
+        o = NULL;
     }
+    json_decref(o);
+    json_decref(e);
 }
 
 
