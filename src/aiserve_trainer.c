@@ -717,6 +717,27 @@ aiserve_forward(aiserve_trainer_t *tr, const aiserve_set_t *s,
 
 /* --- the state machine --------------------------------------------------- */
 
+/* The batch of S's examples from FIRST on, in file order, within the
+ * token budget: their indices in tr->idx, their count returned. */
+static size_t
+aiserve_file_batch(aiserve_trainer_t *tr, const aiserve_set_t *s,
+    size_t first)
+{
+    size_t  n, tokens = 0;
+
+    for (n = 0; first + n < s->n; n++) {
+        if (n > 0 && tokens + s->ex[first + n].n_tokens
+                     > tr->opts.batch_tokens)
+        {
+            break;
+        }
+        tokens += s->ex[first + n].n_tokens;
+        tr->idx[n] = first + n;
+    }
+    return n;
+}
+
+
 static int
 aiserve_features_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
 {
@@ -743,17 +764,7 @@ aiserve_features_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
             return -1;
         }
     }
-    /* a batch of examples in file order, within the token budget */
-    tokens = 0;
-    for (n = 0; first + n < s->n; n++) {
-        if (n > 0 && tokens + s->ex[first + n].n_tokens
-                     > tr->opts.batch_tokens)
-        {
-            break;
-        }
-        tokens += s->ex[first + n].n_tokens;
-        tr->idx[n] = first + n;
-    }
+    n = aiserve_file_batch(tr, s, first);
     /* features take no dropout pass: a run restored before them draws
      * the masks of an uninterrupted one */
     pass = aiserve_train_dropout_pass(tr->t);
@@ -954,16 +965,7 @@ aiserve_eval_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
     size_t                C = tr->num_labels;
     float                 loss;
 
-    tokens = 0;
-    for (n = 0; first + n < s->n; n++) {
-        if (n > 0 && tokens + s->ex[first + n].n_tokens
-                     > tr->opts.batch_tokens)
-        {
-            break;
-        }
-        tokens += s->ex[first + n].n_tokens;
-        tr->idx[n] = first + n;
-    }
+    n = aiserve_file_batch(tr, s, first);
     if (aiserve_forward(tr, s, tr->idx, n, &loss, &tokens, err, err_len)
         != 0)
     {

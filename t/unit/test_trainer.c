@@ -327,7 +327,8 @@ test_resume(void)
     o.weight_decay = 0.01f;
     resume_case("full mid-epoch", &o, S_TRAIN, S_VALID, 2,
                 AISERVE_TRAINER_TRAINING);
-    /* 3 steps an epoch: the 4th unit ends epoch 1's training */
+    /* 3 steps an epoch: the 3rd unit ends epoch 1's training and starts
+     * its evaluation */
     resume_case("full at an epoch's end", &o, S_TRAIN, S_VALID, 3,
                 AISERVE_TRAINER_EVALUATING);
     o.batch_tokens = 32;
