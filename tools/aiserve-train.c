@@ -703,8 +703,11 @@ main(int argc, char **argv)
         }
         if (was_features) {
             if (tty) {
-                fprintf(stderr, "\rfeatures %zu/%zu   ", p->features_done,
+                fprintf(stderr, "\rfeatures %zu/%zu", p->features_done,
                         p->features_total);
+                if (p->features_done == p->features_total) {
+                    fprintf(stderr, " in %.1f s\n", now_s() - tstart);
+                }
             } else if (p->features_done == p->features_total) {
                 print_json(json_pack("{s:s, s:I, s:f}", "event", "features",
                                      "examples",
