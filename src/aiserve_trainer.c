@@ -532,7 +532,7 @@ aiserve_trainer_create(const aiserve_trainer_opts_t *opts,
     tr->order = malloc(tr->train.n * sizeof(size_t));
     tr->bstart = malloc((tr->train.n + 1) * sizeof(size_t));
     tr->idx = malloc((tr->train.n + tr->valid.n) * sizeof(size_t));
-    tr->pred = malloc((tr->valid.tokens + tr->valid.n + 1)
+    tr->pred = malloc((tr->valid.tokens + tr->valid.n * tr->num_labels + 1)
                       * sizeof(int32_t));
     if (tr->order == NULL || tr->bstart == NULL || tr->idx == NULL
         || tr->pred == NULL)
@@ -884,6 +884,40 @@ aiserve_eval_end(aiserve_trainer_t *tr)
 }
 
 
+/* sklearn's multi-label report of the indicators in tr->pred. */
+static int
+aiserve_eval_multilabel_report(aiserve_trainer_t *tr,
+    aiserve_trainer_eval_t *ev, char *err, size_t err_len)
+{
+    const aiserve_set_t  *s = &tr->valid;
+    size_t                i, k, C = tr->num_labels;
+    uint8_t              *yt, *yp;
+    char                  msg[256];
+
+    yt = malloc(s->n * C + 1);
+    yp = malloc(s->n * C + 1);
+    if (yt == NULL || yp == NULL) {
+        free(yt);
+        free(yp);
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    for (i = 0; i < s->n; i++) {
+        for (k = 0; k < C; k++) {
+            yt[i * C + k] = s->ex[i].targets[k] > 0.5f;
+            yp[i * C + k] = (uint8_t) tr->pred[i * C + k];
+        }
+    }
+    ev->has_report = aiserve_eval_multilabel(yt, yp, s->n,
+                                             (const char *const *)
+                                             tr->id2label, C, &ev->report,
+                                             msg, sizeof(msg)) == 0;
+    free(yt);
+    free(yp);
+    return 0;
+}
+
+
 /* The report of the predictions gathered in tr->pred. */
 static int
 aiserve_eval_report(aiserve_trainer_t *tr, aiserve_trainer_eval_t *ev,
@@ -896,6 +930,10 @@ aiserve_eval_report(aiserve_trainer_t *tr, aiserve_trainer_eval_t *ev,
     int                    rc = -1;
     char                   msg[256];
 
+    if (tr->kind == AISERVE_LABELS_MULTI) {
+        rc = aiserve_eval_multilabel_report(tr, ev, err, err_len);
+        goto done;
+    }
     if (tr->kind == AISERVE_LABELS_SINGLE) {
         yt = malloc(s->n * sizeof(char *));
         yp = malloc(s->n * sizeof(char *));
@@ -984,6 +1022,11 @@ aiserve_eval_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
             }
         } else if (tr->kind == AISERVE_LABELS_SINGLE) {
             tr->pred[first + i] = (int32_t) aiserve_argmax(logits + i * C, C);
+        } else if (tr->kind == AISERVE_LABELS_MULTI) {
+            /* sigmoid(logit) > 0.5 */
+            for (k = 0; k < C; k++) {
+                tr->pred[(first + i) * C + k] = logits[i * C + k] > 0.f;
+            }
         }
     }
     tr->eval_loss_sum += (double) loss * (double) n;
@@ -1003,7 +1046,7 @@ aiserve_eval_finish(aiserve_trainer_t *tr, char *err, size_t err_len)
     ev.step = tr->p.step;
     ev.examples = tr->valid.n;
     ev.loss = tr->eval_loss_sum / (double) tr->valid.n;
-    if ((tr->kind == AISERVE_LABELS_SINGLE || aiserve_tok_task(tr))
+    if (tr->kind != AISERVE_LABELS_REGRESSION
         && aiserve_eval_report(tr, &ev, err, err_len) != 0)
     {
         return -1;

@@ -134,12 +134,13 @@ typedef struct {
     double            loss;         /* the mean of the batches' losses,
                                        each weighted by its sequences (as
                                        Trainer's eval_loss) */
-    int               has_report;   /* single-label and NER: a report;
-                                       multi-label and regression: the
-                                       loss only */
-    aiserve_report_t  report;       /* sklearn's classification_report,
-                                       or seqeval's (opts.ner_mode) over
-                                       the words' first sub-tokens, as
+    int               has_report;   /* a report (regression: the loss
+                                       only) */
+    aiserve_report_t  report;       /* sklearn's classification_report
+                                       (multi-label: on the indicators
+                                       sigmoid(logit) > 0.5), or
+                                       seqeval's (opts.ner_mode) over the
+                                       words' first sub-tokens, as
                                        transformers' recipe evaluates */
 } aiserve_trainer_eval_t;
 
@@ -179,9 +180,9 @@ const aiserve_trainer_eval_t *aiserve_trainer_last_eval(
     const aiserve_trainer_t *tr);
 
 /* The evaluation as JSON: {"epoch", "step", "examples", "eval_loss",
- * "accuracy" (classes) or "f1" (entities, micro average), "report":
- * output_dict's shape, "confusion_matrix": {"labels", "matrix"}} (the
- * last three with a report); NULL when out of memory. */
+ * "accuracy" (classes) or "f1" (micro average: entities, multi-label),
+ * "report": output_dict's shape, "confusion_matrix": {"labels",
+ * "matrix"}} (the last three with a report); NULL when out of memory. */
 json_t *aiserve_trainer_eval_json(const aiserve_trainer_eval_t *ev);
 
 /* The labels in the model's order (id2label), and their count. */

@@ -8,8 +8,8 @@
  * modes; batches keep to the token budget and trained_tokens is the
  * file's tokens times the epochs; written directories (full, head, lora)
  * load with aiserve_model_load() / aiserve_model_load_over() and serve
- * the trained numbers; an existing head keeps its labels; bad input is a
- * clear error.
+ * the trained numbers; an existing head keeps its labels; multi-label
+ * and regression evaluations; bad input is a clear error.
  */
 #include <math.h>
 #include <stdio.h>
@@ -516,6 +516,36 @@ test_ner(void)
 }
 
 
+/* Multi-label: sklearn's report on sigmoid > 0.5; regression: the loss
+ * alone. */
+static void
+test_other_problems(void)
+{
+    aiserve_trainer_opts_t         o;
+    aiserve_trainer_t             *t;
+    const aiserve_trainer_eval_t  *ev;
+
+    opts(&o, ST, AISERVE_TRAIN_FULL);
+    o.epochs = 2;
+    t = make(&o, "t/data/train/multi.jsonl", "t/data/train/multi.jsonl");
+    ev = t != NULL && run(t, 100) == 0 ? aiserve_trainer_last_eval(t) : NULL;
+    tap_ok(ev != NULL && ev->has_report
+           && ev->report.kind == AISERVE_REPORT_MULTILABEL
+           && ev->report.micro.support == 3 && isfinite(ev->loss),
+           "multi-label: a multi-label report over the 3 labels given");
+    aiserve_trainer_free(t);
+
+    t = make(&o, "t/data/train/regression.jsonl",
+             "t/data/train/regression.jsonl");
+    ev = t != NULL && run(t, 100) == 0 ? aiserve_trainer_last_eval(t) : NULL;
+    tap_ok(ev != NULL && !ev->has_report && ev->loss > 0
+           && isfinite(ev->loss),
+           "regression: the evaluation's MSE loss %g, no report",
+           ev != NULL ? ev->loss : -1.0);
+    aiserve_trainer_free(t);
+}
+
+
 static void
 test_errors(void)
 {
@@ -593,6 +623,7 @@ main(void)
     test_resume();
     test_write();
     test_ner();
+    test_other_problems();
     test_errors();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0) {
