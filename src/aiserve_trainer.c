@@ -554,6 +554,12 @@ aiserve_trainer_create(const aiserve_trainer_opts_t *opts,
     tr->oc.warmup_steps = opts->warmup_steps > 0 ? opts->warmup_steps
                           : (size_t) ceil((double) tr->oc.total_steps
                                           * opts->warmup_ratio);
+    if (tr->oc.warmup_steps > tr->oc.total_steps) {
+        aiserve_err(err, err_len, "warmup_steps %zu is more than the run's "
+                    "%zu optimiser steps", tr->oc.warmup_steps,
+                    tr->oc.total_steps);
+        goto done;
+    }
 
     tr->rng = opts->seed;
     tr->p.epochs = opts->epochs;

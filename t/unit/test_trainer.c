@@ -577,6 +577,11 @@ test_errors(void)
            "errors: a token classifier asked for classes (%s)", err);
 
     o.model_dir = SEQ_CLS;
+    o.warmup_steps = 100000;
+    t = aiserve_trainer_create(&o, &tr, NULL, err, sizeof(err));
+    tap_ok(t == NULL && strstr(err, "warmup_steps 100000") != NULL,
+           "errors: more warmup than steps (%s)", err);
+    o.warmup_steps = 0;
     o.batch_tokens = 0;
     t = aiserve_trainer_create(&o, &tr, NULL, err, sizeof(err));
     tap_ok(t == NULL && strstr(err, "batch_tokens") != NULL,
