@@ -1774,6 +1774,55 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
 
 /* --- optimisation -------------------------------------------------------- */
 
+/* The two AdamW moments, allocated (zero) on first use. */
+static int
+aiserve_adam_alloc(aiserve_train_t *t, char *err, size_t err_len)
+{
+    if (t->adam_m != NULL) {
+        return 0;
+    }
+    t->adam_m = calloc(t->n_params, sizeof(float));
+    t->adam_v = calloc(t->n_params, sizeof(float));
+    if (t->adam_m == NULL || t->adam_v == NULL) {
+        free(t->adam_m);
+        free(t->adam_v);
+        t->adam_m = t->adam_v = NULL;
+        aiserve_err(err, err_len, "out of memory for the optimiser state "
+                    "(%zu bytes)", 2 * t->n_params * sizeof(float));
+        return -1;
+    }
+    return 0;
+}
+
+
+int
+aiserve_train_optim_state(aiserve_train_t *t, float **adam_m, float **adam_v,
+    size_t **adam_step, char *err, size_t err_len)
+{
+    if (aiserve_adam_alloc(t, err, err_len) != 0) {
+        return -1;
+    }
+    *adam_m = t->adam_m;
+    *adam_v = t->adam_v;
+    *adam_step = &t->adam_step;
+    return 0;
+}
+
+
+uint64_t
+aiserve_train_dropout_pass(const aiserve_train_t *t)
+{
+    return t->pass;
+}
+
+
+void
+aiserve_train_set_dropout_pass(aiserve_train_t *t, uint64_t pass)
+{
+    t->pass = pass;
+}
+
+
 int
 aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float *lr, double *grad_norm, char *err, size_t err_len)
@@ -1789,17 +1838,8 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
                     c->total_steps, c->warmup_steps);
         return -1;
     }
-    if (t->adam_m == NULL) {
-        t->adam_m = calloc(t->n_params, sizeof(float));
-        t->adam_v = calloc(t->n_params, sizeof(float));
-        if (t->adam_m == NULL || t->adam_v == NULL) {
-            free(t->adam_m);
-            free(t->adam_v);
-            t->adam_m = t->adam_v = NULL;
-            aiserve_err(err, err_len, "out of memory for the optimiser state "
-                        "(%zu bytes)", 2 * t->n_params * sizeof(float));
-            return -1;
-        }
+    if (aiserve_adam_alloc(t, err, err_len) != 0) {
+        return -1;
     }
     /* the norm of the trainable tensors' gradients (torch clips the
      * parameters that have a gradient) */

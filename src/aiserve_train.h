@@ -267,4 +267,23 @@ void aiserve_train_memory(const aiserve_train_t *t,
 int aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float *lr, double *grad_norm, char *err, size_t err_len);
 
+/*
+ * The state a checkpoint keeps beside the parameters (a resumed run then
+ * gives the parameters an uninterrupted one gives, bit for bit):
+ * aiserve_train_optim_state() points *ADAM_M and *ADAM_V at the two
+ * AdamW moments (aiserve_train_n_params() floats each; allocated, zero,
+ * when no step has been taken yet) and *ADAM_STEP at the count of steps
+ * taken; the caller may read or overwrite them between steps.  Returns
+ * 0, or -1 with err (out of memory).
+ *
+ * aiserve_train_dropout_pass() is the count of forward passes since
+ * aiserve_train_set_dropout() (which draws the masks); set it back with
+ * aiserve_train_set_dropout_pass() after the passes of an evaluation, or
+ * on resume.
+ */
+int aiserve_train_optim_state(aiserve_train_t *t, float **adam_m,
+    float **adam_v, size_t **adam_step, char *err, size_t err_len);
+uint64_t aiserve_train_dropout_pass(const aiserve_train_t *t);
+void aiserve_train_set_dropout_pass(aiserve_train_t *t, uint64_t pass);
+
 #endif /* AISERVE_TRAIN_H */
