@@ -12,16 +12,6 @@
 #include <ngx_http.h>
 
 /*
- * Sends {"error": {"message", "type", "param", "code"}} with the given
- * status (shared/DESIGN.md).  param may be NULL (JSON null).  Adds
- * Retry-After when retry_after > 0 (seconds).  Returns what the content
- * handler should return / pass to ngx_http_finalize_request().
- */
-ngx_int_t ngx_http_aiserve_send_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *type, const char *code,
-    const char *param, const char *fmt, ...);
-
-/*
  * Meter hooks called by the content handler (no-ops returning NGX_OK when
  * aiserve_meter is off for the location).
  *

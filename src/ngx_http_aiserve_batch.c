@@ -632,11 +632,20 @@ void
 ngx_http_aiserve_finish(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
 {
     ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_chain_t               out;
     ngx_http_aiserve_json_t   j;
 
+    ctx->done = 1;
+
     if (ctx->status) {
+        if (ctx->status == NGX_HTTP_SERVICE_UNAVAILABLE
+            && ngx_http_aiserve_retry_after(r, ctx->alcf->retry_after
+                                               ? ctx->alcf->retry_after : 1)
+               != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+
         rc = ngx_http_aiserve_send_error(r, ctx->status, ctx->err_type,
                                          ctx->err_code, NULL, "%s",
                                          ctx->err_msg);
@@ -662,40 +671,11 @@ ngx_http_aiserve_finish(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
         return;
     }
 
-    ctx->done = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = j.pos - j.start;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
     if (ctx->admitted) {
         ngx_http_aiserve_meter_settle(r, ctx->compute_usec, ctx->bytes_in,
                                       j.pos - j.start, 0);
     }
 
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-        return;
-    }
-
-    b->pos = j.start;
-    b->last = j.pos;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        ngx_http_finalize_request(r, rc);
-        return;
-    }
-
-    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+    ngx_http_finalize_request(r, ngx_http_aiserve_send_json(r, NGX_HTTP_OK,
+                                                            &j, NULL));
 }

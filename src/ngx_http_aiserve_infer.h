@@ -2,8 +2,8 @@
  * Internal declarations of the aiserve inference handler, shared by
  * ngx_http_aiserve_module.c (directives, models, handler),
  * ngx_http_aiserve_api.c (request shapes and responses),
- * ngx_http_aiserve_batch.c (per-worker queues, thread-pool batches) and
- * ngx_http_aiserve_json.c (response writer).
+ * ngx_http_aiserve_batch.c (per-worker queues, thread-pool batches); the
+ * JSON writer and error sender are in ngx_http_aiserve_json.h.
  */
 #ifndef NGX_HTTP_AISERVE_INFER_H
 #define NGX_HTTP_AISERVE_INFER_H
@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "ngx_http_aiserve_json.h"
 #include "ngx_http_aiserve.h"
 #include "aiserve_tokenizer.h"
 #include "aiserve_model.h"
@@ -33,9 +34,6 @@
 #define NGX_HTTP_AISERVE_API_NER        5
 
 #define NGX_HTTP_AISERVE_ERRLEN         256
-
-/* validation errors; nginx has no NGX_HTTP_ constant for it */
-#define NGX_HTTP_AISERVE_UNPROCESSABLE  422
 
 
 typedef struct ngx_http_aiserve_model_s  ngx_http_aiserve_model_t;
@@ -163,16 +161,6 @@ struct ngx_http_aiserve_ctx_s {
 };
 
 
-/* Growable response buffer in a request pool. */
-typedef struct {
-    ngx_pool_t                      *pool;
-    u_char                          *start;
-    u_char                          *pos;
-    u_char                          *end;
-    ngx_uint_t                       failed;
-} ngx_http_aiserve_json_t;
-
-
 extern ngx_module_t  ngx_http_aiserve_module;
 
 
@@ -214,22 +202,5 @@ void ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m);
 /* Sends the response (or ctx's error) and finalizes the request. */
 void ngx_http_aiserve_finish(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
-
-
-/* ngx_http_aiserve_json.c */
-
-void ngx_http_aiserve_json_init(ngx_http_aiserve_json_t *j, ngx_pool_t *pool,
-    size_t size);
-void ngx_http_aiserve_json_raw(ngx_http_aiserve_json_t *j, const char *s,
-    size_t len);
-/* s must be a string literal */
-#define ngx_http_aiserve_json_lit(j, s)                                      \
-    ngx_http_aiserve_json_raw(j, "" s, sizeof(s) - 1)
-void ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
-    size_t len);
-void ngx_http_aiserve_json_float(ngx_http_aiserve_json_t *j, double v);
-void ngx_http_aiserve_json_int(ngx_http_aiserve_json_t *j, int64_t v);
-void ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
-    const float *v, size_t n);
 
 #endif /* NGX_HTTP_AISERVE_INFER_H */

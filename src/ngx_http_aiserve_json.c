@@ -5,7 +5,7 @@
  * invalid bytes, which only an error message quoting the body can hold,
  * become U+FFFD.  Floats are written as %.9g would, which
  * round-trips every float32; non-finite values, which JSON cannot carry,
- * are written as null.
+ * are written as null.  The senders of JSON answers and errors use it.
  */
 
 #include <ngx_config.h>
@@ -14,7 +14,7 @@
 
 #include <math.h>
 
-#include "ngx_http_aiserve_infer.h"
+#include "ngx_http_aiserve_json.h"
 
 
 static ngx_int_t ngx_http_aiserve_json_reserve(ngx_http_aiserve_json_t *j,
@@ -330,4 +330,172 @@ ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
     ngx_encode_base64(&dst, &src);
     j->pos += dst.len;
     *j->pos++ = '"';
+}
+
+
+ngx_int_t
+ngx_http_aiserve_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_aiserve_json_t *j, const char *content_type)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    if (j->failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = status;
+
+    /* nginx 1.22 has no reason phrase for 422 ("HTTP/1.1 422 ") */
+
+    switch (status) {
+
+    case NGX_HTTP_AISERVE_UNPROCESSABLE:
+        ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Entity");
+        break;
+
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        ngx_str_set(&r->headers_out.status_line, "429 Too Many Requests");
+        break;
+    }
+
+    r->headers_out.content_length_n = j->pos - j->start;
+
+    if (content_type) {
+        r->headers_out.content_type.data = (u_char *) content_type;
+        r->headers_out.content_type.len = ngx_strlen(content_type);
+
+    } else {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = j->start;
+    b->last = j->pos;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *code, const char *param,
+    const char *fmt, ...)
+{
+    u_char                   msg[NGX_MAX_ERROR_STR], *last;
+    va_list                  args;
+    ngx_uint_t               i;
+    ngx_list_part_t         *part;
+    ngx_table_elt_t         *h;
+    ngx_http_aiserve_json_t  j;
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    va_end(args);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "aiserve error %ui: %*s", status, last - msg, msg);
+
+    ngx_http_aiserve_json_init(&j, r->pool, 256 + 2 * (last - msg));
+    ngx_http_aiserve_json_lit(&j, "{\"error\":{\"message\":");
+    ngx_http_aiserve_json_string(&j, (char *) msg, last - msg);
+    ngx_http_aiserve_json_lit(&j, ",\"type\":");
+    ngx_http_aiserve_json_string(&j, type, ngx_strlen(type));
+    ngx_http_aiserve_json_lit(&j, ",\"param\":");
+
+    if (param) {
+        ngx_http_aiserve_json_string(&j, param, ngx_strlen(param));
+    } else {
+        ngx_http_aiserve_json_lit(&j, "null");
+    }
+
+    ngx_http_aiserve_json_lit(&j, ",\"code\":");
+
+    if (code) {
+        ngx_http_aiserve_json_string(&j, code, ngx_strlen(code));
+    } else {
+        ngx_http_aiserve_json_lit(&j, "null");
+    }
+
+    ngx_http_aiserve_json_lit(&j, "}}\n");
+
+    if (status != NGX_HTTP_SERVICE_UNAVAILABLE
+        && status != NGX_HTTP_TOO_MANY_REQUESTS)
+    {
+        return ngx_http_aiserve_send_json(r, status, &j, NULL);
+    }
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash
+            && h[i].key.len == sizeof("Retry-After") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
+                               sizeof("Retry-After") - 1) == 0)
+        {
+            return ngx_http_aiserve_send_json(r, status, &j, NULL);
+        }
+    }
+
+    if (ngx_http_aiserve_retry_after(r, 1) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_aiserve_send_json(r, status, &j, NULL);
+}
+
+
+ngx_int_t
+ngx_http_aiserve_retry_after(ngx_http_request_t *r, ngx_uint_t seconds)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->value.len = ngx_sprintf(h->value.data, "%ui", seconds)
+                   - h->value.data;
+
+    return NGX_OK;
 }

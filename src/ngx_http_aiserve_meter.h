@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "ngx_http_aiserve_json.h"
 #include "ngx_http_aiserve.h"
 #include "aiserve_ledger.h"
 

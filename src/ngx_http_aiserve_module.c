@@ -4,7 +4,8 @@
  * This file owns the ngx_module_t, the directives, the models (loaded while
  * nginx reads its configuration), the variables, JSON error responses and
  * the content handler up to the point where a tokenized request joins its
- * model's batch queue (ngx_http_aiserve_batch.c).
+ * model's batch queue (ngx_http_aiserve_batch.c); JSON errors are sent
+ * by ngx_http_aiserve_json.c.
  */
 
 #include <ngx_config.h>
@@ -1172,6 +1173,7 @@ ngx_http_aiserve_parse(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     }
 
     if (p == last) {
+        ctx->done = 1;
         ctx->rc = ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
                                               "invalid_request_error",
                                               "invalid_json", NULL,
@@ -1216,6 +1218,7 @@ ngx_http_aiserve_parse(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     }
 
     if (doc == NULL) {
+        ctx->done = 1;
         ctx->rc = ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
                                               "invalid_request_error",
                                               "invalid_json", NULL,
@@ -1229,6 +1232,7 @@ ngx_http_aiserve_parse(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     ctx->doc = doc;
 
     if (!json_is_object(doc)) {
+        ctx->done = 1;
         ctx->rc = ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
                                               "invalid_request_error",
                                               "invalid_json", NULL,
@@ -1258,131 +1262,6 @@ ngx_http_aiserve_ctx_cleanup(void *data)
         json_decref(ctx->doc);
         ctx->doc = NULL;
     }
-}
-
-
-/* errors */
-
-ngx_int_t
-ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *type, const char *code, const char *param,
-    const char *fmt, ...)
-{
-    u_char                          msg[NGX_MAX_ERROR_STR], *last;
-    va_list                         args;
-    ngx_int_t                       rc;
-    ngx_buf_t                      *b;
-    ngx_chain_t                     out;
-    ngx_table_elt_t                *h;
-    ngx_http_aiserve_ctx_t         *ctx;
-    ngx_http_aiserve_json_t         j;
-    ngx_http_aiserve_loc_conf_t    *alcf;
-
-    va_start(args, fmt);
-    last = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
-    va_end(args);
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "aiserve error %ui: %*s", status, last - msg, msg);
-
-    ngx_http_aiserve_json_init(&j, r->pool, 256 + 2 * (last - msg));
-    ngx_http_aiserve_json_lit(&j, "{\"error\":{\"message\":");
-    ngx_http_aiserve_json_string(&j, (char *) msg, last - msg);
-    ngx_http_aiserve_json_lit(&j, ",\"type\":");
-    ngx_http_aiserve_json_string(&j, type, ngx_strlen(type));
-    ngx_http_aiserve_json_lit(&j, ",\"param\":");
-
-    if (param) {
-        ngx_http_aiserve_json_string(&j, param, ngx_strlen(param));
-    } else {
-        ngx_http_aiserve_json_lit(&j, "null");
-    }
-
-    ngx_http_aiserve_json_lit(&j, ",\"code\":");
-
-    if (code) {
-        ngx_http_aiserve_json_string(&j, code, ngx_strlen(code));
-    } else {
-        ngx_http_aiserve_json_lit(&j, "null");
-    }
-
-    ngx_http_aiserve_json_lit(&j, "}}\n");
-
-    if (j.failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_module);
-    if (ctx) {
-        ctx->done = 1;
-        if (ctx->status == 0) {
-            ctx->status = status;
-        }
-    }
-
-    r->headers_out.status = status;
-
-    /* nginx 1.22 has no reason phrase for 422 ("HTTP/1.1 422 ") */
-
-    switch (status) {
-
-    case NGX_HTTP_AISERVE_UNPROCESSABLE:
-        ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Entity");
-        break;
-
-    case NGX_HTTP_TOO_MANY_REQUESTS:
-        ngx_str_set(&r->headers_out.status_line, "429 Too Many Requests");
-        break;
-    }
-
-    r->headers_out.content_length_n = j.pos - j.start;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    if (status == NGX_HTTP_SERVICE_UNAVAILABLE
-        || status == NGX_HTTP_TOO_MANY_REQUESTS)
-    {
-        alcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_module);
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Retry-After");
-        h->value.data = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (h->value.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->value.len = ngx_sprintf(h->value.data, "%ui",
-                                   alcf->retry_after ? alcf->retry_after : 1)
-                       - h->value.data;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = j.start;
-    b->last = j.pos;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
 }
 
 

@@ -1,0 +1,73 @@
+/*
+ * The lowest layer of the aiserve module: a JSON response writer and the
+ * senders of JSON answers, errors included.  Every other file of the
+ * module (inference handler, API shapes, batching, meter, operator routes)
+ * includes this header; it includes nginx's headers only.
+ */
+#ifndef NGX_HTTP_AISERVE_JSON_H
+#define NGX_HTTP_AISERVE_JSON_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+/* validation errors; nginx has no NGX_HTTP_ constant for it */
+#define NGX_HTTP_AISERVE_UNPROCESSABLE  422
+
+
+/* Growable response buffer in a request pool. */
+typedef struct {
+    ngx_pool_t                      *pool;
+    u_char                          *start;
+    u_char                          *pos;
+    u_char                          *end;
+    ngx_uint_t                       failed;
+} ngx_http_aiserve_json_t;
+
+
+/*
+ * The writer: init with a first size in bytes (it doubles as needed); a
+ * failed allocation sets j->failed and makes every later call a no-op.
+ * Strings are escaped per RFC 8259 section 7, floats round-trip float32
+ * (non-finite: null), base64 floats are little-endian float32.
+ */
+void ngx_http_aiserve_json_init(ngx_http_aiserve_json_t *j, ngx_pool_t *pool,
+    size_t size);
+void ngx_http_aiserve_json_raw(ngx_http_aiserve_json_t *j, const char *s,
+    size_t len);
+/* s must be a string literal */
+#define ngx_http_aiserve_json_lit(j, s)                                      \
+    ngx_http_aiserve_json_raw(j, "" s, sizeof(s) - 1)
+void ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
+    size_t len);
+void ngx_http_aiserve_json_float(ngx_http_aiserve_json_t *j, double v);
+void ngx_http_aiserve_json_int(ngx_http_aiserve_json_t *j, int64_t v);
+void ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
+    const float *v, size_t n);
+
+/*
+ * Sends the body written into j (Content-Type application/json, or
+ * content_type when not NULL) with the given status.  Returns what
+ * ngx_http_send_header() / ngx_http_output_filter() return, or
+ * NGX_HTTP_INTERNAL_SERVER_ERROR when j failed; the caller finalizes the
+ * request with it.
+ */
+ngx_int_t ngx_http_aiserve_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_aiserve_json_t *j, const char *content_type);
+
+/*
+ * Sends {"error": {"message", "type", "param", "code"}} with the given
+ * status (shared/DESIGN.md).  param may be NULL (JSON null).  A 503 or 429
+ * gets "Retry-After: 1" unless the caller has set a Retry-After header
+ * (ngx_http_aiserve_retry_after()).  Returns as ngx_http_aiserve_send_json().
+ */
+ngx_int_t ngx_http_aiserve_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, const char *code,
+    const char *param, const char *fmt, ...);
+
+/* Adds "Retry-After: seconds" to the response headers; NGX_OK or NGX_ERROR */
+ngx_int_t ngx_http_aiserve_retry_after(ngx_http_request_t *r,
+    ngx_uint_t seconds);
+
+#endif /* NGX_HTTP_AISERVE_JSON_H */
