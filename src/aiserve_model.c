@@ -2292,9 +2292,32 @@ aiserve_longest_first(const aiserve_batch_t *batch, size_t *order)
 typedef char aiserve_size_t_is_64_bits[sizeof(size_t) == 8 ? 1 : -1];
 
 
+static int aiserve_forward(const aiserve_model_t *m,
+    const aiserve_batch_t *batch, aiserve_scratch_t *s, float *out,
+    int hidden, char *err, size_t err_len);
+
+
 int
 aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     aiserve_scratch_t *s, float *out, char *err, size_t err_len)
+{
+    return aiserve_forward(m, batch, s, out, 0, err, err_len);
+}
+
+
+int
+aiserve_model_forward_hidden(const aiserve_model_t *m,
+    const aiserve_batch_t *batch, aiserve_scratch_t *s, float *out,
+    char *err, size_t err_len)
+{
+    return aiserve_forward(m, batch, s, out, 1, err, err_len);
+}
+
+
+/* The encoder, then the head, or (hidden) a copy of the last hidden state */
+static int
+aiserve_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
+    aiserve_scratch_t *s, float *out, int hidden, char *err, size_t err_len)
 {
     const aiserve_model_info_t  *info = &m->info;
     aiserve_step_t               st;
@@ -2404,7 +2427,7 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
                           m->act);
     }
 
-    switch (info->arch) {
+    switch (hidden ? (aiserve_arch_e) -1 : info->arch) {
     case AISERVE_ARCH_BERT_MODEL:
         aiserve_pool(m, batch, x, offsets, out);
         break;
@@ -2445,6 +2468,11 @@ aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
         }
         aiserve_gemm_nt(T, nl, H, 1.f, x, H, m->cls_w, H, 0.f, out, nl);
         aiserve_bias_add(out, m->cls_b, T, nl);
+        break;
+
+    default:
+        /* last_hidden_state, sequences one after the other */
+        memcpy(out, x, T * H * sizeof(float));
         break;
     }
 

@@ -153,6 +153,17 @@ int aiserve_model_forward(const aiserve_model_t *model,
     const aiserve_batch_t *batch, aiserve_scratch_t *scratch, float *out,
     char *err, size_t err_len);
 
+/*
+ * The same encoder pass without the head: out gets the last hidden state
+ * of every token (transformers' BaseModelOutput.last_hidden_state,
+ * sentence-transformers' token_embeddings), total_tokens * hidden_size
+ * floats, the sequences one after the other.  Errors as
+ * aiserve_model_forward().
+ */
+int aiserve_model_forward_hidden(const aiserve_model_t *model,
+    const aiserve_batch_t *batch, aiserve_scratch_t *scratch, float *out,
+    char *err, size_t err_len);
+
 /* Threads the BLAS uses for one forward pass.  Call after fork(), in each
  * process that computes (nginx: init_process); never starts threads in the
  * calling process before it is needed.

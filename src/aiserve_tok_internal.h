@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "aiserve_err.h"
 #include "aiserve_tokenizer.h"
 
@@ -111,7 +113,27 @@ struct aiserve_tok_s {
 
     size_t                trunc_max;
     int                   trunc_strategy;
+
+    int32_t              *special_ids;  /* added tokens with special=true */
+    size_t                n_special_ids;
+
+    /* tokenizer.json "decoder": WordPiece (prefix, cleanup), or none
+     * (tokens joined with spaces); another type cannot decode */
+    int                   dec_type;
+    char                  dec_prefix[16];
+    int                   dec_cleanup;
 };
+
+#define AISERVE_TOK_DEC_NONE       0
+#define AISERVE_TOK_DEC_WORDPIECE  1
+#define AISERVE_TOK_DEC_OTHER      2
+
+
+/* Marks id as a special token (skipped by decode with skip_special_tokens);
+ * returns -1 when out of memory. */
+int aiserve_tok_mark_special(aiserve_tok_t *tok, int32_t id);
+/* Reads tokenizer.json's "decoder" (NULL: none) into tok. */
+void aiserve_tok_load_decoder(aiserve_tok_t *tok, json_t *decoder);
 
 
 static inline uint32_t

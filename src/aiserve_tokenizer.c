@@ -406,6 +406,13 @@ aiserve_tok_add_json(aiserve_tok_t *tok, json_t *v, int32_t id, char *msg,
         return -1;
     }
 
+    if (aiserve_tok_json_bool(v, "special", 0)
+        && aiserve_tok_mark_special(tok, id) != 0)
+    {
+        snprintf(msg, msg_len, "out of memory");
+        return -1;
+    }
+
     return 0;
 }
 
@@ -771,6 +778,8 @@ aiserve_tok_load_json(aiserve_tok_t *tok, const char *path, char *err,
         goto done;
     }
 
+    aiserve_tok_load_decoder(tok, json_object_get(root, "decoder"));
+
     added = json_object_get(root, "added_tokens");
     json_array_foreach(added, i, v) {
         if (aiserve_tok_add_json(tok, v, (int32_t) json_integer_value(
@@ -987,8 +996,9 @@ aiserve_tok_load_vocab_txt(aiserve_tok_t *tok, const char *dir, char *err,
         id = aiserve_tok_token_to_id(tok, specials[i]);
         if (id >= 0
             && aiserve_tok_added_id(tok, specials[i], strlen(specials[i])) < 0
-            && aiserve_tok_add_token(tok, specials[i], strlen(specials[i]),
-                                     id, 0, 0, 0) != 0)
+            && (aiserve_tok_add_token(tok, specials[i], strlen(specials[i]),
+                                      id, 0, 0, 0) != 0
+                || aiserve_tok_mark_special(tok, id) != 0))
         {
             snprintf(msg, sizeof(msg), "out of memory");
             goto done;
@@ -1025,6 +1035,12 @@ aiserve_tok_load(const char *model_dir, char *err, size_t err_len)
     }
     tok->unk_id = -1;
 
+    /* BertTokenizer's convert_tokens_to_string and
+     * clean_up_tokenization_spaces, for vocab.txt */
+    tok->dec_type = AISERVE_TOK_DEC_WORDPIECE;
+    memcpy(tok->dec_prefix, "##", 3);
+    tok->dec_cleanup = 1;
+
     snprintf(path, sizeof(path), "%s/tokenizer.json", model_dir);
     if (access(path, F_OK) == 0) {
         rc = aiserve_tok_load_json(tok, path, err, err_len);
@@ -1060,6 +1076,7 @@ aiserve_tok_free(aiserve_tok_t *tok)
         free(tok->tmpl[k]);
     }
     free(tok->added);
+    free(tok->special_ids);
     for (i = 0; i < tok->n_nadded; i++) {
         free(tok->nadded[i].cps);
     }

@@ -103,6 +103,19 @@ void aiserve_encoding_free(aiserve_encoding_t *enc);
 const char *aiserve_tok_id_to_token(const aiserve_tok_t *tok, int32_t id);
 int32_t aiserve_tok_token_to_id(const aiserve_tok_t *tok, const char *token);
 size_t aiserve_tok_vocab_size(const aiserve_tok_t *tok);
+/*
+ * Decodes n token ids to UTF-8 text as tokenizers' Tokenizer.decode(ids,
+ * skip_special_tokens): ids without a token are dropped, special tokens
+ * (added tokens with special=true) too when skip_special_tokens, then the
+ * decoder of tokenizer.json runs: WordPiece (prefix, cleanup) or none
+ * (tokens joined with spaces).  *out is malloc'ed and NUL-terminated
+ * (*out_len bytes, NUL excluded); the caller frees it.  Returns 0, or -1
+ * with err set (another decoder type, out of memory).
+ */
+int aiserve_tok_decode(const aiserve_tok_t *tok, const int32_t *ids,
+    size_t n, int skip_special_tokens, char **out, size_t *out_len,
+    char *err, size_t err_len);
+
 /* tokenizer.json's truncation max_length, or 0 if none */
 size_t aiserve_tok_model_max_length(const aiserve_tok_t *tok);
 

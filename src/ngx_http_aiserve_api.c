@@ -11,6 +11,18 @@
  *   tokenize  TEI /tokenize
  *   ner       transformers' TokenClassificationPipeline
  *             (aggregation_strategy none, simple, first, average, max)
+ *   decode    TEI /decode (token ids -> text)
+ *   similarity  TEI /similarity, Hugging Face's sentence-similarity
+ *             (cosine of the source sentence with each sentence)
+ *   embed_all TEI /embed_all (the last hidden state of every token)
+ *   tei       TEI's POST /: the model's own route, chosen per request
+ *
+ * Hugging Face's Inference API shape {"inputs", "parameters": {...}} is
+ * read as if the parameters were top-level fields.  The TEI-shaped routes
+ * refuse fields they do not know (422 unknown_field) rather than answer
+ * as if they were absent; openai ignores them, as OpenAI's API does for
+ * "user".  "model", when given, must name the served model (404
+ * model_not_found).
  *
  * Validation errors are 422 and name the field and index ("input[2]").
  */
@@ -72,6 +84,25 @@ static void ngx_http_aiserve_prepare_tokenize(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
 static void ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_decode(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static void ngx_http_aiserve_prepare_embed_all(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static ngx_int_t ngx_http_aiserve_direction(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static ngx_uint_t ngx_http_aiserve_route(ngx_http_aiserve_ctx_t *ctx);
+static ngx_int_t ngx_http_aiserve_parameters(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static ngx_int_t ngx_http_aiserve_fields(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx);
+static ngx_int_t ngx_http_aiserve_respond_decode(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j);
+static void ngx_http_aiserve_respond_similarity(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j);
+static void ngx_http_aiserve_respond_hidden(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j);
 
 static void ngx_http_aiserve_embedding(ngx_http_aiserve_ctx_t *ctx,
     ngx_http_aiserve_json_t *j, float *v, size_t n, ngx_uint_t normalize);
@@ -112,6 +143,14 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
     json_t      *v;
     const char  *field;
 
+    ctx->api = ngx_http_aiserve_route(ctx);
+
+    if (ngx_http_aiserve_parameters(r, ctx) != NGX_OK
+        || ngx_http_aiserve_fields(r, ctx) != NGX_OK)
+    {
+        return;
+    }
+
     v = json_object_get(ctx->doc, "model");
 
     if (v != NULL && !json_is_null(v)) {
@@ -121,14 +160,21 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
             return;
         }
 
-        ctx->echo_model.data = (u_char *) json_string_value(v);
-        ctx->echo_model.len = json_string_length(v);
-
-    } else {
-        ctx->echo_model = ctx->model->name;
+        if (json_string_length(v) != ctx->model->name.len
+            || ngx_strncmp(json_string_value(v), ctx->model->name.data,
+                           ctx->model->name.len) != 0)
+        {
+            ngx_http_aiserve_invalid(r, ctx, NGX_HTTP_NOT_FOUND,
+                                     "model_not_found", "model",
+                                     "the model \"%s\" is not served here; "
+                                     "this location serves \"%V\"",
+                                     json_string_value(v),
+                                     &ctx->model->name);
+            return;
+        }
     }
 
-    switch (ctx->alcf->api) {
+    switch (ctx->api) {
 
     case NGX_HTTP_AISERVE_API_OPENAI:
         ngx_http_aiserve_prepare_openai(r, ctx);
@@ -150,6 +196,18 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
         ngx_http_aiserve_prepare_tokenize(r, ctx);
         break;
 
+    case NGX_HTTP_AISERVE_API_DECODE:
+        ngx_http_aiserve_prepare_decode(r, ctx);
+        break;
+
+    case NGX_HTTP_AISERVE_API_SIMILARITY:
+        ngx_http_aiserve_prepare_similarity(r, ctx);
+        break;
+
+    case NGX_HTTP_AISERVE_API_EMBED_ALL:
+        ngx_http_aiserve_prepare_embed_all(r, ctx);
+        break;
+
     default:
         ngx_http_aiserve_prepare_ner(r, ctx);
         break;
@@ -161,12 +219,15 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
 
     /* before the meter's reserve and the queue: nothing charged or run */
 
-    switch (ctx->alcf->api) {
+    switch (ctx->api) {
     case NGX_HTTP_AISERVE_API_OPENAI:
         field = "input";
         break;
     case NGX_HTTP_AISERVE_API_RERANK:
         field = "texts";
+        break;
+    case NGX_HTTP_AISERVE_API_DECODE:
+        field = "ids";
         break;
     default:
         field = "inputs";
@@ -179,6 +240,208 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
                              "(aiserve_max_request_tokens)",
                              ctx->prompt_tokens,
                              ctx->alcf->max_request_tokens);
+}
+
+
+/*
+ * The shape of this request: the location's api=, or for api=tei (TEI's
+ * POST /) the model's own route, as TEI routes "/" by model type; an
+ * embedding model answers Hugging Face's sentence-similarity shape
+ * ({"inputs": {"source_sentence", "sentences"}}) too, which TEI does only
+ * when started for that task.
+ */
+
+static ngx_uint_t
+ngx_http_aiserve_route(ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t  *in;
+
+    if (ctx->alcf->api != NGX_HTTP_AISERVE_API_TEI) {
+        return ctx->alcf->api;
+    }
+
+    switch (ctx->model->task) {
+
+    case NGX_HTTP_AISERVE_TASK_EMBED:
+        in = json_object_get(ctx->doc, "inputs");
+        return json_is_object(in) && json_object_get(in, "source_sentence")
+               ? NGX_HTTP_AISERVE_API_SIMILARITY : NGX_HTTP_AISERVE_API_EMBED;
+
+    case NGX_HTTP_AISERVE_TASK_CLASSIFY:
+        return NGX_HTTP_AISERVE_API_PREDICT;
+
+    case NGX_HTTP_AISERVE_TASK_RERANK:
+        return NGX_HTTP_AISERVE_API_RERANK;
+
+    default:
+        return NGX_HTTP_AISERVE_API_NER;
+    }
+}
+
+
+/*
+ * Hugging Face's Inference API sends {"inputs": ..., "parameters": {...}}
+ * (huggingface_hub's InferenceClient): the parameters are read as
+ * top-level fields.  A field given in both places is a 422.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_parameters(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    char         param[NGX_HTTP_AISERVE_PARAMLEN];
+    json_t      *params, *v;
+    const char  *key;
+
+    params = json_object_get(ctx->doc, "parameters");
+
+    if (params == NULL) {
+        return NGX_OK;
+    }
+
+    if (!json_is_object(params) && !json_is_null(params)) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", "parameters",
+                                 "parameters must be an object");
+        return NGX_ERROR;
+    }
+
+    ctx->hf = 1;
+
+    json_incref(params);
+    json_object_del(ctx->doc, "parameters");
+
+    json_object_foreach(params, key, v) {
+        if (json_object_get(ctx->doc, key) != NULL) {
+            ngx_snprintf((u_char *) param, sizeof(param) - 1,
+                         "parameters.%s%Z", key);
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value", param,
+                                     "%s is given both at the top level "
+                                     "and in parameters", key);
+            json_decref(params);
+            return NGX_ERROR;
+        }
+
+        if (json_object_set(ctx->doc, key, v) != 0) {
+            json_decref(params);
+            ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                     "out of memory");
+            return NGX_ERROR;
+        }
+    }
+
+    json_decref(params);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The fields each TEI-shaped route reads, besides "model" (and
+ * "parameters", merged before); any other is a 422 that names it, since
+ * answering without it could be a different answer than the client asked
+ * for.  openai reads what it knows and ignores the rest.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_fields(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
+{
+    u_char        list[256], *p;
+    json_t       *v;
+    ngx_uint_t    i;
+    const char   *key, **known;
+
+    static const char  *embed[] = {
+        "inputs", "normalize", "truncate", "truncation_direction",
+        "dimensions", NULL
+    };
+    static const char  *predict[] = {
+        "inputs", "top_k", "function_to_apply", "raw_scores", "truncate",
+        NULL
+    };
+    static const char  *rerank[] = {
+        "query", "texts", "return_text", "raw_scores", "truncate", NULL
+    };
+    static const char  *tokenize[] = {
+        "inputs", "add_special_tokens", NULL
+    };
+    static const char  *ner[] = {
+        "inputs", "aggregation_strategy", "ignore_labels", "truncate", NULL
+    };
+    static const char  *decode[] = {
+        "ids", "skip_special_tokens", NULL
+    };
+    static const char  *hidden[] = {
+        "inputs", "truncate", "truncation_direction", NULL
+    };
+
+    switch (ctx->api) {
+    case NGX_HTTP_AISERVE_API_OPENAI:
+        return NGX_OK;
+    case NGX_HTTP_AISERVE_API_EMBED:
+        known = embed;
+        break;
+    case NGX_HTTP_AISERVE_API_PREDICT:
+        known = predict;
+        break;
+    case NGX_HTTP_AISERVE_API_RERANK:
+        known = rerank;
+        break;
+    case NGX_HTTP_AISERVE_API_TOKENIZE:
+        known = tokenize;
+        break;
+    case NGX_HTTP_AISERVE_API_DECODE:
+        known = decode;
+        break;
+    case NGX_HTTP_AISERVE_API_SIMILARITY:
+    case NGX_HTTP_AISERVE_API_EMBED_ALL:
+        known = hidden;
+        break;
+    default:
+        known = ner;
+        break;
+    }
+
+    json_object_foreach(ctx->doc, key, v) {
+        if (ngx_strcmp(key, "model") == 0) {
+            continue;
+        }
+
+        p = ctx->repaired
+            ? (u_char *) ngx_strstr(key, "\xf4\x8f\xbf\xbf") : NULL;
+
+        if (p) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_utf8", NULL,
+                                     "a field name is not valid UTF-8 "
+                                     "(byte %uz)",
+                                     (size_t) (p - (u_char *) key));
+            return NGX_ERROR;
+        }
+
+        for (i = 0; known[i]; i++) {
+            if (ngx_strcmp(key, known[i]) == 0) {
+                break;
+            }
+        }
+
+        if (known[i] == NULL) {
+            p = list;
+
+            for (i = 0; known[i]; i++) {
+                p = ngx_slprintf(p, list + sizeof(list) - 1, "%s, ",
+                                 known[i]);
+            }
+
+            *p = '\0';
+
+            ngx_http_aiserve_invalid(r, ctx, 422, "unknown_field", key,
+                                     "%s is not a field of this route, "
+                                     "which reads %smodel and parameters",
+                                     key, list);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -331,12 +594,14 @@ ngx_http_aiserve_tokenize(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     seq->token_type_ids = enc->token_type_ids;
     seq->n_tokens = enc->n_tokens;
 
-    if (enc->n_tokens > m->max_seq) {
+    if (enc->n_tokens > m->max_seq
+        && ctx->api != NGX_HTTP_AISERVE_API_TOKENIZE)
+    {
         ngx_http_aiserve_too_long(r, ctx, enc, pair != NULL, param);
         return NGX_ERROR;
     }
 
-    if (enc->n_tokens == 0 && ctx->alcf->api != NGX_HTTP_AISERVE_API_TOKENIZE)
+    if (enc->n_tokens == 0 && ctx->api != NGX_HTTP_AISERVE_API_TOKENIZE)
     {
         ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
                                  "%s has no tokens", param);
@@ -381,7 +646,7 @@ ngx_http_aiserve_too_long(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         first += (enc->token_type_ids[k] == 0);
     }
 
-    if (ctx->alcf->api == NGX_HTTP_AISERVE_API_RERANK) {
+    if (ctx->api == NGX_HTTP_AISERVE_API_RERANK) {
         ngx_cpystrn((u_char *) a, (u_char *) "query", sizeof(a));
         ngx_cpystrn((u_char *) b, (u_char *) param, sizeof(b));
 
@@ -418,7 +683,7 @@ ngx_http_aiserve_too_long(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
 static const char *
 ngx_http_aiserve_truncate_hint(ngx_http_aiserve_ctx_t *ctx)
 {
-    if (ctx->alcf->api == NGX_HTTP_AISERVE_API_OPENAI) {
+    if (ctx->api == NGX_HTTP_AISERVE_API_OPENAI) {
         return "shorten it (an OpenAI embeddings request has no field for "
                "truncation; truncate=on on \"aiserve_model\" makes the "
                "server truncate)";
@@ -767,13 +1032,44 @@ ngx_http_aiserve_prepare_openai(ngx_http_request_t *r,
 }
 
 
+/* TEI: "Right" (default) or "Left", the side tokens are cut from */
+
+static ngx_int_t
+ngx_http_aiserve_direction(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
+{
+    json_t      *v;
+    const char  *s;
+
+    v = json_object_get(ctx->doc, "truncation_direction");
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_OK;
+    }
+
+    s = json_is_string(v) ? json_string_value(v) : "";
+
+    if (ngx_strcasecmp((u_char *) s, (u_char *) "left") == 0) {
+        ctx->truncate_left = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_strcasecmp((u_char *) s, (u_char *) "right") == 0) {
+        return NGX_OK;
+    }
+
+    ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                             "truncation_direction",
+                             "truncation_direction must be \"Right\" or "
+                             "\"Left\"");
+    return NGX_ERROR;
+}
+
+
 static void
 ngx_http_aiserve_prepare_embed(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
-    json_t      *v;
     ngx_uint_t   normalize, truncate;
-    const char  *s;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "normalize", 1, &normalize)
         != NGX_OK
@@ -785,23 +1081,8 @@ ngx_http_aiserve_prepare_embed(ngx_http_request_t *r,
         return;
     }
 
-    /* TEI: "Right" (default) or "Left", the side tokens are cut from */
-
-    v = json_object_get(ctx->doc, "truncation_direction");
-
-    if (v != NULL && !json_is_null(v)) {
-        s = json_is_string(v) ? json_string_value(v) : "";
-
-        if (ngx_strcasecmp((u_char *) s, (u_char *) "left") == 0) {
-            ctx->truncate_left = 1;
-
-        } else if (ngx_strcasecmp((u_char *) s, (u_char *) "right") != 0) {
-            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
-                                     "truncation_direction",
-                                     "truncation_direction must be "
-                                     "\"Right\" or \"Left\"");
-            return;
-        }
+    if (ngx_http_aiserve_direction(r, ctx) != NGX_OK) {
+        return;
     }
 
     ctx->normalize = normalize;
@@ -841,7 +1122,11 @@ ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
 
     v = json_object_get(ctx->doc, "top_k");
 
-    if (v == NULL) {
+    if (v == NULL && ctx->hf) {
+        /* Hugging Face's Inference API: every label, sorted */
+        ctx->top_k = -1;
+
+    } else if (v == NULL) {
         ctx->legacy = 1;
         ctx->top_k = 1;
 
@@ -987,6 +1272,11 @@ ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
             return;
         }
     }
+
+    if (ctx->hf) {
+        /* the Inference API answers a list per input, also for one */
+        ctx->single = 0;
+    }
 }
 
 
@@ -1094,7 +1384,8 @@ ngx_http_aiserve_prepare_tokenize(ngx_http_request_t *r,
 
     ctx->add_special = add_special;
 
-    (void) ngx_http_aiserve_inputs(r, ctx, "inputs", 0, 1, 0);
+    /* every token, as TEI: max_seq bounds what a model reads, not this */
+    (void) ngx_http_aiserve_inputs(r, ctx, "inputs", 0, 0, 0);
 }
 
 
@@ -1176,6 +1467,267 @@ ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
 }
 
 
+/*
+ * decode (TEI /decode): ids is an array of token ids or an array of such
+ * arrays; skip_special_tokens (default true).  Ids are checked against the
+ * vocabulary (tokenizers drops unknown ids silently).
+ */
+
+static void
+ngx_http_aiserve_prepare_decode(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    char         param[NGX_HTTP_AISERVE_PARAMLEN],
+                 idparam[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t       k, len, vocab;
+    json_t      *in, *v, *id;
+    int32_t     *p;
+    ngx_uint_t   i, n, skip;
+    json_int_t   t;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "skip_special_tokens", 1, &skip)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ctx->skip_special = skip;
+
+    in = json_object_get(ctx->doc, "ids");
+
+    if (!json_is_array(in)) {
+        ngx_http_aiserve_invalid(r, ctx, 422,
+                                 in ? "invalid_type" : "missing_field",
+                                 "ids", "ids must be an array of token ids "
+                                 "or an array of such arrays");
+        return;
+    }
+
+    n = json_array_size(in);
+
+    if (n == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", "ids",
+                                 "ids must not be empty");
+        return;
+    }
+
+    if (!json_is_array(json_array_get(in, 0))) {
+        ctx->single = 1;
+        n = 1;
+
+    } else if (n > ctx->alcf->max_inputs) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs", "ids",
+                                 "ids has %ui items, more than the limit of "
+                                 "%ui (aiserve_max_inputs)", n,
+                                 ctx->alcf->max_inputs);
+        return;
+    }
+
+    if (ngx_http_aiserve_alloc_seqs(r, ctx, n, 0) != NGX_OK) {
+        return;
+    }
+
+    vocab = aiserve_tok_vocab_size(ctx->model->tok);
+
+    for (i = 0; i < n; i++) {
+        if (ctx->single) {
+            v = in;
+            ngx_cpystrn((u_char *) param, (u_char *) "ids", sizeof(param));
+
+        } else {
+            v = json_array_get(in, i);
+            ngx_http_aiserve_param(param, "ids", i);
+
+            if (!json_is_array(v)) {
+                ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", param,
+                                         "%s must be an array of token ids",
+                                         param);
+                return;
+            }
+        }
+
+        len = json_array_size(v);
+
+        p = ngx_palloc(r->pool, (len + 1) * sizeof(int32_t));
+        if (p == NULL) {
+            ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                     "out of memory");
+            return;
+        }
+
+        for (k = 0; k < len; k++) {
+            id = json_array_get(v, k);
+            t = json_is_integer(id) ? json_integer_value(id) : -1;
+
+            if (t < 0 || (size_t) t >= vocab) {
+                ngx_http_aiserve_param(idparam, param, k);
+                ngx_http_aiserve_invalid(r, ctx, 422, "invalid_token",
+                                         idparam, "%s must be a token id "
+                                         "from 0 to %uz", idparam,
+                                         vocab - 1);
+                return;
+            }
+
+            p[k] = (int32_t) t;
+        }
+
+        ctx->seqs[i].input_ids = p;
+        ctx->seqs[i].n_tokens = len;
+        ctx->prompt_tokens += len;
+    }
+}
+
+
+/*
+ * similarity (TEI /similarity, Hugging Face's sentence-similarity):
+ * inputs {"source_sentence", "sentences"}; truncate and
+ * truncation_direction (in "parameters" as the client sends them).  The
+ * source sentence and the sentences are embedded as one request.
+ */
+
+static void
+ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    char         param[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t       len;
+    json_t      *in, *src, *sentences;
+    ngx_uint_t   i, n, truncate;
+    const char  *text;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
+                                  &truncate)
+        != NGX_OK
+        || ngx_http_aiserve_direction(r, ctx) != NGX_OK)
+    {
+        return;
+    }
+
+    ctx->add_special = 1;
+
+    in = json_object_get(ctx->doc, "inputs");
+
+    if (!json_is_object(in)) {
+        ngx_http_aiserve_invalid(r, ctx, 422,
+                                 in ? "invalid_type" : "missing_field",
+                                 "inputs", "inputs must be an object "
+                                 "{\"source_sentence\", \"sentences\"}");
+        return;
+    }
+
+    src = json_object_get(in, "source_sentence");
+    sentences = json_object_get(in, "sentences");
+
+    if (src == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "missing_field",
+                                 "inputs.source_sentence",
+                                 "inputs.source_sentence is required");
+        return;
+    }
+
+    if (!json_is_array(sentences)) {
+        ngx_http_aiserve_invalid(r, ctx, 422,
+                                 sentences ? "invalid_type" : "missing_field",
+                                 "inputs.sentences", "inputs.sentences must "
+                                 "be an array of strings");
+        return;
+    }
+
+    n = json_array_size(sentences);
+
+    if (n == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input",
+                                 "inputs.sentences",
+                                 "inputs.sentences must not be empty");
+        return;
+    }
+
+    if (n + 1 > ctx->alcf->max_inputs) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs",
+                                 "inputs.sentences", "inputs.sentences has "
+                                 "%ui items, more than the limit of %ui "
+                                 "(aiserve_max_inputs, the source sentence "
+                                 "included)", n, ctx->alcf->max_inputs - 1);
+        return;
+    }
+
+    if (ngx_http_aiserve_alloc_seqs(r, ctx, n + 1,
+                                    ctx->model->info->hidden_size)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    if (ngx_http_aiserve_get_text(r, ctx, src, "inputs.source_sentence",
+                                  &text, &len)
+        != NGX_OK
+        || ngx_http_aiserve_tokenize(r, ctx, 0, text, len, NULL, 0, truncate,
+                                     "inputs.source_sentence")
+           != NGX_OK)
+    {
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_http_aiserve_param(param, "inputs.sentences", i);
+
+        if (ngx_http_aiserve_get_text(r, ctx, json_array_get(sentences, i),
+                                      param, &text, &len)
+            != NGX_OK
+            || ngx_http_aiserve_tokenize(r, ctx, i + 1, text, len, NULL, 0,
+                                         truncate, param)
+               != NGX_OK)
+        {
+            return;
+        }
+    }
+}
+
+
+/*
+ * embed_all (TEI /embed_all): inputs as /embed, truncate,
+ * truncation_direction; the answer is the last hidden state of every
+ * token, special tokens included, per input.
+ */
+
+static void
+ngx_http_aiserve_prepare_embed_all(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx)
+{
+    size_t      H;
+    ngx_uint_t  i, truncate;
+
+    if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
+                                  &truncate)
+        != NGX_OK
+        || ngx_http_aiserve_direction(r, ctx) != NGX_OK)
+    {
+        return;
+    }
+
+    ctx->add_special = 1;
+    ctx->hidden = 1;
+
+    if (ngx_http_aiserve_inputs(r, ctx, "inputs", 1, truncate, 0) != NGX_OK) {
+        return;
+    }
+
+    H = ctx->model->info->hidden_size;
+    ctx->out_len = 0;
+
+    for (i = 0; i < ctx->n_seqs; i++) {
+        ctx->seqs[i].out_off = ctx->out_len;
+        ctx->out_len += ctx->seqs[i].n_tokens * H;
+    }
+
+    ctx->out = ngx_palloc(r->pool, ctx->out_len * sizeof(float));
+    if (ctx->out == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "out of memory");
+    }
+}
+
+
 /* responses */
 
 ngx_int_t
@@ -1194,7 +1746,7 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
     info = ctx->model->info;
     dim = ctx->dimensions ? (size_t) ctx->dimensions : info->hidden_size;
 
-    switch (ctx->alcf->api) {
+    switch (ctx->api) {
 
     case NGX_HTTP_AISERVE_API_OPENAI:
         ngx_http_aiserve_json_lit(j, "{\"object\":\"list\",\"data\":[");
@@ -1214,8 +1766,8 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
         }
 
         ngx_http_aiserve_json_lit(j, "],\"model\":");
-        ngx_http_aiserve_json_string(j, (char *) ctx->echo_model.data,
-                                     ctx->echo_model.len);
+        ngx_http_aiserve_json_string(j, (char *) ctx->model->name.data,
+                                     ctx->model->name.len);
         ngx_http_aiserve_json_lit(j, ",\"usage\":{\"prompt_tokens\":");
         ngx_http_aiserve_json_int(j, ctx->prompt_tokens);
         ngx_http_aiserve_json_lit(j, ",\"total_tokens\":");
@@ -1366,6 +1918,21 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
         ngx_http_aiserve_json_lit(j, "]\n");
         break;
 
+    case NGX_HTTP_AISERVE_API_DECODE:
+        if (ngx_http_aiserve_respond_decode(r, ctx, j) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        break;
+
+    case NGX_HTTP_AISERVE_API_SIMILARITY:
+        ngx_http_aiserve_respond_similarity(ctx, j);
+        break;
+
+    case NGX_HTTP_AISERVE_API_EMBED_ALL:
+        ngx_http_aiserve_respond_hidden(ctx, j);
+        break;
+
     default: /* NER */
         if (!ctx->single) {
             ngx_http_aiserve_json_lit(j, "[");
@@ -1393,6 +1960,136 @@ ngx_http_aiserve_api_respond(ngx_http_request_t *r,
     }
 
     return j->failed ? NGX_ERROR : NGX_OK;
+}
+
+
+/* decode: ["text", ...], one string per sequence of ids, also for one */
+
+static ngx_int_t
+ngx_http_aiserve_respond_decode(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j)
+{
+    char        err[NGX_HTTP_AISERVE_ERRLEN], *text;
+    size_t      len;
+    ngx_uint_t  i;
+
+    ngx_http_aiserve_json_lit(j, "[");
+
+    for (i = 0; i < ctx->n_seqs; i++) {
+        if (aiserve_tok_decode(ctx->model->tok, ctx->seqs[i].input_ids,
+                               ctx->seqs[i].n_tokens, ctx->skip_special,
+                               &text, &len, err, sizeof(err))
+            != 0)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "aiserve: decode with model \"%V\" failed: %s",
+                          &ctx->model->name, err);
+            return NGX_ERROR;
+        }
+
+        if (i) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        ngx_http_aiserve_json_string(j, text, len);
+        free(text);
+    }
+
+    ngx_http_aiserve_json_lit(j, "]\n");
+
+    return NGX_OK;
+}
+
+
+/*
+ * similarity: [cosine(source, sentence_i), ...], computed in double from
+ * the pooled embeddings (TEI: 1 - cosine distance of the unnormalized
+ * embeddings; sentence-transformers' cos_sim).
+ */
+
+static void
+ngx_http_aiserve_respond_similarity(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j)
+{
+    size_t        k, H;
+    double        dot, na, nb;
+    ngx_uint_t    i;
+    const float  *a, *b;
+
+    H = ctx->model->info->hidden_size;
+    a = ctx->out + ctx->seqs[0].out_off;
+
+    ngx_http_aiserve_json_lit(j, "[");
+
+    for (i = 1; i < ctx->n_seqs; i++) {
+        b = ctx->out + ctx->seqs[i].out_off;
+        dot = 0;
+        na = 0;
+        nb = 0;
+
+        for (k = 0; k < H; k++) {
+            dot += (double) a[k] * b[k];
+            na += (double) a[k] * a[k];
+            nb += (double) b[k] * b[k];
+        }
+
+        if (i > 1) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        ngx_http_aiserve_json_float(j, (na > 0 && nb > 0)
+                                       ? dot / (sqrt(na) * sqrt(nb)) : 0);
+    }
+
+    ngx_http_aiserve_json_lit(j, "]\n");
+}
+
+
+/* embed_all: [[[hidden_size floats] per token] per input] */
+
+static void
+ngx_http_aiserve_respond_hidden(ngx_http_aiserve_ctx_t *ctx,
+    ngx_http_aiserve_json_t *j)
+{
+    size_t        k, t, H;
+    ngx_uint_t    i;
+    const float  *v;
+
+    H = ctx->model->info->hidden_size;
+
+    ngx_http_aiserve_json_lit(j, "[");
+
+    for (i = 0; i < ctx->n_seqs; i++) {
+        if (i) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        ngx_http_aiserve_json_lit(j, "[");
+
+        for (t = 0; t < ctx->seqs[i].n_tokens; t++) {
+            v = ctx->out + ctx->seqs[i].out_off + t * H;
+
+            if (t) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_json_lit(j, "[");
+
+            for (k = 0; k < H; k++) {
+                if (k) {
+                    ngx_http_aiserve_json_lit(j, ",");
+                }
+
+                ngx_http_aiserve_json_float(j, v[k]);
+            }
+
+            ngx_http_aiserve_json_lit(j, "]");
+        }
+
+        ngx_http_aiserve_json_lit(j, "]");
+    }
+
+    ngx_http_aiserve_json_lit(j, "]\n");
 }
 
 

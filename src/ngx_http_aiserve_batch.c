@@ -52,6 +52,7 @@ struct ngx_http_aiserve_batch_s {
     size_t                     *seq_lens;
     size_t                      n_seqs;
     size_t                      n_tokens;
+    ngx_uint_t                  hidden;     /* token embeddings, no head */
 
     /* written by the thread */
     aiserve_scratch_t          *scratch;
@@ -248,6 +249,11 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
     b->rc = 0;
     b->err[0] = '\0';
 
+    /* a batch runs one kind of pass: the head's, or the hidden states */
+    ctx = ngx_queue_data(ngx_queue_head(&m->queue), ngx_http_aiserve_ctx_t,
+                         queue);
+    b->hidden = ctx->hidden;
+
     now = ngx_http_aiserve_usec();
 
     for (q = ngx_queue_head(&m->queue);
@@ -256,6 +262,11 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
     {
         next = ngx_queue_next(q);
         ctx = ngx_queue_data(q, ngx_http_aiserve_ctx_t, queue);
+
+        if (ctx->hidden != b->hidden) {
+            break;
+        }
+
         first = ctx->next_seq;
         seg = &b->segs[b->n_segs];
         seg->ctx = ctx;
@@ -316,7 +327,8 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
     in.seq_lens = b->seq_lens;
     in.n_seqs = b->n_seqs;
 
-    out_len = aiserve_model_output_len(m->model, &in);
+    out_len = b->hidden ? b->n_tokens * m->info->hidden_size
+                        : aiserve_model_output_len(m->model, &in);
 
     if (out_len > b->out_cap) {
         ngx_free(b->out);
@@ -435,8 +447,11 @@ ngx_http_aiserve_batch_thread(void *data, ngx_log_t *log)
     in.seq_lens = b->seq_lens;
     in.n_seqs = b->n_seqs;
 
-    b->rc = aiserve_model_forward(b->engine, &in, b->scratch, b->out,
-                                  b->err, sizeof(b->err));
+    b->rc = b->hidden
+            ? aiserve_model_forward_hidden(b->engine, &in, b->scratch, b->out,
+                                           b->err, sizeof(b->err))
+            : aiserve_model_forward(b->engine, &in, b->scratch, b->out,
+                                    b->err, sizeof(b->err));
 
     b->usec = ngx_http_aiserve_usec() - start;
 }
@@ -472,6 +487,8 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "aiserve batch \"%V\" done: rc %d, %uz sequences, %M us",
                    &m->name, b->rc, b->n_seqs, b->usec);
+
+    m->failed = (b->rc != 0);
 
     if (b->rc != 0) {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
@@ -513,6 +530,10 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
                 default:
                     n = info->num_labels * seq->n_tokens;
                     break;
+                }
+
+                if (b->hidden) {
+                    n = info->hidden_size * seq->n_tokens;
                 }
 
                 ngx_memcpy(ctx->out + seq->out_off, src, n * sizeof(float));

@@ -32,6 +32,12 @@
 #define NGX_HTTP_AISERVE_API_RERANK     3
 #define NGX_HTTP_AISERVE_API_TOKENIZE   4
 #define NGX_HTTP_AISERVE_API_NER        5
+#define NGX_HTTP_AISERVE_API_DECODE     6
+#define NGX_HTTP_AISERVE_API_SIMILARITY 7
+#define NGX_HTTP_AISERVE_API_EMBED_ALL  8
+#define NGX_HTTP_AISERVE_API_INFO       9
+/* TEI's POST /: the model's own route, chosen per request */
+#define NGX_HTTP_AISERVE_API_TEI        10
 
 #define NGX_HTTP_AISERVE_ERRLEN         256
 
@@ -87,6 +93,7 @@ struct ngx_http_aiserve_model_s {
     ngx_uint_t                       queued;
     ngx_http_aiserve_batch_t        *batch;      /* the one in flight */
     ngx_flag_t                       busy;
+    ngx_flag_t                       failed;     /* the last batch failed */
 };
 
 
@@ -136,7 +143,7 @@ struct ngx_http_aiserve_ctx_s {
     const char                      *err_msg;
 
     /* request parameters */
-    ngx_str_t                        echo_model;
+    ngx_uint_t                       api;        /* the shape answered */
     ngx_int_t                        dimensions;     /* 0: all */
     ngx_int_t                        top_k;          /* -1: all */
     ngx_uint_t                       fn;
@@ -158,6 +165,11 @@ struct ngx_http_aiserve_ctx_s {
     unsigned                         repaired:1;     /* invalid UTF-8 */
     unsigned                         rewrite_page:1;
     unsigned                         page_sent:1;
+    unsigned                         hidden:1;       /* token embeddings */
+    unsigned                         skip_special:1; /* decode */
+    unsigned                         hf:1;           /* "parameters" given:
+                                                        Hugging Face's
+                                                        Inference API */
 };
 
 

@@ -200,6 +200,11 @@ static ngx_str_t  ngx_http_aiserve_apis[] = {
     ngx_string("rerank"),
     ngx_string("tokenize"),
     ngx_string("ner"),
+    ngx_string("decode"),
+    ngx_string("similarity"),
+    ngx_string("embed_all"),
+    ngx_string("info"),
+    ngx_string("tei"),
     ngx_null_string
 };
 
@@ -502,7 +507,10 @@ ngx_http_aiserve_model_cleanup(void *data)
 }
 
 
-/* aiserve_infer NAME [api=openai|embed|predict|rerank|tokenize|ner] */
+/*
+ * aiserve_infer NAME [api=openai|embed|predict|rerank|tokenize|ner|decode|
+ *     similarity|embed_all|info|tei]
+ */
 
 static char *
 ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -555,8 +563,9 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_http_aiserve_apis[k].len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid api \"%V\" in \"aiserve_infer\", use "
-                               "openai, embed, predict, rerank, tokenize or "
-                               "ner", &s);
+                               "openai, embed, predict, rerank, tokenize, "
+                               "ner, decode, similarity, embed_all, info or "
+                               "tei", &s);
             return NGX_CONF_ERROR;
         }
 
@@ -851,6 +860,7 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     switch (conf->api) {
     case NGX_HTTP_AISERVE_API_OPENAI:
     case NGX_HTTP_AISERVE_API_EMBED:
+    case NGX_HTTP_AISERVE_API_SIMILARITY:
         ok = (m->task == NGX_HTTP_AISERVE_TASK_EMBED);
         break;
     case NGX_HTTP_AISERVE_API_PREDICT:
@@ -861,7 +871,7 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     case NGX_HTTP_AISERVE_API_NER:
         ok = (m->task == NGX_HTTP_AISERVE_TASK_NER);
         break;
-    default: /* tokenize */
+    default: /* tokenize, decode, embed_all, info, tei */
         ok = 1;
         break;
     }
@@ -1067,7 +1077,9 @@ ngx_http_aiserve_body_handler(ngx_http_request_t *r)
 
     ctx->admitted = 1;
 
-    if (ctx->alcf->api == NGX_HTTP_AISERVE_API_TOKENIZE) {
+    if (ctx->api == NGX_HTTP_AISERVE_API_TOKENIZE
+        || ctx->api == NGX_HTTP_AISERVE_API_DECODE)
+    {
         /* nothing to compute */
         ngx_http_aiserve_finish(r, ctx);
         return;

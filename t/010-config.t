@@ -224,7 +224,7 @@ aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 location = /x { aiserve_infer m api=grpc; }
 --- must_die
 --- error_log
-invalid api "grpc" in "aiserve_infer", use openai, embed, predict, rerank, tokenize or ner
+invalid api "grpc" in "aiserve_infer", use openai, embed, predict, rerank, tokenize, ner, decode, similarity, embed_all, info or tei
 
 
 

@@ -79,9 +79,9 @@ Content-Type: application/json
 --- request eval
 AiserveApprox::json_request("POST /v1/embeddings",
              { input => [ map { $_->{text} } @main::CASES ],
-               model => "text-embedding-3-small" })
+               model => "minilm" })
 --- json_approx eval
-[ main::openai_answer("text-embedding-3-small", @main::CASES) ]
+[ main::openai_answer("minilm", @main::CASES) ]
 --- timeout: 60
 --- no_error_log
 [error]

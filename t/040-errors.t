@@ -192,11 +192,11 @@ Content-Type: application/json
   "POST /embed\n{\"inputs\": \"ok\", \"\xc3\": 1}",
   "POST /embed\n{\"inputs\": \"nul \\u0000 inside\"}" ]
 --- error_code eval
-[422, 422, 200, 200]
+[422, 422, 422, 200]
 --- response_body_like eval
 [ qr/^\{"error":\{"message":"inputs\[1\] is not valid UTF-8 \(byte 2\)","type":"invalid_request_error","param":"inputs\[1\]","code":"invalid_utf8"\}\}$/,
   qr/"message":"inputs is not valid UTF-8 \(byte 0\)"/,
-  qr/^\[\[[-0-9.e,]+\]\]$/,
+  qr/^\{"error":\{"message":"a field name is not valid UTF-8 \(byte 0\)","type":"invalid_request_error","param":null,"code":"invalid_utf8"\}\}$/,
   qr/^\[\[[-0-9.e,]+\]\]$/ ]
 --- no_error_log
 [error]

@@ -24,7 +24,8 @@ use B ();
 use JSON::PP ();
 use Test::More ();
 
-our @EXPORT = qw(fixture minilm_cases json_request json_text approx_diff);
+our @EXPORT = qw(fixture routes_fixture minilm_cases json_request json_text
+                 approx_diff);
 
 my $json = JSON::PP->new->utf8->canonical->allow_nonref;
 my $data = "$FindBin::Bin/data";
@@ -41,6 +42,19 @@ sub fixture {
         $json->decode(<$f>);
     };
     return @{ $cache{pipeline}{$kind} };
+}
+
+# routes_fixture($kind) -> list of {request, response, model} from
+# t/data/routes-fixtures.json (tools/gen-routes-fixtures.py).
+sub routes_fixture {
+    my ($kind) = @_;
+    $cache{routes} //= do {
+        open my $f, '<:raw', "$data/routes-fixtures.json"
+            or die "routes-fixtures.json: $!";
+        local $/;
+        $json->decode(<$f>);
+    };
+    return @{ $cache{routes}{$kind} };
 }
 
 # minilm_cases() -> list of {text, input_ids, embedding} from the encoder's
