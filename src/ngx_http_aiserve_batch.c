@@ -138,6 +138,7 @@ ngx_http_aiserve_enqueue(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
     ngx_queue_insert_tail(&m->queue, &ctx->queue);
     m->queued++;
     ctx->queued = 1;
+    ngx_http_aiserve_metrics_queue(m);
     ctx->enqueued_usec = ngx_http_aiserve_usec();
 
     /* aiserve_queue_timeout 0: no timeout, aiserve_max_queue and
@@ -418,6 +419,7 @@ ngx_http_aiserve_dequeue(ngx_http_aiserve_ctx_t *ctx)
     ngx_queue_remove(&ctx->queue);
     ctx->queued = 0;
     ctx->model->queued--;
+    ngx_http_aiserve_metrics_queue(ctx->model);
 }
 
 
@@ -489,6 +491,10 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
                    &m->name, b->rc, b->n_seqs, b->usec);
 
     m->failed = (b->rc != 0);
+
+    if (b->rc == 0) {
+        ngx_http_aiserve_metrics_batch(m, b->n_seqs, b->n_tokens);
+    }
 
     if (b->rc != 0) {
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,

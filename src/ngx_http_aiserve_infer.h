@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "ngx_http_aiserve_json.h"
+#include "ngx_http_aiserve_metrics.h"
 #include "ngx_http_aiserve.h"
 #include "aiserve_tokenizer.h"
 #include "aiserve_model.h"
@@ -39,12 +40,28 @@
 /* TEI's POST /: the model's own route, chosen per request */
 #define NGX_HTTP_AISERVE_API_TEI        10
 
+/* the number of api= values, for tables indexed by them */
+#define NGX_HTTP_AISERVE_N_APIS         11
+
+/* aiserve_endpoint (and api=info): the GET routes of ngx_http_aiserve_status.c */
+#define NGX_HTTP_AISERVE_ENDPOINT_NONE     0
+#define NGX_HTTP_AISERVE_ENDPOINT_HEALTH   1
+#define NGX_HTTP_AISERVE_ENDPOINT_MODELS   2
+#define NGX_HTTP_AISERVE_ENDPOINT_METRICS  3
+#define NGX_HTTP_AISERVE_ENDPOINT_INFO     4
+
+/* reported by TEI's /info */
+#define NGX_HTTP_AISERVE_VERSION        "0.9.0"
+
 #define NGX_HTTP_AISERVE_ERRLEN         256
 
 
 typedef struct ngx_http_aiserve_model_s  ngx_http_aiserve_model_t;
 typedef struct ngx_http_aiserve_batch_s  ngx_http_aiserve_batch_t;
 typedef struct ngx_http_aiserve_ctx_s    ngx_http_aiserve_ctx_t;
+typedef struct ngx_http_aiserve_metrics_s  ngx_http_aiserve_metrics_t;
+typedef struct ngx_http_aiserve_model_metrics_s
+    ngx_http_aiserve_model_metrics_t;
 
 
 typedef struct {
@@ -54,6 +71,7 @@ typedef struct {
     size_t                      max_batch_tokens;
     ngx_uint_t                  max_queue;
     ngx_int_t                   threads;
+    ngx_http_aiserve_metrics_t *metrics;    /* the shared zone's context */
 } ngx_http_aiserve_main_conf_t;
 
 
@@ -61,6 +79,7 @@ typedef struct {
     ngx_str_t                   model_name;
     ngx_http_aiserve_model_t   *model;
     ngx_uint_t                  api;
+    ngx_uint_t                  endpoint;   /* aiserve_endpoint, api=info */
     u_char                     *file;       /* of aiserve_infer */
     ngx_uint_t                  line;
     ngx_uint_t                  max_inputs;
@@ -87,6 +106,9 @@ struct ngx_http_aiserve_model_s {
     aiserve_model_t                 *model;
     const aiserve_model_info_t      *info;
     ngx_http_aiserve_main_conf_t    *amcf;
+    time_t                           created;    /* loaded, Unix time */
+    ngx_http_aiserve_model_metrics_t *metrics;   /* its slot in the zone,
+                                                    NULL: none left */
 
     /* per worker */
     ngx_queue_t                      queue;      /* waiting requests */
@@ -175,6 +197,9 @@ struct ngx_http_aiserve_ctx_s {
 
 extern ngx_module_t  ngx_http_aiserve_module;
 
+/* the names of the api= values, indexed by NGX_HTTP_AISERVE_API_* */
+extern ngx_str_t     ngx_http_aiserve_apis[];
+
 
 /* ngx_http_aiserve_api.c */
 
@@ -214,5 +239,38 @@ void ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m);
 /* Sends the response (or ctx's error) and finalizes the request. */
 void ngx_http_aiserve_finish(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
+
+
+/* ngx_http_aiserve_status.c */
+
+/* Content handler of aiserve_endpoint and api=info locations (GET, HEAD). */
+ngx_int_t ngx_http_aiserve_status_handler(ngx_http_request_t *r);
+
+/* The health answer, for GET on an api=tei location (TEI's GET /). */
+ngx_int_t ngx_http_aiserve_health_handler(ngx_http_request_t *r);
+
+
+/* ngx_http_aiserve_metrics.c */
+
+/*
+ * Adds the "aiserve_metrics" shared zone (main conf init, when models are
+ * loaded); its init maps each model to a slot by name, reusing the
+ * previous generation's zone and slots on reload.  NGX_OK or NGX_ERROR.
+ */
+ngx_int_t ngx_http_aiserve_metrics_add_zone(ngx_conf_t *cf,
+    ngx_http_aiserve_main_conf_t *amcf);
+
+/* Log phase: counts a request of an aiserve_infer location. */
+ngx_int_t ngx_http_aiserve_metrics_log(ngx_http_request_t *r);
+
+/* A batch came back: n_seqs sequences, n_tokens tokens. */
+void ngx_http_aiserve_metrics_batch(ngx_http_aiserve_model_t *m,
+    size_t n_seqs, size_t n_tokens);
+
+/* The worker's queue of model m changed (gauge of m->queued). */
+void ngx_http_aiserve_metrics_queue(ngx_http_aiserve_model_t *m);
+
+/* GET: the Prometheus text exposition of the zone. */
+ngx_int_t ngx_http_aiserve_metrics_handler(ngx_http_request_t *r);
 
 #endif /* NGX_HTTP_AISERVE_INFER_H */

@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "ngx_http_aiserve_json.h"
+#include "ngx_http_aiserve_metrics.h"
 #include "ngx_http_aiserve.h"
 #include "aiserve_ledger.h"
 

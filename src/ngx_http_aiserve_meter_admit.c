@@ -955,6 +955,7 @@ ngx_http_aiserve_meter_settle(ngx_http_request_t *r,
     ctx->has_cost = 1;
 
     ngx_http_aiserve_meter_account(r, ctx, &u);
+    ngx_http_aiserve_metrics_key(r, ctx->key.id, u.prompt_tokens, failed);
 
     if (!failed && !r->header_sent
         && ngx_http_aiserve_meter_usage_headers(r, ctx, compute_usec)
@@ -994,4 +995,5 @@ ngx_http_aiserve_meter_cleanup(void *data)
     u.errors = 1;
 
     ngx_http_aiserve_meter_account(r, ctx, &u);
+    ngx_http_aiserve_metrics_key(r, ctx->key.id, 0, 1);
 }

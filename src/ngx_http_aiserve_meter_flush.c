@@ -141,6 +141,7 @@ again:
     if (rc != AISERVE_LEDGER_OK) {
         ngx_log_error(NGX_LOG_ERR, cycle->log, 0, "aiserve meter: %s",
                       aiserve_ledger_error(ngx_http_aiserve_meter_ledger));
+        ngx_http_aiserve_metrics_ledger_flush(cycle, 0);
         return;
     }
 
@@ -255,6 +256,8 @@ again:
             goto again;
         }
     }
+
+    ngx_http_aiserve_metrics_ledger_flush(cycle, rc == AISERVE_LEDGER_OK);
 
     if (rc != AISERVE_LEDGER_OK) {
         ngx_log_error((rc == AISERVE_LEDGER_FULL ? NGX_LOG_CRIT

@@ -19,6 +19,8 @@ static char *ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_aiserve_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_aiserve_set_log_level(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_aiserve_check_bounds(ngx_conf_t *cf, void *post,
@@ -82,6 +84,13 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
     { ngx_string("aiserve_infer"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
       ngx_http_aiserve_infer,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("aiserve_endpoint"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_aiserve_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -193,7 +202,7 @@ static ngx_str_t  ngx_http_aiserve_tasks[] = {
 };
 
 
-static ngx_str_t  ngx_http_aiserve_apis[] = {
+ngx_str_t  ngx_http_aiserve_apis[] = {
     ngx_string("openai"),
     ngx_string("embed"),
     ngx_string("predict"),
@@ -287,6 +296,7 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     m->name = value[1];
     m->path = value[2];
     m->amcf = amcf;
+    m->created = ngx_time();
     ngx_queue_init(&m->queue);
     m->truncate = 0;
     m->max_seq = 0;
@@ -572,7 +582,60 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         alcf->api = k;
     }
 
+    if (alcf->api == NGX_HTTP_AISERVE_API_INFO) {
+        alcf->endpoint = NGX_HTTP_AISERVE_ENDPOINT_INFO;
+        clcf->handler = ngx_http_aiserve_status_handler;
+        return NGX_CONF_OK;
+    }
+
     clcf->handler = ngx_http_aiserve_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* aiserve_endpoint health|models|metrics */
+
+static char *
+ngx_http_aiserve_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_aiserve_loc_conf_t *alcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (alcf->endpoint != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"aiserve_endpoint\" cannot be combined with "
+                           "another content handler in this location");
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "health") == 0) {
+        alcf->endpoint = NGX_HTTP_AISERVE_ENDPOINT_HEALTH;
+
+    } else if (ngx_strcmp(value[1].data, "models") == 0) {
+        alcf->endpoint = NGX_HTTP_AISERVE_ENDPOINT_MODELS;
+
+    } else if (ngx_strcmp(value[1].data, "metrics") == 0) {
+        alcf->endpoint = NGX_HTTP_AISERVE_ENDPOINT_METRICS;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"aiserve_endpoint\", "
+                           "use health, models or metrics", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->handler = ngx_http_aiserve_status_handler;
 
     return NGX_CONF_OK;
 }
@@ -721,6 +784,10 @@ ngx_http_aiserve_init_main_conf(ngx_conf_t *cf, void *conf)
         if (amcf->thread_pool == NULL) {
             return NGX_CONF_ERROR;
         }
+
+        if (ngx_http_aiserve_metrics_add_zone(cf, amcf) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
@@ -745,6 +812,7 @@ ngx_http_aiserve_create_loc_conf(ngx_conf_t *cf)
      */
 
     alcf->api = NGX_CONF_UNSET_UINT;
+    alcf->endpoint = NGX_CONF_UNSET_UINT;
     alcf->max_inputs = NGX_CONF_UNSET_UINT;
     alcf->max_request_tokens = NGX_CONF_UNSET_UINT;
     alcf->queue_timeout = NGX_CONF_UNSET_MSEC;
@@ -780,6 +848,11 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->retry_after, prev->retry_after, 1);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level, NGX_LOG_WARN);
 
+    if (conf->endpoint == NGX_CONF_UNSET_UINT) {
+        /* a location's own handler, not inherited */
+        conf->endpoint = NGX_HTTP_AISERVE_ENDPOINT_NONE;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     if (conf->model_name.data == NULL) {
@@ -800,10 +873,24 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             }
         }
 
+        if (conf->endpoint != NGX_HTTP_AISERVE_ENDPOINT_NONE
+            && clcf->handler != ngx_http_aiserve_status_handler)
+        {
+            /* a content handler set after aiserve_endpoint */
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"aiserve_endpoint\" cannot be combined with "
+                          "another content handler in location \"%V\"",
+                          &clcf->name);
+            return NGX_CONF_ERROR;
+        }
+
         return NGX_CONF_OK;
     }
 
-    if (clcf->handler != ngx_http_aiserve_handler) {
+    if (clcf->handler != (conf->endpoint == NGX_HTTP_AISERVE_ENDPOINT_INFO
+                          ? ngx_http_aiserve_status_handler
+                          : ngx_http_aiserve_handler))
+    {
         /*
          * a content handler set after aiserve_infer (proxy_pass,
          * stub_status, ...) replaced it; one set before is refused by
@@ -892,6 +979,18 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 static ngx_int_t
 ngx_http_aiserve_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_aiserve_metrics_log;
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_aiserve_header_filter;
 
@@ -960,6 +1059,7 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
     ctx->request = r;
     ctx->alcf = alcf;
     ctx->model = alcf->model;
+    ctx->api = alcf->api;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -970,6 +1070,14 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
     cln->data = ctx;
 
     ngx_http_set_ctx(r, ctx, ngx_http_aiserve_module);
+
+    if ((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+        && alcf->api == NGX_HTTP_AISERVE_API_TEI)
+    {
+        /* TEI answers GET / with its health check */
+        ctx->model = NULL;
+        return ngx_http_aiserve_health_handler(r);
+    }
 
     if (r->method != NGX_HTTP_POST) {
         rc = ngx_http_discard_request_body(r);

@@ -13,6 +13,7 @@ PKGS=(
   libdnnl-dev                     # oneDNN: the projections (packed weights)
   libopenblas-pthread-dev         # other matrix products (one thread per call)
   libtest-base-perl libwww-perl   # Test::Nginx-format runner
+  prometheus                      # promtool: checks the /metrics exposition
   clang libclang-rt-14-dev        # libFuzzer targets
   python3 python3-pip python3-venv unzip curl wrk
 )
