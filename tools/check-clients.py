@@ -4,8 +4,8 @@
     make run                                   # in another terminal
     .venv/bin/python tools/check-clients.py [--url http://127.0.0.1:8080]
 
-The server must have the locations of conf/aiserve.conf (/v1/embeddings and
-/embed on all-MiniLM-L6-v2, /ner).  Each call prints one line,
+The server must have the locations of conf/aiserve.conf (/v1/embeddings,
+/v1/models, /embed and / (api=tei) on all-MiniLM-L6-v2, /predict, /ner).  Each call prints one line,
 "ok" or "FAIL" with what went wrong; every client must return the same
 vector for the same text as the openai client (within 1e-6).  Exits 1 when
 a call fails.  The Python packages are those of tools/requirements.txt.
@@ -73,6 +73,34 @@ def main():
           lambda: InferenceClient(model=f"{url}/ner", token=args.api_key)
           .token_classification("My name is Wolfgang")[0].word,
           want_len=None)
+
+    # the routes these clients list models with and post to as to TEI
+    check("openai models.list",
+          lambda: [m.id for m in client.models.list()].index("minilm") >= 0,
+          want_len=None)
+    check("openai models.retrieve",
+          lambda: client.models.retrieve("minilm").id == "minilm" or 1 / 0,
+          want_len=None)
+    from openai import NotFoundError
+    try:
+        client.embeddings.create(model="text-embedding-ada-002", input=[TEXT])
+        failed.append("openai: a model not served")
+        print("FAIL openai: a model not served was answered")
+    except NotFoundError:
+        print("ok   openai: a model not served is a 404")
+    tei_root = InferenceClient(base_url=url, token=args.api_key)
+    check("huggingface_hub feature_extraction (POST /, api=tei)",
+          lambda: tei_root.feature_extraction(TEXT)[0])
+    check("huggingface_hub sentence_similarity (POST /, api=tei)",
+          lambda: tei_root.sentence_similarity(
+              "A man is eating food.",
+              ["A man is eating a piece of bread."])[0] > 0.5 or 1 / 0,
+          want_len=None)
+    check("huggingface_hub text_classification (POST /predict)",
+          lambda: len(InferenceClient(base_url=f"{url}/predict",
+                                      token=args.api_key)
+                      .text_classification("I love this", top_k=2)) == 2
+          or 1 / 0, want_len=None)
 
     # LangChain
     from langchain_openai import OpenAIEmbeddings
