@@ -1,8 +1,10 @@
 # The nginx module (issue 4).  Included by the Makefile.
 #
-#   make test-module                 the module's suites t/0[1-4]*.t, normal
-#                                    and HUP mode
+#   make test-module                 the module's suites t/0[1-4]*.t and
+#                                    t/06*.t, normal and HUP mode
 #   make pipeline-fixtures           regenerate t/data/pipeline-fixtures.json
+#                                    (needs .venv)
+#   make routes-fixtures             regenerate t/data/routes-fixtures.json
 #                                    (needs .venv)
 #   make bench-http [BENCH_HTTP_ARGS=]  tools/bench-http: wrk against the
 #                                    module vs the encoder alone
@@ -15,7 +17,8 @@ PYTHON           ?= .venv/bin/python
 MODULE_SRC_SET   := $(sort $(wildcard src/ngx_http_aiserve*.[ch] \
                                       src/aiserve_*.[ch]))
 
-.PHONY: test-module pipeline-fixtures bench-http aiserve-module-srcs
+.PHONY: test-module pipeline-fixtures routes-fixtures bench-http \
+        aiserve-module-srcs
 
 $(BUILD)/.module-srcs: aiserve-module-srcs
 	@mkdir -p $(BUILD)
@@ -25,11 +28,14 @@ $(BUILD)/.module-srcs: aiserve-module-srcs
 $(BUILD)/Makefile: $(BUILD)/.module-srcs
 
 test-module: module
-	prove -I t/lib t/0[1-4]*.t
-	TEST_NGINX_USE_HUP=1 prove -I t/lib t/0[1-4]*.t
+	prove -I t/lib t/0[1-4]*.t t/06*.t
+	TEST_NGINX_USE_HUP=1 prove -I t/lib t/0[1-4]*.t t/06*.t
 
 pipeline-fixtures:
 	$(PYTHON) tools/gen-pipeline-fixtures.py
+
+routes-fixtures:
+	$(PYTHON) tools/gen-routes-fixtures.py
 
 bench-http: module tools
 	tools/bench-http $(BENCH_HTTP_ARGS)

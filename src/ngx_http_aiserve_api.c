@@ -52,8 +52,16 @@ static ngx_int_t ngx_http_aiserve_get_text(ngx_http_request_t *r,
 static ngx_int_t ngx_http_aiserve_get_bool(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, const char *name, ngx_uint_t def,
     ngx_uint_t *value);
+static ngx_uint_t ngx_http_aiserve_array(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *v, const char *param,
+    const char *what);
+static ngx_int_t ngx_http_aiserve_max_inputs(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, const char *param, ngx_uint_t n,
+    ngx_uint_t extra);
 static ngx_int_t ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t n, size_t per_seq);
+static ngx_int_t ngx_http_aiserve_alloc_tokens_out(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, size_t per_token);
 static ngx_int_t ngx_http_aiserve_tokenize(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, const char *text, size_t len,
     const char *pair, size_t pair_len, ngx_uint_t truncate,
@@ -512,6 +520,55 @@ ngx_http_aiserve_get_bool(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
 }
 
 
+/*
+ * v must be a non-empty JSON array ("param must be what" otherwise: a 422
+ * missing_field, invalid_type or empty_input naming param).  Returns its
+ * size, or 0 after the error was sent.
+ */
+
+static ngx_uint_t
+ngx_http_aiserve_array(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    json_t *v, const char *param, const char *what)
+{
+    if (!json_is_array(v)) {
+        ngx_http_aiserve_invalid(r, ctx, 422,
+                                 v ? "invalid_type" : "missing_field",
+                                 param, "%s must be %s", param, what);
+        return 0;
+    }
+
+    if (json_array_size(v) == 0) {
+        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
+                                 "%s must not be empty", param);
+        return 0;
+    }
+
+    return json_array_size(v);
+}
+
+
+/*
+ * n items of param, plus extra inputs the request carries besides them,
+ * must stay within aiserve_max_inputs (else a 422 too_many_inputs).
+ */
+
+static ngx_int_t
+ngx_http_aiserve_max_inputs(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, const char *param, ngx_uint_t n,
+    ngx_uint_t extra)
+{
+    if (n + extra <= ctx->alcf->max_inputs) {
+        return NGX_OK;
+    }
+
+    ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs", param,
+                             "%s has %ui items, more than the limit of %ui "
+                             "(aiserve_max_inputs)", param, n,
+                             ctx->alcf->max_inputs - extra);
+    return NGX_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t n, size_t per_seq)
@@ -539,6 +596,35 @@ ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
                                      "out of memory");
             return NGX_ERROR;
         }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Outputs of per_token floats for every token of every sequence (NER
+ * logits, token embeddings), sized once the inputs are tokenized.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_alloc_tokens_out(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, size_t per_token)
+{
+    ngx_uint_t  i;
+
+    ctx->out_len = 0;
+
+    for (i = 0; i < ctx->n_seqs; i++) {
+        ctx->seqs[i].out_off = ctx->out_len;
+        ctx->out_len += ctx->seqs[i].n_tokens * per_token;
+    }
+
+    ctx->out = ngx_palloc(r->pool, ctx->out_len * sizeof(float));
+    if (ctx->out == NULL) {
+        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
+                                 "out of memory");
+        return NGX_ERROR;
     }
 
     return NGX_OK;
@@ -1318,28 +1404,10 @@ ngx_http_aiserve_prepare_rerank(ngx_http_request_t *r,
     }
 
     texts = json_object_get(ctx->doc, "texts");
+    n = ngx_http_aiserve_array(r, ctx, texts, "texts", "an array of strings");
 
-    if (!json_is_array(texts)) {
-        ngx_http_aiserve_invalid(r, ctx, 422,
-                                 texts ? "invalid_type" : "missing_field",
-                                 "texts", "texts must be an array of "
-                                 "strings");
-        return;
-    }
-
-    n = json_array_size(texts);
-
-    if (n == 0) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", "texts",
-                                 "texts must not be empty");
-        return;
-    }
-
-    if (n > ctx->alcf->max_inputs) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs", "texts",
-                                 "texts has %ui items, more than the limit "
-                                 "of %ui (aiserve_max_inputs)", n,
-                                 ctx->alcf->max_inputs);
+    if (n == 0 || ngx_http_aiserve_max_inputs(r, ctx, "texts", n, 0) != NGX_OK)
+    {
         return;
     }
 
@@ -1452,18 +1520,8 @@ ngx_http_aiserve_prepare_ner(ngx_http_request_t *r,
         return;
     }
 
-    ctx->out_len = 0;
-
-    for (i = 0; i < ctx->n_seqs; i++) {
-        ctx->seqs[i].out_off = ctx->out_len;
-        ctx->out_len += ctx->seqs[i].n_tokens * ctx->model->info->num_labels;
-    }
-
-    ctx->out = ngx_palloc(r->pool, ctx->out_len * sizeof(float));
-    if (ctx->out == NULL) {
-        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
-                                 "out of memory");
-    }
+    (void) ngx_http_aiserve_alloc_tokens_out(r, ctx,
+                                             ctx->model->info->num_labels);
 }
 
 
@@ -1494,20 +1552,10 @@ ngx_http_aiserve_prepare_decode(ngx_http_request_t *r,
     ctx->skip_special = skip;
 
     in = json_object_get(ctx->doc, "ids");
-
-    if (!json_is_array(in)) {
-        ngx_http_aiserve_invalid(r, ctx, 422,
-                                 in ? "invalid_type" : "missing_field",
-                                 "ids", "ids must be an array of token ids "
-                                 "or an array of such arrays");
-        return;
-    }
-
-    n = json_array_size(in);
+    n = ngx_http_aiserve_array(r, ctx, in, "ids", "an array of token ids or "
+                               "an array of such arrays");
 
     if (n == 0) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", "ids",
-                                 "ids must not be empty");
         return;
     }
 
@@ -1515,11 +1563,7 @@ ngx_http_aiserve_prepare_decode(ngx_http_request_t *r,
         ctx->single = 1;
         n = 1;
 
-    } else if (n > ctx->alcf->max_inputs) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs", "ids",
-                                 "ids has %ui items, more than the limit of "
-                                 "%ui (aiserve_max_inputs)", n,
-                                 ctx->alcf->max_inputs);
+    } else if (ngx_http_aiserve_max_inputs(r, ctx, "ids", n, 0) != NGX_OK) {
         return;
     }
 
@@ -1625,29 +1669,15 @@ ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
         return;
     }
 
-    if (!json_is_array(sentences)) {
-        ngx_http_aiserve_invalid(r, ctx, 422,
-                                 sentences ? "invalid_type" : "missing_field",
-                                 "inputs.sentences", "inputs.sentences must "
-                                 "be an array of strings");
-        return;
-    }
+    /* the source sentence is an input too */
 
-    n = json_array_size(sentences);
+    n = ngx_http_aiserve_array(r, ctx, sentences, "inputs.sentences",
+                               "an array of strings");
 
-    if (n == 0) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "empty_input",
-                                 "inputs.sentences",
-                                 "inputs.sentences must not be empty");
-        return;
-    }
-
-    if (n + 1 > ctx->alcf->max_inputs) {
-        ngx_http_aiserve_invalid(r, ctx, 422, "too_many_inputs",
-                                 "inputs.sentences", "inputs.sentences has "
-                                 "%ui items, more than the limit of %ui "
-                                 "(aiserve_max_inputs, the source sentence "
-                                 "included)", n, ctx->alcf->max_inputs - 1);
+    if (n == 0
+        || ngx_http_aiserve_max_inputs(r, ctx, "inputs.sentences", n, 1)
+           != NGX_OK)
+    {
         return;
     }
 
@@ -1694,8 +1724,7 @@ static void
 ngx_http_aiserve_prepare_embed_all(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
-    size_t      H;
-    ngx_uint_t  i, truncate;
+    ngx_uint_t  truncate;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
                                   &truncate)
@@ -1712,19 +1741,8 @@ ngx_http_aiserve_prepare_embed_all(ngx_http_request_t *r,
         return;
     }
 
-    H = ctx->model->info->hidden_size;
-    ctx->out_len = 0;
-
-    for (i = 0; i < ctx->n_seqs; i++) {
-        ctx->seqs[i].out_off = ctx->out_len;
-        ctx->out_len += ctx->seqs[i].n_tokens * H;
-    }
-
-    ctx->out = ngx_palloc(r->pool, ctx->out_len * sizeof(float));
-    if (ctx->out == NULL) {
-        ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
-                                 "out of memory");
-    }
+    (void) ngx_http_aiserve_alloc_tokens_out(r, ctx,
+                                             ctx->model->info->hidden_size);
 }
 
 

@@ -43,7 +43,7 @@
 /* the number of api= values, for tables indexed by them */
 #define NGX_HTTP_AISERVE_N_APIS         11
 
-/* aiserve_endpoint (and api=info): the GET routes of ngx_http_aiserve_status.c */
+/* aiserve_endpoint and api=info: the GET routes (ngx_http_aiserve_status.c) */
 #define NGX_HTTP_AISERVE_ENDPOINT_NONE     0
 #define NGX_HTTP_AISERVE_ENDPOINT_HEALTH   1
 #define NGX_HTTP_AISERVE_ENDPOINT_MODELS   2

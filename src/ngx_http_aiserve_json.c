@@ -404,9 +404,6 @@ ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
 {
     u_char                   msg[NGX_MAX_ERROR_STR], *last;
     va_list                  args;
-    ngx_uint_t               i;
-    ngx_list_part_t         *part;
-    ngx_table_elt_t         *h;
     ngx_http_aiserve_json_t  j;
 
     va_start(args, fmt);
@@ -439,40 +436,6 @@ ngx_http_aiserve_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
     ngx_http_aiserve_json_lit(&j, "}}\n");
 
-    if (status != NGX_HTTP_SERVICE_UNAVAILABLE
-        && status != NGX_HTTP_TOO_MANY_REQUESTS)
-    {
-        return ngx_http_aiserve_send_json(r, status, &j, NULL);
-    }
-
-    part = &r->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash
-            && h[i].key.len == sizeof("Retry-After") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Retry-After",
-                               sizeof("Retry-After") - 1) == 0)
-        {
-            return ngx_http_aiserve_send_json(r, status, &j, NULL);
-        }
-    }
-
-    if (ngx_http_aiserve_retry_after(r, 1) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     return ngx_http_aiserve_send_json(r, status, &j, NULL);
 }
 
@@ -498,4 +461,34 @@ ngx_http_aiserve_retry_after(ngx_http_request_t *r, ngx_uint_t seconds)
                    - h->value.data;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_aiserve_not_allowed(ngx_http_request_t *r, const char *allow,
+    const char *use)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
+    return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                       "invalid_request_error",
+                                       "method_not_allowed", NULL,
+                                       "method %V is not allowed, use %s",
+                                       &r->method_name, use);
 }

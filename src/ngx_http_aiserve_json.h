@@ -59,12 +59,20 @@ ngx_int_t ngx_http_aiserve_send_json(ngx_http_request_t *r,
 /*
  * Sends {"error": {"message", "type", "param", "code"}} with the given
  * status (shared/DESIGN.md).  param may be NULL (JSON null).  A 503 or 429
- * gets "Retry-After: 1" unless the caller has set a Retry-After header
+ * that tells when to retry has its Retry-After set by the caller first
  * (ngx_http_aiserve_retry_after()).  Returns as ngx_http_aiserve_send_json().
  */
 ngx_int_t ngx_http_aiserve_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *fmt, ...);
+
+/*
+ * A 405 for a method the location does not answer: discards the body,
+ * adds "Allow: allow" and sends the JSON error "method M is not allowed,
+ * use <use>".  Returns as ngx_http_aiserve_send_json().
+ */
+ngx_int_t ngx_http_aiserve_not_allowed(ngx_http_request_t *r,
+    const char *allow, const char *use);
 
 /* Adds "Retry-After: seconds" to the response headers; NGX_OK or NGX_ERROR */
 ngx_int_t ngx_http_aiserve_retry_after(ngx_http_request_t *r,

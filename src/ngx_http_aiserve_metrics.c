@@ -98,10 +98,15 @@ static void ngx_http_aiserve_metrics_observe(ngx_http_aiserve_histogram_t *h,
     ngx_uint_t *bounds, ngx_uint_t n, ngx_uint_t v);
 static void ngx_http_aiserve_metrics_label(ngx_http_aiserve_json_t *j,
     const u_char *s, size_t len);
+static void ngx_http_aiserve_metrics_keys(ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_metrics_sh_t *sh, const char *name, const char *help,
+    ngx_uint_t tokens);
+static void ngx_http_aiserve_metrics_counter(ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_metrics_sh_t *sh, const char *name, const char *help,
+    size_t offset);
 static void ngx_http_aiserve_metrics_histogram(ngx_http_aiserve_json_t *j,
-    ngx_http_aiserve_model_metrics_t *mm, const char *name,
-    ngx_http_aiserve_histogram_t *h, ngx_uint_t *bounds, ngx_uint_t n,
-    ngx_uint_t seconds);
+    ngx_http_aiserve_metrics_sh_t *sh, const char *name, const char *help,
+    size_t offset, ngx_uint_t *bounds, ngx_uint_t n, ngx_uint_t seconds);
 static void ngx_http_aiserve_metrics_number(ngx_http_aiserve_json_t *j,
     ngx_uint_t v, ngx_uint_t seconds);
 
@@ -382,15 +387,13 @@ ngx_http_aiserve_metrics_key(ngx_http_request_t *r, uint32_t key_id,
 ngx_int_t
 ngx_http_aiserve_metrics_handler(ngx_http_request_t *r)
 {
-    u_char                             buf[NGX_INT_T_LEN];
     ngx_int_t                          workers;
-    ngx_uint_t                         k, a, s, w, any;
+    ngx_uint_t                         k, a, s, w;
     ngx_core_conf_t                   *ccf;
     ngx_atomic_uint_t                  v;
     ngx_http_aiserve_json_t            j;
     ngx_http_aiserve_metrics_sh_t     *sh;
     ngx_http_aiserve_main_conf_t      *amcf;
-    ngx_http_aiserve_key_metrics_t    *km;
     ngx_http_aiserve_model_metrics_t  *mm;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_module);
@@ -430,8 +433,8 @@ ngx_http_aiserve_metrics_handler(ngx_http_request_t *r)
                 ngx_http_aiserve_metrics_label(&j, mm->name, mm->len);
                 ngx_http_aiserve_json_lit(&j, ",route=\"");
                 ngx_http_aiserve_json_raw(&j,
-                                          (char *) ngx_http_aiserve_apis[a].data,
-                                          ngx_http_aiserve_apis[a].len);
+                                     (char *) ngx_http_aiserve_apis[a].data,
+                                     ngx_http_aiserve_apis[a].len);
                 ngx_http_aiserve_json_lit(&j, "\",status=\"");
 
                 if (s < NGX_HTTP_AISERVE_METRICS_STATUSES) {
@@ -449,83 +452,38 @@ ngx_http_aiserve_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    ngx_http_aiserve_json_lit(&j,
+    ngx_http_aiserve_metrics_counter(&j, sh, "aiserve_prompt_tokens_total",
         "# HELP aiserve_prompt_tokens_total Tokens of the requests answered "
         "200, special tokens included.\n"
-        "# TYPE aiserve_prompt_tokens_total counter\n");
+        "# TYPE aiserve_prompt_tokens_total counter\n",
+        offsetof(ngx_http_aiserve_model_metrics_t, prompt_tokens));
 
-    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
-        mm = &sh->models[k];
-
-        if (mm->len) {
-            ngx_http_aiserve_json_lit(&j, "aiserve_prompt_tokens_total{");
-            ngx_http_aiserve_metrics_label(&j, mm->name, mm->len);
-            ngx_http_aiserve_json_lit(&j, "} ");
-            ngx_http_aiserve_json_int(&j, mm->prompt_tokens);
-            ngx_http_aiserve_json_lit(&j, "\n");
-        }
-    }
-
-    ngx_http_aiserve_json_lit(&j,
+    ngx_http_aiserve_metrics_counter(&j, sh, "aiserve_batch_tokens_total",
         "# HELP aiserve_batch_tokens_total Tokens run through the encoder "
         "in batches.\n"
-        "# TYPE aiserve_batch_tokens_total counter\n");
+        "# TYPE aiserve_batch_tokens_total counter\n",
+        offsetof(ngx_http_aiserve_model_metrics_t, batch_tokens));
 
-    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
-        mm = &sh->models[k];
-
-        if (mm->len) {
-            ngx_http_aiserve_json_lit(&j, "aiserve_batch_tokens_total{");
-            ngx_http_aiserve_metrics_label(&j, mm->name, mm->len);
-            ngx_http_aiserve_json_lit(&j, "} ");
-            ngx_http_aiserve_json_int(&j, mm->batch_tokens);
-            ngx_http_aiserve_json_lit(&j, "\n");
-        }
-    }
-
-    ngx_http_aiserve_json_lit(&j,
+    ngx_http_aiserve_metrics_histogram(&j, sh, "aiserve_queue_time_seconds",
         "# HELP aiserve_queue_time_seconds Time from joining the queue to "
         "the first batch, per request.\n"
-        "# TYPE aiserve_queue_time_seconds histogram\n");
+        "# TYPE aiserve_queue_time_seconds histogram\n",
+        offsetof(ngx_http_aiserve_model_metrics_t, queue_time),
+        ngx_http_aiserve_metrics_times, NGX_HTTP_AISERVE_METRICS_TIMES, 1);
 
-    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
-        if (sh->models[k].len) {
-            ngx_http_aiserve_metrics_histogram(&j, &sh->models[k],
-                                         "aiserve_queue_time_seconds",
-                                         &sh->models[k].queue_time,
-                                         ngx_http_aiserve_metrics_times,
-                                         NGX_HTTP_AISERVE_METRICS_TIMES, 1);
-        }
-    }
-
-    ngx_http_aiserve_json_lit(&j,
+    ngx_http_aiserve_metrics_histogram(&j, sh,
+        "aiserve_inference_time_seconds",
         "# HELP aiserve_inference_time_seconds Forward passes a request was "
         "part of, per request.\n"
-        "# TYPE aiserve_inference_time_seconds histogram\n");
+        "# TYPE aiserve_inference_time_seconds histogram\n",
+        offsetof(ngx_http_aiserve_model_metrics_t, infer_time),
+        ngx_http_aiserve_metrics_times, NGX_HTTP_AISERVE_METRICS_TIMES, 1);
 
-    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
-        if (sh->models[k].len) {
-            ngx_http_aiserve_metrics_histogram(&j, &sh->models[k],
-                                         "aiserve_inference_time_seconds",
-                                         &sh->models[k].infer_time,
-                                         ngx_http_aiserve_metrics_times,
-                                         NGX_HTTP_AISERVE_METRICS_TIMES, 1);
-        }
-    }
-
-    ngx_http_aiserve_json_lit(&j,
+    ngx_http_aiserve_metrics_histogram(&j, sh, "aiserve_batch_size",
         "# HELP aiserve_batch_size Sequences per forward pass.\n"
-        "# TYPE aiserve_batch_size histogram\n");
-
-    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
-        if (sh->models[k].len) {
-            ngx_http_aiserve_metrics_histogram(&j, &sh->models[k],
-                                         "aiserve_batch_size",
-                                         &sh->models[k].batch_size,
-                                         ngx_http_aiserve_metrics_sizes,
-                                         NGX_HTTP_AISERVE_METRICS_SIZES, 0);
-        }
-    }
+        "# TYPE aiserve_batch_size histogram\n",
+        offsetof(ngx_http_aiserve_model_metrics_t, batch_size),
+        ngx_http_aiserve_metrics_sizes, NGX_HTTP_AISERVE_METRICS_SIZES, 0);
 
     ngx_http_aiserve_json_lit(&j,
         "# HELP aiserve_queue_depth Requests waiting in a worker's queue of "
@@ -562,74 +520,66 @@ ngx_http_aiserve_metrics_handler(ngx_http_request_t *r)
     ngx_http_aiserve_json_int(&j, sh->flushes_failed);
     ngx_http_aiserve_json_lit(&j, "\n");
 
-    any = 0;
+    ngx_http_aiserve_metrics_keys(&j, sh, "aiserve_key_requests_total",
+        "# HELP aiserve_key_requests_total Metered requests by API key "
+        "(key=\"other\": keys beyond the first 256 seen).\n"
+        "# TYPE aiserve_key_requests_total counter\n", 0);
 
-    for (k = 0; k <= NGX_HTTP_AISERVE_METRICS_KEYS; k++) {
-        km = &sh->keys[k];
-
-        if (km->requests == 0) {
-            continue;
-        }
-
-        if (!any) {
-            ngx_http_aiserve_json_lit(&j,
-                "# HELP aiserve_key_requests_total Metered requests by API "
-                "key (key=\"other\": keys beyond the first 256 seen).\n"
-                "# TYPE aiserve_key_requests_total counter\n");
-            any = 1;
-        }
-
-        ngx_http_aiserve_json_lit(&j, "aiserve_key_requests_total{key=\"");
-
-        if (k < NGX_HTTP_AISERVE_METRICS_KEYS) {
-            ngx_http_aiserve_json_raw(&j, (char *) buf,
-                                      ngx_sprintf(buf, "key_%uA", km->key_id)
-                                      - buf);
-        } else {
-            ngx_http_aiserve_json_lit(&j, "other");
-        }
-
-        ngx_http_aiserve_json_lit(&j, "\"} ");
-        ngx_http_aiserve_json_int(&j, km->requests);
-        ngx_http_aiserve_json_lit(&j, "\n");
-    }
-
-    any = 0;
-
-    for (k = 0; k <= NGX_HTTP_AISERVE_METRICS_KEYS; k++) {
-        km = &sh->keys[k];
-
-        if (km->requests == 0) {
-            continue;
-        }
-
-        if (!any) {
-            ngx_http_aiserve_json_lit(&j,
-                "# HELP aiserve_key_prompt_tokens_total Tokens charged by "
-                "API key.\n"
-                "# TYPE aiserve_key_prompt_tokens_total counter\n");
-            any = 1;
-        }
-
-        ngx_http_aiserve_json_lit(&j,
-                                  "aiserve_key_prompt_tokens_total{key=\"");
-
-        if (k < NGX_HTTP_AISERVE_METRICS_KEYS) {
-            ngx_http_aiserve_json_raw(&j, (char *) buf,
-                                      ngx_sprintf(buf, "key_%uA", km->key_id)
-                                      - buf);
-        } else {
-            ngx_http_aiserve_json_lit(&j, "other");
-        }
-
-        ngx_http_aiserve_json_lit(&j, "\"} ");
-        ngx_http_aiserve_json_int(&j, km->prompt_tokens);
-        ngx_http_aiserve_json_lit(&j, "\n");
-    }
+    ngx_http_aiserve_metrics_keys(&j, sh, "aiserve_key_prompt_tokens_total",
+        "# HELP aiserve_key_prompt_tokens_total Tokens charged by API key.\n"
+        "# TYPE aiserve_key_prompt_tokens_total counter\n", 1);
 
     return ngx_http_aiserve_send_json(r, NGX_HTTP_OK, &j,
                                       "text/plain; version=0.0.4; "
                                       "charset=utf-8");
+}
+
+
+/*
+ * One series per API key that has settled a request: its requests, or
+ * (tokens) its prompt tokens; the overflow slot as key="other".  Nothing,
+ * not even the HELP lines, before the first metered request.
+ */
+
+static void
+ngx_http_aiserve_metrics_keys(ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_metrics_sh_t *sh, const char *name, const char *help,
+    ngx_uint_t tokens)
+{
+    u_char                           buf[NGX_INT_T_LEN + 4];
+    ngx_uint_t                       k, any;
+    ngx_http_aiserve_key_metrics_t  *km;
+
+    any = 0;
+
+    for (k = 0; k <= NGX_HTTP_AISERVE_METRICS_KEYS; k++) {
+        km = &sh->keys[k];
+
+        if (km->requests == 0) {
+            continue;
+        }
+
+        if (!any) {
+            ngx_http_aiserve_json_raw(j, help, ngx_strlen(help));
+            any = 1;
+        }
+
+        ngx_http_aiserve_json_raw(j, name, ngx_strlen(name));
+        ngx_http_aiserve_json_lit(j, "{key=\"");
+
+        if (k < NGX_HTTP_AISERVE_METRICS_KEYS) {
+            ngx_http_aiserve_json_raw(j, (char *) buf,
+                                      ngx_sprintf(buf, "key_%uA", km->key_id)
+                                      - buf);
+        } else {
+            ngx_http_aiserve_json_lit(j, "other");
+        }
+
+        ngx_http_aiserve_json_lit(j, "\"} ");
+        ngx_http_aiserve_json_int(j, tokens ? km->prompt_tokens
+                                            : km->requests);
+        ngx_http_aiserve_json_lit(j, "\n");
+    }
 }
 
 
@@ -663,52 +613,100 @@ ngx_http_aiserve_metrics_label(ngx_http_aiserve_json_t *j, const u_char *s,
 }
 
 
+/* a counter of each model: the ngx_atomic_t at offset in its slot */
+
 static void
-ngx_http_aiserve_metrics_histogram(ngx_http_aiserve_json_t *j,
-    ngx_http_aiserve_model_metrics_t *mm, const char *name,
-    ngx_http_aiserve_histogram_t *h, ngx_uint_t *bounds, ngx_uint_t n,
-    ngx_uint_t seconds)
+ngx_http_aiserve_metrics_counter(ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_metrics_sh_t *sh, const char *name, const char *help,
+    size_t offset)
 {
-    size_t             len;
-    ngx_uint_t         i;
-    ngx_atomic_uint_t  total;
+    ngx_uint_t                         k;
+    ngx_http_aiserve_model_metrics_t  *mm;
 
-    len = ngx_strlen(name);
-    total = 0;
+    ngx_http_aiserve_json_raw(j, help, ngx_strlen(help));
 
-    for (i = 0; i <= n; i++) {
-        total += h->bucket[i];
+    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
+        mm = &sh->models[k];
 
-        ngx_http_aiserve_json_raw(j, name, len);
-        ngx_http_aiserve_json_lit(j, "_bucket{");
-        ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
-        ngx_http_aiserve_json_lit(j, ",le=\"");
-
-        if (i < n) {
-            ngx_http_aiserve_metrics_number(j, bounds[i], seconds);
-
-        } else {
-            ngx_http_aiserve_json_lit(j, "+Inf");
+        if (mm->len == 0) {
+            continue;
         }
 
-        ngx_http_aiserve_json_lit(j, "\"} ");
+        ngx_http_aiserve_json_raw(j, name, ngx_strlen(name));
+        ngx_http_aiserve_json_lit(j, "{");
+        ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
+        ngx_http_aiserve_json_lit(j, "} ");
+        ngx_http_aiserve_json_int(j, *(ngx_atomic_t *) ((u_char *) mm
+                                                        + offset));
+        ngx_http_aiserve_json_lit(j, "\n");
+    }
+}
+
+
+/*
+ * A histogram of each model (the one at offset in its slot): cumulative
+ * buckets up to bounds[n - 1], +Inf, _sum and _count; bounds and the sum
+ * in microseconds written as seconds when seconds is set.
+ */
+
+static void
+ngx_http_aiserve_metrics_histogram(ngx_http_aiserve_json_t *j,
+    ngx_http_aiserve_metrics_sh_t *sh, const char *name, const char *help,
+    size_t offset, ngx_uint_t *bounds, ngx_uint_t n, ngx_uint_t seconds)
+{
+    size_t                             len;
+    ngx_uint_t                         i, k;
+    ngx_atomic_uint_t                  total;
+    ngx_http_aiserve_histogram_t      *h;
+    ngx_http_aiserve_model_metrics_t  *mm;
+
+    len = ngx_strlen(name);
+    ngx_http_aiserve_json_raw(j, help, ngx_strlen(help));
+
+    for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {
+        mm = &sh->models[k];
+
+        if (mm->len == 0) {
+            continue;
+        }
+
+        h = (ngx_http_aiserve_histogram_t *) ((u_char *) mm + offset);
+        total = 0;
+
+        for (i = 0; i <= n; i++) {
+            total += h->bucket[i];
+
+            ngx_http_aiserve_json_raw(j, name, len);
+            ngx_http_aiserve_json_lit(j, "_bucket{");
+            ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
+            ngx_http_aiserve_json_lit(j, ",le=\"");
+
+            if (i < n) {
+                ngx_http_aiserve_metrics_number(j, bounds[i], seconds);
+
+            } else {
+                ngx_http_aiserve_json_lit(j, "+Inf");
+            }
+
+            ngx_http_aiserve_json_lit(j, "\"} ");
+            ngx_http_aiserve_json_int(j, total);
+            ngx_http_aiserve_json_lit(j, "\n");
+        }
+
+        ngx_http_aiserve_json_raw(j, name, len);
+        ngx_http_aiserve_json_lit(j, "_sum{");
+        ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
+        ngx_http_aiserve_json_lit(j, "} ");
+        ngx_http_aiserve_metrics_number(j, h->sum, seconds);
+        ngx_http_aiserve_json_lit(j, "\n");
+
+        ngx_http_aiserve_json_raw(j, name, len);
+        ngx_http_aiserve_json_lit(j, "_count{");
+        ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
+        ngx_http_aiserve_json_lit(j, "} ");
         ngx_http_aiserve_json_int(j, total);
         ngx_http_aiserve_json_lit(j, "\n");
     }
-
-    ngx_http_aiserve_json_raw(j, name, len);
-    ngx_http_aiserve_json_lit(j, "_sum{");
-    ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
-    ngx_http_aiserve_json_lit(j, "} ");
-    ngx_http_aiserve_metrics_number(j, h->sum, seconds);
-    ngx_http_aiserve_json_lit(j, "\n");
-
-    ngx_http_aiserve_json_raw(j, name, len);
-    ngx_http_aiserve_json_lit(j, "_count{");
-    ngx_http_aiserve_metrics_label(j, mm->name, mm->len);
-    ngx_http_aiserve_json_lit(j, "} ");
-    ngx_http_aiserve_json_int(j, total);
-    ngx_http_aiserve_json_lit(j, "\n");
 }
 
 

@@ -1044,7 +1044,6 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
     ngx_str_t                    *ct;
-    ngx_table_elt_t              *h;
     ngx_pool_cleanup_t           *cln;
     ngx_http_aiserve_ctx_t       *ctx;
     ngx_http_aiserve_loc_conf_t  *alcf;
@@ -1080,25 +1079,7 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
     }
 
     if (r->method != NGX_HTTP_POST) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "POST");
-
-        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                           "invalid_request_error",
-                                           "method_not_allowed", NULL,
-                                           "method %V is not allowed, use "
-                                           "POST", &r->method_name);
+        return ngx_http_aiserve_not_allowed(r, "POST", "POST");
     }
 
     ct = r->headers_in.content_type ? &r->headers_in.content_type->value

@@ -36,32 +36,13 @@ ngx_int_t
 ngx_http_aiserve_status_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
-    ngx_table_elt_t              *h;
     ngx_http_aiserve_json_t       j;
     ngx_http_aiserve_loc_conf_t  *alcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_module);
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "GET, HEAD");
-
-        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                           "invalid_request_error",
-                                           "method_not_allowed", NULL,
-                                           "method %V is not allowed, use "
-                                           "GET", &r->method_name);
+        return ngx_http_aiserve_not_allowed(r, "GET, HEAD", "GET");
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -345,8 +326,8 @@ static void
 ngx_http_aiserve_labels(ngx_http_aiserve_json_t *j,
     const aiserve_model_info_t *info)
 {
-    u_char      buf[NGX_INT_T_LEN];
-    size_t      k;
+    u_char  buf[NGX_INT_T_LEN];
+    size_t  k;
 
     ngx_http_aiserve_json_lit(j, "{\"id2label\":{");
 
