@@ -117,11 +117,9 @@ struct aiserve_tok_s {
     int32_t              *special_ids;  /* added tokens with special=true */
     size_t                n_special_ids;
 
-    /* tokenizer.json "decoder": WordPiece (prefix, cleanup), or none
-     * (tokens joined with spaces); another type cannot decode */
+    /* tokenizer.json "decoder": BERT's WordPiece (prefix "##", cleanup),
+     * or none (tokens joined with spaces); another cannot decode */
     int                   dec_type;
-    char                  dec_prefix[16];
-    int                   dec_cleanup;
 };
 
 #define AISERVE_TOK_DEC_NONE       0

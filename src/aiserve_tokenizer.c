@@ -1038,8 +1038,6 @@ aiserve_tok_load(const char *model_dir, char *err, size_t err_len)
     /* BertTokenizer's convert_tokens_to_string and
      * clean_up_tokenization_spaces, for vocab.txt */
     tok->dec_type = AISERVE_TOK_DEC_WORDPIECE;
-    memcpy(tok->dec_prefix, "##", 3);
-    tok->dec_cleanup = 1;
 
     snprintf(path, sizeof(path), "%s/tokenizer.json", model_dir);
     if (access(path, F_OK) == 0) {

@@ -107,8 +107,8 @@ size_t aiserve_tok_vocab_size(const aiserve_tok_t *tok);
  * Decodes n token ids to UTF-8 text as tokenizers' Tokenizer.decode(ids,
  * skip_special_tokens): ids without a token are dropped, special tokens
  * (added tokens with special=true) too when skip_special_tokens, then the
- * decoder of tokenizer.json runs: WordPiece (prefix, cleanup) or none
- * (tokens joined with spaces).  *out is malloc'ed and NUL-terminated
+ * decoder of tokenizer.json runs: BERT's WordPiece (prefix "##", cleanup)
+ * or none (tokens joined with spaces).  *out is malloc'ed and NUL-terminated
  * (*out_len bytes, NUL excluded); the caller frees it.  Returns 0, or -1
  * with err set (another decoder type, out of memory).
  */
