@@ -1,8 +1,11 @@
 /*
- * Declarations shared by the files of the aiserve nginx module:
- * ngx_http_aiserve_module.c (directives, models, content handler, batching)
- * and ngx_http_aiserve_meter.c (API keys, usage ledger, quotas, rate limits;
- * its own ngx_module_t, ngx_http_aiserve_meter_module, in the same .so).
+ * Declarations shared by the two modules of the aiserve .so:
+ * ngx_http_aiserve_module (ngx_http_aiserve_module.c and the files of
+ * ngx_http_aiserve_infer.h: models, content handlers, batching) and
+ * ngx_http_aiserve_meter_module (ngx_http_aiserve_meter*.c: API keys, usage
+ * ledger, quotas, rate limits).  Both send their answers through the
+ * lowest layer, ngx_http_aiserve_json.h, and count in
+ * ngx_http_aiserve_metrics.h.
  */
 #ifndef NGX_HTTP_AISERVE_H
 #define NGX_HTTP_AISERVE_H
