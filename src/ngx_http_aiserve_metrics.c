@@ -252,19 +252,40 @@ ngx_http_aiserve_metrics_observe(ngx_http_aiserve_histogram_t *h,
 ngx_int_t
 ngx_http_aiserve_metrics_log(ngx_http_request_t *r)
 {
-    ngx_uint_t                         i, status;
+    ngx_uint_t                         i, api, status;
     ngx_http_aiserve_ctx_t            *ctx;
+    ngx_http_aiserve_loc_conf_t       *alcf;
     ngx_http_aiserve_model_metrics_t  *mm;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_module);
 
-    if (ctx == NULL || ctx->model == NULL || ctx->model->metrics == NULL
-        || ctx->api >= NGX_HTTP_AISERVE_N_APIS)
+    if (alcf->model == NULL
+        || alcf->endpoint != NGX_HTTP_AISERVE_ENDPOINT_NONE)
     {
+        /* not an aiserve_infer location, or api=info */
         return NGX_OK;
     }
 
-    mm = ctx->model->metrics;
+    /*
+     * Without the handler's ctx (ctx->model set), the request was refused
+     * before the content handler: the meter's 401, 403, 429 in the access
+     * phase, nginx's own error pages.  An api out of range is api=tei's
+     * GET, the health check.
+     */
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_module);
+
+    if (ctx && ctx->model == NULL) {
+        ctx = NULL;
+    }
+
+    mm = alcf->model->metrics;
+    api = ctx ? ctx->api : alcf->api;
+
+    if (mm == NULL || api >= NGX_HTTP_AISERVE_N_APIS) {
+        return NGX_OK;
+    }
+
     status = r->headers_out.status;
 
     for (i = 0; i < NGX_HTTP_AISERVE_METRICS_STATUSES; i++) {
@@ -273,7 +294,11 @@ ngx_http_aiserve_metrics_log(ngx_http_request_t *r)
         }
     }
 
-    (void) ngx_atomic_fetch_add(&mm->requests[ctx->api][i], 1);
+    (void) ngx_atomic_fetch_add(&mm->requests[api][i], 1);
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
 
     if (ctx->admitted && status == NGX_HTTP_OK) {
         (void) ngx_atomic_fetch_add(&mm->prompt_tokens, ctx->prompt_tokens);

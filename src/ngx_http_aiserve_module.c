@@ -1073,8 +1073,9 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
     if ((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
         && alcf->api == NGX_HTTP_AISERVE_API_TEI)
     {
-        /* TEI answers GET / with its health check */
-        ctx->model = NULL;
+        /* TEI answers GET / with its health check (no api: not counted
+         * among the inference requests) */
+        ctx->api = NGX_HTTP_AISERVE_N_APIS;
         return ngx_http_aiserve_health_handler(r);
     }
 

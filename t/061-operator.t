@@ -167,6 +167,19 @@ my %scenario = (
         }
         Test::More::cmp_ok($s->{'aiserve_ledger_flushes_total{result="ok"}'},
                            '>=', 1, "$name - ledger flushes counted");
+        Test::More::is(
+            $s->{'aiserve_requests_total{model="m64",route="openai",status="200"}'},
+            10, "$name - the 10 requests by model, route and status");
+
+        # refused by the meter before the content handler: counted too
+        aiserve_http_concurrent(server_port(),
+            [ map { meter_embed_request(undef, "no key", model => 'm64') }
+              1 .. 3 ], 3, timeout => 60);
+        Time::HiRes::sleep(0.3);
+        $s = samples(get('/metrics')->{body});
+        Test::More::is(
+            $s->{'aiserve_requests_total{model="m64",route="openai",status="401"}'},
+            3, "$name - the meter's 401s counted by model and route");
     },
 );
 
