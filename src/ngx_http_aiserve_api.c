@@ -414,6 +414,13 @@ ngx_http_aiserve_fields(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
             continue;
         }
 
+        if (ngx_strcmp(key, "options") == 0 && json_is_object(v)) {
+            /* the Inference API's wait_for_model, use_cache: they do not
+             * change an answer (langchain's HuggingFaceInferenceAPI-
+             * Embeddings sends them) */
+            continue;
+        }
+
         p = ctx->repaired
             ? (u_char *) ngx_strstr(key, "\xf4\x8f\xbf\xbf") : NULL;
 
@@ -443,7 +450,8 @@ ngx_http_aiserve_fields(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
 
             ngx_http_aiserve_invalid(r, ctx, 422, "unknown_field", key,
                                      "%s is not a field of this route, "
-                                     "which reads %smodel and parameters",
+                                     "which reads %smodel, parameters and "
+                                     "options",
                                      key, list);
             return NGX_ERROR;
         }

@@ -138,7 +138,8 @@ Content-Type: application/json
  main::err("invalid_request_error", "unknown_field",
            "clean_up_tokenization_spaces",
            "clean_up_tokenization_spaces is not a field of this route, "
-           . "which reads ids, skip_special_tokens, model and parameters")]
+           . "which reads ids, skip_special_tokens, model, parameters and "
+           . "options")]
 --- no_error_log
 [error]
 
@@ -198,7 +199,7 @@ Content-Type: application/json
            "inputs.sentences[1] must be a string"),
  main::err("invalid_request_error", "unknown_field", "prompt_name",
            "prompt_name is not a field of this route, which reads inputs, "
-           . "truncate, truncation_direction, model and parameters")]
+           . "truncate, truncation_direction, model, parameters and options")]
 --- no_error_log
 [error]
 
@@ -325,7 +326,28 @@ Content-Type: application/json
 
 
 
-=== TEST 11: a field in "parameters" and at the top level; parameters not an object
+=== TEST 11: the Inference API's "options" change nothing (langchain's HuggingFaceInferenceAPIEmbeddings)
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /embed { aiserve_infer minilm api=embed; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ AiserveApprox::json_request("POST /embed",
+      { inputs => [ $main::MINILM[0]{text} ],
+        options => { wait_for_model => JSON::PP::true,
+                     use_cache => JSON::PP::true } }) ]
+--- json_approx eval
+[ [ $main::MINILM[0]{embedding} ] ]
+--- no_error_log
+[error]
+
+
+
+=== TEST 12: a field in "parameters" and at the top level; parameters not an object
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -349,7 +371,7 @@ Content-Type: application/json
 
 
 
-=== TEST 12: fields a route does not know are a 422 naming them; openai ignores them
+=== TEST 13: fields a route does not know are a 422 naming them; openai ignores them
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -371,19 +393,19 @@ Content-Type: application/json
 --- json_approx eval
 [main::err("invalid_request_error", "unknown_field", "prompt_name",
            "prompt_name is not a field of this route, which reads inputs, "
-           . "normalize, truncate, truncation_direction, dimensions, model "
-           . "and parameters"),
+           . "normalize, truncate, truncation_direction, dimensions, model, "
+           . "parameters and options"),
  main::err("invalid_request_error", "unknown_field", "stride",
            "stride is not a field of this route, which reads inputs, "
-           . "aggregation_strategy, ignore_labels, truncate, model and "
-           . "parameters"),
+           . "aggregation_strategy, ignore_labels, truncate, model, "
+           . "parameters and options"),
  main::openai($main::MINILM[0])]
 --- no_error_log
 [error]
 
 
 
-=== TEST 13: "model" naming another model is 404 model_not_found; the answer names the model that served
+=== TEST 14: "model" naming another model is 404 model_not_found; the answer names the model that served
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -415,7 +437,7 @@ Content-Type: application/json
 
 
 
-=== TEST 14: api=similarity needs an embedding model
+=== TEST 15: api=similarity needs an embedding model
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config

@@ -323,7 +323,7 @@ location = /ner/info { aiserve_infer ner api=info; }
 
 
 
-=== TEST 6: aiserve_endpoint: an unknown value, another content handler
+=== TEST 6: aiserve_endpoint: an unknown value
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -336,7 +336,7 @@ invalid value "status" in "aiserve_endpoint", use health, models or metrics
 
 
 
-=== TEST 7: aiserve_endpoint beside another content handler
+=== TEST 7: aiserve_endpoint after another content handler
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -349,7 +349,20 @@ location = /metrics { aiserve_infer cls; aiserve_endpoint metrics; }
 
 
 
-=== TEST 8: /metrics: promtool-valid, counters of both workers in every scrape
+=== TEST 8: aiserve_endpoint before another content handler
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /metrics { aiserve_endpoint metrics; stub_status; }
+--- must_die
+--- error_log
+"aiserve_endpoint" cannot be combined with another content handler in location "/metrics"
+
+
+
+=== TEST 9: /metrics: promtool-valid, counters of both workers in every scrape
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -367,7 +380,7 @@ GET /metrics
 
 
 
-=== TEST 9: the counters outlive a reload
+=== TEST 10: the counters outlive a reload
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -385,7 +398,7 @@ GET /metrics
 
 
 
-=== TEST 10: metered: per-key counters, ledger flushes
+=== TEST 11: metered: per-key counters, ledger flushes
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
