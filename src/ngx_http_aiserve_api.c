@@ -62,6 +62,9 @@ static ngx_int_t ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t n, size_t per_seq);
 static ngx_int_t ngx_http_aiserve_alloc_tokens_out(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, size_t per_token);
+static ngx_int_t ngx_http_aiserve_texts(ngx_http_request_t *r,
+    ngx_http_aiserve_ctx_t *ctx, json_t *texts, const char *param,
+    ngx_uint_t first, const char *query, size_t qlen, ngx_uint_t truncate);
 static ngx_int_t ngx_http_aiserve_tokenize(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_uint_t i, const char *text, size_t len,
     const char *pair, size_t pair_len, ngx_uint_t truncate,
@@ -604,6 +607,51 @@ ngx_http_aiserve_alloc_seqs(ngx_http_request_t *r,
                                      "out of memory");
             return NGX_ERROR;
         }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Tokenizes each string of the array texts (named param[i]) into
+ * ctx->seqs[first + i]: alone, or after query as a sentence pair (rerank's
+ * (query, text)).  A sequence's text is the array's string, which rerank's
+ * return_text gives back.
+ */
+
+static ngx_int_t
+ngx_http_aiserve_texts(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
+    json_t *texts, const char *param, ngx_uint_t first, const char *query,
+    size_t qlen, ngx_uint_t truncate)
+{
+    char         name[NGX_HTTP_AISERVE_PARAMLEN];
+    size_t       len;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+    const char  *text;
+
+    for (i = 0; i < json_array_size(texts); i++) {
+        ngx_http_aiserve_param(name, param, i);
+
+        if (ngx_http_aiserve_get_text(r, ctx, json_array_get(texts, i), name,
+                                      &text, &len)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        rc = query ? ngx_http_aiserve_tokenize(r, ctx, first + i, query,
+                                               qlen, text, len, truncate,
+                                               name)
+                   : ngx_http_aiserve_tokenize(r, ctx, first + i, text, len,
+                                               NULL, 0, truncate, name);
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx->seqs[first + i].text = text;
+        ctx->seqs[first + i].text_len = len;
     }
 
     return NGX_OK;
@@ -1378,11 +1426,10 @@ static void
 ngx_http_aiserve_prepare_rerank(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
-    char         param[NGX_HTTP_AISERVE_PARAMLEN];
-    size_t       qlen, len;
+    size_t       qlen;
     json_t      *texts;
-    ngx_uint_t   i, n, truncate, return_text, raw;
-    const char  *query, *text;
+    ngx_uint_t   n, truncate, return_text, raw;
+    const char  *query;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
                                   &truncate)
@@ -1425,23 +1472,8 @@ ngx_http_aiserve_prepare_rerank(ngx_http_request_t *r,
         return;
     }
 
-    for (i = 0; i < n; i++) {
-        ngx_http_aiserve_param(param, "texts", i);
-
-        if (ngx_http_aiserve_get_text(r, ctx, json_array_get(texts, i),
-                                      param, &text, &len)
-            != NGX_OK
-            || ngx_http_aiserve_tokenize(r, ctx, i, query, qlen, text, len,
-                                         truncate, param)
-               != NGX_OK)
-        {
-            return;
-        }
-
-        /* return_text gives back the text, not the query */
-        ctx->seqs[i].text = text;
-        ctx->seqs[i].text_len = len;
-    }
+    (void) ngx_http_aiserve_texts(r, ctx, texts, "texts", 0, query, qlen,
+                                  truncate);
 }
 
 
@@ -1641,10 +1673,9 @@ static void
 ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
-    char         param[NGX_HTTP_AISERVE_PARAMLEN];
     size_t       len;
     json_t      *in, *src, *sentences;
-    ngx_uint_t   i, n, truncate;
+    ngx_uint_t   n, truncate;
     const char  *text;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
@@ -1706,19 +1737,8 @@ ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
         return;
     }
 
-    for (i = 0; i < n; i++) {
-        ngx_http_aiserve_param(param, "inputs.sentences", i);
-
-        if (ngx_http_aiserve_get_text(r, ctx, json_array_get(sentences, i),
-                                      param, &text, &len)
-            != NGX_OK
-            || ngx_http_aiserve_tokenize(r, ctx, i + 1, text, len, NULL, 0,
-                                         truncate, param)
-               != NGX_OK)
-        {
-            return;
-        }
-    }
+    (void) ngx_http_aiserve_texts(r, ctx, sentences, "inputs.sentences", 1,
+                                  NULL, 0, truncate);
 }
 
 
@@ -2077,7 +2097,7 @@ static void
 ngx_http_aiserve_respond_hidden(ngx_http_aiserve_ctx_t *ctx,
     ngx_http_aiserve_json_t *j)
 {
-    size_t        k, t, H;
+    size_t        t, H;
     ngx_uint_t    i;
     const float  *v;
 
@@ -2099,17 +2119,7 @@ ngx_http_aiserve_respond_hidden(ngx_http_aiserve_ctx_t *ctx,
                 ngx_http_aiserve_json_lit(j, ",");
             }
 
-            ngx_http_aiserve_json_lit(j, "[");
-
-            for (k = 0; k < H; k++) {
-                if (k) {
-                    ngx_http_aiserve_json_lit(j, ",");
-                }
-
-                ngx_http_aiserve_json_float(j, v[k]);
-            }
-
-            ngx_http_aiserve_json_lit(j, "]");
+            ngx_http_aiserve_json_floats(j, v, H);
         }
 
         ngx_http_aiserve_json_lit(j, "]");
@@ -2152,17 +2162,7 @@ ngx_http_aiserve_embedding(ngx_http_aiserve_ctx_t *ctx,
         return;
     }
 
-    ngx_http_aiserve_json_lit(j, "[");
-
-    for (i = 0; i < n; i++) {
-        if (i) {
-            ngx_http_aiserve_json_lit(j, ",");
-        }
-
-        ngx_http_aiserve_json_float(j, v[i]);
-    }
-
-    ngx_http_aiserve_json_lit(j, "]");
+    ngx_http_aiserve_json_floats(j, v, n);
 }
 
 

@@ -310,6 +310,26 @@ ngx_http_aiserve_json_int(ngx_http_aiserve_json_t *j, int64_t v)
  */
 
 void
+ngx_http_aiserve_json_floats(ngx_http_aiserve_json_t *j, const float *v,
+    size_t n)
+{
+    size_t  i;
+
+    ngx_http_aiserve_json_lit(j, "[");
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            ngx_http_aiserve_json_lit(j, ",");
+        }
+
+        ngx_http_aiserve_json_float(j, v[i]);
+    }
+
+    ngx_http_aiserve_json_lit(j, "]");
+}
+
+
+void
 ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
     const float *v, size_t n)
 {

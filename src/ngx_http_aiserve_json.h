@@ -43,6 +43,9 @@ void ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
     size_t len);
 void ngx_http_aiserve_json_float(ngx_http_aiserve_json_t *j, double v);
 void ngx_http_aiserve_json_int(ngx_http_aiserve_json_t *j, int64_t v);
+/* [v[0],v[1],...] */
+void ngx_http_aiserve_json_floats(ngx_http_aiserve_json_t *j, const float *v,
+    size_t n);
 void ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
     const float *v, size_t n);
 
