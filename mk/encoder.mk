@@ -44,7 +44,7 @@ bench-gemm: tools/bench-gemm
 	env $(BENCH_ENV) tools/bench-gemm --threads 1
 	env $(BENCH_ENV) tools/bench-gemm --threads $(BENCH_THREADS)
 
-$(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c $(ENGINE_LIB)
+$(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c tools/bench.h $(ENGINE_LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
 
 BENCH_SECONDS ?= 5

@@ -20,7 +20,7 @@ BANKING77         ?= /work/shared/data/banking77
 
 .PHONY: bench-train
 
-$(BUILD)/bench-train-engine: tools/bench-train-engine.c $(ENGINE_LIB)
+$(BUILD)/bench-train-engine: tools/bench-train-engine.c tools/bench.h $(ENGINE_LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
 
 bench-train: $(BUILD)/bench-train-engine $(DEFAULT_MODEL)/model.safetensors

@@ -17,25 +17,7 @@
 #include <jansson.h>
 
 #include "aiserve_model.h"
-
-
-static double
-now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
-
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double  x = *(const double *) a, y = *(const double *) b;
-
-    return x < y ? -1 : x > y;
-}
+#include "bench.h"
 
 
 int
@@ -107,17 +89,17 @@ main(int argc, char **argv)
             fprintf(stderr, "bench-encoder-engine: %s\n", err);
             return 1;
         }
-        t0 = now();
+        t0 = bench_now();
         for (reps = 0; reps < max_reps; reps++) {
-            t = now();
+            t = bench_now();
             aiserve_model_forward(m, &b, s, out, err, sizeof(err));
-            times[reps] = now() - t;
-            if (now() - t0 > secs) {
+            times[reps] = bench_now() - t;
+            if (bench_now() - t0 > secs) {
                 reps++;
                 break;
             }
         }
-        qsort(times, reps, sizeof(double), cmp_double);
+        qsort(times, reps, sizeof(double), bench_cmp_double);
         printf("{\"best_s\": %.9f, \"median_s\": %.9f, \"reps\": %zu}\n",
                times[0], times[reps / 2], reps);
         fflush(stdout);

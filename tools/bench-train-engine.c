@@ -37,6 +37,7 @@
 #include "aiserve_data.h"
 #include "aiserve_optim.h"
 #include "aiserve_train.h"
+#include "bench.h"
 
 
 typedef struct {
@@ -45,25 +46,6 @@ typedef struct {
     aiserve_label_set_t   set;
     aiserve_features_t   *f;       /* featurized examples, NULL: not yet */
 } bench_data_t;
-
-
-static double
-now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
-
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double  x = *(const double *) a, y = *(const double *) b;
-
-    return x < y ? -1 : x > y;
-}
 
 
 static long
@@ -256,7 +238,7 @@ bench_steps(aiserve_train_mode_e mode, const char *model_dir,
         }
         T = pack(&d, idx, i, &b, ids, lens, labels);
 
-        t0 = now();
+        t0 = bench_now();
         if (aiserve_train_forward(t, &b, &loss, err, sizeof(err)) != 0
             || aiserve_train_backward(t, 1.0f, err, sizeof(err)) != 0
             || aiserve_train_step(t, &c, NULL, NULL, err, sizeof(err)) != 0)
@@ -264,7 +246,7 @@ bench_steps(aiserve_train_mode_e mode, const char *model_dir,
             die("step", err);
         }
         if (k >= warmup) {
-            times[steps] = now() - t0;
+            times[steps] = bench_now() - t0;
             secs += times[steps];
             tokens += T;
             if (steps++ == 0) {
@@ -273,7 +255,7 @@ bench_steps(aiserve_train_mode_e mode, const char *model_dir,
             last_loss = loss;
         }
     }
-    qsort(times, steps, sizeof(double), cmp_double);
+    qsort(times, steps, sizeof(double), bench_cmp_double);
 
     printf("{\"steps\": %zu, \"tokens\": %zu, \"seconds\": %.6f, "
            "\"tokens_per_s\": %.1f, \"median_step_ms\": %.3f, "
@@ -354,11 +336,11 @@ bench_head(const char *model_dir, const char *train_csv, int threads,
     char                    err[512];
     uint64_t                rng = seed;
 
-    t0 = now();
+    t0 = bench_now();
     data_load(&d, model_dir, train_csv, NULL);
-    t_feat = now();
+    t_feat = bench_now();
     t = load(model_dir, AISERVE_TRAIN_HEAD, d.set.n, threads);
-    t_load = now();
+    t_load = bench_now();
     H = aiserve_train_info(t)->hidden_size;
     C = d.set.n;
 
@@ -370,7 +352,7 @@ bench_head(const char *model_dir, const char *train_csv, int threads,
     bf = malloc(batch * H * sizeof(float));
 
     feats = features(t, &d, batch, idx, ids, lens, labels);
-    t_feats = now();
+    t_feats = bench_now();
 
     aiserve_optim_defaults(&c);
     c.learning_rate = learning_rate;
@@ -403,7 +385,7 @@ bench_head(const char *model_dir, const char *train_csv, int threads,
             }
         }
     }
-    t_train = now();
+    t_train = bench_now();
 
     /* the test set, dropout off */
     data_load(&dt, model_dir, test_csv, &d);
@@ -433,7 +415,7 @@ bench_head(const char *model_dir, const char *train_csv, int threads,
             correct += (int32_t) best == labels[j];
         }
     }
-    t_eval = now();
+    t_eval = bench_now();
 
     printf("{\"examples\": %zu, \"epochs\": %zu, \"steps\": %zu, "
            "\"read_featurize_s\": %.3f, \"load_s\": %.3f, "
