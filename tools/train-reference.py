@@ -121,7 +121,8 @@ def classify(args, out_dir):
                  "token_type_ids": enc["token_type_ids"][i],
                  "labels": lid[cs[i]]} for i in range(len(ts))]
 
-    train, test = rows(texts, cats), rows(ttexts, tcats)
+    train = rows(texts, cats)[:args.limit or None]
+    test = rows(ttexts, tcats)[:args.limit or None]
     t0 = time.perf_counter()
     if args.mode == "full":
         trainer = Trainer(model=model, args=training_args(args, out_dir),
@@ -196,9 +197,10 @@ def ner(args, out_dir):
                               DataCollatorForTokenClassification, Trainer)
 
     train = read_conll(os.path.join(args.data, "wnut17",
-                                    "wnut17train.conll"))
+                                    "wnut17train.conll"))[:args.limit or None]
     test = read_conll(os.path.join(args.data, "wnut17",
-                                   "emerging.test.annotated"))
+                                   "emerging.test.annotated"))[
+                                       :args.limit or None]
     labels = sorted({t for _, tags in train for t in tags})
     lid = {c: i for i, c in enumerate(labels)}
     tok = AutoTokenizer.from_pretrained(args.model)
@@ -273,6 +275,9 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the result JSON here too")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="the first N examples of each set only (a quick "
+                    "check of the script; 0: all)")
     args = ap.parse_args()
     if args.task == "ner" and args.mode != "full":
         ap.error("ner trains in full mode only")
@@ -286,7 +291,7 @@ def main():
            "model": os.path.basename(os.path.normpath(args.model)),
            "epochs": args.epochs, "learning_rate": args.learning_rate,
            "batch_size": args.batch_size, "warmup_steps": args.warmup_steps,
-           "seed": args.seed, "threads": args.threads,
+           "seed": args.seed, "threads": args.threads, "limit": args.limit,
            "torch": torch.__version__,
            "transformers": transformers.__version__, **res}
     res = jsonable(res)
