@@ -1,7 +1,7 @@
 # Training speed (issue 11): aiserve's training engine against PyTorch on
 # Banking77, in the same run.  Not part of `make all`.
 #
-#   make bench-train [BENCH_THREADS=2] [BENCH_ROUNDS=3] [BENCH_STEPS=20]
+#   make bench-train [BENCH_THREADS=2] [BENCH_TRAIN_ROUNDS=3] [BENCH_STEPS=20]
 #                    [BENCH_TRAIN_WRITE=BENCHMARKS.md]
 #
 # full and lora: tokens/s of whole training steps (forward, backward,
@@ -10,13 +10,13 @@
 # head: Banking77 trained end to end in head mode (features included),
 # aiserve against PyTorch doing the same.  Peak RSS of each side.
 
-PYTHON            ?= .venv/bin/python
-BENCH_THREADS     ?= 2
-BENCH_ENV         ?= -u OPENBLAS_CORETYPE
-BENCH_ROUNDS      ?= 3
-BENCH_STEPS       ?= 20
-BENCH_TRAIN_WRITE ?=
-BANKING77         ?= /work/shared/data/banking77
+PYTHON             ?= .venv/bin/python
+BENCH_THREADS      ?= 2
+BENCH_ENV          ?= -u OPENBLAS_CORETYPE
+BENCH_TRAIN_ROUNDS ?= 3
+BENCH_STEPS        ?= 20
+BENCH_TRAIN_WRITE  ?=
+BANKING77          ?= /work/shared/data/banking77
 
 .PHONY: bench-train
 
@@ -25,5 +25,5 @@ $(BUILD)/bench-train-engine: tools/bench-train-engine.c tools/bench.h $(ENGINE_L
 
 bench-train: $(BUILD)/bench-train-engine $(DEFAULT_MODEL)/model.safetensors
 	env $(BENCH_ENV) $(PYTHON) tools/bench-train --threads $(BENCH_THREADS) \
-	    --rounds $(BENCH_ROUNDS) --steps $(BENCH_STEPS) --data $(BANKING77) \
+	    --rounds $(BENCH_TRAIN_ROUNDS) --steps $(BENCH_STEPS) --data $(BANKING77) \
 	    $(if $(BENCH_TRAIN_WRITE),--write $(BENCH_TRAIN_WRITE))

@@ -197,11 +197,11 @@ def ner(args, out_dir):
                               DataCollatorForTokenClassification, Trainer)
 
     train = read_conll(os.path.join(args.data, "wnut17",
-                                    "wnut17train.conll"))[:args.limit or None]
+                                    "wnut17train.conll"))
     test = read_conll(os.path.join(args.data, "wnut17",
-                                   "emerging.test.annotated"))[
-                                       :args.limit or None]
+                                   "emerging.test.annotated"))
     labels = sorted({t for _, tags in train for t in tags})
+    train, test = train[:args.limit or None], test[:args.limit or None]
     lid = {c: i for i, c in enumerate(labels)}
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForTokenClassification.from_pretrained(
