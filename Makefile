@@ -67,7 +67,8 @@ UNIT_TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 MODULE_SO    := $(BUILD)/ngx_http_aiserve_module.so
 DEFAULT_MODEL := models/all-MiniLM-L6-v2
 
-.PHONY: all deps module tools unit-tests test test-unit test-fuzz test-nginx run clean
+.PHONY: all deps module tools unit-tests test test-unit test-fuzz test-nginx run \
+        test-fresh clean
 .DEFAULT_GOAL := all
 
 all: module tools unit-tests
@@ -154,6 +155,12 @@ test-unit: unit-tests
 test-nginx: module
 	prove -I t/lib -r t/
 	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
+
+# The README's two commands on a throwaway Debian 12 root built with
+# mmdebstrap (needs root and the network; not part of `make test`):
+# tools/test-fresh.sh says how, and which variables it takes.
+test-fresh:
+	tools/test-fresh.sh
 
 clean:
 	rm -rf $(BUILD) $(TOOLS)
