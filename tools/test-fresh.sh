@@ -270,6 +270,36 @@ cp /etc/hosts "$R/etc/hosts"
 printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
 
+# Certificates this machine trusts beyond Debian's set (the CA of a proxy
+# that intercepts TLS, say) become local CAs of the root, as the
+# administrator of such a network installs them: the downloads (pip, curl)
+# then work there as here.  Debian's ca-certificates, when make deps
+# installs it, adds them to the root's bundle.
+host_extra_cas() {
+    local dir=$1 tmp fp f n=0
+    [ -f /etc/ssl/certs/ca-certificates.crt ] && command -v openssl >/dev/null || return 0
+    tmp=$(mktemp -d)
+    for f in /usr/share/ca-certificates/*/*.crt; do
+        [ -f "$f" ] && openssl x509 -noout -fingerprint -sha256 -in "$f"
+    done | sort -u >"$tmp/debian.fp"
+    awk -v d="$tmp" '/-BEGIN CERTIFICATE-/ { n++ } n { print > (d "/cert" n ".pem") }' \
+        /etc/ssl/certs/ca-certificates.crt
+    for f in "$tmp"/cert*.pem; do
+        [ -f "$f" ] || continue
+        fp=$(openssl x509 -noout -fingerprint -sha256 -in "$f" 2>/dev/null) || continue
+        grep -qxF "$fp" "$tmp/debian.fp" && continue
+        n=$(( n + 1 ))
+        mkdir -p "$dir"
+        cp "$f" "$dir/host-ca-$n.crt"
+        msg "local CA from this machine: $(openssl x509 -noout -subject -in "$f")"
+    done
+    rm -rf "$tmp"
+}
+host_extra_cas "$R/usr/local/share/ca-certificates"
+if [ -x "$R/usr/sbin/update-ca-certificates" ]; then
+    chroot "$R" update-ca-certificates >/dev/null
+fi
+
 # the account: a user who may sudo, as on a fresh installation
 if [ "$FRESH_USER" = root ]; then
     HOME_IN=/root
