@@ -148,11 +148,11 @@ test-fuzz:
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS
 # path kept for comparison.
-test-unit: unit-tests
+test-unit: unit-tests $(DEFAULT_MODEL)/model.safetensors
 	prove --exec '' $(UNIT_TESTS)
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
 
-test-nginx: module
+test-nginx: module $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib -r t/
 	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
 

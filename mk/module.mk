@@ -24,12 +24,12 @@ $(BUILD)/.module-srcs: aiserve-module-srcs
 
 $(BUILD)/Makefile: $(BUILD)/.module-srcs
 
-test-module: module
+test-module: module $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib t/0[1-4]*.t
 	TEST_NGINX_USE_HUP=1 prove -I t/lib t/0[1-4]*.t
 
 pipeline-fixtures:
 	$(PYTHON) tools/gen-pipeline-fixtures.py
 
-bench-http: module tools
+bench-http: module tools $(DEFAULT_MODEL)/model.safetensors
 	tools/bench-http $(BENCH_HTTP_ARGS)
