@@ -143,7 +143,8 @@ rc=$?
 if [ "$rc" = 0 ]; then
     status=PASS; note="$(grep -c '^All tests successful' ~/test.log) prove runs, all tests successful"
 else
-    status=FAIL; note="exit status $rc; $(grep -E '^(Failed|Result:|make.*Error)' ~/test.log | tr '\n' ' ' | head -c 300)"
+    failed=$(grep -oE '^[^ ]+ +\(Wstat: [0-9]+' ~/test.log | awk '{ print $1 }' | sort -u | tr '\n' ' ')
+    status=FAIL; note="exit status $rc; failed: ${failed:-see test.log}"
 fi
 echo "test $status $(( $(now) - t0 )) $note" >>"$results"
 echo "test-fresh: [inside] make test: $status"
