@@ -277,24 +277,25 @@ chmod 755 "$R/usr/sbin/policy-rc.d"
 # then work there as here.  Debian's ca-certificates, when make deps
 # installs it, adds them to the root's bundle.
 host_extra_cas() {
-    local dir=$1 tmp fp f n=0
-    [ -f /etc/ssl/certs/ca-certificates.crt ] && command -v openssl >/dev/null || return 0
-    tmp=$(mktemp -d)
-    for f in /usr/share/ca-certificates/*/*.crt; do
-        [ -f "$f" ] && openssl x509 -noout -fingerprint -sha256 -in "$f"
-    done | sort -u >"$tmp/debian.fp"
-    awk -v d="$tmp" '/-BEGIN CERTIFICATE-/ { n++ } n { print > (d "/cert" n ".pem") }' \
-        /etc/ssl/certs/ca-certificates.crt
-    for f in "$tmp"/cert*.pem; do
+    local dir=$1 bundle=/etc/ssl/certs/ca-certificates.crt f n=0
+    [ -f "$bundle" ] || return 0
+    mkdir -p "$dir"
+    # PEM blocks of the bundle that no certificate of Debian's
+    # ca-certificates has (update-ca-certificates concatenates them as they
+    # are), one file each
+    awk -v dir="$dir" '
+        /-BEGIN CERTIFICATE-/ { pem = ""; inpem = 1 }
+        inpem { pem = pem $0 "\n" }
+        /-END CERTIFICATE-/ {
+            inpem = 0
+            if (FILENAME != bundle) { debian[pem] = 1; next }
+            if (!(pem in debian)) printf "%s", pem > (dir "/host-ca-" ++n ".crt")
+        }' bundle="$bundle" /usr/share/ca-certificates/*/*.crt "$bundle"
+    for f in "$dir"/host-ca-*.crt; do
         [ -f "$f" ] || continue
-        fp=$(openssl x509 -noout -fingerprint -sha256 -in "$f" 2>/dev/null) || continue
-        grep -qxF "$fp" "$tmp/debian.fp" && continue
         n=$(( n + 1 ))
-        mkdir -p "$dir"
-        cp "$f" "$dir/host-ca-$n.crt"
-        msg "local CA from this machine: $(openssl x509 -noout -subject -in "$f")"
+        msg "local CA from this machine: $(openssl x509 -noout -subject -in "$f" 2>/dev/null || basename "$f")"
     done
-    rm -rf "$tmp"
 }
 host_extra_cas "$R/usr/local/share/ca-certificates"
 if [ -x "$R/usr/sbin/update-ca-certificates" ]; then
