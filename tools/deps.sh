@@ -14,6 +14,7 @@ PKGS=(
   libopenblas-pthread-dev         # other matrix products (one thread per call)
   libtest-base-perl libwww-perl   # Test::Nginx-format runner
   clang libclang-rt-14-dev        # libFuzzer targets
+  llvm-14                         # llvm-symbolizer: the fuzzers' reports name functions and lines
   python3 python3-pip python3-venv unzip curl wrk
   ca-certificates                 # HTTPS for tools/fetch-model.sh
 )

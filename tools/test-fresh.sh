@@ -33,6 +33,10 @@
 # is interrupted: no nginx or mount is left behind on this machine.
 set -euo pipefail
 
+# The whole script is one function, read by bash before any of it runs, so
+# editing this file during a run (which takes minutes) does not change it.
+main() {
+
 FRESH_PORT=${FRESH_PORT:-8151}
 FRESH_TEST_PORT=${FRESH_TEST_PORT:-2151}
 FRESH_DIR=${FRESH_DIR:-/var/tmp}
@@ -220,7 +224,7 @@ SOURCES=$(sources_of_host | awk -v s="$SUITE" \
     '$3 == s || $3 == s "-updates" || $3 == s "-security" { print }' | sort -u)
 [ -n "$SOURCES" ] || die "no Debian $SUITE source in /etc/apt/sources.list*"
 
-R=$(mktemp -d "$FRESH_DIR/aiserve-fresh.XXXXXX")
+R=$(mktemp -d "$FRESH_DIR/aiserve-fresh.XXXXXX") || die "cannot make a directory in FRESH_DIR=$FRESH_DIR"
 chmod 755 "$R"
 
 cleanup() {
@@ -366,3 +370,7 @@ if [ "$overall" != PASS ]; then
     done
     exit 1
 fi
+}
+
+main "$@"
+exit
