@@ -72,10 +72,9 @@ if [ "${1:-}" = --inside ]; then
         FRESH_RUN_TIMEOUT="$FRESH_RUN_TIMEOUT" \
         FRESH_TEST_TIMEOUT="$FRESH_TEST_TIMEOUT" \
         /bin/bash /opt/test-fresh-user.sh || rc=$?
-    umount "$R/dev/shm"
-    umount -R "$R/dev"
-    umount -R "$R/sys"
-    umount "$R/proc"
+    for m in dev/shm dev sys proc; do
+        umount -R "$R/$m" || msg "could not unmount $R/$m (it goes with the namespace)"
+    done
     exit "$rc"
 fi
 
@@ -191,7 +190,7 @@ sources_of_host() {
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [ -f "$f" ] || continue
         sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" \
-            | awk '$1 == "deb" && NF >= 4 { print "deb", $2, $3, substr($0, index($0, $4)) }'
+            | awk '$1 == "deb" && NF >= 4 { $1 = "deb"; print }'
     done
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
