@@ -33,8 +33,9 @@
 # is interrupted: no nginx or mount is left behind on this machine.
 set -euo pipefail
 
-# The whole script is one function, read by bash before any of it runs, so
-# editing this file during a run (which takes minutes) does not change it.
+# The whole script is one function, read by bash before any of it runs, and
+# the line that calls it exits: editing this file during a run (which takes
+# minutes) does not change the run.
 main() {
 
 FRESH_PORT=${FRESH_PORT:-8151}
@@ -371,5 +372,5 @@ if [ "$overall" != PASS ]; then
 fi
 }
 
-main "$@"
-exit
+# on one line: bash has read the exit before main returns
+main "$@"; exit
