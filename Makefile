@@ -1,5 +1,5 @@
 # aiserve: build, run and test.  The two commands a user needs are
-#   make run    serve the default model on 127.0.0.1:8080
+#   make run    serve the default model on 127.0.0.1:8080 (PORT=8081: another port)
 #   make test   build everything and run the unit and integration suites
 # Component-specific targets (fuzzers, golden generators, benchmarks) live in
 # mk/*.mk, included at the end.
@@ -9,7 +9,24 @@ ROOT         := $(CURDIR)
 BUILD        := build
 NGINX        ?= /usr/sbin/nginx
 NGX_SRC      ?= /usr/share/nginx/src
-MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+
+# Nothing below asks the system for a flag or a path when this file is read:
+# on a bare machine `make run` or `make test` is the first command, and the
+# libraries, pkg-config and dpkg-architecture only exist once tools/deps.sh
+# has run (the $(BUILD)/.deps-ok step of that same make).  So the flags are
+# recursively expanded variables (=, never :=) used only in recipes: make
+# expands a recipe just before it runs it, after its prerequisites, and every
+# rule that compiles or links waits for $(BUILD)/.deps-ok (the engine's
+# objects, the fuzzers and nginx's configure step order-only; everything else
+# through them).  dep_shell runs its command then, and stops make with a
+# message when it fails instead of building with empty flags.  (A := here
+# gave empty flags on a fresh machine: the first `make test` failed to link.)
+dep_shell       = $(call dep_shell_check,$(shell $(1) 2>/dev/null && echo ok),$(1))
+dep_shell_check = $(if $(filter ok,$(lastword $(1))),$(filter-out ok,$(1)),$(error \
+                  aiserve: "$(2)" failed: run "make deps" (tools/deps.sh) to \
+                  install what the build needs))
+
+MULTIARCH     = $(call dep_shell,dpkg-architecture -qDEB_HOST_MULTIARCH)
 
 # oneDNN (libdnnl-dev) for the projections, on weights packed at load, one
 # OpenMP thread in every calling thread (src/aiserve_gemm.h); chosen by
@@ -18,11 +35,11 @@ MULTIARCH    := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || ec
 # its own thread team; the serial flavour is not safe to call from several
 # threads at once (src/aiserve_blas.c).  Chosen by measurement on BERT
 # shapes (BENCHMARKS.md, tools/bench-gemm.c).
-BLAS_INC     := -I/usr/include/$(MULTIARCH)/openblas-pthread
-BLAS_LIBDIR  := /usr/lib/$(MULTIARCH)/openblas-pthread
+BLAS_INC      = -I/usr/include/$(MULTIARCH)/openblas-pthread
+BLAS_LIBDIR   = /usr/lib/$(MULTIARCH)/openblas-pthread
 DEP_PKGS     := jansson libutf8proc lmdb libcrypto
-DEP_CFLAGS   := $(shell pkg-config --cflags $(DEP_PKGS) 2>/dev/null) $(BLAS_INC)
-DEP_LIBS     := $(shell pkg-config --libs $(DEP_PKGS) 2>/dev/null) \
+DEP_CFLAGS    = $(call dep_shell,pkg-config --cflags $(DEP_PKGS)) $(BLAS_INC)
+DEP_LIBS      = $(call dep_shell,pkg-config --libs $(DEP_PKGS)) \
                 -ldnnl -lgomp \
                 -L$(BLAS_LIBDIR) -Wl,-rpath,$(BLAS_LIBDIR) -lopenblas -lm -lpthread
 
@@ -50,7 +67,8 @@ UNIT_TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
 MODULE_SO    := $(BUILD)/ngx_http_aiserve_module.so
 DEFAULT_MODEL := models/all-MiniLM-L6-v2
 
-.PHONY: all deps module tools unit-tests test test-unit test-fuzz test-nginx run clean
+.PHONY: all deps module tools unit-tests test test-unit test-fuzz test-nginx run \
+        test-fresh clean
 .DEFAULT_GOAL := all
 
 all: module tools unit-tests
@@ -108,8 +126,12 @@ $(MODULE_SO): $(BUILD)/Makefile $(MODULE_SRCS) $(ENGINE_SRCS) $(wildcard src/*.h
 	$(MAKE) -f $(ROOT)/$(BUILD)/Makefile -C $(NGX_SRC) modules
 
 # --- run and test -----------------------------------------------------------
+# PORT: the port `make run` listens on (127.0.0.1), also taken from the
+# environment.
+PORT ?= 8080
+
 run: deps all
-	tools/run.sh
+	PORT=$(PORT) tools/run.sh
 
 # CI_FUZZ_SECONDS: how long each libFuzzer target runs inside `make test`
 # (bounded, so CI stays within its time; run the fuzz-* targets for longer).
@@ -126,13 +148,19 @@ test-fuzz:
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS
 # path kept for comparison.
-test-unit: unit-tests
+test-unit: unit-tests $(DEFAULT_MODEL)/model.safetensors
 	prove --exec '' $(UNIT_TESTS)
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
 
-test-nginx: module
+test-nginx: module $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib -r t/
 	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
+
+# The README's two commands on a throwaway Debian 12 root built with
+# mmdebstrap (needs root and the network; not part of `make test`):
+# tools/test-fresh.sh says how, and which variables it takes.
+test-fresh:
+	tools/test-fresh.sh
 
 clean:
 	rm -rf $(BUILD) $(TOOLS)

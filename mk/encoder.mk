@@ -14,12 +14,12 @@ PYTHON       ?= .venv/bin/python
 .PHONY: fuzz-safetensors encoder-fixtures bench-gemm bench-encoder
 
 $(FUZZ_DIR)/fuzz_safetensors: t/fuzz/fuzz_safetensors.c \
-        src/aiserve_safetensors.c src/aiserve_safetensors.h
+        src/aiserve_safetensors.c src/aiserve_safetensors.h | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -Isrc \
 	    t/fuzz/fuzz_safetensors.c src/aiserve_safetensors.c -o $@ \
-	    $(shell pkg-config --libs jansson)
+	    $(call dep_shell,pkg-config --libs jansson)
 
 fuzz-safetensors: $(FUZZ_DIR)/fuzz_safetensors
 	@mkdir -p $(FUZZ_DIR)/corpus-safetensors

@@ -27,7 +27,7 @@ $(BUILD)/.module-srcs: aiserve-module-srcs
 
 $(BUILD)/Makefile: $(BUILD)/.module-srcs
 
-test-module: module
+test-module: module $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib t/0[1-4]*.t t/06*.t
 	TEST_NGINX_USE_HUP=1 prove -I t/lib t/0[1-4]*.t t/06*.t
 
@@ -37,5 +37,5 @@ pipeline-fixtures:
 routes-fixtures:
 	$(PYTHON) tools/gen-routes-fixtures.py
 
-bench-http: module tools
+bench-http: module tools $(DEFAULT_MODEL)/model.safetensors
 	tools/bench-http $(BENCH_HTTP_ARGS)

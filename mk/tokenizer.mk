@@ -25,8 +25,8 @@ $(BUILD)/t/test_tokenizer: tools/aiserve-tokenize
 $(FUZZ_TOKENIZER): t/fuzz/fuzz_tokenizer.c t/unit/tok_golden.h $(TOK_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus-tokenizer
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -It/unit \
-	    -D_GNU_SOURCE -Isrc $(shell pkg-config --cflags jansson libutf8proc) \
-	    $< $(TOK_SRCS) -o $@ $(shell pkg-config --libs jansson libutf8proc) -lpthread
+	    -D_GNU_SOURCE -Isrc $(call dep_shell,pkg-config --cflags jansson libutf8proc) \
+	    $< $(TOK_SRCS) -o $@ $(call dep_shell,pkg-config --libs jansson libutf8proc) -lpthread
 
 # Runs from the repository root (the target loads t/data/tokenizers/ and,
 # when present, models/all-MiniLM-L6-v2); seeds from the parity corpus.

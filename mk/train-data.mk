@@ -17,9 +17,9 @@ $(FUZZ_DATA): t/fuzz/fuzz_data.c $(DATA_SRCS) $(wildcard src/*.h) | $(BUILD)/.de
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE -Isrc \
-	    $(shell pkg-config --cflags jansson libutf8proc) \
+	    $(call dep_shell,pkg-config --cflags jansson libutf8proc) \
 	    $< $(DATA_SRCS) -o $@ \
-	    $(shell pkg-config --libs jansson libutf8proc) -lm -lpthread
+	    $(call dep_shell,pkg-config --libs jansson libutf8proc) -lm -lpthread
 
 # Runs from the repository root (the target loads a tokenizer from
 # t/data/tokenizers/); seeds: the files of t/data/train/, each with the

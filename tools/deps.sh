@@ -15,7 +15,9 @@ PKGS=(
   libtest-base-perl libwww-perl   # Test::Nginx-format runner
   prometheus                      # promtool: checks the /metrics exposition
   clang libclang-rt-14-dev        # libFuzzer targets
+  llvm-14                         # llvm-symbolizer: the fuzzers' reports name functions and lines
   python3 python3-pip python3-venv unzip curl wrk
+  ca-certificates                 # HTTPS for tools/fetch-model.sh
 )
 
 missing=()
@@ -32,9 +34,10 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "aiserve: run as root: apt-get install ${missing[*]}" >&2; exit 1; }
   SUDO=sudo
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# no questions: set for apt-get itself (sudo does not pass the environment on)
+APT=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get)
+"${APT[@]}" update -qq
+"${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packaged nginx may have been started by the package's scripts; aiserve
 # runs its own instances on 127.0.0.1 only.
 $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
