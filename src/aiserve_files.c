@@ -486,14 +486,14 @@ failed:
 
 int
 aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
-    const char *purpose, const char *after, aiserve_file_t *out,
-    size_t limit, size_t *n, char *err, size_t err_len)
+    const char *purpose, const char *after, int ascending,
+    aiserve_file_t *out, size_t limit, size_t *n, char *err, size_t err_len)
 {
     int              rc;
     MDB_val          k, v;
     MDB_txn         *txn;
     MDB_cursor      *cur;
-    MDB_cursor_op    op;
+    MDB_cursor_op    op, step;
     aiserve_file_t  *f;
 
     *n = 0;
@@ -511,19 +511,29 @@ aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
         return AISERVE_FILES_ERROR;
     }
 
+    step = ascending ? MDB_NEXT : MDB_PREV;
+
     if (after) {
-        /* the first key >= after, then the one before it */
+        /* the first key >= after; then the one before it (newest first),
+         * or the one after it unless it is a later key (oldest first) */
         aiserve_files_key(&k, after);
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        op = MDB_PREV;
+
         if (rc == MDB_NOTFOUND) {
-            op = MDB_LAST;
+            rc = ascending ? MDB_NOTFOUND
+                           : mdb_cursor_get(cur, &k, &v, MDB_LAST);
+
+        } else if (rc == 0
+                   && (!ascending
+                       || (k.mv_size == strlen(after)
+                           && memcmp(k.mv_data, after, k.mv_size) == 0)))
+        {
+            rc = mdb_cursor_get(cur, &k, &v, step);
         }
 
-        rc = mdb_cursor_get(cur, &k, &v, op);
-
     } else {
-        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+        op = ascending ? MDB_FIRST : MDB_LAST;
+        rc = mdb_cursor_get(cur, &k, &v, op);
     }
 
     while (rc == 0 && *n < limit + 1) {
@@ -536,7 +546,7 @@ aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
             memcpy(&out[(*n)++], f, sizeof(aiserve_file_t));
         }
 
-        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+        rc = mdb_cursor_get(cur, &k, &v, step);
     }
 
     mdb_cursor_close(cur);

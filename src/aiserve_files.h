@@ -102,15 +102,17 @@ int aiserve_files_delete(aiserve_files_t *fs, const char *id, char *err,
     size_t err_len);
 
 /*
- * Lists up to limit records, newest first (OpenAI's default order
- * "desc"), of account_id (0: every account's) and purpose (NULL: all),
- * older than the id after (NULL: from the newest).  out has room for
- * limit + 1 records: *n gets how many were found, at most limit + 1, so
- * the caller knows has_more.
+ * Lists up to limit records of account_id (0: every account's) and
+ * purpose (NULL: all): newest first (OpenAI's default order "desc"),
+ * older than the id after (NULL: from the newest), or with ascending
+ * oldest first, newer than after.  out has room for limit + 1 records:
+ * *n gets how many were found, at most limit + 1, so the caller knows
+ * has_more.
  */
 int aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
-    const char *purpose, const char *after, aiserve_file_t *out,
-    size_t limit, size_t *n, char *err, size_t err_len);
+    const char *purpose, const char *after, int ascending,
+    aiserve_file_t *out, size_t limit, size_t *n, char *err,
+    size_t err_len);
 
 /* Bytes stored by account_id. */
 int aiserve_files_usage(aiserve_files_t *fs, uint32_t account_id,

@@ -277,6 +277,7 @@ ngx_http_aiserve_files_list(ngx_http_request_t *r)
     char                           after[AISERVE_FILES_ID_LEN + 1];
     char                           purpose[16], err[256];
     size_t                         n, i, limit;
+    ngx_uint_t                     ascending;
     json_t                        *o, *data;
     ngx_int_t                      rc, v;
     ngx_str_t                      arg;
@@ -320,6 +321,19 @@ ngx_http_aiserve_files_list(ngx_http_request_t *r)
         purpose[arg.len] = '\0';
     }
 
+    ascending = 0;
+
+    if (ngx_http_arg(r, (u_char *) "order", 5, &arg) == NGX_OK) {
+        if (arg.len == 3 && ngx_strncmp(arg.data, "asc", 3) == 0) {
+            ascending = 1;
+
+        } else if (arg.len != 4 || ngx_strncmp(arg.data, "desc", 4) != 0) {
+            return ngx_http_aiserve_files_fail(r, NGX_HTTP_BAD_REQUEST,
+                       "invalid_value", "order",
+                       "order must be \"asc\" or \"desc\"");
+        }
+    }
+
     out = ngx_alloc((limit + 1) * sizeof(aiserve_file_t),
                     r->connection->log);
     if (out == NULL) {
@@ -330,8 +344,8 @@ ngx_http_aiserve_files_list(ngx_http_request_t *r)
                             (mctx->key.flags & AISERVE_KEY_ADMIN)
                             ? 0 : mctx->key.account_id,
                             purpose[0] ? purpose : NULL,
-                            after[0] ? after : NULL, out, limit, &n, err,
-                            sizeof(err));
+                            after[0] ? after : NULL, ascending, out, limit,
+                            &n, err, sizeof(err));
     if (rc != AISERVE_FILES_OK) {
         ngx_free(out);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -1223,7 +1237,7 @@ ngx_http_aiserve_files_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_aiserve_files_main_conf_t  *fmcf = conf;
 
     char                 err[512];
-    ssize_t              size;
+    off_t                size;
     ngx_str_t           *value, v;
     ngx_uint_t           i;
     ngx_pool_cleanup_t  *cln;
@@ -1260,7 +1274,7 @@ ngx_http_aiserve_files_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             v.data = (u_char *) ngx_strchr(value[i].data, '=') + 1;
             v.len = value[i].data + value[i].len - v.data;
 
-            size = ngx_parse_size(&v);
+            size = ngx_parse_offset(&v);
             if (size <= 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid size \"%V\" in \"%V\"",
@@ -1272,7 +1286,7 @@ ngx_http_aiserve_files_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 fmcf->quota = size;
 
             } else {
-                fmcf->map_size = size;
+                fmcf->map_size = (size_t) size;
             }
 
             continue;

@@ -181,6 +181,14 @@ my %checks = (
         is_deeply(ids_of($r), [ @ids[2, 3] ], 'after: the next two');
         is($r->{json}{has_more}, JSON::PP::false, 'after: no more');
 
+        $r = api('GET', '/v1/files?order=asc&limit=3', 'alice');
+        is_deeply(ids_of($r), [ reverse @ids[1 .. 3] ],
+                  'order=asc: oldest first');
+        $r = api('GET', "/v1/files?order=asc&after=$ids[2]", 'alice');
+        is_deeply(ids_of($r), [ @ids[1, 0] ], 'order=asc, after');
+        is(error_of(api('GET', '/v1/files?order=up', 'alice')),
+           '400 invalid_value', 'order=up: 400');
+
         $r = api('GET', '/v1/files?purpose=fine-tune', 'alice');
         is(scalar @{ ids_of($r) }, 4, 'purpose=fine-tune: all four');
         $r = api('GET', '/v1/files?purpose=batch', 'alice');
