@@ -6,7 +6,9 @@ as transformers' tokenizer of models/all-MiniLM-L6-v2 counts them
 padding).  Also writes t/data/files/banking77-train-slice.csv: every 33rd
 row of shared/data/banking77/train.csv (CC BY 4.0, PolyAI), header kept.
 
-usage: tools/gen-files-goldens.py [BANKING77_DIR]  (writes t/data/files/)
+usage: tools/gen-files-goldens.py [BANKING77_DIR]  (writes t/data/files/;
+       default $AISERVE_SHARED_DATA/banking77, AISERVE_SHARED_DATA
+       defaulting to /work/shared/data as for t/unit/test_data.c)
 """
 
 import csv
@@ -57,7 +59,8 @@ def read_conll(path):
 
 def main():
     banking77 = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        ROOT, "..", "..", "shared", "data", "banking77")
+        os.environ.get("AISERVE_SHARED_DATA", "/work/shared/data"),
+        "banking77")
     write_slice(banking77)
 
     tok = AutoTokenizer.from_pretrained(
