@@ -40,6 +40,20 @@ aiserve_file_status_name(uint32_t status)
 }
 
 
+/* Ends a write transaction: commits it when rc is 0, else aborts it;
+ * returns the commit's result or rc. */
+static int
+aiserve_files_end(MDB_txn *txn, int rc)
+{
+    if (rc == 0) {
+        return mdb_txn_commit(txn);
+    }
+
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+
 aiserve_files_t *
 aiserve_files_open(const char *dir, size_t map_size, char *err,
     size_t err_len)
@@ -100,12 +114,7 @@ aiserve_files_open(const char *dir, size_t map_size, char *err,
                           &fs->usage);
     }
 
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
-
-    } else {
-        mdb_txn_abort(txn);
-    }
+    rc = aiserve_files_end(txn, rc);
 
     if (rc != 0) {
         snprintf(err, err_len, "mdb_dbi_open(\"%s\"): %s", meta,
@@ -323,12 +332,7 @@ aiserve_files_add(aiserve_files_t *fs, aiserve_file_t *f, const void *data,
         rc = aiserve_files_usage_put(fs, txn, f->account_id, used + len);
     }
 
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
-
-    } else {
-        mdb_txn_abort(txn);
-    }
+    rc = aiserve_files_end(txn, rc);
 
     if (rc == 0) {
         return AISERVE_FILES_OK;
@@ -401,12 +405,7 @@ aiserve_files_update(aiserve_files_t *fs, const aiserve_file_t *f, char *err,
         rc = mdb_put(txn, fs->files, &k, &v, 0);
     }
 
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
-
-    } else {
-        mdb_txn_abort(txn);
-    }
+    rc = aiserve_files_end(txn, rc);
 
     if (rc == MDB_NOTFOUND) {
         return AISERVE_FILES_NOTFOUND;
@@ -456,12 +455,7 @@ aiserve_files_delete(aiserve_files_t *fs, const char *id, char *err,
                                      used > f.bytes ? used - f.bytes : 0);
     }
 
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
-
-    } else {
-        mdb_txn_abort(txn);
-    }
+    rc = aiserve_files_end(txn, rc);
 
     if (rc == MDB_NOTFOUND) {
         return AISERVE_FILES_NOTFOUND;

@@ -1162,14 +1162,7 @@ ngx_http_aiserve_files_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 static void *
 ngx_http_aiserve_files_create_main_conf(ngx_conf_t *cf)
 {
-    ngx_http_aiserve_files_main_conf_t  *fmcf;
-
-    fmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_aiserve_files_main_conf_t));
-    if (fmcf == NULL) {
-        return NULL;
-    }
-
-    return fmcf;
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_aiserve_files_main_conf_t));
 }
 
 
