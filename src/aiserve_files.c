@@ -2,6 +2,7 @@
  * aiserve files: the store behind the Files API; see aiserve_files.h.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -547,6 +548,100 @@ aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
     mdb_txn_abort(txn);
 
     if (rc != 0 && rc != MDB_NOTFOUND) {
+        snprintf(err, err_len, "files metadata: %s", mdb_strerror(rc));
+        return AISERVE_FILES_ERROR;
+    }
+
+    return AISERVE_FILES_OK;
+}
+
+
+int
+aiserve_files_recover(aiserve_files_t *fs, size_t *removed,
+    size_t *interrupted, char *err, size_t err_len)
+{
+    int              rc, orphan;
+    DIR             *d;
+    char             path[4096 + 256 + 2];
+    MDB_val          k, v;
+    MDB_txn         *txn;
+    MDB_cursor      *cur;
+    aiserve_file_t   f;
+    struct dirent   *e;
+
+    *removed = 0;
+    *interrupted = 0;
+
+    d = opendir(fs->dir);
+    if (d == NULL) {
+        snprintf(err, err_len, "opendir(\"%s\"): %s", fs->dir,
+                 strerror(errno));
+        return AISERVE_FILES_ERROR;
+    }
+
+    while ((e = readdir(d)) != NULL) {
+        orphan = strncmp(e->d_name, ".tmp-file-", 10) == 0;
+
+        if (!orphan && strncmp(e->d_name, "file-", 5) == 0) {
+            rc = aiserve_files_get(fs, e->d_name, &f, err, err_len);
+            if (rc == AISERVE_FILES_ERROR) {
+                closedir(d);
+                return rc;
+            }
+            orphan = rc == AISERVE_FILES_NOTFOUND;
+        }
+
+        if (orphan) {
+            snprintf(path, sizeof(path), "%s/%s", fs->dir, e->d_name);
+            *removed += unlink(path) == 0;
+        }
+    }
+
+    closedir(d);
+
+    rc = mdb_txn_begin(fs->env, NULL, 0, &txn);
+    if (rc == 0) {
+        rc = mdb_cursor_open(txn, fs->files, &cur);
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+        }
+    }
+
+    if (rc != 0) {
+        snprintf(err, err_len, "files metadata: %s", mdb_strerror(rc));
+        return AISERVE_FILES_ERROR;
+    }
+
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+    {
+        if (v.mv_size != sizeof(aiserve_file_t)) {
+            continue;
+        }
+
+        memcpy(&f, v.mv_data, sizeof(aiserve_file_t));
+        if (f.status != AISERVE_FILE_UPLOADED) {
+            continue;
+        }
+
+        f.status = AISERVE_FILE_ERROR;
+        snprintf(f.details, sizeof(f.details), "the validation of this "
+                 "upload was interrupted (nginx stopped); upload it again");
+        v.mv_data = &f;
+
+        rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
+        if (rc != 0) {
+            break;
+        }
+
+        (*interrupted)++;
+    }
+
+    mdb_cursor_close(cur);
+    rc = aiserve_files_end(txn, rc == MDB_NOTFOUND ? 0 : rc);
+
+    if (rc != 0) {
         snprintf(err, err_len, "files metadata: %s", mdb_strerror(rc));
         return AISERVE_FILES_ERROR;
     }

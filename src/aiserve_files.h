@@ -114,6 +114,16 @@ int aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
     aiserve_file_t *out, size_t limit, size_t *n, char *err,
     size_t err_len);
 
+/*
+ * Repairs what a process killed during an upload left, for a start with
+ * no other process using the store (nginx's first start): removes
+ * DIR/.tmp-* files and contents without a record, and marks records still
+ * UPLOADED (validation never finished) ERROR with details saying so.
+ * *removed and *interrupted get the counts.
+ */
+int aiserve_files_recover(aiserve_files_t *fs, size_t *removed,
+    size_t *interrupted, char *err, size_t err_len);
+
 /* Bytes stored by account_id. */
 int aiserve_files_usage(aiserve_files_t *fs, uint32_t account_id,
     uint64_t *bytes, char *err, size_t err_len);

@@ -1398,48 +1398,104 @@ ngx_http_aiserve_files_init(ngx_conf_t *cf)
 }
 
 
-/* Master: the directory (and its meta/) exist and belong to the workers'
- * user, who writes them. */
+/* Gives path to the workers' user when the master runs as root. */
+static ngx_int_t
+ngx_http_aiserve_files_chown(ngx_cycle_t *cycle, u_char *path)
+{
+    ngx_core_conf_t  *ccf;
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    if (geteuid() == 0
+        && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
+        && chown((char *) path, ccf->user, ccf->group) == -1
+        && ngx_errno != NGX_ENOENT)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
+                      "aiserve_files_store: chown(\"%s\") failed", path);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Master, at a start or a reload (not for nginx -t or -s): the directory
+ * and its meta/ exist and belong to the workers' user.  At the first start
+ * (no worker can be using the store) it also repairs what a killed worker
+ * left (aiserve_files_recover()), the master's LMDB handle closed before
+ * any fork.
+ */
 static ngx_int_t
 ngx_http_aiserve_files_init_module(ngx_cycle_t *cycle)
 {
-    u_char                              *meta;
+    char                                 err[512];
+    u_char                              *paths[4], *p;
+    size_t                               removed, interrupted;
+    ngx_int_t                            rc;
     ngx_uint_t                           i;
-    ngx_core_conf_t                     *ccf;
+    aiserve_files_t                     *fs;
     ngx_http_aiserve_files_main_conf_t  *fmcf;
 
     fmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_aiserve_files_module);
-    if (fmcf == NULL || fmcf->dir.data == NULL) {
+    if (fmcf == NULL || fmcf->dir.data == NULL
+        || ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER)
+    {
         return NGX_OK;
     }
 
-    meta = ngx_pnalloc(cycle->pool, fmcf->dir.len + sizeof("/meta"));
-    if (meta == NULL) {
-        return NGX_ERROR;
+    paths[0] = fmcf->dir.data;
+
+    for (i = 1; i < 4; i++) {
+        paths[i] = ngx_pnalloc(cycle->pool,
+                               fmcf->dir.len + sizeof("/meta/data.mdb"));
+        if (paths[i] == NULL) {
+            return NGX_ERROR;
+        }
     }
 
-    ngx_sprintf(meta, "%V/meta%Z", &fmcf->dir);
-
-    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+    ngx_sprintf(paths[1], "%V/meta%Z", &fmcf->dir);
+    ngx_sprintf(paths[2], "%V/meta/data.mdb%Z", &fmcf->dir);
+    ngx_sprintf(paths[3], "%V/meta/lock.mdb%Z", &fmcf->dir);
 
     for (i = 0; i < 2; i++) {
-        u_char  *path = i ? meta : fmcf->dir.data;
+        p = paths[i];
 
-        if (ngx_create_dir(path, 0700) == NGX_FILE_ERROR
+        if (ngx_create_dir(p, 0700) == NGX_FILE_ERROR
             && ngx_errno != NGX_EEXIST)
         {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "aiserve_files_store: mkdir(\"%s\") failed", path);
+                          "aiserve_files_store: mkdir(\"%s\") failed", p);
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_is_init_cycle(cycle->old_cycle)) {
+        fs = aiserve_files_open((char *) fmcf->dir.data, fmcf->map_size, err,
+                                sizeof(err));
+        rc = fs ? aiserve_files_recover(fs, &removed, &interrupted, err,
+                                        sizeof(err))
+                : AISERVE_FILES_ERROR;
+        aiserve_files_close(fs);
+
+        if (rc != AISERVE_FILES_OK) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "aiserve_files_store: %s", err);
             return NGX_ERROR;
         }
 
-        if (geteuid() == 0
-            && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
-            && chown((char *) path, ccf->user, ccf->group) == -1)
-        {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "aiserve_files_store: chown(\"%s\") failed", path);
+        if (removed || interrupted) {
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "aiserve files: removed %uz partial uploads, "
+                          "%uz uploads marked interrupted", removed,
+                          interrupted);
+        }
+    }
+
+    for (i = 0; i < 4; i++) {
+        if (ngx_http_aiserve_files_chown(cycle, paths[i]) != NGX_OK) {
             return NGX_ERROR;
         }
     }

@@ -350,6 +350,33 @@ my %checks = (
         delete $uploaded{'ner.jsonl'};
     },
 
+    # what a worker killed during an upload leaves; the next start (not a
+    # reload) removes it
+    plant => sub {
+        for my $name ('.tmp-file-00000000000000000000000a',
+                      'file-00000000000000000000000b') {
+            open my $out, '>', "$store/$name" or die "$store/$name: $!";
+            print $out "partial";
+            close $out;
+        }
+    },
+
+    recovered => sub {
+        SKIP: {
+            Test::More::skip('nginx is not restarted in HUP mode', 3)
+                if $ENV{TEST_NGINX_USE_HUP};
+            ok(!-e "$store/.tmp-file-00000000000000000000000a",
+               'a temporary file of a killed upload: removed at the start');
+            ok(!-e "$store/file-00000000000000000000000b",
+               'a content without its record: removed');
+            my $log = slurp(server_root() . '/logs/error.log');
+            like($log, qr/aiserve files: removed 2 partial uploads, 0 /,
+                 '... and logged');
+        }
+        is(scalar @{ ids_of(api('GET', '/v1/files', 'alice')) }, 4,
+           "alice's files are all there");
+    },
+
     reload => sub {
         open my $in, '<', server_root() . '/logs/nginx.pid' or die $!;
         chomp(my $master = <$in>);
@@ -455,7 +482,27 @@ ok
 
 
 
-=== TEST 7: a files location needs aiserve_meter on
+=== TEST 7: what a killed upload leaves is removed at the next start
+--- request
+GET /t
+--- files_check: plant
+--- response_body
+ok
+
+
+
+=== TEST 8: (the next start)
+--- request
+GET /t
+--- files_check: recovered
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: a files location needs aiserve_meter on
 --- config
     location /v1/files {
         aiserve_files;
@@ -466,7 +513,7 @@ qr/\[emerg\] .*"aiserve_files" needs "aiserve_meter on" in its location/
 
 
 
-=== TEST 8: the store needs a tokenizer
+=== TEST 10: the store needs a tokenizer
 --- http_config
     aiserve_files_store /nonexistent-065;
 --- config

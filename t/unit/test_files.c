@@ -11,6 +11,8 @@
  *    (t/data/files/tokens.json, tools/gen-files-goldens.py) and names the
  *    line and reason of a bad file
  *  - a second handle (another worker) sees the first one's records
+ *  - recovery after a killed worker: partial uploads removed, records
+ *    never validated marked so
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -308,6 +310,39 @@ test_validate(void)
 }
 
 
+/* What a killed worker leaves: a temporary file, a content without a
+ * record, records never validated (the quota test's 3 and id's). */
+static void
+test_recover(aiserve_files_t *fs, const char *id)
+{
+    FILE            *out;
+    char             err[256], path[4200];
+    size_t           removed, interrupted;
+    aiserve_file_t   f;
+
+    snprintf(path, sizeof(path), "%s/.tmp-file-00000000000000000000000a", dir);
+    out = fopen(path, "w");
+    fclose(out);
+    snprintf(path, sizeof(path), "%s/file-00000000000000000000000b", dir);
+    out = fopen(path, "w");
+    fclose(out);
+
+    tap_ok(aiserve_files_recover(fs, &removed, &interrupted, err,
+                                 sizeof(err)) == AISERVE_FILES_OK
+           && removed == 2 && interrupted == 4,
+           "recover: 2 partial uploads removed, 4 marked interrupted "
+           "(%zu, %zu)", removed, interrupted);
+    tap_ok(access(path, F_OK) != 0 && entries(".tmp-") == 0
+           && entries("file-") == 4, "recover: the records' contents kept");
+    aiserve_files_get(fs, id, &f, err, sizeof(err));
+    tap_ok(f.status == AISERVE_FILE_ERROR
+           && strstr(f.details, "interrupted") != NULL,
+           "recover: %s", f.details);
+    aiserve_files_recover(fs, &removed, &interrupted, err, sizeof(err));
+    tap_ok(removed == 0 && interrupted == 0, "recover again: nothing to do");
+}
+
+
 int
 main(void)
 {
@@ -336,6 +371,8 @@ main(void)
                   == AISERVE_FILES_OK,
            "a second handle sees the first one's record");
     aiserve_files_close(fs2);
+
+    test_recover(fs, f.id);
     aiserve_files_close(fs);
 
     fs = aiserve_files_open("/nonexistent/dir", 0, err, sizeof(err));
