@@ -777,7 +777,7 @@ ngx_http_aiserve_files_parse(ngx_http_aiserve_files_upload_t *up,
     u_char *body, size_t len, ngx_str_t *file, ngx_str_t *filename,
     ngx_str_t *purpose)
 {
-    u_char     *p, *last, *hdr, *eoh, *line, *eol, *next;
+    u_char     *p, *last, *hdr, *eoh, *line, *eol, *next, *delim;
     ngx_str_t   name, fname;
 
     last = body + len;
@@ -835,14 +835,15 @@ ngx_http_aiserve_files_parse(ngx_http_aiserve_files_upload_t *up,
 
         p = eoh + 4;
 
-        next = ngx_http_aiserve_files_next_part(p - 2, last, up);
-        if (next == NULL) {
+        /* from the CRLF that ends the headers: a sender that writes an
+         * empty part without its own CRLF ("\r\n\r\n--boundary") shares
+         * it with the delimiter */
+        delim = ngx_http_aiserve_files_next_part(p - 2, last, up);
+        if (delim == NULL) {
             return NGX_ERROR;
         }
 
-        if (next < p) {
-            next = p;   /* an empty part: "\r\n\r\n--boundary" */
-        }
+        next = delim < p ? p : delim;
 
         if (name.len == 4 && ngx_strncmp(name.data, "file", 4) == 0) {
             file->data = p;
@@ -855,7 +856,7 @@ ngx_http_aiserve_files_parse(ngx_http_aiserve_files_upload_t *up,
             purpose->len = next - p;
         }
 
-        p = next + 4 + up->boundary_len;
+        p = delim + 4 + up->boundary_len;
     }
 }
 

@@ -72,21 +72,23 @@ sub slurp {
     return <$in>;
 }
 
-# a multipart/form-data body as httpx (the openai client) writes it
+# a multipart/form-data body as httpx (the openai client) writes it:
+# purpose, then file (file_first: the other order)
 sub multipart {
     my (%f) = @_;
     my $b = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
-    my $body = '';
+    my ($purpose, $file) = ('', '');
     if (defined $f{purpose}) {
-        $body .= "--$b\r\nContent-Disposition: form-data; "
-               . "name=\"purpose\"\r\n\r\n$f{purpose}\r\n";
+        $purpose = "--$b\r\nContent-Disposition: form-data; "
+                 . "name=\"purpose\"\r\n\r\n$f{purpose}\r\n";
     }
     if (defined $f{content}) {
-        $body .= "--$b\r\nContent-Disposition: form-data; name=\"file\"; "
-               . "filename=\"$f{filename}\"\r\nContent-Type: "
-               . "application/octet-stream\r\n\r\n$f{content}\r\n";
+        $file = "--$b\r\nContent-Disposition: form-data; name=\"file\"; "
+              . "filename=\"$f{filename}\"\r\nContent-Type: "
+              . "application/octet-stream\r\n\r\n$f{content}\r\n";
     }
-    $body .= "--$b--\r\n";
+    my $body = ($f{file_first} ? $file . $purpose : $purpose . $file)
+             . "--$b--\r\n";
     return ("multipart/form-data; boundary=$b", $body);
 }
 
@@ -267,6 +269,24 @@ my %checks = (
         $r = upload('bob', 'x.jsonl', content => "{\"text\": \"a\"\n");
         like($r->{json}{status_details}, qr/^x\.jsonl:1: /,
              'JSONL: invalid JSON on line 1');
+
+        for my $first (0, 1) {
+            $r = upload('bob', 'empty.jsonl', content => '',
+                        file_first => $first);
+            is($r->{json}{status}, 'error',
+               "an empty file (" . ($first ? 'first' : 'last')
+               . ' part): status error');
+            is($r->{json}{bytes}, 0, '... 0 bytes');
+            like($r->{json}{status_details}, qr/^empty\.jsonl: no examples/,
+                 '... and why');
+        }
+
+        $r = upload('bob', 'x', filename => 'C:\\data\\dir/ok.jsonl',
+                    file_first => 1, content => slurp($fixtures[0]));
+        is($r->{json}{filename}, 'ok.jsonl', 'a path: its base name kept');
+        is($r->{json}{status}, 'processed', '... file part first: parsed');
+        ok(api('GET', "/v1/files/$r->{json}{id}/content", 'bob')->{body}
+           eq slurp($fixtures[0]), '... content byte-identical');
 
         $r = api('POST', '/v1/files', 'bob', purpose => 'batch',
                  filename => 'a.jsonl', content => "{}\n");
