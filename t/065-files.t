@@ -288,6 +288,17 @@ my %checks = (
         ok(api('GET', "/v1/files/$r->{json}{id}/content", 'bob')->{body}
            eq slurp($fixtures[0]), '... content byte-identical');
 
+        $r = aiserve_http(server_port(), {
+            method => 'POST', uri => '/v1/files',
+            headers => [ Authorization => "Bearer $key{bob}",
+                         'Content-Type' => 'multipart/form-data; boundary=zz' ],
+            body => "--zz\r\nContent-Disposition: form-data; name=\"file\"; "
+                  . "filename=\"e.csv\"\r\n\r\n--zz\r\nContent-Disposition: "
+                  . "form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n--zz--" });
+        is(meter_json($r->{body})->{bytes}, 0,
+           'an empty part sharing its CRLF with the delimiter: 0 bytes, '
+           . 'the next part read');
+
         $r = api('POST', '/v1/files', 'bob', purpose => 'batch',
                  filename => 'a.jsonl', content => "{}\n");
         is(error_of($r), '400 invalid_value', 'purpose=batch: 400');
