@@ -1,0 +1,390 @@
+/*
+ * The store of the Files API (src/aiserve_files.c).
+ *
+ *  - add, get, update, delete; the content on disk byte-identical, no
+ *    temporary file left; the account's bytes follow adds and deletes
+ *  - ids in creation order; lists newest first and oldest first, after,
+ *    limit (+1 for has_more), by account and purpose
+ *  - the quota holds under 8 threads adding at once: exactly the files
+ *    that fit are kept (the check is in the write transaction)
+ *  - validation counts examples, labels and tokens as transformers does
+ *    (t/data/files/tokens.json, tools/gen-files-goldens.py) and names the
+ *    line and reason of a bad file
+ *  - a second handle (another worker) sees the first one's records
+ *  - recovery after a killed worker: partial uploads removed, records
+ *    never validated marked so
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "tap.h"
+#include "aiserve_files.h"
+
+
+static char  dir[] = "/tmp/aiserve-test-files-XXXXXX";
+
+
+static char *
+slurp(const char *path, size_t *len)
+{
+    FILE  *f;
+    char  *buf;
+    long   n;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc(n + 1);
+    if (buf && fread(buf, 1, n, f) != (size_t) n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+
+    *len = n;
+    return buf;
+}
+
+
+static aiserve_file_t
+new_file(uint32_t account, const char *name)
+{
+    aiserve_file_t  f;
+
+    memset(&f, 0, sizeof(f));
+    f.account_id = account;
+    snprintf(f.filename, sizeof(f.filename), "%s", name);
+    snprintf(f.purpose, sizeof(f.purpose), "fine-tune");
+    return f;
+}
+
+
+/* entries of dir whose name starts with prefix */
+static int
+entries(const char *prefix)
+{
+    int             n;
+    DIR            *d;
+    struct dirent  *e;
+
+    n = 0;
+    d = opendir(dir);
+    while (d && (e = readdir(d)) != NULL) {
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    }
+    if (d) {
+        closedir(d);
+    }
+    return n;
+}
+
+
+static void
+test_crud(aiserve_files_t *fs)
+{
+    char            err[256], path[4200];
+    size_t          len;
+    uint64_t        used;
+    aiserve_file_t  f, g;
+    const char      data[] = "{\"text\": \"a\", \"label\": \"x\"}\n";
+    char           *back;
+
+    f = new_file(7, "a.jsonl");
+    tap_ok(aiserve_files_add(fs, &f, data, sizeof(data) - 1, 0, err,
+                             sizeof(err)) == AISERVE_FILES_OK,
+           "add");
+    tap_ok(strlen(f.id) == AISERVE_FILES_ID_LEN
+           && strncmp(f.id, "file-", 5) == 0, "id %s", f.id);
+    tap_ok(f.bytes == sizeof(data) - 1 && f.status == AISERVE_FILE_UPLOADED,
+           "bytes and status uploaded");
+
+    aiserve_files_path(fs, f.id, path, sizeof(path));
+    back = slurp(path, &len);
+    tap_ok(back && len == sizeof(data) - 1 && memcmp(back, data, len) == 0,
+           "content on disk byte-identical");
+    free(back);
+    tap_ok(entries(".tmp-") == 0, "no temporary file left");
+
+    tap_ok(aiserve_files_get(fs, f.id, &g, err, sizeof(err))
+           == AISERVE_FILES_OK && memcmp(&f, &g, sizeof(f)) == 0,
+           "get: the record added");
+
+    g.status = AISERVE_FILE_PROCESSED;
+    g.tokens = 42;
+    tap_ok(aiserve_files_update(fs, &g, err, sizeof(err)) == AISERVE_FILES_OK,
+           "update");
+    aiserve_files_get(fs, f.id, &f, err, sizeof(err));
+    tap_ok(f.status == AISERVE_FILE_PROCESSED && f.tokens == 42,
+           "update: kept");
+
+    aiserve_files_usage(fs, 7, &used, err, sizeof(err));
+    tap_ok(used == sizeof(data) - 1, "usage: the file's bytes");
+
+    tap_ok(aiserve_files_delete(fs, f.id, err, sizeof(err))
+           == AISERVE_FILES_OK, "delete");
+    tap_ok(access(path, F_OK) != 0, "delete: content removed");
+    tap_ok(aiserve_files_get(fs, f.id, &g, err, sizeof(err))
+           == AISERVE_FILES_NOTFOUND, "delete: get is NOTFOUND");
+    tap_ok(aiserve_files_delete(fs, f.id, err, sizeof(err))
+           == AISERVE_FILES_NOTFOUND, "delete twice: NOTFOUND");
+    tap_ok(aiserve_files_update(fs, &g, err, sizeof(err))
+           == AISERVE_FILES_NOTFOUND, "update of a deleted file: NOTFOUND");
+    aiserve_files_usage(fs, 7, &used, err, sizeof(err));
+    tap_ok(used == 0, "usage: back to 0");
+}
+
+
+static void
+test_list(aiserve_files_t *fs)
+{
+    char            err[256], ids[5][AISERVE_FILES_ID_LEN + 1];
+    size_t          i, n;
+    aiserve_file_t  f, out[8];
+
+    for (i = 0; i < 5; i++) {
+        f = new_file(i == 2 ? 9 : 8, "l.jsonl");
+        if (i == 4) {
+            snprintf(f.purpose, sizeof(f.purpose), "batch");
+        }
+        aiserve_files_add(fs, &f, "x", 1, 0, err, sizeof(err));
+        memcpy(ids[i], f.id, sizeof(ids[i]));
+        if (i) {
+            tap_ok(strcmp(ids[i - 1], ids[i]) < 0,
+                   "ids in creation order (%zu)", i);
+        }
+    }
+
+    aiserve_files_list(fs, 8, "fine-tune", NULL, 0, out, 2, &n, err,
+                       sizeof(err));
+    tap_ok(n == 3 && strcmp(out[0].id, ids[3]) == 0
+           && strcmp(out[1].id, ids[1]) == 0
+           && strcmp(out[2].id, ids[0]) == 0,
+           "newest first, account 8, purpose: 2 and one for has_more");
+
+    aiserve_files_list(fs, 8, NULL, ids[3], 0, out, 5, &n, err, sizeof(err));
+    tap_ok(n == 2 && strcmp(out[0].id, ids[1]) == 0, "after, desc");
+
+    aiserve_files_list(fs, 8, NULL, NULL, 1, out, 5, &n, err, sizeof(err));
+    tap_ok(n == 4 && strcmp(out[0].id, ids[0]) == 0
+           && strcmp(out[3].id, ids[4]) == 0, "oldest first");
+
+    aiserve_files_list(fs, 8, NULL, ids[1], 1, out, 5, &n, err, sizeof(err));
+    tap_ok(n == 2 && strcmp(out[0].id, ids[3]) == 0, "after, asc");
+
+    aiserve_files_list(fs, 0, NULL, NULL, 0, out, 7, &n, err, sizeof(err));
+    tap_ok(n == 5 && strcmp(out[2].id, ids[2]) == 0, "every account's");
+
+    aiserve_files_list(fs, 9, NULL, NULL, 0, out, 5, &n, err, sizeof(err));
+    tap_ok(n == 1 && strcmp(out[0].id, ids[2]) == 0, "account 9's one");
+
+    for (i = 0; i < 5; i++) {
+        aiserve_files_delete(fs, ids[i], err, sizeof(err));
+    }
+}
+
+
+typedef struct {
+    aiserve_files_t  *fs;
+    int               rc;
+} adder_t;
+
+
+static void *
+adder(void *arg)
+{
+    adder_t         *a = arg;
+    char             err[256], data[1000];
+    aiserve_file_t   f;
+
+    memset(data, 'q', sizeof(data));
+    f = new_file(11, "q.jsonl");
+    a->rc = aiserve_files_add(a->fs, &f, data, sizeof(data), 3500, err,
+                              sizeof(err));
+    return NULL;
+}
+
+
+static void
+test_quota(aiserve_files_t *fs)
+{
+    int        i, ok, over;
+    char       err[256];
+    uint64_t   used;
+    size_t     n;
+    adder_t    a[8];
+    pthread_t  t[8];
+    aiserve_file_t  out[9];
+
+    for (i = 0; i < 8; i++) {
+        a[i].fs = fs;
+        pthread_create(&t[i], NULL, adder, &a[i]);
+    }
+
+    ok = over = 0;
+    for (i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += a[i].rc == AISERVE_FILES_OK;
+        over += a[i].rc == AISERVE_FILES_QUOTA;
+    }
+
+    tap_ok(ok == 3 && over == 5,
+           "8 threads, 1000 bytes each, quota 3500: 3 kept, 5 refused "
+           "(%d, %d)", ok, over);
+    aiserve_files_usage(fs, 11, &used, err, sizeof(err));
+    tap_ok(used == 3000, "usage 3000 (%llu)", (unsigned long long) used);
+    aiserve_files_list(fs, 11, NULL, NULL, 0, out, 8, &n, err, sizeof(err));
+    tap_ok(n == 3, "3 listed");
+    tap_ok(entries(".tmp-") == 0 && entries("file-") == 3,
+           "nothing left on disk of the refused ones");
+}
+
+
+static void
+test_validate(void)
+{
+    char             err[256];
+    char            *buf;
+    size_t           i, len;
+    json_t          *golden, *g;
+    aiserve_tok_t   *tok;
+    aiserve_file_t   f;
+    json_error_t     jerr;
+    const char      *paths[] = {
+        "t/data/train/classify.jsonl", "t/data/train/ner.jsonl",
+        "t/data/train/ner.conll", "t/data/files/banking77-train-slice.csv"
+    };
+
+    tok = aiserve_tok_load("models/all-MiniLM-L6-v2", err, sizeof(err));
+    golden = json_load_file("t/data/files/tokens.json", 0, &jerr);
+    if (!tap_ok(tok && golden, "tokenizer and goldens load")) {
+        tap_diag("%s %s", tok ? "" : err, golden ? "" : jerr.text);
+        return;
+    }
+
+    for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        f = new_file(1, strrchr(paths[i], '/') + 1);
+        buf = slurp(paths[i], &len);
+        aiserve_files_validate(tok, buf, len, &f);
+        free(buf);
+
+        g = json_object_get(golden, f.filename);
+        tap_ok(f.status == AISERVE_FILE_PROCESSED
+               && (json_int_t) f.examples
+                  == json_integer_value(json_object_get(g, "examples"))
+               && (json_int_t) f.tokens
+                  == json_integer_value(json_object_get(g, "tokens"))
+               && (json_object_get(g, "num_labels") == NULL
+                   || f.num_labels == json_integer_value(
+                                          json_object_get(g, "num_labels"))),
+               "%s: %llu examples, %llu tokens, %u labels as transformers",
+               f.filename, (unsigned long long) f.examples,
+               (unsigned long long) f.tokens, f.num_labels);
+    }
+
+    f = new_file(1, "bad.jsonl");
+    aiserve_files_validate(tok, "{\"text\": \"a\", \"label\": \"x\"}\n"
+                           "{\"text\": \"b\"}\n", 42, &f);
+    tap_ok(f.status == AISERVE_FILE_ERROR
+           && strncmp(f.details, "bad.jsonl:2: ", 13) == 0,
+           "a bad file: %s", f.details);
+
+    f = new_file(1, "two.csv");
+    aiserve_files_validate(tok, "text,intent,extra\na,b,c\n", 23, &f);
+    tap_ok(f.status == AISERVE_FILE_ERROR
+           && strstr(f.details, "\"label\"") != NULL,
+           "a CSV of two label candidates names the missing \"label\"");
+
+    json_decref(golden);
+    aiserve_tok_free(tok);
+}
+
+
+/* What a killed worker leaves: a temporary file, a content without a
+ * record, records never validated (the quota test's 3 and id's). */
+static void
+test_recover(aiserve_files_t *fs, const char *id)
+{
+    FILE            *out;
+    char             err[256], path[4200];
+    size_t           removed, interrupted;
+    aiserve_file_t   f;
+
+    snprintf(path, sizeof(path), "%s/.tmp-file-00000000000000000000000a", dir);
+    out = fopen(path, "w");
+    fclose(out);
+    snprintf(path, sizeof(path), "%s/file-00000000000000000000000b", dir);
+    out = fopen(path, "w");
+    fclose(out);
+
+    tap_ok(aiserve_files_recover(fs, &removed, &interrupted, err,
+                                 sizeof(err)) == AISERVE_FILES_OK
+           && removed == 2 && interrupted == 4,
+           "recover: 2 partial uploads removed, 4 marked interrupted "
+           "(%zu, %zu)", removed, interrupted);
+    tap_ok(access(path, F_OK) != 0 && entries(".tmp-") == 0
+           && entries("file-") == 4, "recover: the records' contents kept");
+    aiserve_files_get(fs, id, &f, err, sizeof(err));
+    tap_ok(f.status == AISERVE_FILE_ERROR
+           && strstr(f.details, "interrupted") != NULL,
+           "recover: %s", f.details);
+    aiserve_files_recover(fs, &removed, &interrupted, err, sizeof(err));
+    tap_ok(removed == 0 && interrupted == 0, "recover again: nothing to do");
+}
+
+
+int
+main(void)
+{
+    char              err[256];
+    aiserve_file_t    f, g;
+    aiserve_files_t  *fs, *fs2;
+
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+
+    fs = aiserve_files_open(dir, 0, err, sizeof(err));
+    if (!tap_ok(fs != NULL, "open %s", fs ? dir : err)) {
+        return tap_done();
+    }
+
+    test_crud(fs);
+    test_list(fs);
+    test_quota(fs);
+
+    fs2 = aiserve_files_open(dir, 0, err, sizeof(err));
+    f = new_file(3, "w.jsonl");
+    aiserve_files_add(fs, &f, "y", 1, 0, err, sizeof(err));
+    tap_ok(fs2 && aiserve_files_get(fs2, f.id, &g, err, sizeof(err))
+                  == AISERVE_FILES_OK,
+           "a second handle sees the first one's record");
+    aiserve_files_close(fs2);
+
+    test_recover(fs, f.id);
+    aiserve_files_close(fs);
+
+    fs = aiserve_files_open("/nonexistent/dir", 0, err, sizeof(err));
+    tap_ok(fs == NULL && strstr(err, "/nonexistent/dir") != NULL,
+           "a missing directory: %s", err);
+
+    test_validate();
+
+    if (fork() == 0) {
+        execlp("rm", "rm", "-rf", dir, (char *) NULL);
+        _exit(1);
+    }
+
+    return tap_done();
+}
