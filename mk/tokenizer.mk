@@ -9,6 +9,7 @@
 #                                           (needs .venv)
 
 TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_encode.c src/aiserve_tok_unicode.c \
+                  src/aiserve_tok_decode.c src/aiserve_pipeline.c \
                   src/aiserve_err.c
 FUZZ_SECONDS   ?= 30
 FUZZ_CC        ?= clang
