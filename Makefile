@@ -137,6 +137,15 @@ run: deps all
 # (bounded, so CI stays within its time; run the fuzz-* targets for longer).
 CI_FUZZ_SECONDS ?= 20
 
+# Every libFuzzer target is built with the same flags, from here: ASan and
+# UBSan, and UBSan stops at its first report (-fno-sanitize-recover), so a
+# UBSan finding leaves a crash-* reproducer like any other.  FUZZ_CFLAGS is
+# expanded only in recipes (after make deps).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_CFLAGS   = -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE -Isrc
+
 test: deps all
 	$(MAKE) --no-print-directory test-unit test-fuzz test-nginx
 

@@ -6,8 +6,6 @@
 #   make bench-gemm                           sgemm GFLOP/s on BERT shapes
 #   make bench-encoder                        engine vs PyTorch vs ONNX Runtime
 
-FUZZ_SECONDS ?= 30
-FUZZ_CC      ?= clang
 FUZZ_DIR     := $(BUILD)/fuzz
 PYTHON       ?= .venv/bin/python
 
@@ -16,8 +14,7 @@ PYTHON       ?= .venv/bin/python
 $(FUZZ_DIR)/fuzz_safetensors: t/fuzz/fuzz_safetensors.c \
         src/aiserve_safetensors.c src/aiserve_safetensors.h | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -Isrc \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) \
 	    t/fuzz/fuzz_safetensors.c src/aiserve_safetensors.c -o $@ \
 	    $(call dep_shell,pkg-config --libs jansson)
 

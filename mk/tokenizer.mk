@@ -11,8 +11,6 @@
 TOK_SRCS       := src/aiserve_tokenizer.c src/aiserve_tok_encode.c src/aiserve_tok_unicode.c \
                   src/aiserve_tok_decode.c src/aiserve_pipeline.c \
                   src/aiserve_err.c
-FUZZ_SECONDS   ?= 30
-FUZZ_CC        ?= clang
 FUZZ_TOKENIZER := $(BUILD)/fuzz/fuzz_tokenizer
 PYTHON_VENV    ?= .venv/bin/python
 
@@ -25,8 +23,7 @@ $(BUILD)/t/test_tokenizer: tools/aiserve-tokenize
 
 $(FUZZ_TOKENIZER): t/fuzz/fuzz_tokenizer.c t/unit/tok_golden.h $(TOK_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus-tokenizer
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -It/unit \
-	    -D_GNU_SOURCE -Isrc $(call dep_shell,pkg-config --cflags jansson libutf8proc) \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -It/unit $(call dep_shell,pkg-config --cflags jansson libutf8proc) \
 	    $< $(TOK_SRCS) -o $@ $(call dep_shell,pkg-config --libs jansson libutf8proc) -lpthread
 
 # Runs from the repository root (the target loads t/data/tokenizers/ and,

@@ -15,8 +15,7 @@ FUZZ_DATA   := $(BUILD)/fuzz/fuzz_data
 
 $(FUZZ_DATA): t/fuzz/fuzz_data.c $(DATA_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE -Isrc \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) \
 	    $(call dep_shell,pkg-config --cflags jansson libutf8proc) \
 	    $< $(DATA_SRCS) -o $@ \
 	    $(call dep_shell,pkg-config --libs jansson libutf8proc) -lm -lpthread
