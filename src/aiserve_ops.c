@@ -4,7 +4,9 @@
  * x86-64-v3 (AVX2+FMA) and x86-64-v4 (AVX-512) and picked at load time
  * (target_clones), so the library still runs on any x86-64.
  */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3")
+#endif
 
 #include <math.h>
 #include <stdint.h>
@@ -328,18 +330,27 @@ typedef float aiserve_v16 __attribute__((vector_size(64), aligned(4)));
 
 typedef int32_t aiserve_v16i __attribute__((vector_size(64)));
 
+/* The lane orders of the halving reductions below: lane j takes lane
+ * j + n (mod 2n) of the same vector, for n = 8, 4, 2, 1.  The shuffles are
+ * __builtin_shufflevector with constant lane numbers, which GCC (12 on)
+ * and clang both compile to the same permutes. */
+#define AISERVE_V16_HALF8                                                    \
+    8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7
+#define AISERVE_V16_HALF4                                                    \
+    4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3
+#define AISERVE_V16_HALF2                                                    \
+    2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1
+#define AISERVE_V16_HALF1                                                    \
+    1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0
+
 /* Sum of the 16 lanes by halving: 4 shuffles and 4 adds. */
 #define AISERVE_V16_SUM(v, out)                                              \
     do {                                                                     \
         aiserve_v16  s_ = (v);                                               \
-        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 8, 9, 10, 11, 12, 13,   \
-            14, 15, 0, 1, 2, 3, 4, 5, 6, 7 });                               \
-        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 4, 5, 6, 7, 0, 1, 2,    \
-            3, 4, 5, 6, 7, 0, 1, 2, 3 });                                    \
-        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 2, 3, 0, 1, 2, 3, 0,    \
-            1, 2, 3, 0, 1, 2, 3, 0, 1 });                                    \
-        s_ += __builtin_shuffle(s_, (aiserve_v16i) { 1, 0, 1, 0, 1, 0, 1,    \
-            0, 1, 0, 1, 0, 1, 0, 1, 0 });                                    \
+        s_ += __builtin_shufflevector(s_, s_, AISERVE_V16_HALF8);           \
+        s_ += __builtin_shufflevector(s_, s_, AISERVE_V16_HALF4);           \
+        s_ += __builtin_shufflevector(s_, s_, AISERVE_V16_HALF2);           \
+        s_ += __builtin_shufflevector(s_, s_, AISERVE_V16_HALF1);           \
         (out) = s_[0];                                                       \
     } while (0)
 
@@ -363,14 +374,14 @@ typedef int32_t aiserve_v16i __attribute__((vector_size(64)));
     do {                                                                     \
         aiserve_v16  h_ = (v);                                               \
                                                                              \
-        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
-                 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7 }));   \
-        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
-                 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3 }));         \
-        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
-                 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1 }));         \
-        h_ = AISERVE_V16_MAX(h_, __builtin_shuffle(h_, (aiserve_v16i) {      \
-                 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0 }));         \
+        h_ = AISERVE_V16_MAX(h_,                                             \
+                 __builtin_shufflevector(h_, h_, AISERVE_V16_HALF8));       \
+        h_ = AISERVE_V16_MAX(h_,                                             \
+                 __builtin_shufflevector(h_, h_, AISERVE_V16_HALF4));       \
+        h_ = AISERVE_V16_MAX(h_,                                             \
+                 __builtin_shufflevector(h_, h_, AISERVE_V16_HALF2));       \
+        h_ = AISERVE_V16_MAX(h_,                                             \
+                 __builtin_shufflevector(h_, h_, AISERVE_V16_HALF1));       \
         (out) = h_[0];                                                       \
     } while (0)
 
@@ -410,19 +421,42 @@ static const aiserve_v16i  aiserve_v16_lane = { 0, 1, 2, 3, 4, 5, 6, 7, 8,
 
 /* The two-source shuffles of a 16 x 16 transpose: stage b exchanges, for
  * rows i and i + s (s = 8 >> b), the blocks that swap bit s of the row
- * index with bit s of the column index; lo gives row i, hi row i + s. */
-static const aiserve_v16i  aiserve_t16_lo[4] = {
-    { 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23 },
-    { 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27 },
-    { 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29 },
-    { 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30 },
-};
-static const aiserve_v16i  aiserve_t16_hi[4] = {
-    { 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31 },
-    { 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31 },
-    { 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31 },
-    { 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31 },
-};
+ * index with bit s of the column index; LO gives row i, HI row i + s
+ * (lanes 16..31 are those of row i + s). */
+#define AISERVE_T16_LO0                                                      \
+    0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define AISERVE_T16_HI0                                                      \
+    8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define AISERVE_T16_LO1                                                      \
+    0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define AISERVE_T16_HI1                                                      \
+    4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define AISERVE_T16_LO2                                                      \
+    0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define AISERVE_T16_HI2                                                      \
+    2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define AISERVE_T16_LO3                                                      \
+    0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define AISERVE_T16_HI3                                                      \
+    1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+
+/* One stage of the transpose on the rows R[16]: the pairs (i, i + SH)
+ * with bit SH of i clear, shuffled by the lane orders LO and HI. */
+#define AISERVE_T16_STAGE(r, sh, lo, hi)                                     \
+    do {                                                                     \
+        aiserve_v16  a_, b_;                                                 \
+        size_t       i_;                                                     \
+                                                                             \
+        _Pragma("GCC unroll 16")                                             \
+        for (i_ = 0; i_ < 16; i_++) {                                        \
+            if ((i_ & (sh)) == 0) {                                          \
+                a_ = (r)[i_];                                                \
+                b_ = (r)[i_ + (sh)];                                         \
+                (r)[i_] = __builtin_shufflevector(a_, b_, lo);               \
+                (r)[i_ + (sh)] = __builtin_shufflevector(a_, b_, hi);        \
+            }                                                                \
+        }                                                                    \
+    } while (0)
 
 
 /* DST[c * ldd + j] = SRC[j * lds + c] for a 16 x 16 block, the rows of
@@ -433,8 +467,8 @@ static inline void
 aiserve_transpose16(const float *src, size_t lds, size_t n_rows, float *dst,
     size_t ldd)
 {
-    aiserve_v16  r[16], a, b;
-    size_t       i, st, sh;
+    aiserve_v16  r[16];
+    size_t       i;
 
 #pragma GCC unroll 16
     for (i = 0; i < 16; i++) {
@@ -442,19 +476,10 @@ aiserve_transpose16(const float *src, size_t lds, size_t n_rows, float *dst,
                           : (aiserve_v16) { 0 };
     }
     /* unrolled in full, so that r[] lives in registers */
-#pragma GCC unroll 4
-    for (st = 0; st < 4; st++) {
-        sh = (size_t) 8 >> st;
-#pragma GCC unroll 16
-        for (i = 0; i < 16; i++) {
-            if ((i & sh) == 0) {
-                a = r[i];
-                b = r[i + sh];
-                r[i] = __builtin_shuffle(a, b, aiserve_t16_lo[st]);
-                r[i + sh] = __builtin_shuffle(a, b, aiserve_t16_hi[st]);
-            }
-        }
-    }
+    AISERVE_T16_STAGE(r, 8, AISERVE_T16_LO0, AISERVE_T16_HI0);
+    AISERVE_T16_STAGE(r, 4, AISERVE_T16_LO1, AISERVE_T16_HI1);
+    AISERVE_T16_STAGE(r, 2, AISERVE_T16_LO2, AISERVE_T16_HI2);
+    AISERVE_T16_STAGE(r, 1, AISERVE_T16_LO3, AISERVE_T16_HI3);
 #pragma GCC unroll 16
     for (i = 0; i < 16; i++) {
         *(aiserve_v16 *) (dst + i * ldd) = r[i];
