@@ -36,7 +36,8 @@ key_count_cb(const aiserve_key_t *k, void *arg)
 static void
 test_key_format(void)
 {
-    char    a[AISERVE_API_KEY_MAX], b[AISERVE_API_KEY_MAX], bad[80];
+    char    a[AISERVE_API_KEY_MAX], b[AISERVE_API_KEY_MAX];
+    char    bad[AISERVE_API_KEY_MAX + 24];
 
     tap_ok(aiserve_key_generate("live", a) == 0, "generate a live key");
     tap_ok(strncmp(a, "ais_live_", 9) == 0, "typed prefix ais_live_");

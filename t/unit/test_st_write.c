@@ -832,7 +832,7 @@ test_load_over(void)
     float                     ab[8][4 * 32];
     char                      d_head[512], d_full[512], d_lora[512];
     char                      d_zero[512], err[512], path[600];
-    size_t                    n_head, n_base, n1, n2, nf, no;
+    size_t                    n_head, n_base, n1 = 0, n2 = 0, nf = 0, no;
     FILE                     *f;
     int                       rc;
 

@@ -468,7 +468,7 @@ big_text(aiserve_tok_t *tok)
 {
     static const char   *words[] = { "tokenization ", "caf\xc3\xa9 ",
         "\xe5\x8c\x97\xe4\xba\xac", "naïveté, ", "unaffable ",
-        "\xf0\x9f\x98\x81 ", "1234567890 ", "Stra\xc3\x9f" "e\n" };
+        "\xf0\x9f\x98\x81 ", "1234567890 ", ("Stra\xc3\x9f" "e\n") };
     size_t               len, n, i, wl;
     char                *text, err[256];
     aiserve_encoding_t   enc;
