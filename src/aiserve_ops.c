@@ -107,6 +107,9 @@ aiserve_exp_inline(float x)
     p = p * r + 1.f;
     p = p * r + 1.f;
 
+    /* a NaN (from NaN weights) stays NaN through p; converting it to an
+     * integer would be undefined */
+    n = n == n ? n : 0.f;
     e = (int32_t) n + 127;
     bits = (uint32_t) e << 23;
     memcpy(&s, &bits, 4);
