@@ -56,9 +56,11 @@ ENGINE_OBJS  := $(patsubst src/%.c,$(BUILD)/engine/%.o,$(ENGINE_SRCS))
 ENGINE_LIB   := $(BUILD)/libaiserve.a
 MODULE_SRCS  := $(sort $(wildcard src/ngx_http_aiserve_*.c src/ngx_http_aiserve_*.h))
 
-# Tools for people: tools/NAME.c becomes tools/NAME.
+# Tools for people: tools/NAME.c becomes $(TOOLDIR)/NAME, tools/NAME in
+# the default build (another build directory keeps its own: mk/hardening.mk).
+TOOLDIR      ?= tools
 TOOL_SRCS    := $(sort $(wildcard tools/aiserve-*.c))
-TOOLS        := $(TOOL_SRCS:.c=)
+TOOLS        := $(patsubst tools/%.c,$(TOOLDIR)/%,$(TOOL_SRCS))
 
 # Unit tests: t/unit/test_*.c, each a TAP producer run by prove.
 UNIT_SRCS    := $(sort $(wildcard t/unit/test_*.c))
@@ -97,7 +99,8 @@ $(ENGINE_LIB): $(ENGINE_OBJS)
 
 tools: $(TOOLS)
 
-tools/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
+$(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
 
 unit-tests: $(UNIT_TESTS)
@@ -111,6 +114,11 @@ $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(ENGINE_LIB)
 # exact flags of /usr/sbin/nginx, so the .so loads into the packaged binary.
 module: $(MODULE_SO)
 
+# NGX_CC_OPT, NGX_LD_OPT: extra compiler and linker flags for the module,
+# given to configure as --with-cc-opt and --with-ld-opt (make test-asan).
+NGX_CC_OPT   ?=
+NGX_LD_OPT   ?=
+
 # configure lists the sources it compiles: it runs again when a source
 # file is added or removed (the list in $(SRC_LIST) changes).
 SRC_LIST     := $(BUILD)/src-list
@@ -119,6 +127,8 @@ $(shell mkdir -p $(BUILD) && echo '$(ENGINE_SRCS) $(MODULE_SRCS)' >$(SRC_LIST).n
 
 $(BUILD)/Makefile: config $(SRC_LIST) | $(BUILD)/.deps-ok
 	cd $(NGX_SRC) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    $(if $(NGX_CC_OPT),--with-cc-opt="$(NGX_CC_OPT)") \
+	    $(if $(NGX_LD_OPT),--with-ld-opt="$(NGX_LD_OPT)") \
 	    --add-dynamic-module=$(ROOT) --builddir=$(ROOT)/$(BUILD) >$(ROOT)/$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(ROOT)/$(BUILD)/configure.log; exit 1; }
 
@@ -153,6 +163,7 @@ test-fuzz:
 	$(MAKE) --no-print-directory fuzz-tokenizer FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-safetensors FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-data FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(MAKE) --no-print-directory fuzz-model FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS

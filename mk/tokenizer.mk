@@ -19,7 +19,7 @@ PYTHON_VENV    ?= .venv/bin/python
 # the test programs include this helper too; test_tokenizer also runs the
 # command-line tool
 $(BUILD)/t/test_tokenizer $(BUILD)/t/test_tokenizer_parity: t/unit/tok_golden.h
-$(BUILD)/t/test_tokenizer: tools/aiserve-tokenize
+$(BUILD)/t/test_tokenizer: $(TOOLDIR)/aiserve-tokenize
 
 $(FUZZ_TOKENIZER): t/fuzz/fuzz_tokenizer.c t/unit/tok_golden.h $(TOK_SRCS) $(wildcard src/*.h) | $(BUILD)/.deps-ok
 	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus-tokenizer

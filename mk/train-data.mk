@@ -39,4 +39,4 @@ golden-data: $(DEFAULT_MODEL)/model.safetensors
 	$(PYTHON_VENV) tools/gen-data-goldens.py
 
 # t/unit/test_eval.c runs the command-line tool
-$(BUILD)/t/test_eval: tools/aiserve-eval
+$(BUILD)/t/test_eval: $(TOOLDIR)/aiserve-eval

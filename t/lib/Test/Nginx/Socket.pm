@@ -58,6 +58,7 @@ our $Verbose      = $ENV{TEST_NGINX_VERBOSE};
 our $LoadModules  = $ENV{TEST_NGINX_LOAD_MODULES};
 our $Randomize    = $ENV{TEST_NGINX_RANDOMIZE};
 our $UseValgrind  = $ENV{TEST_NGINX_USE_VALGRIND};
+our $SanPreload   = $ENV{TEST_NGINX_SANITIZER_PRELOAD};
 our $Workers      = 1;
 our $WorkerConns  = 64;
 our $RepeatEach   = 1;
@@ -453,11 +454,30 @@ EOC
 # the listening sockets are open.
 sub run_nginx {
     my $out = "$LogDir/nginx.out";
-    my $cmd = "exec $NginxBinary -p $ServRoot/ -c $ConfFile -e $ErrLog"
+    my $cmd = "exec " . sanitizer_env() . "$NginxBinary -p $ServRoot/ -c $ConfFile -e $ErrLog"
               . " >$out 2>&1";
     note_v("running $cmd");
     system($cmd);
     return $?;
+}
+
+# Sanitizer mode (make test-asan): a module built with ASan and UBSan runs
+# in the uninstrumented /usr/sbin/nginx with the runtimes in
+# TEST_NGINX_SANITIZER_PRELOAD preloaded into nginx alone (not into this
+# runner or the tools it runs), their options from TEST_NGINX_ASAN_OPTIONS
+# and TEST_NGINX_UBSAN_OPTIONS, each process's reports in
+# logs/asan.PID and logs/ubsan.PID, read by scan_valgrind().
+sub sanitizer_env {
+    return '' unless $SanPreload;
+    my %opt = (ASAN_OPTIONS => $ENV{TEST_NGINX_ASAN_OPTIONS},
+               UBSAN_OPTIONS => $ENV{TEST_NGINX_UBSAN_OPTIONS});
+    my $env = "env LD_PRELOAD='$SanPreload'";
+    for my $k (sort keys %opt) {
+        my $log = $k eq 'ASAN_OPTIONS' ? 'asan' : 'ubsan';
+        $env .= " $k='" . join(':', grep { defined && length } $opt{$k},
+                               "log_path=$LogDir/$log") . "'";
+    }
+    return "$env ";
 }
 
 # Valgrind mode: nginx runs in the foreground (daemon off) as our child under
@@ -648,12 +668,13 @@ sub scan_alerts {
     scan_valgrind($block, $why);
 }
 
-# Fails on what valgrind logged (with -q, only errors and leaks) since the
-# last scan, attributed to $block.
+# Fails on what valgrind logged (with -q, only errors and leaks) or the
+# sanitizers reported since the last scan, attributed to $block.
 sub scan_valgrind {
     my ($block, $why) = @_;
-    return unless $UseValgrind && $block;
-    for my $f (sort glob "$LogDir/valgrind.*.log") {
+    return unless ($UseValgrind || $SanPreload) && $block;
+    for my $f (sort glob "$LogDir/valgrind.*.log $LogDir/asan.* "
+                         . "$LogDir/ubsan.*") {
         open my $in, '<', $f or next;
         seek $in, $ValgrindPos{$f} // 0, 0;
         my $text = do { local $/; <$in> } // '';
@@ -661,8 +682,8 @@ sub scan_valgrind {
         next unless $text =~ /\S/;
         my @lines = split /\n/, $text;
         splice @lines, 60, @lines - 60, '...' if @lines > 60;
-        Test::More::fail($block->name . " - valgrind reported errors $why"
-                         . " ($f)");
+        Test::More::fail($block->name . " - valgrind or a sanitizer reported"
+                         . " errors $why ($f)");
         Test::More::diag(join "\n", @lines);
     }
 }

@@ -1,0 +1,110 @@
+# Hardening (issue 15): other compilers and levels, sanitizers.  Included by
+# the Makefile.
+#
+#   make build-matrix                  the engine, tools and unit tests with
+#                                      gcc and clang at -O1, -O2 and -O3
+#                                      (-Werror), each in build-matrix/CC-On/
+#   make CC=clang BUILD=build-clang TOOLDIR=build-clang/tools all
+#                                      one such build, by hand
+#   make test-asan                     engine, tools, unit tests and module
+#                                      with ASan and UBSan in build-asan/;
+#                                      the unit tests and the t/ suites run
+#                                      on them, any report fails the run
+#
+# A clang build passes `make test` in the default build directory:
+#   make clean && make CC=clang test
+
+MATRIX_CCS     ?= gcc clang
+MATRIX_LEVELS  ?= 1 2 3
+MATRIX_DIR     := build-matrix
+
+.PHONY: build-matrix test-asan
+
+# Each build is its own make (its own BUILD and TOOLDIR), so the objects of
+# one compiler or level never stand in for another's.
+build-matrix: $(BUILD)/.deps-ok
+	@set -e; for cc in $(MATRIX_CCS); do for o in $(MATRIX_LEVELS); do \
+	    d=$(MATRIX_DIR)/$$cc-O$$o; echo "== $$cc -O$$o ($$d)"; \
+	    mkdir -p $$d && cp -p $(BUILD)/.deps-ok $$d/; \
+	    $(MAKE) --no-print-directory BUILD=$$d TOOLDIR=$$d/tools CC=$$cc \
+	        CFLAGS="-O$$o -g" $(ENGINE_LIB:$(BUILD)/%=$$d/%) \
+	        $(TOOLS:$(TOOLDIR)/%=$$d/tools/%) \
+	        $(UNIT_TESTS:$(BUILD)/%=$$d/%); \
+	done; done
+
+# --- sanitizers --------------------------------------------------------------
+# gcc's ASan and UBSan; every report is fatal (-fno-sanitize-recover=all).
+# The module is compiled with the same flags through configure's
+# --with-cc-opt and --with-ld-opt, from a copy of nginx-dev's configure tree
+# (configure writes into the tree it runs from).  /usr/sbin/nginx is not
+# instrumented, so the runner preloads the sanitizer runtimes into nginx
+# only (TEST_NGINX_SANITIZER_PRELOAD, t/lib/Test/Nginx/Socket.pm), with
+# their reports written to the server root's logs/ and read after every
+# block: a report fails that block.
+SAN_BUILD      := build-asan
+SAN_CC         ?= gcc
+SAN_FLAGS      := -fsanitize=address,undefined -fno-sanitize-recover=all \
+                  -fno-omit-frame-pointer
+SAN_ASAN_OPTIONS  := halt_on_error=1:abort_on_error=1:detect_leaks=1
+SAN_UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
+SAN_MAKE        = $(MAKE) --no-print-directory BUILD=$(SAN_BUILD) \
+                  TOOLDIR=$(SAN_BUILD)/tools CC=$(SAN_CC) \
+                  CFLAGS="-O1 -g $(SAN_FLAGS)" \
+                  NGX_SRC=$(ROOT)/$(SAN_BUILD)/nginx-src \
+                  NGX_CC_OPT="-g $(SAN_FLAGS)" NGX_LD_OPT="$(SAN_FLAGS)"
+SAN_UNIT_TESTS := $(UNIT_TESTS:$(BUILD)/%=$(SAN_BUILD)/%)
+
+# The unit tests that run a tool (test_tokenizer, test_eval) run the one in
+# tools/, so the default build's tools are built first.
+test-asan: tools $(DEFAULT_MODEL)/model.safetensors
+	@mkdir -p $(SAN_BUILD) && cp -p $(BUILD)/.deps-ok $(SAN_BUILD)/
+	@[ -e $(SAN_BUILD)/nginx-src/configure ] \
+	    || cp -r $(NGX_SRC) $(SAN_BUILD)/nginx-src
+	$(SAN_MAKE) $(SAN_UNIT_TESTS) $(TOOLS:$(TOOLDIR)/%=$(SAN_BUILD)/tools/%) \
+	    $(SAN_BUILD)/ngx_http_aiserve_module.so
+	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) \
+	    prove --exec '' $(SAN_UNIT_TESTS)
+	$(SAN_NGINX_ENV) prove -I t/lib -r t/
+	$(SAN_NGINX_ENV) TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
+
+# nginx does not free its pools at exit: leak checking is off there.
+SAN_NGINX_ENV   = TEST_NGINX_AISERVE_MODULE=$(ROOT)/$(SAN_BUILD)/ngx_http_aiserve_module.so \
+                  TEST_NGINX_SANITIZER_PRELOAD="$(shell $(SAN_CC) -print-file-name=libasan.so) $(shell $(SAN_CC) -print-file-name=libubsan.so)" \
+                  TEST_NGINX_ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0 \
+                  TEST_NGINX_UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS)
+
+# --- the whole model load under libFuzzer ------------------------------------
+#   make fuzz-model [FUZZ_SECONDS=30]  libFuzzer, ASan and UBSan over a model
+#                                      directory (t/fuzz/fuzz_model.c): the
+#                                      engine built whole with $(FUZZ_CC)
+# Seeds: the tiny models (fp32 and bf16, classification, NER, pooling), in
+# the target's format; -max_len holds the largest of them.
+FUZZ_ENGINE_OBJS := $(patsubst src/%.c,$(BUILD)/fuzz/engine/%.o,$(ENGINE_SRCS))
+FUZZ_MODEL       := $(BUILD)/fuzz/fuzz_model
+FUZZ_MODEL_SEEDS := tiny-bert-seq-cls tiny-bert-seq-cls-bf16 tiny-bert-ner-bf16 \
+                    tiny-st-max tiny-st-cls
+FUZZ_MODEL_FILES := config.json model.safetensors tokenizer.json vocab.txt \
+                    tokenizer_config.json special_tokens_map.json modules.json \
+                    1_Pooling/config.json
+
+.PHONY: fuzz-model
+
+$(BUILD)/fuzz/engine/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/.deps-ok
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fPIC -pthread $(DEP_CFLAGS) -c $< -o $@
+
+$(FUZZ_MODEL): t/fuzz/fuzz_model.c $(FUZZ_ENGINE_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -pthread $(DEP_CFLAGS) $< $(FUZZ_ENGINE_OBJS) \
+	    -o $@ $(DEP_LIBS)
+
+fuzz-model: $(FUZZ_MODEL)
+	@mkdir -p $(BUILD)/fuzz/corpus-model
+	@for m in $(FUZZ_MODEL_SEEDS); do \
+	    for f in $(FUZZ_MODEL_FILES); do \
+	        [ -f models/$$m/$$f ] && cat models/$$m/$$f; \
+	        printf '\n==aiserve-fuzz-file==\n'; \
+	    done > $(BUILD)/fuzz/corpus-model/seed-$$m; \
+	done
+	$(FUZZ_MODEL) -max_total_time=$(FUZZ_SECONDS) -max_len=400000 \
+	    -dict=t/fuzz/model.dict -print_final_stats=1 \
+	    $(BUILD)/fuzz/corpus-model
