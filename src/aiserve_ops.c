@@ -86,15 +86,17 @@ aiserve_erf_inline(float a)
 static inline float
 aiserve_exp_inline(float x)
 {
-    float     n, r, p, s;
-    int32_t   e;
+    float     y, n, r, p, s;
     uint32_t  bits;
 
     x = x > 88.3f ? 88.3f : x;
     x = x < -87.3f ? -87.3f : x;
     /* round to nearest by adding and removing 1.5 * 2^23 (no libm call,
-     * so the loop around this vectorises) */
-    n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+     * so the loop around this vectorises); y's low mantissa bits then hold
+     * n + 2^22, read as an integer: no float to int conversion, which
+     * would be undefined for a NaN x (NaN weights: the result is NaN) */
+    y = x * 1.44269504088896341f + 12582912.f;
+    n = y - 12582912.f;
     r = x - n * 0.693145751953125f;
     r = r - n * 1.428606765330187e-06f;
 
@@ -107,11 +109,9 @@ aiserve_exp_inline(float x)
     p = p * r + 1.f;
     p = p * r + 1.f;
 
-    /* a NaN (from NaN weights) stays NaN through p; converting it to an
-     * integer would be undefined */
-    n = n == n ? n : 0.f;
-    e = (int32_t) n + 127;
-    bits = (uint32_t) e << 23;
+    /* 0x4b400000: the bits of 1.5 * 2^23; 127: the exponent bias */
+    memcpy(&bits, &y, 4);
+    bits = (bits - 0x4b400000u + 127u) << 23;
     memcpy(&s, &bits, 4);
     return p * s;
 }
