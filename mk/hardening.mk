@@ -4,21 +4,22 @@
 #   make build-matrix                  the engine, tools and unit tests with
 #                                      gcc and clang at -O1, -O2 and -O3
 #                                      (-Werror), each in build-matrix/CC-On/
-#   make CC=clang BUILD=build-clang TOOLDIR=build-clang/tools all
+#   make CC=clang BUILD=DIR TOOLDIR=DIR/tools NGX_SRC=COPY all
 #                                      one such build, by hand
 #   make test-asan                     engine, tools, unit tests and module
 #                                      with ASan and UBSan in build-asan/;
 #                                      the unit tests and the t/ suites run
 #                                      on them, any report fails the run
 #
-# A clang build passes `make test` in the default build directory:
-#   make clean && make CC=clang test
+#   make test-clang                    everything built by clang in
+#                                      build-clang/, then the unit tests
+#                                      and the t/ suites on it
 
 MATRIX_CCS     ?= gcc clang
 MATRIX_LEVELS  ?= 1 2 3
 MATRIX_DIR     := build-matrix
 
-.PHONY: build-matrix test-asan
+.PHONY: build-matrix test-asan test-clang
 
 # Each build is its own make (its own BUILD and TOOLDIR), so the objects of
 # one compiler or level never stand in for another's.
@@ -47,25 +48,45 @@ SAN_FLAGS      := -fsanitize=address,undefined -fno-sanitize-recover=all \
                   -fno-omit-frame-pointer
 SAN_ASAN_OPTIONS  := halt_on_error=1:abort_on_error=1:detect_leaks=1
 SAN_UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
-SAN_MAKE        = $(MAKE) --no-print-directory BUILD=$(SAN_BUILD) \
-                  TOOLDIR=$(SAN_BUILD)/tools CC=$(SAN_CC) \
-                  CFLAGS="-O1 -g $(SAN_FLAGS)" \
-                  NGX_SRC=$(ROOT)/$(SAN_BUILD)/nginx-src \
-                  NGX_CC_OPT="-g $(SAN_FLAGS)" NGX_LD_OPT="$(SAN_FLAGS)"
 SAN_UNIT_TESTS := $(UNIT_TESTS:$(BUILD)/%=$(SAN_BUILD)/%)
 
 # The unit tests that run a tool (test_tokenizer, test_eval) run the one in
 # tools/, so the default build's tools are built first.
 test-asan: tools $(DEFAULT_MODEL)/model.safetensors
-	@mkdir -p $(SAN_BUILD) && cp -p $(BUILD)/.deps-ok $(SAN_BUILD)/
-	@[ -e $(SAN_BUILD)/nginx-src/configure ] \
-	    || cp -r $(NGX_SRC) $(SAN_BUILD)/nginx-src
-	$(SAN_MAKE) $(SAN_UNIT_TESTS) $(TOOLS:$(TOOLDIR)/%=$(SAN_BUILD)/tools/%) \
-	    $(SAN_BUILD)/ngx_http_aiserve_module.so
+	@$(call other_setup,$(SAN_BUILD))
+	$(call other_build,$(SAN_BUILD),$(SAN_CC),-O1 -g $(SAN_FLAGS),-g $(SAN_FLAGS),$(SAN_FLAGS))
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) \
 	    prove --exec '' $(SAN_UNIT_TESTS)
 	$(SAN_NGINX_ENV) prove -I t/lib -r t/
 	$(SAN_NGINX_ENV) TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
+
+# --- clang -------------------------------------------------------------------
+# make test-clang: everything built by clang in build-clang/ (the module
+# too: configure takes CC from the environment), then the unit tests and
+# the t/ suites on it, as make test runs them.
+CLANG_BUILD    := build-clang
+
+test-clang: tools $(DEFAULT_MODEL)/model.safetensors
+	@$(call other_setup,$(CLANG_BUILD))
+	$(call other_build,$(CLANG_BUILD),clang,-O2 -g)
+	prove --exec '' $(UNIT_TESTS:$(BUILD)/%=$(CLANG_BUILD)/%)
+	TEST_NGINX_AISERVE_MODULE=$(ROOT)/$(CLANG_BUILD)/ngx_http_aiserve_module.so \
+	    prove -I t/lib -r t/
+	TEST_NGINX_AISERVE_MODULE=$(ROOT)/$(CLANG_BUILD)/ngx_http_aiserve_module.so \
+	    TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
+
+# $(call other_setup,DIR): DIR ready for a build (make deps done, a copy of
+# nginx-dev's configure tree, since configure writes into its tree).
+other_setup = mkdir -p $(1) && cp -p $(BUILD)/.deps-ok $(1)/ \
+              && { [ -e $(1)/nginx-src/configure ] || cp -r $(NGX_SRC) $(1)/nginx-src; }
+
+# $(call other_build,DIR,CC,CFLAGS[,NGX_CC_OPT,NGX_LD_OPT]): the unit tests,
+# the tools and the module built in DIR.
+other_build = $(MAKE) --no-print-directory BUILD=$(1) TOOLDIR=$(1)/tools \
+              CC=$(2) CFLAGS="$(3)" NGX_SRC=$(ROOT)/$(1)/nginx-src \
+              NGX_CC_OPT="$(4)" NGX_LD_OPT="$(5)" \
+              $(UNIT_TESTS:$(BUILD)/%=$(1)/%) $(TOOLS:$(TOOLDIR)/%=$(1)/tools/%) \
+              $(1)/ngx_http_aiserve_module.so
 
 # nginx does not free its pools at exit: leak checking is off there.
 SAN_NGINX_ENV   = TEST_NGINX_AISERVE_MODULE=$(ROOT)/$(SAN_BUILD)/ngx_http_aiserve_module.so \

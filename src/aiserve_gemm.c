@@ -390,7 +390,7 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
     int threads, char *err, size_t err_len)
 {
     const aiserve_gemm_layout_t  *l = &w->layout;
-    aiserve_gemm_entry_t         *e;
+    aiserve_gemm_entry_t         *e = NULL;
     dnnl_exec_arg_t               args[4];
     dnnl_stream_t                 s;
     dnnl_status_t                 rc;
