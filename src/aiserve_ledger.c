@@ -934,7 +934,7 @@ key_match(const char *s, size_t len, size_t i, size_t *secret)
 size_t
 aiserve_key_mask(char *s, size_t len)
 {
-    size_t  i, n, found, secret;
+    size_t  i, n, found, secret = 0;
 
     found = 0;
 

@@ -724,7 +724,7 @@ aiserve_tok_sequence(const aiserve_tok_t *tok, aiserve_tok_word_t *w,
     size_t err_len)
 {
     const uint8_t              *bmp, *s;
-    size_t                      i, j, skip_until, skip, dead_until;
+    size_t                      i, j, skip_until, skip = 0, dead_until;
     uint32_t                    ci, c, prev, ws_bs, ws_cs;
     uint32_t                    mbs, mcs, mbe, mce;
     utf8proc_int32_t            cp;

@@ -351,7 +351,7 @@ unicode_exhaustive(void)
     golden_lines_t  g;
     size_t          i, k, bad, checked;
     uint32_t        a, b, c, next;
-    char           *f[4], *p;
+    char           *f[4] = { NULL, NULL, NULL, NULL }, *p;
 
     if (!tap_ok(golden_read("t/data/tokenizer/unicode-ref.txt.gz", &g) == 0,
                 "read t/data/tokenizer/unicode-ref.txt.gz"))
