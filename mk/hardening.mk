@@ -90,7 +90,7 @@ other_build = $(MAKE) --no-print-directory BUILD=$(1) TOOLDIR=$(1)/tools \
 
 # nginx does not free its pools at exit: leak checking is off there.
 SAN_NGINX_ENV   = TEST_NGINX_AISERVE_MODULE=$(ROOT)/$(SAN_BUILD)/ngx_http_aiserve_module.so \
-                  TEST_NGINX_SANITIZER_PRELOAD="$(shell $(SAN_CC) -print-file-name=libasan.so) $(shell $(SAN_CC) -print-file-name=libubsan.so)" \
+                  TEST_NGINX_SANITIZER_PRELOAD="$(call dep_shell,$(SAN_CC) -print-file-name=libasan.so) $(call dep_shell,$(SAN_CC) -print-file-name=libubsan.so)" \
                   TEST_NGINX_ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0 \
                   TEST_NGINX_UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS)
 
