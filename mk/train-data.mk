@@ -7,8 +7,7 @@
 #   make golden-data                   regenerate t/data/train/features.json
 #                                      with transformers (needs .venv)
 
-DATA_SRCS   := src/aiserve_data.c src/aiserve_eval.c src/aiserve_pipeline.c \
-               $(TOK_SRCS)
+DATA_SRCS   := src/aiserve_data.c src/aiserve_eval.c $(TOK_SRCS)
 FUZZ_DATA   := $(BUILD)/fuzz/fuzz_data
 
 .PHONY: fuzz-data golden-eval golden-data
