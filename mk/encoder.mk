@@ -4,12 +4,14 @@
 #   make encoder-fixtures                     regenerate t/data/encoder-*.jsonl
 #                                             and models/tiny-* (needs .venv)
 #   make bench-gemm                           sgemm GFLOP/s on BERT shapes
+#   make bench-train-gemm                     training products: OpenBLAS, oneDNN
 #   make bench-encoder                        engine vs PyTorch vs ONNX Runtime
 
 FUZZ_DIR     := $(BUILD)/fuzz
 PYTHON       ?= .venv/bin/python
 
-.PHONY: fuzz-safetensors encoder-fixtures bench-gemm bench-encoder
+.PHONY: fuzz-safetensors encoder-fixtures bench-gemm bench-train-gemm \
+        bench-encoder
 
 $(FUZZ_DIR)/fuzz_safetensors: t/fuzz/fuzz_safetensors.c \
         src/aiserve_safetensors.c src/aiserve_safetensors.h | $(BUILD)/.deps-ok
@@ -40,6 +42,13 @@ BENCH_ENV     ?= -u OPENBLAS_CORETYPE
 bench-gemm: tools/bench-gemm
 	env $(BENCH_ENV) tools/bench-gemm --threads 1
 	env $(BENCH_ENV) tools/bench-gemm --threads $(BENCH_THREADS)
+
+# The training engine's products, OpenBLAS against oneDNN, shape by shape.
+tools/bench-train-gemm: tools/bench-train-gemm.c tools/bench.h $(ENGINE_LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
+
+bench-train-gemm: tools/bench-train-gemm
+	env $(BENCH_ENV) tools/bench-train-gemm
 
 $(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c tools/bench.h $(ENGINE_LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)

@@ -21,6 +21,21 @@
 #include <cblas.h>
 
 #include "aiserve_blas.h"
+#include "aiserve_gemm.h"
+
+/*
+ * From this many multiply-adds (m n k) on, aiserve_gemm() goes through
+ * oneDNN's sgemm (aiserve_gemm_plain()).  Measured per shape on this
+ * machine's AMD EPYC (AVX-512) by tools/bench-train-gemm.c (thread CPU
+ * time per call, BENCHMARKS.md "Training step"): oneDNN took 2-17% less
+ * time than OpenBLAS on every MiniLM projection and its two gradients
+ * (272 x 384 x 384 to 768 x 384 x 544) and on the pooler; the two were
+ * even around 100 x 100 x 100 (the classifier, attention over 128
+ * tokens); below that, attention of one short sequence and head,
+ * OpenBLAS was faster, by up to 1.5x at 32^3, where oneDNN's fixed cost
+ * per call dominates.
+ */
+#define AISERVE_GEMM_DNNL_MIN  1000000.0
 
 static pthread_once_t   aiserve_blas_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t  aiserve_blas_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -76,6 +91,12 @@ aiserve_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k,
     float alpha, const float *a, size_t lda, const float *b, size_t ldb,
     float beta, float *c, size_t ldc)
 {
+    if ((double) m * (double) n * (double) k >= AISERVE_GEMM_DNNL_MIN
+        && aiserve_gemm_plain(trans_a, trans_b, m, n, k, alpha, a, lda, b,
+                              ldb, beta, c, ldc) == 0)
+    {
+        return;
+    }
     aiserve_sgemm(trans_a ? CblasTrans : CblasNoTrans,
                   trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda,
                   b, ldb, beta, c, ldc);

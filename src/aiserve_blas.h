@@ -28,7 +28,10 @@ void aiserve_gemm_nn(size_t m, size_t n, size_t k, const float *a,
  * C[m, n] = alpha op(A) op(B) + beta C, op(X) = X^T where TRANS_X is
  * non-zero: A is stored [m, k] (or [k, m] transposed), B [k, n] (or
  * [n, k]), all row-major with leading dimensions in floats.  The general
- * form the backward pass needs (dW = dY^T X accumulated with beta 1).
+ * form the training engine needs (dW = dY^T X accumulated with beta 1).
+ * Products of 10^6 multiply-adds and more run through oneDNN's sgemm,
+ * smaller ones through OpenBLAS: the faster of the two for each, as
+ * measured by tools/bench-train-gemm.c.
  */
 void aiserve_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k,
     float alpha, const float *a, size_t lda, const float *b, size_t ldb,

@@ -440,3 +440,17 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
     }
     return 0;
 }
+
+
+int
+aiserve_gemm_plain(int trans_a, int trans_b, size_t m, size_t n, size_t k,
+    float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+    float beta, float *c, size_t ldc)
+{
+    omp_set_num_threads(1);
+    return dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N',
+                      (dnnl_dim_t) m, (dnnl_dim_t) n, (dnnl_dim_t) k, alpha,
+                      a, (dnnl_dim_t) lda, b, (dnnl_dim_t) ldb, beta, c,
+                      (dnnl_dim_t) ldc)
+           == dnnl_success ? 0 : -1;
+}

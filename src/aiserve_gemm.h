@@ -72,4 +72,16 @@ int aiserve_gemm_packed(size_t m, const float *a, size_t lda,
     const aiserve_gemm_w_t *w, const float *bias, float *c, size_t ldc,
     int threads, char *err, size_t err_len);
 
+/*
+ * C[m, n] = alpha op(A) op(B) + beta C, row-major with leading
+ * dimensions in floats, op(X) = X^T where TRANS_X is non-zero (the
+ * arguments of aiserve_gemm() in aiserve_blas.h), through oneDNN's
+ * dnnl_sgemm() in the calling thread only (its OpenMP team is set to 1
+ * first): for weights that change every step, which a packed copy would
+ * have to follow.  Returns 0, or -1 where oneDNN refuses the arguments.
+ */
+int aiserve_gemm_plain(int trans_a, int trans_b, size_t m, size_t n,
+    size_t k, float alpha, const float *a, size_t lda, const float *b,
+    size_t ldb, float beta, float *c, size_t ldc);
+
 #endif /* AISERVE_GEMM_H */
