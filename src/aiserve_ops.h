@@ -36,6 +36,15 @@ float aiserve_exp(float x);
 void aiserve_bias_act(float *x, const float *bias, size_t rows, size_t cols,
     aiserve_act_e act);
 
+/*
+ * GELU (transformers' GELUActivation, erf form) of N floats, y = 0.5 x
+ * (1 + erf(x / sqrt 2)), and its backward in place on DY: dy *= Phi(x) +
+ * x phi(x).  erf to within 1.3 ulp (libm's erff is within 1): the
+ * training engine's gradients keep their agreement with torch autograd.
+ */
+void aiserve_gelu_fwd(const float *x, float *y, size_t n);
+void aiserve_gelu_bwd(const float *x, float *dy, size_t n);
+
 /* x[r][c] += bias[c] for ROWS x COLS. */
 void aiserve_bias_add(float *x, const float *bias, size_t rows, size_t cols);
 
