@@ -8,6 +8,17 @@
 
 #include <stddef.h>
 
+/* A hot kernel built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and
+ * the baseline, the best picked at load time (GCC's target_clones), so
+ * the library runs on any x86-64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define AISERVE_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                                 "default")))
+#else
+#define AISERVE_CLONES
+#endif
+
 typedef enum {
     AISERVE_ACT_GELU_ERF = 0,     /* "gelu", "gelu_python": exact erf form */
     AISERVE_ACT_GELU_TANH,        /* "gelu_new", "gelu_pytorch_tanh" */

@@ -3,9 +3,18 @@
  * aiserve_optim.h), written after torch/optim/adamw.py's single-tensor
  * path, transformers' optimization.py and torch/nn/utils/clip_grad.py.
  */
-#include <math.h>
+/* sqrtf of v >= 0 never sets errno: without math-errno it vectorises */
+#pragma GCC optimize("O3", "no-math-errno")
 
+#include <math.h>
+#include <string.h>
+
+#include "aiserve_ops.h"
 #include "aiserve_optim.h"
+
+/* Lanes of the sum of squares, so that it vectorises without
+ * reassociating one serial sum. */
+#define AISERVE_SUMSQ_LANES  8
 
 
 void
@@ -41,14 +50,23 @@ aiserve_lr_linear(float lr, size_t step, size_t warmup_steps,
 }
 
 
+AISERVE_CLONES
 double
 aiserve_sumsq(const float *g, size_t n)
 {
-    double  ss = 0;
-    size_t  i;
+    double  lane[AISERVE_SUMSQ_LANES] = { 0 }, ss = 0;
+    size_t  i, j;
 
-    for (i = 0; i < n; i++) {
-        ss += (double) g[i] * g[i];
+    for (i = 0; i + AISERVE_SUMSQ_LANES <= n; i += AISERVE_SUMSQ_LANES) {
+        for (j = 0; j < AISERVE_SUMSQ_LANES; j++) {
+            lane[j] += (double) g[i + j] * (double) g[i + j];
+        }
+    }
+    for (; i < n; i++) {
+        lane[0] += (double) g[i] * (double) g[i];
+    }
+    for (j = 0; j < AISERVE_SUMSQ_LANES; j++) {
+        ss += lane[j];
     }
     return ss;
 }
@@ -67,22 +85,25 @@ aiserve_clip_coef(double norm, float max_norm)
 }
 
 
+AISERVE_CLONES
 void
-aiserve_adamw_update(float *p, const float *g, float *m, float *v,
-    size_t n, const aiserve_optim_config_t *c, float lr, float weight_decay,
-    size_t step)
+aiserve_adamw_update(float *p, float *g, float *m, float *v, size_t n,
+    const aiserve_optim_config_t *c, float lr, float weight_decay,
+    size_t step, float grad_scale)
 {
     float   b1 = c->beta1, b2 = c->beta2, decay = 1.f - lr * weight_decay;
-    float   step_size, bc2_sqrt, denom;
+    float   eps = c->eps, step_size, bc2_sqrt, gi, denom;
     size_t  i;
 
     step_size = (float) (lr / (1.0 - pow(b1, (double) step)));
     bc2_sqrt = (float) sqrt(1.0 - pow(b2, (double) step));
     for (i = 0; i < n; i++) {
+        gi = g[i] * grad_scale;
         p[i] *= decay;
-        m[i] += (g[i] - m[i]) * (1.f - b1);
-        v[i] = v[i] * b2 + (1.f - b2) * g[i] * g[i];
-        denom = sqrtf(v[i]) / bc2_sqrt + c->eps;
+        m[i] += (gi - m[i]) * (1.f - b1);
+        v[i] = v[i] * b2 + (1.f - b2) * gi * gi;
+        denom = sqrtf(v[i]) / bc2_sqrt + eps;
         p[i] -= step_size * m[i] / denom;
     }
+    memset(g, 0, n * sizeof(float));
 }

@@ -36,7 +36,8 @@ void aiserve_optim_defaults(aiserve_optim_config_t *c);
 float aiserve_lr_linear(float lr, size_t step, size_t warmup_steps,
     size_t total_steps);
 
-/* Sum of squares of the N gradients at G, accumulated in double. */
+/* Sum of squares of the N gradients at G, accumulated in double (in 8
+ * lanes, added in a fixed order: the same result on every machine). */
 double aiserve_sumsq(const float *g, size_t n);
 
 /*
@@ -48,16 +49,18 @@ double aiserve_sumsq(const float *g, size_t n);
 float aiserve_clip_coef(double norm, float max_norm);
 
 /*
- * One torch.optim.AdamW update of N parameters P with gradients G and
- * moments M, V (zero before the first step), STEP counting from 1:
+ * One torch.optim.AdamW update of N parameters P with gradients G times
+ * GRAD_SCALE (clip_grad_norm_'s factor, or 1) and moments M, V (zero
+ * before the first step), STEP counting from 1:
  *   p *= 1 - lr * weight_decay
  *   m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
  *   p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step)
  *        + eps)
+ * then G = 0 (optimizer.zero_grad()), in one vectorised pass.
  * WEIGHT_DECAY is given per call: 0 for the tensors Trainer exempts.
  */
-void aiserve_adamw_update(float *p, const float *g, float *m, float *v,
-    size_t n, const aiserve_optim_config_t *c, float lr, float weight_decay,
-    size_t step);
+void aiserve_adamw_update(float *p, float *g, float *m, float *v, size_t n,
+    const aiserve_optim_config_t *c, float lr, float weight_decay,
+    size_t step, float grad_scale);
 
 #endif /* AISERVE_OPTIM_H */

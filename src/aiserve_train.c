@@ -83,6 +83,12 @@ struct aiserve_train_s {
     size_t                   n_params;
     float                   *adam_m, *adam_v;
     size_t                   adam_step;
+    struct {
+        size_t               offset, n;
+        int                  decay;
+    }                       *chunks;         /* the optimiser's items */
+    double                  *chunk_ss;       /* their sums of squares */
+    size_t                   n_chunks;
 
     size_t                   word, pos, type, emb_g, emb_b;
     aiserve_tl_t            *layers;
@@ -653,6 +659,8 @@ aiserve_train_free(aiserve_train_t *t)
     free(t->grads);
     free(t->adam_m);
     free(t->adam_v);
+    free(t->chunks);
+    free(t->chunk_ss);
     aiserve_batch_arrays_free(t);
     free(t->arena);
     aiserve_team_free(t->team);
@@ -1826,14 +1834,87 @@ aiserve_train_set_dropout_pass(aiserve_train_t *t, uint64_t pass)
 }
 
 
+/* The optimiser's pieces of the trainable tensors, AISERVE_OPT_CHUNK
+ * floats at most: the items over which a step spreads its two passes. */
+#define AISERVE_OPT_CHUNK  16384
+
+typedef struct {
+    aiserve_train_t               *t;
+    const aiserve_optim_config_t  *c;
+    float                          rate, coef;
+} aiserve_opt_job_t;
+
+
+/* Lists the pieces on the first step; -1 with ERR when out of memory. */
+static int
+aiserve_opt_chunks(aiserve_train_t *t, char *err, size_t err_len)
+{
+    const aiserve_train_tensor_t  *x;
+    size_t                         i, o, n = 0;
+
+    if (t->chunks != NULL) {
+        return 0;
+    }
+    for (i = 0; i < t->n_tensors; i++) {
+        x = &t->tensors[i];
+        n += x->frozen ? 0 : (x->n + AISERVE_OPT_CHUNK - 1) / AISERVE_OPT_CHUNK;
+    }
+    t->chunks = malloc((n ? n : 1) * sizeof(*t->chunks));
+    t->chunk_ss = malloc((n ? n : 1) * sizeof(double));
+    if (t->chunks == NULL || t->chunk_ss == NULL) {
+        free(t->chunks);
+        free(t->chunk_ss);
+        t->chunks = NULL;
+        t->chunk_ss = NULL;
+        aiserve_err(err, err_len, "out of memory");
+        return -1;
+    }
+    t->n_chunks = 0;
+    for (i = 0; i < t->n_tensors; i++) {
+        x = &t->tensors[i];
+        for (o = 0; o < x->n && !x->frozen; o += AISERVE_OPT_CHUNK) {
+            t->chunks[t->n_chunks].offset = x->offset + o;
+            t->chunks[t->n_chunks].n = x->n - o < AISERVE_OPT_CHUNK
+                                       ? x->n - o : AISERVE_OPT_CHUNK;
+            t->chunks[t->n_chunks].decay = x->decay;
+            t->n_chunks++;
+        }
+    }
+    return 0;
+}
+
+
+static void
+aiserve_opt_sumsq_item(void *arg, size_t item, int thread)
+{
+    aiserve_train_t  *t = arg;
+
+    t->chunk_ss[item] = aiserve_sumsq(t->grads + t->chunks[item].offset,
+                                      t->chunks[item].n);
+}
+
+
+static void
+aiserve_opt_update_item(void *arg, size_t item, int thread)
+{
+    const aiserve_opt_job_t  *j = arg;
+    aiserve_train_t          *t = j->t;
+    size_t                    o = t->chunks[item].offset;
+
+    aiserve_adamw_update(t->params + o, t->grads + o, t->adam_m + o,
+                         t->adam_v + o, t->chunks[item].n, j->c, j->rate,
+                         t->chunks[item].decay ? j->c->weight_decay : 0.f,
+                         t->adam_step, j->coef);
+}
+
+
 int
 aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
     float *lr, double *grad_norm, char *err, size_t err_len)
 {
-    const aiserve_train_tensor_t  *x;
-    double                         norm, ss;
-    float                          rate, coef;
-    size_t                         i, j;
+    aiserve_opt_job_t  j = { t, c, 0.f, 1.f };
+    double             norm, ss;
+    size_t             i;
 
     if (c->total_steps == 0 || c->warmup_steps > c->total_steps) {
         aiserve_err(err, err_len, "the schedule needs total_steps >= 1 and "
@@ -1841,40 +1922,28 @@ aiserve_train_step(aiserve_train_t *t, const aiserve_optim_config_t *c,
                     c->total_steps, c->warmup_steps);
         return -1;
     }
-    if (aiserve_adam_alloc(t, err, err_len) != 0) {
+    if (aiserve_adam_alloc(t, err, err_len) != 0
+        || aiserve_opt_chunks(t, err, err_len) != 0)
+    {
         return -1;
     }
     /* the norm of the trainable tensors' gradients (torch clips the
-     * parameters that have a gradient) */
+     * parameters that have a gradient), its pieces summed in order */
+    aiserve_team_run(t->team, aiserve_opt_sumsq_item, t, t->n_chunks);
     ss = 0;
-    for (i = 0; i < t->n_tensors; i++) {
-        x = &t->tensors[i];
-        ss += x->frozen ? 0 : aiserve_sumsq(t->grads + x->offset, x->n);
+    for (i = 0; i < t->n_chunks; i++) {
+        ss += t->chunk_ss[i];
     }
     norm = sqrt(ss);
-    coef = aiserve_clip_coef(norm, c->max_grad_norm);
-    for (i = 0; i < t->n_tensors && coef < 1.f; i++) {
-        x = &t->tensors[i];
-        for (j = 0; j < x->n && !x->frozen; j++) {
-            t->grads[x->offset + j] *= coef;
-        }
-    }
-    rate = aiserve_lr_linear(c->learning_rate, t->adam_step, c->warmup_steps,
-                             c->total_steps);
+    j.coef = aiserve_clip_coef(norm, c->max_grad_norm);
+    j.rate = aiserve_lr_linear(c->learning_rate, t->adam_step,
+                               c->warmup_steps, c->total_steps);
     t->adam_step++;
-    for (i = 0; i < t->n_tensors; i++) {
-        x = &t->tensors[i];
-        if (x->frozen) {
-            continue;
-        }
-        aiserve_adamw_update(t->params + x->offset, t->grads + x->offset,
-                             t->adam_m + x->offset, t->adam_v + x->offset,
-                             x->n, c, rate, x->decay ? c->weight_decay : 0.f,
-                             t->adam_step);
-    }
-    aiserve_train_zero_grad(t);
+    /* AdamW on the clipped gradients, which it zeroes: frozen tensors'
+     * gradients are never written, and stay 0 */
+    aiserve_team_run(t->team, aiserve_opt_update_item, &j, t->n_chunks);
     if (lr != NULL) {
-        *lr = rate;
+        *lr = j.rate;
     }
     if (grad_norm != NULL) {
         *grad_norm = norm;

@@ -258,8 +258,13 @@ void aiserve_train_memory(const aiserve_train_t *t,
  * the gradients' global norm to c->max_grad_norm, takes the learning rate
  * of this step from the linear schedule with warmup, applies AdamW to
  * every tensor not frozen (weight decay only where tensor->decay),
- * counts the step and zeroes the gradients.  The optimiser state (two moments, as many
- * floats as parameters each) is allocated on the first step.  *LR and
+ * counts the step and zeroes the gradients (those of frozen tensors are
+ * never written, and stay 0).  Both passes over the parameters (the
+ * norm, then clipping, AdamW and zeroing fused in one vectorised pass)
+ * are split over the thread team in pieces of 16384 floats, the norm
+ * summed piece by piece in order: the result does not depend on the
+ * thread count.  The optimiser state (two moments, as many floats as
+ * parameters each) is allocated on the first step.  *LR and
  * *GRAD_NORM (either may be NULL) get the rate used and the norm before
  * clipping.  Returns 0, or -1 with err (out of memory; total_steps 0 or
  * below warmup_steps: get_linear_schedule_with_warmup has no rate then).
