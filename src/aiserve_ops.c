@@ -193,6 +193,20 @@ aiserve_gelu_bwd(const float *x, float *dy, size_t n)
 }
 
 
+AISERVE_CLONES
+void
+aiserve_dropout_mask(float *x, size_t n, uint64_t key, uint64_t base,
+    uint32_t threshold, float scale)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        x[i] = (uint32_t) (aiserve_mix64(key ^ (base + i)) >> 40) >= threshold
+               ? x[i] * scale : 0.f;
+    }
+}
+
+
 float
 aiserve_erf(float x)
 {

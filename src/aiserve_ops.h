@@ -7,6 +7,7 @@
 #define AISERVE_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A hot kernel built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and
  * the baseline, the best picked at load time (GCC's target_clones), so
@@ -55,6 +56,25 @@ void aiserve_bias_act(float *x, const float *bias, size_t rows, size_t cols,
  */
 void aiserve_gelu_fwd(const float *x, float *y, size_t n);
 void aiserve_gelu_bwd(const float *x, float *dy, size_t n);
+
+/* splitmix64's output function: a bijective 64-bit mix. */
+static inline uint64_t
+aiserve_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/*
+ * Dropout of N floats: x[i] = keep ? x[i] SCALE : 0, element i kept when
+ * the top 24 bits of aiserve_mix64(KEY ^ (BASE + i)) are >= THRESHOLD (p
+ * 2^24): counter-based, so the backward pass draws the same mask again,
+ * in any order and split.  Vectorised (64-bit multiplies: AVX-512DQ).
+ */
+void aiserve_dropout_mask(float *x, size_t n, uint64_t key, uint64_t base,
+    uint32_t threshold, float scale);
 
 /* x[r][c] += bias[c] for ROWS x COLS. */
 void aiserve_bias_add(float *x, const float *bias, size_t rows, size_t cols);

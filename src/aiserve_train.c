@@ -142,18 +142,53 @@ aiserve_grad(const aiserve_train_t *t, size_t off)
 #define GR(off)  aiserve_grad(t, off)
 
 
-/* --- generators ---------------------------------------------------------- */
+/* --- element-wise passes over the team --------------------------------- */
 
-/* splitmix64's output function: a bijective 64-bit mix. */
-static inline uint64_t
-aiserve_mix64(uint64_t z)
+typedef void (*aiserve_range_fn)(void *arg, size_t from, size_t to);
+
+typedef struct {
+    aiserve_range_fn   fn;
+    void              *arg;
+    size_t             n, chunk;
+} aiserve_par_t;
+
+
+static void
+aiserve_par_item(void *arg, size_t item, int thread)
 {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    const aiserve_par_t  *p = arg;
+    size_t                from = item * p->chunk;
+
+    p->fn(p->arg, from, p->n - from < p->chunk ? from + (p->n - from)
+                                                 : from + p->chunk);
 }
 
+
+/*
+ * FN(ARG, from, to) over [0, N) items of UNIT floats each, in one block
+ * per thread of the team (of 64 items when UNIT is 1, so that blocks
+ * start on cache lines of whole vectors); under 16384 floats in all, in
+ * the caller, where waking the team costs more than it saves.
+ */
+static void
+aiserve_par(aiserve_train_t *t, aiserve_range_fn fn, void *arg, size_t n,
+    size_t unit)
+{
+    aiserve_par_t  p = { fn, arg, n, n };
+    size_t         align = unit == 1 ? 64 : 1;
+
+    if (t->threads == 1 || n * unit < 16384) {
+        fn(arg, 0, n);
+        return;
+    }
+    p.chunk = (n + (size_t) t->threads - 1) / (size_t) t->threads;
+    p.chunk = (p.chunk + align - 1) / align * align;
+    aiserve_team_run(t->team, aiserve_par_item, &p,
+                     (n + p.chunk - 1) / p.chunk);
+}
+
+
+/* --- generators ---------------------------------------------------------- */
 
 /* The key of dropout SITE in the current forward pass. */
 static uint64_t
@@ -164,16 +199,6 @@ aiserve_site_key(const aiserve_train_t *t, uint64_t site)
 }
 
 
-/* Whether element IDX survives dropout P under KEY: a uniform 24-bit
- * number from (key, idx) compared with p (counter-based, so the backward
- * pass draws the same mask again, in any order). */
-static inline int
-aiserve_keep(uint64_t key, uint64_t idx, uint32_t threshold)
-{
-    return (uint32_t) (aiserve_mix64(key ^ idx) >> 40) >= threshold;
-}
-
-
 static inline uint32_t
 aiserve_threshold(float p)
 {
@@ -181,29 +206,46 @@ aiserve_threshold(float p)
 }
 
 
+/* One block of aiserve_dropout(). */
+typedef struct {
+    float     *x;
+    uint64_t   key, base;
+    uint32_t   threshold;
+    float      scale;
+} aiserve_drop_job_t;
+
+
+static void
+aiserve_dropout_range(void *arg, size_t from, size_t to)
+{
+    const aiserve_drop_job_t  *j = arg;
+
+    aiserve_dropout_mask(j->x + from, to - from, j->key, j->base + from,
+                         j->threshold, j->scale);
+}
+
+
 /*
  * X[i] = keep ? X[i] / (1 - p) : 0 for N elements (torch.nn.Dropout in
  * training), element i of the site's stream being BASE + i.  Used for the
- * forward pass and, on gradients, for the backward pass.
+ * forward pass and, on gradients, for the backward pass; split over the
+ * team (each element's mask is its own, so the split changes nothing).
  */
 static void
-aiserve_dropout(const aiserve_train_t *t, uint64_t site, float p, float *x,
+aiserve_dropout(aiserve_train_t *t, uint64_t site, float p, float *x,
     size_t n, uint64_t base)
 {
-    uint64_t  key;
-    uint32_t  th;
-    float     scale;
-    size_t    i;
+    aiserve_drop_job_t  j;
 
     if (!t->dropout_on || p <= 0.f) {
         return;
     }
-    key = aiserve_site_key(t, site);
-    th = aiserve_threshold(p);
-    scale = 1.f / (1.f - p);
-    for (i = 0; i < n; i++) {
-        x[i] = aiserve_keep(key, base + i, th) ? x[i] * scale : 0.f;
-    }
+    j.x = x;
+    j.key = aiserve_site_key(t, site);
+    j.base = base;
+    j.threshold = aiserve_threshold(p);
+    j.scale = 1.f / (1.f - p);
+    aiserve_par(t, aiserve_dropout_range, &j, n, 1);
 }
 
 
@@ -1006,6 +1048,41 @@ aiserve_linear_fwd(aiserve_train_t *t, const float *x, size_t rows,
 }
 
 
+/* Column sums of ROWS rows (LD floats apart) added to DB. */
+typedef struct {
+    const float  *dy;
+    float        *db;
+    size_t        rows, ld;
+} aiserve_colsum_job_t;
+
+
+static void
+aiserve_colsum_range(void *arg, size_t from, size_t to)
+{
+    const aiserve_colsum_job_t  *j = arg;
+    size_t                       r, c;
+
+    for (r = 0; r < j->rows; r++) {
+        for (c = from; c < to; c++) {
+            j->db[c] += j->dy[r * j->ld + c];
+        }
+    }
+}
+
+
+/* DB[c] += sum over rows of DY[r][c] for N columns, LD floats a row,
+ * columns split over the team (each summed in row order, whatever the
+ * split). */
+static void
+aiserve_colsum(aiserve_train_t *t, const float *dy, size_t rows, size_t ld,
+    float *db, size_t n)
+{
+    aiserve_colsum_job_t  j = { dy, db, rows, ld };
+
+    aiserve_par(t, aiserve_colsum_range, &j, n, rows);
+}
+
+
 /*
  * Backward of y = x W^T + b: dW += dy^T x (DW not NULL: NULL for a
  * frozen weight), db += column sums of dy (DB not NULL), and dx = dy W +
@@ -1016,15 +1093,11 @@ aiserve_linear_bwd(aiserve_train_t *t, const float *dy, const float *x,
     size_t rows, const float *w, float *dw, float *db, size_t n, size_t k,
     float *dx, float beta)
 {
-    size_t  r, c;
-
     if (dw != NULL) {
         aiserve_pgemm(t, 1, 0, n, k, rows, 1.f, dy, n, x, k, 1.f, dw, k);
     }
-    for (r = 0; r < rows && db != NULL; r++) {
-        for (c = 0; c < n; c++) {
-            db[c] += dy[r * n + c];
-        }
+    if (db != NULL) {
+        aiserve_colsum(t, dy, rows, n, db, n);
     }
     if (dx != NULL) {
         aiserve_pgemm(t, 0, 0, rows, k, n, 1.f, dy, n, w, k, beta, dx, k);
@@ -1032,21 +1105,26 @@ aiserve_linear_bwd(aiserve_train_t *t, const float *dy, const float *x,
 }
 
 
-/*
- * Y = LayerNorm(X) row by row (torch.nn.LayerNorm: biased variance, eps
- * inside the square root), keeping each row's mean and 1 / std in ST.
- */
-static void
-aiserve_ln_fwd(const float *x, float *y, float *st, const float *g,
-    const float *b, size_t rows, size_t H, float eps)
-{
-    size_t   r, c;
-    double   mean, var, d;
-    float    rstd;
+/* One LayerNorm, forward or backward, split by rows or columns. */
+typedef struct {
+    const float  *x, *dy, *g, *b;
+    float        *y, *st, *dx, *dgamma, *dbeta;
+    size_t        rows, H;
+    float         eps;
+} aiserve_ln_job_t;
 
-    for (r = 0; r < rows; r++) {
-        const float  *xr = x + r * H;
-        float        *yr = y + r * H;
+
+static void
+aiserve_ln_fwd_rows(void *arg, size_t from, size_t to)
+{
+    const aiserve_ln_job_t  *j = arg;
+    size_t                   r, c, H = j->H;
+    double                   mean, var, d;
+    float                    rstd;
+
+    for (r = from; r < to; r++) {
+        const float  *xr = j->x + r * H;
+        float        *yr = j->y + r * H;
 
         mean = 0;
         for (c = 0; c < H; c++) {
@@ -1059,53 +1137,103 @@ aiserve_ln_fwd(const float *x, float *y, float *st, const float *g,
             var += d * d;
         }
         var /= (double) H;
-        rstd = (float) (1.0 / sqrt(var + eps));
+        rstd = (float) (1.0 / sqrt(var + j->eps));
         for (c = 0; c < H; c++) {
-            yr[c] = ((float) (xr[c] - mean)) * rstd * g[c] + b[c];
+            yr[c] = ((float) (xr[c] - mean)) * rstd * j->g[c] + j->b[c];
         }
-        st[2 * r] = (float) mean;
-        st[2 * r + 1] = rstd;
+        j->st[2 * r] = (float) mean;
+        j->st[2 * r + 1] = rstd;
     }
 }
 
 
 /*
- * Backward of LayerNorm: with xhat = (x - mean) rstd and g = dy gamma,
- * dx = rstd (g - mean(g) - xhat mean(g xhat)), dgamma += dy xhat,
- * dbeta += dy (unless DGAMMA is NULL: frozen).  DX may be DY.
+ * Y = LayerNorm(X) row by row (torch.nn.LayerNorm: biased variance, eps
+ * inside the square root), keeping each row's mean and 1 / std in ST;
+ * rows split over the team.
  */
 static void
-aiserve_ln_bwd(const float *dy, const float *x, const float *st,
-    const float *gamma, float *dgamma, float *dbeta, float *dx, size_t rows,
-    size_t H)
+aiserve_ln_fwd(aiserve_train_t *t, const float *x, float *y, float *st,
+    const float *g, const float *b, size_t rows, size_t H, float eps)
 {
-    size_t   r, c;
-    double   s1, s2;
-    float    mean, rstd, xh, gx, m1, m2;
+    aiserve_ln_job_t  j = { x, NULL, g, b, y, st, NULL, NULL, NULL, rows, H,
+                            eps };
 
-    for (r = 0; r < rows; r++) {
-        const float  *dyr = dy + r * H, *xr = x + r * H;
-        float        *dxr = dx + r * H;
+    aiserve_par(t, aiserve_ln_fwd_rows, &j, rows, H);
+}
 
-        mean = st[2 * r];
-        rstd = st[2 * r + 1];
+
+/* dx of rows [from, to): with xhat = (x - mean) rstd and g = dy gamma,
+ * dx = rstd (g - mean(g) - xhat mean(g xhat)). */
+static void
+aiserve_ln_bwd_rows(void *arg, size_t from, size_t to)
+{
+    const aiserve_ln_job_t  *j = arg;
+    size_t                   r, c, H = j->H;
+    double                   s1, s2;
+    float                    mean, rstd, xh, gx, m1, m2;
+
+    for (r = from; r < to; r++) {
+        const float  *dyr = j->dy + r * H, *xr = j->x + r * H;
+        float        *dxr = j->dx + r * H;
+
+        mean = j->st[2 * r];
+        rstd = j->st[2 * r + 1];
         s1 = s2 = 0;
         for (c = 0; c < H; c++) {
             xh = (xr[c] - mean) * rstd;
-            gx = dyr[c] * gamma[c];
+            gx = dyr[c] * j->g[c];
             s1 += gx;
             s2 += (double) gx * xh;
-            if (dgamma != NULL) {
-                dgamma[c] += dyr[c] * xh;
-                dbeta[c] += dyr[c];
-            }
         }
         m1 = (float) (s1 / (double) H);
         m2 = (float) (s2 / (double) H);
         for (c = 0; c < H; c++) {
             xh = (xr[c] - mean) * rstd;
-            dxr[c] = rstd * (dyr[c] * gamma[c] - m1 - xh * m2);
+            dxr[c] = rstd * (dyr[c] * j->g[c] - m1 - xh * m2);
         }
+    }
+}
+
+
+/* dgamma += dy xhat, dbeta += dy over every row, for columns [from, to):
+ * each column summed in row order, whatever the split. */
+static void
+aiserve_ln_bwd_cols(void *arg, size_t from, size_t to)
+{
+    const aiserve_ln_job_t  *j = arg;
+    size_t                   r, c, H = j->H;
+    float                    mean, rstd;
+
+    for (r = 0; r < j->rows; r++) {
+        const float  *dyr = j->dy + r * H, *xr = j->x + r * H;
+
+        mean = j->st[2 * r];
+        rstd = j->st[2 * r + 1];
+        for (c = from; c < to; c++) {
+            j->dgamma[c] += dyr[c] * ((xr[c] - mean) * rstd);
+            j->dbeta[c] += dyr[c];
+        }
+    }
+}
+
+
+/*
+ * Backward of LayerNorm: dx by rows, then dgamma and dbeta (unless
+ * DGAMMA is NULL: frozen) by columns, each split over the team.  DX must
+ * not be DY.
+ */
+static void
+aiserve_ln_bwd(aiserve_train_t *t, const float *dy, const float *x,
+    const float *st, const float *gamma, float *dgamma, float *dbeta,
+    float *dx, size_t rows, size_t H)
+{
+    aiserve_ln_job_t  j = { x, dy, gamma, NULL, NULL, (float *) st, dx,
+                            dgamma, dbeta, rows, H, 0.f };
+
+    aiserve_par(t, aiserve_ln_bwd_rows, &j, rows, H);
+    if (dgamma != NULL) {
+        aiserve_par(t, aiserve_ln_bwd_cols, &j, H, rows);
     }
 }
 
@@ -1176,6 +1304,33 @@ aiserve_act_bwd(aiserve_act_e act, const float *x, float *dy, size_t n)
         }
         dy[i] *= d;
     }
+}
+
+
+/* An activation or its backward over the team: Y = act(X), or Y *=
+ * act'(X). */
+typedef struct {
+    aiserve_act_e   act;
+    const float    *x;
+    float          *y;
+} aiserve_act_job_t;
+
+
+static void
+aiserve_act_fwd_range(void *arg, size_t from, size_t to)
+{
+    const aiserve_act_job_t  *j = arg;
+
+    aiserve_act_fwd(j->act, j->x + from, j->y + from, to - from);
+}
+
+
+static void
+aiserve_act_bwd_range(void *arg, size_t from, size_t to)
+{
+    const aiserve_act_job_t  *j = arg;
+
+    aiserve_act_bwd(j->act, j->x + from, j->y + from, to - from);
 }
 
 
@@ -1337,6 +1492,7 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
     size_t               T = t->T, H = t->info.hidden_size;
     size_t               I = t->info.intermediate_size, i, m;
     float                eps = t->info.layer_norm_eps;
+    aiserve_act_job_t    aj;
 
     aiserve_linear_fwd(t, in, T, P + L->qkv_w, P + L->qkv_b, 3 * H, H, a->qkv);
     for (m = 0; m < 3 && t->lora_r > 0; m++) {
@@ -1353,19 +1509,22 @@ aiserve_layer_fwd(aiserve_train_t *t, size_t l, const float *in)
     for (i = 0; i < T * H; i++) {
         a->h1[i] += in[i];
     }
-    aiserve_ln_fwd(a->h1, a->a1, a->st1, P + L->ao_g, P + L->ao_beta, T, H,
+    aiserve_ln_fwd(t, a->h1, a->a1, a->st1, P + L->ao_g, P + L->ao_beta, T, H,
                    eps);
 
     /* BertIntermediate, BertOutput */
     aiserve_linear_fwd(t, a->a1, T, P + L->i_w, P + L->i_b, I, H, a->pre);
-    aiserve_act_fwd(t->act, a->pre, a->gel, T * I);
+    aj.act = t->act;
+    aj.x = a->pre;
+    aj.y = a->gel;
+    aiserve_par(t, aiserve_act_fwd_range, &aj, T * I, 1);
     aiserve_linear_fwd(t, a->gel, T, P + L->o_w, P + L->o_b, H, I, a->h2);
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 2, t->hidden_dropout,
                     a->h2, T * H, 0);
     for (i = 0; i < T * H; i++) {
         a->h2[i] += a->a1[i];
     }
-    aiserve_ln_fwd(a->h2, a->out, a->st2, P + L->o_g, P + L->o_beta, T, H,
+    aiserve_ln_fwd(t, a->h2, a->out, a->st2, P + L->o_g, P + L->o_beta, T, H,
                    eps);
 }
 
@@ -1503,7 +1662,7 @@ aiserve_train_forward(aiserve_train_t *t, const aiserve_train_batch_t *batch,
             t->emb_in[i * H + c] = (w[c] + ty[c]) + po[c];
         }
     }
-    aiserve_ln_fwd(t->emb_in, t->emb_out, t->emb_st, P + t->emb_g,
+    aiserve_ln_fwd(t, t->emb_in, t->emb_out, t->emb_st, P + t->emb_g,
                    P + t->emb_b, T, H, in->layer_norm_eps);
     aiserve_dropout(t, AISERVE_SITE_EMB, t->hidden_dropout, t->emb_out,
                     T * H, 0);
@@ -1657,23 +1816,27 @@ aiserve_layer_bwd(aiserve_train_t *t, size_t l, const float *in)
     const float         *P = t->params;
     float               *G = t->grads;
     size_t               T = t->T, H = t->info.hidden_size;
-    size_t               I = t->info.intermediate_size, r, c, m;
+    size_t               I = t->info.intermediate_size, m;
+    aiserve_act_job_t    aj;
 
     /* BertOutput: out = LN(dropout(gel W_o^T + b_o) + a1) */
-    aiserve_ln_bwd(t->dx, a->h2, a->st2, P + L->o_g, GR(L->o_g),
+    aiserve_ln_bwd(t, t->dx, a->h2, a->st2, P + L->o_g, GR(L->o_g),
                    GR(L->o_beta), t->b1, T, H);
     memcpy(t->b2, t->b1, T * H * sizeof(float));
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 2, t->hidden_dropout,
                     t->b2, T * H, 0);
     aiserve_linear_bwd(t, t->b2, a->gel, T, P + L->o_w, GR(L->o_w), GR(L->o_b),
                        H, I, t->di, 0.f);
-    aiserve_act_bwd(t->act, a->pre, t->di, T * I);
+    aj.act = t->act;
+    aj.x = a->pre;
+    aj.y = t->di;
+    aiserve_par(t, aiserve_act_bwd_range, &aj, T * I, 1);
     /* a1 feeds the intermediate dense and the residual: b1 += dpre W_i */
     aiserve_linear_bwd(t, t->di, a->a1, T, P + L->i_w, GR(L->i_w), GR(L->i_b),
                        I, H, t->b1, 1.f);
 
     /* BertSelfOutput: a1 = LN(dropout(ctx W_ao^T + b_ao) + in) */
-    aiserve_ln_bwd(t->b1, a->h1, a->st1, P + L->ao_g, GR(L->ao_g),
+    aiserve_ln_bwd(t, t->b1, a->h1, a->st1, P + L->ao_g, GR(L->ao_g),
                    GR(L->ao_beta), t->dx, T, H);
     memcpy(t->b2, t->dx, T * H * sizeof(float));
     aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l + 1, t->hidden_dropout,
@@ -1695,11 +1858,9 @@ aiserve_layer_bwd(aiserve_train_t *t, size_t l, const float *in)
      * computes it as rounding noise: about 1e-17 in float64, 1e-9 in
      * fp32, which AdamW's m / sqrt(v) would turn into steps of lr).  Only
      * the query and value biases get their column sums. */
-    for (r = 0; r < T && GR(L->qkv_b) != NULL; r++) {
-        for (c = 0; c < H; c++) {
-            G[L->qkv_b + c] += t->dqkv[r * 3 * H + c];
-            G[L->qkv_b + 2 * H + c] += t->dqkv[r * 3 * H + 2 * H + c];
-        }
+    if (GR(L->qkv_b) != NULL) {
+        aiserve_colsum(t, t->dqkv, T, 3 * H, G + L->qkv_b, H);
+        aiserve_colsum(t, t->dqkv + 2 * H, T, 3 * H, G + L->qkv_b + 2 * H, H);
     }
 }
 
@@ -1764,7 +1925,7 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
 
     /* embeddings: dropout, LayerNorm, then each sum's three rows */
     aiserve_dropout(t, AISERVE_SITE_EMB, t->hidden_dropout, t->dx, T * H, 0);
-    aiserve_ln_bwd(t->dx, t->emb_in, t->emb_st, P + t->emb_g, GR(t->emb_g),
+    aiserve_ln_bwd(t, t->dx, t->emb_in, t->emb_st, P + t->emb_g, GR(t->emb_g),
                    GR(t->emb_b), t->b1, T, H);
     if (GR(t->word) == NULL) {
         return 0;
