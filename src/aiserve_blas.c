@@ -27,13 +27,12 @@
  * From this many multiply-adds (m n k) on, aiserve_gemm() goes through
  * oneDNN's sgemm (aiserve_gemm_plain()).  Measured per shape on this
  * machine's AMD EPYC (AVX-512) by tools/bench-train-gemm.c (thread CPU
- * time per call, BENCHMARKS.md "Training step"): oneDNN took 2-17% less
- * time than OpenBLAS on every MiniLM projection and its two gradients
- * (272 x 384 x 384 to 768 x 384 x 544) and on the pooler; the two were
- * even around 100 x 100 x 100 (the classifier, attention over 128
- * tokens); below that, attention of one short sequence and head,
- * OpenBLAS was faster, by up to 1.5x at 32^3, where oneDNN's fixed cost
- * per call dominates.
+ * time per call, BENCHMARKS.md "Training step"), OpenBLAS / oneDNN: 0.99
+ * to 1.06 on MiniLM's forward projections, 1.10 to 1.18 on their two
+ * gradients, 1.1 to 1.2 on the pooler; the two even near 100^3 (the
+ * classifier, attention over 128 tokens); below that, attention of one
+ * short sequence and head, OpenBLAS was faster, by up to 1.5x at 32^3,
+ * where oneDNN's fixed cost per call dominates.
  */
 #define AISERVE_GEMM_DNNL_MIN  1000000.0
 
