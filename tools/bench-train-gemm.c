@@ -17,6 +17,7 @@
 #include <cblas.h>
 
 #include "aiserve_gemm.h"
+#include "bench.h"
 
 #define ROUNDS  9
 
@@ -28,15 +29,6 @@ cpu_now(void)
 
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
-
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double  x = *(const double *) a, y = *(const double *) b;
-
-    return x < y ? -1 : x > y;
 }
 
 
@@ -123,8 +115,8 @@ main(int argc, char **argv)
             }
             td[r] = (cpu_now() - t0) / (double) reps * 1e6;
         }
-        qsort(to, ROUNDS, sizeof(double), cmp_double);
-        qsort(td, ROUNDS, sizeof(double), cmp_double);
+        qsort(to, ROUNDS, sizeof(double), bench_cmp_double);
+        qsort(td, ROUNDS, sizeof(double), bench_cmp_double);
         printf("| %s | %d %d | %zu x %zu x %zu | %.1f | %.1f | %.2f |\n",
                s[i].what, s[i].ta, s[i].tb, s[i].m, s[i].n, s[i].k,
                to[ROUNDS / 2], td[ROUNDS / 2],
