@@ -4,7 +4,9 @@
  * path, transformers' optimization.py and torch/nn/utils/clip_grad.py.
  */
 /* sqrtf of v >= 0 never sets errno: without math-errno it vectorises */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-math-errno")
+#endif
 
 #include <math.h>
 #include <string.h>
