@@ -226,6 +226,32 @@ test_load_dtype(void)
 }
 
 
+/* AISERVE_GEMM=blas (the OpenBLAS path packs nothing): bf16 is refused
+ * with a message, auto stays fp32 and says why. */
+static void
+test_blas(void)
+{
+    aiserve_model_t  *m;
+    aiserve_tok_t    *tok;
+    char              note[512], err[512];
+
+    m = aiserve_model_load_packed(MINILM, AISERVE_DTYPE_BF16, err,
+                                  sizeof(err));
+    tap_ok(m == NULL && strstr(err, "not AISERVE_GEMM=blas") != NULL,
+           "AISERVE_GEMM=blas: bf16 refused (%s)", err);
+    aiserve_model_free(m);
+    tok = aiserve_tok_load(MINILM, err, sizeof(err));
+    m = tok ? aiserve_model_load_dtype(MINILM, tok, AISERVE_DTYPE_AUTO, note,
+                                       sizeof(note), err, sizeof(err))
+            : NULL;
+    tap_ok(m != NULL && aiserve_model_dtype(m) == AISERVE_DTYPE_FP32
+           && strstr(note, "auto: bf16 did not load") != NULL,
+           "AISERVE_GEMM=blas: auto stays fp32 (%s)", m ? note : err);
+    aiserve_model_free(m);
+    aiserve_tok_free(tok);
+}
+
+
 int
 main(void)
 {
@@ -244,6 +270,12 @@ main(void)
         return 0;
     }
     tap_diag("bf16 products on %s", isa);
+    if (getenv("AISERVE_GEMM") != NULL
+        && strcmp(getenv("AISERVE_GEMM"), "blas") == 0)
+    {
+        test_blas();
+        return tap_done();
+    }
     test_product();
     for (i = 0; i < sizeof(tiny) / sizeof(tiny[0]); i++) {
         snprintf(dir, sizeof(dir), "models/%s", tiny[i]);
