@@ -215,6 +215,25 @@ done:
 }
 
 
+/* What P measured, for the log: the gate of INFO's architecture. */
+static void
+aiserve_parity_describe(const aiserve_parity_t *p,
+    const aiserve_model_info_t *info, char *buf, size_t len)
+{
+    if (info->arch == AISERVE_ARCH_BERT_MODEL) {
+        aiserve_err(buf, len, "%zu built-in sentences: min cosine %.6f "
+                    "(gate %.4f)", p->n, p->min_cosine,
+                    AISERVE_PARITY_MIN_COSINE);
+        return;
+    }
+    aiserve_err(buf, len, "%zu built-in sentences: argmax %s on %zu of %zu "
+                "rows past a top-2 margin of %.2f", p->n,
+                p->argmax_differ ? "differs" : "equal",
+                p->argmax_differ ? p->argmax_differ : p->argmax_checked,
+                p->argmax_checked, AISERVE_PARITY_MARGIN);
+}
+
+
 aiserve_model_t *
 aiserve_model_load_dtype(const char *model_dir, const aiserve_tok_t *tok,
     aiserve_dtype_e want, char *note, size_t note_len, char *err,
@@ -268,21 +287,15 @@ aiserve_model_load_dtype(const char *model_dir, const aiserve_tok_t *tok,
                     "failed: %s)", why);
         return f;
     }
+    aiserve_parity_describe(&p, aiserve_model_info(f), why, sizeof(why));
     if (!p.pass) {
         aiserve_model_free(b);
         aiserve_err(note, note_len, "dtype fp32 (auto: bf16 misses the "
-                    "parity gate on %zu built-in sentences: min cosine "
-                    "%.6f (gate %.4f), argmax differs on %zu of %zu rows "
-                    "past a margin of %.2f)", p.n, p.min_cosine,
-                    AISERVE_PARITY_MIN_COSINE, p.argmax_differ,
-                    p.argmax_checked, AISERVE_PARITY_MARGIN);
+                    "parity gate: %s)", why);
         return f;
     }
     aiserve_model_free(f);
-    aiserve_err(note, note_len, "dtype bf16 (auto: %s; %zu built-in "
-                "sentences: min cosine %.6f, argmax equal on %zu rows past "
-                "a margin of %.2f; %zu bytes of packed weights)", isa, p.n,
-                p.min_cosine, p.argmax_checked, AISERVE_PARITY_MARGIN,
-                aiserve_model_packed_bytes(b));
+    aiserve_err(note, note_len, "dtype bf16 (auto: %s; %s; %zu bytes of "
+                "packed weights)", isa, why, aiserve_model_packed_bytes(b));
     return b;
 }

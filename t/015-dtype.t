@@ -110,7 +110,7 @@ AiserveApprox::json_request("POST /v1/embeddings", { input => $main::CASES[3]{te
 [ main::answer("minilm", $main::CASES[3]) ]
 --- json_tolerance: 5e-3
 --- error_log eval
-qr/\[notice\] .*aiserve model "minilm": dtype bf16 \(auto: (AMX|AVX512-BF16); 12 built-in sentences: min cosine 0\.9999\d+/
+qr/\[notice\] .*aiserve model "minilm": dtype bf16 \(auto: (AMX|AVX512-BF16); 12 built-in sentences: min cosine 0\.9999\d+ \(gate 0\.9999\); 23068672 bytes of packed weights\)/
 --- no_error_log
 [error]
 
@@ -132,7 +132,7 @@ POST /predict
 {"inputs": "hello world", "top_k": 1}
 --- response_body_like: ^\[\{"label":"\w+","score":[0-9.e-]+\}\]$
 --- error_log eval
-qr/\[notice\] .*aiserve model "cls": dtype bf16 \(auto: [^;]+; 12 built-in sentences: min cosine [0-9.]+, argmax equal on \d+ rows past a margin of 0\.05/
+qr/\[notice\] .*aiserve model "cls": dtype bf16 \(auto: [^;]+; 12 built-in sentences: argmax equal on (\d+) of \1 rows past a top-2 margin of 0\.05; \d+ bytes of packed weights\)/
 --- no_error_log
 [error]
 
