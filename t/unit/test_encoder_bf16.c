@@ -1,8 +1,11 @@
 /*
  * bf16 products (issue 14): the gates of aiserve_dtype.h on the encoder
  * fixtures (t/data/encoder-minilm.jsonl: 231 sentences of 1..256 tokens
- * with sentence-transformers' fp32 embeddings; t/data/encoder-tiny.jsonl:
- * the tiny classifiers and embedders), bf16 against our fp32: pooled
+ * of random vocabulary words; t/data/encoder-bf16-minilm.jsonl: 200
+ * sentences of 9..256 tokens in natural word order, from
+ * tools/gen-bf16-fixtures.py; both with sentence-transformers' fp32
+ * embeddings; t/data/encoder-tiny.jsonl: the tiny classifiers and
+ * embedders), bf16 against our fp32: pooled
  * embeddings at cosine >= 0.9999 per sentence, classifier argmax equal
  * where fp32's top-2 margin exceeds 0.05.  Prints min, median and the
  * worst sentences.  Also: a bf16 product equals the fp32 product of
@@ -106,6 +109,61 @@ test_product(void)
 
 
 /*
+ * The fixture's fp32 references (sentence-transformers) against our fp32
+ * (cosine >= 0.99999 and max|diff| <= 1e-4, as test_encoder_minilm) and
+ * our bf16 (cosine >= 0.9999; its max|diff| reported).
+ */
+static void
+test_references(const aiserve_model_t *f, const aiserve_model_t *b,
+    const char *fixture, const int32_t **ids, const size_t *lens,
+    json_t **want, size_t n)
+{
+    aiserve_scratch_t  *s32, *s16;
+    aiserve_batch_t     batch;
+    size_t              i, H = aiserve_model_info(f)->hidden_size;
+    float              *o32, *o16, *ref;
+    double              c32 = 1, c16 = 1, d32 = 0, d16 = 0, c, d;
+    char                err[256];
+    int                 rc = 0;
+
+    s32 = aiserve_scratch_create(f, 512, err, sizeof(err));
+    s16 = aiserve_scratch_create(b, 512, err, sizeof(err));
+    o32 = malloc(H * sizeof(float));
+    o16 = malloc(H * sizeof(float));
+    for (i = 0; i < n && rc == 0; i++) {
+        size_t  nh;
+
+        batch.input_ids = ids[i];
+        batch.token_type_ids = NULL;
+        batch.seq_lens = &lens[i];
+        batch.n_seqs = 1;
+        rc = aiserve_model_forward(f, &batch, s32, o32, err, sizeof(err))
+             | aiserve_model_forward(b, &batch, s16, o16, err, sizeof(err));
+        ref = enc_floats(want[i], &nh);
+        c = enc_cosine(o32, ref, H);
+        d = enc_max_diff(o32, ref, H);
+        c32 = c < c32 ? c : c32;
+        d32 = d > d32 ? d : d32;
+        c = enc_cosine(o16, ref, H);
+        d = enc_max_diff(o16, ref, H);
+        c16 = c < c16 ? c : c16;
+        d16 = d > d16 ? d : d16;
+        free(ref);
+    }
+    tap_ok(rc == 0 && c32 >= 0.99999 && d32 <= 1e-4,
+           "%s: our fp32 vs sentence-transformers: min cosine %.8f, max|diff| "
+           "%.2e", fixture, c32, d32);
+    tap_ok(rc == 0 && c16 >= AISERVE_PARITY_MIN_COSINE,
+           "%s: our bf16 vs sentence-transformers: min cosine %.8f, "
+           "max|diff| %.2e", fixture, c16, d16);
+    free(o32);
+    free(o16);
+    aiserve_scratch_free(s32);
+    aiserve_scratch_free(s16);
+}
+
+
+/*
  * The gates on the lines of FIXTURE for MODEL (every line when FILTER is
  * NULL, else those whose "model" is FILTER); fp32 references, when the
  * fixture has "embedding", also checked against our fp32.
@@ -121,6 +179,7 @@ test_gates(const char *model_dir, const char *fixture, const char *filter)
     const char                 **texts;
     size_t                      *lens, n = 0, i, w;
     double                      *cos, *sorted;
+    json_t                     **want;
     char                         err[512];
 
     f = aiserve_model_load_packed(model_dir, AISERVE_DTYPE_FP32, err,
@@ -141,6 +200,7 @@ test_gates(const char *model_dir, const char *fixture, const char *filter)
     lens = calloc(json_array_size(lines), sizeof(*lens));
     cos = calloc(json_array_size(lines), sizeof(*cos));
     sorted = calloc(json_array_size(lines), sizeof(*sorted));
+    want = calloc(json_array_size(lines), sizeof(*want));
     for (i = 0; i < json_array_size(lines); i++) {
         line = json_array_get(lines, i);
         if (filter != NULL
@@ -154,6 +214,7 @@ test_gates(const char *model_dir, const char *fixture, const char *filter)
         }
         ids[n] = enc_ids(json_object_get(line, "input_ids"), &lens[n]);
         texts[n] = json_string_value(json_object_get(line, "text"));
+        want[n] = json_object_get(line, "embedding");
         n++;
     }
     tap_ok(n > 0 && aiserve_dtype_compare(f, b, ids, lens, n, cos, &p, err,
@@ -168,7 +229,7 @@ test_gates(const char *model_dir, const char *fixture, const char *filter)
             /* the sentence of the w-th lowest cosine */
         }
         tap_diag("  worst %zu: %.7f (%zu tokens) \"%.60s\"", w + 1,
-                 sorted[w], lens[i], texts[i]);
+                 sorted[w], lens[i], texts[i] ? texts[i] : "[CLS] alone");
     }
     if (info->arch == AISERVE_ARCH_BERT_MODEL) {
         tap_ok(p.min_cosine >= AISERVE_PARITY_MIN_COSINE,
@@ -180,9 +241,13 @@ test_gates(const char *model_dir, const char *fixture, const char *filter)
                "%.2f (%zu differ)", model_dir, p.argmax_checked,
                AISERVE_PARITY_MARGIN, p.argmax_differ);
     }
+    if (n > 0 && want[0] != NULL) {
+        test_references(f, b, fixture, ids, lens, want, n);
+    }
     for (i = 0; i < n; i++) {
         free((void *) ids[i]);
     }
+    free(want);
     free(ids);
     free(texts);
     free(lens);
@@ -282,6 +347,7 @@ main(void)
         test_gates(dir, "t/data/encoder-tiny.jsonl", tiny[i]);
     }
     test_gates(MINILM, "t/data/encoder-minilm.jsonl", NULL);
+    test_gates(MINILM, "t/data/encoder-bf16-minilm.jsonl", NULL);
     test_load_dtype();
     return tap_done();
 }
