@@ -3,6 +3,8 @@
 #   make fuzz-safetensors [FUZZ_SECONDS=30]   libFuzzer on the header parser
 #   make encoder-fixtures                     regenerate t/data/encoder-*.jsonl
 #                                             and models/tiny-* (needs .venv)
+#   make bf16-fixtures                        regenerate
+#                                             t/data/encoder-bf16-minilm.jsonl
 #   make bench-gemm                           sgemm GFLOP/s on BERT shapes
 #   make bench-train-gemm                     training products: OpenBLAS, oneDNN
 #   make bench-encoder                        engine vs PyTorch vs ONNX Runtime
@@ -10,7 +12,8 @@
 FUZZ_DIR     := $(BUILD)/fuzz
 PYTHON       ?= .venv/bin/python
 
-.PHONY: fuzz-safetensors encoder-fixtures bench-gemm bench-train-gemm \
+.PHONY: fuzz-safetensors encoder-fixtures bf16-fixtures bench-gemm \
+        bench-train-gemm \
         bench-encoder
 
 $(FUZZ_DIR)/fuzz_safetensors: t/fuzz/fuzz_safetensors.c \
@@ -28,6 +31,9 @@ fuzz-safetensors: $(FUZZ_DIR)/fuzz_safetensors
 
 encoder-fixtures: $(DEFAULT_MODEL)/model.safetensors
 	$(PYTHON) tools/gen-encoder-fixtures.py minilm tiny
+
+bf16-fixtures: $(DEFAULT_MODEL)/model.safetensors
+	$(PYTHON) tools/gen-bf16-fixtures.py
 
 # Benchmark tools, not part of `make all`.
 tools/bench-gemm: tools/bench-gemm.c $(ENGINE_LIB)

@@ -7,10 +7,18 @@
  * 37 us and more for the smallest product the encoder runs.  The weights'
  * layout is the one oneDNN picks for 64 rows, and the same for any number
  * of rows (checked on this machine: 1 to 4096).
+ *
+ * bf16 products take A in bf16: aiserve_gemm_packed() rounds its fp32
+ * rows into a buffer of the calling thread (oneDNN 2.6's matmul has no
+ * f32 source with bf16 weights), AVX512-BF16's vcvtne2ps2bf16 where the
+ * CPU has it, the same rounding in C elsewhere.
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <immintrin.h>
 
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -98,9 +106,113 @@ aiserve_dnnl_stream(int threads, char *err, size_t err_len)
 }
 
 
+const char *
+aiserve_dtype_name(aiserve_dtype_e dtype)
+{
+    switch (dtype) {
+    case AISERVE_DTYPE_BF16:
+        return "bf16";
+    case AISERVE_DTYPE_AUTO:
+        return "auto";
+    default:
+        return "fp32";
+    }
+}
+
+
+int
+aiserve_gemm_bf16_native(const char **isa)
+{
+    dnnl_cpu_isa_t  have = dnnl_get_effective_cpu_isa();
+    const char     *name;
+
+    if ((have & dnnl_cpu_isa_avx512_core_amx) == dnnl_cpu_isa_avx512_core_amx)
+    {
+        name = "AMX";
+    } else if ((have & dnnl_cpu_isa_avx512_core_bf16)
+               == dnnl_cpu_isa_avx512_core_bf16)
+    {
+        name = "AVX512-BF16";
+    } else if ((have & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core)
+    {
+        name = "AVX-512 without BF16 or AMX";
+    } else if ((have & dnnl_cpu_isa_avx2) == dnnl_cpu_isa_avx2) {
+        name = "AVX2 without AVX512-BF16 or AMX";
+    } else {
+        name = "no AVX512-BF16 or AMX";
+    }
+    if (isa != NULL) {
+        *isa = name;
+    }
+    return (have & dnnl_cpu_isa_avx512_core_bf16)
+           == dnnl_cpu_isa_avx512_core_bf16;
+}
+
+
+/* fp32 -> bf16, round to nearest even (NaN kept a NaN): torch's
+ * c10::BFloat16 round_to_nearest_even. */
+static uint16_t
+aiserve_bf16_round(float f)
+{
+    uint32_t  u;
+
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t) ((u >> 16) | 0x40);
+    }
+    return (uint16_t) ((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void
+aiserve_bf16_row_avx512(const float *a, uint16_t *d, size_t k)
+{
+    size_t  j = 0;
+
+    for (; j + 32 <= k; j += 32) {
+        __m512bh  v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + j + 16),
+                                          _mm512_loadu_ps(a + j));
+
+        _mm512_storeu_si512((void *) (d + j), (__m512i) v);
+    }
+    for (; j < k; j++) {
+        d[j] = aiserve_bf16_round(a[j]);
+    }
+}
+
+#endif
+
+
+/* D[m, k] (dense) = A[m, k] (rows lda apart) rounded to bf16. */
+static void
+aiserve_bf16_rows(size_t m, size_t k, const float *a, size_t lda,
+    uint16_t *d)
+{
+    size_t  i, j;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512bf16")) {
+        for (i = 0; i < m; i++) {
+            aiserve_bf16_row_avx512(a + i * lda, d + i * k, k);
+        }
+        return;
+    }
+#endif
+    for (i = 0; i < m; i++) {
+        for (j = 0; j < k; j++) {
+            d[i * k + j] = aiserve_bf16_round(a[i * lda + j]);
+        }
+    }
+}
+
+
 /*
  * The matmul of M rows of A (lda apart) by the weight of layout L into C
- * (ldc apart), + bias where BIAS; *PD on success.
+ * (ldc apart), + bias where BIAS; *PD on success.  A is in the weight's
+ * dtype.
  */
 static dnnl_status_t
 aiserve_dnnl_matmul_pd(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
@@ -116,7 +228,8 @@ aiserve_dnnl_matmul_pd(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
     dnnl_matmul_desc_t  md;
     dnnl_status_t       rc;
 
-    rc = dnnl_memory_desc_init_by_strides(&src, 2, sd, dnnl_f32, ss);
+    rc = dnnl_memory_desc_init_by_strides(&src, 2, sd,
+             l->dtype == AISERVE_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32, ss);
     if (rc == dnnl_success) {
         rc = dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_f32, dnnl_ab);
     }
@@ -138,6 +251,15 @@ int
 aiserve_gemm_layout(size_t n, size_t k, aiserve_gemm_layout_t *layout,
     char *err, size_t err_len)
 {
+    return aiserve_gemm_layout_dtype(n, k, AISERVE_DTYPE_FP32, layout, err,
+                                     err_len);
+}
+
+
+int
+aiserve_gemm_layout_dtype(size_t n, size_t k, aiserve_dtype_e dtype,
+    aiserve_gemm_layout_t *layout, char *err, size_t err_len)
+{
     dnnl_memory_desc_t     any, *md;
     dnnl_dims_t            wd = { (dnnl_dim_t) k, (dnnl_dim_t) n };
     dnnl_primitive_desc_t  pd;
@@ -149,14 +271,18 @@ aiserve_gemm_layout(size_t n, size_t k, aiserve_gemm_layout_t *layout,
     }
     layout->n = n;
     layout->k = k;
-    rc = dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_f32,
-                                      dnnl_format_tag_any);
+    layout->dtype = dtype == AISERVE_DTYPE_BF16 ? AISERVE_DTYPE_BF16
+                                                : AISERVE_DTYPE_FP32;
+    rc = dnnl_memory_desc_init_by_tag(&any, 2, wd,
+             layout->dtype == AISERVE_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32,
+             dnnl_format_tag_any);
     if (rc == dnnl_success) {
         rc = aiserve_dnnl_matmul_pd(64, k, layout, &any, 1, n, &pd);
     }
     if (rc != dnnl_success) {
-        aiserve_err(err, err_len, "oneDNN: no matmul for a [%zu, %zu] "
-                    "weight (%s)", n, k, aiserve_dnnl_status(rc));
+        aiserve_err(err, err_len, "oneDNN: no %s matmul for a [%zu, %zu] "
+                    "weight (%s)", aiserve_dtype_name(layout->dtype), n, k,
+                    aiserve_dnnl_status(rc));
         return -1;
     }
     md = malloc(sizeof(*md));
@@ -266,6 +392,8 @@ typedef struct {
 typedef struct {
     aiserve_gemm_entry_t  e[AISERVE_GEMM_CACHE];
     unsigned              next;       /* round-robin replacement */
+    uint16_t             *a16;        /* A in bf16, for bf16 weights */
+    size_t                a16_len;    /* in elements */
 } aiserve_gemm_cache_t;
 
 static pthread_key_t   aiserve_gemm_cache_key;
@@ -298,6 +426,7 @@ aiserve_gemm_cache_free(void *p)
     for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
         aiserve_gemm_entry_clear(&c->e[i]);
     }
+    free(c->a16);
     free(c);
 }
 
@@ -307,6 +436,48 @@ aiserve_gemm_cache_init(void)
 {
     (void) pthread_key_create(&aiserve_gemm_cache_key,
                               aiserve_gemm_cache_free);
+}
+
+
+/* The calling thread's cache, made on first use; NULL: out of memory. */
+static aiserve_gemm_cache_t *
+aiserve_gemm_cache(void)
+{
+    aiserve_gemm_cache_t  *c;
+
+    (void) pthread_once(&aiserve_gemm_cache_once, aiserve_gemm_cache_init);
+    c = pthread_getspecific(aiserve_gemm_cache_key);
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c != NULL) {
+            (void) pthread_setspecific(aiserve_gemm_cache_key, c);
+        }
+    }
+    return c;
+}
+
+
+/* A[m, k] (rows lda apart) rounded to bf16 into the calling thread's
+ * buffer, grown if need be; NULL: out of memory. */
+static const uint16_t *
+aiserve_gemm_a16(size_t m, size_t k, const float *a, size_t lda)
+{
+    aiserve_gemm_cache_t  *c = aiserve_gemm_cache();
+    uint16_t              *p;
+
+    if (c == NULL) {
+        return NULL;
+    }
+    if (c->a16_len < m * k) {
+        if (posix_memalign((void **) &p, 64, m * k * sizeof(uint16_t)) != 0) {
+            return NULL;
+        }
+        free(c->a16);
+        c->a16 = p;
+        c->a16_len = m * k;
+    }
+    aiserve_bf16_rows(m, k, a, lda, c->a16);
+    return c->a16;
 }
 
 
@@ -321,14 +492,9 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
     dnnl_status_t           rc;
     int                     i;
 
-    (void) pthread_once(&aiserve_gemm_cache_once, aiserve_gemm_cache_init);
-    c = pthread_getspecific(aiserve_gemm_cache_key);
+    c = aiserve_gemm_cache();
     if (c == NULL) {
-        c = calloc(1, sizeof(*c));
-        if (c == NULL) {
-            return dnnl_out_of_memory;
-        }
-        (void) pthread_setspecific(aiserve_gemm_cache_key, c);
+        return dnnl_out_of_memory;
     }
     for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
         e = &c->e[i];
@@ -390,10 +556,11 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
     int threads, char *err, size_t err_len)
 {
     const aiserve_gemm_layout_t  *l = &w->layout;
+    const void                   *src = a;
     aiserve_gemm_entry_t         *e = NULL;
     dnnl_exec_arg_t               args[4];
     dnnl_stream_t                 s;
-    dnnl_status_t                 rc;
+    dnnl_status_t                 rc = dnnl_success;
     int                           n_args = bias != NULL ? 4 : 3;
 
     if (m == 0) {
@@ -404,10 +571,17 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
     if (s == NULL) {
         return -1;
     }
+    if (l->dtype == AISERVE_DTYPE_BF16) {
+        src = aiserve_gemm_a16(m, l->k, a, lda);
+        lda = l->k;
+        rc = src != NULL ? dnnl_success : dnnl_out_of_memory;
+    }
     /* a primitive splits its work for the thread count it was made with */
-    rc = aiserve_gemm_entry(m, lda, l, bias != NULL, ldc, threads, &e);
     if (rc == dnnl_success) {
-        rc = dnnl_memory_set_data_handle(e->mem[0], (void *) a);
+        rc = aiserve_gemm_entry(m, lda, l, bias != NULL, ldc, threads, &e);
+    }
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_set_data_handle(e->mem[0], (void *) src);
     }
     if (rc == dnnl_success) {
         rc = dnnl_memory_set_data_handle(e->mem[1], (void *) w->data);
@@ -433,8 +607,9 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
         rc = dnnl_stream_wait(s);
     }
     if (rc != dnnl_success) {
-        aiserve_err(err, err_len, "oneDNN: matmul of %zu rows by a [%zu, "
-                    "%zu] weight failed (%s)", m, l->n, l->k,
+        aiserve_err(err, err_len, "oneDNN: %s matmul of %zu rows by a "
+                    "[%zu, %zu] weight failed (%s)",
+                    aiserve_dtype_name(l->dtype), m, l->n, l->k,
                     aiserve_dnnl_status(rc));
         return -1;
     }

@@ -22,17 +22,30 @@
 #include <stddef.h>
 
 
+/* The number format of a product's weights and inputs (its accumulation
+ * and output are fp32 in every case).  AUTO is a request only
+ * (aiserve_model_load_dtype()): bf16 where it is safe, else fp32. */
+typedef enum {
+    AISERVE_DTYPE_FP32 = 0,
+    AISERVE_DTYPE_BF16,
+    AISERVE_DTYPE_AUTO
+} aiserve_dtype_e;
+
+/* "fp32", "bf16", "auto" */
+const char *aiserve_dtype_name(aiserve_dtype_e dtype);
+
 /* How one [n, k] weight is laid out packed; from aiserve_gemm_layout(). */
 typedef struct {
-    size_t  n, k;
-    size_t  bytes;            /* of the packed copy */
-    void   *md;               /* oneDNN's memory descriptor (opaque) */
+    size_t           n, k;
+    size_t           bytes;   /* of the packed copy */
+    aiserve_dtype_e  dtype;   /* of the packed copy: FP32 or BF16 */
+    void            *md;      /* oneDNN's memory descriptor (opaque) */
 } aiserve_gemm_layout_t;
 
 /* A packed weight: its layout and its data (aiserve_gemm_pack()). */
 typedef struct {
     aiserve_gemm_layout_t   layout;
-    const float            *data;
+    const void             *data;     /* fp32 or bf16, as layout.dtype */
 } aiserve_gemm_w_t;
 
 
@@ -44,6 +57,26 @@ typedef struct {
  */
 int aiserve_gemm_layout(size_t n, size_t k, aiserve_gemm_layout_t *layout,
     char *err, size_t err_len);
+
+/*
+ * aiserve_gemm_layout() for a weight kept in DTYPE (FP32 or BF16): bf16
+ * products read A rounded to bf16 (round to nearest even, as torch's
+ * float32 -> bfloat16 conversion), multiply in bf16 and accumulate and
+ * write C in fp32 (oneDNN's matmul with bf16 source and weights, f32
+ * destination; its avx512_core_bf16 or avx512_core_amx kernels).  A bf16
+ * weight takes half the bytes of an fp32 one.  Ask only where
+ * aiserve_gemm_bf16_native() is 1: elsewhere oneDNN emulates bf16 slowly.
+ */
+int aiserve_gemm_layout_dtype(size_t n, size_t k, aiserve_dtype_e dtype,
+    aiserve_gemm_layout_t *layout, char *err, size_t err_len);
+
+/*
+ * 1 when oneDNN runs bf16 products in hardware here: its effective ISA
+ * (the CPU's, lowered by ONEDNN_MAX_CPU_ISA in the environment) has
+ * AVX512-BF16 (avx512_core_bf16) or AMX (avx512_core_amx).  *ISA names
+ * what it found ("AMX", "AVX512-BF16", or the fp32 ISA with neither).
+ */
+int aiserve_gemm_bf16_native(const char **isa);
 
 /* Frees what aiserve_gemm_layout() allocated. */
 void aiserve_gemm_layout_free(aiserve_gemm_layout_t *layout);
@@ -58,7 +91,9 @@ int aiserve_gemm_pack(const aiserve_gemm_layout_t *layout, const float *w,
 
 /*
  * C[m, n] = A[m, k] W^T (+ bias[n] where BIAS is not NULL), A rows lda
- * floats apart, C rows ldc apart.  Activations are the caller's
+ * floats apart, C rows ldc apart.  A and C are fp32 for every weight:
+ * with a bf16 weight, A's rows are rounded to bf16 into a buffer of the
+ * calling thread first (m k 2 bytes, kept for its next products).  Activations are the caller's
  * (aiserve_bias_act()): one implementation of GELU for every path, and
  * oneDNN's GELU post-op made the FFN product 8% slower.  THREADS: 1 runs
  * the product in the calling thread (the encoder's team splits the

@@ -69,6 +69,7 @@ struct aiserve_model_s {
 
     void                  *packed;       /* every layer's packed weights */
     size_t                 packed_bytes;
+    aiserve_dtype_e        dtype;        /* of the packed weights */
     aiserve_gemm_layout_t  layouts[6];   /* QKV, attention out, FFN in, FFN
                                             out, pooler, classifier */
     aiserve_gemm_w_t       pool_p, cls_p;    /* packed heads (data NULL:
@@ -805,8 +806,9 @@ aiserve_drop_mapped(aiserve_model_t *m, const float *w, size_t n)
  * for aiserve_gemm_packed(), in one 2 MiB-aligned allocation that the
  * kernel may back with huge pages (MiniLM: 42 MB, so the TLB covers it).
  * Made once at load; nginx loads in the master before fork(), so the
- * workers share it copy-on-write and never write it.  The unpacked copies
- * the model owns (stacked QKV, F16/BF16 conversions) are freed; the
+ * workers share it copy-on-write and never write it.  M->dtype BF16 packs
+ * them in bf16 (half the bytes; aiserve_gemm_layout_dtype()).  The
+ * unpacked copies the model owns (stacked QKV, F16/BF16 conversions) are freed; the
  * mapped file stays.  Nothing is packed with AISERVE_GEMM=blas in the
  * environment (the OpenBLAS path, kept for A/B benchmarks and for the
  * tests of that path).
@@ -829,6 +831,11 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
     void                        *mem;
 
     if (env != NULL && strcmp(env, "blas") == 0) {
+        if (m->dtype == AISERVE_DTYPE_BF16) {
+            aiserve_err(err, err_len, "%s: dtype bf16 needs the oneDNN "
+                        "path, not AISERVE_GEMM=blas", m->st_name);
+            return -1;
+        }
         return 0;
     }
     /* the layers' four weights, and the heads the architecture has: those
@@ -839,8 +846,8 @@ aiserve_pack_weights(aiserve_model_t *m, char *err, size_t err_len)
         if ((j == 4 && !pool) || (j == 5 && !cls)) {
             continue;
         }
-        if (aiserve_gemm_layout(shape[j][0], shape[j][1], &m->layouts[j], err,
-                                err_len) != 0)
+        if (aiserve_gemm_layout_dtype(shape[j][0], shape[j][1], m->dtype,
+                                      &m->layouts[j], err, err_len) != 0)
         {
             return -1;
         }
@@ -1010,14 +1017,17 @@ aiserve_load_head_over(aiserve_model_t *m, char *err, size_t err_len)
     if (b->packed == NULL) {
         return 0;                           /* AISERVE_GEMM=blas */
     }
+    m->dtype = b->dtype;
     if (m->pool_w != NULL
-        && (aiserve_gemm_layout(H, H, &m->layouts[4], err, err_len) != 0
+        && (aiserve_gemm_layout_dtype(H, H, m->dtype, &m->layouts[4], err,
+                                      err_len) != 0
             || aiserve_pack_own(m, &m->layouts[4], m->pool_w, &m->pool_p,
                                 err, err_len) != 0))
     {
         return -1;
     }
-    if (aiserve_gemm_layout(nl, H, &m->layouts[5], err, err_len) != 0
+    if (aiserve_gemm_layout_dtype(nl, H, m->dtype, &m->layouts[5], err,
+                                  err_len) != 0
         || aiserve_pack_own(m, &m->layouts[5], m->cls_w, &m->cls_p, err,
                             err_len) != 0)
     {
@@ -1336,9 +1346,11 @@ aiserve_base_of(const char *dir, char *base, size_t len, char *err,
 }
 
 
-/* A head-only or adapter directory with its own copy of the base. */
+/* A head-only or adapter directory with its own copy of the base, its
+ * products in DTYPE. */
 static aiserve_model_t *
-aiserve_model_load_own_base(const char *dir, char *err, size_t err_len)
+aiserve_model_load_own_base(const char *dir, aiserve_dtype_e dtype,
+    char *err, size_t err_len)
 {
     aiserve_model_t  *base, *m;
     char              base_dir[4096];
@@ -1347,7 +1359,7 @@ aiserve_model_load_own_base(const char *dir, char *err, size_t err_len)
     {
         return NULL;
     }
-    base = aiserve_model_load(base_dir, err, err_len);
+    base = aiserve_model_load_packed(base_dir, dtype, err, err_len);
     if (base == NULL) {
         return NULL;
     }
@@ -1364,7 +1376,17 @@ aiserve_model_load_own_base(const char *dir, char *err, size_t err_len)
 aiserve_model_t *
 aiserve_model_load(const char *model_dir, char *err, size_t err_len)
 {
+    return aiserve_model_load_packed(model_dir, AISERVE_DTYPE_FP32, err,
+                                     err_len);
+}
+
+
+aiserve_model_t *
+aiserve_model_load_packed(const char *model_dir, aiserve_dtype_e dtype,
+    char *err, size_t err_len)
+{
     aiserve_model_t  *m;
+    const char       *isa;
     json_t           *cfg;
     char              path[4096];
     struct stat       sb;
@@ -1378,15 +1400,27 @@ aiserve_model_load(const char *model_dir, char *err, size_t err_len)
                  model_dir);
         over |= stat(path, &sb) == 0;
         if (over) {
-            return aiserve_model_load_own_base(model_dir, err, err_len);
+            return aiserve_model_load_own_base(model_dir, dtype, err,
+                                               err_len);
         }
     }
 
+    if (dtype != AISERVE_DTYPE_FP32 && dtype != AISERVE_DTYPE_BF16) {
+        aiserve_err(err, err_len, "%s: dtype %s is not a packing format "
+                    "(fp32 or bf16)", model_dir, aiserve_dtype_name(dtype));
+        return NULL;
+    }
+    if (dtype == AISERVE_DTYPE_BF16 && !aiserve_gemm_bf16_native(&isa)) {
+        aiserve_err(err, err_len, "dtype bf16 needs a CPU with AVX512-BF16 "
+                    "or AMX, this one has %s", isa);
+        return NULL;
+    }
     m = calloc(1, sizeof(*m));
     if (m == NULL) {
         aiserve_err(err, err_len, "out of memory");
         return NULL;
     }
+    m->dtype = dtype;
 
     cfg = aiserve_load_json(model_dir, "config.json", 1, err, err_len);
     if (cfg == NULL) {
@@ -1453,6 +1487,22 @@ const aiserve_model_info_t *
 aiserve_model_info(const aiserve_model_t *model)
 {
     return &model->info;
+}
+
+
+aiserve_dtype_e
+aiserve_model_dtype(const aiserve_model_t *model)
+{
+    return model->dtype;
+}
+
+
+size_t
+aiserve_model_packed_bytes(const aiserve_model_t *model)
+{
+    const aiserve_model_t  *b = model->base != NULL ? model->base : model;
+
+    return b->packed_bytes;
 }
 
 

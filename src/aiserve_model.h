@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "aiserve_gemm.h"
 #include "aiserve_safetensors.h"
 
 typedef struct aiserve_model_s    aiserve_model_t;
@@ -61,6 +62,24 @@ typedef struct {
 aiserve_model_t *aiserve_model_load(const char *model_dir, char *err,
     size_t err_len);
 void aiserve_model_free(aiserve_model_t *model);
+
+/*
+ * aiserve_model_load() with the encoder's and the heads' nn.Linear
+ * weights packed in DTYPE (AISERVE_DTYPE_FP32 or _BF16; see
+ * aiserve_gemm_layout_dtype(): bf16 products, fp32 accumulation and
+ * output; embeddings, LayerNorm, softmax, GELU, attention, pooling and
+ * the unmerged LoRA products stay fp32).  Asks for BF16 only where
+ * aiserve_gemm_bf16_native() is 1; AUTO is aiserve_model_load_dtype()'s
+ * (src/aiserve_dtype.h).  Errors as aiserve_model_load()'s, and BF16 with
+ * AISERVE_GEMM=blas.
+ */
+aiserve_model_t *aiserve_model_load_packed(const char *model_dir,
+    aiserve_dtype_e dtype, char *err, size_t err_len);
+
+/* The dtype of MODEL's packed weights (FP32 with AISERVE_GEMM=blas), and
+ * their bytes (a model over a base: the base's). */
+aiserve_dtype_e aiserve_model_dtype(const aiserve_model_t *model);
+size_t aiserve_model_packed_bytes(const aiserve_model_t *model);
 
 /*
  * Reads MODEL_DIR/config.json alone into INFO, with the checks and

@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_aiserve_infer.h"
+#include "aiserve_dtype.h"
 
 
 static char *ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -254,11 +255,13 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 /*
  * aiserve_model NAME PATH [task=embed|classify|ner|rerank] [max_seq=N]
- *     [truncate=on|off] [device=cpu]
+ *     [truncate=on|off] [device=cpu] [dtype=fp32|bf16|auto]
  *
  * Loads the tokenizer and the model in the process that reads the
  * configuration (the master, or nginx -t): weights are mapped read-only
- * and shared by the workers forked later.
+ * and shared by the workers forked later.  dtype (default fp32): the
+ * products' format, aiserve_model_load_dtype(); what it chose is logged
+ * at the notice level.
  */
 
 static char *
@@ -270,6 +273,9 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t                  n;
     ngx_str_t                 *value, s;
     ngx_uint_t                 i, k, task_set;
+    aiserve_dtype_e            dtype;
+    const char                *isa;
+    char                       note[NGX_HTTP_AISERVE_ERRLEN];
     ngx_pool_cleanup_t        *cln;
     ngx_http_aiserve_model_t  *m, **mp;
 
@@ -301,6 +307,7 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     m->truncate = 0;
     m->max_seq = 0;
     task_set = 0;
+    dtype = AISERVE_DTYPE_FP32;
 
     if (ngx_conf_full_name(cf->cycle, &m->path, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -361,6 +368,37 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "dtype=fp32") == 0) {
+            dtype = AISERVE_DTYPE_FP32;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "dtype=auto") == 0) {
+            dtype = AISERVE_DTYPE_AUTO;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "dtype=bf16") == 0) {
+            if (!aiserve_gemm_bf16_native(&isa)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"dtype=bf16\" in \"aiserve_model\": "
+                                   "the CPU has %s; bf16 needs AVX512-BF16 "
+                                   "or AMX (use dtype=fp32 or dtype=auto)",
+                                   isa);
+                return NGX_CONF_ERROR;
+            }
+
+            dtype = AISERVE_DTYPE_BF16;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "dtype=", 6) == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid dtype \"%V\" in \"aiserve_model\", "
+                               "use fp32, bf16 or auto", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
         if (ngx_strncmp(value[i].data, "device=", 7) == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"%V\" in \"aiserve_model\": the GPU backend "
@@ -392,7 +430,9 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    m->model = aiserve_model_load((char *) m->path.data, err, sizeof(err));
+    m->model = aiserve_model_load_dtype((char *) m->path.data, m->tok, dtype,
+                                        note, sizeof(note), err,
+                                        sizeof(err));
     if (m->model == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"aiserve_model\" \"%V\": cannot load the "
@@ -448,6 +488,9 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *mp = m;
+
+    ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                       "aiserve model \"%V\": %s", &m->name, note);
 
     ngx_conf_log_error(NGX_LOG_DEBUG, cf, 0,
                        "aiserve model \"%V\" loaded from \"%V\": task=%V "

@@ -3,7 +3,8 @@
  * stdin; the engine side of tools/bench-encoder (which runs the PyTorch and
  * ONNX Runtime sides and prints the table).
  *
- *   bench-encoder-engine MODEL_DIR THREADS SECONDS MAX_REPS < batches.jsonl
+ *   bench-encoder-engine MODEL_DIR THREADS SECONDS MAX_REPS [fp32|bf16]
+ *       < batches.jsonl
  *
  * Each input line {"seq_lens": [...], "input_ids": [...]} is one packed
  * batch; each output line {"best_s", "median_s", "reps"}: one warm-up
@@ -16,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "aiserve_gemm.h"
 #include "aiserve_model.h"
 #include "bench.h"
 
@@ -34,13 +36,16 @@ main(int argc, char **argv)
     int32_t            *input_ids;
     double              secs, t0, t, *times;
     float              *out;
+    aiserve_dtype_e     dtype = AISERVE_DTYPE_FP32;
 
-    if (argc != 5) {
+    if (argc == 6 && strcmp(argv[5], "bf16") == 0) {
+        dtype = AISERVE_DTYPE_BF16;
+    } else if (argc != 5 && !(argc == 6 && strcmp(argv[5], "fp32") == 0)) {
         fprintf(stderr, "usage: bench-encoder-engine MODEL_DIR THREADS "
-                "SECONDS MAX_REPS < batches.jsonl\n");
+                "SECONDS MAX_REPS [fp32|bf16] < batches.jsonl\n");
         return 2;
     }
-    m = aiserve_model_load(argv[1], err, sizeof(err));
+    m = aiserve_model_load_packed(argv[1], dtype, err, sizeof(err));
     if (m == NULL) {
         fprintf(stderr, "bench-encoder-engine: %s\n", err);
         return 1;
