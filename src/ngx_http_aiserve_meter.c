@@ -1142,6 +1142,24 @@ ngx_http_aiserve_meter_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
+    if (clcf->noname && prev->usage_file) {
+        /*
+         * "if" and limit_except blocks of an aiserve_usage or aiserve_admin
+         * location answer with its handler; one of their own (proxy_pass
+         * inside "if") is refused below
+         */
+        conf->usage_file = prev->usage_file;
+        conf->usage_line = prev->usage_line;
+        conf->usage_costs = prev->usage_costs;
+        conf->usage_admin = prev->usage_admin;
+
+        if (clcf->handler == NULL) {
+            clcf->handler = conf->usage_admin
+                            ? ngx_http_aiserve_meter_admin_handler
+                            : ngx_http_aiserve_meter_usage_handler;
+        }
+    }
+
     if (conf->usage_file
         && clcf->handler != (conf->usage_admin
                              ? ngx_http_aiserve_meter_admin_handler
@@ -1500,7 +1518,8 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (clcf->handler) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" cannot be combined with another "
-                           "content handler in this location", &cmd->name);
+                           "content handler in location \"%V\"",
+                           &cmd->name, &clcf->name);
         return NGX_CONF_ERROR;
     }
 

@@ -344,8 +344,8 @@ aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /metrics { aiserve_infer cls; aiserve_endpoint metrics; }
 --- must_die
---- error_log
-"aiserve_endpoint" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_endpoint" cannot be combined with another content handler in location "\/metrics" in \S+nginx.conf:\d+/
 
 
 
@@ -357,8 +357,44 @@ aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /metrics { aiserve_endpoint metrics; stub_status; }
 --- must_die
---- error_log
-"aiserve_endpoint" cannot be combined with another content handler in location "/metrics"
+--- error_log eval
+qr/\[emerg\] .*"aiserve_endpoint" cannot be combined with another content handler in location "\/metrics" in \S+nginx.conf:\d+/
+
+
+
+=== TEST 8a: proxy_pass inside limit_except of an aiserve_endpoint location
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /health {
+    aiserve_endpoint health;
+    limit_except GET { proxy_pass http://127.0.0.1:9; }
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_endpoint" cannot be combined with another content handler in location "\/health" in \S+nginx.conf:\d+/
+
+
+
+=== TEST 8b: an "if" block of an aiserve_endpoint location answers with it
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /v1/models {
+    aiserve_endpoint models;
+    if ($arg_tag) { add_header X-Tag $arg_tag; }
+}
+--- request
+GET /v1/models?tag=blue
+--- response_headers
+X-Tag: blue
+--- response_body_like: "object":"list"
+--- no_error_log
+[error]
 
 
 
