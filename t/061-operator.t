@@ -264,14 +264,15 @@ aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 location /v1/models { aiserve_endpoint models; }
 --- request eval
 ["GET /v1/models", "GET /v1/models/", "GET /v1/models/cls",
- "GET /v1/models/gpt-4"]
+ "GET /v1/models/gpt-4", "GET /v1/modelsminilm"]
 --- error_code eval
-[200, 200, 200, 404]
+[200, 200, 200, 404, 404]
 --- response_body_like eval
 [qr/^\{"object":"list","data":\[\{"id":"minilm","object":"model","created":1\d{9},"owned_by":"aiserve"\},\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve"\}\]\}$/,
  qr/^\{"object":"list","data":\[\{"id":"minilm",.*\{"id":"cls",/,
  qr/^\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve"\}$/,
- qr/^\{"error":\{"message":"the model \\"gpt-4\\" does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"\}\}$/]
+ qr/^\{"error":\{"message":"the model \\"gpt-4\\" does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"\}\}$/,
+ qr/^\{"error":\{"message":"no such route \\"\/v1\/modelsminilm\\"","type":"invalid_request_error","param":null,"code":"not_found"\}\}$/]
 --- no_error_log
 [error]
 
