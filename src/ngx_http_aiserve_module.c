@@ -1116,7 +1116,10 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
     }
 
     if (r->method != NGX_HTTP_POST) {
-        return ngx_http_aiserve_not_allowed(r, "POST", "POST");
+        return alcf->api == NGX_HTTP_AISERVE_API_TEI
+               ? ngx_http_aiserve_not_allowed(r, "GET, HEAD, POST",
+                                              "GET, HEAD or POST")
+               : ngx_http_aiserve_not_allowed(r, "POST", "POST");
     }
 
     ct = r->headers_in.content_type ? &r->headers_in.content_type->value

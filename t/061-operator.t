@@ -435,6 +435,27 @@ GET /metrics
 
 
 
+=== TEST 10a: GET /info and TEI's GET / are not counted in aiserve_requests_total
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m63 $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
+--- config
+location = /info { aiserve_infer m63 api=info; }
+location = / { aiserve_infer m63 api=tei; }
+location = /metrics { aiserve_endpoint metrics; }
+--- request eval
+["GET /info", "GET /", "GET /metrics"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"model_id":"m63"/, qr/^\{"status":"ok"\}$/,
+ qr/^# HELP aiserve_requests_total Requests of aiserve_infer locations by model, route \(api=\) and HTTP status; not api=info, not GET or HEAD on api=tei\.\n(?!.*aiserve_requests_total\{model="m63").*aiserve_prompt_tokens_total\{model="m63"\} 0/s]
+--- no_error_log
+[error]
+
+
+
 === TEST 11: metered: per-key counters, ledger flushes
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
