@@ -248,7 +248,9 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
     ngx_http_aiserve_invalid(r, ctx, 422, "too_many_tokens", field,
                              "the request has %ui tokens, more than the "
                              "limit of %ui tokens per request "
-                             "(aiserve_max_request_tokens)",
+                             "(aiserve_max_request_tokens): split the "
+                             "inputs over several requests, or raise "
+                             "aiserve_max_request_tokens",
                              ctx->prompt_tokens,
                              ctx->alcf->max_request_tokens);
 }
@@ -310,7 +312,13 @@ ngx_http_aiserve_parameters(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (!json_is_object(params) && !json_is_null(params)) {
+    if (json_is_null(params)) {
+        /* null is absent, as for every other field */
+        json_object_del(ctx->doc, "parameters");
+        return NGX_OK;
+    }
+
+    if (!json_is_object(params)) {
         ngx_http_aiserve_invalid(r, ctx, 422, "invalid_type", "parameters",
                                  "parameters must be an object");
         return NGX_ERROR;
@@ -1302,6 +1310,15 @@ ngx_http_aiserve_prepare_predict(ngx_http_request_t *r,
             return;
         }
 
+        if (raw && fn != AISERVE_FN_NONE) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "invalid_value",
+                                     "function_to_apply",
+                                     "raw_scores: true asks for the scores "
+                                     "without a function, function_to_apply "
+                                     "names one: send one of the two");
+            return;
+        }
+
         ctx->fn = fn;
     }
 
@@ -1632,6 +1649,12 @@ ngx_http_aiserve_prepare_decode(ngx_http_request_t *r,
 
         len = json_array_size(v);
 
+        if (len == 0) {
+            ngx_http_aiserve_invalid(r, ctx, 422, "empty_input", param,
+                                     "%s must not be empty", param);
+            return;
+        }
+
         p = ngx_palloc(r->pool, (len + 1) * sizeof(int32_t));
         if (p == NULL) {
             ngx_http_aiserve_invalid(r, ctx, 500, "internal_error", NULL,
@@ -1673,10 +1696,11 @@ static void
 ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
+    char         param[NGX_HTTP_AISERVE_PARAMLEN];
     size_t       len;
-    json_t      *in, *src, *sentences;
+    json_t      *in, *src, *sentences, *v;
     ngx_uint_t   n, truncate;
-    const char  *text;
+    const char  *text, *key;
 
     if (ngx_http_aiserve_get_bool(r, ctx, "truncate", ctx->model->truncate,
                                   &truncate)
@@ -1696,6 +1720,21 @@ ngx_http_aiserve_prepare_similarity(ngx_http_request_t *r,
                                  "inputs", "inputs must be an object "
                                  "{\"source_sentence\", \"sentences\"}");
         return;
+    }
+
+    json_object_foreach(in, key, v) {
+        if (ngx_strcmp(key, "source_sentence") != 0
+            && ngx_strcmp(key, "sentences") != 0)
+        {
+            /* a 422, as for an unknown top-level field */
+            ngx_snprintf((u_char *) param, sizeof(param) - 1,
+                         "inputs.%s%Z", key);
+            ngx_http_aiserve_invalid(r, ctx, 422, "unknown_field", param,
+                                     "%s is not a field of inputs, which "
+                                     "holds source_sentence and sentences",
+                                     param);
+            return;
+        }
     }
 
     src = json_object_get(in, "source_sentence");

@@ -55,6 +55,9 @@ static char *ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_aiserve_meter_init_module(ngx_cycle_t *cycle);
 static char *ngx_http_aiserve_meter_check_ledger(ngx_cycle_t *cycle,
     void *conf);
+static size_t ngx_http_aiserve_meter_missing(u_char *path);
+static void ngx_http_aiserve_meter_unmake(ngx_cycle_t *cycle,
+    ngx_http_aiserve_meter_main_conf_t *mcf);
 static ngx_int_t ngx_http_aiserve_meter_access(u_char *path,
     ngx_uint_t own, u_char *msg, size_t len);
 static ngx_int_t ngx_http_aiserve_meter_access_as(ngx_cycle_t *cycle,
@@ -712,7 +715,87 @@ ngx_http_aiserve_meter_check_ledger(ngx_cycle_t *cycle, void *conf)
                   "ledger \"%V\" of \"aiserve_meter_db\" in %s:%ui: %s",
                   p, &mcf->db_path, mcf->db_file, mcf->db_line, msg);
 
+    ngx_http_aiserve_meter_unmake(cycle, mcf);
+
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The length of the first prefix of path (absolute, NUL-terminated) that
+ * does not exist: the directory that creating path would make first, or
+ * 0 when path exists.
+ */
+static size_t
+ngx_http_aiserve_meter_missing(u_char *path)
+{
+    u_char           dir[NGX_MAX_PATH], *p;
+    ngx_file_info_t  fi;
+
+    for (p = path + 1; ; p++) {
+        if (*p != '/' && *p != '\0') {
+            continue;
+        }
+
+        ngx_cpystrn(dir, path, ngx_min((size_t) (p - path) + 1,
+                                       sizeof(dir)));
+
+        if (ngx_file_info(dir, &fi) == NGX_FILE_ERROR) {
+            return p - path;
+        }
+
+        if (*p == '\0') {
+            return 0;
+        }
+    }
+}
+
+
+/*
+ * Removes what aiserve_meter_db made in this start when the worker user
+ * cannot open it: the ledger's files, its directory and the directories
+ * above it down to mcf->db_created.  rmdir() leaves a directory that holds
+ * anything else.
+ */
+static void
+ngx_http_aiserve_meter_unmake(ngx_cycle_t *cycle,
+    ngx_http_aiserve_meter_main_conf_t *mcf)
+{
+    u_char             file[NGX_MAX_PATH], *p;
+    ngx_uint_t         i;
+    static const char *names[] = { "/data.mdb", "/lock.mdb", "/hmac.key" };
+
+    if (mcf->db_created == 0) {
+        return;
+    }
+
+    for (i = 0; i < 3; i++) {
+        ngx_snprintf(file, sizeof(file) - 1, "%V%s%Z", &mcf->db_path,
+                     names[i]);
+
+        if (unlink((char *) file) == -1 && ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                          "unlink(\"%s\") failed", file);
+        }
+    }
+
+    ngx_cpystrn(file, mcf->db_path.data,
+                ngx_min(mcf->db_path.len + 1, sizeof(file)));
+    p = file + ngx_strlen(file);
+
+    while ((size_t) (p - file) >= mcf->db_created) {
+        *p = '\0';
+
+        if (rmdir((char *) file) == -1) {
+            ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                          "rmdir(\"%s\") failed", file);
+            return;
+        }
+
+        for (p--; p > file && *p != '/'; p--) { /* void */ }
+    }
+
+    mcf->db_created = 0;
 }
 
 
@@ -1142,6 +1225,24 @@ ngx_http_aiserve_meter_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
+    if (clcf->noname && prev->usage_file) {
+        /*
+         * "if" and limit_except blocks of an aiserve_usage or aiserve_admin
+         * location answer with its handler; one of their own (proxy_pass
+         * inside "if") is refused below
+         */
+        conf->usage_file = prev->usage_file;
+        conf->usage_line = prev->usage_line;
+        conf->usage_costs = prev->usage_costs;
+        conf->usage_admin = prev->usage_admin;
+
+        if (clcf->handler == NULL) {
+            clcf->handler = conf->usage_admin
+                            ? ngx_http_aiserve_meter_admin_handler
+                            : ngx_http_aiserve_meter_usage_handler;
+        }
+    }
+
     if (conf->usage_file
         && clcf->handler != (conf->usage_admin
                              ? ngx_http_aiserve_meter_admin_handler
@@ -1276,8 +1377,15 @@ ngx_http_aiserve_meter_db(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    /* the master creates the ledger and keeps only the HMAC key; the
-     * environment is closed again before any fork() */
+    /*
+     * the master creates the ledger and keeps only the HMAC key; the
+     * environment is closed again before any fork(); what it makes is
+     * removed again when the worker user cannot open it
+     */
+    if (!dry) {
+        mcf->db_created = ngx_http_aiserve_meter_missing(mcf->db_path.data);
+    }
+
     if (aiserve_ledger_open(&l, (char *) mcf->db_path.data,
                             mcf->map_size == NGX_CONF_UNSET_SIZE
                             ? 0 : mcf->map_size,
@@ -1500,7 +1608,8 @@ ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (clcf->handler) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" cannot be combined with another "
-                           "content handler in this location", &cmd->name);
+                           "content handler in location \"%V\"",
+                           &cmd->name, &clcf->name);
         return NGX_CONF_ERROR;
     }
 

@@ -115,6 +115,8 @@ struct ngx_http_aiserve_meter_main_conf_s {
     uint8_t                      pepper[AISERVE_PEPPER_LEN];
     u_char                      *db_file;      /* of aiserve_meter_db */
     ngx_uint_t                   db_line;
+    size_t                       db_created;   /* prefix of db_path made
+                                                  by this start, 0: none */
 };
 
 

@@ -440,7 +440,8 @@ ngx_http_aiserve_metrics_handler(ngx_http_request_t *r)
 
     ngx_http_aiserve_json_lit(&j,
         "# HELP aiserve_requests_total Requests of aiserve_infer locations "
-        "by model, route (api=) and HTTP status.\n"
+        "by model, route (api=) and HTTP status; not api=info, not GET or "
+        "HEAD on api=tei.\n"
         "# TYPE aiserve_requests_total counter\n");
 
     for (k = 0; k < NGX_HTTP_AISERVE_METRICS_MODELS; k++) {

@@ -48,6 +48,8 @@ static ngx_int_t ngx_http_aiserve_variable(ngx_http_request_t *r,
 static void *ngx_http_aiserve_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_aiserve_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_aiserve_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_aiserve_check_handler(ngx_conf_t *cf,
+    ngx_http_aiserve_loc_conf_t *conf, ngx_http_core_loc_conf_t *clcf);
 static char *ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_aiserve_init(ngx_conf_t *cf);
@@ -584,7 +586,8 @@ ngx_http_aiserve_infer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         /* aiserve_usage, proxy_pass, stub_status...: only one would win */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"aiserve_infer\" cannot be combined with "
-                           "another content handler in this location");
+                           "another content handler in location \"%V\"",
+                           &clcf->name);
         return NGX_CONF_ERROR;
     }
 
@@ -656,11 +659,14 @@ ngx_http_aiserve_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (clcf->handler) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"aiserve_endpoint\" cannot be combined with "
-                           "another content handler in this location");
+                           "another content handler in location \"%V\"",
+                           &clcf->name);
         return NGX_CONF_ERROR;
     }
 
     value = cf->args->elts;
+    alcf->file = cf->conf_file->file.name.data;
+    alcf->line = cf->conf_file->line;
 
     if (ngx_strcmp(value[1].data, "health") == 0) {
         alcf->endpoint = NGX_HTTP_AISERVE_ENDPOINT_HEALTH;
@@ -866,6 +872,33 @@ ngx_http_aiserve_create_loc_conf(ngx_conf_t *cf)
 }
 
 
+/*
+ * A content handler set after aiserve_infer (proxy_pass, stub_status, ...)
+ * in its location, or inside an "if" or limit_except block of it, replaced
+ * it; one set before is refused by ngx_http_aiserve_infer().  Logs an
+ * [emerg] naming the location and where aiserve_infer is.
+ */
+
+static char *
+ngx_http_aiserve_check_handler(ngx_conf_t *cf,
+    ngx_http_aiserve_loc_conf_t *conf, ngx_http_core_loc_conf_t *clcf)
+{
+    if (clcf->handler == (conf->endpoint == NGX_HTTP_AISERVE_ENDPOINT_INFO
+                          ? ngx_http_aiserve_status_handler
+                          : ngx_http_aiserve_handler))
+    {
+        return NGX_CONF_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "\"aiserve_infer\" cannot be combined with another "
+                  "content handler in location \"%V\" in %s:%ui",
+                  &clcf->name, conf->file, conf->line);
+
+    return NGX_CONF_ERROR;
+}
+
+
 static char *
 ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -900,20 +933,35 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->model_name.data == NULL) {
 
-        if (clcf->noname && prev->model) {
+        if (clcf->noname
+            && (prev->model
+                || prev->endpoint != NGX_HTTP_AISERVE_ENDPOINT_NONE))
+        {
             /*
-             * "if" and limit_except blocks of an aiserve_infer location
-             * answer with its model, as proxy_pass does; a request the
-             * limit_except block lets through gets the aiserve handler
-             * (a 405 for a method other than POST), not a static file
+             * "if" and limit_except blocks of an aiserve_infer or
+             * aiserve_endpoint location answer with its handler, as
+             * proxy_pass does; a request the limit_except block lets
+             * through gets the aiserve handler (a 405 for a method other
+             * than POST), not a static file.  A content handler of the
+             * block's own (proxy_pass inside "if") is refused below.
              */
             conf->model_name = prev->model_name;
             conf->model = prev->model;
             conf->api = prev->api;
+            conf->endpoint = prev->endpoint;
+            conf->file = prev->file;
+            conf->line = prev->line;
 
-            if (clcf->lmt_excpt && clcf->handler == NULL) {
-                clcf->handler = ngx_http_aiserve_handler;
+            if (clcf->handler == NULL) {
+                clcf->handler = (conf->endpoint
+                                 == NGX_HTTP_AISERVE_ENDPOINT_NONE)
+                                ? ngx_http_aiserve_handler
+                                : ngx_http_aiserve_status_handler;
             }
+        }
+
+        if (conf->model) {
+            return ngx_http_aiserve_check_handler(cf, conf, clcf);
         }
 
         if (conf->endpoint != NGX_HTTP_AISERVE_ENDPOINT_NONE
@@ -922,27 +970,15 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             /* a content handler set after aiserve_endpoint */
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "\"aiserve_endpoint\" cannot be combined with "
-                          "another content handler in location \"%V\"",
-                          &clcf->name);
+                          "another content handler in location \"%V\" "
+                          "in %s:%ui", &clcf->name, conf->file, conf->line);
             return NGX_CONF_ERROR;
         }
 
         return NGX_CONF_OK;
     }
 
-    if (clcf->handler != (conf->endpoint == NGX_HTTP_AISERVE_ENDPOINT_INFO
-                          ? ngx_http_aiserve_status_handler
-                          : ngx_http_aiserve_handler))
-    {
-        /*
-         * a content handler set after aiserve_infer (proxy_pass,
-         * stub_status, ...) replaced it; one set before is refused by
-         * ngx_http_aiserve_infer()
-         */
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"aiserve_infer\" cannot be combined with another "
-                      "content handler in location \"%V\" in %s:%ui",
-                      &clcf->name, conf->file, conf->line);
+    if (ngx_http_aiserve_check_handler(cf, conf, clcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1123,7 +1159,10 @@ ngx_http_aiserve_handler(ngx_http_request_t *r)
     }
 
     if (r->method != NGX_HTTP_POST) {
-        return ngx_http_aiserve_not_allowed(r, "POST", "POST");
+        return alcf->api == NGX_HTTP_AISERVE_API_TEI
+               ? ngx_http_aiserve_not_allowed(r, "GET, HEAD, POST",
+                                              "GET, HEAD or POST")
+               : ngx_http_aiserve_not_allowed(r, "POST", "POST");
     }
 
     ct = r->headers_in.content_type ? &r->headers_in.content_type->value

@@ -151,7 +151,8 @@ ngx_http_aiserve_health(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
 
 /*
  * GET <location> lists every aiserve_model; GET <location>/ID answers one
- * (404 model_not_found when there is none by that name).
+ * (404 model_not_found when there is none by that name).  The ID starts
+ * after a "/": GET <location>ID (/v1/modelsminilm) is a 404 not_found.
  */
 
 static ngx_int_t
@@ -172,6 +173,17 @@ ngx_http_aiserve_models(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
     if (r->uri.len > clcf->name.len) {
         id.data = r->uri.data + clcf->name.len;
         id.len = r->uri.len - clcf->name.len;
+
+        if (id.data[0] != '/'
+            && (clcf->name.len == 0
+                || clcf->name.data[clcf->name.len - 1] != '/'))
+        {
+            return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_FOUND,
+                                               "invalid_request_error",
+                                               "not_found", NULL,
+                                               "no such route \"%V\"",
+                                               &r->uri);
+        }
 
         while (id.len && id.data[0] == '/') {
             id.data++;

@@ -334,8 +334,8 @@ aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /x { stub_status; aiserve_infer m; }
 --- must_die
---- error_log
-"aiserve_infer" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 
@@ -349,8 +349,8 @@ aiserve_meter_zone meter010 1m;
 --- config
 location = /x { aiserve_usage; aiserve_infer m; }
 --- must_die
---- error_log
-"aiserve_infer" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 
@@ -392,8 +392,8 @@ aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /x { proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/; aiserve_infer m; }
 --- must_die
---- error_log
-"aiserve_infer" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 === TEST 29: aiserve_infer before fastcgi_pass in the same location stops nginx
@@ -419,8 +419,8 @@ aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /x { fastcgi_pass 127.0.0.1:9; aiserve_infer m; }
 --- must_die
---- error_log
-"aiserve_infer" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 === TEST 31: aiserve_infer before aiserve_usage in the same location stops nginx
@@ -433,8 +433,8 @@ aiserve_meter_zone meter010 1m;
 --- config
 location = /x { aiserve_infer m; aiserve_usage; }
 --- must_die
---- error_log
-"aiserve_usage" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 === TEST 32: aiserve_usage before stub_status in the same location stops nginx
@@ -464,8 +464,8 @@ aiserve_meter_zone meter010 1m;
 --- config
 location = /x { stub_status; aiserve_usage; }
 --- must_die
---- error_log
-"aiserve_usage" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 === TEST 34: aiserve_usage before proxy_pass in the same location stops nginx
@@ -495,8 +495,8 @@ aiserve_meter_zone meter010 1m;
 --- config
 location = /x { proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/; aiserve_usage; }
 --- must_die
---- error_log
-"aiserve_usage" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
 
 
 === TEST 36: an "if" block inside an aiserve_infer location answers with its model
@@ -557,5 +557,87 @@ location = /t { return 200 "plain\n"; }
 GET /t
 --- response_body
 plain
+--- no_error_log
+[error]
+
+
+
+=== TEST 39: proxy_pass inside limit_except of an aiserve_infer location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /x {
+    aiserve_infer m;
+    limit_except GET { proxy_pass http://127.0.0.1:9; }
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/x" in \S+nginx.conf:\d+/
+
+
+=== TEST 40: proxy_pass inside "if" of an aiserve_infer location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /z {
+    if ($http_x_a) { proxy_pass http://127.0.0.1:9; }
+    aiserve_infer m;
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_infer" cannot be combined with another content handler in location "\/z" in \S+nginx.conf:\d+/
+
+
+=== TEST 41: proxy_pass inside "if" of an aiserve_usage location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /u {
+    aiserve_usage;
+    if ($http_x_a) { proxy_pass http://127.0.0.1:9; }
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/u" in \S+nginx.conf:\d+/
+
+
+=== TEST 42: proxy_pass inside limit_except of an aiserve_admin location stops nginx
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_meter_db $TEST_NGINX_LEDGER_DIR;
+aiserve_meter_zone meter010 1m;
+--- config
+location = /a {
+    aiserve_admin;
+    limit_except GET { proxy_pass http://127.0.0.1:9; }
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_admin" cannot be combined with another content handler in location "\/a" in \S+nginx.conf:\d+/
+
+
+=== TEST 43: an "if" block of an api=info location answers with the info
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /info {
+    aiserve_infer m api=info;
+    if ($arg_tag) { add_header X-Tag $arg_tag; }
+}
+--- request
+GET /info?tag=blue
+--- response_headers
+X-Tag: blue
+--- response_body_like: "model_id":"m"
 --- no_error_log
 [error]

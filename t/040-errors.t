@@ -465,11 +465,11 @@ Content-Type: application/json
 --- error_code eval
 [422, 422, 422, 422, 422]
 --- response_body_like eval
-[ qr/\{"error":\{"message":"the request has 11 tokens, more than the limit of 10 tokens per request \(aiserve_max_request_tokens\)","type":"invalid_request_error","param":"input","code":"too_many_tokens"\}\}/,
+[ qr/\{"error":\{"message":"the request has 11 tokens, more than the limit of 10 tokens per request \(aiserve_max_request_tokens\): split the inputs over several requests, or raise aiserve_max_request_tokens","type":"invalid_request_error","param":"input","code":"too_many_tokens"\}\}/,
   qr/"message":"the request has 11 tokens, more than the limit of 10 tokens per request.*"param":"input","code":"too_many_tokens"/,
   qr/"message":"the request has 11 tokens, more than the limit of 10 .*"param":"inputs","code":"too_many_tokens"/,
   qr/"message":"the request has 12 tokens, more than the limit of 10 .*"param":"texts","code":"too_many_tokens"/,
-  qr/"message":"the request has 413696 tokens, more than the limit of 65536 tokens per request \(aiserve_max_request_tokens\)"/ ]
+  qr/"message":"the request has 413696 tokens, more than the limit of 65536 tokens per request \(aiserve_max_request_tokens\): split the inputs over several requests, or raise aiserve_max_request_tokens"/ ]
 --- no_error_log
 [error]
 aiserve enqueue

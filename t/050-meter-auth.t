@@ -692,7 +692,7 @@ ok
     }
 --- must_die
 --- error_log eval
-qr/"aiserve_usage" cannot be combined with another content handler in this location in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/v1\/embeddings" in \S+nginx\.conf:\d+/
 
 
 
@@ -703,8 +703,8 @@ qr/"aiserve_usage" cannot be combined with another content handler in this locat
         aiserve_usage;
     }
 --- must_die
---- error_log
-"aiserve_usage" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_usage" cannot be combined with another content handler in location "\/usage" in \S+nginx\.conf:\d+/
 
 
 

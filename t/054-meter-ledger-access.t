@@ -162,6 +162,8 @@ my $emerg = qr/\[emerg\] .*user[ ]"nobody"[ ]of[ ]the[ ]worker[ ]processes
     ok(!listening(), 'nothing listens on the port');
     my $pid = master_pid();
     ok(!defined $pid || !kill(0, $pid), 'no master left running');
+    ok(!-e "$dir/private/var", 'the failed start left no ledger, hmac.key '
+                               . 'or directory behind');
 }
 
 # an existing ledger below the same directory: refused as well

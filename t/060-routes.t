@@ -125,9 +125,11 @@ Content-Type: application/json
 ["POST /decode\n{\"ids\": [[101, 7592], [101, 30522]]}",
  "POST /decode\n{\"ids\": \"hello\"}",
  "POST /decode\n{\"ids\": [], \"skip_special_tokens\": true}",
- "POST /decode\n{\"ids\": [101], \"clean_up_tokenization_spaces\": false}"]
+ "POST /decode\n{\"ids\": [101], \"clean_up_tokenization_spaces\": false}",
+ "POST /decode\n{\"ids\": [[]]}",
+ "POST /decode\n{\"ids\": [[101], []]}"]
 --- error_code eval
-[422, 422, 422, 422]
+[422, 422, 422, 422, 422, 422]
 --- json_approx eval
 [main::err("invalid_request_error", "invalid_token", "ids[1][1]",
            "ids[1][1] must be a token id from 0 to 30521"),
@@ -139,7 +141,11 @@ Content-Type: application/json
            "clean_up_tokenization_spaces",
            "clean_up_tokenization_spaces is not a field of this route, "
            . "which reads ids, skip_special_tokens, model, parameters and "
-           . "options")]
+           . "options"),
+ main::err("invalid_request_error", "empty_input", "ids[0]",
+           "ids[0] must not be empty"),
+ main::err("invalid_request_error", "empty_input", "ids[1]",
+           "ids[1] must not be empty")]
 --- no_error_log
 [error]
 
@@ -185,9 +191,10 @@ Content-Type: application/json
  "POST /similarity\n{\"inputs\": {\"sentences\": [\"b\"]}}",
  "POST /similarity\n{\"inputs\": \"a\"}",
  "POST /similarity\n{\"inputs\": {\"source_sentence\": \"a\", \"sentences\": [\"b\", 3]}}",
- "POST /similarity\n{\"inputs\": {\"source_sentence\": \"a\", \"sentences\": [\"b\"]}, \"parameters\": {\"prompt_name\": \"query\"}}"]
+ "POST /similarity\n{\"inputs\": {\"source_sentence\": \"a\", \"sentences\": [\"b\"]}, \"parameters\": {\"prompt_name\": \"query\"}}",
+ "POST /similarity\n{\"inputs\": {\"source_sentence\": \"a\", \"sentences\": [\"b\"], \"normalize\": false}}"]
 --- error_code eval
-[422, 422, 422, 422, 422]
+[422, 422, 422, 422, 422, 422]
 --- json_approx eval
 [main::err("invalid_request_error", "empty_input", "inputs.sentences",
            "inputs.sentences must not be empty"),
@@ -199,7 +206,10 @@ Content-Type: application/json
            "inputs.sentences[1] must be a string"),
  main::err("invalid_request_error", "unknown_field", "prompt_name",
            "prompt_name is not a field of this route, which reads inputs, "
-           . "truncate, truncation_direction, model, parameters and options")]
+           . "truncate, truncation_direction, model, parameters and options"),
+ main::err("invalid_request_error", "unknown_field", "inputs.normalize",
+           "inputs.normalize is not a field of inputs, which holds "
+           . "source_sentence and sentences")]
 --- no_error_log
 [error]
 
@@ -326,6 +336,24 @@ Content-Type: application/json
 
 
 
+=== TEST 10a: PUT / (api=tei) is a 405 allowing GET, HEAD and POST
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = / { aiserve_infer minilm api=tei; }
+--- request
+PUT /
+--- error_code: 405
+--- response_headers
+Allow: GET, HEAD, POST
+--- response_body_like: ^\{"error":\{"message":"method PUT is not allowed, use GET, HEAD or POST","type":"invalid_request_error","param":null,"code":"method_not_allowed"\}\}$
+--- no_error_log
+[error]
+
+
+
 === TEST 11: the Inference API's "options" change nothing (langchain's HuggingFaceInferenceAPIEmbeddings)
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
@@ -347,7 +375,7 @@ Content-Type: application/json
 
 
 
-=== TEST 12: a field in "parameters" and at the top level; parameters not an object
+=== TEST 12: a field in "parameters" and at the top level; parameters not an object; raw_scores with a function; parameters null is absent
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -358,14 +386,18 @@ location = /predict { aiserve_infer cls; }
 Content-Type: application/json
 --- request eval
 ["POST /predict\n{\"inputs\": \"x\", \"top_k\": 1, \"parameters\": {\"top_k\": 2}}",
- "POST /predict\n{\"inputs\": \"x\", \"parameters\": [1]}"]
+ "POST /predict\n{\"inputs\": \"x\", \"parameters\": [1]}",
+ "POST /predict\n{\"inputs\": \"x\", \"raw_scores\": true, \"function_to_apply\": \"softmax\"}",
+ "POST /predict\n{\"inputs\": \"x\", \"parameters\": null}",
+ "POST /predict\n{\"inputs\": \"x\"}"]
 --- error_code eval
-[422, 422]
---- json_approx eval
-[main::err("invalid_request_error", "invalid_value", "parameters.top_k",
-           "top_k is given both at the top level and in parameters"),
- main::err("invalid_request_error", "invalid_type", "parameters",
-           "parameters must be an object")]
+[422, 422, 422, 200, 200]
+--- response_body_like eval
+[qr/^\{"error":\{"message":"top_k is given both at the top level and in parameters","type":"invalid_request_error","param":"parameters.top_k","code":"invalid_value"\}\}$/,
+ qr/^\{"error":\{"message":"parameters must be an object","type":"invalid_request_error","param":"parameters","code":"invalid_type"\}\}$/,
+ qr/^\{"error":\{"message":"raw_scores: true asks for the scores without a function, function_to_apply names one: send one of the two","type":"invalid_request_error","param":"function_to_apply","code":"invalid_value"\}\}$/,
+ qr/^\[\{"label":"(positive|negative)","score":[0-9.e-]+\}\]$/,
+ qr/^\[\{"label":"(positive|negative)","score":[0-9.e-]+\}\]$/]
 --- no_error_log
 [error]
 

@@ -264,14 +264,15 @@ aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 location /v1/models { aiserve_endpoint models; }
 --- request eval
 ["GET /v1/models", "GET /v1/models/", "GET /v1/models/cls",
- "GET /v1/models/gpt-4"]
+ "GET /v1/models/gpt-4", "GET /v1/modelsminilm"]
 --- error_code eval
-[200, 200, 200, 404]
+[200, 200, 200, 404, 404]
 --- response_body_like eval
 [qr/^\{"object":"list","data":\[\{"id":"minilm","object":"model","created":1\d{9},"owned_by":"aiserve"\},\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve"\}\]\}$/,
  qr/^\{"object":"list","data":\[\{"id":"minilm",.*\{"id":"cls",/,
  qr/^\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve"\}$/,
- qr/^\{"error":\{"message":"the model \\"gpt-4\\" does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"\}\}$/]
+ qr/^\{"error":\{"message":"the model \\"gpt-4\\" does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"\}\}$/,
+ qr/^\{"error":\{"message":"no such route \\"\/v1\/modelsminilm\\"","type":"invalid_request_error","param":null,"code":"not_found"\}\}$/]
 --- no_error_log
 [error]
 
@@ -344,8 +345,8 @@ aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /metrics { aiserve_infer cls; aiserve_endpoint metrics; }
 --- must_die
---- error_log
-"aiserve_endpoint" cannot be combined with another content handler in this location
+--- error_log eval
+qr/\[emerg\] .*"aiserve_endpoint" cannot be combined with another content handler in location "\/metrics" in \S+nginx.conf:\d+/
 
 
 
@@ -357,8 +358,44 @@ aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
 --- config
 location = /metrics { aiserve_endpoint metrics; stub_status; }
 --- must_die
---- error_log
-"aiserve_endpoint" cannot be combined with another content handler in location "/metrics"
+--- error_log eval
+qr/\[emerg\] .*"aiserve_endpoint" cannot be combined with another content handler in location "\/metrics" in \S+nginx.conf:\d+/
+
+
+
+=== TEST 8a: proxy_pass inside limit_except of an aiserve_endpoint location
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /health {
+    aiserve_endpoint health;
+    limit_except GET { proxy_pass http://127.0.0.1:9; }
+}
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_endpoint" cannot be combined with another content handler in location "\/health" in \S+nginx.conf:\d+/
+
+
+
+=== TEST 8b: an "if" block of an aiserve_endpoint location answers with it
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model cls $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /v1/models {
+    aiserve_endpoint models;
+    if ($arg_tag) { add_header X-Tag $arg_tag; }
+}
+--- request
+GET /v1/models?tag=blue
+--- response_headers
+X-Tag: blue
+--- response_body_like: "object":"list"
+--- no_error_log
+[error]
 
 
 
@@ -393,6 +430,27 @@ GET /metrics
 --- response_body_like: aiserve_prompt_tokens_total\{model="m62"\} 0
 --- scenario: reload
 --- timeout: 60
+--- no_error_log
+[error]
+
+
+
+=== TEST 10a: GET /info and TEI's GET / are not counted in aiserve_requests_total
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m63 $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
+--- config
+location = /info { aiserve_infer m63 api=info; }
+location = / { aiserve_infer m63 api=tei; }
+location = /metrics { aiserve_endpoint metrics; }
+--- request eval
+["GET /info", "GET /", "GET /metrics"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/"model_id":"m63"/, qr/^\{"status":"ok"\}$/,
+ qr/^# HELP aiserve_requests_total Requests of aiserve_infer locations by model, route \(api=\) and HTTP status; not api=info, not GET or HEAD on api=tei\.\n(?!.*aiserve_requests_total\{model="m63").*aiserve_prompt_tokens_total\{model="m63"\} 0/s]
 --- no_error_log
 [error]
 
