@@ -16,7 +16,7 @@ BENCH_ENV          ?= -u OPENBLAS_CORETYPE
 BENCH_TRAIN_ROUNDS ?= 3
 BENCH_STEPS        ?= 20
 BENCH_TRAIN_WRITE  ?=
-BANKING77          ?= /work/shared/data/banking77
+BANKING77          ?= ../shared/data/banking77
 
 .PHONY: bench-train
 

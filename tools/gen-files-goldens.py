@@ -8,7 +8,7 @@ row of shared/data/banking77/train.csv (CC BY 4.0, PolyAI), header kept.
 
 usage: tools/gen-files-goldens.py [BANKING77_DIR]  (writes t/data/files/;
        default $AISERVE_SHARED_DATA/banking77, AISERVE_SHARED_DATA
-       defaulting to /work/shared/data as for t/unit/test_data.c)
+       defaulting to ../shared/data as for t/unit/test_data.c)
 """
 
 import csv
@@ -59,7 +59,7 @@ def read_conll(path):
 
 def main():
     banking77 = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        os.environ.get("AISERVE_SHARED_DATA", "/work/shared/data"),
+        os.environ.get("AISERVE_SHARED_DATA", "../shared/data"),
         "banking77")
     write_slice(banking77)
 

@@ -3,7 +3,7 @@
 autograd on transformers' BERT classes, in the manner of llm.c's
 train_gpt2.py / test_gpt2.c.  Run from the repository root:
 
-    /work/main/.venv/bin/python tools/gen-train-fixtures.py
+    .venv/bin/python tools/gen-train-fixtures.py
 
 For each case (the tiny task models of models/, and all-MiniLM-L6-v2 with a
 new sequence-classification head) it writes t/data/train-<case>.safetensors

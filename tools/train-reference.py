@@ -267,7 +267,7 @@ def main():
     ap.add_argument("--mode", choices=["full", "head"], default="full")
     ap.add_argument("--model", default=os.path.join(ROOT, "models",
                                                     "all-MiniLM-L6-v2"))
-    ap.add_argument("--data", default="/work/shared/data")
+    ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--learning-rate", type=float, default=5e-5)
     ap.add_argument("--batch-size", type=int, default=32)

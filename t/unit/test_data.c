@@ -6,7 +6,7 @@
  *    input_ids, token_type_ids, label ids, -100 on sub-tokens, words cut
  *  - multi-label, regression, IOB1/IOBES conversion, spans to tags
  *  - every kind of bad data is an error naming file, line and field
- *  - the real sets of /work/shared/data (AISERVE_SHARED_DATA): Banking77
+ *  - the real sets of ../shared/data (AISERVE_SHARED_DATA): Banking77
  *    (10,003 rows, 77 labels) and WNUT-17 (3,394 sentences)
  */
 #include <stdlib.h>
@@ -536,7 +536,7 @@ check_shared(void)
     };
 
     dir = getenv("AISERVE_SHARED_DATA");
-    dir = dir ? dir : "/work/shared/data";
+    dir = dir ? dir : "../shared/data";
 
     snprintf(path, sizeof(path), "%s/banking77/train.csv", dir);
     if (stat(path, &st) != 0) {
