@@ -16,6 +16,7 @@ PKGS=(
   prometheus                      # promtool: checks the /metrics exposition
   clang libclang-rt-14-dev        # libFuzzer targets
   llvm-14                         # llvm-symbolizer: the fuzzers' reports name functions and lines
+  libomp-14-dev                   # omp.h for clang: fuzz-model and test-clang build the whole engine with clang
   python3 python3-pip python3-venv unzip curl wrk
   ca-certificates                 # HTTPS for tools/fetch-model.sh
 )
