@@ -32,6 +32,73 @@ static dnnl_engine_t   aiserve_dnnl_engine;
 static dnnl_status_t   aiserve_dnnl_engine_status;
 static pthread_key_t   aiserve_dnnl_stream_key;
 
+/*
+ * What a thread keeps of oneDNN (its stream, its cache of products) is
+ * destroyed by the next thread that makes its own, never by the thread's
+ * key destructor: the destructor only moves it to a list of orphans.
+ * nginx never joins the threads of its thread pools: at a worker's exit
+ * they run their destructors while the main thread runs the atexit
+ * handlers, oneDNN's static destructors and unloads the modules (a worker
+ * died of SIGSEGV so, in a destructor whose code had been unmapped, once
+ * in a few hundred graceful stops).  The destructor now touches only this
+ * list, and the module keeps its code mapped (ngx_http_aiserve_module.c).
+ */
+typedef struct aiserve_orphan_s  aiserve_orphan_t;
+
+struct aiserve_orphan_s {
+    aiserve_orphan_t  *next;
+    void             (*destroy)(void *);
+    void              *data;
+};
+
+static pthread_mutex_t   aiserve_orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+static aiserve_orphan_t *aiserve_orphans;
+
+
+/* A key destructor: DATA's first member is its aiserve_orphan_t. */
+static void
+aiserve_orphan_adopt(void *data)
+{
+    aiserve_orphan_t  *o = data;
+
+    (void) pthread_mutex_lock(&aiserve_orphans_lock);
+    o->next = aiserve_orphans;
+    aiserve_orphans = o;
+    (void) pthread_mutex_unlock(&aiserve_orphans_lock);
+}
+
+
+size_t
+aiserve_gemm_orphans(void)
+{
+    aiserve_orphan_t  *o;
+    size_t             n = 0;
+
+    (void) pthread_mutex_lock(&aiserve_orphans_lock);
+    for (o = aiserve_orphans; o != NULL; o = o->next) {
+        n++;
+    }
+    (void) pthread_mutex_unlock(&aiserve_orphans_lock);
+    return n;
+}
+
+
+/* Destroys what exited threads left, from a living thread. */
+static void
+aiserve_orphans_destroy(void)
+{
+    aiserve_orphan_t  *o, *next;
+
+    (void) pthread_mutex_lock(&aiserve_orphans_lock);
+    o = aiserve_orphans;
+    aiserve_orphans = NULL;
+    (void) pthread_mutex_unlock(&aiserve_orphans_lock);
+    for ( /* void */ ; o != NULL; o = next) {
+        next = o->next;
+        o->destroy(o->data);
+    }
+}
+
 
 static const char *
 aiserve_dnnl_status(dnnl_status_t s)
@@ -57,10 +124,19 @@ aiserve_dnnl_status(dnnl_status_t s)
 }
 
 
+typedef struct {
+    aiserve_orphan_t  orphan;         /* first: see aiserve_orphan_adopt() */
+    dnnl_stream_t     stream;
+} aiserve_dnnl_tls_t;
+
+
 static void
-aiserve_dnnl_stream_free(void *p)
+aiserve_dnnl_tls_free(void *p)
 {
-    dnnl_stream_destroy(p);
+    aiserve_dnnl_tls_t  *t = p;
+
+    dnnl_stream_destroy(t->stream);
+    free(t);
 }
 
 
@@ -70,7 +146,7 @@ aiserve_dnnl_init(void)
     aiserve_dnnl_engine_status = dnnl_engine_create(&aiserve_dnnl_engine,
                                                     dnnl_cpu, 0);
     (void) pthread_key_create(&aiserve_dnnl_stream_key,
-                              aiserve_dnnl_stream_free);
+                              aiserve_orphan_adopt);
 }
 
 
@@ -80,8 +156,8 @@ aiserve_dnnl_init(void)
 static dnnl_stream_t
 aiserve_dnnl_stream(int threads, char *err, size_t err_len)
 {
-    dnnl_stream_t  s;
-    dnnl_status_t  rc;
+    aiserve_dnnl_tls_t  *t;
+    dnnl_status_t        rc;
 
     (void) pthread_once(&aiserve_dnnl_once, aiserve_dnnl_init);
     if (aiserve_dnnl_engine_status != dnnl_success) {
@@ -90,19 +166,28 @@ aiserve_dnnl_stream(int threads, char *err, size_t err_len)
         return NULL;
     }
     omp_set_num_threads(threads < 1 ? 1 : threads);
-    s = pthread_getspecific(aiserve_dnnl_stream_key);
-    if (s != NULL) {
-        return s;
+    t = pthread_getspecific(aiserve_dnnl_stream_key);
+    if (t != NULL) {
+        return t->stream;
     }
-    rc = dnnl_stream_create(&s, aiserve_dnnl_engine,
+    aiserve_orphans_destroy();
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        aiserve_err(err, err_len, "oneDNN: out of memory for a stream");
+        return NULL;
+    }
+    rc = dnnl_stream_create(&t->stream, aiserve_dnnl_engine,
                             dnnl_stream_default_flags);
     if (rc != dnnl_success) {
+        free(t);
         aiserve_err(err, err_len, "oneDNN: cannot create a stream (%s)",
                     aiserve_dnnl_status(rc));
         return NULL;
     }
-    (void) pthread_setspecific(aiserve_dnnl_stream_key, s);
-    return s;
+    t->orphan.destroy = aiserve_dnnl_tls_free;
+    t->orphan.data = t;
+    (void) pthread_setspecific(aiserve_dnnl_stream_key, t);
+    return t->stream;
 }
 
 
@@ -390,6 +475,7 @@ typedef struct {
 } aiserve_gemm_entry_t;
 
 typedef struct {
+    aiserve_orphan_t      orphan;     /* first: see aiserve_orphan_adopt() */
     aiserve_gemm_entry_t  e[AISERVE_GEMM_CACHE];
     unsigned              next;       /* round-robin replacement */
     uint16_t             *a16;        /* A in bf16, for bf16 weights */
@@ -435,7 +521,7 @@ static void
 aiserve_gemm_cache_init(void)
 {
     (void) pthread_key_create(&aiserve_gemm_cache_key,
-                              aiserve_gemm_cache_free);
+                              aiserve_orphan_adopt);
 }
 
 
@@ -448,8 +534,11 @@ aiserve_gemm_cache(void)
     (void) pthread_once(&aiserve_gemm_cache_once, aiserve_gemm_cache_init);
     c = pthread_getspecific(aiserve_gemm_cache_key);
     if (c == NULL) {
+        aiserve_orphans_destroy();
         c = calloc(1, sizeof(*c));
         if (c != NULL) {
+            c->orphan.destroy = aiserve_gemm_cache_free;
+            c->orphan.data = c;
             (void) pthread_setspecific(aiserve_gemm_cache_key, c);
         }
     }

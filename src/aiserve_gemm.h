@@ -119,4 +119,13 @@ int aiserve_gemm_plain(int trans_a, int trans_b, size_t m, size_t n,
     size_t k, float alpha, const float *a, size_t lda, const float *b,
     size_t ldb, float beta, float *c, size_t ldc);
 
+/*
+ * How many oneDNN objects (a stream, a cache of products) threads left
+ * at their exit and no living thread has destroyed yet: a thread's key
+ * destructor only hands them over, the next thread to make its own
+ * destroys them (see aiserve_gemm.c: why a destructor must not call
+ * oneDNN under nginx).  For tests and diagnostics.
+ */
+size_t aiserve_gemm_orphans(void);
+
 #endif /* AISERVE_GEMM_H */

@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <dlfcn.h>
+
 #include "ngx_http_aiserve_infer.h"
 #include "aiserve_dtype.h"
 
@@ -55,6 +57,7 @@ static char *ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static ngx_int_t ngx_http_aiserve_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_aiserve_init_process(ngx_cycle_t *cycle);
 static void ngx_http_aiserve_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_aiserve_pin(ngx_cycle_t *cycle);
 
 
 static ngx_conf_enum_t  ngx_http_aiserve_log_levels[] = {
@@ -1085,6 +1088,8 @@ ngx_http_aiserve_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_aiserve_main_conf_t  *amcf;
 
+    ngx_http_aiserve_pin(cycle);
+
     amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_aiserve_module);
     if (amcf == NULL || amcf->models.nelts == 0) {
         return NGX_OK;
@@ -1094,6 +1099,43 @@ ngx_http_aiserve_init_process(ngx_cycle_t *cycle)
     aiserve_set_num_threads((int) amcf->threads);
 
     return NGX_OK;
+}
+
+
+/*
+ * Keeps this module's code mapped until the worker's last instruction.
+ * nginx unloads dynamic modules when it destroys the cycle's pool at a
+ * worker's exit, while the threads of its thread pools, never joined, may
+ * still be running key destructors of the engine (aiserve_gemm.c): code
+ * unmapped under a running thread is a SIGSEGV at a graceful stop.  A
+ * second reference with RTLD_NODELETE leaves the module in the worker's
+ * memory; the master, which reloads modules, is not concerned.
+ */
+static void
+ngx_http_aiserve_pin(ngx_cycle_t *cycle)
+{
+    Dl_info   info;
+    void     *handle;
+
+    if (dladdr((void *) &ngx_http_aiserve_module, &info) == 0
+        || info.dli_fname == NULL)
+    {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "aiserve: dladdr() found no file for the module, "
+                      "it stays unpinned");
+        return;
+    }
+
+    handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (handle == NULL) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "aiserve: dlopen(\"%s\", RTLD_NODELETE) failed: %s",
+                      info.dli_fname, dlerror());
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, cycle->log, 0,
+                   "aiserve: module pinned: %s", info.dli_fname);
 }
 
 

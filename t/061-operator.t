@@ -473,3 +473,25 @@ GET /metrics
 --- timeout: 60
 --- no_error_log
 [error]
+
+
+
+=== TEST 12: every worker pins the module (RTLD_NODELETE): the threads of nginx's thread pools, never joined, may still run the engine's key destructors when the worker unloads its modules at exit
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model m65 $TEST_NGINX_AISERVE_ROOT/models/tiny-st-cls;
+--- config
+location = /v1/embeddings { aiserve_infer m65; }
+--- more_headers
+Content-Type: application/json
+--- request
+POST /v1/embeddings
+{"input": ["one", "two words", "three words here"]}
+--- response_body_like: "object":"list"
+--- grep_error_log eval: qr/aiserve: module pinned: \S+ngx_http_aiserve_module\.so/
+--- grep_error_log_out eval
+[qr/^(aiserve: module pinned: \S+\n){2}$/]
+--- no_error_log
+[error]
+[warn]
