@@ -23,10 +23,13 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#define AISERVE_LEDGER_VERSION     2
+#define AISERVE_LEDGER_VERSION     3
 #define AISERVE_LEDGER_MAXREADERS  1022
 #define AISERVE_LEDGER_MAP_DEFAULT (1024 * 1024)
-#define AISERVE_ROW_KEY_LEN        (8 + AISERVE_MODEL_MAX)
+#define AISERVE_ROW_KEY_LEN        (8 + 1 + AISERVE_API_MAX + 8             \
+                                    + AISERVE_MODEL_MAX)
+/* a version 2 row key: key id BE, day BE, model */
+#define AISERVE_ROW_KEY_V2_LEN     (8 + 64)
 
 struct aiserve_ledger_s {
     MDB_env   *env;
@@ -36,6 +39,7 @@ struct aiserve_ledger_s {
     MDB_dbi    usage;
     MDB_dbi    accounts;
     MDB_dbi    audit;
+    MDB_dbi    training;
     MDB_txn   *rtxn;          /* reusable read txn (MDB_NOTLS), reset */
     MDB_txn   *wtxn;          /* flush in progress */
     size_t     max_map;       /* cap for key writes, 0: none */
@@ -201,21 +205,20 @@ static int ledger_audit_put(aiserve_ledger_t *l, MDB_txn *txn,
 
 /*
  * Ledger version 1 -> 2, inside the write transaction txn: every key gets
- * an account of its own number and name (no limits: the key's own stay),
- * and an audit entry records the migration.  Usage rows stay as they are:
- * they are keyed by key id, and an account's usage is that of its keys.
+ * an account of its own number and name (no limits: the key's own stay).
+ * Usage rows are keyed by key id, and an account's usage is that of its
+ * keys.  *nkeys gets the number of keys.
  */
 static int
-ledger_migrate_v1(aiserve_ledger_t *l, MDB_txn *txn, char *err,
-    size_t errlen)
+ledger_migrate_v1(aiserve_ledger_t *l, MDB_txn *txn, size_t *nkeys,
+    char *err, size_t errlen)
 {
     int                 rc;
     size_t              n, cap, i;
-    uint32_t            next, version;
+    uint32_t            next;
     MDB_val             mk, mv;
     MDB_cursor         *cur;
     aiserve_key_t      *keys, *nk;
-    aiserve_audit_t     e;
     aiserve_account_t   a;
 
     rc = mdb_cursor_open(txn, l->keys, &cur);
@@ -302,29 +305,187 @@ ledger_migrate_v1(aiserve_ledger_t *l, MDB_txn *txn, char *err,
         rc = mdb_put(txn, l->meta, &mk, &mv, 0);
     }
 
-    if (rc == 0) {
-        version = AISERVE_LEDGER_VERSION;
-        mk.mv_data = "version";
-        mk.mv_size = sizeof("version") - 1;
-        mv.mv_data = &version;
-        mv.mv_size = sizeof(uint32_t);
-        rc = mdb_put(txn, l->meta, &mk, &mv, 0);
+    if (rc != 0) {
+        snprintf(err, errlen, "migration of the keys to accounts: %s",
+                 mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
     }
 
+    *nkeys = n;
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+static size_t row_key_encode(const aiserve_row_key_t *rk,
+    unsigned char *buf);
+
+
+/*
+ * Ledger version 2 -> 3, inside the write transaction txn: every usage
+ * row is keyed again with the api "" (not recorded then) and the price it
+ * was charged at, cost_nano / prompt_tokens nano-units a token (that is
+ * micro-units per 1k tokens, the unit of aiserve_price), 0 for a row of
+ * no tokens and AISERVE_PRICE_UNKNOWN where that does not divide (a price
+ * changed during the day).  Its numbers stay as they were.
+ */
+static int
+ledger_migrate_v2(aiserve_ledger_t *l, MDB_txn *txn, size_t *nrows,
+    char *err, size_t errlen)
+{
+    int                 rc;
+    size_t              n, cap, i, len;
+    MDB_val             mk, mv;
+    MDB_cursor         *cur;
+    unsigned char      *p, buf[AISERVE_ROW_KEY_LEN];
+    aiserve_usage_t    *u;
+    aiserve_row_key_t  *rk;
+    struct {
+        aiserve_row_key_t  rk;
+        aiserve_usage_t    u;
+    }                  *rows, *nr;
+
+    rc = mdb_cursor_open(txn, l->usage, &cur);
+    if (rc != 0) {
+        snprintf(err, errlen, "migration: mdb_cursor_open: %s",
+                 mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    n = 0;
+    cap = 0;
+    rows = NULL;
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (mk.mv_size < 8 || mk.mv_size > AISERVE_ROW_KEY_V2_LEN
+            || (mv.mv_size != AISERVE_USAGE_V1_SIZE
+                && mv.mv_size != AISERVE_USAGE_V2_SIZE))
+        {
+            mdb_cursor_close(cur);
+            free(rows);
+            snprintf(err, errlen, "migration: a usage row of %zu + %zu "
+                     "bytes is not of version 2", mk.mv_size, mv.mv_size);
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            nr = realloc(rows, cap * sizeof(*rows));
+            if (nr == NULL) {
+                mdb_cursor_close(cur);
+                free(rows);
+                snprintf(err, errlen, "migration: out of memory");
+                return AISERVE_LEDGER_ERROR;
+            }
+            rows = nr;
+        }
+
+        memset(&rows[n], 0, sizeof(*rows));
+        rk = &rows[n].rk;
+        u = &rows[n].u;
+        p = mk.mv_data;
+
+        rk->key_id = (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16
+                     | (uint32_t) p[2] << 8 | p[3];
+        rk->day = (uint32_t) p[4] << 24 | (uint32_t) p[5] << 16
+                  | (uint32_t) p[6] << 8 | p[7];
+        len = mk.mv_size - 8;
+        memcpy(rk->model, p + 8, len);
+        memcpy(u, mv.mv_data, mv.mv_size);
+
+        if (u->prompt_tokens == 0) {
+            rk->price = u->cost_nano ? AISERVE_PRICE_UNKNOWN : 0;
+
+        } else if (u->cost_nano % u->prompt_tokens == 0) {
+            rk->price = u->cost_nano / u->prompt_tokens;
+
+        } else {
+            rk->price = AISERVE_PRICE_UNKNOWN;
+        }
+
+        n++;
+    }
+
+    mdb_cursor_close(cur);
+
+    rc = mdb_drop(txn, l->usage, 0);
+
+    for (i = 0; i < n && rc == 0; i++) {
+        mk.mv_data = buf;
+        mk.mv_size = row_key_encode(&rows[i].rk, buf);
+        mv.mv_data = &rows[i].u;
+        mv.mv_size = sizeof(aiserve_usage_t);
+
+        rc = mdb_put(txn, l->usage, &mk, &mv, MDB_NOOVERWRITE);
+    }
+
+    free(rows);
+
+    if (rc != 0) {
+        snprintf(err, errlen, "migration of the usage rows: %s",
+                 mdb_strerror(rc));
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    *nrows = n;
+
+    return AISERVE_LEDGER_OK;
+}
+
+
+/* Migrates a ledger of version (1 or 2) to AISERVE_LEDGER_VERSION in txn
+ * and records it in the audit trail. */
+static int
+ledger_migrate(aiserve_ledger_t *l, MDB_txn *txn, uint32_t version,
+    char *err, size_t errlen)
+{
+    int              rc;
+    size_t           nkeys, nrows, off;
+    MDB_val          mk, mv;
+    aiserve_audit_t  e;
+
+    memset(&e, 0, sizeof(e));
+    off = 0;
+
+    if (version == 1) {
+        if (ledger_migrate_v1(l, txn, &nkeys, err, errlen)
+            != AISERVE_LEDGER_OK)
+        {
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        off = snprintf(e.detail, sizeof(e.detail), "from version 1: %zu "
+                       "keys, each its own account; ", nkeys);
+    }
+
+    if (ledger_migrate_v2(l, txn, &nrows, err, errlen) != AISERVE_LEDGER_OK) {
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    snprintf(e.detail + off, sizeof(e.detail) - off, "from version 2: %zu "
+             "usage rows with their price, route not recorded", nrows);
+
+    version = AISERVE_LEDGER_VERSION;
+    mk.mv_data = "version";
+    mk.mv_size = sizeof("version") - 1;
+    mv.mv_data = &version;
+    mv.mv_size = sizeof(uint32_t);
+
+    rc = mdb_put(txn, l->meta, &mk, &mv, 0);
     if (rc != 0) {
         snprintf(err, errlen, "migration to ledger version %d: %s",
                  AISERVE_LEDGER_VERSION, mdb_strerror(rc));
         return AISERVE_LEDGER_ERROR;
     }
 
-    memset(&e, 0, sizeof(e));
     e.time = time(NULL);
     snprintf(e.actor, sizeof(e.actor), "ledger");
     snprintf(e.action, sizeof(e.action), "ledger.migrate");
     snprintf(e.object, sizeof(e.object), "version_%d",
              AISERVE_LEDGER_VERSION);
-    snprintf(e.detail, sizeof(e.detail), "from version 1: %zu keys, each "
-             "its own account", n);
 
     rc = ledger_audit_put(l, txn, &e);
     if (rc != 0) {
@@ -401,14 +562,14 @@ again:
         return AISERVE_LEDGER_ERROR;
     }
 
-    if (version == 1 && newflags == 0) {
+    if ((version == 1 || version == 2) && newflags == 0) {
         /* the migration writes: again in a write transaction */
         mdb_txn_abort(txn);
         newflags = MDB_CREATE;
         goto again;
     }
 
-    if (version != 0 && version != 1 && version != AISERVE_LEDGER_VERSION) {
+    if (version > AISERVE_LEDGER_VERSION) {
         mdb_txn_abort(txn);
         snprintf(err, errlen, "\"%s\": unsupported ledger version %u",
                  path, version);
@@ -418,7 +579,9 @@ again:
     if ((rc = mdb_dbi_open(txn, "accounts", newflags | MDB_INTEGERKEY,
                            &l->accounts)) != 0
         || (rc = mdb_dbi_open(txn, "audit", newflags | MDB_INTEGERKEY,
-                              &l->audit)) != 0)
+                              &l->audit)) != 0
+        || (rc = mdb_dbi_open(txn, "training", newflags, &l->training))
+           != 0)
     {
         mdb_txn_abort(txn);
         snprintf(err, errlen, "\"%s\" is not an aiserve ledger of version "
@@ -438,8 +601,10 @@ again:
             return AISERVE_LEDGER_ERROR;
         }
 
-    } else if (version == 1) {
-        if (ledger_migrate_v1(l, txn, err, errlen) != AISERVE_LEDGER_OK) {
+    } else if (version < AISERVE_LEDGER_VERSION) {
+        if (ledger_migrate(l, txn, version, err, errlen)
+            != AISERVE_LEDGER_OK)
+        {
             mdb_txn_abort(txn);
             return AISERVE_LEDGER_ERROR;
         }
@@ -1050,7 +1215,8 @@ key_id_val(uint32_t *id)
 /*
  * Runs fn(l, txn, arg) in a write transaction and commits it; grows the
  * map and runs it again on MDB_MAP_FULL (up to max_map).  fn returns 0, an
- * LMDB error, or AISERVE_LEDGER_NOTFOUND (aborted and returned as is).
+ * LMDB error, or AISERVE_LEDGER_NOTFOUND or ERROR (with l->err set):
+ * aborted and returned as is.
  */
 static int
 ledger_write(aiserve_ledger_t *l, int (*fn)(aiserve_ledger_t *l,
@@ -1067,7 +1233,8 @@ ledger_write(aiserve_ledger_t *l, int (*fn)(aiserve_ledger_t *l,
 
         rc = fn(l, txn, arg);
 
-        if (rc == AISERVE_LEDGER_NOTFOUND) {
+        if (rc == AISERVE_LEDGER_NOTFOUND || rc == AISERVE_LEDGER_ERROR) {
+            /* ERROR: refused by fn, with its message in l->err */
             mdb_txn_abort(txn);
             return rc;
         }
@@ -1831,30 +1998,57 @@ aiserve_key_status_name(uint32_t status)
 static size_t
 row_key_encode(const aiserve_row_key_t *rk, unsigned char *buf)
 {
-    size_t  n;
+    int            i;
+    size_t         n, m;
+    unsigned char *p;
 
-    buf[0] = rk->key_id >> 24;
-    buf[1] = rk->key_id >> 16;
-    buf[2] = rk->key_id >> 8;
-    buf[3] = rk->key_id;
-    buf[4] = rk->day >> 24;
-    buf[5] = rk->day >> 16;
-    buf[6] = rk->day >> 8;
-    buf[7] = rk->day;
+    p = buf;
 
-    n = strnlen(rk->model, AISERVE_MODEL_MAX);
-    memcpy(buf + 8, rk->model, n);
+    for (i = 24; i >= 0; i -= 8) {
+        *p++ = (unsigned char) (rk->key_id >> i);
+    }
 
-    return 8 + n;
+    for (i = 24; i >= 0; i -= 8) {
+        *p++ = (unsigned char) (rk->day >> i);
+    }
+
+    n = strnlen(rk->api, AISERVE_API_MAX);
+    *p++ = (unsigned char) n;
+    memcpy(p, rk->api, n);
+    p += n;
+
+    for (i = 56; i >= 0; i -= 8) {
+        *p++ = (unsigned char) (rk->price >> i);
+    }
+
+    m = strnlen(rk->model, AISERVE_MODEL_MAX);
+    memcpy(p, rk->model, m);
+    p += m;
+
+    return p - buf;
 }
 
 
 static int
 row_key_decode(MDB_val *v, aiserve_row_key_t *rk)
 {
+    int             i;
+    size_t          n, m;
     unsigned char  *p = v->mv_data;
 
-    if (v->mv_size < 8 || v->mv_size > AISERVE_ROW_KEY_LEN) {
+    if (v->mv_size < 9 || v->mv_size > AISERVE_ROW_KEY_LEN) {
+        return -1;
+    }
+
+    n = p[8];
+
+    if (n > AISERVE_API_MAX || v->mv_size < 9 + n + 8) {
+        return -1;
+    }
+
+    m = v->mv_size - 9 - n - 8;
+
+    if (m > AISERVE_MODEL_MAX) {
         return -1;
     }
 
@@ -1862,10 +2056,90 @@ row_key_decode(MDB_val *v, aiserve_row_key_t *rk)
                  | (uint32_t) p[2] << 8 | p[3];
     rk->day = (uint32_t) p[4] << 24 | (uint32_t) p[5] << 16
               | (uint32_t) p[6] << 8 | p[7];
-    memcpy(rk->model, p + 8, v->mv_size - 8);
-    rk->model[v->mv_size - 8] = '\0';
+
+    memcpy(rk->api, p + 9, n);
+    rk->api[n] = '\0';
+
+    p += 9 + n;
+    rk->price = 0;
+
+    for (i = 0; i < 8; i++) {
+        rk->price = rk->price << 8 | p[i];
+    }
+
+    memcpy(rk->model, p + 8, m);
+    rk->model[m] = '\0';
 
     return 0;
+}
+
+
+/* A stored usage row of any version into *u (zeros where it had no
+ * field): 0, or -1 if its size is not one of theirs. */
+static int
+usage_read(MDB_val *v, aiserve_usage_t *u)
+{
+    memset(u, 0, sizeof(aiserve_usage_t));
+
+    if (v->mv_size != sizeof(aiserve_usage_t)
+        && v->mv_size != AISERVE_USAGE_V2_SIZE
+        && v->mv_size != AISERVE_USAGE_V1_SIZE)
+    {
+        return -1;
+    }
+
+    memcpy(u, v->mv_data, v->mv_size);
+
+    return 0;
+}
+
+
+/* Adds u to the row rk in txn: 0 or an LMDB error. */
+static int
+usage_add(aiserve_ledger_t *l, MDB_txn *txn, const aiserve_row_key_t *rk,
+    const aiserve_usage_t *u)
+{
+    int              rc;
+    MDB_val          mk, mv;
+    unsigned char    buf[AISERVE_ROW_KEY_LEN];
+    aiserve_usage_t  row;
+
+    mk.mv_data = buf;
+    mk.mv_size = row_key_encode(rk, buf);
+
+    rc = mdb_get(txn, l->usage, &mk, &mv);
+
+    if (rc == 0) {
+        /* a row of a size this code does not know starts again */
+        (void) usage_read(&mv, &row);
+
+    } else if (rc == MDB_NOTFOUND) {
+        memset(&row, 0, sizeof(aiserve_usage_t));
+
+    } else {
+        return rc;
+    }
+
+    row.requests += u->requests;
+    row.prompt_tokens += u->prompt_tokens;
+    row.compute_usec += u->compute_usec;
+    row.bytes_in += u->bytes_in;
+    row.bytes_out += u->bytes_out;
+    row.errors += u->errors;
+    row.cost_nano += u->cost_nano;
+    row.refused_401 += u->refused_401;
+    row.refused_403 += u->refused_403;
+    row.refused_429 += u->refused_429;
+    row.trained_tokens += u->trained_tokens;
+
+    if (u->storage_bytes > row.storage_bytes) {
+        row.storage_bytes = u->storage_bytes;
+    }
+
+    mv.mv_data = &row;
+    mv.mv_size = sizeof(aiserve_usage_t);
+
+    return mdb_put(txn, l->usage, &mk, &mv, 0);
 }
 
 
@@ -1903,48 +2177,12 @@ int
 aiserve_ledger_wadd(aiserve_ledger_t *l, const aiserve_row_key_t *rk,
     const aiserve_usage_t *u)
 {
-    int              rc;
-    MDB_val          mk, mv;
-    unsigned char    buf[AISERVE_ROW_KEY_LEN];
-    aiserve_usage_t  row;
+    int  rc;
 
-    mk.mv_data = buf;
-    mk.mv_size = row_key_encode(rk, buf);
-
-    memset(&row, 0, sizeof(aiserve_usage_t));
-
-    rc = mdb_get(l->wtxn, l->usage, &mk, &mv);
-    if (rc == 0 && (mv.mv_size == sizeof(aiserve_usage_t)
-                    || mv.mv_size == AISERVE_USAGE_V1_SIZE))
-    {
-        memcpy(&row, mv.mv_data, mv.mv_size);
-
-    } else if (rc == 0 || rc == MDB_NOTFOUND) {
-        /* a new row (or one of a size this code does not know) */
-
-    } else {
-        aiserve_ledger_wabort(l);
-        return ledger_fail(l, rc, "mdb_get(usage)");
-    }
-
-    row.requests += u->requests;
-    row.prompt_tokens += u->prompt_tokens;
-    row.compute_usec += u->compute_usec;
-    row.bytes_in += u->bytes_in;
-    row.bytes_out += u->bytes_out;
-    row.errors += u->errors;
-    row.cost_nano += u->cost_nano;
-    row.refused_401 += u->refused_401;
-    row.refused_403 += u->refused_403;
-    row.refused_429 += u->refused_429;
-
-    mv.mv_data = &row;
-    mv.mv_size = sizeof(aiserve_usage_t);
-
-    rc = mdb_put(l->wtxn, l->usage, &mk, &mv, 0);
+    rc = usage_add(l, l->wtxn, rk, u);
     if (rc != 0) {
         aiserve_ledger_wabort(l);
-        return ledger_fail(l, rc, "mdb_put(usage)");
+        return ledger_fail(l, rc, "usage row");
     }
 
     return AISERVE_LEDGER_OK;
@@ -2040,10 +2278,7 @@ usage_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
     aiserve_row_key_t      rk;
     ledger_usage_each_t   *e = arg;
 
-    if (row_key_decode(mk, &rk) != 0
-        || (mv->mv_size != sizeof(aiserve_usage_t)
-            && mv->mv_size != AISERVE_USAGE_V1_SIZE))
-    {
+    if (row_key_decode(mk, &rk) != 0 || usage_read(mv, &u) != 0) {
         return 0;
     }
 
@@ -2056,9 +2291,6 @@ usage_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
     {
         return 0;
     }
-
-    memset(&u, 0, sizeof(aiserve_usage_t));
-    memcpy(&u, mv->mv_data, mv->mv_size);
 
     return e->cb(&rk, &u, e->arg);
 }
@@ -2098,7 +2330,7 @@ aiserve_ledger_usage_each(aiserve_ledger_t *l, uint32_t key_id,
 static int
 tokens_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
 {
-    *(uint64_t *) arg += u->prompt_tokens;
+    *(uint64_t *) arg += u->prompt_tokens + u->trained_tokens;
     return 0;
 }
 
@@ -2114,15 +2346,646 @@ aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
 }
 
 
+/* --- fine-tuning charges -------------------------------------------------- */
+
+/* Sum of prompt and trained tokens of key_id's rows of days [from, to] in
+ * txn, into *sum: 0 or an LMDB error. */
+static int
+txn_key_tokens(aiserve_ledger_t *l, MDB_txn *txn, uint32_t key_id,
+    uint32_t from, uint32_t to, uint64_t *sum)
+{
+    int                 rc;
+    MDB_val             mk, mv;
+    MDB_cursor         *cur;
+    unsigned char       buf[AISERVE_ROW_KEY_LEN];
+    aiserve_usage_t     u;
+    aiserve_row_key_t   rk;
+
+    rc = mdb_cursor_open(txn, l->usage, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+
+    memset(&rk, 0, sizeof(rk));
+    rk.key_id = key_id;
+    rk.day = from;
+    mk.mv_data = buf;
+    mk.mv_size = row_key_encode(&rk, buf);
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_SET_RANGE);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (row_key_decode(&mk, &rk) != 0) {
+            continue;
+        }
+
+        if (rk.key_id != key_id || rk.day > to) {
+            break;
+        }
+
+        if (usage_read(&mv, &u) == 0) {
+            *sum += u.prompt_tokens + u.trained_tokens;
+        }
+    }
+
+    mdb_cursor_close(cur);
+
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+
+/* The keys of account_id (at most max) in txn into ids, their number into
+ * *n: 0 or an LMDB error. */
+static int
+txn_account_keys(aiserve_ledger_t *l, MDB_txn *txn, uint32_t account_id,
+    uint32_t *ids, size_t max, size_t *n)
+{
+    int             rc;
+    MDB_val         mk, mv;
+    MDB_cursor     *cur;
+    aiserve_key_t   k;
+
+    *n = 0;
+
+    rc = mdb_cursor_open(txn, l->keys, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0 && *n < max;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (key_read(&mv, &k) == AISERVE_LEDGER_OK
+            && k.account_id == account_id)
+        {
+            ids[(*n)++] = k.id;
+        }
+    }
+
+    mdb_cursor_close(cur);
+
+    return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+}
+
+
+/* What open jobs of key_id (account 0) or of account id hold reserved and
+ * have not trained, in txn: 0 or an LMDB error. */
+static int
+txn_training_held(aiserve_ledger_t *l, MDB_txn *txn, uint32_t id,
+    int account, uint64_t *sum)
+{
+    int                  rc;
+    MDB_val              mk, mv;
+    MDB_cursor          *cur;
+    aiserve_training_t   t;
+
+    rc = mdb_cursor_open(txn, l->training, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (mv.mv_size != sizeof(aiserve_training_t)) {
+            continue;
+        }
+
+        memcpy(&t, mv.mv_data, sizeof(aiserve_training_t));
+
+        if (t.status == AISERVE_TRAINING_OPEN
+            && (account ? t.account_id : t.key_id) == id
+            && t.reserved_tokens > t.trained_tokens)
+        {
+            *sum += t.reserved_tokens - t.trained_tokens;
+        }
+    }
+
+    mdb_cursor_close(cur);
+
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+
+/* floor(tokens * price / 1000): nano-units of tokens trained at price
+ * micro-units per 1M tokens (exact in 128 bits; saturates). */
+static uint64_t
+training_cost_nano(uint64_t tokens, uint64_t price)
+{
+    unsigned __int128  c;
+
+    c = (unsigned __int128) tokens * price / 1000;
+
+    return c > UINT64_MAX ? UINT64_MAX : (uint64_t) c;
+}
+
+
+static int
+training_read(MDB_txn *txn, MDB_dbi dbi, const char *job_id,
+    aiserve_training_t *t)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    mk.mv_data = (void *) job_id;
+    mk.mv_size = strlen(job_id);
+
+    rc = mdb_get(txn, dbi, &mk, &mv);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (mv.mv_size != sizeof(aiserve_training_t)) {
+        return MDB_CORRUPTED;
+    }
+
+    memcpy(t, mv.mv_data, sizeof(aiserve_training_t));
+
+    return 0;
+}
+
+
+/* Stores *t under its job id and moves training_gen on, in txn. */
+static int
+training_write(aiserve_ledger_t *l, MDB_txn *txn, aiserve_training_t *t)
+{
+    int       rc;
+    uint64_t  gen;
+    MDB_val   mk, mv;
+
+    mk.mv_data = t->job_id;
+    mk.mv_size = strlen(t->job_id);
+    mv.mv_data = t;
+    mv.mv_size = sizeof(aiserve_training_t);
+
+    rc = mdb_put(txn, l->training, &mk, &mv, 0);
+    if (rc != 0) {
+        return rc;
+    }
+
+    return ledger_counter(l, txn, "training_gen", sizeof(uint64_t), &gen);
+}
+
+
+typedef struct {
+    aiserve_training_t   t;
+    int64_t              now;
+    uint64_t             tokens;     /* settle: the running total */
+    const char          *model;      /* settle: the row's model */
+} training_op_t;
+
+
+/* Checks one budget (key's or account's) for a new reservation, in txn:
+ * 0, an LMDB error, or AISERVE_LEDGER_ERROR with l->err set. */
+static int
+training_budget(aiserve_ledger_t *l, MDB_txn *txn, training_op_t *op,
+    uint32_t id, int account, uint64_t budget, uint32_t period)
+{
+    int       rc;
+    size_t    i, n;
+    uint32_t  day, from, to, ids[1024];
+    uint64_t  used, held;
+
+    if (budget == 0) {
+        return 0;
+    }
+
+    day = aiserve_day(op->now);
+
+    if (period == AISERVE_PERIOD_DAY) {
+        from = day;
+        to = day;
+    } else {
+        aiserve_month_range(day, &from, &to);
+    }
+
+    used = 0;
+    held = 0;
+
+    if (account) {
+        rc = txn_account_keys(l, txn, id, ids, 1024, &n);
+    } else {
+        ids[0] = id;
+        n = 1;
+        rc = 0;
+    }
+
+    for (i = 0; i < n && rc == 0; i++) {
+        rc = txn_key_tokens(l, txn, ids[i], from, to, &used);
+    }
+
+    if (rc == 0) {
+        rc = txn_training_held(l, txn, id, account, &held);
+    }
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (used + held + op->t.reserved_tokens <= budget) {
+        return 0;
+    }
+
+    snprintf(l->err, sizeof(l->err), "insufficient_quota: the job needs "
+             "%llu trained tokens and the token budget of this %s has "
+             "%llu left %s (%llu a %s)",
+             (unsigned long long) op->t.reserved_tokens,
+             account ? "account" : "API key",
+             (unsigned long long) (used + held >= budget
+                                   ? 0 : budget - used - held),
+             period == AISERVE_PERIOD_DAY ? "today" : "this month",
+             (unsigned long long) budget,
+             period == AISERVE_PERIOD_DAY ? "day" : "month");
+
+    return AISERVE_LEDGER_ERROR;
+}
+
+
+static int
+training_reserve_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    int                 rc;
+    MDB_val             mk, mv;
+    aiserve_key_t       k;
+    aiserve_account_t   a;
+    aiserve_training_t  old;
+    training_op_t      *op = arg;
+
+    rc = training_read(txn, l->training, op->t.job_id, &old);
+
+    if (rc == 0) {
+        if (old.account_id != op->t.account_id) {
+            snprintf(l->err, sizeof(l->err), "job %s belongs to another "
+                     "account", op->t.job_id);
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        op->t = old;
+        return 0;
+    }
+
+    if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+
+    mk = key_id_val(&op->t.key_id);
+
+    rc = mdb_get(txn, l->keys, &mk, &mv);
+    if (rc == 0 && key_read(&mv, &k) != AISERVE_LEDGER_OK) {
+        rc = MDB_CORRUPTED;
+    }
+
+    if (rc == MDB_NOTFOUND || (rc == 0 && k.account_id != op->t.account_id))
+    {
+        snprintf(l->err, sizeof(l->err), "no key key_%u of acct_%u",
+                 op->t.key_id, op->t.account_id);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    mk = key_id_val(&op->t.account_id);
+
+    rc = mdb_get(txn, l->accounts, &mk, &mv);
+    if (rc == 0 && mv.mv_size != sizeof(aiserve_account_t)) {
+        rc = MDB_CORRUPTED;
+    }
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    memcpy(&a, mv.mv_data, sizeof(aiserve_account_t));
+
+    rc = training_budget(l, txn, op, k.id, 0, k.budget_tokens,
+                         k.budget_period);
+    if (rc != 0) {
+        return rc;
+    }
+
+    rc = training_budget(l, txn, op, a.id, 1, a.budget_tokens,
+                         a.budget_period);
+    if (rc != 0) {
+        return rc;
+    }
+
+    return training_write(l, txn, &op->t);
+}
+
+
+/* Copies a string argument into a fixed field: 0, or -1 (with l->err)
+ * if it is empty or too long. */
+static int
+training_name(aiserve_ledger_t *l, char *to, size_t size, const char *s,
+    const char *what)
+{
+    size_t  n;
+
+    n = s ? strlen(s) : 0;
+
+    if (n == 0 || n >= size) {
+        snprintf(l->err, sizeof(l->err), "%s: 1 to %zu bytes", what,
+                 size - 1);
+        return -1;
+    }
+
+    memcpy(to, s, n + 1);
+
+    return 0;
+}
+
+
+/* The result of a training operation: rc, with l->err copied to err. */
+static int
+training_result(aiserve_ledger_t *l, int rc, char *err, size_t errlen)
+{
+    if (rc != AISERVE_LEDGER_OK && errlen) {
+        snprintf(err, errlen, "%s", l->err);
+    }
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_training_reserve(aiserve_ledger_t *l, uint32_t account_id,
+    uint32_t key_id, const char *model, const char *job_id, int64_t tokens,
+    uint64_t price, int64_t now, char *err, size_t errlen)
+{
+    training_op_t  op;
+
+    memset(&op, 0, sizeof(op));
+
+    if (training_name(l, op.t.job_id, sizeof(op.t.job_id), job_id,
+                      "job id") != 0
+        || training_name(l, op.t.model, sizeof(op.t.model), model,
+                         "model") != 0)
+    {
+        return training_result(l, AISERVE_LEDGER_ERROR, err, errlen);
+    }
+
+    if (tokens < 0 || (uint64_t) tokens > AISERVE_KEY_LIMIT_MAX) {
+        snprintf(l->err, sizeof(l->err), "job %s: %lld tokens to reserve",
+                 job_id, (long long) tokens);
+        return training_result(l, AISERVE_LEDGER_ERROR, err, errlen);
+    }
+
+    op.t.version = AISERVE_TRAINING_RECORD_VERSION;
+    op.t.status = AISERVE_TRAINING_OPEN;
+    op.t.account_id = account_id;
+    op.t.key_id = key_id;
+    op.t.reserved_tokens = (uint64_t) tokens;
+    op.t.price = price;
+    op.t.created = now;
+    op.t.updated = now;
+    op.now = now;
+
+    return training_result(l, ledger_write(l, training_reserve_fn, &op,
+                                           "a training reservation"),
+                           err, errlen);
+}
+
+
+/* Reads op->t.job_id into op->t, in txn, if it belongs to
+ * op->t.account_id: 0, AISERVE_LEDGER_NOTFOUND or an LMDB error. */
+static int
+training_find(aiserve_ledger_t *l, MDB_txn *txn, training_op_t *op)
+{
+    int                 rc;
+    uint32_t            account_id;
+    aiserve_training_t  t;
+
+    account_id = op->t.account_id;
+
+    rc = training_read(txn, l->training, op->t.job_id, &t);
+
+    if (rc == MDB_NOTFOUND || (rc == 0 && t.account_id != account_id)) {
+        snprintf(l->err, sizeof(l->err), "no fine-tuning job %s of acct_%u",
+                 op->t.job_id, account_id);
+        return AISERVE_LEDGER_NOTFOUND;
+    }
+
+    if (rc == 0) {
+        op->t = t;
+    }
+
+    return rc;
+}
+
+
+static int
+training_settle_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    int                 rc;
+    uint64_t            cost;
+    aiserve_usage_t     u;
+    aiserve_row_key_t   rk;
+    training_op_t      *op = arg;
+
+    rc = training_find(l, txn, op);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (op->tokens <= op->t.trained_tokens) {
+        /* settled already: a repeat after a crash, or a late call */
+        return 0;
+    }
+
+    if (op->t.status != AISERVE_TRAINING_OPEN) {
+        snprintf(l->err, sizeof(l->err), "fine-tuning job %s is released: "
+                 "%llu trained tokens settled, %llu is too late",
+                 op->t.job_id, (unsigned long long) op->t.trained_tokens,
+                 (unsigned long long) op->tokens);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    cost = training_cost_nano(op->tokens, op->t.price);
+
+    memset(&rk, 0, sizeof(rk));
+    rk.key_id = op->t.key_id;
+    rk.day = aiserve_day(op->now);
+    rk.price = op->t.price;
+    memcpy(rk.api, AISERVE_API_FINE_TUNING, sizeof(AISERVE_API_FINE_TUNING));
+    memcpy(rk.model, op->model[0] ? op->model : op->t.model,
+           strlen(op->model[0] ? op->model : op->t.model) + 1);
+
+    memset(&u, 0, sizeof(u));
+    u.trained_tokens = op->tokens - op->t.trained_tokens;
+    u.cost_nano = cost - op->t.cost_nano;
+
+    rc = usage_add(l, txn, &rk, &u);
+    if (rc != 0) {
+        return rc;
+    }
+
+    op->t.trained_tokens = op->tokens;
+    op->t.cost_nano = cost;
+    op->t.updated = op->now;
+
+    return training_write(l, txn, &op->t);
+}
+
+
+int
+aiserve_ledger_training_settle(aiserve_ledger_t *l, uint32_t account_id,
+    const char *model, const char *job_id, int64_t trained_tokens,
+    int64_t now, char *err, size_t errlen)
+{
+    training_op_t  op;
+
+    memset(&op, 0, sizeof(op));
+
+    if (training_name(l, op.t.job_id, sizeof(op.t.job_id), job_id,
+                      "job id") != 0)
+    {
+        return training_result(l, AISERVE_LEDGER_ERROR, err, errlen);
+    }
+
+    if (model == NULL) {
+        model = "";
+    }
+
+    if (strlen(model) > AISERVE_MODEL_MAX || trained_tokens < 0) {
+        snprintf(l->err, sizeof(l->err), "job %s: a model name of at most "
+                 "%d bytes and a count of tokens, not negative", job_id,
+                 AISERVE_MODEL_MAX);
+        return training_result(l, AISERVE_LEDGER_ERROR, err, errlen);
+    }
+
+    op.t.account_id = account_id;
+    op.tokens = (uint64_t) trained_tokens;
+    op.model = model;
+    op.now = now;
+
+    return training_result(l, ledger_write(l, training_settle_fn, &op,
+                                           "a training charge"),
+                           err, errlen);
+}
+
+
+static int
+training_release_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    int             rc;
+    training_op_t  *op = arg;
+
+    rc = training_find(l, txn, op);
+    if (rc != 0 || op->t.status == AISERVE_TRAINING_RELEASED) {
+        return rc;
+    }
+
+    op->t.status = AISERVE_TRAINING_RELEASED;
+    op->t.updated = op->now;
+
+    return training_write(l, txn, &op->t);
+}
+
+
+int
+aiserve_ledger_training_release(aiserve_ledger_t *l, uint32_t account_id,
+    const char *job_id, int64_t now, char *err, size_t errlen)
+{
+    training_op_t  op;
+
+    memset(&op, 0, sizeof(op));
+
+    if (training_name(l, op.t.job_id, sizeof(op.t.job_id), job_id,
+                      "job id") != 0)
+    {
+        return training_result(l, AISERVE_LEDGER_ERROR, err, errlen);
+    }
+
+    op.t.account_id = account_id;
+    op.now = now;
+
+    return training_result(l, ledger_write(l, training_release_fn, &op,
+                                           "a training release"),
+                           err, errlen);
+}
+
+
+int
+aiserve_ledger_training_get(aiserve_ledger_t *l, const char *job_id,
+    aiserve_training_t *t)
+{
+    int  rc;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = training_read(l->rtxn, l->training, job_id, t);
+    ledger_rend(l);
+
+    if (rc == MDB_NOTFOUND) {
+        return AISERVE_LEDGER_NOTFOUND;
+    }
+
+    return rc ? ledger_fail(l, rc, "fine-tuning job %s", job_id)
+              : AISERVE_LEDGER_OK;
+}
+
+
+int
+aiserve_ledger_training_held(aiserve_ledger_t *l, uint32_t id, int account,
+    uint64_t *tokens, uint64_t *gen)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    *tokens = 0;
+    *gen = 0;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = txn_training_held(l, l->rtxn, id, account, tokens);
+
+    if (rc == 0) {
+        mk.mv_data = "training_gen";
+        mk.mv_size = sizeof("training_gen") - 1;
+
+        rc = mdb_get(l->rtxn, l->meta, &mk, &mv);
+
+        if (rc == 0 && mv.mv_size == sizeof(uint64_t)) {
+            memcpy(gen, mv.mv_data, sizeof(uint64_t));
+        }
+
+        if (rc == MDB_NOTFOUND || rc == 0) {
+            rc = 0;
+        }
+    }
+
+    ledger_rend(l);
+
+    return rc ? ledger_fail(l, rc, "training reservations") : 0;
+}
+
+
 void
 aiserve_row_id(const aiserve_row_key_t *rk, char out[17])
 {
     int            i, n;
-    char           buf[128];
+    char           buf[64 + AISERVE_API_MAX + AISERVE_MODEL_MAX];
     unsigned char  md[SHA256_DIGEST_LENGTH];
 
-    n = snprintf(buf, sizeof(buf), "%u|%u|%s", rk->key_id, rk->day,
-                 rk->model);
+    if (rk->api[0] == '\0') {
+        n = snprintf(buf, sizeof(buf), "%u|%u|%s", rk->key_id, rk->day,
+                     rk->model);
+    } else {
+        n = snprintf(buf, sizeof(buf), "%u|%u|%s|%s|%llu", rk->key_id,
+                     rk->day, rk->model, rk->api,
+                     (unsigned long long) rk->price);
+    }
     SHA256((const unsigned char *) buf, (size_t) n, md);
 
     for (i = 0; i < 8; i++) {

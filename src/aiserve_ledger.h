@@ -11,24 +11,32 @@
  *                        of the ledger (backup, billing export) holds no
  *                        material that can verify a guessed key.
  *
- * Named databases inside the environment (ledger version 2):
+ * Named databases inside the environment (ledger version 3):
  *   meta      "version" u32, "next_id" u32, "next_account" u32,
  *             "next_audit" u64, "flush_seq" u64 (the sequence number of
- *             the last flush the nginx module committed)
+ *             the last flush the nginx module committed), "training_gen"
+ *             u64 (moves on with every training charge)
  *   accounts  account id (u32, MDB_INTEGERKEY) -> aiserve_account_t
  *   keys      key id (u32, MDB_INTEGERKEY) -> aiserve_key_t
  *   hashes    HMAC-SHA-256(pepper, api_key) (32 bytes) -> key id (u32);
  *             a rotated key has two: its secret and, until the grace
  *             period ends, the previous one
- *   usage     aiserve_row_key_t bytes (key id BE, day BE, model) ->
- *             aiserve_usage_t; an account's usage is that of its keys
+ *   usage     aiserve_row_key_t bytes (key id BE, day BE, api length,
+ *             api, price BE, model) -> aiserve_usage_t; an account's
+ *             usage is that of its keys
  *   audit     sequence number (u64, MDB_INTEGERKEY) -> aiserve_audit_t:
  *             who changed what, when
+ *   training  job id (its bytes) -> aiserve_training_t: the reservation
+ *             and the settled charge of a fine-tuning job
  *
- * Version 1 (before accounts) is migrated when it is opened, in one write
- * transaction: each key becomes the only key of an account of the same
- * number and name, with no limits of its own (a key without an account is
- * its own account); usage rows are untouched.
+ * Older ledgers are migrated when they are opened, in one write
+ * transaction.  Version 1 (before accounts): each key becomes the only key
+ * of an account of the same number and name, with no limits of its own (a
+ * key without an account is its own account).  Version 2 (usage rows
+ * without route and price): each row keeps its numbers under a key with
+ * the api "" (not recorded) and the price it was charged at, cost_nano /
+ * prompt_tokens (a row of no tokens: 0; a row charged at two prices, which
+ * does not divide: AISERVE_PRICE_UNKNOWN).
  *
  * Records are host-endian fixed structs with a version field: the ledger is
  * a local file, read by the tools on the same host.
@@ -57,7 +65,16 @@
 
 #define AISERVE_PEPPER_LEN         32
 #define AISERVE_HASH_LEN           32
-#define AISERVE_MODEL_MAX          64
+/* "ft:<base>:<account>:<suffix>:<job>", the fine-tuned models' names */
+#define AISERVE_MODEL_MAX          128
+/* the route of a usage row: an api= value, "fine_tuning", "storage" */
+#define AISERVE_API_MAX            16
+#define AISERVE_API_FINE_TUNING    "fine_tuning"
+#define AISERVE_API_STORAGE        "storage"
+/* the price of a migrated row that was charged at more than one */
+#define AISERVE_PRICE_UNKNOWN      UINT64_MAX
+/* "ftjob-" and 24 base62 characters, with room to spare */
+#define AISERVE_JOB_ID_MAX         63
 #define AISERVE_KEY_NAME_MAX       64
 #define AISERVE_MODELS_MAX         256
 /* "ais_" + type (<= 8) + "_" + 32 base62 + 6 base62 checksum + NUL */
@@ -151,10 +168,13 @@ typedef struct {
 } aiserve_audit_t;
 
 
-/* Usage counters of one (key, model, UTC day).  cost is in nano-units of
- * currency (micro-units / 1000): prompt_tokens * price_per_1k exactly, so
- * summing never rounds; rounding to micro-units happens once, on export
- * (aiserve_cost_micro()). */
+/* Usage counters of one (key, UTC day, api, price, model).  cost is in
+ * nano-units of currency (micro-units / 1000): for inference
+ * prompt_tokens * price exactly (price in micro-units per 1k tokens, that
+ * is nano-units per token), so summing never rounds; for fine-tuning
+ * floor(trained_tokens * price / 1000) per job (price in micro-units per
+ * 1M trained tokens), the job's settles telescoping to that one rounding;
+ * rounding to micro-units happens once, on export (aiserve_cost_micro()). */
 typedef struct {
     uint64_t  requests;        /* admitted requests, failed ones included */
     uint64_t  prompt_tokens;   /* tokens of successful requests */
@@ -166,18 +186,51 @@ typedef struct {
     uint64_t  refused_401;     /* refused requests of the key: revoked, */
     uint64_t  refused_403;     /* expired or rotated-away secret; */
     uint64_t  refused_429;     /* blocked, suspended, model; limits */
+    uint64_t  trained_tokens;  /* fine_tuning rows: tokens x epochs */
+    uint64_t  storage_bytes;   /* storage rows: the day's largest */
 } aiserve_usage_t;
 
 /* A usage row as ledgers before refusal counts stored it: the fields up
  * to cost_nano.  Read as a row with no refusals; written back whole. */
 #define AISERVE_USAGE_V1_SIZE      offsetof(aiserve_usage_t, refused_401)
+/* ... and as version 2 stored it: up to the refusals. */
+#define AISERVE_USAGE_V2_SIZE      offsetof(aiserve_usage_t, trained_tokens)
 
 
+/* The key of a usage row.  api "" is a row from before version 3, whose
+ * route was not recorded.  price: the price the row was charged at, in
+ * micro-units per 1k prompt tokens (inference), per 1M trained tokens
+ * (fine_tuning) or per GiB-day (storage); a price change starts a new
+ * row, so a row never mixes prices. */
 typedef struct {
     uint32_t  key_id;
     uint32_t  day;             /* YYYYMMDD, UTC */
+    uint64_t  price;
+    char      api[AISERVE_API_MAX + 1];
     char      model[AISERVE_MODEL_MAX + 1];
 } aiserve_row_key_t;
+
+
+#define AISERVE_TRAINING_OPEN      0
+#define AISERVE_TRAINING_RELEASED  1
+#define AISERVE_TRAINING_RECORD_VERSION  1
+
+/* The charge of one fine-tuning job: reserved at its creation, settled as
+ * it trains, released at its end. */
+typedef struct {
+    uint32_t  version;
+    uint32_t  status;                    /* AISERVE_TRAINING_* */
+    uint32_t  account_id;
+    uint32_t  key_id;                    /* the key that created the job */
+    char      job_id[AISERVE_JOB_ID_MAX + 1];
+    char      model[AISERVE_MODEL_MAX + 1];  /* the base model */
+    uint64_t  reserved_tokens;           /* estimate at creation */
+    uint64_t  trained_tokens;            /* settled so far */
+    uint64_t  price;                     /* micro-units per 1M tokens */
+    uint64_t  cost_nano;                 /* charged so far */
+    int64_t   created;                   /* unix seconds */
+    int64_t   updated;
+} aiserve_training_t;
 
 
 typedef struct aiserve_ledger_s  aiserve_ledger_t;
@@ -417,21 +470,83 @@ int aiserve_ledger_usage_each(aiserve_ledger_t *l, uint32_t key_id,
     int (*cb)(const aiserve_row_key_t *rk, const aiserve_usage_t *u,
               void *arg), void *arg);
 
-/* Sum of prompt_tokens of key_id over days [day_from, day_to]. */
+/* Sum of prompt_tokens and trained_tokens (both count against a token
+ * budget) of key_id over days [day_from, day_to]. */
 int aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
     uint32_t day_from, uint32_t day_to, uint64_t *tokens);
 
-/* Sum of prompt_tokens of every key of account_id over [day_from,
- * day_to]. */
+/* The same sum over every key of account_id. */
 int aiserve_ledger_account_tokens_used(aiserve_ledger_t *l,
     uint32_t account_id, uint32_t day_from, uint32_t day_to,
     uint64_t *tokens);
 
-/* Stable id of a usage row: 16 hex digits of SHA-256("id|day|model"). */
+/* Stable id of a usage row: 16 hex digits of SHA-256 of "id|day|model"
+ * (rows from before version 3, api "": the id they had) or of
+ * "id|day|model|api|price". */
 void aiserve_row_id(const aiserve_row_key_t *rk, char out[17]);
 
 /* cost_nano -> micro-units, rounded half up. */
 uint64_t aiserve_cost_micro(uint64_t cost_nano);
+
+
+/* --- fine-tuning charges --------------------------------------------------- */
+
+/*
+ * Reserves tokens (the trained tokens a job is expected to use: tokens of
+ * the training file x epochs, as OpenAI counts trained_tokens) of job_id
+ * for key_id of account_id (the key must belong to the account), at price
+ * (micro-units per 1M trained tokens; fixed for the job).  Refused when
+ * the key's or the account's token budget (the stricter one) cannot hold
+ * them: the budget period's tokens in the ledger (prompt and trained) plus
+ * what other open jobs still hold reserved plus tokens over the budget.
+ * Usage an nginx worker has not flushed yet (at most one aiserve_meter_db
+ * flush interval) is not seen.  A job id that is reserved already is not
+ * reserved again (OK, nothing changes): a retried creation is harmless.
+ * One synced write transaction, at unix time now.  OK; ERROR with err
+ * "insufficient_quota: ..." when over budget (the caller's 429), or
+ * another message (unknown key, key of another account, bad argument);
+ * FULL when the map cannot grow.
+ */
+int aiserve_ledger_training_reserve(aiserve_ledger_t *l, uint32_t account_id,
+    uint32_t key_id, const char *model, const char *job_id, int64_t tokens,
+    uint64_t price, int64_t now, char *err, size_t errlen);
+
+/*
+ * Charges job_id for trained_tokens, the tokens it has trained so far (a
+ * running total): the difference with the last settle goes to the usage
+ * row (key, day of now, "fine_tuning", the job's price, model: the
+ * fine-tuned model's name or "" for the job's base model) with its cost,
+ * in the same transaction as the job's new total, so a settle repeated
+ * after a crash (or twice) charges nothing twice; a total not above the
+ * settled one charges nothing.  A job may train more than it reserved: all
+ * of it is charged.  A released job takes no new charge (ERROR).  OK,
+ * NOTFOUND (no such job of account_id), ERROR or FULL, with err.
+ */
+int aiserve_ledger_training_settle(aiserve_ledger_t *l, uint32_t account_id,
+    const char *model, const char *job_id, int64_t trained_tokens,
+    int64_t now, char *err, size_t errlen);
+
+/*
+ * Ends job_id's reservation (succeeded, failed or cancelled): what it did
+ * not train stops counting against the budget; what it trained stays
+ * charged.  Idempotent.  OK, NOTFOUND or ERROR, with err.
+ */
+int aiserve_ledger_training_release(aiserve_ledger_t *l, uint32_t account_id,
+    const char *job_id, int64_t now, char *err, size_t errlen);
+
+/* Reads job_id's charge into *t: OK or NOTFOUND. */
+int aiserve_ledger_training_get(aiserve_ledger_t *l, const char *job_id,
+    aiserve_training_t *t);
+
+/*
+ * Tokens that open jobs of key_id (or, with account, of every key of
+ * account id) hold reserved and have not trained yet, for a budget check;
+ * *gen gets "training_gen", which moves on with every training write, so
+ * a cache of budgets knows when to read again.
+ */
+int aiserve_ledger_training_held(aiserve_ledger_t *l, uint32_t id,
+    int account, uint64_t *tokens, uint64_t *gen);
+
 
 /* UTC day YYYYMMDD of unix time t; first and last day of its month. */
 uint32_t aiserve_day(int64_t t);

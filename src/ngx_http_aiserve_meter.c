@@ -99,7 +99,7 @@ static ngx_command_t  ngx_http_aiserve_meter_commands[] = {
       NULL },
 
     { ngx_string("aiserve_price"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE23,
       ngx_http_aiserve_meter_price,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -234,11 +234,13 @@ ngx_http_aiserve_meter_key_lookup(ngx_http_aiserve_meter_zone_t *z,
 }
 
 
-/* Rows are ordered by (crc32, key id, day, model). */
+/* Rows are ordered by (crc32, key id, day, price, api, model). */
 static ngx_int_t
 ngx_http_aiserve_meter_row_cmp(uint32_t hash, const aiserve_row_key_t *rk,
     ngx_http_aiserve_meter_row_t *row)
 {
+    ngx_int_t  rc;
+
     if (hash != row->node.key) {
         return hash < row->node.key ? -1 : 1;
     }
@@ -251,7 +253,13 @@ ngx_http_aiserve_meter_row_cmp(uint32_t hash, const aiserve_row_key_t *rk,
         return rk->day < row->rk.day ? -1 : 1;
     }
 
-    return ngx_strcmp(rk->model, row->rk.model);
+    if (rk->price != row->rk.price) {
+        return rk->price < row->rk.price ? -1 : 1;
+    }
+
+    rc = ngx_strcmp(rk->api, row->rk.api);
+
+    return rc ? rc : ngx_strcmp(rk->model, row->rk.model);
 }
 
 
@@ -263,10 +271,75 @@ ngx_http_aiserve_meter_row_hash(const aiserve_row_key_t *rk)
     ngx_crc32_init(hash);
     ngx_crc32_update(&hash, (u_char *) &rk->key_id, sizeof(uint32_t));
     ngx_crc32_update(&hash, (u_char *) &rk->day, sizeof(uint32_t));
+    ngx_crc32_update(&hash, (u_char *) &rk->price, sizeof(uint64_t));
+    ngx_crc32_update(&hash, (u_char *) rk->api, ngx_strlen(rk->api));
     ngx_crc32_update(&hash, (u_char *) rk->model, ngx_strlen(rk->model));
     ngx_crc32_final(hash);
 
     return hash;
+}
+
+
+uint64_t
+ngx_http_aiserve_meter_price_of(ngx_http_aiserve_meter_main_conf_t *mcf,
+    ngx_str_t *model, ngx_uint_t training)
+{
+    ngx_uint_t                       i;
+    ngx_http_aiserve_meter_price_t  *p;
+
+    if (mcf->prices == NULL) {
+        return 0;
+    }
+
+    p = mcf->prices->elts;
+
+    for (i = 0; i < mcf->prices->nelts; i++) {
+        if (p[i].model.len == model->len
+            && ngx_strncmp(p[i].model.data, model->data, model->len) == 0)
+        {
+            return training ? p[i].training : p[i].price;
+        }
+    }
+
+    return 0;
+}
+
+
+void
+ngx_http_aiserve_meter_row_key(ngx_http_request_t *r, ngx_str_t *model,
+    uint32_t day, aiserve_row_key_t *rk)
+{
+    ngx_http_aiserve_meter_ctx_t        *ctx;
+    ngx_http_aiserve_loc_conf_t         *alcf;
+    ngx_http_aiserve_meter_loc_conf_t   *lcf;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_meter_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_module);
+
+    ngx_memzero(rk, sizeof(aiserve_row_key_t));
+    rk->key_id = ctx->key.id;
+    rk->day = day;
+    ngx_memcpy(rk->model, model->data,
+               ngx_min(model->len, AISERVE_MODEL_MAX));
+    rk->price = ngx_http_aiserve_meter_price_of(mcf, model, 0);
+
+    if (alcf->model_name.len) {
+        ngx_memcpy(rk->api, ngx_http_aiserve_apis[alcf->api].data,
+                   ngx_min(ngx_http_aiserve_apis[alcf->api].len,
+                           AISERVE_API_MAX));
+
+    } else if (lcf->usage_admin) {
+        ngx_memcpy(rk->api, "admin", sizeof("admin") - 1);
+
+    } else if (lcf->usage_file) {
+        ngx_memcpy(rk->api, "usage", sizeof("usage") - 1);
+
+    } else {
+        ngx_memcpy(rk->api, "other", sizeof("other") - 1);
+    }
 }
 
 
@@ -1464,13 +1537,14 @@ ngx_http_aiserve_meter_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* aiserve_price MODEL PRICE_PER_1K_TOKENS (integer micro-units) */
+/* aiserve_price MODEL PRICE_PER_1K_TOKENS [training=PRICE_PER_1M]
+ * (integer micro-units) */
 static char *
 ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_aiserve_meter_main_conf_t  *mcf = conf;
 
-    off_t                            price;
+    off_t                            price, training;
     ngx_str_t                       *value;
     ngx_uint_t                       i;
     ngx_http_aiserve_meter_price_t  *p;
@@ -1491,6 +1565,27 @@ ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "(integer micro-units per 1000 tokens)",
                            &value[2]);
         return NGX_CONF_ERROR;
+    }
+
+    training = 0;
+
+    if (cf->args->nelts == 4) {
+        if (value[3].len > 9
+            && ngx_strncmp(value[3].data, "training=", 9) == 0)
+        {
+            training = ngx_atoof(value[3].data + 9, value[3].len - 9);
+        } else {
+            training = NGX_ERROR;
+        }
+
+        if (training == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in "
+                               "\"aiserve_price\" (training=PRICE: integer "
+                               "micro-units per 1M trained tokens)",
+                               &value[3]);
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (mcf->prices == NULL) {
@@ -1521,6 +1616,7 @@ ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     p->model = value[1];
     p->price = (uint64_t) price;
+    p->training = (uint64_t) training;
     p->file = cf->conf_file->file.name.data;
     p->line = cf->conf_file->line;
 

@@ -39,6 +39,8 @@
 typedef struct {
     ngx_str_t                    model;
     uint64_t                     price;        /* micro-units per 1k */
+    uint64_t                     training;     /* micro-units per 1M
+                                                  trained tokens */
     u_char                      *file;         /* where it was set */
     ngx_uint_t                   line;
 } ngx_http_aiserve_meter_price_t;
@@ -181,6 +183,19 @@ ngx_http_aiserve_meter_row_t *ngx_http_aiserve_meter_row_lookup(
     ngx_uint_t create);
 void ngx_http_aiserve_meter_usage_add(aiserve_usage_t *to,
     const aiserve_usage_t *u);
+
+/* ngx_http_aiserve_meter.c: aiserve_price of model (ngx_str_t), in
+ * micro-units per 1k prompt tokens, or with training per 1M trained
+ * tokens; 0 when it has none */
+uint64_t ngx_http_aiserve_meter_price_of(
+    ngx_http_aiserve_meter_main_conf_t *mcf, ngx_str_t *model,
+    ngx_uint_t training);
+
+/* ngx_http_aiserve_meter.c: the usage row of the request's key for model
+ * on day: its route is the location's api= ("admin", "usage" for those
+ * locations), its price the one in force */
+void ngx_http_aiserve_meter_row_key(ngx_http_request_t *r, ngx_str_t *model,
+    uint32_t day, aiserve_row_key_t *rk);
 
 /* ngx_http_aiserve_meter.c: adds the response header name: value (copied
  * into the request pool); *hp, if not NULL, gets the header */

@@ -699,10 +699,7 @@ ngx_http_aiserve_meter_reserve(ngx_http_request_t *r, ngx_str_t *model,
     if (ref.status == 0) {
         /* the usage row is made now, so that settling never needs memory
          * the zone may not have: a full zone refuses, it does not lose */
-        ngx_memzero(&rk, sizeof(aiserve_row_key_t));
-        rk.key_id = k->id;
-        rk.day = today;
-        ngx_memcpy(rk.model, model->data, model->len);
+        ngx_http_aiserve_meter_row_key(r, model, today, &rk);
 
         resv = NULL;
 
@@ -817,31 +814,6 @@ refused:
 }
 
 
-static uint64_t
-ngx_http_aiserve_meter_price_of(ngx_http_aiserve_meter_main_conf_t *mcf,
-    ngx_str_t *model)
-{
-    ngx_uint_t                       i;
-    ngx_http_aiserve_meter_price_t  *p;
-
-    if (mcf->prices == NULL) {
-        return 0;
-    }
-
-    p = mcf->prices->elts;
-
-    for (i = 0; i < mcf->prices->nelts; i++) {
-        if (p[i].model.len == model->len
-            && ngx_strncmp(p[i].model.data, model->data, model->len) == 0)
-        {
-            return p[i].price;
-        }
-    }
-
-    return 0;
-}
-
-
 /* Releases the reservation and adds the request to its usage row. */
 static void
 ngx_http_aiserve_meter_account(ngx_http_request_t *r,
@@ -860,10 +832,7 @@ ngx_http_aiserve_meter_account(ngx_http_request_t *r,
 
     today = ngx_http_aiserve_meter_today();
 
-    ngx_memzero(&rk, sizeof(rk));
-    rk.key_id = ctx->key.id;
-    rk.day = today;
-    ngx_memcpy(rk.model, ctx->model.data, ctx->model.len);
+    ngx_http_aiserve_meter_row_key(r, &ctx->model, today, &rk);
 
     ngx_shmtx_lock(&z->shpool->mutex);
 
@@ -948,7 +917,7 @@ ngx_http_aiserve_meter_settle(ngx_http_request_t *r,
     } else {
         u.prompt_tokens = ctx->tokens;
         u.cost_nano = (uint64_t) ctx->tokens
-                      * ngx_http_aiserve_meter_price_of(mcf, &ctx->model);
+                      * ngx_http_aiserve_meter_price_of(mcf, &ctx->model, 0);
     }
 
     ctx->cost_nano = u.cost_nano;

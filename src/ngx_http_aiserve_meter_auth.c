@@ -317,11 +317,8 @@ ngx_http_aiserve_meter_count_refusal(ngx_http_request_t *r,
 
     z = mcf->shm_zone->data;
 
-    ngx_memzero(&rk, sizeof(aiserve_row_key_t));
-    rk.key_id = ctx->key.id;
-    rk.day = ngx_http_aiserve_meter_today();
-    ngx_memcpy(rk.model, ctx->model.data,
-               ngx_min(ctx->model.len, AISERVE_MODEL_MAX));
+    ngx_http_aiserve_meter_row_key(r, &ctx->model,
+                                   ngx_http_aiserve_meter_today(), &rk);
 
     ngx_shmtx_lock(&z->shpool->mutex);
 

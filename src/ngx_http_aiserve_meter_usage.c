@@ -44,6 +44,8 @@ ngx_http_aiserve_meter_out_row(ngx_array_t *rows, const aiserve_row_key_t *rk)
 
     for (i = 0; i < rows->nelts; i++) {
         if (o[i].rk.key_id == rk->key_id && o[i].rk.day == rk->day
+            && o[i].rk.price == rk->price
+            && ngx_strcmp(o[i].rk.api, rk->api) == 0
             && ngx_strcmp(o[i].rk.model, rk->model) == 0)
         {
             return &o[i];
@@ -213,7 +215,8 @@ ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
 
     size = sizeof("{\"object\":\"list\",\"key_id\":\"key_\",\"data\":[]}\n")
            + NGX_INT_T_LEN
-           + rows.nelts * (256 + AISERVE_MODEL_MAX * 6 + 8 * NGX_INT64_LEN);
+           + rows.nelts * (320 + AISERVE_MODEL_MAX * 6 + AISERVE_API_MAX
+                           + 10 * NGX_INT64_LEN);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
@@ -231,14 +234,24 @@ ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
                         i ? "," : "", o[i].rk.key_id);
         p = (u_char *) ngx_escape_json(p, (u_char *) o[i].rk.model,
                                        ngx_strlen(o[i].rk.model));
-        p = ngx_sprintf(p, "\",\"day\":\"%04uD-%02uD-%02uD\","
+        p = ngx_sprintf(p, "\",\"api\":");
+        p = o[i].rk.api[0]
+            ? ngx_sprintf(p, "\"%s\"", o[i].rk.api)
+            : ngx_sprintf(p, "null");
+        p = ngx_sprintf(p, ",\"price_micro\":");
+        p = o[i].rk.price == AISERVE_PRICE_UNKNOWN
+            ? ngx_sprintf(p, "null")
+            : ngx_sprintf(p, "%uL", o[i].rk.price);
+        p = ngx_sprintf(p, ",\"day\":\"%04uD-%02uD-%02uD\","
                         "\"requests\":%uL,\"prompt_tokens\":%uL,"
+                        "\"trained_tokens\":%uL,\"storage_bytes\":%uL,"
                         "\"compute_usec\":%uL,\"bytes_in\":%uL,"
                         "\"bytes_out\":%uL,\"errors\":%uL,"
                         "\"cost_micro\":%uL}",
                         o[i].rk.day / 10000, o[i].rk.day / 100 % 100,
                         o[i].rk.day % 100, o[i].u.requests,
-                        o[i].u.prompt_tokens, o[i].u.compute_usec,
+                        o[i].u.prompt_tokens, o[i].u.trained_tokens,
+                        o[i].u.storage_bytes, o[i].u.compute_usec,
                         o[i].u.bytes_in, o[i].u.bytes_out, o[i].u.errors,
                         aiserve_cost_micro(o[i].u.cost_nano));
     }
@@ -255,6 +268,7 @@ ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
 #define NGX_HTTP_AISERVE_USAGE_BY_MODEL    0x01
 #define NGX_HTTP_AISERVE_USAGE_BY_KEY      0x02
 #define NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT  0x04
+#define NGX_HTTP_AISERVE_USAGE_BY_API      0x08
 
 #define NGX_HTTP_AISERVE_USAGE_DAYS_MAX    3660
 
@@ -273,6 +287,7 @@ typedef struct {
 
 typedef struct {
     const char        *model;      /* NULL: not grouped by model */
+    const char        *api;        /* NULL: not grouped by api */
     uint32_t           key_id;     /* 0: not grouped by key */
     uint32_t           account_id; /* 0: not grouped by account */
     aiserve_usage_t    u;
@@ -399,9 +414,10 @@ ngx_http_aiserve_usage_result(ngx_http_aiserve_usage_result_t *res,
         }
 
     } else {
-        o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:n, s:n}",
+        o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:n, s:n}",
                       "object", "organization.usage.embeddings.result",
                       "input_tokens", (json_int_t) res->u.prompt_tokens,
+                      "trained_tokens", (json_int_t) res->u.trained_tokens,
                       "num_model_requests", (json_int_t) res->u.requests,
                       "errors", (json_int_t) res->u.errors,
                       "compute_usec", (json_int_t) res->u.compute_usec,
@@ -419,6 +435,11 @@ ngx_http_aiserve_usage_result(ngx_http_aiserve_usage_result_t *res,
 
     if (o == NULL) {
         return NULL;
+    }
+
+    if (res->api) {
+        json_object_set_new(o, "api", res->api[0] ? json_string(res->api)
+                                                  : json_null());
     }
 
     if (res->key_id) {
@@ -562,11 +583,13 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
                            || (len == 7 && ngx_strncmp(q, "account", 7) == 0))
                 {
                     group |= NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT;
+                } else if (len == 3 && ngx_strncmp(q, "api", 3) == 0) {
+                    group |= NGX_HTTP_AISERVE_USAGE_BY_API;
                 } else {
                     return ngx_http_aiserve_usage_bad(r, "invalid_value",
                                "group_by", "group_by: model (line_item), "
-                               "api_key_id (key) or account_id (account); "
-                               "the ledger keeps no other dimension");
+                               "api_key_id (key), account_id (account) or "
+                               "api; the ledger keeps no other dimension");
                 }
 
                 q = c + 1;
@@ -713,6 +736,8 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
         for (len = 0; len < res[j].nelts; len++) {
             if ((!(group & NGX_HTTP_AISERVE_USAGE_BY_MODEL)
                  || ngx_strcmp(rs[len].model, o[i].rk.model) == 0)
+                && (!(group & NGX_HTTP_AISERVE_USAGE_BY_API)
+                    || ngx_strcmp(rs[len].api, o[i].rk.api) == 0)
                 && (!(group & NGX_HTTP_AISERVE_USAGE_BY_KEY)
                     || rs[len].key_id == o[i].rk.key_id)
                 && (!(group & NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT)
@@ -730,6 +755,8 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
             ngx_memzero(rs, sizeof(ngx_http_aiserve_usage_result_t));
             rs->model = (group & NGX_HTTP_AISERVE_USAGE_BY_MODEL)
                         ? o[i].rk.model : NULL;
+            rs->api = (group & NGX_HTTP_AISERVE_USAGE_BY_API)
+                      ? o[i].rk.api : NULL;
             rs->key_id = (group & NGX_HTTP_AISERVE_USAGE_BY_KEY)
                          ? o[i].rk.key_id : 0;
             rs->account_id = (group & NGX_HTTP_AISERVE_USAGE_BY_ACCOUNT)

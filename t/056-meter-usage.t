@@ -233,8 +233,9 @@ my %checks = (
                   '... and so does /v1/usage');
         my (undef, $csv) = meter_cli($db, 'export', '--key', $id{r},
                                      '--format', 'csv');
-        like($csv, qr/,refused_401,refused_403,refused_429\n/,
-             'export: the refusal columns');
+        like($csv, qr/,refused_401,refused_403,refused_429,api,price_micro,
+                      trained_tokens,storage_bytes\n/x,
+             'export: the refusal columns, then those of ledger version 3');
     },
 
     refused => sub {

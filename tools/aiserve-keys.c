@@ -735,6 +735,8 @@ usage_emit(usage_ctx_t *c)
                       "refused_401", (json_int_t) c->sum.refused_401,
                       "refused_403", (json_int_t) c->sum.refused_403,
                       "refused_429", (json_int_t) c->sum.refused_429);
+        json_object_set_new(o, "trained_tokens",
+                            json_integer(c->sum.trained_tokens));
         s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -793,6 +795,7 @@ usage_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
     c->sum.refused_401 += u->refused_401;
     c->sum.refused_403 += u->refused_403;
     c->sum.refused_429 += u->refused_429;
+    c->sum.trained_tokens += u->trained_tokens;
 
     return 0;
 }
@@ -1032,6 +1035,15 @@ export_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
                       "refused_401", (json_int_t) u->refused_401,
                       "refused_403", (json_int_t) u->refused_403,
                       "refused_429", (json_int_t) u->refused_429);
+        json_object_set_new(o, "api", rk->api[0] ? json_string(rk->api)
+                                                 : json_null());
+        json_object_set_new(o, "price_micro",
+                            rk->price == AISERVE_PRICE_UNKNOWN
+                            ? json_null() : json_integer(rk->price));
+        json_object_set_new(o, "trained_tokens",
+                            json_integer(u->trained_tokens));
+        json_object_set_new(o, "storage_bytes",
+                            json_integer(u->storage_bytes));
         s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
         printf("%s\n", s);
         free(s);
@@ -1043,7 +1055,7 @@ export_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
     csv_field(c->name);
     putchar(',');
     csv_field(rk->model);
-    printf(",%s,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu\n", day,
+    printf(",%s,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,", day,
            (unsigned long long) u->requests,
            (unsigned long long) u->prompt_tokens,
            (unsigned long long) u->compute_usec,
@@ -1054,6 +1066,12 @@ export_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
            (unsigned long long) u->refused_401,
            (unsigned long long) u->refused_403,
            (unsigned long long) u->refused_429);
+    printf("%s,", rk->api);
+    if (rk->price != AISERVE_PRICE_UNKNOWN) {
+        printf("%llu", (unsigned long long) rk->price);
+    }
+    printf(",%llu,%llu\n", (unsigned long long) u->trained_tokens,
+           (unsigned long long) u->storage_bytes);
 
     return 0;
 }
@@ -1084,13 +1102,17 @@ cmd_export(int argc, char **argv)
         switch (opt) {
         case OPT_HELP:
             printf("usage: aiserve-keys export [OPTIONS]\n\n"
-                   "Billing export: one row per key, model and UTC day.  "
-                   "row_id is stable\n(16 hex digits of SHA-256 of key, "
-                   "day and model): a row of a day still in\nprogress "
-                   "is exported again with larger numbers and the same "
-                   "row_id, so an\nimport that upserts by row_id never "
-                   "double charges.  Export --to yesterday\nfor closed "
-                   "days only.\n\n"
+                   "Billing export: one row per key, UTC day, route (api) "
+                   "and price and model.\n"
+                   "row_id is stable (16 hex digits of SHA-256 of key, day, "
+                   "model, api and\nprice; of key, day and model for rows "
+                   "from before ledger version 3, api\nempty): a row of a "
+                   "day still in progress is exported again with larger\n"
+                   "numbers and the same row_id, so an import that upserts "
+                   "by row_id never\ndouble charges.  Export --to "
+                   "yesterday for closed days only.  price_micro\nis "
+                   "micro-units per 1k prompt tokens, per 1M trained tokens "
+                   "(api\nfine_tuning) or per GiB-day (api storage).\n\n"
                    "  --format csv|jsonl   default csv (with a header "
                    "line)\n"
                    "  --key KEY_ID         one key (default: all)\n"
@@ -1131,7 +1153,8 @@ cmd_export(int argc, char **argv)
     if (!c.jsonl) {
         printf("row_id,key_id,key_name,model,day,requests,prompt_tokens,"
                "compute_usec,bytes_in,bytes_out,errors,cost_micro,"
-               "refused_401,refused_403,refused_429\n");
+               "refused_401,refused_403,refused_429,api,price_micro,"
+               "trained_tokens,storage_bytes\n");
     }
 
     ids = calloc(1, sizeof(ids_t));

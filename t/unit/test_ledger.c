@@ -560,6 +560,422 @@ test_missing_parents(void)
 }
 
 
+/* Sums the fine_tuning rows of a ledger: [0] rows, [1] trained tokens,
+ * [2] cost_nano, [3] rows whose model is "ft:tiny:1::job" */
+static int
+training_rows_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u,
+    void *arg)
+{
+    uint64_t  *c = arg;
+
+    if (strcmp(rk->api, AISERVE_API_FINE_TUNING) != 0) {
+        return 0;
+    }
+
+    c[0]++;
+    c[1] += u->trained_tokens;
+    c[2] += u->cost_nano;
+    c[3] += strcmp(rk->model, "ft:tiny:1::job") == 0;
+    c[4] = rk->price;
+
+    return 0;
+}
+
+
+/* A fresh ledger with acct_1 (budget: 10000 tokens a month) and its key
+ * key_1, and key_2 in acct_2 (no budget). */
+static aiserve_ledger_t *
+training_ledger(void)
+{
+    char                cmd[300], err[256], secret[AISERVE_API_KEY_MAX];
+    aiserve_key_t       k;
+    aiserve_ledger_t   *l;
+    aiserve_account_t   a;
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0
+        || aiserve_ledger_open(&l, dir, 0, AISERVE_LEDGER_CREATE, err,
+                               sizeof(err)) != AISERVE_LEDGER_OK)
+    {
+        return NULL;
+    }
+
+    memset(&a, 0, sizeof(a));
+    snprintf(a.name, sizeof(a.name), "acme");
+    a.budget_tokens = 10000;
+    a.budget_period = AISERVE_PERIOD_MONTH;
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "acme-prod");
+    k.account_id = 1;
+
+    if (aiserve_ledger_account_create(l, &a) != AISERVE_LEDGER_OK
+        || aiserve_ledger_key_create(l, &k, "test", secret)
+           != AISERVE_LEDGER_OK)
+    {
+        aiserve_ledger_close(l);
+        return NULL;
+    }
+
+    memset(&k, 0, sizeof(k));
+    snprintf(k.name, sizeof(k.name), "other");
+
+    if (aiserve_ledger_key_create(l, &k, "test", secret)
+        != AISERVE_LEDGER_OK)
+    {
+        aiserve_ledger_close(l);
+        return NULL;
+    }
+
+    return l;
+}
+
+
+static void
+test_training(void)
+{
+    int                  rc;
+    char                 err[256];
+    int64_t              now = 1796256000;     /* 2026-12-01 00:00 UTC */
+    uint64_t             c[5], held, gen, gen2, tokens;
+    aiserve_usage_t      u;
+    aiserve_row_key_t    rk;
+    aiserve_ledger_t    *l;
+    aiserve_training_t   t;
+
+    l = training_ledger();
+    tap_ok(l != NULL, "ledger with acct_1 (10000 tokens a month), key_1");
+    if (l == NULL) {
+        return;
+    }
+
+    /* 3000 prompt tokens of inference this month already */
+    memset(&rk, 0, sizeof(rk));
+    memset(&u, 0, sizeof(u));
+    rk.key_id = 1;
+    rk.day = 20261201;
+    snprintf(rk.api, sizeof(rk.api), "openai");
+    snprintf(rk.model, sizeof(rk.model), "tiny");
+    u.requests = 1;
+    u.prompt_tokens = 3000;
+    aiserve_ledger_wbegin(l, &c[0]);
+    aiserve_ledger_wadd(l, &rk, &u);
+    aiserve_ledger_wcommit(l, 1);
+
+    /* price: 3 micro-units per 1M trained tokens, so that a settle's cost
+     * is not a whole number of nano-units */
+    rc = aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-a", 8000, 3,
+                                         now, err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_ERROR
+           && strncmp(err, "insufficient_quota", 18) == 0
+           && strstr(err, "7000 left") != NULL,
+           "8000 trained tokens over the 7000 left: %s", err);
+    tap_ok(aiserve_ledger_training_get(l, "ftjob-a", &t)
+           == AISERVE_LEDGER_NOTFOUND, "a refused job holds nothing");
+
+    rc = aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-a", 5000, 3,
+                                         now, err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "5000 reserved (%s)", rc ? err : "ok");
+
+    aiserve_ledger_training_held(l, 1, 1, &held, &gen);
+    tap_ok(held == 5000 && gen > 0, "acct_1 holds 5000 (gen %llu)",
+           (unsigned long long) gen);
+
+    rc = aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-b", 2001, 3,
+                                         now, err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_ERROR && strstr(err, "2000 left") != NULL,
+           "a second job sees the first's reservation: %s", err);
+
+    rc = aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-a", 9000, 3,
+                                         now, err, sizeof(err));
+    aiserve_ledger_training_held(l, 1, 1, &held, &gen);
+    tap_ok(rc == AISERVE_LEDGER_OK && held == 5000,
+           "the same job reserved again changes nothing");
+
+    tap_ok(aiserve_ledger_training_reserve(l, 2, 2, "tiny", "ftjob-a", 1, 3,
+                                           now, err, sizeof(err))
+           == AISERVE_LEDGER_ERROR,
+           "another account cannot take the job id: %s", err);
+    tap_ok(aiserve_ledger_training_reserve(l, 2, 1, "tiny", "ftjob-x", 1, 3,
+                                           now, err, sizeof(err))
+           == AISERVE_LEDGER_ERROR && strstr(err, "no key key_1 of acct_2"),
+           "a key of another account refused: %s", err);
+    tap_ok(aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-x", -1, 3,
+                                           now, err, sizeof(err))
+           == AISERVE_LEDGER_ERROR, "negative tokens refused: %s", err);
+
+    /* settles: running totals 1001, 1001 again, 900 (late), 2333 */
+    rc = aiserve_ledger_training_settle(l, 1, "", "ftjob-a", 1001, now + 60,
+                                        err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "settle 1001");
+    aiserve_ledger_training_settle(l, 1, "", "ftjob-a", 1001, now + 61, err,
+                                   sizeof(err));
+    aiserve_ledger_training_settle(l, 1, "", "ftjob-a", 900, now + 62, err,
+                                   sizeof(err));
+    memset(c, 0, sizeof(c));
+    aiserve_ledger_usage_each(l, 1, 0, 0, training_rows_cb, c);
+    tap_ok(c[0] == 1 && c[1] == 1001 && c[2] == 3 && c[4] == 3,
+           "the same total again, and a lower one, charge nothing: "
+           "%llu tokens, %llu nano (floor(1001 x 3 / 1000)), price %llu",
+           (unsigned long long) c[1], (unsigned long long) c[2],
+           (unsigned long long) c[4]);
+
+    aiserve_ledger_training_settle(l, 1, "", "ftjob-a", 2333, now + 120, err,
+                                   sizeof(err));
+    memset(c, 0, sizeof(c));
+    aiserve_ledger_usage_each(l, 1, 0, 0, training_rows_cb, c);
+    tap_ok(c[1] == 2333 && c[2] == 6,
+           "the difference charged: 2333 tokens, %llu nano = floor(2333 x 3 "
+           "/ 1000) with no drift from the two settles",
+           (unsigned long long) c[2]);
+
+    aiserve_ledger_training_held(l, 1, 1, &held, &gen2);
+    tap_ok(held == 5000 - 2333 && gen2 > gen, "held: %llu, gen moved",
+           (unsigned long long) held);
+
+    aiserve_ledger_account_tokens_used(l, 1, 20261201, 20261231, &tokens);
+    tap_ok(tokens == 3000 + 2333, "trained tokens count against the "
+           "budget: %llu", (unsigned long long) tokens);
+
+    /* the job is cancelled at 2500: it pays for what it trained */
+    aiserve_ledger_training_settle(l, 1, "ft:tiny:1::job", "ftjob-a", 2500,
+                                   now + 130, err, sizeof(err));
+    rc = aiserve_ledger_training_release(l, 1, "ftjob-a", now + 131, err,
+                                         sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_OK, "released");
+    tap_ok(aiserve_ledger_training_release(l, 1, "ftjob-a", now + 132, err,
+                                           sizeof(err)) == AISERVE_LEDGER_OK,
+           "released again: idempotent");
+    aiserve_ledger_training_held(l, 1, 1, &held, &gen);
+    tap_ok(held == 0, "nothing held after the release");
+
+    memset(c, 0, sizeof(c));
+    aiserve_ledger_usage_each(l, 1, 0, 0, training_rows_cb, c);
+    tap_ok(c[0] == 2 && c[1] == 2500 && c[2] == 7 && c[3] == 1,
+           "a cancelled job pays what it trained: 2500 tokens, %llu nano, "
+           "the last 167 on the fine-tuned model's row",
+           (unsigned long long) c[2]);
+
+    rc = aiserve_ledger_training_settle(l, 1, "", "ftjob-a", 2600, now + 140,
+                                        err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_ERROR, "no charge after the release: %s",
+           err);
+    tap_ok(aiserve_ledger_training_settle(l, 1, "", "ftjob-a", 2500,
+                                          now + 141, err, sizeof(err))
+           == AISERVE_LEDGER_OK,
+           "a repeated final settle after the release is still a no-op");
+    tap_ok(aiserve_ledger_training_settle(l, 2, "", "ftjob-a", 2600,
+                                          now + 141, err, sizeof(err))
+           == AISERVE_LEDGER_NOTFOUND, "another account's job: NOTFOUND");
+
+    aiserve_ledger_training_get(l, "ftjob-a", &t);
+    tap_ok(t.status == AISERVE_TRAINING_RELEASED && t.trained_tokens == 2500
+           && t.cost_nano == 7 && t.reserved_tokens == 5000 && t.key_id == 1
+           && strcmp(t.model, "tiny") == 0, "the job's charge record");
+
+    /* the budget now has 10000 - 3000 - 2500 = 4500 left */
+    rc = aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-b", 4501, 3,
+                                         now, err, sizeof(err));
+    tap_ok(rc == AISERVE_LEDGER_ERROR && strstr(err, "4500 left"),
+           "what was trained stays counted, what was not is free: %s", err);
+    tap_ok(aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-b", 4500,
+                                           3, now, err, sizeof(err))
+           == AISERVE_LEDGER_OK, "4500 fit");
+    tap_ok(aiserve_ledger_training_reserve(l, 2, 2, "tiny", "ftjob-c",
+                                           100000000, 3, now, err,
+                                           sizeof(err))
+           == AISERVE_LEDGER_OK, "an account without a budget reserves "
+           "anything");
+
+    aiserve_ledger_close(l);
+}
+
+
+/* A settle committed by a process that is then killed: repeated by the
+ * next process (the job resumed from its checkpoint reports the same
+ * total), it charges nothing twice. */
+static void
+test_training_crash(void)
+{
+    int                 status;
+    char                err[256];
+    pid_t               pid;
+    int64_t             now = 1796256000;
+    uint64_t            c[5];
+    aiserve_ledger_t   *l;
+
+    l = training_ledger();
+    tap_ok(l != NULL && aiserve_ledger_training_reserve(l, 1, 1, "tiny",
+                            "ftjob-k", 4000, 1000000, now, err, sizeof(err))
+                        == AISERVE_LEDGER_OK, "job reserved");
+    aiserve_ledger_close(l);
+
+    pid = fork();
+    if (pid == 0) {
+        if (aiserve_ledger_open(&l, dir, 0, 0, err, sizeof(err)) == 0
+            && aiserve_ledger_training_settle(l, 1, "", "ftjob-k", 1500, now,
+                                              err, sizeof(err)) == 0)
+        {
+            kill(getpid(), SIGKILL);
+        }
+        _exit(1);
+    }
+
+    waitpid(pid, &status, 0);
+    tap_ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+           "the settling process was killed after its settle");
+
+    aiserve_ledger_open(&l, dir, 0, 0, err, sizeof(err));
+    aiserve_ledger_reader_check(l);
+    tap_ok(aiserve_ledger_training_settle(l, 1, "", "ftjob-k", 1500,
+                                          now + 5, err, sizeof(err))
+           == AISERVE_LEDGER_OK, "the resumed job settles 1500 again");
+    aiserve_ledger_training_settle(l, 1, "", "ftjob-k", 2000, now + 6, err,
+                                   sizeof(err));
+
+    memset(c, 0, sizeof(c));
+    aiserve_ledger_usage_each(l, 1, 0, 0, training_rows_cb, c);
+    tap_ok(c[1] == 2000 && c[2] == 2000000,
+           "charged once: 2000 tokens, %llu nano (1 unit per 1M tokens)",
+           (unsigned long long) c[2]);
+
+    aiserve_ledger_close(l);
+}
+
+
+typedef struct {
+    int                 n;
+    aiserve_row_key_t   rk[8];
+    aiserve_usage_t     u[8];
+} rows_t;
+
+
+static int
+rows_cb(const aiserve_row_key_t *rk, const aiserve_usage_t *u, void *arg)
+{
+    rows_t  *r = arg;
+
+    if (r->n < 8) {
+        r->rk[r->n] = *rk;
+        r->u[r->n] = *u;
+        r->n++;
+    }
+
+    return 0;
+}
+
+
+static int
+migrate_audit_cb(const aiserve_audit_t *e, void *arg)
+{
+    if (strcmp(e->action, "ledger.migrate") == 0) {
+        snprintf(arg, 160, "%s", e->detail);
+    }
+
+    return 0;
+}
+
+
+/* Opens a copy of the committed ledger fixture (a version 1 or 2 ledger)
+ * and reads its rows into *r and its migration's audit detail. */
+static aiserve_ledger_t *
+open_fixture(const char *fixture, rows_t *r, char *detail)
+{
+    char               cmd[600], err[256];
+    aiserve_ledger_t  *l;
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s && mkdir -p %s && cp %s/data.mdb "
+             "%s/hmac.key %s/ && chmod 600 %s/*", dir, dir, fixture, fixture,
+             dir, dir);
+    if (system(cmd) != 0
+        || aiserve_ledger_open(&l, dir, 0, 0, err, sizeof(err))
+           != AISERVE_LEDGER_OK)
+    {
+        tap_diag("%s: %s", fixture, err);
+        return NULL;
+    }
+
+    memset(r, 0, sizeof(*r));
+    aiserve_ledger_usage_each(l, 0, 0, 0, rows_cb, r);
+    detail[0] = '\0';
+    aiserve_ledger_audit_each(l, 0, migrate_audit_cb, detail);
+
+    return l;
+}
+
+
+/* Version 2 (t/data/ledger-v2, tools/gen-ledger-v2.sh) and version 1 to
+ * 3: rows keep their numbers and row ids, get the price they were charged
+ * at and no route. */
+static void
+test_migration_v3(void)
+{
+    char                id[17], id2[17], detail[160], err[256];
+    uint64_t            tokens;
+    rows_t              r;
+    aiserve_key_t       k;
+    aiserve_ledger_t   *l;
+    aiserve_row_key_t   old;
+
+    l = open_fixture("t/data/ledger-v2", &r, detail);
+    tap_ok(l != NULL, "version 2 ledger opens");
+    if (l == NULL) {
+        return;
+    }
+
+    tap_ok(r.n == 3, "3 rows: %d", r.n);
+    tap_ok(r.rk[0].key_id == 1 && strcmp(r.rk[0].model, "tiny") == 0
+           && r.rk[0].api[0] == '\0' && r.rk[0].price == 20000
+           && r.u[0].requests == 3 && r.u[0].prompt_tokens == 15
+           && r.u[0].cost_nano == 300000 && r.u[0].trained_tokens == 0,
+           "key_1 tiny: 3 requests, 15 tokens, 300 micro, price 20000 "
+           "(the aiserve_price then)");
+    tap_ok(r.rk[1].key_id == 2 && r.rk[1].model[0] == '\0'
+           && r.rk[1].price == 0 && r.u[1].refused_401 == 1,
+           "key_2's refusal row keeps its 401");
+    tap_ok(r.rk[2].key_id == 2 && strcmp(r.rk[2].model, "max") == 0
+           && r.rk[2].price == 7000 && r.u[2].prompt_tokens == 8
+           && r.u[2].cost_nano == 56000, "key_2 max: price 7000");
+
+    memset(&old, 0, sizeof(old));
+    old.key_id = 1;
+    old.day = r.rk[0].day;
+    snprintf(old.model, sizeof(old.model), "tiny");
+    aiserve_row_id(&old, id);
+    aiserve_row_id(&r.rk[0], id2);
+    tap_ok(strcmp(id, id2) == 0, "a migrated row keeps the row id of "
+           "version 2 (SHA-256 of \"1|day|tiny\"): %s", id2);
+    snprintf(old.api, sizeof(old.api), "openai");
+    old.price = 20000;
+    aiserve_row_id(&old, id);
+    tap_ok(strcmp(id, id2) != 0, "a row of version 3 has its own id: %s",
+           id);
+
+    tap_ok(strstr(detail, "from version 2: 3 usage rows") != NULL,
+           "audit: %s", detail);
+    tap_ok(aiserve_ledger_account_tokens_used(l, 1, r.rk[0].day,
+                                              r.rk[0].day, &tokens) == 0
+           && tokens == 23, "acct_1 (key_1 and key_2): 23 tokens");
+    tap_ok(aiserve_ledger_key_get(l, 2, &k) == 0
+           && k.status == AISERVE_KEY_REVOKED && k.account_id == 1,
+           "key_2 stays revoked in acct_1");
+    tap_ok(aiserve_ledger_training_reserve(l, 1, 1, "tiny", "ftjob-m", 10,
+                                           1, 1796256000, err, sizeof(err))
+           == AISERVE_LEDGER_OK, "the migrated ledger takes training "
+           "charges");
+    aiserve_ledger_close(l);
+
+    l = open_fixture("t/data/ledger-v1", &r, detail);
+    tap_ok(l != NULL && r.n == 2 && r.rk[0].price == 20
+           && r.u[0].prompt_tokens == 15 && r.rk[1].price == 20
+           && r.u[1].prompt_tokens == 8,
+           "version 1 rows migrate too, price 20 (300 nano / 15 tokens)");
+    tap_ok(strstr(detail, "from version 1: 3 keys") != NULL
+           && strstr(detail, "from version 2: 2 usage rows") != NULL,
+           "one audit entry: %s", detail);
+    aiserve_ledger_close(l);
+}
+
+
 int
 main(void)
 {
@@ -575,6 +991,9 @@ main(void)
     test_map_full();
     test_resized_by_other();
     test_missing_parents();
+    test_training();
+    test_training_crash();
+    test_migration_v3();
 
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) {
