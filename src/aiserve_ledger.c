@@ -1482,7 +1482,8 @@ account_insert(aiserve_ledger_t *l, MDB_txn *txn, aiserve_account_t *a)
 
 
 /* An account for a new key, in txn: account_id 0 creates one of the key's
- * name; another must exist.  0 or an LMDB error (MDB_NOTFOUND). */
+ * name; another must exist and not be closed.  0, an LMDB error
+ * (MDB_NOTFOUND) or AISERVE_LEDGER_ERROR (closed). */
 static int
 key_account_attach(aiserve_ledger_t *l, MDB_txn *txn, aiserve_key_t *k)
 {
@@ -1493,7 +1494,17 @@ key_account_attach(aiserve_ledger_t *l, MDB_txn *txn, aiserve_key_t *k)
     if (k->account_id) {
         mk.mv_data = &k->account_id;
         mk.mv_size = sizeof(uint32_t);
-        return mdb_get(txn, l->accounts, &mk, &mv);
+
+        rc = mdb_get(txn, l->accounts, &mk, &mv);
+
+        if (rc == 0 && mv.mv_size == sizeof(aiserve_account_t)
+            && ((aiserve_account_t *) mv.mv_data)->status
+               == AISERVE_ACCOUNT_CLOSED)
+        {
+            return AISERVE_LEDGER_ERROR;
+        }
+
+        return rc;
     }
 
     memset(&a, 0, sizeof(a));
@@ -1593,6 +1604,11 @@ aiserve_ledger_key_create(aiserve_ledger_t *l, aiserve_key_t *k,
         rc = key_account_attach(l, txn, k);
         if (rc != 0) {
             mdb_txn_abort(txn);
+            if (rc == AISERVE_LEDGER_ERROR) {
+                snprintf(l->err, sizeof(l->err), "acct_%u is closed",
+                         k->account_id);
+                return rc;
+            }
             if (rc == MDB_NOTFOUND) {
                 snprintf(l->err, sizeof(l->err), "no account acct_%u",
                          k->account_id);
@@ -3114,6 +3130,107 @@ aiserve_ledger_account_put(aiserve_ledger_t *l, aiserve_account_t *a)
 }
 
 
+typedef struct {
+    uint32_t   id;
+    unsigned   revoked;
+} ledger_close_t;
+
+
+static int
+account_close_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    int                 rc;
+    MDB_val             mk, mv;
+    MDB_cursor         *cur;
+    aiserve_key_t       k;
+    aiserve_account_t   a;
+    ledger_close_t     *c = arg;
+
+    mk = key_id_val(&c->id);
+
+    rc = mdb_get(txn, l->accounts, &mk, &mv);
+    if (rc == MDB_NOTFOUND) {
+        snprintf(l->err, sizeof(l->err), "no account acct_%u", c->id);
+        return AISERVE_LEDGER_NOTFOUND;
+    }
+
+    if (rc == 0 && mv.mv_size != sizeof(aiserve_account_t)) {
+        rc = MDB_CORRUPTED;
+    }
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    memcpy(&a, mv.mv_data, sizeof(aiserve_account_t));
+
+    if (a.status == AISERVE_ACCOUNT_CLOSED) {
+        snprintf(l->err, sizeof(l->err), "acct_%u is closed", c->id);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    a.status = AISERVE_ACCOUNT_CLOSED;
+    a.updated = time(NULL);
+    mv.mv_data = &a;
+    mv.mv_size = sizeof(aiserve_account_t);
+
+    rc = mdb_put(txn, l->accounts, &mk, &mv, 0);
+    if (rc != 0) {
+        return rc;
+    }
+
+    rc = mdb_cursor_open(txn, l->keys, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+
+    for (rc = mdb_cursor_get(cur, &mk, &mv, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &mk, &mv, MDB_NEXT))
+    {
+        if (key_read(&mv, &k) != AISERVE_LEDGER_OK
+            || k.account_id != c->id || k.status == AISERVE_KEY_REVOKED)
+        {
+            continue;
+        }
+
+        k.status = AISERVE_KEY_REVOKED;
+        k.updated = a.updated;
+        mv.mv_data = &k;
+        mv.mv_size = sizeof(aiserve_key_t);
+
+        rc = mdb_cursor_put(cur, &mk, &mv, MDB_CURRENT);
+        if (rc != 0) {
+            break;
+        }
+
+        c->revoked++;
+    }
+
+    mdb_cursor_close(cur);
+
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+
+int
+aiserve_ledger_account_close(aiserve_ledger_t *l, uint32_t id,
+    unsigned *revoked)
+{
+    int             rc;
+    ledger_close_t  c;
+
+    c.id = id;
+    c.revoked = 0;
+
+    rc = ledger_write(l, account_close_fn, &c, "an account");
+
+    *revoked = c.revoked;
+
+    return rc;
+}
+
+
 static int
 account_each_fn(MDB_val *mk, MDB_val *mv, void *arg)
 {
@@ -3146,7 +3263,8 @@ aiserve_ledger_account_each(aiserve_ledger_t *l,
 const char *
 aiserve_account_status_name(uint32_t status)
 {
-    return status == AISERVE_ACCOUNT_SUSPENDED ? "suspended" : "active";
+    return status == AISERVE_ACCOUNT_SUSPENDED ? "suspended"
+           : status == AISERVE_ACCOUNT_CLOSED ? "closed" : "active";
 }
 
 

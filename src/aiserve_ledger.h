@@ -91,6 +91,7 @@
 
 #define AISERVE_ACCOUNT_ACTIVE     0
 #define AISERVE_ACCOUNT_SUSPENDED  1
+#define AISERVE_ACCOUNT_CLOSED     2   /* for good: its keys revoked */
 
 /* The largest rpm, tpm and budget_tokens of a key (10^14): the zone keeps
  * rate levels in thousandths and drains them over 60000 ms, so limit x
@@ -400,6 +401,16 @@ int aiserve_ledger_account_get(aiserve_ledger_t *l, uint32_t id,
 
 /* Rewrites account a->id (updated set to now): OK, NOTFOUND or ERROR. */
 int aiserve_ledger_account_put(aiserve_ledger_t *l, aiserve_account_t *a);
+
+/*
+ * Closes account id for good, in one transaction: its status becomes
+ * AISERVE_ACCOUNT_CLOSED and every key of it is revoked (its usage
+ * stays).  *revoked gets the number of keys revoked now.  OK, NOTFOUND,
+ * or ERROR for an account closed already.  A closed account takes no new
+ * key and cannot be suspended or reopened.
+ */
+int aiserve_ledger_account_close(aiserve_ledger_t *l, uint32_t id,
+    unsigned *revoked);
 
 /* Calls cb for each account in id order; stops when cb returns non-zero. */
 int aiserve_ledger_account_each(aiserve_ledger_t *l,

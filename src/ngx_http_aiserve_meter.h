@@ -91,6 +91,7 @@ typedef struct {
     uint64_t                     committed_seq;
     ngx_msec_t                   next_flush;
     ngx_uint_t                   full;         /* ledger map full */
+    uint64_t                     training_gen; /* of the ledger, seen */
     uint8_t                      ledger_id[AISERVE_HASH_LEN];
 } ngx_http_aiserve_meter_shctx_t;
 

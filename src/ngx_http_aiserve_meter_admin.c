@@ -9,6 +9,7 @@
  *   GET  accounts/ID/keys           POST accounts/ID/keys  (secret once)
  *   GET  keys                       GET  keys/ID      POST keys/ID
  *   POST keys/ID/revoke, block, unblock, rotate
+ *   DELETE keys/ID  (revoke)        DELETE accounts/ID  (close)
  *   GET  audit
  *
  * Every request needs an admin key before its path is even read, so no
@@ -551,6 +552,116 @@ ngx_http_aiserve_admin_ledger_fail(int rc, ngx_http_aiserve_admin_err_t *e)
  * the parsed JSON of a POST ({} when empty).  Returns NGX_OK with *out
  * and *status, or NGX_ERROR with e filled.
  */
+static ngx_uint_t
+ngx_http_aiserve_admin_seg_is(ngx_str_t *seg, const char *s)
+{
+    size_t  len;
+
+    len = ngx_strlen(s);
+
+    return seg->len == len && ngx_strncmp(seg->data, s, len) == 0;
+}
+
+
+/*
+ * DELETE keys/ID: revokes the key, as POST keys/ID/revoke does; DELETE
+ * accounts/ID: closes the account for good and revokes its keys.  Both
+ * answer the object with "deleted": true; its usage stays in the ledger.
+ */
+static ngx_int_t
+ngx_http_aiserve_admin_delete(ngx_http_request_t *r, ngx_str_t *seg,
+    ngx_uint_t n, json_t **out, ngx_http_aiserve_admin_err_t *e)
+{
+    char                obj[32], detail[32];
+    uint32_t            id;
+    unsigned            revoked;
+    ngx_int_t           rc;
+    aiserve_key_t       k;
+    aiserve_account_t   a;
+
+    if (n != 2 || (!ngx_http_aiserve_admin_seg_is(&seg[0], "keys")
+                   && !ngx_http_aiserve_admin_seg_is(&seg[0], "accounts")))
+    {
+        return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
+                   "not_found", NULL, "no admin route %s",
+                   "for DELETE: keys/ID, accounts/ID");
+    }
+
+    if (ngx_http_aiserve_admin_seg_is(&seg[0], "keys")) {
+        id = ngx_http_aiserve_admin_id(&seg[1], "key_");
+        rc = id ? aiserve_ledger_key_get(ngx_http_aiserve_meter_ledger, id,
+                                         &k)
+                : AISERVE_LEDGER_NOTFOUND;
+        if (rc != AISERVE_LEDGER_OK) {
+            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
+                       "not_found", NULL, "%s", "no such key");
+        }
+
+        ngx_sprintf((u_char *) obj, "key_%uD%Z", k.id);
+
+        if (k.status == AISERVE_KEY_REVOKED) {
+            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
+                       "key_revoked", NULL, "%s is revoked", obj);
+        }
+
+        k.status = AISERVE_KEY_REVOKED;
+
+        rc = aiserve_ledger_key_put(ngx_http_aiserve_meter_ledger, &k);
+        if (rc != AISERVE_LEDGER_OK) {
+            return ngx_http_aiserve_admin_ledger_fail(rc, e);
+        }
+
+        ngx_http_aiserve_admin_audit(r, "key.revoke", obj, "DELETE");
+        *out = ngx_http_aiserve_admin_key_json(&k);
+
+    } else {
+        id = ngx_http_aiserve_admin_id(&seg[1], "acct_");
+        rc = id ? aiserve_ledger_account_close(ngx_http_aiserve_meter_ledger,
+                                               id, &revoked)
+                : AISERVE_LEDGER_NOTFOUND;
+
+        if (rc == AISERVE_LEDGER_NOTFOUND) {
+            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
+                       "not_found", NULL, "%s", "no such account");
+        }
+
+        if (rc == AISERVE_LEDGER_ERROR
+            && aiserve_ledger_account_get(ngx_http_aiserve_meter_ledger, id,
+                                          &a) == AISERVE_LEDGER_OK
+            && a.status == AISERVE_ACCOUNT_CLOSED)
+        {
+            ngx_sprintf((u_char *) obj, "acct_%uD%Z", id);
+            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
+                       "account_closed", NULL, "%s is closed", obj);
+        }
+
+        if (rc != AISERVE_LEDGER_OK
+            || aiserve_ledger_account_get(ngx_http_aiserve_meter_ledger, id,
+                                          &a) != AISERVE_LEDGER_OK)
+        {
+            return ngx_http_aiserve_admin_ledger_fail(rc ? rc
+                                                         : AISERVE_LEDGER_ERROR,
+                                                      e);
+        }
+
+        ngx_sprintf((u_char *) obj, "acct_%uD%Z", id);
+        ngx_sprintf((u_char *) detail, "keys_revoked=%ud%Z", revoked);
+        ngx_http_aiserve_admin_audit(r, "account.close", obj, detail);
+
+        *out = ngx_http_aiserve_admin_account_json(&a);
+        if (*out) {
+            json_object_set_new(*out, "keys_revoked", json_integer(revoked));
+        }
+    }
+
+    if (*out) {
+        json_object_set_new(*out, "deleted", json_true());
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
     ngx_uint_t n, json_t *body, json_t **out, ngx_uint_t *status,
@@ -579,6 +690,10 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
 
 #define ROUTE_IS(i, s)  (seg[i].len == sizeof(s) - 1                          \
                          && ngx_strncmp(seg[i].data, s, sizeof(s) - 1) == 0)
+
+    if (r->method == NGX_HTTP_DELETE) {
+        return ngx_http_aiserve_admin_delete(r, seg, n, out, e);
+    }
 
     if (n == 1 && ROUTE_IS(0, "audit") && !post) {
         *out = ngx_http_aiserve_admin_list(2, 0);
@@ -612,6 +727,12 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
         lim.period = &a.budget_period;
         lim.max_concurrent = &a.max_concurrent;
         lim.models = a.models;
+
+        if (n >= 2 && post && a.status == AISERVE_ACCOUNT_CLOSED) {
+            ngx_sprintf((u_char *) obj, "acct_%uD%Z", a.id);
+            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
+                       "account_closed", NULL, "%s is closed", obj);
+        }
 
         if (n == 1 || (n == 2 && post)) {
             /* create or update */
@@ -1034,7 +1155,9 @@ ngx_http_aiserve_meter_admin_handler(ngx_http_request_t *r)
     ngx_http_aiserve_meter_ctx_t      *ctx;
     ngx_http_aiserve_meter_refusal_t   ref;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
+    if (!(r->method
+          & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST|NGX_HTTP_DELETE)))
+    {
         return NGX_HTTP_NOT_ALLOWED;
     }
 

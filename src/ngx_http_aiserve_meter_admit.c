@@ -111,8 +111,10 @@ ngx_http_aiserve_meter_unflushed_tokens(ngx_http_aiserve_meter_zone_t *z,
 
 /*
  * The state of a key or an account in the zone, created or re-based when
- * its budget period changed: used = ledger tokens of the period (of every
- * key of an account) + unflushed ones.  Called and returns with the zone
+ * its budget period changed (or training charges were written: see
+ * ngx_http_aiserve_meter_training_check()): used = ledger tokens of the
+ * period (prompt and trained, of every key of an account) + what its
+ * fine-tuning jobs hold reserved + unflushed ones.  Called and returns with the zone
  * mutex held; drops it to read the ledger.
  */
 static ngx_http_aiserve_meter_key_t *
@@ -121,7 +123,7 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
     uint32_t today)
 {
     uint32_t                       kind, period, from, to;
-    uint64_t                       s1, s2, tokens;
+    uint64_t                       s1, s2, tokens, held, gen;
     ngx_uint_t                     tries;
     ngx_http_aiserve_meter_key_t  *st;
 
@@ -145,6 +147,7 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
     for (tries = 0; tries < 5; tries++) {
 
         tokens = 0;
+        held = 0;
         s1 = 0;
 
         if (kind != AISERVE_PERIOD_NONE) {
@@ -159,6 +162,10 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
                     : aiserve_ledger_tokens_used(
                           ngx_http_aiserve_meter_ledger, k->id, from, to,
                           &tokens))
+                   != AISERVE_LEDGER_OK
+                || aiserve_ledger_training_held(
+                       ngx_http_aiserve_meter_ledger, k->id, k->account,
+                       &held, &gen)
                    != AISERVE_LEDGER_OK
                 || aiserve_ledger_flush_seq(ngx_http_aiserve_meter_ledger, &s2)
                    != AISERVE_LEDGER_OK)
@@ -199,8 +206,9 @@ ngx_http_aiserve_meter_key_state(ngx_http_request_t *r,
         st->budget_kind = kind;
         st->budget_period = period;
         st->used = (kind == AISERVE_PERIOD_NONE) ? 0
-                   : tokens + ngx_http_aiserve_meter_unflushed_tokens(
-                                  z, k, from, to, s1);
+                   : tokens + held
+                     + ngx_http_aiserve_meter_unflushed_tokens(z, k, from,
+                                                                to, s1);
 
         return st;
     }

@@ -311,6 +311,57 @@ again:
 }
 
 
+/*
+ * Training charges are written into the ledger by the fine-tuning jobs,
+ * not through the zone: when the ledger's training_gen moved, every
+ * budget state of the zone is marked to be read again (its used tokens
+ * then include what jobs trained and hold reserved).
+ */
+static void
+ngx_http_aiserve_meter_training_check(ngx_cycle_t *cycle)
+{
+    uint64_t                             held, gen;
+    ngx_rbtree_node_t                   *node, *root, *sentinel;
+    ngx_http_aiserve_meter_key_t        *st;
+    ngx_http_aiserve_meter_zone_t       *z;
+    ngx_http_aiserve_meter_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_aiserve_meter_module);
+
+    if (ngx_http_aiserve_meter_ledger == NULL || mcf->shm_zone == NULL
+        || aiserve_ledger_training_held(ngx_http_aiserve_meter_ledger, 0, 0,
+                                        &held, &gen)
+           != AISERVE_LEDGER_OK)
+    {
+        return;
+    }
+
+    z = mcf->shm_zone->data;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    if (z->sh->training_gen != gen) {
+        z->sh->training_gen = gen;
+
+        root = z->sh->keys.root;
+        sentinel = z->sh->keys.sentinel;
+
+        if (root != sentinel) {
+            for (node = ngx_rbtree_min(root, sentinel);
+                 node;
+                 node = ngx_rbtree_next(&z->sh->keys, node))
+            {
+                st = (ngx_http_aiserve_meter_key_t *) node;
+                st->budget_period = 0;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+}
+
+
 void
 ngx_http_aiserve_meter_flush_timer(ngx_event_t *ev)
 {
@@ -328,6 +379,7 @@ ngx_http_aiserve_meter_flush_timer(ngx_event_t *ev)
     }
 
     ngx_http_aiserve_meter_flush((ngx_cycle_t *) ngx_cycle, 0);
+    ngx_http_aiserve_meter_training_check((ngx_cycle_t *) ngx_cycle);
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         return;

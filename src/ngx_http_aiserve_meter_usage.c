@@ -271,6 +271,9 @@ ngx_http_aiserve_meter_usage_month(ngx_http_request_t *r,
 #define NGX_HTTP_AISERVE_USAGE_BY_API      0x08
 
 #define NGX_HTTP_AISERVE_USAGE_DAYS_MAX    3660
+/* buckets a page, as OpenAI's usage API: 7 by default, at most 31 */
+#define NGX_HTTP_AISERVE_USAGE_LIMIT       7
+#define NGX_HTTP_AISERVE_USAGE_LIMIT_MAX   31
 
 
 typedef struct {
@@ -473,13 +476,14 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
     u_char                              *p, *last, *name, *eq, *amp;
     char                                *s;
     size_t                               len;
-    time_t                               start, end, t, next;
+    time_t                               start, end, t, next, page, more;
     uint32_t                             from, to, day, *ids, acct;
-    ngx_int_t                            rc;
+    ngx_int_t                            rc, limit;
     ngx_str_t                            n, v;
     ngx_uint_t                           month, group, i, j, nb, admin;
     ngx_array_t                          rows, *res;
-    json_t                              *page, *data, *bucket, *results;
+    char                                 cursor[32];
+    json_t                              *out, *data, *bucket, *results;
     ngx_http_aiserve_meter_out_t        *o;
     ngx_http_aiserve_usage_keys_t        ks;
     ngx_http_aiserve_usage_owner_t      *ow;
@@ -490,6 +494,8 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
 
     start = -1;
     end = ngx_time();
+    page = -1;
+    limit = NGX_HTTP_AISERVE_USAGE_LIMIT;
     month = 0;
     group = 0;
     acct = 0;
@@ -595,6 +601,24 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
                 q = c + 1;
             }
 
+        } else if (ARG_IS("limit")) {
+            limit = ngx_atoi(v.data, v.len);
+            if (limit < 1 || limit > NGX_HTTP_AISERVE_USAGE_LIMIT_MAX) {
+                return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                           "limit", "limit: the number of buckets of a "
+                           "page, 1 to 31");
+            }
+
+        } else if (ARG_IS("page")) {
+            if (v.len > 5 && ngx_strncmp(v.data, "page_", 5) == 0) {
+                page = ngx_atotm(v.data + 5, v.len - 5);
+            }
+            if (page <= 0) {
+                return ngx_http_aiserve_usage_bad(r, "invalid_value",
+                           "page", "page: the next_page of the previous "
+                           "page");
+            }
+
         } else if (ARG_IS("account_id")) {
             if (v.len > 5 && ngx_strncmp(v.data, "acct_", 5) == 0) {
                 v.data += 5;
@@ -664,6 +688,31 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
     }
 
     start = ngx_http_aiserve_usage_floor(start, month, &next);
+
+    if (page != -1) {
+        if (page < start || page >= end
+            || ngx_http_aiserve_usage_floor(page, month, &next) != page)
+        {
+            return ngx_http_aiserve_usage_bad(r, "invalid_value", "page",
+                       "page: not a page of these start_time, end_time "
+                       "and bucket_width");
+        }
+
+        start = page;
+    }
+
+    /* a page holds limit buckets; next_page starts the next one */
+    nb = 0;
+    for (t = start; t < end && nb < (ngx_uint_t) limit; t = next) {
+        (void) ngx_http_aiserve_usage_floor(t, month, &next);
+        nb++;
+    }
+
+    more = (t < end) ? t : 0;
+    if (more) {
+        end = more;
+    }
+
     from = aiserve_day(start);
     to = aiserve_day(end - 1);
 
@@ -679,13 +728,6 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
 
     if (rc != NGX_OK) {
         return rc;
-    }
-
-    /* buckets */
-    nb = 0;
-    for (t = start; t < end; t = next) {
-        (void) ngx_http_aiserve_usage_floor(t, month, &next);
-        nb++;
     }
 
     res = ngx_pcalloc(r->pool, nb * sizeof(ngx_array_t));
@@ -770,10 +812,17 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
     }
 
     data = json_array();
-    page = json_pack("{s:s, s:o, s:b, s:n}", "object", "page", "data", data,
-                     "has_more", 0, "next_page");
-    if (page == NULL) {
+    out = json_pack("{s:s, s:o, s:b}", "object", "page", "data", data,
+                    "has_more", more != 0);
+    if (out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (more) {
+        ngx_sprintf((u_char *) cursor, "page_%T%Z", more);
+        json_object_set_new(out, "next_page", json_string(cursor));
+    } else {
+        json_object_set_new(out, "next_page", json_null());
     }
 
     i = 0;
@@ -796,7 +845,7 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
         i++;
     }
 
-    return ngx_http_aiserve_meter_send_json(r, NGX_HTTP_OK, page);
+    return ngx_http_aiserve_meter_send_json(r, NGX_HTTP_OK, out);
 }
 
 

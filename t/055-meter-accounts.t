@@ -221,8 +221,8 @@ my %checks = (
         is(error_of($r), '404 not_found', 'a missing account: 404');
         $r = admin('GET', '/admin/nothing');
         is(error_of($r), '404 not_found', 'an unknown route: 404');
-        $r = admin('DELETE', "/admin/accounts/$acct");
-        is($r->{status}, 405, 'DELETE: 405');
+        $r = admin('PUT', "/admin/accounts/$acct");
+        is($r->{status}, 405, 'PUT: 405');
 
         $r = admin('POST', "/admin/accounts/$acct", { rpm => 60,
                                                        name => 'acme inc' });
@@ -341,6 +341,60 @@ my %checks = (
              'the CLI\'s changes are in it too');
     },
 
+    delete => sub {
+        my $r = admin('POST', '/admin/accounts', { name => 'leaving' });
+        my $acct = $r->{json}{id};
+        my (@secret, @kid);
+        for my $n (1, 2) {
+            $r = admin('POST', "/admin/accounts/$acct/keys",
+                       { name => "leaving-$n" });
+            push @secret, $r->{json}{api_key};
+            push @kid, $r->{json}{id};
+        }
+        is(embed($secret[0])->{status}, 200, 'a key of the account works');
+
+        $r = admin('DELETE', "/admin/keys/$kid[0]");
+        is($r->{status}, 200, "DELETE keys/$kid[0]: 200");
+        ok($r->{json}{deleted} && $r->{json}{status} eq 'revoked',
+           '... revoked, "deleted": true');
+        is(embed($secret[0])->{status}, 401, 'its secret: 401');
+        is(error_of(admin('DELETE', "/admin/keys/$kid[0]")),
+           '409 key_revoked', 'DELETE of a revoked key: 409');
+        is(error_of(admin('DELETE', '/admin/keys/key_99999')),
+           '404 not_found', 'DELETE of an unknown key: 404');
+        is(error_of(admin('DELETE', '/admin/audit')), '404 not_found',
+           'DELETE of another route: 404');
+        is(admin('DELETE', "/admin/keys/$kid[1]", undef, $secret[1])
+           ->{status}, 403, 'DELETE with a normal key: 403');
+
+        is(embed($secret[1])->{status}, 200, 'the other key still works');
+        $r = admin('DELETE', "/admin/accounts/$acct");
+        is($r->{status}, 200, "DELETE accounts/$acct: 200");
+        is_deeply([$r->{json}{status}, $r->{json}{keys_revoked},
+                   $r->{json}{deleted} ? 1 : 0], ['closed', 1, 1],
+                  '... closed, its one active key revoked');
+        is(embed($secret[1])->{status}, 401, 'its keys: 401');
+        is(error_of(admin('DELETE', "/admin/accounts/$acct")),
+           '409 account_closed', 'closed again: 409');
+        is(error_of(admin('POST', "/admin/accounts/$acct/unsuspend")),
+           '409 account_closed', 'a closed account is not reopened');
+        is(error_of(admin('POST', "/admin/accounts/$acct/keys", {})),
+           '409 account_closed', 'nor given a key');
+        is(admin('GET', "/admin/accounts/$acct")->{json}{status}, 'closed',
+           'GET shows it closed');
+
+        Time::HiRes::sleep(0.35);
+        my $u = meter_usage($db);
+        ok($u->{$kid[0]}{requests} == 1 && $u->{$kid[1]}{requests} == 1,
+           'their usage stays in the ledger');
+        my $audit = admin('GET', '/admin/audit')->{json}{data};
+        ok((grep { $_->{action} eq 'account.close'
+                   && $_->{detail} eq 'keys_revoked=1' } @$audit),
+           'the audit trail has the closing');
+        my ($rc2, $out) = meter_cli($db, 'account', 'unsuspend', $acct);
+        isnt($rc2, 0, 'aiserve-keys does not reopen it either');
+    },
+
     migrated => sub {
         my $k = $fixture->{keys};
         my $r = embed($k->{key_1});
@@ -433,7 +487,18 @@ ok
 
 
 
-=== TEST 6: a version 1 ledger, migrated when nginx opens it
+=== TEST 6: DELETE revokes a key, closes an account (its keys revoked, its usage kept)
+--- request
+GET /t
+--- meter_check: delete
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: a version 1 ledger, migrated when nginx opens it
 --- ledger: v1
 --- request
 GET /t

@@ -62,6 +62,10 @@ EOC
         aiserve_infer tiny2 api=openai;
         aiserve_meter on;
     }
+    location = /embed {
+        aiserve_infer tiny api=embed;
+        aiserve_meter on;
+    }
     location = /v1/usage {
         aiserve_usage;
     }
@@ -238,9 +242,63 @@ my %checks = (
              'export: the refusal columns, then those of ledger version 3');
     },
 
+    pages => sub {
+        # ten day buckets, nine days ago to today: pages of limit buckets
+        my $q = 'start_time=' . ($midnight - 9 * 86400);
+        my $r = usage('a', $q);
+        is(scalar @{ $r->{json}{data} }, 7, 'by default a page of 7 buckets');
+        ok($r->{json}{has_more} && $r->{json}{next_page},
+           "has_more, next_page $r->{json}{next_page}");
+        my (@starts, $n);
+        my $page = '';
+        while (1) {
+            $r = usage('a', "$q&limit=3$page");
+            is($r->{status}, 200, "page " . ++$n);
+            push @starts, map { $_->{start_time} } @{ $r->{json}{data} };
+            last unless $r->{json}{has_more};
+            $page = "&page=$r->{json}{next_page}";
+        }
+        is($n, 4, 'limit=3: four pages');
+        is_deeply(\@starts, [map { $midnight - (9 - $_) * 86400 } 0 .. 9],
+                  'ten days, each once, in order');
+        ok(!defined $r->{json}{next_page}, 'the last page: next_page null');
+        my $today_res = $r->{json}{data}[-1]{results}[0];
+        ok($today_res->{num_model_requests} > 0,
+           "the last page has today's usage");
+    },
+
+    by_api => sub {
+        my $r = aiserve_http(server_port(), {
+            method  => 'POST',
+            uri     => '/embed',
+            headers => [ 'Content-Type'  => 'application/json',
+                         'Authorization' => "Bearer $key{b}" ],
+            body    => '{"inputs": "hello there"}',
+        });
+        is($r->{status}, 200, 'a request on api=embed');
+        $r = usage('b', "start_time=$today&group_by=api");
+        my %got = map { ($_->{api} => $_->{num_model_requests}) }
+                  @{ $r->{json}{data}[0]{results} };
+        ok($got{embed} == 1 && $got{openai} >= 4,
+           'group_by=api: embed 1, openai ' . ($got{openai} // 0));
+        $r = usage('b', '');
+        my @rows = @{ $r->{json}{data} };
+        my ($e) = grep { $_->{api} eq 'embed' } @rows;
+        is_deeply([$e->{model}, $e->{price_micro}, $e->{requests}],
+                  ['tiny', 20, 1],
+                  'the row of the month: its api and the price in force');
+        ok(!grep({ !defined $_->{api} || !defined $_->{price_micro} }
+                 @rows), 'every new row has its api and price');
+    },
+
     refused => sub {
         for my $q (['start_time=0&colour=red', 'unknown_parameter'],
-                   ['start_time=0&limit=7', 'unknown_parameter'],
+                   ['start_time=0&project_ids=p', 'unknown_parameter'],
+                   ['start_time=0&limit=0', 'invalid_value'],
+                   ['start_time=0&limit=32', 'invalid_value'],
+                   ['start_time=0&page=2', 'invalid_value'],
+                   ['start_time=86400&page=page_0', 'invalid_value'],
+                   ['start_time=0&page=page_100', 'invalid_value'],
                    ['end_time=5', 'missing_parameter'],
                    ['start_time=yesterday', 'invalid_value'],
                    ['start_time=100&end_time=50', 'invalid_value'],
@@ -351,7 +409,29 @@ ok
 
 
 
-=== TEST 4: unknown or bad parameters: 400, never ignored
+=== TEST 4: pages of buckets: limit, has_more, next_page
+--- request
+GET /t
+--- meter_check: pages
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 5: group_by=api, and the api and price of each row
+--- request
+GET /t
+--- meter_check: by_api
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: unknown or bad parameters: 400, never ignored
 --- request
 GET /t
 --- meter_check: refused
@@ -362,7 +442,7 @@ ok
 
 
 
-=== TEST 5: keys in request headers masked before the access log
+=== TEST 7: keys in request headers masked before the access log
 --- request
 GET /t
 --- meter_check: headers

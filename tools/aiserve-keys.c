@@ -1303,6 +1303,8 @@ static const char  account_help[] =
 "  account set ACCT_ID [OPTIONS]     change its name, limits, models\n"
 "  account suspend ACCT_ID           403 for every key of the account\n"
 "  account unsuspend ACCT_ID         lift the suspension\n"
+"  account close ACCT_ID             close it for good: its keys revoked,\n"
+"                                    its usage kept\n"
 "\n"
 "OPTIONS: --name, --rpm, --tpm, --budget, --period, --concurrency,\n"
 "--models as for keys (aiserve-keys create --help); keys are created\n"
@@ -1363,7 +1365,8 @@ cmd_account(int argc, char **argv)
 
     } else if (strcmp(sub, "show") == 0 || strcmp(sub, "set") == 0
                || strcmp(sub, "suspend") == 0
-               || strcmp(sub, "unsuspend") == 0)
+               || strcmp(sub, "unsuspend") == 0
+               || strcmp(sub, "close") == 0)
     {
         if (optind + 1 != argc) {
             die("account %s: one ACCT_ID expected", sub);
@@ -1372,7 +1375,7 @@ cmd_account(int argc, char **argv)
 
     } else {
         die("unknown account subcommand \"%s\" (create, list, show, set, "
-            "suspend, unsuspend)", sub);
+            "suspend, unsuspend, close)", sub);
     }
 
     if (nargs && strcmp(sub, "create") != 0 && strcmp(sub, "set") != 0) {
@@ -1399,6 +1402,28 @@ cmd_account(int argc, char **argv)
         if (!json) {
             aiserve_ledger_key_each(l, account_keys_cb, &id);
         }
+        aiserve_ledger_close(l);
+        return 0;
+    }
+
+    if (a.status == AISERVE_ACCOUNT_CLOSED) {
+        die("%s is closed", argv[optind]);
+    }
+
+    if (strcmp(sub, "close") == 0) {
+        unsigned  revoked;
+        char      detail[32];
+
+        if (aiserve_ledger_account_close(l, id, &revoked)
+            != AISERVE_LEDGER_OK)
+        {
+            die("%s", aiserve_ledger_error(l));
+        }
+
+        snprintf(obj, sizeof(obj), "acct_%u", id);
+        snprintf(detail, sizeof(detail), "keys_revoked=%u", revoked);
+        audit(l, "account.close", obj, detail);
+        printf("acct_%u closed, %u keys revoked\n", id, revoked);
         aiserve_ledger_close(l);
         return 0;
     }
