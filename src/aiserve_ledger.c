@@ -2362,6 +2362,109 @@ aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
 }
 
 
+/* --- currency -------------------------------------------------------------- */
+
+static int
+currency_read(aiserve_ledger_t *l, MDB_txn *txn, char *out, size_t len)
+{
+    int      rc;
+    MDB_val  mk, mv;
+
+    mk.mv_data = "currency";
+    mk.mv_size = sizeof("currency") - 1;
+
+    out[0] = '\0';
+
+    rc = mdb_get(txn, l->meta, &mk, &mv);
+    if (rc == MDB_NOTFOUND) {
+        return 0;
+    }
+
+    if (rc == 0 && mv.mv_size < len) {
+        memcpy(out, mv.mv_data, mv.mv_size);
+        out[mv.mv_size] = '\0';
+    }
+
+    return rc;
+}
+
+
+int
+aiserve_ledger_currency(aiserve_ledger_t *l, char *out, size_t len)
+{
+    int  rc;
+
+    rc = ledger_rbegin(l);
+    if (rc != AISERVE_LEDGER_OK) {
+        return rc;
+    }
+
+    rc = currency_read(l, l->rtxn, out, len);
+    ledger_rend(l);
+
+    return rc ? ledger_fail(l, rc, "currency") : AISERVE_LEDGER_OK;
+}
+
+
+static int
+currency_set_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    int       rc;
+    char      cur[16];
+    MDB_val   mk, mv;
+    char     *code = arg;
+
+    rc = currency_read(l, txn, cur, sizeof(cur));
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (cur[0] && strcmp(cur, code) != 0) {
+        snprintf(l->err, sizeof(l->err), "the ledger's costs are in \"%s\", "
+                 "not \"%s\"", cur, code);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    if (cur[0]) {
+        return 0;
+    }
+
+    mk.mv_data = "currency";
+    mk.mv_size = sizeof("currency") - 1;
+    mv.mv_data = code;
+    mv.mv_size = strlen(code);
+
+    return mdb_put(txn, l->meta, &mk, &mv, 0);
+}
+
+
+int
+aiserve_ledger_set_currency(aiserve_ledger_t *l, const char *code)
+{
+    int   i;
+    char  lc[4];
+
+    for (i = 0; i < 3 && code[i]; i++) {
+        if (!((code[i] >= 'a' && code[i] <= 'z')
+              || (code[i] >= 'A' && code[i] <= 'Z')))
+        {
+            break;
+        }
+        lc[i] = code[i] | 0x20;
+    }
+
+    if (i != 3 || code[3] != '\0') {
+        snprintf(l->err, sizeof(l->err), "currency \"%s\": three letters "
+                 "(ISO 4217)", code);
+        return AISERVE_LEDGER_ERROR;
+    }
+
+    lc[3] = '\0';
+
+    return ledger_write(l, currency_set_fn, lc, "the currency");
+}
+
+
 /* --- fine-tuning charges -------------------------------------------------- */
 
 /* Sum of prompt and trained tokens of key_id's rows of days [from, to] in

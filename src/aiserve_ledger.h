@@ -15,7 +15,8 @@
  *   meta      "version" u32, "next_id" u32, "next_account" u32,
  *             "next_audit" u64, "flush_seq" u64 (the sequence number of
  *             the last flush the nginx module committed), "training_gen"
- *             u64 (moves on with every training charge)
+ *             u64 (moves on with every training charge), "currency" (the
+ *             ISO 4217 code, lower case, its costs are in; set once)
  *   accounts  account id (u32, MDB_INTEGERKEY) -> aiserve_account_t
  *   keys      key id (u32, MDB_INTEGERKEY) -> aiserve_key_t
  *   hashes    HMAC-SHA-256(pepper, api_key) (32 bytes) -> key id (u32);
@@ -261,6 +262,15 @@ int aiserve_ledger_read_pepper(const char *path,
  * create and rotate keys. */
 void aiserve_ledger_set_pepper(aiserve_ledger_t *l,
     const uint8_t pepper[AISERVE_PEPPER_LEN]);
+
+/* The currency of the ledger's costs into out (at least 16 bytes): its
+ * code, or "" for a ledger that has none yet.  OK or ERROR. */
+int aiserve_ledger_currency(aiserve_ledger_t *l, char *out, size_t len);
+
+/* Binds a ledger without a currency to code (3 letters, stored lower
+ * case); a ledger bound to another one is refused (ERROR, with both in
+ * the error), to the same one is OK.  One synced write. */
+int aiserve_ledger_set_currency(aiserve_ledger_t *l, const char *code);
 
 /* Current map size (bytes) and bytes in use (last page number * page). */
 void aiserve_ledger_map_info(aiserve_ledger_t *l, size_t *map_size,

@@ -48,6 +48,10 @@ static char *ngx_http_aiserve_meter_db(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_aiserve_meter_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_aiserve_meter_currency(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_aiserve_meter_check_currency(ngx_conf_t *cf,
+    ngx_http_aiserve_meter_main_conf_t *mcf);
 static char *ngx_http_aiserve_meter_price(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_aiserve_meter_usage(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -114,9 +118,9 @@ static ngx_command_t  ngx_http_aiserve_meter_commands[] = {
 
     { ngx_string("aiserve_currency"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_aiserve_meter_currency,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_aiserve_meter_main_conf_t, currency),
+      0,
       NULL },
 
     { ngx_string("aiserve_admin"),
@@ -1537,6 +1541,115 @@ ngx_http_aiserve_meter_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* aiserve_currency CODE: three letters (ISO 4217), kept lower case */
+static char *
+ngx_http_aiserve_meter_currency(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_aiserve_meter_main_conf_t  *mcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (mcf->currency.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 0; i < value[1].len; i++) {
+        if (!((value[1].data[i] >= 'a' && value[1].data[i] <= 'z')
+              || (value[1].data[i] >= 'A' && value[1].data[i] <= 'Z')))
+        {
+            break;
+        }
+    }
+
+    if (value[1].len != 3 || i != 3) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid currency \"%V\" in \"aiserve_currency\" "
+                           "(three letters, ISO 4217: usd, eur)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_strlow(value[1].data, value[1].data, 3);
+
+    mcf->currency = value[1];
+    mcf->currency_file = cf->conf_file->file.name.data;
+    mcf->currency_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The ledger keeps the currency its costs are in: a ledger without one is
+ * bound to aiserve_currency (or its default) by the first start; a
+ * configuration in another currency is refused, since every stored cost
+ * would be read in the wrong one.  nginx -t reads, never writes.
+ */
+static ngx_int_t
+ngx_http_aiserve_meter_check_currency(ngx_conf_t *cf,
+    ngx_http_aiserve_meter_main_conf_t *mcf)
+{
+    char               err[256], cur[16], code[4];
+    ngx_uint_t         dry;
+    aiserve_ledger_t  *l;
+
+    dry = (ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER);
+
+    if (aiserve_ledger_open(&l, (char *) mcf->db_path.data, 0,
+                            AISERVE_LEDGER_NO_PEPPER, err, sizeof(err))
+        != AISERVE_LEDGER_OK)
+    {
+        if (dry) {
+            /* nginx -t of a ledger not made yet: nothing to compare */
+            return NGX_OK;
+        }
+
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "\"aiserve_meter_db\" "
+                      "\"%V\": %s", &mcf->db_path, err);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(code, mcf->currency.data, 3);
+    code[3] = '\0';
+
+    if (aiserve_ledger_currency(l, cur, sizeof(cur)) != AISERVE_LEDGER_OK
+        || (cur[0] == '\0' && !dry
+            && aiserve_ledger_set_currency(l, code) != AISERVE_LEDGER_OK))
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "\"aiserve_meter_db\" "
+                      "\"%V\": %s", &mcf->db_path, aiserve_ledger_error(l));
+        aiserve_ledger_close(l);
+        return NGX_ERROR;
+    }
+
+    aiserve_ledger_close(l);
+
+    if (cur[0] == '\0' || ngx_strcmp(cur, code) == 0) {
+        return NGX_OK;
+    }
+
+    if (mcf->currency_file) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"aiserve_currency\" \"%s\" in %s:%ui disagrees "
+                      "with the ledger \"%V\" of \"aiserve_meter_db\", "
+                      "whose costs are in \"%s\"", code, mcf->currency_file,
+                      mcf->currency_line, &mcf->db_path, cur);
+    } else {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "the default \"aiserve_currency\" \"usd\" disagrees "
+                      "with the ledger \"%V\" of \"aiserve_meter_db\" in "
+                      "%s:%ui, whose costs are in \"%s\": set "
+                      "\"aiserve_currency %s;\"", &mcf->db_path,
+                      mcf->db_file, mcf->db_line, cur, cur);
+    }
+
+    return NGX_ERROR;
+}
+
+
 /* aiserve_price MODEL PRICE_PER_1K_TOKENS [training=PRICE_PER_1M]
  * (integer micro-units) */
 static char *
@@ -1737,6 +1850,10 @@ ngx_http_aiserve_meter_init(ngx_conf_t *cf)
 
     if (mcf->db_path.len == 0) {
         return NGX_OK;
+    }
+
+    if (ngx_http_aiserve_meter_check_currency(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);

@@ -114,6 +114,8 @@ struct ngx_http_aiserve_meter_main_conf_s {
     ngx_shm_zone_t              *shm_zone;
     ngx_array_t                 *prices;
     ngx_str_t                    currency;     /* aiserve_currency */
+    u_char                      *currency_file;  /* where it was set */
+    ngx_uint_t                   currency_line;
     ngx_uint_t                   have_pepper;
     uint8_t                      pepper[AISERVE_PEPPER_LEN];
     u_char                      *db_file;      /* of aiserve_meter_db */

@@ -723,3 +723,43 @@ GET /t
 ok
 --- no_error_log
 [emerg]
+
+
+
+=== TEST 22: the ledger keeps its currency: an aiserve_currency in USD (any case) starts
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB;
+    aiserve_meter_zone meter 1m;
+    aiserve_currency USD;
+--- config
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- response_body
+ok
+--- no_error_log
+[emerg]
+
+
+
+=== TEST 23: aiserve_currency that disagrees with the ledger's names the directive
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB;
+    aiserve_meter_zone meter 1m;
+    aiserve_currency eur;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_currency" "eur" in \S+nginx\.conf:\d+ disagrees with the ledger "\S+" of "aiserve_meter_db", whose costs are in "usd"/
+
+
+
+=== TEST 24: aiserve_currency takes three letters
+--- http_config
+    aiserve_currency dollars;
+--- config
+--- must_die
+--- error_log
+invalid currency "dollars" in "aiserve_currency" (three letters, ISO 4217: usd, eur)

@@ -976,6 +976,35 @@ test_migration_v3(void)
 }
 
 
+static void
+test_currency(void)
+{
+    char                cur[16], err[256];
+    aiserve_ledger_t   *l;
+
+    l = training_ledger();
+    tap_ok(l != NULL && aiserve_ledger_currency(l, cur, sizeof(cur)) == 0
+           && cur[0] == '\0', "a new ledger has no currency yet");
+    tap_ok(aiserve_ledger_set_currency(l, "EUR") == AISERVE_LEDGER_OK
+           && aiserve_ledger_currency(l, cur, sizeof(cur)) == 0
+           && strcmp(cur, "eur") == 0, "bound to eur (lower case)");
+    tap_ok(aiserve_ledger_set_currency(l, "eur") == AISERVE_LEDGER_OK,
+           "the same again: OK");
+    tap_ok(aiserve_ledger_set_currency(l, "usd") == AISERVE_LEDGER_ERROR
+           && strstr(aiserve_ledger_error(l), "\"eur\", not \"usd\""),
+           "another one refused: %s", aiserve_ledger_error(l));
+    tap_ok(aiserve_ledger_set_currency(l, "dollar") == AISERVE_LEDGER_ERROR
+           && aiserve_ledger_set_currency(l, "u$d") == AISERVE_LEDGER_ERROR,
+           "three letters only: %s", aiserve_ledger_error(l));
+    aiserve_ledger_close(l);
+
+    aiserve_ledger_open(&l, dir, 0, 0, err, sizeof(err));
+    tap_ok(aiserve_ledger_currency(l, cur, sizeof(cur)) == 0
+           && strcmp(cur, "eur") == 0, "kept in the ledger");
+    aiserve_ledger_close(l);
+}
+
+
 int
 main(void)
 {
@@ -994,6 +1023,7 @@ main(void)
     test_training();
     test_training_crash();
     test_migration_v3();
+    test_currency();
 
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) {
