@@ -2362,6 +2362,41 @@ aiserve_ledger_tokens_used(aiserve_ledger_t *l, uint32_t key_id,
 }
 
 
+/* --- file storage ----------------------------------------------------------- */
+
+typedef struct {
+    aiserve_row_key_t   rk;
+    aiserve_usage_t     u;
+} ledger_row_t;
+
+
+static int
+storage_fn(aiserve_ledger_t *l, MDB_txn *txn, void *arg)
+{
+    ledger_row_t  *row = arg;
+
+    return usage_add(l, txn, &row->rk, &row->u);
+}
+
+
+int
+aiserve_ledger_storage(aiserve_ledger_t *l, uint32_t key_id, uint64_t bytes,
+    int64_t now)
+{
+    ledger_row_t  row;
+
+    memset(&row, 0, sizeof(row));
+    row.rk.key_id = key_id;
+    row.rk.day = aiserve_day(now);
+    memcpy(row.rk.api, AISERVE_API_STORAGE, sizeof(AISERVE_API_STORAGE));
+    memcpy(row.rk.model, AISERVE_STORAGE_MODEL,
+           sizeof(AISERVE_STORAGE_MODEL));
+    row.u.storage_bytes = bytes;
+
+    return ledger_write(l, storage_fn, &row, "a storage row");
+}
+
+
 /* --- currency -------------------------------------------------------------- */
 
 static int

@@ -510,6 +510,23 @@ void aiserve_row_id(const aiserve_row_key_t *rk, char out[17]);
 uint64_t aiserve_cost_micro(uint64_t cost_nano);
 
 
+/* --- file storage ----------------------------------------------------------- */
+
+/* The model name of storage rows. */
+#define AISERVE_STORAGE_MODEL      "files"
+
+/*
+ * Records that the account of key_id stores bytes (its files, as the Files
+ * API counts them) at unix time now, after key_id uploaded or deleted one:
+ * the row (key_id, day of now, "storage", price 0, "files") keeps the
+ * day's largest value in storage_bytes, a gauge (summing two of them
+ * means taking the larger).  Nothing is charged.  One synced write: OK,
+ * ERROR or FULL.
+ */
+int aiserve_ledger_storage(aiserve_ledger_t *l, uint32_t key_id,
+    uint64_t bytes, int64_t now);
+
+
 /* --- fine-tuning charges --------------------------------------------------- */
 
 /*

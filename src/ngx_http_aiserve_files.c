@@ -450,6 +450,49 @@ ngx_http_aiserve_files_content(ngx_http_request_t *r, aiserve_file_t *f)
 }
 
 
+/*
+ * After an upload or a delete by a key of account_id: the bytes the
+ * account now stores go to the ledger's storage row of the key (a synced
+ * write on the event loop, as the admin API's).  A file of another
+ * account (an admin's delete) is recorded by its owner's next change.
+ */
+static void
+ngx_http_aiserve_files_storage(ngx_http_request_t *r, uint32_t account_id)
+{
+    char                           err[256];
+    uint64_t                       bytes;
+    ngx_http_aiserve_meter_ctx_t  *mctx;
+
+    mctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    if (mctx == NULL || mctx->key.account_id != account_id
+        || ngx_http_aiserve_meter_ledger == NULL)
+    {
+        return;
+    }
+
+    if (aiserve_files_usage(ngx_http_aiserve_files_store_handle, account_id,
+                            &bytes, err, sizeof(err))
+        != AISERVE_FILES_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve files: storage of acct_%uD not recorded: %s",
+                      account_id, err);
+        return;
+    }
+
+    if (aiserve_ledger_storage(ngx_http_aiserve_meter_ledger, mctx->key.id,
+                               bytes, ngx_time())
+        != AISERVE_LEDGER_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve files: storage of acct_%uD not recorded: %s",
+                      account_id,
+                      aiserve_ledger_error(ngx_http_aiserve_meter_ledger));
+    }
+}
+
+
 static ngx_int_t
 ngx_http_aiserve_files_delete(ngx_http_request_t *r, aiserve_file_t *f)
 {
@@ -468,6 +511,8 @@ ngx_http_aiserve_files_delete(ngx_http_request_t *r, aiserve_file_t *f)
     if (rc == AISERVE_FILES_NOTFOUND) {
         return ngx_http_aiserve_files_not_found(r, NGX_DECLINED);
     }
+
+    ngx_http_aiserve_files_storage(r, f->account_id);
 
     return ngx_http_aiserve_meter_send_json(r, NGX_HTTP_OK,
                json_pack("{s:s,s:s,s:b}", "id", f->id, "object", "file",
@@ -1048,6 +1093,8 @@ ngx_http_aiserve_files_upload_done(ngx_event_t *ev)
                        "aiserve files: stored %s, %uL bytes, %s",
                        up->file.id, up->file.bytes,
                        aiserve_file_status_name(up->file.status));
+
+        ngx_http_aiserve_files_storage(r, up->file.account_id);
 
         rc = ngx_http_aiserve_meter_send_json(r, NGX_HTTP_OK,
                  ngx_http_aiserve_files_object(&up->file));

@@ -407,6 +407,12 @@ ngx_http_aiserve_meter_usage_add(aiserve_usage_t *to,
     to->refused_401 += u->refused_401;
     to->refused_403 += u->refused_403;
     to->refused_429 += u->refused_429;
+    to->trained_tokens += u->trained_tokens;
+
+    /* a gauge: the bytes an account stores; the day's (the sum's) peak */
+    if (u->storage_bytes > to->storage_bytes) {
+        to->storage_bytes = u->storage_bytes;
+    }
 }
 
 
@@ -1594,16 +1600,25 @@ ngx_http_aiserve_meter_check_currency(ngx_conf_t *cf,
 {
     char               err[256], cur[16], code[4];
     ngx_uint_t         dry;
+    ngx_file_info_t    fi;
     aiserve_ledger_t  *l;
 
     dry = (ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER);
+
+    ngx_snprintf((u_char *) err, sizeof(err) - 1, "%V/data.mdb%Z",
+                 &mcf->db_path);
+
+    if (dry && ngx_file_info(err, &fi) == NGX_FILE_ERROR) {
+        /* nginx -t of a ledger not made yet: nothing to compare, and
+         * nothing to create */
+        return NGX_OK;
+    }
 
     if (aiserve_ledger_open(&l, (char *) mcf->db_path.data, 0,
                             AISERVE_LEDGER_NO_PEPPER, err, sizeof(err))
         != AISERVE_LEDGER_OK)
     {
         if (dry) {
-            /* nginx -t of a ledger not made yet: nothing to compare */
             return NGX_OK;
         }
 
