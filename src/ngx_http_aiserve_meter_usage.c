@@ -417,10 +417,11 @@ ngx_http_aiserve_usage_result(ngx_http_aiserve_usage_result_t *res,
         }
 
     } else {
-        o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:n, s:n}",
+        o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:n, s:n}",
                       "object", "organization.usage.embeddings.result",
                       "input_tokens", (json_int_t) res->u.prompt_tokens,
                       "trained_tokens", (json_int_t) res->u.trained_tokens,
+                      "storage_bytes", (json_int_t) res->u.storage_bytes,
                       "num_model_requests", (json_int_t) res->u.requests,
                       "errors", (json_int_t) res->u.errors,
                       "compute_usec", (json_int_t) res->u.compute_usec,

@@ -14,6 +14,7 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use AiserveTest qw(aiserve_http);
+use POSIX ();
 use AiserveMeter qw(meter_db meter_dir meter_cli meter_create_key
                     meter_json meter_log_dir meter_keys_in_logs);
 use File::Path ();
@@ -58,6 +59,9 @@ EOC
         aiserve_meter on;
         aiserve_files;
         client_max_body_size 48k;
+    }
+    location = /v1/usage {
+        aiserve_usage;
     }
     location = /t {
         return 200 "ok\\n";
@@ -366,6 +370,29 @@ my %checks = (
 
     delete => sub {
         my $f = $uploaded{'ner.jsonl'};
+        my $stored = 0;
+        $stored += $_->{bytes} for @{ api('GET', '/v1/files', 'alice')
+                                      ->{json}{data} };
+        my $storage = sub {
+            my (undef, $out) = meter_cli($db, 'export', '--key', $id{alice},
+                                         '--format', 'jsonl');
+            my @rows = grep { ($_->{api} // '') eq 'storage' }
+                       map { meter_json($_) } split /\n/, $out;
+            return \@rows;
+        };
+        my $rows = $storage->();
+        is_deeply([map { [$_->{model}, $_->{storage_bytes},
+                          $_->{cost_micro}] } @$rows],
+                  [['files', $stored, 0]],
+                  "the ledger's storage row of alice: the $stored bytes "
+                  . 'her files take, not charged');
+        my $today = POSIX::strftime('%Y-%m-%d', gmtime);
+        my $u = api('GET', "/v1/usage?start_time=$today&group_by=api",
+                    'alice');
+        my ($res) = grep { ($_->{api} // '') eq 'storage' }
+                    @{ $u->{json}{data}[0]{results} };
+        is($res->{storage_bytes}, $stored,
+           '/v1/usage group_by=api: storage_bytes of the storage route');
         my $r = api('DELETE', "/v1/files/$f->{id}", 'alice');
         is_deeply($r->{json}, { id => $f->{id}, object => 'file',
                                 deleted => JSON::PP::true },
@@ -379,6 +406,14 @@ my %checks = (
                                                   'alice')) }),
            'not listed');
         delete $uploaded{'ner.jsonl'};
+        $rows = $storage->();
+        is($rows->[0]{storage_bytes}, $stored,
+           'after the delete the row keeps the day\'s peak');
+        my $r2 = upload('alice', "$root/t/data/train/ner.jsonl");
+        is($r2->{status}, 200, 'uploaded again');
+        is($storage->()->[0]{storage_bytes}, $stored,
+           '... the same bytes again: the peak stays');
+        api('DELETE', "/v1/files/$r2->{json}{id}", 'alice');
     },
 
     # what a worker killed during an upload leaves; the next start (not a
