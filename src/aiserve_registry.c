@@ -338,6 +338,57 @@ remove_tree(const char *dir)
 }
 
 
+/*
+ * Run as root (an operator's aiserve-models), what the registry creates
+ * goes to the owner of ROOT (the nginx workers' user, which removes
+ * models too).  No-op otherwise.
+ */
+static void
+give(const char *root, const char *path)
+{
+    struct stat  st;
+
+    if (geteuid() == 0 && stat(root, &st) == 0 && st.st_uid != 0) {
+        (void) lchown(path, st.st_uid, st.st_gid);
+    }
+}
+
+
+static void
+give_tree(const char *root, const char *dir)
+{
+    DIR            *d;
+    char            p[AISERVE_REGISTRY_PATH_MAX];
+    struct stat     st;
+    struct dirent  *de;
+
+    give(root, dir);
+
+    d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0
+            || reg_path(p, sizeof(p), dir, de->d_name) != 0
+            || lstat(p, &st) == -1)
+        {
+            continue;
+        }
+
+        if (S_ISDIR(st.st_mode)) {
+            give_tree(root, p);
+
+        } else {
+            give(root, p);
+        }
+    }
+
+    closedir(d);
+}
+
+
 /* Makes DIR and the directories above it that are missing. */
 static int
 mkdir_p(const char *dir, char *err, size_t err_len)
@@ -391,11 +442,14 @@ reg_lock(const char *root, char *err, size_t err_len)
         return -1;
     }
 
-    fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    /* flock() needs no write access: read-only for every user */
+    fd = open(p, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd == -1) {
         reg_err(err, err_len, "%s: %s", p, strerror(errno));
         return -1;
     }
+
+    give(root, p);
 
     while (flock(fd, LOCK_EX) == -1) {
         if (errno != EINTR) {
@@ -482,6 +536,8 @@ reg_bump(const char *root, char *err, size_t err_len)
     if (write_file(tmp, buf, (size_t) n, err, err_len) != 0) {
         return -1;
     }
+
+    give(root, tmp);
 
     if (rename(tmp, p) == -1) {
         reg_err(err, err_len, "%s: rename: %s", p, strerror(errno));
@@ -662,6 +718,8 @@ aiserve_registry_publish(const char *root,
     {
         goto failed;
     }
+
+    give_tree(root, staging);
 
     if (rename(staging, dst) == -1) {
         reg_err(err, err_len, "%s: rename: %s", dst, strerror(errno));

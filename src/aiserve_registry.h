@@ -23,6 +23,9 @@
  * bumps the generation, then deletes the files (a process that mapped
  * them keeps its mapping).
  *
+ * Run as root, the registry gives what it creates to the owner of ROOT
+ * (nginx makes it the workers' user), so the workers can remove it.
+ *
  * No nginx types; the functions may be called from several processes at
  * once (the lock) and from any thread.
  */
