@@ -81,8 +81,9 @@ static ngx_msec_int_t ngx_http_aiserve_usec(void);
 
 
 /*
- * Frees the worker's batch memory of a model at exit_process.  nginx's
- * thread pools (a core module) have joined their threads by then.
+ * Frees the worker's batch memory of a model at exit_process (nginx's
+ * thread pools, a core module, have joined their threads by then), or of
+ * an idle fine-tuned model (no batch in flight).
  */
 
 void
@@ -104,6 +105,7 @@ ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m)
     ngx_free(b->seq_lens);
     ngx_free(b->segs);
     ngx_free(b->out);
+    ngx_free(b->task);
     ngx_free(b);
 
     m->batch = NULL;
@@ -190,7 +192,9 @@ ngx_http_aiserve_batch_create(ngx_http_aiserve_model_t *m)
     b->segs = ngx_alloc(n * sizeof(ngx_http_aiserve_segment_t),
                         ngx_cycle->log);
 
-    task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
+    /* not from the cycle's pool: the batch of a fine-tuned model is freed
+     * when it is idle and made again (ngx_http_aiserve_deploy.c) */
+    task = ngx_calloc(sizeof(ngx_thread_task_t), ngx_cycle->log);
 
     if (b->input_ids == NULL || b->token_type_ids == NULL
         || b->seq_lens == NULL || b->segs == NULL || task == NULL)
@@ -200,6 +204,7 @@ ngx_http_aiserve_batch_create(ngx_http_aiserve_model_t *m)
         ngx_free(b->token_type_ids);
         ngx_free(b->seq_lens);
         ngx_free(b->segs);
+        ngx_free(task);
         ngx_free(b);
         return NULL;
     }

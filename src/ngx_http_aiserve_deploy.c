@@ -623,6 +623,8 @@ ngx_http_aiserve_deploy_tick(ngx_event_t *ev)
 {
     char                        err[NGX_HTTP_AISERVE_ERRLEN];
     uint64_t                    gen;
+    ngx_queue_t                *q;
+    ngx_http_aiserve_model_t   *m;
     ngx_http_aiserve_deploy_t  *d = ev->data;
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
@@ -632,6 +634,24 @@ ngx_http_aiserve_deploy_tick(ngx_event_t *ev)
     ngx_add_timer(&d->timer, NGX_HTTP_AISERVE_DEPLOY_EVERY);
 
     ngx_http_aiserve_deploy_reap();
+
+    /*
+     * A model's batch memory (the encoder's scratch: max_batch_tokens
+     * tokens of activations) is the big part of a tenant: it is kept only
+     * while requests use the model, so a worker holds the scratch of the
+     * models in use, not of every model it serves.
+     */
+
+    for (q = ngx_queue_head(&d->models);
+         q != ngx_queue_sentinel(&d->models);
+         q = ngx_queue_next(q))
+    {
+        m = ngx_queue_data(q, ngx_http_aiserve_model_t, link);
+
+        if (m->batch && m->refs == 0 && !m->busy && m->queued == 0) {
+            ngx_http_aiserve_batch_free(m);
+        }
+    }
 
     if (d->busy) {
         return;

@@ -248,7 +248,8 @@ ngx_int_t ngx_http_aiserve_api_respond(ngx_http_request_t *r,
 ngx_int_t ngx_http_aiserve_enqueue(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
 
-/* Frees a model's per-worker batch memory (exit_process). */
+/* Frees a model's per-worker batch memory (exit_process; an idle
+ * fine-tuned model: no batch in flight). */
 void ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m);
 
 /* Sends the response (or ctx's error) and finalizes the request. */
