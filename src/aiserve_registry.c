@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "aiserve_err.h"
 #include "aiserve_registry.h"
 
 
@@ -25,21 +25,6 @@
 #define REGISTRY_STAGING     ".staging-"
 #define REGISTRY_TRASH       ".removed-"
 #define REGISTRY_ESC_MAX     (AISERVE_REGISTRY_ID_MAX * 3 + 1)
-
-
-static void
-reg_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list  ap;
-
-    if (err == NULL || err_len == 0) {
-        return;
-    }
-
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 
 static int
@@ -103,7 +88,7 @@ fsync_dir(const char *dir, char *err, size_t err_len)
 
     fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd == -1 || fsync(fd) == -1) {
-        reg_err(err, err_len, "%s: fsync: %s", dir, strerror(errno));
+        aiserve_err(err, err_len, "%s: fsync: %s", dir, strerror(errno));
         if (fd != -1) {
             close(fd);
         }
@@ -127,7 +112,7 @@ write_file(const char *path, const void *data, size_t len, char *err,
 
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd == -1) {
-        reg_err(err, err_len, "%s: %s", path, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", path, strerror(errno));
         return -1;
     }
 
@@ -138,20 +123,20 @@ write_file(const char *path, const void *data, size_t len, char *err,
                 n = 0;
                 continue;
             }
-            reg_err(err, err_len, "%s: write: %s", path, strerror(errno));
+            aiserve_err(err, err_len, "%s: write: %s", path, strerror(errno));
             close(fd);
             return -1;
         }
     }
 
     if (fsync(fd) == -1) {
-        reg_err(err, err_len, "%s: fsync: %s", path, strerror(errno));
+        aiserve_err(err, err_len, "%s: fsync: %s", path, strerror(errno));
         close(fd);
         return -1;
     }
 
     if (close(fd) == -1) {
-        reg_err(err, err_len, "%s: close: %s", path, strerror(errno));
+        aiserve_err(err, err_len, "%s: close: %s", path, strerror(errno));
         return -1;
     }
 
@@ -168,13 +153,13 @@ copy_file(const char *from, const char *to, char *err, size_t err_len)
 
     in = open(from, O_RDONLY | O_CLOEXEC);
     if (in == -1) {
-        reg_err(err, err_len, "%s: %s", from, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", from, strerror(errno));
         return -1;
     }
 
     out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (out == -1) {
-        reg_err(err, err_len, "%s: %s", to, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", to, strerror(errno));
         close(in);
         return -1;
     }
@@ -189,7 +174,7 @@ copy_file(const char *from, const char *to, char *err, size_t err_len)
             if (errno == EINTR) {
                 continue;
             }
-            reg_err(err, err_len, "%s: read: %s", from, strerror(errno));
+            aiserve_err(err, err_len, "%s: read: %s", from, strerror(errno));
             goto failed;
         }
 
@@ -200,21 +185,22 @@ copy_file(const char *from, const char *to, char *err, size_t err_len)
                     w = 0;
                     continue;
                 }
-                reg_err(err, err_len, "%s: write: %s", to, strerror(errno));
+                aiserve_err(err, err_len, "%s: write: %s", to,
+                            strerror(errno));
                 goto failed;
             }
         }
     }
 
     if (fsync(out) == -1) {
-        reg_err(err, err_len, "%s: fsync: %s", to, strerror(errno));
+        aiserve_err(err, err_len, "%s: fsync: %s", to, strerror(errno));
         goto failed;
     }
 
     close(in);
 
     if (close(out) == -1) {
-        reg_err(err, err_len, "%s: close: %s", to, strerror(errno));
+        aiserve_err(err, err_len, "%s: close: %s", to, strerror(errno));
         return -1;
     }
 
@@ -240,13 +226,13 @@ copy_tree(const char *from, const char *to, char *err, size_t err_len)
     struct dirent  *de;
 
     if (mkdir(to, 0755) == -1) {
-        reg_err(err, err_len, "%s: mkdir: %s", to, strerror(errno));
+        aiserve_err(err, err_len, "%s: mkdir: %s", to, strerror(errno));
         return -1;
     }
 
     d = opendir(from);
     if (d == NULL) {
-        reg_err(err, err_len, "%s: %s", from, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", from, strerror(errno));
         return -1;
     }
 
@@ -260,13 +246,14 @@ copy_tree(const char *from, const char *to, char *err, size_t err_len)
         if (reg_path(a, sizeof(a), from, de->d_name) != 0
             || reg_path(b, sizeof(b), to, de->d_name) != 0)
         {
-            reg_err(err, err_len, "%s/%s: path too long", from, de->d_name);
+            aiserve_err(err, err_len, "%s/%s: path too long", from,
+                        de->d_name);
             rc = -1;
             break;
         }
 
         if (stat(a, &st) == -1) {
-            reg_err(err, err_len, "%s: %s", a, strerror(errno));
+            aiserve_err(err, err_len, "%s: %s", a, strerror(errno));
             rc = -1;
             break;
         }
@@ -399,7 +386,7 @@ mkdir_p(const char *dir, char *err, size_t err_len)
 
     len = strlen(dir);
     if (len == 0 || len >= sizeof(p)) {
-        reg_err(err, err_len, "%s: bad path", dir);
+        aiserve_err(err, err_len, "%s: bad path", dir);
         return -1;
     }
 
@@ -413,7 +400,7 @@ mkdir_p(const char *dir, char *err, size_t err_len)
         if (s[-1] != '/') {
             *s = '\0';
             if (mkdir(p, 0755) == -1 && errno != EEXIST) {
-                reg_err(err, err_len, "%s: mkdir: %s", p, strerror(errno));
+                aiserve_err(err, err_len, "%s: mkdir: %s", p, strerror(errno));
                 return -1;
             }
             *s = dir[s - p];
@@ -438,14 +425,14 @@ reg_lock(const char *root, char *err, size_t err_len)
     }
 
     if (reg_path(p, sizeof(p), root, REGISTRY_LOCK) != 0) {
-        reg_err(err, err_len, "%s: path too long", root);
+        aiserve_err(err, err_len, "%s: path too long", root);
         return -1;
     }
 
     /* flock() needs no write access: read-only for every user */
     fd = open(p, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd == -1) {
-        reg_err(err, err_len, "%s: %s", p, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", p, strerror(errno));
         return -1;
     }
 
@@ -453,7 +440,7 @@ reg_lock(const char *root, char *err, size_t err_len)
 
     while (flock(fd, LOCK_EX) == -1) {
         if (errno != EINTR) {
-            reg_err(err, err_len, "%s: flock: %s", p, strerror(errno));
+            aiserve_err(err, err_len, "%s: flock: %s", p, strerror(errno));
             close(fd);
             return -1;
         }
@@ -475,7 +462,7 @@ aiserve_registry_generation(const char *root, uint64_t *gen, char *err,
     *gen = 0;
 
     if (reg_path(p, sizeof(p), root, REGISTRY_GENERATION) != 0) {
-        reg_err(err, err_len, "%s: path too long", root);
+        aiserve_err(err, err_len, "%s: path too long", root);
         return -1;
     }
 
@@ -484,7 +471,7 @@ aiserve_registry_generation(const char *root, uint64_t *gen, char *err,
         if (errno == ENOENT) {
             return 0;
         }
-        reg_err(err, err_len, "%s: %s", p, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", p, strerror(errno));
         return -1;
     }
 
@@ -492,7 +479,8 @@ aiserve_registry_generation(const char *root, uint64_t *gen, char *err,
     close(fd);
 
     if (n <= 0) {
-        reg_err(err, err_len, "%s: %s", p, n == 0 ? "empty" : strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", p,
+                    n == 0 ? "empty" : strerror(errno));
         return -1;
     }
 
@@ -501,7 +489,7 @@ aiserve_registry_generation(const char *root, uint64_t *gen, char *err,
     v = strtoull(buf, &end, 10);
 
     if (errno != 0 || end == buf || (*end != '\n' && *end != '\0')) {
-        reg_err(err, err_len, "%s: not a generation number", p);
+        aiserve_err(err, err_len, "%s: not a generation number", p);
         return -1;
     }
 
@@ -527,7 +515,7 @@ reg_bump(const char *root, char *err, size_t err_len)
     if (reg_path(p, sizeof(p), root, REGISTRY_GENERATION) != 0
         || reg_path(tmp, sizeof(tmp), root, ".generation.tmp") != 0)
     {
-        reg_err(err, err_len, "%s: path too long", root);
+        aiserve_err(err, err_len, "%s: path too long", root);
         return -1;
     }
 
@@ -540,7 +528,7 @@ reg_bump(const char *root, char *err, size_t err_len)
     give(root, tmp);
 
     if (rename(tmp, p) == -1) {
-        reg_err(err, err_len, "%s: rename: %s", p, strerror(errno));
+        aiserve_err(err, err_len, "%s: rename: %s", p, strerror(errno));
         unlink(tmp);
         return -1;
     }
@@ -562,14 +550,14 @@ check_name(const char *what, const char *s, size_t max, int empty_ok,
     len = strlen(s);
 
     if ((len == 0 && !empty_ok) || len > max) {
-        reg_err(err, err_len, "%s: %s", what,
-                len == 0 ? "missing" : "too long");
+        aiserve_err(err, err_len, "%s: %s", what,
+                    len == 0 ? "missing" : "too long");
         return -1;
     }
 
     for ( ; *s; s++) {
         if ((unsigned char) *s < 0x20 || *s == 0x7f) {
-            reg_err(err, err_len, "%s: a control character", what);
+            aiserve_err(err, err_len, "%s: a control character", what);
             return -1;
         }
     }
@@ -632,8 +620,8 @@ aiserve_registry_publish(const char *root,
     }
 
     if (weights == NULL) {
-        reg_err(err, err_len, "mode: \"%s\" is not full, head or lora",
-                e->mode ? e->mode : "");
+        aiserve_err(err, err_len, "mode: \"%s\" is not full, head or lora",
+                    e->mode ? e->mode : "");
         return -1;
     }
 
@@ -641,26 +629,26 @@ aiserve_registry_publish(const char *root,
         || (strcmp(e->task, "classify") != 0 && strcmp(e->task, "ner") != 0
             && strcmp(e->task, "pair") != 0))
     {
-        reg_err(err, err_len, "task: \"%s\" is not classify, ner or pair",
-                e->task ? e->task : "");
+        aiserve_err(err, err_len, "task: \"%s\" is not classify, ner or pair",
+                    e->task ? e->task : "");
         return -1;
     }
 
     if (stat(src_dir, &st) == -1 || !S_ISDIR(st.st_mode)) {
-        reg_err(err, err_len, "%s: not a directory", src_dir);
+        aiserve_err(err, err_len, "%s: not a directory", src_dir);
         return -1;
     }
 
     if (!file_exists(src_dir, "config.json")
         || !file_exists(src_dir, weights))
     {
-        reg_err(err, err_len, "%s: a %s model needs config.json and %s",
-                src_dir, e->mode, weights);
+        aiserve_err(err, err_len, "%s: a %s model needs config.json and %s",
+                    src_dir, e->mode, weights);
         return -1;
     }
 
     if (aiserve_registry_escape(e->id, esc, sizeof(esc)) != 0) {
-        reg_err(err, err_len, "id: too long");
+        aiserve_err(err, err_len, "id: too long");
         return -1;
     }
 
@@ -670,7 +658,7 @@ aiserve_registry_publish(const char *root,
         || reg_path(staging, sizeof(staging), root, name) != 0
         || reg_path(mpath, sizeof(mpath), staging, REGISTRY_MANIFEST) != 0)
     {
-        reg_err(err, err_len, "%s: path too long", root);
+        aiserve_err(err, err_len, "%s: path too long", root);
         return -1;
     }
 
@@ -683,7 +671,7 @@ aiserve_registry_publish(const char *root,
     text = NULL;
 
     if (lstat(dst, &st) == 0) {
-        reg_err(err, err_len, "\"%s\" is published already", e->id);
+        aiserve_err(err, err_len, "\"%s\" is published already", e->id);
         rc = AISERVE_REGISTRY_EXISTS;
         goto done;
     }
@@ -701,7 +689,7 @@ aiserve_registry_publish(const char *root,
                   "job_id", e->job_id ? e->job_id : "",
                   "created_at", (json_int_t) e->created_at);
     if (o == NULL) {
-        reg_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         goto failed;
     }
 
@@ -709,7 +697,7 @@ aiserve_registry_publish(const char *root,
     json_decref(o);
 
     if (text == NULL) {
-        reg_err(err, err_len, "out of memory");
+        aiserve_err(err, err_len, "out of memory");
         goto failed;
     }
 
@@ -722,7 +710,7 @@ aiserve_registry_publish(const char *root,
     give_tree(root, staging);
 
     if (rename(staging, dst) == -1) {
-        reg_err(err, err_len, "%s: rename: %s", dst, strerror(errno));
+        aiserve_err(err, err_len, "%s: rename: %s", dst, strerror(errno));
         goto failed;
     }
 
@@ -789,7 +777,7 @@ aiserve_registry_remove(const char *root, const char *id, char *err,
     remove_tree(trash);
 
     if (rename(dst, trash) == -1) {
-        reg_err(err, err_len, "%s: rename: %s", dst, strerror(errno));
+        aiserve_err(err, err_len, "%s: rename: %s", dst, strerror(errno));
         goto done;
     }
 
@@ -800,7 +788,7 @@ aiserve_registry_remove(const char *root, const char *id, char *err,
     }
 
     if (remove_tree(trash) != 0) {
-        reg_err(err, err_len, "%s: could not remove every file", trash);
+        aiserve_err(err, err_len, "%s: could not remove every file", trash);
         goto done;
     }
 
@@ -825,10 +813,10 @@ get_str(json_t *o, const char *key, char *buf, size_t len, int empty_ok,
     if (!json_is_string(v) || json_string_length(v) >= len
         || (json_string_length(v) == 0 && !empty_ok))
     {
-        reg_err(err, err_len, "%s: field \"%s\": %s", path, key,
-                v == NULL ? "missing"
-                : !json_is_string(v) ? "not a string"
-                : json_string_length(v) == 0 ? "empty" : "too long");
+        aiserve_err(err, err_len, "%s: field \"%s\": %s", path, key,
+                    v == NULL ? "missing"
+                    : !json_is_string(v) ? "not a string"
+                    : json_string_length(v) == 0 ? "empty" : "too long");
         return -1;
     }
 
@@ -852,13 +840,13 @@ read_manifest(const char *dir, aiserve_registry_model_t *m, char *err,
     if (reg_path(p, sizeof(p), dir, REGISTRY_MANIFEST) != 0
         || strlen(dir) >= sizeof(m->dir))
     {
-        reg_err(err, err_len, "%s: path too long", dir);
+        aiserve_err(err, err_len, "%s: path too long", dir);
         return -1;
     }
 
     o = json_load_file(p, 0, &je);
     if (o == NULL) {
-        reg_err(err, err_len, "%s: line %d: %s", p, je.line, je.text);
+        aiserve_err(err, err_len, "%s: line %d: %s", p, je.line, je.text);
         return -1;
     }
 
@@ -873,7 +861,7 @@ read_manifest(const char *dir, aiserve_registry_model_t *m, char *err,
                    err_len))
     {
         if (!json_is_object(o)) {
-            reg_err(err, err_len, "%s: not a JSON object", p);
+            aiserve_err(err, err_len, "%s: not a JSON object", p);
         }
         json_decref(o);
         return -1;
@@ -881,7 +869,8 @@ read_manifest(const char *dir, aiserve_registry_model_t *m, char *err,
 
     v = json_object_get(o, "created_at");
     if (!json_is_integer(v)) {
-        reg_err(err, err_len, "%s: field \"created_at\": not an integer", p);
+        aiserve_err(err, err_len, "%s: field \"created_at\": not an integer",
+                    p);
         json_decref(o);
         return -1;
     }
@@ -914,8 +903,8 @@ aiserve_registry_lookup(const char *root, const char *id,
     }
 
     if (strcmp(m->id, id) != 0) {
-        reg_err(err, err_len, "%s/" REGISTRY_MANIFEST ": id \"%s\" is not "
-                "the directory's", dir, m->id);
+        aiserve_err(err, err_len, "%s/" REGISTRY_MANIFEST ": id \"%s\" is not "
+                    "the directory's", dir, m->id);
         return -1;
     }
 
@@ -951,7 +940,7 @@ aiserve_registry_list(const char *root,
         if (errno == ENOENT) {
             return 0;
         }
-        reg_err(err, err_len, "%s: %s", root, strerror(errno));
+        aiserve_err(err, err_len, "%s: %s", root, strerror(errno));
         return -1;
     }
 
@@ -970,7 +959,7 @@ aiserve_registry_list(const char *root,
             cap = cap ? cap * 2 : 16;
             grown = realloc(all, cap * sizeof(*all));
             if (grown == NULL) {
-                reg_err(err, err_len, "out of memory");
+                aiserve_err(err, err_len, "out of memory");
                 free(all);
                 closedir(d);
                 return -1;

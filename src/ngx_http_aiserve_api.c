@@ -188,8 +188,7 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
                 ngx_http_aiserve_invalid(r, ctx, NGX_HTTP_NOT_FOUND,
                                          "model_not_found", "model",
                                          "the model \"%s\" is not served "
-                                         "here; this location serves \"%V\""
-                                         " and its fine-tuned models",
+                                         "here; this location serves \"%V\"",
                                          json_string_value(v),
                                          &ctx->model->name);
                 return;

@@ -208,8 +208,9 @@ ngx_http_aiserve_deploy_init_process(ngx_cycle_t *cycle)
     ngx_queue_init(&d->models);
     ngx_queue_init(&d->retired);
 
-    d->bases = ngx_pcalloc(cycle->pool, amcf->models.nelts
-                                        * sizeof(ngx_http_aiserve_deploy_base_t));
+    d->bases = ngx_pcalloc(cycle->pool,
+                           amcf->models.nelts
+                           * sizeof(ngx_http_aiserve_deploy_base_t));
     if (d->bases == NULL) {
         return NGX_ERROR;
     }
@@ -903,12 +904,7 @@ ngx_http_aiserve_deploy_delete(ngx_http_request_t *r, ngx_str_t *id)
     }
 
     if (rc != 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "aiserve registry: %s", err);
-        return ngx_http_aiserve_send_error(r,
-                                           NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                           "server_error", "registry_error",
-                                           NULL, "the model registry failed");
+        goto failed;
     }
 
     if (!ngx_http_aiserve_deploy_may(r, e.account, ngx_strlen(e.account))) {
@@ -923,12 +919,7 @@ ngx_http_aiserve_deploy_delete(ngx_http_request_t *r, ngx_str_t *id)
     }
 
     if (rc != 0) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "aiserve registry: %s", err);
-        return ngx_http_aiserve_send_error(r,
-                                           NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                           "server_error", "registry_error",
-                                           NULL, "the model registry failed");
+        goto failed;
     }
 
     ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
@@ -958,6 +949,15 @@ ngx_http_aiserve_deploy_delete(ngx_http_request_t *r, ngx_str_t *id)
     ngx_http_aiserve_json_lit(&j, ",\"object\":\"model\",\"deleted\":true}\n");
 
     return ngx_http_aiserve_send_json(r, NGX_HTTP_OK, &j, NULL);
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "aiserve registry: %s", err);
+
+    return ngx_http_aiserve_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "server_error", "registry_error",
+                                       NULL, "the model registry failed");
 
 not_found:
 

@@ -57,15 +57,25 @@ for my $mode ('head', 'lora', 'full') {
         or die "aiserve-train --mode $mode failed";
 }
 
+# a head over a sentence-transformers base (an embedding model)
+$dir{st} = "$work/st";
+system(join(' ', map { quotemeta } "$root/tools/aiserve-train", '--model',
+            "$root/models/tiny-st-cls", '--task', 'classify', '--train',
+            "$root/t/data/train/sentiment-train.jsonl", '--mode', 'head',
+            '--epochs', 2, '--seed', 7, '--out', $dir{st}, '--json')
+       . ' >/dev/null 2>&1') == 0
+    or die "aiserve-train of the tiny-st-cls head failed";
+
 my @texts = ('it was love of this album', 'the film was off');
 
 # the scores tools/aiserve-embed computes from a model directory
 sub reference {
-    my ($dir) = @_;
+    my ($dir, $tokenizer) = @_;
     my %ref;
     for my $text (@texts) {
         my $cmd = join ' ', map { quotemeta }
-            "$root/tools/aiserve-embed", '--tokenizer', $base_dir, $dir;
+            "$root/tools/aiserve-embed", '--tokenizer',
+            $tokenizer // $base_dir, $dir;
         my $out = `echo \Q$text\E | $cmd`;
         die "aiserve-embed $dir failed" if $?;
         my $j = JSON::PP::decode_json($out);
@@ -75,7 +85,8 @@ sub reference {
     return \%ref;
 }
 
-my %ref = map { $_ => reference($dir{$_}) } keys %dir;
+my %ref = map { $_ => reference($dir{$_}) } 'head', 'lora', 'full';
+$ref{st} = reference($dir{st}, "$root/models/tiny-st-cls");
 $ref{base} = reference($base_dir);
 
 my %id;     # mode -> published id
@@ -89,8 +100,8 @@ sub models_cli {
 }
 
 sub publish {
-    my ($mode, $who) = @_;
-    my ($rc, $out) = models_cli('publish', '--base', 'tiny',
+    my ($mode, $who, $base) = @_;
+    my ($rc, $out) = models_cli('publish', '--base', $base // 'tiny',
                                 '--account', $acct{$who}, '--suffix', $mode,
                                 $dir{$mode});
     die "aiserve-models publish: $out" if $rc;
@@ -125,11 +136,11 @@ sub error_of {
 # every request (on its own connection: both workers answer) scores as
 # the reference of $mode
 sub served_as {
-    my ($who, $model, $mode, $what, $n) = @_;
+    my ($who, $model, $mode, $what, $n, $uri) = @_;
     my $ok = 1;
     for my $i (1 .. ($n // 6)) {
         my $text = $texts[$i % 2];
-        my $r = predict($who, $model, $text);
+        my $r = predict($who, $model, $text, $uri);
         my $got = $r->{json};
         unless ($r->{status} == 200 && ref $got eq 'ARRAY'
                 && $got->[0]{label} eq $ref{$mode}{$text}{label}
@@ -189,13 +200,13 @@ my %checks = (
 
     list => sub {
         my $r = api('GET', '/v1/models', 'alice');
-        is_deeply(ids_of($r), [ 'tiny', 'ner', $id{head} ],
+        is_deeply(ids_of($r), [ 'tiny', 'ner', 'st', $id{head} ],
                   "alice's list: the bases and her model");
         my ($m) = grep { $_->{id} eq $id{head} } @{ $r->{json}{data} };
         is($m->{object}, 'model', '... a model object');
         is($m->{owned_by}, $acct{alice}, '... owned_by her account');
         ok(abs($m->{created} - time) < 60, '... created');
-        is_deeply(ids_of(api('GET', '/v1/models', 'bob')), [ 'tiny', 'ner' ],
+        is_deeply(ids_of(api('GET', '/v1/models', 'bob')), [ 'tiny', 'ner', 'st' ],
                   "bob's list: the bases only");
         is(api('GET', "/v1/models/$id{head}", 'alice')->{json}{owned_by},
            $acct{alice}, 'retrieve: her model');
@@ -214,7 +225,7 @@ my %checks = (
         is(error_of(predict('alice', $id{full}, $texts[0])),
            '404 model_not_found', "alice cannot use bob's model");
         is_deeply(ids_of(api('GET', '/v1/models', 'ops')),
-                  [ 'tiny', 'ner', @id{'head', 'lora', 'full'} ],
+                  [ 'tiny', 'ner', 'st', @id{'head', 'lora', 'full'} ],
                   'an admin lists every model');
         my ($rc, $out) = models_cli('list', '--json');
         my @listed = map { JSON::PP::decode_json($_) } split /\n/, $out;
@@ -249,6 +260,26 @@ my %checks = (
         }
         ok($ok, '24 concurrent requests over the base and 3 fine-tuned '
                 . 'models: each scored by its own model');
+    },
+
+    tei => sub {
+        my $t0 = Time::HiRes::time();
+        $id{st} = publish('st', 'alice', 'st');
+        my $left = 1.0 - (Time::HiRes::time() - $t0);
+        Time::HiRes::sleep($left) if $left > 0;
+        served_as('alice', $id{st}, 'st', 'api=tei of an embedding base: '
+                  . 'a classifier over it answers as /predict', 4, '/tei');
+        my $r = predict('alice', undef, $texts[0], '/tei');
+        ok($r->{status} == 200 && ref $r->{json}[0] eq 'ARRAY'
+           && @{ $r->{json}[0] } == 32, '... the base itself as /embed');
+        is(error_of(api('POST', '/v1/embeddings', 'alice',
+                        { input => $texts[0], model => $id{st} })),
+           '404 model_not_found',
+           'api=openai (embeddings) cannot answer with a classifier: 404');
+        is(api('POST', '/v1/embeddings', 'alice',
+               { input => $texts[0], model => 'st' })->{status}, 200,
+           '... the base can');
+        models_cli('remove', $id{st});
     },
 
     restarted => sub {
@@ -310,7 +341,7 @@ my %checks = (
         }
         ok($ok, 'a second later no worker serves them');
         is_deeply(ids_of(api('GET', '/v1/models', 'ops')),
-                  [ 'tiny', 'ner', $id{lora} ], 'the list: the one left');
+                  [ 'tiny', 'ner', 'st', $id{lora} ], 'the list: the one left');
 
         ($rc, $out) = models_cli('remove', $id{lora});
         is($rc, 0, 'aiserve-models remove');
@@ -336,6 +367,7 @@ EOC
     $block->set_value(http_config => <<"EOC")
     aiserve_model tiny $base_dir;
     aiserve_model ner $root/models/tiny-bert-ner;
+    aiserve_model st $root/models/tiny-st-cls;
     aiserve_meter_db $db flush=100ms;
     aiserve_meter_zone meter075 1m;
     aiserve_fine_tuning_store $store;
@@ -349,6 +381,14 @@ EOC
     location /ner {
         aiserve_meter on;
         aiserve_infer ner;
+    }
+    location /tei {
+        aiserve_meter on;
+        aiserve_infer st api=tei;
+    }
+    location /v1/embeddings {
+        aiserve_meter on;
+        aiserve_infer st;
     }
     location /open {
         aiserve_infer tiny api=predict;
@@ -381,10 +421,10 @@ loaded (head over "tiny")
 
 
 
-=== TEST 2: LoRA and full models; requests for several models of one base at once
+=== TEST 2: LoRA and full models; requests for several models of one base at once; api=tei
 --- request
 GET /t
---- deploy_check: more, mixed
+--- deploy_check: more, mixed, tei
 --- response_body
 ok
 --- error_log

@@ -30,47 +30,34 @@ static char  tmp[] = "/tmp/aiserve-test-registry-XXXXXX";
 static char  root[512];
 
 
-static char *
-slurp(const char *path, size_t *len)
-{
-    FILE  *f;
-    char  *buf;
-    long   n;
-
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc(n + 1);
-    if (buf == NULL || fread(buf, 1, n, f) != (size_t) n) {
-        free(buf);
-        fclose(f);
-        return NULL;
-    }
-
-    fclose(f);
-    *len = n;
-
-    return buf;
-}
-
-
+/* Whether files A and B hold the same bytes. */
 static int
 same_file(const char *a, const char *b)
 {
     int     same;
-    char   *x, *y;
-    size_t  xl = 0, yl = 0;
+    FILE   *x, *y;
+    char    bx[4096], by[4096];
+    size_t  nx, ny;
 
-    x = slurp(a, &xl);
-    y = slurp(b, &yl);
-    same = x && y && xl == yl && memcmp(x, y, xl) == 0;
-    free(x);
-    free(y);
+    x = fopen(a, "rb");
+    y = fopen(b, "rb");
+    same = (x != NULL && y != NULL);
+
+    while (same) {
+        nx = fread(bx, 1, sizeof(bx), x);
+        ny = fread(by, 1, sizeof(by), y);
+        same = (nx == ny && memcmp(bx, by, nx) == 0);
+        if (nx == 0) {
+            break;
+        }
+    }
+
+    if (x) {
+        fclose(x);
+    }
+    if (y) {
+        fclose(y);
+    }
 
     return same;
 }
