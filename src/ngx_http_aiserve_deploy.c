@@ -2,6 +2,8 @@
  * Deployment of fine-tuned models without a reload: every worker serves
  * the models of the registry (src/aiserve_registry.h, DIR/models of
  * aiserve_fine_tuning_store) whose base is one of its aiserve_model's.
+ * A head model's requests join its base's queue: a batch runs one encoder
+ * pass for the base and all its heads (aiserve_model_forward_heads()).
  *
  * A worker loads the registry at its start (init_process), then a timer
  * reads the registry's generation every 250 ms; when it changed, a task
@@ -560,6 +562,12 @@ ngx_http_aiserve_deploy_apply(ngx_log_t *log)
         m->created = (time_t) e->created_at;
         m->base = base;
         ngx_queue_init(&m->queue);
+
+        /* a head model: its requests join the base's batches, one encoder
+         * pass for the base and all its heads */
+        if (aiserve_model_shares_encoder(m->model, base->model)) {
+            m->runs_on = base;
+        }
 
         switch (info->arch) {
         case AISERVE_ARCH_BERT_MODEL:

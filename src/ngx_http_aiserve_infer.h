@@ -123,6 +123,10 @@ struct ngx_http_aiserve_model_s {
     /* a fine-tuned model of the registry (ngx_http_aiserve_deploy.c):
      * loaded by one worker, over or beside its base */
     ngx_http_aiserve_model_t        *base;       /* NULL: an aiserve_model */
+    ngx_http_aiserve_model_t        *runs_on;    /* a head over base: its
+                                                    requests join base's
+                                                    queue and encoder pass;
+                                                    NULL: its own */
     ngx_str_t                        owner;      /* "acct_N" */
     ngx_str_t                        mode;       /* full, head, lora */
     ngx_queue_t                      link;       /* the worker's list */
@@ -158,6 +162,7 @@ struct ngx_http_aiserve_ctx_s {
     size_t                           out_len;    /* floats */
 
     ngx_queue_t                      queue;
+    ngx_http_aiserve_model_t        *queue_model;  /* whose queue */
     ngx_event_t                      timer;
 
     ngx_http_aiserve_ctx_t          *next_done;

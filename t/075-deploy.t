@@ -259,7 +259,8 @@ my %checks = (
                 && abs($got->[0]{score} - $want[$i]{score}) < 1e-5;
         }
         ok($ok, '24 concurrent requests over the base and 3 fine-tuned '
-                . 'models: each scored by its own model');
+                . 'models: each scored by its own model (the base and its '
+                . 'head in shared batches: the error_log check)');
     },
 
     tei => sub {
@@ -430,6 +431,7 @@ ok
 --- error_log
 loaded (lora over "tiny")
 loaded (full over "tiny")
+heads of fine-tuned models: one encoder pass
 --- no_error_log
 [error]
 
