@@ -2343,15 +2343,19 @@ typedef char aiserve_size_t_is_64_bits[sizeof(size_t) == 8 ? 1 : -1];
 
 
 static int aiserve_forward(const aiserve_model_t *m,
-    const aiserve_batch_t *batch, aiserve_scratch_t *s, float *out,
-    int hidden, char *err, size_t err_len);
+    const aiserve_model_t *const *heads, const aiserve_batch_t *batch,
+    aiserve_scratch_t *s, float *out, int hidden, char *err,
+    size_t err_len);
+static void aiserve_head(const aiserve_model_t *m, aiserve_scratch_t *s,
+    const aiserve_batch_t *batch, const float *x, const size_t *offsets,
+    float *out);
 
 
 int
 aiserve_model_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     aiserve_scratch_t *s, float *out, char *err, size_t err_len)
 {
-    return aiserve_forward(m, batch, s, out, 0, err, err_len);
+    return aiserve_forward(m, NULL, batch, s, out, 0, err, err_len);
 }
 
 
@@ -2360,20 +2364,61 @@ aiserve_model_forward_hidden(const aiserve_model_t *m,
     const aiserve_batch_t *batch, aiserve_scratch_t *s, float *out,
     char *err, size_t err_len)
 {
-    return aiserve_forward(m, batch, s, out, 1, err, err_len);
+    return aiserve_forward(m, NULL, batch, s, out, 1, err, err_len);
 }
 
 
-/* The encoder, then the head, or (hidden) a copy of the last hidden state */
+int
+aiserve_model_shares_encoder(const aiserve_model_t *m,
+    const aiserve_model_t *base)
+{
+    if (m == base) {
+        return 1;
+    }
+
+    return m->info.hidden_size == base->info.hidden_size
+           && m->info.num_hidden_layers == base->info.num_hidden_layers
+           && m->word_emb == base->word_emb
+           && m->pos_emb == base->pos_emb
+           && m->type_emb == base->type_emb
+           && m->emb_ln_g == base->emb_ln_g
+           && m->emb_ln_b == base->emb_ln_b
+           && m->act == base->act
+           && memcmp(m->layers, base->layers,
+                     base->info.num_hidden_layers * sizeof(*m->layers)) == 0;
+}
+
+
+int
+aiserve_model_forward_heads(const aiserve_model_t *base,
+    const aiserve_model_t *const *heads, const aiserve_batch_t *batch,
+    aiserve_scratch_t *s, float *out, char *err, size_t err_len)
+{
+    size_t  i;
+
+    for (i = 0; i < batch->n_seqs; i++) {
+        if (!aiserve_model_shares_encoder(heads[i], base)) {
+            aiserve_err(err, err_len, "sequence %zu: its model does not "
+                        "share the encoder of the batch's base", i);
+            return -1;
+        }
+    }
+
+    return aiserve_forward(base, heads, batch, s, out, 0, err, err_len);
+}
+
+
+/* The encoder, then the head (of HEADS[i] for sequence i, else M's), or
+ * (hidden) a copy of the last hidden state */
 static int
-aiserve_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
-    aiserve_scratch_t *s, float *out, int hidden, char *err, size_t err_len)
+aiserve_forward(const aiserve_model_t *m, const aiserve_model_t *const *heads,
+    const aiserve_batch_t *batch, aiserve_scratch_t *s, float *out,
+    int hidden, char *err, size_t err_len)
 {
     const aiserve_model_info_t  *info = &m->info;
     aiserve_step_t               st;
     size_t                       H = info->hidden_size;
     size_t                       I = info->intermediate_size;
-    size_t                       nl = info->num_labels;
     size_t                       T, i, l, c, off, *offsets, *order;
     size_t                       attn_macs;
     float                       *x;
@@ -2477,7 +2522,58 @@ aiserve_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
                           m->act);
     }
 
-    switch (hidden ? (aiserve_arch_e) -1 : info->arch) {
+    if (hidden) {
+        /* last_hidden_state, sequences one after the other */
+        memcpy(out, x, T * H * sizeof(float));
+
+    } else if (heads == NULL) {
+        aiserve_head(m, s, batch, x, offsets, out);
+
+    } else {
+        /* each run of sequences of one model through that model's head */
+        for (i = 0; i < batch->n_seqs; i = c) {
+            aiserve_batch_t  run;
+
+            for (c = i + 1; c < batch->n_seqs && heads[c] == heads[i]; c++) {
+                /* the run's end */
+            }
+            memset(&run, 0, sizeof(run));
+            run.seq_lens = batch->seq_lens + i;
+            run.n_seqs = c - i;
+            aiserve_head(heads[i], s, &run, x, offsets + i, out);
+            out += aiserve_model_output_len(heads[i], &run);
+        }
+    }
+
+    free(offsets);
+    if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) {
+        aiserve_err(err, err_len, "%s", s->err);
+        return -1;
+    }
+    return 0;
+}
+
+
+/*
+ * The head of M on the last hidden states X of BATCH's sequences (sequence
+ * i at row OFFSETS[i] of X): pooling, or BertPooler and the classifier, or
+ * the classifier on every token; OUT gets aiserve_model_output_len().
+ */
+static void
+aiserve_head(const aiserve_model_t *m, aiserve_scratch_t *s,
+    const aiserve_batch_t *batch, const float *x, const size_t *offsets,
+    float *out)
+{
+    const aiserve_model_info_t  *info = &m->info;
+    size_t                       H = info->hidden_size;
+    size_t                       nl = info->num_labels;
+    size_t                       T, i, c;
+
+    for (i = 0, T = 0; i < batch->n_seqs; i++) {
+        T += batch->seq_lens[i];
+    }
+
+    switch (info->arch) {
     case AISERVE_ARCH_BERT_MODEL:
         aiserve_pool(m, batch, x, offsets, out);
         break;
@@ -2512,24 +2608,13 @@ aiserve_forward(const aiserve_model_t *m, const aiserve_batch_t *batch,
     case AISERVE_ARCH_TOKEN_CLASSIFICATION:
         /* dropout (identity), classifier on every token */
         if (m->cls_p.data != NULL) {
-            (void) aiserve_product(s, T, x, H, &m->cls_p, m->cls_b, -1, out,
-                                   1);
+            (void) aiserve_product(s, T, x + offsets[0] * H, H, &m->cls_p,
+                                   m->cls_b, -1, out, 1);
             break;
         }
-        aiserve_gemm_nt(T, nl, H, 1.f, x, H, m->cls_w, H, 0.f, out, nl);
+        aiserve_gemm_nt(T, nl, H, 1.f, x + offsets[0] * H, H, m->cls_w, H,
+                        0.f, out, nl);
         aiserve_bias_add(out, m->cls_b, T, nl);
         break;
-
-    default:
-        /* last_hidden_state, sequences one after the other */
-        memcpy(out, x, T * H * sizeof(float));
-        break;
     }
-
-    free(offsets);
-    if (__atomic_load_n(&s->failed, __ATOMIC_ACQUIRE)) {
-        aiserve_err(err, err_len, "%s", s->err);
-        return -1;
-    }
-    return 0;
 }

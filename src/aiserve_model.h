@@ -183,6 +183,27 @@ int aiserve_model_forward_hidden(const aiserve_model_t *model,
     const aiserve_batch_t *batch, aiserve_scratch_t *scratch, float *out,
     char *err, size_t err_len);
 
+/*
+ * Whether MODEL runs BASE's encoder unchanged: BASE itself, or a head
+ * model aiserve_model_load_over() loaded over BASE (a LoRA adapter or a
+ * model of its own changes the encoder).  1 or 0.
+ */
+int aiserve_model_shares_encoder(const aiserve_model_t *model,
+    const aiserve_model_t *base);
+
+/*
+ * One encoder pass of BASE over the batch ("many tenants, one encoder"),
+ * then on sequence i the head of HEADS[i], a model that shares BASE's
+ * encoder (aiserve_model_shares_encoder()): the outputs are those
+ * aiserve_model_forward() of HEADS[i] gives for that sequence alone (up
+ * to the rounding of a batch), one after the other, each
+ * aiserve_model_output_len() of its model.  SCRATCH is BASE's.  Errors as
+ * aiserve_model_forward(), and a model that does not share the encoder.
+ */
+int aiserve_model_forward_heads(const aiserve_model_t *base,
+    const aiserve_model_t *const *heads, const aiserve_batch_t *batch,
+    aiserve_scratch_t *scratch, float *out, char *err, size_t err_len);
+
 /* Threads the BLAS uses for one forward pass.  Call after fork(), in each
  * process that computes (nginx: init_process); never starts threads in the
  * calling process before it is needed.

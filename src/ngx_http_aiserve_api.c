@@ -21,8 +21,9 @@
  * read as if the parameters were top-level fields.  The TEI-shaped routes
  * refuse fields they do not know (422 unknown_field) rather than answer
  * as if they were absent; openai ignores them, as OpenAI's API does for
- * "user".  "model", when given, must name the served model (404
- * model_not_found).
+ * "user".  "model", when given, must name the served model or one of
+ * its fine-tuned models the caller may use (ngx_http_aiserve_deploy.c),
+ * else 404 model_not_found.
  *
  * Validation errors are 422 and name the field and index ("input[2]").
  */
@@ -151,8 +152,11 @@ void
 ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx)
 {
-    json_t      *v;
-    const char  *field;
+    json_t                    *v;
+    ngx_str_t                  name;
+    ngx_uint_t                 api;
+    const char                *field;
+    ngx_http_aiserve_model_t  *m;
 
     ctx->api = ngx_http_aiserve_route(ctx);
 
@@ -171,17 +175,38 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
             return;
         }
 
-        if (json_string_length(v) != ctx->model->name.len
-            || ngx_strncmp(json_string_value(v), ctx->model->name.data,
-                           ctx->model->name.len) != 0)
+        name.data = (u_char *) json_string_value(v);
+        name.len = json_string_length(v);
+
+        if (name.len != ctx->model->name.len
+            || ngx_strncmp(name.data, ctx->model->name.data, name.len) != 0)
         {
-            ngx_http_aiserve_invalid(r, ctx, NGX_HTTP_NOT_FOUND,
-                                     "model_not_found", "model",
-                                     "the model \"%s\" is not served here; "
-                                     "this location serves \"%V\"",
-                                     json_string_value(v),
-                                     &ctx->model->name);
-            return;
+            /* a fine-tuned model of the location's base */
+            m = ngx_http_aiserve_deploy_find(r, ctx->model, ctx->alcf->api,
+                                             &name);
+            if (m == NULL) {
+                ngx_http_aiserve_invalid(r, ctx, NGX_HTTP_NOT_FOUND,
+                                         "model_not_found", "model",
+                                         "the model \"%s\" is not served "
+                                         "here; this location serves \"%V\"",
+                                         json_string_value(v),
+                                         &ctx->model->name);
+                return;
+            }
+
+            ctx->model = m;
+            ctx->fine_tuned = 1;
+
+            /* api=tei: the route of the fine-tuned model's task */
+            api = ngx_http_aiserve_route(ctx);
+
+            if (api != ctx->api) {
+                ctx->api = api;
+
+                if (ngx_http_aiserve_fields(r, ctx) != NGX_OK) {
+                    return;
+                }
+            }
         }
     }
 

@@ -46,6 +46,11 @@ struct ngx_http_aiserve_batch_s {
 
     /* read by the thread */
     const aiserve_model_t      *engine;
+    const aiserve_model_t     **heads;      /* [max_tokens]: the model of
+                                               each sequence */
+    ngx_uint_t                  mixed;      /* heads other than engine's:
+                                               one encoder pass, their
+                                               heads */
     size_t                      max_tokens;
     int32_t                    *input_ids;
     int32_t                    *token_type_ids;
@@ -78,11 +83,14 @@ static void ngx_http_aiserve_resume(ngx_http_aiserve_ctx_t *ctx);
 static void ngx_http_aiserve_resume_handler(ngx_http_request_t *r);
 static void ngx_http_aiserve_dequeue(ngx_http_aiserve_ctx_t *ctx);
 static ngx_msec_int_t ngx_http_aiserve_usec(void);
+static size_t ngx_http_aiserve_seq_out(const aiserve_model_info_t *info,
+    size_t n_tokens);
 
 
 /*
- * Frees the worker's batch memory of a model at exit_process.  nginx's
- * thread pools (a core module) have joined their threads by then.
+ * Frees the worker's batch memory of a model at exit_process (nginx's
+ * thread pools, a core module, have joined their threads by then), or of
+ * an idle fine-tuned model (no batch in flight).
  */
 
 void
@@ -103,10 +111,27 @@ ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m)
     ngx_free(b->token_type_ids);
     ngx_free(b->seq_lens);
     ngx_free(b->segs);
+    ngx_free(b->heads);
     ngx_free(b->out);
+    ngx_free(b->task);
     ngx_free(b);
 
     m->batch = NULL;
+}
+
+
+/* Floats of the output of one sequence of n_tokens (not hidden). */
+static size_t
+ngx_http_aiserve_seq_out(const aiserve_model_info_t *info, size_t n_tokens)
+{
+    switch (info->arch) {
+    case AISERVE_ARCH_BERT_MODEL:
+        return info->hidden_size;
+    case AISERVE_ARCH_SEQUENCE_CLASSIFICATION:
+        return info->num_labels;
+    default:
+        return info->num_labels * n_tokens;
+    }
 }
 
 
@@ -126,7 +151,9 @@ ngx_http_aiserve_enqueue(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx)
 {
     ngx_http_aiserve_model_t  *m;
 
-    m = ctx->model;
+    /* a head model over a base joins the base's queue */
+    m = ctx->model->runs_on ? ctx->model->runs_on : ctx->model;
+    ctx->queue_model = m;
 
     if (m->queued >= m->amcf->max_queue) {
         ngx_log_error(ctx->alcf->log_level, r->connection->log, 0,
@@ -189,17 +216,23 @@ ngx_http_aiserve_batch_create(ngx_http_aiserve_model_t *m)
     b->seq_lens = ngx_alloc(n * sizeof(size_t), ngx_cycle->log);
     b->segs = ngx_alloc(n * sizeof(ngx_http_aiserve_segment_t),
                         ngx_cycle->log);
+    b->heads = ngx_alloc(n * sizeof(aiserve_model_t *), ngx_cycle->log);
 
-    task = ngx_thread_task_alloc(ngx_cycle->pool, 0);
+    /* not from the cycle's pool: the batch of a fine-tuned model is freed
+     * when it is idle and made again (ngx_http_aiserve_deploy.c) */
+    task = ngx_calloc(sizeof(ngx_thread_task_t), ngx_cycle->log);
 
     if (b->input_ids == NULL || b->token_type_ids == NULL
-        || b->seq_lens == NULL || b->segs == NULL || task == NULL)
+        || b->seq_lens == NULL || b->segs == NULL || b->heads == NULL
+        || task == NULL)
     {
         /* a worker that cannot allocate this keeps it for a retry */
         ngx_free(b->input_ids);
         ngx_free(b->token_type_ids);
         ngx_free(b->seq_lens);
         ngx_free(b->segs);
+        ngx_free(b->heads);
+        ngx_free(task);
         ngx_free(b);
         return NULL;
     }
@@ -225,7 +258,6 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
     size_t                       out_len;
     ngx_uint_t                   first;
     ngx_queue_t                 *q, *next;
-    aiserve_batch_t              in;
     ngx_msec_int_t               now;
     ngx_http_aiserve_seq_t      *seq;
     ngx_http_aiserve_ctx_t      *ctx, *failed;
@@ -247,6 +279,8 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
     b->n_seqs = 0;
     b->n_tokens = 0;
     b->n_segs = 0;
+    b->mixed = 0;
+    out_len = 0;
     b->rc = 0;
     b->err[0] = '\0';
 
@@ -295,6 +329,12 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
                             seq->n_tokens * sizeof(int32_t));
             }
 
+            b->heads[b->n_seqs] = ctx->model->model;
+            b->mixed |= (ctx->model->model != m->model);
+            out_len += b->hidden
+                       ? seq->n_tokens * m->info->hidden_size
+                       : ngx_http_aiserve_seq_out(ctx->model->info,
+                                                  seq->n_tokens);
             b->seq_lens[b->n_seqs++] = seq->n_tokens;
             b->n_tokens += seq->n_tokens;
             seg->count++;
@@ -323,14 +363,6 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
         ngx_http_aiserve_dequeue(ctx);
     }
 
-    in.input_ids = b->input_ids;
-    in.token_type_ids = b->token_type_ids;
-    in.seq_lens = b->seq_lens;
-    in.n_seqs = b->n_seqs;
-
-    out_len = b->hidden ? b->n_tokens * m->info->hidden_size
-                        : aiserve_model_output_len(m->model, &in);
-
     if (out_len > b->out_cap) {
         ngx_free(b->out);
         b->out_cap = 0;
@@ -342,10 +374,12 @@ ngx_http_aiserve_dispatch(ngx_http_aiserve_model_t *m)
         b->out_cap = out_len;
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "aiserve batch \"%V\": %uz sequences, %uz tokens, "
-                   "%ui requests", &m->name, b->n_seqs, b->n_tokens,
-                   b->n_segs);
+                   "%ui requests%s", &m->name, b->n_seqs, b->n_tokens,
+                   b->n_segs,
+                   b->mixed ? ", heads of fine-tuned models: one encoder "
+                              "pass" : "");
 
     if (ngx_thread_task_post(m->amcf->thread_pool, b->task) != NGX_OK) {
         goto fail_batch;
@@ -418,8 +452,8 @@ ngx_http_aiserve_dequeue(ngx_http_aiserve_ctx_t *ctx)
 
     ngx_queue_remove(&ctx->queue);
     ctx->queued = 0;
-    ctx->model->queued--;
-    ngx_http_aiserve_metrics_queue(ctx->model);
+    ctx->queue_model->queued--;
+    ngx_http_aiserve_metrics_queue(ctx->queue_model);
 }
 
 
@@ -449,11 +483,20 @@ ngx_http_aiserve_batch_thread(void *data, ngx_log_t *log)
     in.seq_lens = b->seq_lens;
     in.n_seqs = b->n_seqs;
 
-    b->rc = b->hidden
-            ? aiserve_model_forward_hidden(b->engine, &in, b->scratch, b->out,
-                                           b->err, sizeof(b->err))
-            : aiserve_model_forward(b->engine, &in, b->scratch, b->out,
-                                    b->err, sizeof(b->err));
+    if (b->hidden) {
+        b->rc = aiserve_model_forward_hidden(b->engine, &in, b->scratch,
+                                             b->out, b->err, sizeof(b->err));
+
+    } else if (b->mixed) {
+        /* many tenants, one encoder */
+        b->rc = aiserve_model_forward_heads(b->engine, b->heads, &in,
+                                            b->scratch, b->out, b->err,
+                                            sizeof(b->err));
+
+    } else {
+        b->rc = aiserve_model_forward(b->engine, &in, b->scratch, b->out,
+                                      b->err, sizeof(b->err));
+    }
 
     b->usec = ngx_http_aiserve_usec() - start;
 }
@@ -477,7 +520,6 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
 
     m = b->model;
     m->busy = 0;
-    info = m->info;
 
     if (b->guard.timer_set) {
         ngx_del_timer(&b->guard);
@@ -523,24 +565,15 @@ ngx_http_aiserve_batch_done(ngx_event_t *ev)
             ngx_http_aiserve_dequeue(ctx);
 
         } else {
+            /* the request's own model: a head model's outputs in a batch
+             * of its base */
+            info = ctx->model->info;
+
             for (i = seg->first; i < seg->first + seg->count; i++) {
                 seq = &ctx->seqs[i];
 
-                switch (info->arch) {
-                case AISERVE_ARCH_BERT_MODEL:
-                    n = info->hidden_size;
-                    break;
-                case AISERVE_ARCH_SEQUENCE_CLASSIFICATION:
-                    n = info->num_labels;
-                    break;
-                default:
-                    n = info->num_labels * seq->n_tokens;
-                    break;
-                }
-
-                if (b->hidden) {
-                    n = info->hidden_size * seq->n_tokens;
-                }
+                n = b->hidden ? info->hidden_size * seq->n_tokens
+                              : ngx_http_aiserve_seq_out(info, seq->n_tokens);
 
                 ngx_memcpy(ctx->out + seq->out_off, src, n * sizeof(float));
                 src += n;

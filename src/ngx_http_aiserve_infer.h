@@ -72,6 +72,9 @@ typedef struct {
     ngx_uint_t                  max_queue;
     ngx_int_t                   threads;
     ngx_http_aiserve_metrics_t *metrics;    /* the shared zone's context */
+    ngx_str_t                   ft_store;   /* aiserve_fine_tuning_store */
+    u_char                     *ft_root;    /* its models/, NUL-terminated;
+                                               NULL: no registry */
 } ngx_http_aiserve_main_conf_t;
 
 
@@ -116,6 +119,20 @@ struct ngx_http_aiserve_model_s {
     ngx_http_aiserve_batch_t        *batch;      /* the one in flight */
     ngx_flag_t                       busy;
     ngx_flag_t                       failed;     /* the last batch failed */
+
+    /* a fine-tuned model of the registry (ngx_http_aiserve_deploy.c):
+     * loaded by one worker, over or beside its base */
+    ngx_http_aiserve_model_t        *base;       /* NULL: an aiserve_model */
+    ngx_http_aiserve_model_t        *runs_on;    /* a head over base: its
+                                                    requests join base's
+                                                    queue and encoder pass;
+                                                    NULL: its own */
+    ngx_str_t                        owner;      /* "acct_N" */
+    ngx_str_t                        mode;       /* full, head, lora */
+    ngx_queue_t                      link;       /* the worker's list */
+    ngx_uint_t                       refs;       /* requests using it */
+    ngx_flag_t                       retired;    /* removed: freed once
+                                                    idle */
 };
 
 
@@ -145,6 +162,7 @@ struct ngx_http_aiserve_ctx_s {
     size_t                           out_len;    /* floats */
 
     ngx_queue_t                      queue;
+    ngx_http_aiserve_model_t        *queue_model;  /* whose queue */
     ngx_event_t                      timer;
 
     ngx_http_aiserve_ctx_t          *next_done;
@@ -189,6 +207,8 @@ struct ngx_http_aiserve_ctx_s {
     unsigned                         page_sent:1;
     unsigned                         hidden:1;       /* token embeddings */
     unsigned                         skip_special:1; /* decode */
+    unsigned                         fine_tuned:1;   /* ctx->model is the
+                                                        registry's */
     unsigned                         hf:1;           /* "parameters" given:
                                                         Hugging Face's
                                                         Inference API */
@@ -233,12 +253,64 @@ ngx_int_t ngx_http_aiserve_api_respond(ngx_http_request_t *r,
 ngx_int_t ngx_http_aiserve_enqueue(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
 
-/* Frees a model's per-worker batch memory (exit_process). */
+/* Frees a model's per-worker batch memory (exit_process; an idle
+ * fine-tuned model: no batch in flight). */
 void ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m);
 
 /* Sends the response (or ctx's error) and finalizes the request. */
 void ngx_http_aiserve_finish(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
+
+
+/* ngx_http_aiserve_module.c */
+
+/* Whether a location of api= value API can answer with a model of TASK
+ * (NGX_HTTP_AISERVE_TASK_*). */
+ngx_uint_t ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task);
+
+
+/* ngx_http_aiserve_deploy.c: the fine-tuned models of the registry */
+
+/*
+ * aiserve_fine_tuning_store DIR: the registry is DIR/models
+ * (src/aiserve_registry.h).
+ */
+char *ngx_http_aiserve_deploy_store(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* Master, at a start or reload: DIR/models exists and belongs to the
+ * workers' user (they remove models). */
+ngx_int_t ngx_http_aiserve_deploy_init_module(ngx_cycle_t *cycle);
+
+/* Worker start: loads every registered model whose base this
+ * configuration serves, and starts the timer that follows the registry's
+ * generation (every 250 ms; loads and removals on the thread pool). */
+ngx_int_t ngx_http_aiserve_deploy_init_process(ngx_cycle_t *cycle);
+void ngx_http_aiserve_deploy_exit_process(ngx_cycle_t *cycle);
+
+/*
+ * The fine-tuned model NAME for a request of location model BASE and
+ * api= API: one of BASE's, that the caller's account owns (or an admin
+ * key calls), of a task API answers.  Takes a reference that
+ * ngx_http_aiserve_deploy_release() drops.  NULL when there is none.
+ */
+ngx_http_aiserve_model_t *ngx_http_aiserve_deploy_find(ngx_http_request_t *r,
+    ngx_http_aiserve_model_t *base, ngx_uint_t api, ngx_str_t *name);
+void ngx_http_aiserve_deploy_release(ngx_http_aiserve_model_t *m);
+
+/* GET /v1/models: the caller's fine-tuned model after PREV (NULL: the
+ * first), NULL after the last; GET /v1/models/ID: the caller's model ID
+ * or NULL. */
+ngx_http_aiserve_model_t *ngx_http_aiserve_deploy_next(ngx_http_request_t *r,
+    ngx_http_aiserve_model_t *prev);
+ngx_http_aiserve_model_t *ngx_http_aiserve_deploy_visible(
+    ngx_http_request_t *r, ngx_str_t *id);
+
+/* DELETE /v1/models/ID: removes the caller's model ID from the registry
+ * (every worker drops it within a second) and sends OpenAI's deleted
+ * object, or a 404. */
+ngx_int_t ngx_http_aiserve_deploy_delete(ngx_http_request_t *r,
+    ngx_str_t *id);
 
 
 /* ngx_http_aiserve_status.c */

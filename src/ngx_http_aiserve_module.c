@@ -101,6 +101,13 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
       0,
       NULL },
 
+    { ngx_string("aiserve_fine_tuning_store"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_aiserve_deploy_store,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("aiserve_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -189,7 +196,7 @@ ngx_module_t  ngx_http_aiserve_module = {
     ngx_http_aiserve_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_aiserve_deploy_init_module,   /* init module */
     ngx_http_aiserve_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -908,7 +915,7 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_aiserve_loc_conf_t *prev = parent;
     ngx_http_aiserve_loc_conf_t *conf = child;
 
-    ngx_uint_t                      i, ok;
+    ngx_uint_t                      i;
     ngx_http_aiserve_model_t      **mp, *m;
     ngx_http_core_loc_conf_t       *clcf;
     ngx_http_aiserve_main_conf_t   *amcf;
@@ -1026,26 +1033,7 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    switch (conf->api) {
-    case NGX_HTTP_AISERVE_API_OPENAI:
-    case NGX_HTTP_AISERVE_API_EMBED:
-    case NGX_HTTP_AISERVE_API_SIMILARITY:
-        ok = (m->task == NGX_HTTP_AISERVE_TASK_EMBED);
-        break;
-    case NGX_HTTP_AISERVE_API_PREDICT:
-    case NGX_HTTP_AISERVE_API_RERANK:
-        ok = (m->task == NGX_HTTP_AISERVE_TASK_CLASSIFY
-              || m->task == NGX_HTTP_AISERVE_TASK_RERANK);
-        break;
-    case NGX_HTTP_AISERVE_API_NER:
-        ok = (m->task == NGX_HTTP_AISERVE_TASK_NER);
-        break;
-    default: /* tokenize, decode, embed_all, info, tei */
-        ok = 1;
-        break;
-    }
-
-    if (!ok) {
+    if (!ngx_http_aiserve_api_fits(conf->api, m->task)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"aiserve_infer\" api=%V does not fit model "
                            "\"%V\" (task=%V)",
@@ -1055,6 +1043,26 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+ngx_uint_t
+ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task)
+{
+    switch (api) {
+    case NGX_HTTP_AISERVE_API_OPENAI:
+    case NGX_HTTP_AISERVE_API_EMBED:
+    case NGX_HTTP_AISERVE_API_SIMILARITY:
+        return task == NGX_HTTP_AISERVE_TASK_EMBED;
+    case NGX_HTTP_AISERVE_API_PREDICT:
+    case NGX_HTTP_AISERVE_API_RERANK:
+        return task == NGX_HTTP_AISERVE_TASK_CLASSIFY
+               || task == NGX_HTTP_AISERVE_TASK_RERANK;
+    case NGX_HTTP_AISERVE_API_NER:
+        return task == NGX_HTTP_AISERVE_TASK_NER;
+    default: /* tokenize, decode, embed_all, info, tei */
+        return 1;
+    }
 }
 
 
@@ -1098,7 +1106,7 @@ ngx_http_aiserve_init_process(ngx_cycle_t *cycle)
     /* the encoder's threads start in workers only, after fork() */
     aiserve_set_num_threads((int) amcf->threads);
 
-    return NGX_OK;
+    return ngx_http_aiserve_deploy_init_process(cycle);
 }
 
 
@@ -1150,6 +1158,8 @@ ngx_http_aiserve_exit_process(ngx_cycle_t *cycle)
     if (amcf == NULL) {
         return;
     }
+
+    ngx_http_aiserve_deploy_exit_process(cycle);
 
     mp = amcf->models.elts;
     for (i = 0; i < amcf->models.nelts; i++) {
@@ -1476,6 +1486,11 @@ ngx_http_aiserve_ctx_cleanup(void *data)
     ngx_http_aiserve_ctx_t  *ctx = data;
 
     ngx_uint_t  i;
+
+    if (ctx->fine_tuned) {
+        ngx_http_aiserve_deploy_release(ctx->model);
+        ctx->fine_tuned = 0;
+    }
 
     for (i = 0; i < ctx->n_seqs; i++) {
         if (ctx->seqs[i].enc) {

@@ -5,9 +5,11 @@
  *   aiserve_endpoint health    200 {"status":"ok"} when every model is
  *                              loaded and this worker can serve it, else
  *                              503 with a JSON error
- *   aiserve_endpoint models    GET /v1/models, GET /v1/models/{id}, as
- *                              OpenAI's models API (openai-python's
- *                              models.list() / models.retrieve())
+ *   aiserve_endpoint models    GET /v1/models, GET /v1/models/{id},
+ *                              DELETE /v1/models/{id} (a fine-tuned
+ *                              model), as OpenAI's models API
+ *                              (openai-python's models.list() /
+ *                              retrieve() / delete())
  *   aiserve_endpoint metrics   Prometheus text format 0.0.4
  *   aiserve_infer NAME api=info  TEI's GET /info for model NAME
  *                              (router/src/lib.rs, struct Info)
@@ -35,14 +37,26 @@ static void ngx_http_aiserve_labels(ngx_http_aiserve_json_t *j,
 ngx_int_t
 ngx_http_aiserve_status_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                     rc;
-    ngx_http_aiserve_json_t       j;
-    ngx_http_aiserve_loc_conf_t  *alcf;
+    ngx_int_t                      rc;
+    ngx_uint_t                     deletes;
+    ngx_http_aiserve_json_t        j;
+    ngx_http_aiserve_loc_conf_t   *alcf;
+    ngx_http_aiserve_main_conf_t  *amcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_aiserve_module);
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_module);
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_aiserve_not_allowed(r, "GET, HEAD", "GET");
+    /* DELETE /v1/models/{id}: with a registry of fine-tuned models */
+    deletes = (alcf->endpoint == NGX_HTTP_AISERVE_ENDPOINT_MODELS
+               && amcf->ft_root != NULL);
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+        && !(r->method == NGX_HTTP_DELETE && deletes))
+    {
+        return deletes
+               ? ngx_http_aiserve_not_allowed(r, "GET, HEAD, DELETE",
+                                              "GET or DELETE")
+               : ngx_http_aiserve_not_allowed(r, "GET, HEAD", "GET");
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -161,7 +175,7 @@ ngx_http_aiserve_models(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
     ngx_str_t                       id;
     ngx_uint_t                      i;
     ngx_http_core_loc_conf_t       *clcf;
-    ngx_http_aiserve_model_t      **mp;
+    ngx_http_aiserve_model_t      **mp, *ft;
     ngx_http_aiserve_main_conf_t   *amcf;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_module);
@@ -193,6 +207,14 @@ ngx_http_aiserve_models(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
 
     mp = amcf->models.elts;
 
+    if (r->method == NGX_HTTP_DELETE) {
+        if (id.len == 0) {
+            return ngx_http_aiserve_not_allowed(r, "GET, HEAD", "GET");
+        }
+
+        return ngx_http_aiserve_deploy_delete(r, &id);
+    }
+
     if (id.len == 0) {
         ngx_http_aiserve_json_lit(j, "{\"object\":\"list\",\"data\":[");
 
@@ -204,7 +226,29 @@ ngx_http_aiserve_models(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
             ngx_http_aiserve_model_object(j, mp[i]);
         }
 
+        /* the caller's fine-tuned models */
+
+        for (ft = ngx_http_aiserve_deploy_next(r, NULL);
+             ft != NULL;
+             ft = ngx_http_aiserve_deploy_next(r, ft))
+        {
+            if (i++) {
+                ngx_http_aiserve_json_lit(j, ",");
+            }
+
+            ngx_http_aiserve_model_object(j, ft);
+        }
+
         ngx_http_aiserve_json_lit(j, "]}\n");
+
+        return ngx_http_aiserve_send_json(r, NGX_HTTP_OK, j, NULL);
+    }
+
+    ft = ngx_http_aiserve_deploy_visible(r, &id);
+
+    if (ft) {
+        ngx_http_aiserve_model_object(j, ft);
+        ngx_http_aiserve_json_lit(j, "\n");
 
         return ngx_http_aiserve_send_json(r, NGX_HTTP_OK, j, NULL);
     }
@@ -228,7 +272,8 @@ ngx_http_aiserve_models(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
 }
 
 
-/* OpenAI's Model object: id, object, created (Unix seconds), owned_by */
+/* OpenAI's Model object: id, object, created (Unix seconds), owned_by
+ * ("aiserve", or the account of a fine-tuned model) */
 
 static void
 ngx_http_aiserve_model_object(ngx_http_aiserve_json_t *j,
@@ -238,6 +283,17 @@ ngx_http_aiserve_model_object(ngx_http_aiserve_json_t *j,
     ngx_http_aiserve_json_string(j, (char *) m->name.data, m->name.len);
     ngx_http_aiserve_json_lit(j, ",\"object\":\"model\",\"created\":");
     ngx_http_aiserve_json_int(j, m->created);
+
+    if (m->base) {
+        /* a fine-tuned model: its account, as OpenAI names the
+         * organization that owns it */
+        ngx_http_aiserve_json_lit(j, ",\"owned_by\":");
+        ngx_http_aiserve_json_string(j, (char *) m->owner.data,
+                                     m->owner.len);
+        ngx_http_aiserve_json_lit(j, "}");
+        return;
+    }
+
     ngx_http_aiserve_json_lit(j, ",\"owned_by\":\"aiserve\"}");
 }
 
