@@ -10,9 +10,15 @@
  * where fp32's top-2 margin exceeds 0.05.  Prints min, median and the
  * worst sentences.  Also: a bf16 product equals the fp32 product of
  * bf16-rounded operands, the packed bf16 weights take half the bytes,
- * and `auto` chooses by the built-in check.  Skipped, with the reason,
+ * and `auto` chooses by the built-in check, starting no thread, so that
+ * a process forked after it (an nginx worker) runs forward passes on
+ * several threads.  Skipped, with the reason,
  * where the CPU has neither AVX512-BF16 nor AMX.
  */
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "tap.h"
 #include "encoder_util.h"
 
@@ -317,6 +323,98 @@ test_blas(void)
 }
 
 
+/* The threads of this process (/proc/self/status), 0 where unknown. */
+static int
+count_threads(void)
+{
+    FILE  *f = fopen("/proc/self/status", "r");
+    char   line[256];
+    int    n = 0;
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "Threads: %d", &n) == 1) {
+            break;
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return n;
+}
+
+
+/*
+ * What nginx does with dtype=auto: the master (here, this process) runs
+ * the parity check at configuration time, then forks workers that run
+ * forward passes with several threads.  GNU libgomp does not survive
+ * fork() in a thread that has run a parallel region of more than one
+ * thread: the child's next parallel region waits for the parent's
+ * OpenMP threads, which do not exist in the child, for ever.  So the
+ * load must leave this process with its one thread, and a child forked
+ * after it must finish a 2-thread forward pass in its main thread, where
+ * oneDNN's OpenMP team splits the products of few rows (within 30 s).
+ */
+static void
+test_fork_after_auto(void)
+{
+    aiserve_model_t    *m;
+    aiserve_tok_t      *tok;
+    aiserve_scratch_t  *s;
+    aiserve_batch_t     batch;
+    int32_t             ids[32];
+    size_t              len;
+    float              *out;
+    pid_t               pid;
+    int                 before, after, status = 0, rc;
+    char                note[512], err[512];
+
+    before = count_threads();
+    tok = aiserve_tok_load(MINILM, err, sizeof(err));
+    m = tok ? aiserve_model_load_dtype(MINILM, tok, AISERVE_DTYPE_AUTO, note,
+                                       sizeof(note), err, sizeof(err))
+            : NULL;
+    after = count_threads();
+    tap_ok(m != NULL && after == before, "dtype=auto's load and parity check "
+           "start no thread: %d before, %d after (OpenBLAS's own, stopped by "
+           "its fork handler, may be there before)", before, after);
+    /* [CLS], 30 vocabulary words, [SEP]: 32 rows, products of 2^20 and
+     * more multiply-adds split by oneDNN's OpenMP team */
+    ids[0] = 101;
+    for (len = 1; len < 31; len++) {
+        ids[len] = (int32_t) (2000 + len);
+    }
+    ids[len++] = 102;
+    pid = m != NULL ? fork() : -1;
+    if (pid == 0) {
+        alarm(30);
+        aiserve_set_num_threads(2);
+        s = aiserve_scratch_create(m, 64, err, sizeof(err));
+        out = malloc(aiserve_model_info(m)->hidden_size * sizeof(float));
+        batch.input_ids = ids;
+        batch.token_type_ids = NULL;
+        batch.seq_lens = &len;
+        batch.n_seqs = 1;
+        rc = s != NULL && out != NULL
+             ? aiserve_model_forward(m, &batch, s, out, err, sizeof(err))
+             : -1;
+        _exit(rc == 0 ? 0 : 1);
+    }
+    if (pid > 0) {
+        (void) waitpid(pid, &status, 0);
+    }
+    tap_ok(pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "a child forked after the parity check runs a 2-thread forward "
+           "pass (%zu tokens): %s", len,
+           pid <= 0 ? "no child"
+           : WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM
+             ? "hung (killed after 30 s)"
+           : WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "done"
+           : "failed");
+    aiserve_model_free(m);
+    aiserve_tok_free(tok);
+}
+
+
 int
 main(void)
 {
@@ -341,6 +439,7 @@ main(void)
         test_blas();
         return tap_done();
     }
+    test_fork_after_auto();
     test_product();
     for (i = 0; i < sizeof(tiny) / sizeof(tiny[0]); i++) {
         snprintf(dir, sizeof(dir), "models/%s", tiny[i]);
