@@ -273,12 +273,18 @@ ngx_http_aiserve_models(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
 
 
 /* OpenAI's Model object: id, object, created (Unix seconds), owned_by
- * ("aiserve", or the account of a fine-tuned model) */
+ * ("aiserve", or the account of a fine-tuned model); and dtype, the
+ * format of the model's products ("fp32" or "bf16", what dtype= of
+ * aiserve_model chose, or its base's; an addition that clients ignore) */
 
 static void
 ngx_http_aiserve_model_object(ngx_http_aiserve_json_t *j,
     ngx_http_aiserve_model_t *m)
 {
+    const char  *dtype;
+
+    dtype = aiserve_dtype_name(aiserve_model_dtype(m->model));
+
     ngx_http_aiserve_json_lit(j, "{\"id\":");
     ngx_http_aiserve_json_string(j, (char *) m->name.data, m->name.len);
     ngx_http_aiserve_json_lit(j, ",\"object\":\"model\",\"created\":");
@@ -290,20 +296,24 @@ ngx_http_aiserve_model_object(ngx_http_aiserve_json_t *j,
         ngx_http_aiserve_json_lit(j, ",\"owned_by\":");
         ngx_http_aiserve_json_string(j, (char *) m->owner.data,
                                      m->owner.len);
-        ngx_http_aiserve_json_lit(j, "}");
-        return;
+
+    } else {
+        ngx_http_aiserve_json_lit(j, ",\"owned_by\":\"aiserve\"");
     }
 
-    ngx_http_aiserve_json_lit(j, ",\"owned_by\":\"aiserve\"}");
+    ngx_http_aiserve_json_lit(j, ",\"dtype\":");
+    ngx_http_aiserve_json_string(j, dtype, ngx_strlen(dtype));
+    ngx_http_aiserve_json_lit(j, "}");
 }
 
 
 /*
  * TEI's Info: model_id (the aiserve_model NAME, what "model" in a request
- * must say), model_sha (null), model_dtype ("float32": the engine
- * computes in fp32 whatever the file holds), model_type with the pooling
- * or the labels, max_concurrent_requests (aiserve_max_queue per worker
- * times worker_processes), max_input_length (max_seq), max_batch_tokens,
+ * must say), model_sha (null), model_dtype (torch's name of the format
+ * the matrix products run in, whatever the file holds: "float32", or
+ * "bfloat16" where dtype= chose bf16; the rest stays fp32), model_type
+ * with the pooling or the labels, max_concurrent_requests
+ * (aiserve_max_queue per worker times worker_processes), max_input_length (max_seq), max_batch_tokens,
  * max_batch_requests (null: batches are bounded by tokens only),
  * max_client_batch_size (aiserve_max_inputs of this location),
  * auto_truncate (truncate=), tokenization_workers (worker_processes: each
@@ -328,9 +338,16 @@ ngx_http_aiserve_info(ngx_http_request_t *r, ngx_http_aiserve_json_t *j)
 
     ngx_http_aiserve_json_lit(j, "{\"model_id\":");
     ngx_http_aiserve_json_string(j, (char *) m->name.data, m->name.len);
-    ngx_http_aiserve_json_lit(j, ",\"model_sha\":null,"
-                                 "\"model_dtype\":\"float32\","
-                                 "\"served_model_name\":");
+    ngx_http_aiserve_json_lit(j, ",\"model_sha\":null,\"model_dtype\":");
+
+    if (aiserve_model_dtype(m->model) == AISERVE_DTYPE_BF16) {
+        ngx_http_aiserve_json_lit(j, "\"bfloat16\"");
+
+    } else {
+        ngx_http_aiserve_json_lit(j, "\"float32\"");
+    }
+
+    ngx_http_aiserve_json_lit(j, ",\"served_model_name\":");
     ngx_http_aiserve_json_string(j, (char *) m->name.data, m->name.len);
     ngx_http_aiserve_json_lit(j, ",\"model_type\":{");
 

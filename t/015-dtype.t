@@ -1,8 +1,8 @@
 # aiserve_model dtype= (issue 14) on a CPU with bf16 products (AVX512-BF16
 # or AMX): dtype=bf16 serves embeddings within bf16's rounding of the
 # sentence-transformers references, dtype=auto takes bf16 after its parity
-# check and logs why, fp32 stays the default, an invalid value stops nginx
-# -t naming the directive.  t/016-dtype-no-bf16.t covers hosts without.
+# check and logs why, fp32 stays the default, /info and /v1/models say
+# which, an invalid value stops nginx -t naming the directive.  t/016-dtype-no-bf16.t covers hosts without.
 
 BEGIN {
     # oneDNN's ISA follows the CPU's flags (lowered by ONEDNN_MAX_CPU_ISA)
@@ -158,7 +158,35 @@ qr/\[notice\] .*aiserve model "cls": dtype fp32 in /
 
 
 
-=== TEST 6: an invalid dtype stops nginx -t, naming the directive and the value
+=== TEST 6: TEI's /info and GET /v1/models report the dtype each model runs in
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model b $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls dtype=bf16;
+aiserve_model a $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls dtype=auto;
+aiserve_model f $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls;
+--- config
+location = /b/info { aiserve_infer b api=info; }
+location = /a/info { aiserve_infer a api=info; }
+location = /f/info { aiserve_infer f api=info; }
+location /v1/models { aiserve_endpoint models; }
+--- request eval
+["GET /b/info", "GET /a/info", "GET /f/info", "GET /v1/models",
+ "GET /v1/models/b"]
+--- error_code eval
+[200, 200, 200, 200, 200]
+--- response_body_like eval
+[qr/^\{"model_id":"b","model_sha":null,"model_dtype":"bfloat16",/,
+ qr/^\{"model_id":"a","model_sha":null,"model_dtype":"bfloat16",/,
+ qr/^\{"model_id":"f","model_sha":null,"model_dtype":"float32",/,
+ qr/^\{"object":"list","data":\[\{"id":"b",[^}]*"dtype":"bf16"\},\{"id":"a",[^}]*"dtype":"bf16"\},\{"id":"f",[^}]*"dtype":"fp32"\}\]\}$/,
+ qr/^\{"id":"b","object":"model","created":\d+,"owned_by":"aiserve","dtype":"bf16"\}$/]
+--- no_error_log
+[error]
+
+
+
+=== TEST 7: an invalid dtype stops nginx -t, naming the directive and the value
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config

@@ -268,9 +268,9 @@ location /v1/models { aiserve_endpoint models; }
 --- error_code eval
 [200, 200, 200, 404, 404]
 --- response_body_like eval
-[qr/^\{"object":"list","data":\[\{"id":"minilm","object":"model","created":1\d{9},"owned_by":"aiserve"\},\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve"\}\]\}$/,
+[qr/^\{"object":"list","data":\[\{"id":"minilm","object":"model","created":1\d{9},"owned_by":"aiserve","dtype":"fp32"\},\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve","dtype":"fp32"\}\]\}$/,
  qr/^\{"object":"list","data":\[\{"id":"minilm",.*\{"id":"cls",/,
- qr/^\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve"\}$/,
+ qr/^\{"id":"cls","object":"model","created":1\d{9},"owned_by":"aiserve","dtype":"fp32"\}$/,
  qr/^\{"error":\{"message":"the model \\"gpt-4\\" does not exist","type":"invalid_request_error","param":"model","code":"model_not_found"\}\}$/,
  qr/^\{"error":\{"message":"no such route \\"\/v1\/modelsminilm\\"","type":"invalid_request_error","param":null,"code":"not_found"\}\}$/]
 --- no_error_log
