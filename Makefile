@@ -167,10 +167,12 @@ test-fuzz:
 
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS
-# path kept for comparison.
+# path kept for comparison.  The training engine's gradients run again in
+# bf16 mixed precision (skipped without AVX512-BF16 or AMX).
 test-unit: unit-tests $(DEFAULT_MODEL)/model.safetensors
 	prove --exec '' $(UNIT_TESTS)
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
+	AISERVE_TRAIN_DTYPE=bf16 prove --exec '' $(BUILD)/t/test_train_grad
 
 test-nginx: module $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib -r t/

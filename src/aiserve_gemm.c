@@ -294,39 +294,69 @@ aiserve_bf16_rows(size_t m, size_t k, const float *a, size_t lda,
 }
 
 
+/* The memory descriptor of M rows of A (K columns, lda apart) in DTYPE. */
+static dnnl_status_t
+aiserve_dnnl_src_md(size_t m, size_t k, size_t lda, aiserve_dtype_e dtype,
+    dnnl_memory_desc_t *md)
+{
+    dnnl_dims_t  d = { (dnnl_dim_t) m, (dnnl_dim_t) k };
+    dnnl_dims_t  s = { (dnnl_dim_t) lda, 1 };
+
+    return dnnl_memory_desc_init_by_strides(md, 2, d,
+               dtype == AISERVE_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32, s);
+}
+
+
 /*
- * The matmul of M rows of A (lda apart) by the weight of layout L into C
- * (ldc apart), + bias where BIAS; *PD on success.  A is in the weight's
- * dtype.
+ * The matmul C[m, n] = ALPHA SRC W (+ bias where BIAS) + BETA C, SRC [m, k]
+ * and W [k, n] as their descriptors say, C fp32 with rows ldc apart; *PD
+ * on success.  ALPHA is oneDNN's output scale, BETA its sum post-op.
  */
 static dnnl_status_t
-aiserve_dnnl_matmul_pd(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
-    const dnnl_memory_desc_t *w_md, int bias, size_t ldc,
-    dnnl_primitive_desc_t *pd)
+aiserve_dnnl_matmul_pd(const dnnl_memory_desc_t *src,
+    const dnnl_memory_desc_t *w_md, size_t m, size_t n, int bias,
+    size_t ldc, float alpha, float beta, dnnl_primitive_desc_t *pd)
 {
-    dnnl_memory_desc_t  src, b, dst;
-    dnnl_dims_t         sd = { (dnnl_dim_t) m, (dnnl_dim_t) l->k };
-    dnnl_dims_t         ss = { (dnnl_dim_t) lda, 1 };
-    dnnl_dims_t         bd = { 1, (dnnl_dim_t) l->n };
-    dnnl_dims_t         dd = { (dnnl_dim_t) m, (dnnl_dim_t) l->n };
-    dnnl_dims_t         ds = { (dnnl_dim_t) ldc, 1 };
-    dnnl_matmul_desc_t  md;
-    dnnl_status_t       rc;
+    dnnl_memory_desc_t      b, dst;
+    dnnl_dims_t             bd = { 1, (dnnl_dim_t) n };
+    dnnl_dims_t             dd = { (dnnl_dim_t) m, (dnnl_dim_t) n };
+    dnnl_dims_t             ds = { (dnnl_dim_t) ldc, 1 };
+    dnnl_matmul_desc_t      md;
+    dnnl_primitive_attr_t   attr = NULL;
+    dnnl_post_ops_t         po = NULL;
+    dnnl_status_t           rc;
 
-    rc = dnnl_memory_desc_init_by_strides(&src, 2, sd,
-             l->dtype == AISERVE_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32, ss);
-    if (rc == dnnl_success) {
-        rc = dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_f32, dnnl_ab);
-    }
+    rc = dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_f32, dnnl_ab);
     if (rc == dnnl_success) {
         rc = dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, ds);
     }
     if (rc == dnnl_success) {
-        rc = dnnl_matmul_desc_init(&md, &src, w_md, bias ? &b : NULL, &dst);
+        rc = dnnl_matmul_desc_init(&md, src, w_md, bias ? &b : NULL, &dst);
+    }
+    if (rc == dnnl_success && (alpha != 1.f || beta != 0.f)) {
+        rc = dnnl_primitive_attr_create(&attr);
+        if (rc == dnnl_success && alpha != 1.f) {
+            rc = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
+        }
+        if (rc == dnnl_success && beta != 0.f) {
+            rc = dnnl_post_ops_create(&po);
+            if (rc == dnnl_success) {
+                rc = dnnl_post_ops_append_sum(po, beta);
+            }
+            if (rc == dnnl_success) {
+                rc = dnnl_primitive_attr_set_post_ops(attr, po);
+            }
+        }
     }
     if (rc == dnnl_success) {
-        rc = dnnl_primitive_desc_create(pd, &md, NULL, aiserve_dnnl_engine,
+        rc = dnnl_primitive_desc_create(pd, &md, attr, aiserve_dnnl_engine,
                                         NULL);
+    }
+    if (po != NULL) {
+        dnnl_post_ops_destroy(po);
+    }
+    if (attr != NULL) {
+        dnnl_primitive_attr_destroy(attr);
     }
     return rc;
 }
@@ -345,7 +375,7 @@ int
 aiserve_gemm_layout_dtype(size_t n, size_t k, aiserve_dtype_e dtype,
     aiserve_gemm_layout_t *layout, char *err, size_t err_len)
 {
-    dnnl_memory_desc_t     any, *md;
+    dnnl_memory_desc_t     any, src, *md;
     dnnl_dims_t            wd = { (dnnl_dim_t) k, (dnnl_dim_t) n };
     dnnl_primitive_desc_t  pd;
     dnnl_status_t          rc;
@@ -362,7 +392,10 @@ aiserve_gemm_layout_dtype(size_t n, size_t k, aiserve_dtype_e dtype,
              layout->dtype == AISERVE_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32,
              dnnl_format_tag_any);
     if (rc == dnnl_success) {
-        rc = aiserve_dnnl_matmul_pd(64, k, layout, &any, 1, n, &pd);
+        rc = aiserve_dnnl_src_md(64, k, k, layout->dtype, &src);
+    }
+    if (rc == dnnl_success) {
+        rc = aiserve_dnnl_matmul_pd(&src, &any, 64, n, 1, n, 1.f, 0.f, &pd);
     }
     if (rc != dnnl_success) {
         aiserve_err(err, err_len, "oneDNN: no %s matmul for a [%zu, %zu] "
@@ -467,9 +500,10 @@ aiserve_gemm_pack(const aiserve_gemm_layout_t *layout, const float *w,
 #define AISERVE_GEMM_CACHE  16
 
 typedef struct {
-    dnnl_memory_desc_t md;            /* the weight's layout */
-    size_t             m, lda, ldc;
+    dnnl_memory_desc_t src, md;       /* A's and the weight's layouts */
+    size_t             ldc;
     int                bias, threads;
+    float              alpha, beta;
     dnnl_primitive_t   p;
     dnnl_memory_t      mem[4];        /* src, weights, dst, bias */
 } aiserve_gemm_entry_t;
@@ -478,8 +512,9 @@ typedef struct {
     aiserve_orphan_t      orphan;     /* first: see aiserve_orphan_adopt() */
     aiserve_gemm_entry_t  e[AISERVE_GEMM_CACHE];
     unsigned              next;       /* round-robin replacement */
-    uint16_t             *a16;        /* A in bf16, for bf16 weights */
-    size_t                a16_len;    /* in elements */
+    uint16_t             *b16[2];     /* operands in bf16: A, and B of
+                                         aiserve_gemm_bf16() */
+    size_t                b16_len[2]; /* in elements */
 } aiserve_gemm_cache_t;
 
 static pthread_key_t   aiserve_gemm_cache_key;
@@ -512,7 +547,8 @@ aiserve_gemm_cache_free(void *p)
     for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
         aiserve_gemm_entry_clear(&c->e[i]);
     }
-    free(c->a16);
+    free(c->b16[0]);
+    free(c->b16[1]);
     free(c);
 }
 
@@ -547,9 +583,9 @@ aiserve_gemm_cache(void)
 
 
 /* A[m, k] (rows lda apart) rounded to bf16 into the calling thread's
- * buffer, grown if need be; NULL: out of memory. */
+ * buffer WHICH (0 or 1), grown if need be; NULL: out of memory. */
 static const uint16_t *
-aiserve_gemm_a16(size_t m, size_t k, const float *a, size_t lda)
+aiserve_gemm_a16(int which, size_t m, size_t k, const float *a, size_t lda)
 {
     aiserve_gemm_cache_t  *c = aiserve_gemm_cache();
     uint16_t              *p;
@@ -557,23 +593,25 @@ aiserve_gemm_a16(size_t m, size_t k, const float *a, size_t lda)
     if (c == NULL) {
         return NULL;
     }
-    if (c->a16_len < m * k) {
+    if (c->b16_len[which] < m * k) {
         if (posix_memalign((void **) &p, 64, m * k * sizeof(uint16_t)) != 0) {
             return NULL;
         }
-        free(c->a16);
-        c->a16 = p;
-        c->a16_len = m * k;
+        free(c->b16[which]);
+        c->b16[which] = p;
+        c->b16_len[which] = m * k;
     }
-    aiserve_bf16_rows(m, k, a, lda, c->a16);
-    return c->a16;
+    aiserve_bf16_rows(m, k, a, lda, c->b16[which]);
+    return c->b16[which];
 }
 
 
-/* The entry of the calling thread for this shape, made if need be. */
+/* The entry of the calling thread for this product (A and W as SRC and
+ * W say, C [m, n] rows ldc apart), made if need be. */
 static dnnl_status_t
-aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
-    int bias, size_t ldc, int threads, aiserve_gemm_entry_t **out)
+aiserve_gemm_entry(const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *w,
+    size_t m, size_t n, int bias, size_t ldc, float alpha, float beta,
+    int threads, aiserve_gemm_entry_t **out)
 {
     aiserve_gemm_cache_t   *c;
     aiserve_gemm_entry_t   *e;
@@ -587,9 +625,10 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
     }
     for (i = 0; i < AISERVE_GEMM_CACHE; i++) {
         e = &c->e[i];
-        if (e->p != NULL && e->m == m && e->lda == lda && e->ldc == ldc
-            && e->bias == bias && e->threads == threads
-            && dnnl_memory_desc_equal(&e->md, l->md))
+        if (e->p != NULL && e->ldc == ldc && e->bias == bias
+            && e->threads == threads && e->alpha == alpha
+            && e->beta == beta && dnnl_memory_desc_equal(&e->src, src)
+            && dnnl_memory_desc_equal(&e->md, w))
         {
             *out = e;
             return dnnl_success;
@@ -598,7 +637,7 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
 
     e = &c->e[c->next++ % AISERVE_GEMM_CACHE];
     aiserve_gemm_entry_clear(e);
-    rc = aiserve_dnnl_matmul_pd(m, lda, l, l->md, bias, ldc, &pd);
+    rc = aiserve_dnnl_matmul_pd(src, w, m, n, bias, ldc, alpha, beta, &pd);
     if (rc == dnnl_success) {
         rc = dnnl_primitive_create(&e->p, pd);
     }
@@ -608,7 +647,7 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
                  aiserve_dnnl_engine, DNNL_MEMORY_NONE);
     }
     if (rc == dnnl_success) {
-        rc = dnnl_memory_create(&e->mem[1], l->md, aiserve_dnnl_engine,
+        rc = dnnl_memory_create(&e->mem[1], w, aiserve_dnnl_engine,
                                 DNNL_MEMORY_NONE);
     }
     if (rc == dnnl_success) {
@@ -628,52 +667,29 @@ aiserve_gemm_entry(size_t m, size_t lda, const aiserve_gemm_layout_t *l,
         aiserve_gemm_entry_clear(e);
         return rc;
     }
-    e->md = *(const dnnl_memory_desc_t *) l->md;
-    e->m = m;
-    e->lda = lda;
+    e->src = *src;
+    e->md = *w;
     e->ldc = ldc;
     e->bias = bias;
     e->threads = threads;
+    e->alpha = alpha;
+    e->beta = beta;
     *out = e;
     return dnnl_success;
 }
 
 
-int
-aiserve_gemm_packed(size_t m, const float *a, size_t lda,
-    const aiserve_gemm_w_t *w, const float *bias, float *c, size_t ldc,
-    int threads, char *err, size_t err_len)
+/* Runs entry E on SRC, W, C (and BIAS where not NULL) in stream S. */
+static dnnl_status_t
+aiserve_gemm_run(aiserve_gemm_entry_t *e, dnnl_stream_t s, const void *src,
+    const void *w, const float *bias, float *c)
 {
-    const aiserve_gemm_layout_t  *l = &w->layout;
-    const void                   *src = a;
-    aiserve_gemm_entry_t         *e = NULL;
-    dnnl_exec_arg_t               args[4];
-    dnnl_stream_t                 s;
-    dnnl_status_t                 rc = dnnl_success;
-    int                           n_args = bias != NULL ? 4 : 3;
+    dnnl_exec_arg_t  args[4];
+    dnnl_status_t    rc;
 
-    if (m == 0) {
-        return 0;
-    }
-    threads = threads < 1 ? 1 : threads;
-    s = aiserve_dnnl_stream(threads, err, err_len);
-    if (s == NULL) {
-        return -1;
-    }
-    if (l->dtype == AISERVE_DTYPE_BF16) {
-        src = aiserve_gemm_a16(m, l->k, a, lda);
-        lda = l->k;
-        rc = src != NULL ? dnnl_success : dnnl_out_of_memory;
-    }
-    /* a primitive splits its work for the thread count it was made with */
+    rc = dnnl_memory_set_data_handle(e->mem[0], (void *) src);
     if (rc == dnnl_success) {
-        rc = aiserve_gemm_entry(m, lda, l, bias != NULL, ldc, threads, &e);
-    }
-    if (rc == dnnl_success) {
-        rc = dnnl_memory_set_data_handle(e->mem[0], (void *) src);
-    }
-    if (rc == dnnl_success) {
-        rc = dnnl_memory_set_data_handle(e->mem[1], (void *) w->data);
+        rc = dnnl_memory_set_data_handle(e->mem[1], (void *) w);
     }
     if (rc == dnnl_success) {
         rc = dnnl_memory_set_data_handle(e->mem[2], c);
@@ -690,10 +706,50 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
         args[2].memory = e->mem[2];
         args[3].arg = DNNL_ARG_BIAS;
         args[3].memory = e->mem[3];
-        rc = dnnl_primitive_execute(e->p, s, n_args, args);
+        rc = dnnl_primitive_execute(e->p, s, bias != NULL ? 4 : 3, args);
     }
     if (rc == dnnl_success) {
         rc = dnnl_stream_wait(s);
+    }
+    return rc;
+}
+
+
+int
+aiserve_gemm_packed(size_t m, const float *a, size_t lda,
+    const aiserve_gemm_w_t *w, const float *bias, float *c, size_t ldc,
+    int threads, char *err, size_t err_len)
+{
+    const aiserve_gemm_layout_t  *l = &w->layout;
+    const void                   *src = a;
+    aiserve_gemm_entry_t         *e = NULL;
+    dnnl_memory_desc_t            src_md;
+    dnnl_stream_t                 s;
+    dnnl_status_t                 rc = dnnl_success;
+
+    if (m == 0) {
+        return 0;
+    }
+    threads = threads < 1 ? 1 : threads;
+    s = aiserve_dnnl_stream(threads, err, err_len);
+    if (s == NULL) {
+        return -1;
+    }
+    if (l->dtype == AISERVE_DTYPE_BF16) {
+        src = aiserve_gemm_a16(0, m, l->k, a, lda);
+        lda = l->k;
+        rc = src != NULL ? dnnl_success : dnnl_out_of_memory;
+    }
+    if (rc == dnnl_success) {
+        rc = aiserve_dnnl_src_md(m, l->k, lda, l->dtype, &src_md);
+    }
+    /* a primitive splits its work for the thread count it was made with */
+    if (rc == dnnl_success) {
+        rc = aiserve_gemm_entry(&src_md, l->md, m, l->n, bias != NULL, ldc,
+                                1.f, 0.f, threads, &e);
+    }
+    if (rc == dnnl_success) {
+        rc = aiserve_gemm_run(e, s, src, w->data, bias, c);
     }
     if (rc != dnnl_success) {
         aiserve_err(err, err_len, "oneDNN: %s matmul of %zu rows by a "
@@ -703,6 +759,56 @@ aiserve_gemm_packed(size_t m, const float *a, size_t lda,
         return -1;
     }
     return 0;
+}
+
+
+int
+aiserve_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n, size_t k,
+    float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+    float beta, float *c, size_t ldc)
+{
+    const uint16_t        *a16, *b16;
+    aiserve_gemm_entry_t  *e = NULL;
+    dnnl_memory_desc_t     src_md, w_md;
+    dnnl_dims_t            sd = { (dnnl_dim_t) m, (dnnl_dim_t) k };
+    dnnl_dims_t            wd = { (dnnl_dim_t) k, (dnnl_dim_t) n };
+    dnnl_dims_t            ss, ws;
+    dnnl_stream_t          s;
+    dnnl_status_t          rc;
+    char                   err[128];
+
+    if (m == 0 || n == 0) {
+        return 0;
+    }
+    s = aiserve_dnnl_stream(1, err, sizeof(err));
+    if (s == NULL) {
+        return -1;
+    }
+    /* each operand rounded as it is stored, dense; a transposed one is
+     * described to oneDNN by its strides */
+    a16 = trans_a ? aiserve_gemm_a16(0, k, m, a, lda)
+                  : aiserve_gemm_a16(0, m, k, a, lda);
+    b16 = trans_b ? aiserve_gemm_a16(1, n, k, b, ldb)
+                  : aiserve_gemm_a16(1, k, n, b, ldb);
+    if (a16 == NULL || b16 == NULL) {
+        return -1;
+    }
+    ss[0] = trans_a ? 1 : (dnnl_dim_t) k;
+    ss[1] = trans_a ? (dnnl_dim_t) m : 1;
+    ws[0] = trans_b ? 1 : (dnnl_dim_t) n;
+    ws[1] = trans_b ? (dnnl_dim_t) k : 1;
+    rc = dnnl_memory_desc_init_by_strides(&src_md, 2, sd, dnnl_bf16, ss);
+    if (rc == dnnl_success) {
+        rc = dnnl_memory_desc_init_by_strides(&w_md, 2, wd, dnnl_bf16, ws);
+    }
+    if (rc == dnnl_success) {
+        rc = aiserve_gemm_entry(&src_md, &w_md, m, n, 0, ldc, alpha, beta, 1,
+                                &e);
+    }
+    if (rc == dnnl_success) {
+        rc = aiserve_gemm_run(e, s, a16, b16, NULL, c);
+    }
+    return rc == dnnl_success ? 0 : -1;
 }
 
 

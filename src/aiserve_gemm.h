@@ -128,4 +128,20 @@ int aiserve_gemm_plain(int trans_a, int trans_b, size_t m, size_t n,
  */
 size_t aiserve_gemm_orphans(void);
 
+/*
+ * aiserve_gemm_plain()'s product in bf16 with fp32 accumulation, as
+ * torch.autocast("cpu", dtype=torch.bfloat16) runs a Linear or a matmul:
+ * A and B rounded to bf16 (round to nearest even) into buffers of the
+ * calling thread, multiplied by oneDNN's matmul (bf16 sources, fp32
+ * destination; ALPHA its output scale, BETA its sum post-op, both
+ * applied in fp32), in the calling thread.  For the training engine's
+ * products and their gradients, whose operands change every step.  Call
+ * only where aiserve_gemm_bf16_native() is 1.  Returns 0, or -1 where
+ * oneDNN refuses the product or memory runs out (C untouched or
+ * partly written).
+ */
+int aiserve_gemm_bf16(int trans_a, int trans_b, size_t m, size_t n,
+    size_t k, float alpha, const float *a, size_t lda, const float *b,
+    size_t ldb, float beta, float *c, size_t ldc);
+
 #endif /* AISERVE_GEMM_H */

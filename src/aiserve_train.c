@@ -18,6 +18,7 @@
 
 #include "aiserve_blas.h"
 #include "aiserve_err.h"
+#include "aiserve_gemm.h"
 #include "aiserve_ops.h"
 #include "aiserve_optim.h"
 #include "aiserve_safetensors.h"
@@ -97,6 +98,10 @@ struct aiserve_train_s {
 
     aiserve_team_t          *team;           /* threads of one pass */
     int                      threads;
+    aiserve_dtype_e          dtype;          /* of the products: FP32 or
+                                                BF16 */
+    int                      gemm_failed;    /* a bf16 product failed in
+                                                this pass */
 
     /* the current batch, copied */
     int32_t                 *ids, *types, *labels;
@@ -570,6 +575,17 @@ aiserve_train_load(const char *model_dir, const aiserve_train_opts_t *opts,
         aiserve_err(err, err_len, "out of memory");
         goto fail;
     }
+    if (opts->dtype != AISERVE_DTYPE_FP32) {
+        const char  *isa;
+
+        if (aiserve_gemm_bf16_native(&isa)) {
+            t->dtype = AISERVE_DTYPE_BF16;
+        } else if (opts->dtype == AISERVE_DTYPE_BF16) {
+            aiserve_err(err, err_len, "dtype bf16: the CPU has %s; bf16 "
+                        "needs AVX512-BF16 or AMX (use fp32 or auto)", isa);
+            goto fail;
+        }
+    }
     if (opts->mode == AISERVE_TRAIN_LORA) {
         if (opts->lora_r == 0 || opts->lora_targets == 0
             || opts->lora_targets > 7 || opts->lora_dropout < 0.f
@@ -990,14 +1006,38 @@ aiserve_carve(aiserve_train_t *t, int head_only, char *err, size_t err_len)
 
 /* --- element-wise parts -------------------------------------------------- */
 
+/*
+ * aiserve_gemm()'s product in the pass's dtype: fp32, or bf16 operands
+ * with fp32 accumulation (aiserve_gemm_bf16(), torch.autocast's Linear
+ * and matmul); a bf16 product that fails marks the pass, which then
+ * returns an error.
+ */
+static void
+aiserve_mm(aiserve_train_t *t, int ta, int tb, size_t m, size_t n, size_t k,
+    float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+    float beta, float *c, size_t ldc)
+{
+    if (t->dtype != AISERVE_DTYPE_BF16) {
+        aiserve_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    if (aiserve_gemm_bf16(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                          ldc) != 0)
+    {
+        __atomic_store_n(&t->gemm_failed, 1, __ATOMIC_RELAXED);
+    }
+}
+
+
 /* One product split by the rows of C over the team. */
 typedef struct {
-    int           ta, tb;
-    size_t        m, n, k, chunk;
-    float         alpha, beta;
-    const float  *a, *b;
-    size_t        lda, ldb, ldc;
-    float        *c;
+    aiserve_train_t  *t;
+    int               ta, tb;
+    size_t            m, n, k, chunk;
+    float             alpha, beta;
+    const float      *a, *b;
+    size_t            lda, ldb, ldc;
+    float            *c;
 } aiserve_pgemm_t;
 
 
@@ -1009,9 +1049,9 @@ aiserve_pgemm_item(void *arg, size_t item, int thread)
     size_t                  rows = g->m - i0 < g->chunk ? g->m - i0 : g->chunk;
 
     /* row i of op(A) is row i of A, or column i of A transposed */
-    aiserve_gemm(g->ta, g->tb, rows, g->n, g->k, g->alpha,
-                 g->ta ? g->a + i0 : g->a + i0 * g->lda, g->lda, g->b,
-                 g->ldb, g->beta, g->c + i0 * g->ldc, g->ldc);
+    aiserve_mm(g->t, g->ta, g->tb, rows, g->n, g->k, g->alpha,
+               g->ta ? g->a + i0 : g->a + i0 * g->lda, g->lda, g->b,
+               g->ldb, g->beta, g->c + i0 * g->ldc, g->ldc);
 }
 
 
@@ -1026,8 +1066,8 @@ aiserve_pgemm(aiserve_train_t *t, int ta, int tb, size_t m, size_t n,
     size_t k, float alpha, const float *a, size_t lda, const float *b,
     size_t ldb, float beta, float *c, size_t ldc)
 {
-    aiserve_pgemm_t  g = { ta, tb, m, n, k, m, alpha, beta, a, b, lda, ldb,
-                           ldc, c };
+    aiserve_pgemm_t  g = { t, ta, tb, m, n, k, m, alpha, beta, a, b, lda,
+                           ldb, ldc, c };
 
     if (t->threads > 1 && m >= 32 && (double) m * n * k >= 1e6) {
         g.chunk = (m + (size_t) t->threads - 1) / (size_t) t->threads;
@@ -1390,7 +1430,7 @@ aiserve_attention_fwd_item(void *arg, size_t item, int thread)
     k = q + H;
     v = q + 2 * H;
     p = a->probs + off;
-    aiserve_gemm(0, 1, L, L, D, scale, q, 3 * H, k, 3 * H, 0.f, p, L);
+    aiserve_mm(t, 0, 1, L, L, D, scale, q, 3 * H, k, 3 * H, 0.f, p, L);
     aiserve_softmax_rows(p, L, L);
     pd = p;
     if (t->dropout_on && t->attn_dropout > 0.f) {
@@ -1399,8 +1439,8 @@ aiserve_attention_fwd_item(void *arg, size_t item, int thread)
         aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * j->l, t->attn_dropout,
                         pd, L * L, off);
     }
-    aiserve_gemm(0, 0, L, D, L, 1.f, pd, L, v, 3 * H, 0.f,
-                 a->ctx + t->start[s] * H + h * D, H);
+    aiserve_mm(t, 0, 0, L, D, L, 1.f, pd, L, v, 3 * H, 0.f,
+               a->ctx + t->start[s] * H + h * D, H);
 }
 
 
@@ -1629,8 +1669,22 @@ aiserve_head_fwd(aiserve_train_t *t, const float *x, float *loss)
 }
 
 
-int
-aiserve_train_forward(aiserve_train_t *t, const aiserve_train_batch_t *batch,
+/* The error of a pass whose bf16 products failed (aiserve_mm()). */
+static int
+aiserve_pass_done(aiserve_train_t *t, int rc, char *err, size_t err_len)
+{
+    if (rc == 0 && t->gemm_failed) {
+        aiserve_err(err, err_len, "oneDNN: a bf16 matrix product failed "
+                    "(out of memory, or a shape it refuses)");
+        t->has_labels = 0;
+        return -1;
+    }
+    return rc;
+}
+
+
+static int
+aiserve_forward_run(aiserve_train_t *t, const aiserve_train_batch_t *batch,
     float *loss, char *err, size_t err_len)
 {
     const aiserve_model_info_t  *in = &t->info;
@@ -1685,6 +1739,17 @@ aiserve_train_forward(aiserve_train_t *t, const aiserve_train_batch_t *batch,
 
 
 int
+aiserve_train_forward(aiserve_train_t *t, const aiserve_train_batch_t *batch,
+    float *loss, char *err, size_t err_len)
+{
+    t->gemm_failed = 0;
+    return aiserve_pass_done(t, aiserve_forward_run(t, batch, loss, err,
+                                                    err_len),
+                             err, err_len);
+}
+
+
+int
 aiserve_train_features(aiserve_train_t *t, const aiserve_train_batch_t *batch,
     float *features, char *err, size_t err_len)
 {
@@ -1731,8 +1796,9 @@ aiserve_train_head_forward(aiserve_train_t *t, const float *features,
     }
     t->pass++;
     t->head_only = 1;
+    t->gemm_failed = 0;
     aiserve_head_fwd(t, features, loss);
-    return 0;
+    return aiserve_pass_done(t, 0, err, err_len);
 }
 
 
@@ -1777,8 +1843,8 @@ aiserve_attention_bwd_item(void *arg, size_t item, int thread)
         aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l, t->attn_dropout, pd,
                         L * L, off);
     }
-    aiserve_gemm(1, 0, L, D, L, 1.f, pd, L, dc, H, 0.f, dv, 3 * H);
-    aiserve_gemm(0, 1, L, L, D, 1.f, dc, H, v, 3 * H, 0.f, dp, L);
+    aiserve_mm(t, 1, 0, L, D, L, 1.f, pd, L, dc, H, 0.f, dv, 3 * H);
+    aiserve_mm(t, 0, 1, L, L, D, 1.f, dc, H, v, 3 * H, 0.f, dp, L);
     if (drop) {
         aiserve_dropout(t, AISERVE_SITE_LAYER + 8 * l, t->attn_dropout, dp,
                         L * L, off);
@@ -1792,8 +1858,8 @@ aiserve_attention_bwd_item(void *arg, size_t item, int thread)
             dp[i * L + j] = p[i * L + j] * (dp[i * L + j] - (float) rs);
         }
     }
-    aiserve_gemm(0, 0, L, D, L, scale, dp, L, k, 3 * H, 0.f, dq, 3 * H);
-    aiserve_gemm(1, 0, L, D, L, scale, dp, L, q, 3 * H, 0.f, dk, 3 * H);
+    aiserve_mm(t, 0, 0, L, D, L, scale, dp, L, k, 3 * H, 0.f, dq, 3 * H);
+    aiserve_mm(t, 1, 0, L, D, L, scale, dp, L, q, 3 * H, 0.f, dk, 3 * H);
 }
 
 
@@ -1865,8 +1931,8 @@ aiserve_layer_bwd(aiserve_train_t *t, size_t l, const float *in)
 }
 
 
-int
-aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
+static int
+aiserve_backward_run(aiserve_train_t *t, float loss_scale, char *err,
     size_t err_len)
 {
     const aiserve_model_info_t  *in = &t->info;
@@ -1941,6 +2007,17 @@ aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
         }
     }
     return 0;
+}
+
+
+int
+aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
+    size_t err_len)
+{
+    t->gemm_failed = 0;
+    return aiserve_pass_done(t, aiserve_backward_run(t, loss_scale, err,
+                                                     err_len),
+                             err, err_len);
 }
 
 
@@ -2123,6 +2200,13 @@ aiserve_train_opts_defaults(aiserve_train_opts_t *opts)
     opts->lora_alpha = 16.f;
     opts->lora_dropout = 0.f;
     opts->lora_targets = AISERVE_LORA_QUERY | AISERVE_LORA_VALUE;
+}
+
+
+aiserve_dtype_e
+aiserve_train_dtype(const aiserve_train_t *t)
+{
+    return t->dtype;
 }
 
 

@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "aiserve_gemm.h"
 #include "aiserve_model.h"
 #include "aiserve_optim.h"
 
@@ -104,6 +105,19 @@ typedef struct {
                                           depend on the seed and this
                                           count only */
     aiserve_train_mode_e  mode;
+    /*
+     * The matrix products (forward, and the input and weight gradients
+     * of the backward pass): FP32 (the default), or mixed precision as
+     * torch.autocast("cpu", dtype=torch.bfloat16) and transformers'
+     * Trainer with bf16=True run BERT: every Linear and both attention
+     * products with bf16 operands and fp32 accumulation
+     * (aiserve_gemm_bf16()); weights, gradients and AdamW's state stay
+     * fp32, and so do embeddings, LayerNorm, softmax, GELU, dropout and
+     * the losses.  BF16 is an error on a CPU without AVX512-BF16 or AMX
+     * (aiserve_gemm_bf16_native()); AUTO takes BF16 where it has either,
+     * else FP32.  aiserve_train_dtype() says which.
+     */
+    aiserve_dtype_e    dtype;
     /*
      * lora mode, with peft's LoraConfig semantics: r (8), lora_alpha
      * (16; scaling = alpha / r), lora_dropout (on the adapter's input,
@@ -239,6 +253,9 @@ int aiserve_train_features(aiserve_train_t *t,
 int aiserve_train_head_forward(aiserve_train_t *t, const float *features,
     const aiserve_train_batch_t *batch, float *loss, char *err,
     size_t err_len);
+
+/* The products' dtype in use: FP32 or BF16 (opts.dtype resolved). */
+aiserve_dtype_e aiserve_train_dtype(const aiserve_train_t *t);
 
 /* Bytes held, for the benchmark's memory table. */
 typedef struct {

@@ -114,6 +114,64 @@ test_product(void)
 }
 
 
+/* aiserve_gemm_bf16() in its four transpositions, with alpha and beta,
+ * against the same product in double of bf16-rounded operands (fp32
+ * accumulation: relative error about k 2^-24 of the sum of |terms|). */
+static void
+test_product_general(void)
+{
+    size_t   m = 33, n = 47, k = 70, ld = 80, i, j, p;
+    float   *a, *b, *c, *c0;
+    double   d, worst = 0, scale;
+    int      ta, tb, rc = 0;
+
+    a = malloc(ld * ld * sizeof(float));
+    b = malloc(ld * ld * sizeof(float));
+    c = malloc(m * ld * sizeof(float));
+    c0 = malloc(m * ld * sizeof(float));
+    for (i = 0; i < ld * ld; i++) {
+        a[i] = (float) sin(0.37 * (double) i) * 1.7f;
+        b[i] = (float) cos(0.53 * (double) i) * 0.9f;
+    }
+    for (i = 0; i < m * ld; i++) {
+        c0[i] = (float) sin(0.11 * (double) i);
+    }
+    for (ta = 0; ta < 2; ta++) {
+        for (tb = 0; tb < 2; tb++) {
+            memcpy(c, c0, m * ld * sizeof(float));
+            rc |= aiserve_gemm_bf16(ta, tb, m, n, k, 0.5f, a, ld, b, ld,
+                                    0.75f, c, ld);
+            for (i = 0; i < m; i++) {
+                for (j = 0; j < n; j++) {
+                    d = 0;
+                    scale = 1;
+                    for (p = 0; p < k; p++) {
+                        double  x = to_bf16(ta ? a[p * ld + i]
+                                               : a[i * ld + p]);
+                        double  y = to_bf16(tb ? b[j * ld + p]
+                                               : b[p * ld + j]);
+
+                        d += x * y;
+                        scale += fabs(x * y);
+                    }
+                    d = 0.5 * d + 0.75 * c0[i * ld + j];
+                    d = fabs(c[i * ld + j] - d) / scale;
+                    worst = d > worst ? d : worst;
+                }
+            }
+        }
+    }
+    tap_ok(rc == 0 && worst < 1e-5, "aiserve_gemm_bf16, A and B as stored "
+           "or transposed, alpha 0.5, beta 0.75: the fp32 product of "
+           "bf16-rounded operands (worst error %.2g of the sum of |terms|)",
+           worst);
+    free(a);
+    free(b);
+    free(c);
+    free(c0);
+}
+
+
 /*
  * The fixture's fp32 references (sentence-transformers) against our fp32
  * (cosine >= 0.99999 and max|diff| <= 1e-4, as test_encoder_minilm) and
@@ -441,6 +499,7 @@ main(void)
     }
     test_fork_after_auto();
     test_product();
+    test_product_general();
     for (i = 0; i < sizeof(tiny) / sizeof(tiny[0]); i++) {
         snprintf(dir, sizeof(dir), "models/%s", tiny[i]);
         test_gates(dir, "t/data/encoder-tiny.jsonl", tiny[i]);
