@@ -476,6 +476,7 @@ aiserve_trainer_create(const aiserve_trainer_opts_t *opts,
     to.num_labels = tr->num_labels;
     to.seed = opts->seed;
     to.threads = opts->threads;
+    to.dtype = opts->dtype;
     to.mode = opts->mode;
     to.lora_r = opts->lora_r;
     to.lora_alpha = opts->lora_alpha;
@@ -1199,7 +1200,7 @@ aiserve_opts_json(const aiserve_trainer_opts_t *o)
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long) o->seed);
     return json_pack("{s:s, s:s, s:I, s:f, s:f, s:I, s:I, s:f, s:f, s:f, "
                      "s:f, s:f, s:f, s:I, s:f, s:I, s:I, s:I, s:s, s:I, "
-                     "s:b, s:s}",
+                     "s:b, s:s, s:s}",
                      "model_dir", o->model_dir,
                      "mode", aiserve_mode_names[o->mode],
                      "lora_r", (json_int_t) o->lora_r,
@@ -1223,7 +1224,8 @@ aiserve_opts_json(const aiserve_trainer_opts_t *o)
                      "threads", (json_int_t) o->threads,
                      "dropout", o->dropout,
                      "ner_mode", o->ner_mode == AISERVE_CHUNK_IOB2
-                                 ? "strict" : "default");
+                                 ? "strict" : "default",
+                     "dtype", aiserve_dtype_name(o->dtype));
 }
 
 
@@ -1444,6 +1446,11 @@ aiserve_trainer_read_checkpoint(const char *dir,
     s = json_string_value(json_object_get(o, "ner_mode"));
     opts->ner_mode = s != NULL && strcmp(s, "strict") == 0
                      ? AISERVE_CHUNK_IOB2 : AISERVE_CHUNK_CONLL;
+    /* absent from checkpoints written before --dtype: fp32 */
+    s = json_string_value(json_object_get(o, "dtype"));
+    opts->dtype = s == NULL || strcmp(s, "fp32") == 0 ? AISERVE_DTYPE_FP32
+                  : strcmp(s, "bf16") == 0 ? AISERVE_DTYPE_BF16
+                  : AISERVE_DTYPE_AUTO;
     return root;
 
 fail:

@@ -69,6 +69,9 @@ typedef struct {
                                              max_position_embeddings */
     uint64_t               seed;          /* 42, as Trainer */
     int                    threads;       /* of each pass; 1 */
+    aiserve_dtype_e        dtype;         /* of the matrix products:
+                                             fp32 (default), bf16 or
+                                             auto (aiserve_train_opts_t) */
     int                    dropout;       /* 1: BERT's dropout on while
                                              training */
     aiserve_chunk_mode_e   ner_mode;      /* seqeval's default

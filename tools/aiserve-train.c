@@ -66,6 +66,11 @@ usage(FILE *f)
 "  --seed N                shuffling, new head, LoRA, dropout (42)\n"
 "  --threads N             threads of each pass (1); results depend on\n"
 "                          the seed and this count\n"
+"  --dtype fp32|bf16|auto  the matrix products: fp32 (default), or bf16\n"
+"                          mixed precision (bf16 operands, fp32\n"
+"                          accumulation, weights and AdamW state; needs\n"
+"                          AVX512-BF16 or AMX); auto: bf16 where the CPU\n"
+"                          has either, else fp32\n"
 "  --no-dropout            train with dropout off\n"
 "  --format jsonl|csv|conll   the files' format (by the extension)\n"
 "  --text-column NAME      CSV: the text column (text)\n"
@@ -415,6 +420,7 @@ main(int argc, char **argv)
     const char                        *model = NULL, *mode = "full";
     const char                        *resume = NULL, *problem = NULL;
     const char                        *ner_mode = NULL;
+    const char                        *dtype = NULL;
     char                               err[1024], ckdir[PATH_MAX];
     char                               abs_train[PATH_MAX];
     char                               abs_valid[PATH_MAX];
@@ -477,6 +483,7 @@ main(int argc, char **argv)
         else if (strcmp(k, "--label-column") == 0) { a.label_column = val; }
         else if (strcmp(k, "--problem-type") == 0) { problem = val; }
         else if (strcmp(k, "--ner-mode") == 0) { ner_mode = val; }
+        else if (strcmp(k, "--dtype") == 0) { dtype = val; }
         else if (strcmp(k, "--lora-targets") == 0) { targets = argv[i]; }
         else if (strcmp(k, "--resume") == 0) { resume = val; }
         NUM("--epochs", epochs, 1, 1e6)
@@ -568,6 +575,18 @@ main(int argc, char **argv)
             o.ner_mode = strcmp(ner_mode, "strict") == 0
                          ? AISERVE_CHUNK_IOB2 : AISERVE_CHUNK_CONLL;
         }
+        if (dtype != NULL) {
+            if (strcmp(dtype, "fp32") != 0 && strcmp(dtype, "bf16") != 0
+                && strcmp(dtype, "auto") != 0)
+            {
+                fprintf(stderr, "aiserve-train: --dtype: \"%s\" is not fp32, "
+                        "bf16 or auto\n", dtype);
+                return 2;
+            }
+            o.dtype = strcmp(dtype, "bf16") == 0 ? AISERVE_DTYPE_BF16
+                      : strcmp(dtype, "auto") == 0 ? AISERVE_DTYPE_AUTO
+                      : AISERVE_DTYPE_FP32;
+        }
 #define SET(var, field, type) if (var >= 0) { o.field = (type) var; }
         SET(epochs, epochs, size_t);
         SET(lr, learning_rate, float);
@@ -658,7 +677,7 @@ main(int argc, char **argv)
     last_log = p->step;
     if (!tty) {
         print_json(json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:f, "
-                             "s:I, s:b}",
+                             "s:I, s:b, s:s}",
                              "event", "start", "model", o.model_dir,
                              "mode", o.mode == AISERVE_TRAIN_FULL ? "full"
                                      : o.mode == AISERVE_TRAIN_HEAD ? "head"
@@ -669,7 +688,9 @@ main(int argc, char **argv)
                              "batch_tokens", (json_int_t) o.batch_tokens,
                              "learning_rate", (double) o.learning_rate,
                              "total_tokens", (json_int_t) p->total_tokens,
-                             "resumed", resume != NULL));
+                             "resumed", resume != NULL,
+                             "dtype", aiserve_dtype_name(aiserve_train_dtype(
+                                 aiserve_trainer_engine(tr)))));
     }
 
     do {

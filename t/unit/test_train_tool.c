@@ -4,9 +4,10 @@
  * head) loads and serves; eval_results.json and eval_report.txt written;
  * SIGINT mid-run writes a checkpoint (status 130) that --resume turns
  * into the very model.safetensors an uninterrupted run writes; --help;
- * errors name the file, line and field.
+ * --dtype fp32, bf16 and auto; errors name the file, line and field.
  */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <jansson.h>
 
 #include "tap.h"
+#include "aiserve_gemm.h"
 #include "aiserve_model.h"
 
 #define TOOL     "tools/aiserve-train"
@@ -357,6 +359,87 @@ test_errors(void)
 }
 
 
+/* The last eval line's eval_loss of R, or -1. */
+static double
+last_eval_loss(const result_t *r)
+{
+    json_t  *o = NULL;
+
+    if (count(r, "eval", &o) == 0) {
+        return -1;
+    }
+    return json_number_value(json_object_get(o, "eval_loss"));
+}
+
+
+/*
+ * --dtype: bf16 mixed precision trains to about fp32's validation loss
+ * and says so in its start line; auto resolves; bf16 on a CPU without
+ * AVX512-BF16 or AMX (oneDNN's ISA lowered by ONEDNN_MAX_CPU_ISA) is an
+ * error naming what the CPU has; a bad value exits 2.
+ */
+static void
+test_dtype(void)
+{
+    char        out[256], dt[8];
+    result_t    r;
+    json_t     *o = NULL;
+    double      l32, l16;
+    const char *isa;
+    int         native = aiserve_gemm_bf16_native(&isa);
+    char       *argv[] = { TOOL, "--model", "models/tiny-bert-seq-cls",
+                           "--task", "classify", "--train", S_TRAIN,
+                           "--validation", S_VALID, "--out", out,
+                           "--epochs", "3", "--batch-tokens", "64",
+                           "--learning-rate", "1e-3", "--dtype", dt, NULL };
+
+    snprintf(out, sizeof(out), "%s/dtype", tmpdir);
+    snprintf(dt, sizeof(dt), "fp32");
+    run_tool(argv, 0, &r);
+    l32 = last_eval_loss(&r);
+    tap_ok(r.status == 0 && count(&r, "start", &o) == 1
+           && strcmp(json_string_value(json_object_get(o, "dtype")), "fp32")
+              == 0, "dtype fp32: the start line says fp32 (%s)", r.err);
+    json_decref(r.lines);
+
+    snprintf(dt, sizeof(dt), "auto");
+    run_tool(argv, 0, &r);
+    tap_ok(r.status == 0 && count(&r, "start", &o) == 1
+           && strcmp(json_string_value(json_object_get(o, "dtype")),
+                     native ? "bf16" : "fp32") == 0,
+           "dtype auto: %s on a CPU with %s (%s)", native ? "bf16" : "fp32",
+           isa, r.err);
+    json_decref(r.lines);
+
+    if (native) {
+        snprintf(dt, sizeof(dt), "bf16");
+        run_tool(argv, 0, &r);
+        l16 = last_eval_loss(&r);
+        tap_ok(r.status == 0 && count(&r, "start", &o) == 1
+               && strcmp(json_string_value(json_object_get(o, "dtype")),
+                         "bf16") == 0
+               && l32 > 0 && l16 > 0 && fabs(l16 - l32) <= 0.05 * l32,
+               "dtype bf16: trains, eval_loss %.5f against fp32's %.5f "
+               "(within 5%%) (%s)", l16, l32, r.err);
+        json_decref(r.lines);
+    }
+
+    snprintf(dt, sizeof(dt), "bf16");
+    setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE", 1);
+    run_tool(argv, 0, &r);
+    unsetenv("ONEDNN_MAX_CPU_ISA");
+    tap_ok(r.status == 1 && strstr(r.err, "dtype bf16: the CPU has") != NULL,
+           "dtype bf16 without AVX512-BF16 or AMX: an error (%s)", r.err);
+    json_decref(r.lines);
+
+    snprintf(dt, sizeof(dt), "fp16");
+    run_tool(argv, 0, &r);
+    tap_ok(r.status == 2 && strstr(r.err, "--dtype: \"fp16\"") != NULL,
+           "dtype fp16: exit 2 naming the option (%s)", r.err);
+    json_decref(r.lines);
+}
+
+
 int
 main(void)
 {
@@ -369,6 +452,7 @@ main(void)
     test_full();
     test_interrupt();
     test_head_ner();
+    test_dtype();
     test_errors();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0) {
