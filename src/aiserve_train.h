@@ -30,7 +30,8 @@
  * seen, so the batch's token budget bounds them.
  *
  * Matrix products and their gradients go through the BLAS
- * (aiserve_blas.h), one thread a call; a pass splits the large ones by
+ * (aiserve_blas.h), or in bf16 through oneDNN (opts.dtype,
+ * aiserve_gemm_bf16()), one thread a call; a pass splits the large ones by
  * rows, and attention by sequence and head, over opts.threads threads
  * (aiserve_team.h): results depend only on the inputs, the seed and the
  * thread count.  No nginx types.

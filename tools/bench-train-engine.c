@@ -4,7 +4,7 @@
  * tools/bench-train (which runs the PyTorch side and prints the table).
  *
  *   bench-train-engine full|lora MODEL_DIR TRAIN_CSV THREADS WARMUP
- *       < batches.jsonl
+ *       [fp32|bf16] < batches.jsonl
  *   bench-train-engine head MODEL_DIR TRAIN_CSV THREADS TEST_CSV EPOCHS
  *       LEARNING_RATE BATCH SEED
  *
@@ -15,7 +15,8 @@
  * transformers' Trainer does per batch: forward with dropout on, the
  * loss, backward, clipping to 1.0, AdamW with the linear schedule
  * (learning rate 5e-5 full, 5e-4 lora, the trainer's defaults), zeroing
- * the gradients.  Prints one JSON object: steps, tokens and seconds of
+ * the gradients; in bf16 (aiserve_train_opts_t.dtype, mixed precision)
+ * where the last argument says so.  Prints one JSON object: steps, tokens and seconds of
  * the timed steps, median step time, first and last loss, parameters,
  * trainable parameters, optimiser state bytes, peak RSS, and the CPU
  * seconds of the timed steps (all threads; a figure the machine's other
@@ -157,6 +158,10 @@ pack(const bench_data_t *d, const size_t *rows, size_t n,
 }
 
 
+/* The products' dtype of the full and lora runs (their last argument). */
+static aiserve_dtype_e  bench_dtype = AISERVE_DTYPE_FP32;
+
+
 static aiserve_train_t *
 load(const char *model_dir, aiserve_train_mode_e mode, size_t num_labels,
     int threads)
@@ -172,6 +177,7 @@ load(const char *model_dir, aiserve_train_mode_e mode, size_t num_labels,
     o.seed = 42;
     o.threads = threads;
     o.mode = mode;
+    o.dtype = bench_dtype;
     t = aiserve_train_load(model_dir, &o, err, sizeof(err));
     if (t == NULL) {
         die(model_dir, err);
@@ -465,9 +471,13 @@ bench_head(const char *model_dir, const char *train_csv, int threads,
 int
 main(int argc, char **argv)
 {
-    if (argc == 6 && (strcmp(argv[1], "full") == 0
-                      || strcmp(argv[1], "lora") == 0))
+    if ((argc == 6 || (argc == 7 && (strcmp(argv[6], "fp32") == 0
+                                     || strcmp(argv[6], "bf16") == 0)))
+        && (strcmp(argv[1], "full") == 0 || strcmp(argv[1], "lora") == 0))
     {
+        if (argc == 7 && strcmp(argv[6], "bf16") == 0) {
+            bench_dtype = AISERVE_DTYPE_BF16;
+        }
         return bench_steps(strcmp(argv[1], "full") == 0 ? AISERVE_TRAIN_FULL
                                                         : AISERVE_TRAIN_LORA,
                            argv[2], argv[3], atoi(argv[4]),
@@ -481,7 +491,7 @@ main(int argc, char **argv)
     }
     fprintf(stderr,
             "usage: bench-train-engine full|lora MODEL_DIR TRAIN_CSV "
-            "THREADS WARMUP < batches.jsonl\n"
+            "THREADS WARMUP [fp32|bf16] < batches.jsonl\n"
             "       bench-train-engine head MODEL_DIR TRAIN_CSV THREADS "
             "TEST_CSV EPOCHS LEARNING_RATE BATCH SEED\n");
     return 2;
