@@ -69,10 +69,10 @@ test_product(void)
     c = malloc(m * n * sizeof(float));
     srand(14);
     for (i = 0; i < m * lda; i++) {
-        a[i] = (float) rand() / RAND_MAX * 2 - 1;
+        a[i] = (float) rand() / (float) RAND_MAX * 2 - 1;
     }
     for (i = 0; i < n * k; i++) {
-        w[i] = (float) rand() / RAND_MAX * 2 - 1;
+        w[i] = (float) rand() / (float) RAND_MAX * 2 - 1;
     }
     for (i = 0; i < n; i++) {
         bias[i] = (float) i / 7;
