@@ -34,6 +34,9 @@
 /* how often a worker reads the registry's generation */
 #define NGX_HTTP_AISERVE_DEPLOY_EVERY  250
 
+/* re-armed as long as a load runs */
+#define NGX_HTTP_AISERVE_DEPLOY_GUARD  60000
+
 
 typedef struct {
     const char                  *name;      /* the aiserve_model's */
@@ -75,6 +78,10 @@ typedef struct {
     ngx_queue_t                      retired;
     uint64_t                         generation;
     ngx_event_t                      timer;
+    ngx_event_t                      guard;     /* while a load runs: a
+                                                   graceful exit waits for
+                                                   timers, not for thread
+                                                   tasks that write here */
     ngx_thread_task_t               *task;
     ngx_uint_t                       busy;      /* task in flight */
     ngx_http_aiserve_deploy_job_t    job;
@@ -90,6 +97,7 @@ static void ngx_http_aiserve_deploy_job_free(
     ngx_http_aiserve_deploy_job_t *job);
 static ngx_int_t ngx_http_aiserve_deploy_snapshot(ngx_log_t *log);
 static void ngx_http_aiserve_deploy_tick(ngx_event_t *ev);
+static void ngx_http_aiserve_deploy_guard(ngx_event_t *ev);
 static void ngx_http_aiserve_deploy_retire(ngx_http_aiserve_model_t *m);
 static void ngx_http_aiserve_deploy_reap(void);
 static ngx_int_t ngx_http_aiserve_deploy_caller(ngx_http_request_t *r,
@@ -240,6 +248,10 @@ ngx_http_aiserve_deploy_init_process(ngx_cycle_t *cycle)
     d->timer.log = cycle->log;
     d->timer.cancelable = 1;
 
+    d->guard.handler = ngx_http_aiserve_deploy_guard;
+    d->guard.data = d;
+    d->guard.log = cycle->log;
+
     ngx_http_aiserve_deploy = d;
 
     /* the registered models load again at start, before any request */
@@ -267,7 +279,8 @@ ngx_http_aiserve_deploy_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
-    /* the thread pools have joined their threads by now */
+    /* no load is in flight (its guard holds a graceful exit) and no
+     * batch (theirs do) */
 
     while (!ngx_queue_empty(&d->models)) {
         q = ngx_queue_head(&d->models);
@@ -450,6 +463,10 @@ ngx_http_aiserve_deploy_done(ngx_event_t *ev)
     ngx_http_aiserve_deploy_t  *d = ev->data;
 
     d->busy = 0;
+
+    if (d->guard.timer_set) {
+        ngx_del_timer(&d->guard);
+    }
 
     if (ngx_http_aiserve_deploy != d) {
         return;
@@ -692,6 +709,18 @@ ngx_http_aiserve_deploy_tick(ngx_event_t *ev)
     }
 
     d->busy = 1;
+    ngx_add_timer(&d->guard, NGX_HTTP_AISERVE_DEPLOY_GUARD);
+}
+
+
+static void
+ngx_http_aiserve_deploy_guard(ngx_event_t *ev)
+{
+    ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                  "aiserve registry: a load has run for %M ms",
+                  (ngx_msec_t) NGX_HTTP_AISERVE_DEPLOY_GUARD);
+
+    ngx_add_timer(ev, NGX_HTTP_AISERVE_DEPLOY_GUARD);
 }
 
 
