@@ -3102,7 +3102,7 @@ aiserve_ledger_training_held(aiserve_ledger_t *l, uint32_t id, int account,
         return rc;
     }
 
-    rc = txn_training_held(l, l->rtxn, id, account, tokens);
+    rc = id ? txn_training_held(l, l->rtxn, id, account, tokens) : 0;
 
     if (rc == 0) {
         mk.mv_data = "training_gen";

@@ -580,7 +580,7 @@ int aiserve_ledger_training_get(aiserve_ledger_t *l, const char *job_id,
  * Tokens that open jobs of key_id (or, with account, of every key of
  * account id) hold reserved and have not trained yet, for a budget check;
  * *gen gets "training_gen", which moves on with every training write, so
- * a cache of budgets knows when to read again.
+ * a cache of budgets knows when to read again (id 0: only *gen).
  */
 int aiserve_ledger_training_held(aiserve_ledger_t *l, uint32_t id,
     int account, uint64_t *tokens, uint64_t *gen);

@@ -9,7 +9,7 @@
  *   GET  accounts/ID/keys           POST accounts/ID/keys  (secret once)
  *   GET  keys                       GET  keys/ID      POST keys/ID
  *   POST keys/ID/revoke, block, unblock, rotate
- *   DELETE keys/ID  (revoke)        DELETE accounts/ID  (close)
+ *   DELETE keys/ID  (as revoke)     DELETE accounts/ID  (close)
  *   GET  audit
  *
  * Every request needs an admin key before its path is even read, so no
@@ -552,109 +552,57 @@ ngx_http_aiserve_admin_ledger_fail(int rc, ngx_http_aiserve_admin_err_t *e)
  * the parsed JSON of a POST ({} when empty).  Returns NGX_OK with *out
  * and *status, or NGX_ERROR with e filled.
  */
-static ngx_uint_t
-ngx_http_aiserve_admin_seg_is(ngx_str_t *seg, const char *s)
-{
-    size_t  len;
-
-    len = ngx_strlen(s);
-
-    return seg->len == len && ngx_strncmp(seg->data, s, len) == 0;
-}
-
-
 /*
- * DELETE keys/ID: revokes the key, as POST keys/ID/revoke does; DELETE
- * accounts/ID: closes the account for good and revokes its keys.  Both
- * answer the object with "deleted": true; its usage stays in the ledger.
+ * DELETE accounts/ID: closes the account for good and revokes its keys in
+ * one transaction; answers it with "deleted": true and keys_revoked.  Its
+ * usage stays in the ledger.  (DELETE keys/ID is POST keys/ID/revoke.)
  */
 static ngx_int_t
-ngx_http_aiserve_admin_delete(ngx_http_request_t *r, ngx_str_t *seg,
-    ngx_uint_t n, json_t **out, ngx_http_aiserve_admin_err_t *e)
+ngx_http_aiserve_admin_close(ngx_http_request_t *r, ngx_str_t *seg,
+    json_t **out, ngx_http_aiserve_admin_err_t *e)
 {
     char                obj[32], detail[32];
     uint32_t            id;
     unsigned            revoked;
     ngx_int_t           rc;
-    aiserve_key_t       k;
     aiserve_account_t   a;
 
-    if (n != 2 || (!ngx_http_aiserve_admin_seg_is(&seg[0], "keys")
-                   && !ngx_http_aiserve_admin_seg_is(&seg[0], "accounts")))
-    {
+    id = ngx_http_aiserve_admin_id(&seg[1], "acct_");
+    rc = id ? aiserve_ledger_account_close(ngx_http_aiserve_meter_ledger, id,
+                                           &revoked)
+            : AISERVE_LEDGER_NOTFOUND;
+
+    if (rc == AISERVE_LEDGER_NOTFOUND) {
         return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
-                   "not_found", NULL, "no admin route %s",
-                   "for DELETE: keys/ID, accounts/ID");
+                   "not_found", NULL, "%s", "no such account");
     }
 
-    if (ngx_http_aiserve_admin_seg_is(&seg[0], "keys")) {
-        id = ngx_http_aiserve_admin_id(&seg[1], "key_");
-        rc = id ? aiserve_ledger_key_get(ngx_http_aiserve_meter_ledger, id,
-                                         &k)
-                : AISERVE_LEDGER_NOTFOUND;
-        if (rc != AISERVE_LEDGER_OK) {
-            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
-                       "not_found", NULL, "%s", "no such key");
-        }
+    ngx_sprintf((u_char *) obj, "acct_%uD%Z", id);
 
-        ngx_sprintf((u_char *) obj, "key_%uD%Z", k.id);
-
-        if (k.status == AISERVE_KEY_REVOKED) {
-            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
-                       "key_revoked", NULL, "%s is revoked", obj);
-        }
-
-        k.status = AISERVE_KEY_REVOKED;
-
-        rc = aiserve_ledger_key_put(ngx_http_aiserve_meter_ledger, &k);
-        if (rc != AISERVE_LEDGER_OK) {
-            return ngx_http_aiserve_admin_ledger_fail(rc, e);
-        }
-
-        ngx_http_aiserve_admin_audit(r, "key.revoke", obj, "DELETE");
-        *out = ngx_http_aiserve_admin_key_json(&k);
-
-    } else {
-        id = ngx_http_aiserve_admin_id(&seg[1], "acct_");
-        rc = id ? aiserve_ledger_account_close(ngx_http_aiserve_meter_ledger,
-                                               id, &revoked)
-                : AISERVE_LEDGER_NOTFOUND;
-
-        if (rc == AISERVE_LEDGER_NOTFOUND) {
-            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
-                       "not_found", NULL, "%s", "no such account");
-        }
-
-        if (rc == AISERVE_LEDGER_ERROR
-            && aiserve_ledger_account_get(ngx_http_aiserve_meter_ledger, id,
-                                          &a) == AISERVE_LEDGER_OK
-            && a.status == AISERVE_ACCOUNT_CLOSED)
-        {
-            ngx_sprintf((u_char *) obj, "acct_%uD%Z", id);
-            return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
-                       "account_closed", NULL, "%s is closed", obj);
-        }
-
-        if (rc != AISERVE_LEDGER_OK
-            || aiserve_ledger_account_get(ngx_http_aiserve_meter_ledger, id,
-                                          &a) != AISERVE_LEDGER_OK)
-        {
-            return ngx_http_aiserve_admin_ledger_fail(rc ? rc
-                                                         : AISERVE_LEDGER_ERROR,
-                                                      e);
-        }
-
-        ngx_sprintf((u_char *) obj, "acct_%uD%Z", id);
-        ngx_sprintf((u_char *) detail, "keys_revoked=%ud%Z", revoked);
-        ngx_http_aiserve_admin_audit(r, "account.close", obj, detail);
-
-        *out = ngx_http_aiserve_admin_account_json(&a);
-        if (*out) {
-            json_object_set_new(*out, "keys_revoked", json_integer(revoked));
-        }
+    if (rc == AISERVE_LEDGER_ERROR
+        && aiserve_ledger_account_get(ngx_http_aiserve_meter_ledger, id, &a)
+           == AISERVE_LEDGER_OK
+        && a.status == AISERVE_ACCOUNT_CLOSED)
+    {
+        return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
+                   "account_closed", NULL, "%s is closed", obj);
     }
 
+    if (rc == AISERVE_LEDGER_OK) {
+        rc = aiserve_ledger_account_get(ngx_http_aiserve_meter_ledger, id,
+                                        &a);
+    }
+
+    if (rc != AISERVE_LEDGER_OK) {
+        return ngx_http_aiserve_admin_ledger_fail(AISERVE_LEDGER_ERROR, e);
+    }
+
+    ngx_sprintf((u_char *) detail, "keys_revoked=%ud%Z", revoked);
+    ngx_http_aiserve_admin_audit(r, "account.close", obj, detail);
+
+    *out = ngx_http_aiserve_admin_account_json(&a);
     if (*out) {
+        json_object_set_new(*out, "keys_revoked", json_integer(revoked));
         json_object_set_new(*out, "deleted", json_true());
     }
 
@@ -673,7 +621,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
     int64_t                          grace;
     uint32_t                         id;
     json_t                          *v;
-    ngx_uint_t                       post;
+    ngx_uint_t                       post, del;
     const char                      *type, *s;
     aiserve_key_t                    k;
     aiserve_account_t                a;
@@ -691,8 +639,17 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
 #define ROUTE_IS(i, s)  (seg[i].len == sizeof(s) - 1                          \
                          && ngx_strncmp(seg[i].data, s, sizeof(s) - 1) == 0)
 
-    if (r->method == NGX_HTTP_DELETE) {
-        return ngx_http_aiserve_admin_delete(r, seg, n, out, e);
+    del = (r->method == NGX_HTTP_DELETE);
+
+    if (del && !(n == 2 && (ROUTE_IS(0, "keys") || ROUTE_IS(0, "accounts"))))
+    {
+        return ngx_http_aiserve_admin_fail(e, NGX_HTTP_NOT_FOUND,
+                   "not_found", NULL, "no admin route %s",
+                   "for DELETE: keys/ID, accounts/ID");
+    }
+
+    if (del && ROUTE_IS(0, "accounts")) {
+        return ngx_http_aiserve_admin_close(r, seg, out, e);
     }
 
     if (n == 1 && ROUTE_IS(0, "audit") && !post) {
@@ -877,16 +834,16 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
 
         ngx_sprintf((u_char *) obj, "key_%uD%Z", k.id);
 
-        if (n == 2 && !post) {
+        if (n == 2 && !post && !del) {
             *out = ngx_http_aiserve_admin_key_json(&k);
             return NGX_OK;
         }
 
-        if (!post || n > 3) {
+        if ((!post && !del) || n > 3) {
             goto not_found_or_method;
         }
 
-        if (n == 2) {
+        if (n == 2 && !del) {
             if (ngx_http_aiserve_admin_key_body(body, &k, key_update, e)
                 != NGX_OK)
             {
@@ -960,7 +917,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
             return NGX_OK;
         }
 
-        if (ROUTE_IS(2, "revoke") || ROUTE_IS(2, "block")
+        if (del || ROUTE_IS(2, "revoke") || ROUTE_IS(2, "block")
             || ROUTE_IS(2, "unblock"))
         {
             if (json_object_size(body)) {
@@ -974,7 +931,7 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
                            "key_revoked", NULL, "%s is revoked", obj);
             }
 
-            k.status = ROUTE_IS(2, "revoke") ? AISERVE_KEY_REVOKED
+            k.status = (del || ROUTE_IS(2, "revoke")) ? AISERVE_KEY_REVOKED
                        : ROUTE_IS(2, "block") ? AISERVE_KEY_BLOCKED
                        : AISERVE_KEY_ACTIVE;
 
@@ -986,8 +943,11 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
             ngx_http_aiserve_admin_audit(r,
                 k.status == AISERVE_KEY_REVOKED ? "key.revoke"
                 : k.status == AISERVE_KEY_BLOCKED ? "key.block"
-                : "key.unblock", obj, NULL);
+                : "key.unblock", obj, del ? "DELETE" : NULL);
             *out = ngx_http_aiserve_admin_key_json(&k);
+            if (*out && del) {
+                json_object_set_new(*out, "deleted", json_true());
+            }
             return NGX_OK;
         }
     }
@@ -1028,6 +988,7 @@ ngx_http_aiserve_admin_split(ngx_http_request_t *r, ngx_str_t *seg,
     }
 
     *n = 0;
+    ngx_memzero(seg, 4 * sizeof(ngx_str_t));
 
     while (p < last) {
         if (*p == '/') {
