@@ -65,6 +65,8 @@ TOOLS        := $(patsubst tools/%.c,$(TOOLDIR)/%,$(TOOL_SRCS))
 # Unit tests: t/unit/test_*.c, each a TAP producer run by prove.
 UNIT_SRCS    := $(sort $(wildcard t/unit/test_*.c))
 UNIT_TESTS   := $(patsubst t/unit/%.c,$(BUILD)/t/%,$(UNIT_SRCS))
+# helpers of the Test::Nginx suites, built with the unit tests
+UNIT_HELPERS := $(BUILD)/t/ledger_charge
 
 MODULE_SO    := $(BUILD)/ngx_http_aiserve_module.so
 DEFAULT_MODEL := models/all-MiniLM-L6-v2
@@ -103,7 +105,7 @@ $(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
 
-unit-tests: $(UNIT_TESTS)
+unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS)
 
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
@@ -174,7 +176,7 @@ test-unit: unit-tests $(DEFAULT_MODEL)/model.safetensors
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
 	AISERVE_TRAIN_DTYPE=bf16 prove --exec '' $(BUILD)/t/test_train_grad
 
-test-nginx: module $(DEFAULT_MODEL)/model.safetensors
+test-nginx: module $(UNIT_HELPERS) $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib -r t/
 	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
 
