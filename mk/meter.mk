@@ -10,7 +10,8 @@
 
 .PHONY: test-meter bench-meter
 
-test-meter: module tools $(BUILD)/t/test_ledger $(BUILD)/t/test_accounts
+test-meter: module tools $(BUILD)/t/test_ledger $(BUILD)/t/test_accounts \
+            $(UNIT_HELPERS)
 	prove --exec '' $(BUILD)/t/test_ledger $(BUILD)/t/test_accounts
 	prove -I t/lib t/05*-meter-*.t
 
