@@ -1005,6 +1005,60 @@ test_currency(void)
 }
 
 
+/* Closing an account: its keys revoked in one transaction, no new key,
+ * not closed twice, its usage kept. */
+static void
+test_account_close(void)
+{
+    char                secret[AISERVE_API_KEY_MAX];
+    unsigned            revoked;
+    uint64_t            c[5];
+    aiserve_key_t       k;
+    aiserve_ledger_t   *l;
+    aiserve_account_t   a;
+
+    l = training_ledger();
+    tap_ok(l != NULL && aiserve_ledger_training_reserve(l, 1, 1, "tiny",
+                            "ftjob-z", 10, 1000, 1796256000, NULL, 0) == 0
+           && aiserve_ledger_training_settle(l, 1, "", "ftjob-z", 10,
+                                             1796256000, NULL, 0) == 0,
+           "acct_1 with a charge");
+
+    memset(&k, 0, sizeof(k));
+    k.account_id = 1;
+    aiserve_ledger_key_create(l, &k, "test", secret);
+
+    tap_ok(aiserve_ledger_account_close(l, 1, &revoked) == AISERVE_LEDGER_OK
+           && revoked == 2, "closed: its 2 keys revoked (%u)", revoked);
+    tap_ok(aiserve_ledger_account_get(l, 1, &a) == 0
+           && a.status == AISERVE_ACCOUNT_CLOSED
+           && strcmp(aiserve_account_status_name(a.status), "closed") == 0,
+           "status closed");
+    tap_ok(aiserve_ledger_key_get(l, 1, &k) == 0
+           && k.status == AISERVE_KEY_REVOKED
+           && aiserve_ledger_key_get(l, 2, &k) == 0
+           && k.status == AISERVE_KEY_ACTIVE,
+           "its keys revoked, another account's key untouched");
+    tap_ok(aiserve_ledger_account_close(l, 1, &revoked)
+           == AISERVE_LEDGER_ERROR && revoked == 0,
+           "closed again: %s", aiserve_ledger_error(l));
+    tap_ok(aiserve_ledger_account_close(l, 77, &revoked)
+           == AISERVE_LEDGER_NOTFOUND, "an unknown account: NOTFOUND");
+
+    memset(&k, 0, sizeof(k));
+    k.account_id = 1;
+    tap_ok(aiserve_ledger_key_create(l, &k, "test", secret)
+           == AISERVE_LEDGER_ERROR, "no new key: %s",
+           aiserve_ledger_error(l));
+
+    memset(c, 0, sizeof(c));
+    aiserve_ledger_usage_each(l, 1, 0, 0, training_rows_cb, c);
+    tap_ok(c[1] == 10, "its usage stays");
+
+    aiserve_ledger_close(l);
+}
+
+
 int
 main(void)
 {
@@ -1024,6 +1078,7 @@ main(void)
     test_training_crash();
     test_migration_v3();
     test_currency();
+    test_account_close();
 
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0) {
