@@ -743,6 +743,78 @@ aiserve_files_csv_label(const char *data, size_t len, char *col,
 }
 
 
+/* Parses the content of f (len bytes) as validation and training read
+ * it; label has room for 128 bytes. */
+static int
+aiserve_files_parse(const aiserve_file_t *f, const char *data, size_t len,
+    char *label, aiserve_dataset_t *ds, char *err, size_t err_len)
+{
+    aiserve_data_opts_t  opts;
+
+    aiserve_data_opts_default(&opts);
+
+    if (strcmp(aiserve_files_format_name(f->filename), "csv") == 0
+        && aiserve_files_csv_label(data, len, label, 128) == 0)
+    {
+        opts.label_column = label;
+    }
+
+    return aiserve_data_parse(f->filename, data, len, &opts, ds, err,
+                              err_len);
+}
+
+
+int
+aiserve_files_dataset(const aiserve_files_t *fs, const aiserve_file_t *f,
+    aiserve_dataset_t *ds, char *err, size_t err_len)
+{
+    int     rc;
+    char    path[4200], label[128], *data;
+    long    n;
+    FILE   *in;
+
+    memset(ds, 0, sizeof(aiserve_dataset_t));
+
+    if (aiserve_files_path(fs, f->id, path, sizeof(path)) != 0) {
+        snprintf(err, err_len, "%s: the path is too long", f->id);
+        return -1;
+    }
+
+    in = fopen(path, "rb");
+    if (in == NULL) {
+        snprintf(err, err_len, "%s (%s): %s", f->filename, f->id,
+                 strerror(errno));
+        return -1;
+    }
+
+    data = NULL;
+    n = -1;
+
+    if (fseek(in, 0, SEEK_END) == 0) {
+        n = ftell(in);
+    }
+
+    if (n >= 0 && fseek(in, 0, SEEK_SET) == 0) {
+        data = malloc(n + 1);
+    }
+
+    if (data == NULL || fread(data, 1, n, in) != (size_t) n) {
+        snprintf(err, err_len, "%s (%s): cannot be read", f->filename,
+                 f->id);
+        fclose(in);
+        free(data);
+        return -1;
+    }
+
+    fclose(in);
+
+    rc = aiserve_files_parse(f, data, n, label, ds, err, err_len);
+    free(data);
+
+    return rc;
+}
+
+
 void
 aiserve_files_validate(const aiserve_tok_t *tok, const char *data,
     size_t len, aiserve_file_t *f)
@@ -752,30 +824,21 @@ aiserve_files_validate(const aiserve_tok_t *tok, const char *data,
     uint64_t             tokens;
     aiserve_dataset_t    ds;
     aiserve_features_t   feat;
-    aiserve_data_opts_t  opts;
     aiserve_label_set_t  set;
 
     memset(&ds, 0, sizeof(ds));
     memset(&set, 0, sizeof(set));
 
-    aiserve_data_opts_default(&opts);
-
     snprintf(f->format, sizeof(f->format), "%s",
              aiserve_files_format_name(f->filename));
-
-    if (strcmp(f->format, "csv") == 0
-        && aiserve_files_csv_label(data, len, label, sizeof(label)) == 0)
-    {
-        opts.label_column = label;
-    }
 
     f->status = AISERVE_FILE_ERROR;
     f->examples = 0;
     f->tokens = 0;
     f->num_labels = 0;
 
-    if (aiserve_data_parse(f->filename, data, len, &opts, &ds, f->details,
-                           sizeof(f->details))
+    if (aiserve_files_parse(f, data, len, label, &ds, f->details,
+                            sizeof(f->details))
         != 0)
     {
         return;

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "aiserve_data.h"
 #include "aiserve_tokenizer.h"
 
 
@@ -141,6 +142,15 @@ int aiserve_files_usage(aiserve_files_t *fs, uint32_t account_id,
  */
 void aiserve_files_validate(const aiserve_tok_t *tok, const char *data,
     size_t len, aiserve_file_t *f);
+
+/*
+ * Reads the content of the stored file f into ds as validation read it
+ * (the format by f->filename, a CSV's label column as above): training
+ * reads its files through this.  0, or -1 with err naming the file, line
+ * and field.
+ */
+int aiserve_files_dataset(const aiserve_files_t *fs, const aiserve_file_t *f,
+    aiserve_dataset_t *ds, char *err, size_t err_len);
 
 const char *aiserve_file_status_name(uint32_t status);
 

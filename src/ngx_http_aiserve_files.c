@@ -28,20 +28,11 @@
 #include <jansson.h>
 
 #include "ngx_http_aiserve_meter.h"
-#include "aiserve_files.h"
+#include "ngx_http_aiserve_files.h"
 
 
 #define NGX_HTTP_AISERVE_FILES_LIMIT_DEFAULT  100
 #define NGX_HTTP_AISERVE_FILES_LIMIT_MAX      1000
-
-
-typedef struct {
-    ngx_str_t                    dir;
-    ngx_str_t                    tokenizer;
-    size_t                       map_size;
-    off_t                        quota;       /* bytes per account, 0: off */
-    aiserve_tok_t               *tok;         /* read only once loaded */
-} ngx_http_aiserve_files_main_conf_t;
 
 
 typedef struct {
@@ -149,7 +140,7 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 /* per worker */
-static aiserve_files_t  *ngx_http_aiserve_files_store_handle;
+aiserve_files_t  *ngx_http_aiserve_files_store_handle;
 
 
 /* --- JSON ---------------------------------------------------------------- */
