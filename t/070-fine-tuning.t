@@ -34,6 +34,8 @@ my $logs = meter_log_dir();
 File::Path::remove_tree($files, $store);
 
 my (%key, %id);
+my %file;       # name -> file object
+my %job;        # name -> job object
 ($id{alice}, $key{alice}) = meter_create_key($db, '--name', 'alice');
 ($id{bob}, $key{bob}) = meter_create_key($db, '--name', 'bob');
 ($id{carol}, $key{carol}) = meter_create_key($db, '--name', 'carol');
@@ -159,14 +161,34 @@ sub total_steps {
     return $m->{data}{total_steps};
 }
 
+# model.safetensors of tools/aiserve-train run with the options a job of
+# the base model cls takes from its hyperparameters (seed 42, one thread):
+# batch_size sequences of the training file's mean tokens a batch
+sub reference_model {
+    my ($train, $valid, $epochs, $batch_size) = @_;
+    my $f = $file{$train};
+    my $out = meter_dir() . "/ref-070-$epochs-$batch_size";
+    File::Path::remove_tree($out);
+    my @cmd = ("$root/tools/aiserve-train", '--json',
+               '--model', "$root/models/tiny-bert-seq-cls",
+               '--task', 'classify',
+               '--train', "$root/t/data/train/$train",
+               $valid ? ('--validation', "$root/t/data/train/$valid") : (),
+               '--epochs', $epochs, '--seed', 42, '--threads', 1,
+               '--batch-tokens',
+               int($batch_size * $f->{tokens} / $f->{examples} + 0.5),
+               '--out', $out);
+    system(join(' ', map { quotemeta } @cmd) . ' >/dev/null 2>&1') == 0
+        or die "aiserve-train failed: @cmd";
+    return slurp("$out/model.safetensors");
+}
+
 sub master_pid {
     open my $in, '<', server_root() . '/logs/nginx.pid' or die $!;
     chomp(my $pid = <$in>);
     return $pid;
 }
 
-my %file;       # name -> file object
-my %job;        # name -> job object
 
 my $long = { model => 'cls', hyperparameters => { n_epochs => 40,
                                                    batch_size => 1 } };
@@ -228,6 +250,11 @@ my %checks = (
         ok(-f "$store/jobs/$j->{id}/model/config.json"
            && -f "$store/jobs/$j->{id}/model/model.safetensors",
            'the model is written in DIR/jobs/ID/model');
+        ok(slurp("$store/jobs/$j->{id}/model/model.safetensors")
+           eq reference_model('sentiment-train.jsonl',
+                              'sentiment-valid.jsonl', 3, 4),
+           '... bit for bit the model aiserve-train trains with the same '
+           . 'options');
         $job{senti} = $j;
 
         my @ev = all_events('alice', $j->{id});
@@ -517,6 +544,9 @@ my %checks = (
            "another worker resumed from the step it saved ($step)");
         my @steps = map { $_->{data}{step} } metrics(@ev);
         is($steps[-1], total_steps(@ev), 'every step trained, once: the last');
+        ok(slurp("$store/jobs/$id/model/model.safetensors")
+           eq reference_model('sentiment-train.jsonl', undef, 40, 1),
+           'the model: bit for bit an uninterrupted run\'s');
         my %n;
         ok(!grep({ $n{$_}++ } @steps), '... none twice');
     },
@@ -552,6 +582,9 @@ my %checks = (
            '... the last one before the kill or later');
         my @steps = map { $_->{data}{step} } metrics(@ev);
         is($steps[-1], total_steps(@ev), 'the last step trained');
+        ok(slurp("$store/jobs/$id/model/model.safetensors")
+           eq reference_model('sentiment-train.jsonl', undef, 40, 1),
+           'the model: bit for bit an uninterrupted run\'s');
     },
 );
 
