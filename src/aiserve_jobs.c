@@ -186,7 +186,7 @@ aiserve_jobs_close(aiserve_jobs_t *js)
 }
 
 
-/* --- records --------------------------------------------------------------- */
+/* --- records -------------------------------------------------------------- */
 
 static void
 aiserve_jobs_str_key(MDB_val *k, const char *id)
@@ -198,7 +198,8 @@ aiserve_jobs_str_key(MDB_val *k, const char *id)
 
 /* ID + n as 8 big-endian bytes into buf */
 static void
-aiserve_jobs_seq_key(MDB_val *k, unsigned char *buf, const char *id, uint64_t n)
+aiserve_jobs_seq_key(MDB_val *k, unsigned char *buf, const char *id,
+    uint64_t n)
 {
     size_t  len, i;
 
@@ -415,7 +416,7 @@ aiserve_jobs_fail(int rc, const char *what, char *err, size_t err_len)
 }
 
 
-/* --- jobs ------------------------------------------------------------------ */
+/* --- jobs ----------------------------------------------------------------- */
 
 /* The number of active jobs of account in txn. */
 static int
@@ -1038,7 +1039,7 @@ aiserve_jobs_release(aiserve_jobs_t *js, const char *id, int pid,
 }
 
 
-/* --- events and checkpoints ------------------------------------------------ */
+/* --- events and checkpoints ----------------------------------------------- */
 
 static int
 aiserve_jobs_walk(aiserve_jobs_t *js, MDB_dbi dbi, const char *id,

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "aiserve_err.h"
 #include "aiserve_hf_write.h"
@@ -1355,6 +1356,19 @@ aiserve_ckpt_num(json_t *obj, const char *key, const char *path,
     }
     *v = json_number_value(j);
     return 0;
+}
+
+
+void
+aiserve_trainer_remove_checkpoint(const char *dir)
+{
+    char  path[4096 + 32];
+
+    snprintf(path, sizeof(path), "%s/state.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/trainer.json", dir);
+    unlink(path);
+    rmdir(dir);
 }
 
 

@@ -218,6 +218,10 @@ int aiserve_trainer_save(aiserve_trainer_t *tr, const char *dir,
 json_t *aiserve_trainer_read_checkpoint(const char *dir,
     aiserve_trainer_opts_t *opts, char *err, size_t err_len);
 
+/* Removes a checkpoint aiserve_trainer_save() wrote: DIR's two files,
+ * then DIR when it is empty. */
+void aiserve_trainer_remove_checkpoint(const char *dir);
+
 /*
  * Restores the checkpoint in DIR into TR, a run just created with the
  * checkpoint's options and the same data: parameters, optimiser state,

@@ -411,9 +411,12 @@ ngx_http_aiserve_ft_cancel(ngx_http_request_t *r, json_t *found)
                                         "job_not_cancellable", NULL, msg);
     }
 
+    if (rc == AISERVE_JOBS_NOTFOUND) {
+        return ngx_http_aiserve_ft_no_job(r);
+    }
+
     if (rc != AISERVE_JOBS_OK) {
-        return rc == AISERVE_JOBS_NOTFOUND ? ngx_http_aiserve_ft_no_job(r)
-                                           : ngx_http_aiserve_ft_store_failed(r, err);
+        return ngx_http_aiserve_ft_store_failed(r, err);
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -440,7 +443,8 @@ ngx_http_aiserve_ft_report(ngx_http_request_t *r, json_t *job)
     ngx_file_info_t                   fi;
     ngx_http_aiserve_ft_main_conf_t  *fmcf;
 
-    fmcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_fine_tuning_module);
+    fmcf = ngx_http_get_module_main_conf(r,
+                                        ngx_http_aiserve_fine_tuning_module);
 
     text = 0;
 
@@ -1070,7 +1074,8 @@ ngx_http_aiserve_ft_create_body(ngx_http_request_t *r)
     ngx_http_aiserve_ft_main_conf_t  *fmcf;
 
     mctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
-    fmcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_fine_tuning_module);
+    fmcf = ngx_http_get_module_main_conf(r,
+                                        ngx_http_aiserve_fine_tuning_module);
 
     len = 0;
 
@@ -1236,24 +1241,6 @@ ngx_http_aiserve_ft_write_report(ngx_http_aiserve_ft_runner_t *rn,
     free(s);
 
     return rc;
-}
-
-
-/* Removes a checkpoint directory the trainer wrote. */
-static void
-ngx_http_aiserve_ft_drop_checkpoint(const char *dir)
-{
-    char  path[4300];
-
-    if (dir[0] == '\0') {
-        return;
-    }
-
-    snprintf(path, sizeof(path), "%s/state.safetensors", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/trainer.json", dir);
-    unlink(path);
-    rmdir(dir);
 }
 
 
@@ -1573,7 +1560,7 @@ ngx_http_aiserve_ft_save(ngx_http_aiserve_ft_runner_t *rn,
     if (u->checkpoint == NULL) {
         ngx_log_error(NGX_LOG_ERR, log, 0, "aiserve fine-tuning: %s: out of "
                       "memory", rn->id);
-        ngx_http_aiserve_ft_drop_checkpoint(dir);
+        aiserve_trainer_remove_checkpoint(dir);
         return -1;
     }
 
@@ -1621,6 +1608,7 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
     char                               err[512], msg[256];
     size_t                             prev_step;
     json_t                            *events, *set, *d, *job;
+    aiserve_trainer_phase_e            prev_phase;
     int64_t                            now_ms, est;
     const char                        *name;
     aiserve_jobs_update_t              u;
@@ -1644,6 +1632,7 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
 
     p = aiserve_trainer_progress(rn->tr);
     prev_step = p->step;
+    prev_phase = p->phase;
 
     if (rn->stop) {
         /* an exiting worker: what it did is kept, the lease given back */
@@ -1678,6 +1667,14 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
     }
 
     now_ms = ngx_http_aiserve_ft_now_ms();
+
+    if (prev_phase == AISERVE_TRAINER_FEATURES
+        && p->phase != AISERVE_TRAINER_FEATURES)
+    {
+        snprintf(msg, sizeof(msg), "The frozen encoder's features of %zu "
+                 "examples computed", p->features_total);
+        json_array_append_new(events, json_pack("{s:s}", "message", msg));
+    }
 
     json_object_set_new(set, "trained_tokens",
                         json_integer((json_int_t) p->trained_tokens));
@@ -1745,7 +1742,9 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
 
     if (rc == AISERVE_JOBS_OK) {
         if (u.checkpoint) {
-            ngx_http_aiserve_ft_drop_checkpoint(rn->ckpt);
+            if (rn->ckpt[0]) {
+                aiserve_trainer_remove_checkpoint(rn->ckpt);
+            }
             ngx_cpystrn((u_char *) rn->ckpt,
                         (u_char *) json_string_value(json_object_get(
                                        u.checkpoint, "_dir")),

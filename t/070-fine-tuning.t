@@ -360,18 +360,39 @@ my %checks = (
            '... and why');
     },
 
+    modes => sub {
+        for my $mode ('head', 'lora') {
+            my $r = api('POST', '/v1/fine_tuning/jobs', 'alice', {
+                model => 'cls', mode => $mode,
+                training_file => $file{'sentiment-train.jsonl'}{id},
+                validation_file => $file{'sentiment-valid.jsonl'}{id},
+                hyperparameters => { n_epochs => 2 } });
+            is($r->{json}{mode}, $mode, "$mode: created");
+            my $j = wait_job('alice', $r->{json}{id}, \&final);
+            is($j->{status}, 'succeeded', "$mode: succeeds");
+            my @files = glob "$store/jobs/$j->{id}/model/*";
+            ok(@files > 0, "$mode: its model written (@files)");
+            my @ev = all_events('alice', $j->{id});
+            is(scalar(grep { $_->{message} =~
+                             /^The frozen encoder's features of \d+ examples computed$/ }
+                      @ev), $mode eq 'head' ? 1 : 0,
+               "$mode: the event of the features "
+               . ($mode eq 'head' ? 'cached' : '(none)'));
+        }
+    },
+
     list_acl => sub {
         my $r = api('GET', '/v1/fine_tuning/jobs', 'alice');
         my @ids = map { $_->{id} } @{ $r->{json}{data} };
-        is(scalar @ids, 3, 'list: alice\'s three jobs');
+        is(scalar @ids, 5, 'list: alice\'s five jobs');
         is($ids[-1], $job{senti}{id}, 'list: newest first');
         is($r->{json}{object}, 'list', 'list: object');
         $r = api('GET', '/v1/fine_tuning/jobs?limit=2', 'alice');
         is($r->{json}{has_more}, JSON::PP::true, 'limit=2: has_more');
         $r = api('GET', "/v1/fine_tuning/jobs?limit=2&after=$r->{json}{last_id}",
                  'alice');
-        is_deeply([ map { $_->{id} } @{ $r->{json}{data} } ], [ $ids[2] ],
-                  'after: the rest');
+        is_deeply([ map { $_->{id} } @{ $r->{json}{data} } ], [ @ids[2, 3] ],
+                  'after: the next two');
         ok(!exists $r->{json}{data}[0]{_account}, 'no private fields');
 
         my $id = $job{senti}{id};
@@ -627,7 +648,18 @@ ok
 
 
 
-=== TEST 3: list, after, limit; another account's job is a 404 like a missing one
+=== TEST 3: head and lora modes
+--- request
+GET /t
+--- ft_check: modes
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: list, after, limit; another account's job is a 404 like a missing one
 --- request
 GET /t
 --- ft_check: list_acl
@@ -638,7 +670,7 @@ ok
 
 
 
-=== TEST 4: bad requests
+=== TEST 5: bad requests
 --- request
 GET /t
 --- ft_check: bad_requests
@@ -649,7 +681,7 @@ ok
 
 
 
-=== TEST 5: a file that failed validation: the job fails with the line and reason
+=== TEST 6: a file that failed validation: the job fails with the line and reason
 --- request
 GET /t
 --- ft_check: bad_file
@@ -660,7 +692,7 @@ ok
 
 
 
-=== TEST 6: too many jobs (429); cancel within one chunk
+=== TEST 7: too many jobs (429); cancel within one chunk
 --- request
 GET /t
 --- ft_check: cancel_limit
@@ -671,7 +703,7 @@ ok
 
 
 
-=== TEST 7: a reload in the middle of a job: it completes
+=== TEST 8: a reload in the middle of a job: it completes
 --- request
 GET /t
 --- ft_check: reload
@@ -682,7 +714,7 @@ ok
 
 
 
-=== TEST 8: kill -9 of the worker running a job: another resumes it
+=== TEST 9: kill -9 of the worker running a job: another resumes it
 --- request
 GET /t
 --- ft_check: kill9

@@ -352,20 +352,6 @@ write_reports(const aiserve_trainer_eval_t *ev, const char *out)
 }
 
 
-/* Removes the checkpoint of a finished run. */
-static void
-drop_checkpoint(const char *dir)
-{
-    char  path[4096 + 32];
-
-    snprintf(path, sizeof(path), "%s/state.safetensors", dir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/trainer.json", dir);
-    unlink(path);
-    rmdir(dir);
-}
-
-
 static int
 parse_targets(char *s, unsigned *targets)
 {
@@ -768,7 +754,7 @@ main(int argc, char **argv)
     if (ev != NULL && write_reports(ev, a.out) != 0) {
         goto done;
     }
-    drop_checkpoint(ckdir);
+    aiserve_trainer_remove_checkpoint(ckdir);
     if (tty) {
         char  el[32];
 
