@@ -724,3 +724,65 @@ ok
 qr/\[alert\] .* exited on signal 9/
 --- no_error_log
 [error]
+
+
+
+=== TEST 10: a fine-tuning location needs aiserve_meter on
+--- config
+    location /v1/fine_tuning/jobs {
+        aiserve_fine_tuning;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_fine_tuning" needs "aiserve_meter on" in its location/
+
+
+
+=== TEST 11: aiserve_fine_tuning needs the store
+--- http_config
+    aiserve_meter_db /nonexistent-070/db;
+    aiserve_meter_zone meter070 1m;
+--- config
+    location /v1/fine_tuning/jobs {
+        aiserve_meter on;
+        aiserve_fine_tuning;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_fine_tuning_store" before it in the http block/
+
+
+
+=== TEST 12: aiserve_fine_tuning needs the files store
+--- http_config
+    aiserve_meter_db /nonexistent-070/db;
+    aiserve_meter_zone meter070 1m;
+    aiserve_fine_tuning_store /nonexistent-070/ft;
+--- config
+    location /v1/fine_tuning/jobs {
+        aiserve_meter on;
+        aiserve_fine_tuning;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_files_store" before it in the http block \(the training files are the Files API's\)/
+
+
+
+=== TEST 13: an invalid parameter of the store
+--- http_config
+    aiserve_fine_tuning_store /nonexistent-070/ft chunk_steps=0;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "chunk_steps=0" in "aiserve_fine_tuning_store"/
+
+
+
+=== TEST 14: a lease under a second
+--- http_config
+    aiserve_fine_tuning_store /nonexistent-070/ft lease=500ms;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"lease=500ms" must be 1s or more in "aiserve_fine_tuning_store"/
