@@ -208,7 +208,7 @@ ngx_http_aiserve_ft_no_job(ngx_http_request_t *r)
 
 /* The record of ID if the caller may see it (its account's, or any for
  * an admin key): NGX_OK; NGX_DECLINED: none or another account's (the
- * same 404); NGX_ERROR: the store failed (answered). */
+ * same 404); NGX_ERROR: the store failed (logged). */
 static ngx_int_t
 ngx_http_aiserve_ft_find(ngx_http_request_t *r, ngx_str_t *id, json_t **job)
 {
@@ -232,7 +232,8 @@ ngx_http_aiserve_ft_find(ngx_http_request_t *r, ngx_str_t *id, json_t **job)
                           sizeof(err));
 
     if (rc == AISERVE_JOBS_ERROR) {
-        ngx_http_aiserve_ft_store_failed(r, err);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "aiserve fine-tuning: %s", err);
         return NGX_ERROR;
     }
 
@@ -621,7 +622,9 @@ ngx_http_aiserve_ft_handler(ngx_http_request_t *r)
     rc = ngx_http_aiserve_ft_find(r, &id, &job);
 
     if (rc == NGX_ERROR) {
-        return NGX_DONE;
+        return ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        "server_error", NULL,
+                                        "the jobs store failed");
     }
 
     if (rc == NGX_DECLINED) {
@@ -1863,7 +1866,8 @@ ngx_http_aiserve_ft_poll(ngx_event_t *ev)
     ngx_http_aiserve_ft_main_conf_t  *fmcf;
 
     if (ngx_exiting || ngx_quit || ngx_terminate
-        || ngx_http_aiserve_ft_runner)
+        || ngx_http_aiserve_ft_runner
+        || ngx_http_aiserve_files_store_handle == NULL)
     {
         return;
     }
