@@ -110,45 +110,6 @@ static ngx_uint_t ngx_http_aiserve_deploy_may(ngx_http_request_t *r,
 static ngx_http_aiserve_deploy_t  *ngx_http_aiserve_deploy;
 
 
-char *
-ngx_http_aiserve_deploy_store(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_aiserve_main_conf_t *amcf = conf;
-
-    u_char     *p;
-    ngx_str_t  *value;
-
-    if (amcf->ft_store.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    amcf->ft_store = value[1];
-
-    if (amcf->ft_store.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "empty directory in \"%V\"", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_conf_full_name(cf->cycle, &amcf->ft_store, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    amcf->ft_root = ngx_pnalloc(cf->pool,
-                                amcf->ft_store.len + sizeof("/models"));
-    if (amcf->ft_root == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    p = ngx_cpymem(amcf->ft_root, amcf->ft_store.data, amcf->ft_store.len);
-    ngx_memcpy(p, "/models", sizeof("/models"));
-
-    return NGX_CONF_OK;
-}
-
-
 ngx_int_t
 ngx_http_aiserve_deploy_init_module(ngx_cycle_t *cycle)
 {

@@ -38,6 +38,7 @@
 #include "ngx_http_aiserve_meter.h"
 #include "ngx_http_aiserve_files.h"
 #include "aiserve_jobs.h"
+#include "aiserve_registry.h"
 #include "aiserve_trainer.h"
 
 
@@ -1579,7 +1580,9 @@ static int
 ngx_http_aiserve_ft_succeed(ngx_http_aiserve_ft_runner_t *rn,
     aiserve_jobs_update_t *u, json_t *events, ngx_log_t *log)
 {
-    char  dir[4200], err[512], name[400];
+    int                        rc;
+    char                       dir[4200], err[512], name[400];
+    aiserve_registry_entry_t   e;
 
     snprintf(dir, sizeof(dir), "%s/model", rn->dir);
 
@@ -1589,6 +1592,26 @@ ngx_http_aiserve_ft_succeed(ngx_http_aiserve_ft_runner_t *rn,
     }
 
     ngx_http_aiserve_ft_model_name(rn->job, name, sizeof(name));
+
+    ngx_memzero(&e, sizeof(e));
+    e.id = name;
+    e.base = json_string_value(json_object_get(rn->job, "model"));
+    e.account = json_string_value(json_object_get(rn->job,
+                                                  "organization_id"));
+    e.mode = json_string_value(json_object_get(rn->job, "mode"));
+    e.task = json_string_value(json_object_get(rn->job, "task"));
+    e.job_id = rn->id;
+    e.created_at = ngx_time();
+
+    rc = aiserve_registry_publish((char *) rn->amcf->ft_root, &e, dir, err,
+                                  sizeof(err));
+
+    /* EXISTS: published by a worker that died before it could say so */
+    if (rc != 0 && rc != AISERVE_REGISTRY_EXISTS) {
+        ngx_http_aiserve_ft_failed(rn, "model_not_published", NULL, err,
+                                   log);
+        return -1;
+    }
 
     json_object_set_new(u->set, "fine_tuned_model", json_string(name));
     u->status = "succeeded";
@@ -2012,12 +2035,13 @@ ngx_http_aiserve_ft_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_aiserve_ft_main_conf_t  *fmcf = conf;
 
-    off_t        size;
-    u_char      *eq;
-    ngx_int_t    n;
-    ngx_str_t   *value, name, v;
-    ngx_uint_t   i;
-    ngx_msec_t   ms;
+    off_t                          size;
+    u_char                        *eq;
+    ngx_http_aiserve_main_conf_t  *amcf;
+    ngx_int_t                      n;
+    ngx_str_t                     *value, name, v;
+    ngx_uint_t                     i;
+    ngx_msec_t                     ms;
 
     if (fmcf->dir.data) {
         return "is duplicate";
@@ -2111,6 +2135,19 @@ ngx_http_aiserve_ft_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (fmcf->thread_pool == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    /* the registry of the fine-tuned models, DIR/models, that the models'
+     * module serves (ngx_http_aiserve_deploy.c) and the jobs publish to */
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_aiserve_module);
+
+    amcf->ft_store = fmcf->dir;
+    amcf->ft_root = ngx_pnalloc(cf->pool, fmcf->dir.len + sizeof("/models"));
+    if (amcf->ft_root == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(amcf->ft_root, fmcf->dir.data, fmcf->dir.len),
+               "/models", sizeof("/models"));
 
     return NGX_CONF_OK;
 

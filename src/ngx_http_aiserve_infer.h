@@ -271,13 +271,6 @@ ngx_uint_t ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task);
 
 /* ngx_http_aiserve_deploy.c: the fine-tuned models of the registry */
 
-/*
- * aiserve_fine_tuning_store DIR: the registry is DIR/models
- * (src/aiserve_registry.h).
- */
-char *ngx_http_aiserve_deploy_store(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-
 /* Master, at a start or reload: DIR/models exists and belongs to the
  * workers' user (they remove models). */
 ngx_int_t ngx_http_aiserve_deploy_init_module(ngx_cycle_t *cycle);

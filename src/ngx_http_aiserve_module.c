@@ -101,13 +101,6 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
       0,
       NULL },
 
-    { ngx_string("aiserve_fine_tuning_store"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_aiserve_deploy_store,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
     { ngx_string("aiserve_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,

@@ -67,6 +67,10 @@ EOC
         aiserve_meter on;
         aiserve_fine_tuning;
     }
+    location /predict {
+        aiserve_meter on;
+        aiserve_infer cls api=predict;
+    }
     location = /t {
         return 200 "ok\\n";
     }
@@ -256,6 +260,29 @@ my %checks = (
            '... bit for bit the model aiserve-train trains with the same '
            . 'options');
         $job{senti} = $j;
+
+        my $text = 'the film was a delight';
+        my ($p, $base);
+        for (1 .. 40) {
+            $p = api('POST', '/predict', 'alice',
+                     { inputs => $text, model => $j->{fine_tuned_model} });
+            last if $p->{status} == 200;
+            Time::HiRes::sleep(0.1);
+        }
+        is($p->{status}, 200, 'the fine-tuned model answers within seconds, '
+           . 'no reload');
+        $base = api('POST', '/predict', 'alice', { inputs => $text });
+        is_deeply([ sort map { $_->{label} } @{ $p->{json} } ],
+                  [ sort map { $_->{label} } @{ $base->{json} } ],
+                  '... with the labels of its training file');
+        isnt(JSON::PP->new->canonical->encode($p->{json}),
+             JSON::PP->new->canonical->encode($base->{json}),
+             '... and scores of its own, not the base\'s');
+        is(error_of(api('POST', '/predict', 'bob',
+                        { inputs => $text, model => $j->{fine_tuned_model} })),
+           '404 model_not_found', '... for its account only');
+        my @manifests = glob "$store/models/*/manifest.json";
+        is(scalar @manifests, 1, 'published in the registry DIR/models');
 
         my @ev = all_events('alice', $j->{id});
         is($ev[0]{message}, 'The job has successfully completed',
