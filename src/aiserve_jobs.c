@@ -45,9 +45,9 @@ aiserve_jobs_final(const char *status)
 static int
 aiserve_jobs_new_id(const char *prefix, char *id)
 {
-    size_t          n, i;
-    uint64_t        us;
-    unsigned char   rnd[15];
+    size_t         n, i;
+    uint64_t       us;
+    unsigned char  rnd[15];
     struct timeval  tv;
 
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
@@ -77,6 +77,13 @@ aiserve_jobs_new_id(const char *prefix, char *id)
 
     id[n + 24] = '\0';
     return 0;
+}
+
+
+int
+aiserve_jobs_new_job_id(char *id)
+{
+    return aiserve_jobs_new_id("ftjob-", id);
 }
 
 
@@ -336,12 +343,12 @@ static int
 aiserve_jobs_add_event(aiserve_jobs_t *js, MDB_txn *txn, json_t *job,
     json_t *ev, int64_t now)
 {
-    int          rc;
-    char         id[40];
-    unsigned char       buf[AISERVE_JOBS_KEY_MAX];
-    json_t      *e;
-    MDB_val      k;
-    uint64_t     seq;
+    int            rc;
+    char           id[40];
+    unsigned char  buf[AISERVE_JOBS_KEY_MAX];
+    json_t        *e;
+    MDB_val        k;
+    uint64_t       seq;
 
     if (aiserve_jobs_new_id("ftevent-", id) != 0) {
         return EIO;
@@ -459,17 +466,25 @@ int
 aiserve_jobs_create(aiserve_jobs_t *js, json_t *job, uint32_t account,
     size_t max_active, int64_t now, char *err, size_t err_len)
 {
-    int          rc, active;
-    char         id[AISERVE_JOBS_ID_LEN + 1], org[32];
-    unsigned char       buf[4 + AISERVE_JOBS_ID_LEN];
-    size_t       n;
-    MDB_val      k, v;
-    MDB_txn     *txn;
-    const char  *status, *nulls[] = { "finished_at", "fine_tuned_model",
-                                      "estimated_finish", "error" };
-    size_t       i;
+    int            rc, active;
+    char           id[AISERVE_JOBS_ID_LEN + 1], org[32];
+    unsigned char  buf[4 + AISERVE_JOBS_ID_LEN];
+    size_t         n;
+    MDB_val        k, v;
+    MDB_txn       *txn;
+    const char    *key, *status, *nulls[] = { "finished_at",
+                                              "fine_tuned_model",
+                                              "estimated_finish", "error" };
+    size_t         i;
 
-    if (aiserve_jobs_new_id("ftjob-", id) != 0) {
+    key = json_string_value(json_object_get(job, "id"));
+
+    if (key && strlen(key) == AISERVE_JOBS_ID_LEN
+        && strncmp(key, "ftjob-", 6) == 0)
+    {
+        memcpy(id, key, AISERVE_JOBS_ID_LEN + 1);
+
+    } else if (aiserve_jobs_new_id("ftjob-", id) != 0) {
         snprintf(err, err_len, "RAND_bytes failed");
         return AISERVE_JOBS_ERROR;
     }
@@ -591,16 +606,16 @@ int
 aiserve_jobs_list(aiserve_jobs_t *js, uint32_t account, const char *after,
     size_t limit, json_t *out, int *has_more, char *err, size_t err_len)
 {
-    int           rc;
-    unsigned char        buf[4 + AISERVE_JOBS_ID_LEN + 1], *kd;
-    char          id[AISERVE_JOBS_ID_LEN + 1];
-    size_t        n;
-    json_t       *job;
-    MDB_val       k, v, jv;
-    MDB_dbi       dbi;
-    MDB_txn      *txn;
-    MDB_cursor   *cur;
-    size_t        skip;
+    int            rc;
+    unsigned char  buf[4 + AISERVE_JOBS_ID_LEN + 1], *kd;
+    char           id[AISERVE_JOBS_ID_LEN + 1];
+    size_t         n;
+    json_t        *job;
+    MDB_val        k, v, jv;
+    MDB_dbi        dbi;
+    MDB_txn       *txn;
+    MDB_cursor    *cur;
+    size_t         skip;
 
     *has_more = 0;
 
@@ -890,14 +905,14 @@ aiserve_jobs_update(aiserve_jobs_t *js, const char *id, int pid,
     int64_t now_ms, int64_t lease_ms, const aiserve_jobs_update_t *u,
     json_t **job, char *err, size_t err_len)
 {
-    int           rc;
-    unsigned char        buf[AISERVE_JOBS_KEY_MAX];
-    char          cid[40];
-    size_t        i;
-    json_t       *j, *c, *lease;
-    int64_t       now;
-    MDB_val       k;
-    MDB_txn      *txn;
+    int            rc;
+    unsigned char  buf[AISERVE_JOBS_KEY_MAX];
+    char           cid[40];
+    size_t         i;
+    json_t        *j, *c, *lease;
+    int64_t        now;
+    MDB_val        k;
+    MDB_txn       *txn;
 
     if (job) {
         *job = NULL;
@@ -1046,13 +1061,13 @@ aiserve_jobs_walk(aiserve_jobs_t *js, MDB_dbi dbi, const char *id,
     const char *after, size_t limit, json_t *out, int *has_more, char *err,
     size_t err_len)
 {
-    int          rc, found;
-    unsigned char       buf[AISERVE_JOBS_KEY_MAX];
-    size_t       n, len;
-    json_t      *o;
-    MDB_val      k, v;
-    MDB_txn     *txn;
-    MDB_cursor  *cur;
+    int            rc, found;
+    unsigned char  buf[AISERVE_JOBS_KEY_MAX];
+    size_t         n, len;
+    json_t        *o;
+    MDB_val        k, v;
+    MDB_txn       *txn;
+    MDB_cursor    *cur;
 
     *has_more = 0;
     len = strlen(id);

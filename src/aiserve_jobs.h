@@ -79,9 +79,15 @@ void aiserve_jobs_close(aiserve_jobs_t *js);
 /* 1 for succeeded, failed, cancelled. */
 int aiserve_jobs_final(const char *status);
 
+/* A new job id ("ftjob-" + 24 base62) into id (AISERVE_JOBS_ID_LEN + 1
+ * bytes): 0, or -1 when RAND_bytes fails. */
+int aiserve_jobs_new_job_id(char *id);
+
 /*
  * Adds JOB (an object with the caller's fields: model, training_file,
- * ...) as a new job of ACCOUNT created at NOW (Unix seconds): sets id,
+ * ...; its "id" if it has one from aiserve_jobs_new_job_id(), so that the
+ * caller may reserve its charges first) as a new job of ACCOUNT created
+ * at NOW (Unix seconds): sets id,
  * object, created_at, organization_id ("acct_N"), the null fields
  * OpenAI's object has, status (JOB's, or "queued"), "_account".  A job
  * created in a final status (a file that failed validation) is not

@@ -86,6 +86,14 @@ typedef struct {
     ngx_uint_t                   stop;         /* event loop: save, give
                                                   the lease back */
     ngx_uint_t                   over;         /* thread: nothing more */
+    ngx_uint_t                   final;        /* thread: the job ended
+                                                  here (not cancelled) */
+    ngx_uint_t                   lost;         /* thread: cancelled, or
+                                                  the lease another's */
+    uint64_t                     trained;      /* thread: trained_tokens
+                                                  written */
+    ngx_msec_t                   settled;      /* event loop: the last
+                                                  settle */
     ngx_pid_t                    pid;
 } ngx_http_aiserve_ft_runner_t;
 
@@ -107,6 +115,8 @@ static void ngx_http_aiserve_ft_poll(ngx_event_t *ev);
 static void ngx_http_aiserve_ft_hold(ngx_event_t *ev);
 static void ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log);
 static void ngx_http_aiserve_ft_chunk_done(ngx_event_t *ev);
+static void ngx_http_aiserve_ft_charge(uint32_t account, const char *id,
+    uint64_t trained, ngx_uint_t final, ngx_log_t *log);
 
 
 static ngx_command_t  ngx_http_aiserve_ft_commands[] = {
@@ -424,6 +434,13 @@ ngx_http_aiserve_ft_cancel(ngx_http_request_t *r, json_t *found)
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "aiserve fine-tuning: %s cancelled",
                   json_string_value(json_object_get(job, "id")));
+
+    /* a cancelled job pays for what it trained: the tokens its record
+     * has (a chunk in flight writes nothing after the cancel) */
+    ngx_http_aiserve_ft_charge(aiserve_jobs_account(job),
+        json_string_value(json_object_get(job, "id")),
+        (uint64_t) json_integer_value(json_object_get(job, "trained_tokens")),
+        1, r->connection->log);
 
     return ngx_http_aiserve_meter_send_json(r, NGX_HTTP_OK,
                                             aiserve_jobs_public(job));
@@ -1063,12 +1080,91 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
 }
 
 
+/*
+ * Gives JOB its id and reserves its trained tokens (the training file's
+ * tokens x the epochs) at the base model's training price against the
+ * budgets of the caller's key and account (aiserve_ledger_training_reserve()).
+ * NGX_OK (*reserved: 1 when the ledger holds a reservation), or the
+ * status of the error it sent: 429 insufficient_quota over a budget.
+ */
+static ngx_int_t
+ngx_http_aiserve_ft_reserve(ngx_http_request_t *r, json_t *job,
+    ngx_uint_t *reserved)
+{
+    int                                 rc;
+    char                                id[AISERVE_JOBS_ID_LEN + 1];
+    char                                err[256];
+    json_t                             *epochs;
+    int64_t                             tokens;
+    uint64_t                            price;
+    ngx_str_t                           model;
+    ngx_http_aiserve_meter_ctx_t       *mctx;
+    ngx_http_aiserve_meter_main_conf_t *mmcf;
+
+    *reserved = 0;
+
+    if (aiserve_jobs_new_job_id(id) != 0) {
+        return ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                        "server_error", NULL,
+                                        "RAND_bytes failed");
+    }
+
+    json_object_set_new(job, "id", json_string(id));
+
+    if (ngx_http_aiserve_meter_ledger == NULL) {
+        return NGX_OK;
+    }
+
+    mctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+    mmcf = ngx_http_get_module_main_conf(r, ngx_http_aiserve_meter_module);
+
+    epochs = json_object_get(json_object_get(job, "hyperparameters"),
+                             "n_epochs");
+    tokens = json_integer_value(json_object_get(job, "_tokens"))
+             * (json_is_integer(epochs) ? json_integer_value(epochs)
+                : ngx_strcmp(json_string_value(json_object_get(job, "mode")),
+                             "head") == 0 ? 10 : 3);
+
+    model.data = (u_char *) json_string_value(json_object_get(job, "model"));
+    model.len = ngx_strlen(model.data);
+    price = ngx_http_aiserve_meter_price_of(mmcf, &model, 1);
+
+    rc = aiserve_ledger_training_reserve(ngx_http_aiserve_meter_ledger,
+                                         mctx->key.account_id, mctx->key.id,
+                                         (char *) model.data, id, tokens,
+                                         price, ngx_time(), err,
+                                         sizeof(err));
+
+    if (rc == AISERVE_LEDGER_OK) {
+        *reserved = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_strncmp(err, "insufficient_quota", 18) == 0) {
+        return ngx_http_aiserve_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                           "insufficient_quota",
+                                           "insufficient_quota", NULL,
+                                           "%s", err);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "aiserve fine-tuning: reserving %L trained tokens of %s: "
+                  "%s", tokens, id, err);
+
+    return ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                    "server_error", NULL,
+                                    "the ledger cannot reserve the job's "
+                                    "tokens");
+}
+
+
 static void
 ngx_http_aiserve_ft_create_body(ngx_http_request_t *r)
 {
     int                               jrc;
     char                              err[256];
     u_char                           *buf, *p;
+    ngx_uint_t                        reserved;
     size_t                            len;
     json_t                           *body, *job;
     ngx_int_t                         rc;
@@ -1132,9 +1228,28 @@ ngx_http_aiserve_ft_create_body(ngx_http_request_t *r)
         return;
     }
 
+    reserved = 0;
+
+    /* a job created failed (a file that failed validation) reserves
+     * nothing */
+    if (json_object_get(job, "status") == NULL) {
+        rc = ngx_http_aiserve_ft_reserve(r, job, &reserved);
+        if (rc != NGX_OK) {
+            json_decref(job);
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+    }
+
     jrc = aiserve_jobs_create(ngx_http_aiserve_ft_store_handle, job,
                               mctx->key.account_id, fmcf->jobs_per_account,
                               ngx_time(), err, sizeof(err));
+
+    if (jrc != AISERVE_JOBS_OK && reserved) {
+        ngx_http_aiserve_ft_charge(mctx->key.account_id,
+            json_string_value(json_object_get(job, "id")), 0, 1,
+            r->connection->log);
+    }
 
     if (jrc == AISERVE_JOBS_LIMIT) {
         json_decref(job);
@@ -1293,6 +1408,7 @@ ngx_http_aiserve_ft_failed(ngx_http_aiserve_ft_runner_t *rn,
     json_decref(u.events);
 
     rn->over = 1;
+    rn->final = 1;
 }
 
 
@@ -1522,6 +1638,7 @@ ngx_http_aiserve_ft_setup(ngx_http_aiserve_ft_runner_t *rn, ngx_log_t *log,
 
     rn->start_step = aiserve_trainer_progress(rn->tr)->step;
     rn->start_ms = ngx_http_aiserve_ft_now_ms();
+    rn->trained = aiserve_trainer_progress(rn->tr)->trained_tokens;
 
     return 0;
 }
@@ -1767,6 +1884,8 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
                              err, sizeof(err));
 
     if (rc == AISERVE_JOBS_OK) {
+        rn->trained = p->trained_tokens;
+
         if (u.checkpoint) {
             if (rn->ckpt[0]) {
                 aiserve_trainer_remove_checkpoint(rn->ckpt);
@@ -1782,6 +1901,7 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
             ngx_log_error(NGX_LOG_INFO, log, 0,
                           "aiserve fine-tuning: %s %s", rn->id, u.status);
             rn->over = 1;
+            rn->final = 1;
         }
 
     } else if (rc == AISERVE_JOBS_CONFLICT) {
@@ -1794,6 +1914,7 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
                       ? json_string_value(json_object_get(job, "status"))
                       : "the lease is another worker's");
         rn->over = 1;
+        rn->lost = 1;
 
     } else {
         ngx_log_error(NGX_LOG_ERR, log, 0, "aiserve fine-tuning: %s", err);
@@ -1806,6 +1927,52 @@ done:
     json_decref(events);
     json_decref(set);
     json_decref(u.checkpoint);
+}
+
+
+/* --- training charges (the ledger: event loop only) --------------------- */
+
+/*
+ * Charges job ID of ACCOUNT for TRAINED tokens so far and, when FINAL,
+ * ends its reservation (aiserve_ledger_training_settle() and _release():
+ * a running total, so a repeat charges nothing twice).  Nothing without a
+ * ledger or for a job that reserved nothing.
+ */
+static void
+ngx_http_aiserve_ft_charge(uint32_t account, const char *id,
+    uint64_t trained, ngx_uint_t final, ngx_log_t *log)
+{
+    int   rc;
+    char  err[256];
+
+    if (ngx_http_aiserve_meter_ledger == NULL) {
+        return;
+    }
+
+    rc = aiserve_ledger_training_settle(ngx_http_aiserve_meter_ledger,
+                                        account, "", id, (int64_t) trained,
+                                        ngx_time(), err, sizeof(err));
+
+    if (rc == AISERVE_LEDGER_NOTFOUND) {
+        return;
+    }
+
+    if (rc != AISERVE_LEDGER_OK) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "aiserve fine-tuning: %s: the charge of %uL trained "
+                      "tokens failed: %s", id, trained, err);
+    }
+
+    if (final
+        && aiserve_ledger_training_release(ngx_http_aiserve_meter_ledger,
+                                           account, id, ngx_time(), err,
+                                           sizeof(err))
+           == AISERVE_LEDGER_ERROR)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "aiserve fine-tuning: %s: releasing its reservation "
+                      "failed: %s", id, err);
+    }
 }
 
 
@@ -1844,6 +2011,13 @@ ngx_http_aiserve_ft_chunk_done(ngx_event_t *ev)
     ngx_http_aiserve_ft_runner_t  *rn;
 
     rn = ev->data;
+
+    if (!rn->lost && (rn->over || ngx_current_msec - rn->settled >= 1000))
+    {
+        ngx_http_aiserve_ft_charge(aiserve_jobs_account(rn->job), rn->id,
+                                   rn->trained, rn->final, ev->log);
+        rn->settled = ngx_current_msec;
+    }
 
     if (!rn->over) {
         if (ngx_exiting || ngx_quit || ngx_terminate) {

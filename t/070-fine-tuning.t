@@ -53,6 +53,7 @@ EOC
     aiserve_model ner $root/models/tiny-bert-ner task=ner;
     aiserve_meter_db $db flush=100ms;
     aiserve_meter_zone meter070 1m;
+    aiserve_price cls 0 training=2000000;
     aiserve_files_store $files tokenizer=$root/models/all-MiniLM-L6-v2;
     aiserve_fine_tuning_store $store jobs=2 jobs_per_account=3
                               chunk_steps=2 checkpoint_every=6;
