@@ -1084,12 +1084,13 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
  * Gives JOB its id and reserves its trained tokens (the training file's
  * tokens x the epochs) at the base model's training price against the
  * budgets of the caller's key and account (aiserve_ledger_training_reserve()).
- * NGX_OK (*reserved: 1 when the ledger holds a reservation), or the
- * status of the error it sent: 429 insufficient_quota over a budget.
+ * NGX_OK (*reserved: 1 when the ledger holds a reservation), or
+ * NGX_ERROR when it sent an error (429 insufficient_quota over a budget),
+ * *rc what to finalize the request with.
  */
 static ngx_int_t
 ngx_http_aiserve_ft_reserve(ngx_http_request_t *r, json_t *job,
-    ngx_uint_t *reserved)
+    ngx_uint_t *reserved, ngx_int_t *rc_out)
 {
     int                                 rc;
     char                                id[AISERVE_JOBS_ID_LEN + 1];
@@ -1104,9 +1105,10 @@ ngx_http_aiserve_ft_reserve(ngx_http_request_t *r, json_t *job,
     *reserved = 0;
 
     if (aiserve_jobs_new_job_id(id) != 0) {
-        return ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                        "server_error", NULL,
-                                        "RAND_bytes failed");
+        *rc_out = ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                           "server_error", NULL,
+                                           "RAND_bytes failed");
+        return NGX_ERROR;
     }
 
     json_object_set_new(job, "id", json_string(id));
@@ -1141,20 +1143,22 @@ ngx_http_aiserve_ft_reserve(ngx_http_request_t *r, json_t *job,
     }
 
     if (ngx_strncmp(err, "insufficient_quota", 18) == 0) {
-        return ngx_http_aiserve_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                           "insufficient_quota",
-                                           "insufficient_quota", NULL,
-                                           "%s", err);
+        *rc_out = ngx_http_aiserve_send_error(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                                              "insufficient_quota",
+                                              "insufficient_quota", NULL,
+                                              "%s", err);
+        return NGX_ERROR;
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "aiserve fine-tuning: reserving %L trained tokens of %s: "
                   "%s", tokens, id, err);
 
-    return ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                    "server_error", NULL,
-                                    "the ledger cannot reserve the job's "
-                                    "tokens");
+    *rc_out = ngx_http_aiserve_ft_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       "server_error", NULL,
+                                       "the ledger cannot reserve the job's "
+                                       "tokens");
+    return NGX_ERROR;
 }
 
 
@@ -1233,8 +1237,7 @@ ngx_http_aiserve_ft_create_body(ngx_http_request_t *r)
     /* a job created failed (a file that failed validation) reserves
      * nothing */
     if (json_object_get(job, "status") == NULL) {
-        rc = ngx_http_aiserve_ft_reserve(r, job, &reserved);
-        if (rc != NGX_OK) {
+        if (ngx_http_aiserve_ft_reserve(r, job, &reserved, &rc) != NGX_OK) {
             json_decref(job);
             ngx_http_finalize_request(r, rc);
             return;

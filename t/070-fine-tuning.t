@@ -15,8 +15,8 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use AiserveTest qw(aiserve_http);
-use AiserveMeter qw(meter_db meter_dir meter_create_key meter_json
-                    meter_log_dir meter_keys_in_logs);
+use AiserveMeter qw(meter_db meter_dir meter_cli meter_create_key
+                    meter_json meter_log_dir meter_keys_in_logs);
 use File::Path ();
 use JSON::PP ();
 use Time::HiRes ();
@@ -40,6 +40,9 @@ my %job;        # name -> job object
 ($id{bob}, $key{bob}) = meter_create_key($db, '--name', 'bob');
 ($id{carol}, $key{carol}) = meter_create_key($db, '--name', 'carol');
 ($id{ops}, $key{ops}) = meter_create_key($db, '--name', 'ops', '--admin');
+($id{dave}, $key{dave}) = meter_create_key($db, '--name', 'dave',
+                                           '--budget', 500, '--period',
+                                           'month');
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -600,6 +603,54 @@ my %checks = (
         ok(!grep({ $n{$_}++ } @steps), '... none twice');
     },
 
+    billing => sub {
+        # every job ends (carol's last one trains meanwhile)
+        for my $who ('alice', 'carol') {
+            for my $j (@{ api('GET', '/v1/fine_tuning/jobs?limit=100',
+                              $who)->{json}{data} }) {
+                wait_job($who, $j->{id}, \&final);
+            }
+        }
+        Time::HiRes::sleep(0.5);
+        my ($rc, $out) = meter_cli($db, 'usage', '--json');
+        my %ledger;
+        for my $row (map { JSON::PP::decode_json($_) } split /\n/, $out) {
+            $ledger{$row->{key_id}}{$row->{model}}{$_} += $row->{$_}
+                for qw(trained_tokens cost_micro);
+        }
+        for my $who ('alice', 'carol') {
+            my $trained = 0;
+            for my $j (@{ api('GET', '/v1/fine_tuning/jobs?limit=100',
+                              $who)->{json}{data} }) {
+                $trained += $j->{trained_tokens} // 0 if $j->{model} eq 'cls';
+            }
+            my $row = $ledger{$id{$who}}{cls};
+            ok($trained > 0, "$who trained tokens on cls ($trained)");
+            is($row->{trained_tokens}, $trained,
+               "$who: the ledger's trained tokens are the jobs' (cancelled "
+               . "ones pay for what they trained)");
+            is($row->{cost_micro}, 2 * $trained,
+               "$who: charged at the training price (2 per token)");
+        }
+
+        my $f = upload('dave', 'train.jsonl',
+                       slurp("$root/t/data/train/sentiment-train.jsonl"));
+        my $r = api('POST', '/v1/fine_tuning/jobs', 'dave',
+                    { model => 'cls', training_file => $f->{id} });
+        is(error_of($r), '429 insufficient_quota',
+           "over the key's budget (500 tokens, the file's $f->{tokens} x 3 "
+           . 'epochs): 429');
+        is($r->{json}{error}{type}, 'insufficient_quota', '... its type');
+        is_deeply(api('GET', '/v1/fine_tuning/jobs', 'dave')->{json}{data},
+                  [], '... no job made');
+        $r = api('POST', '/v1/fine_tuning/jobs', 'dave',
+                 { model => 'cls', training_file => $f->{id},
+                   hyperparameters => { n_epochs => 1 } });
+        ok($r->{status} == 200 || $f->{tokens} > 500,
+           'one epoch fits the budget');
+        wait_job('dave', $r->{json}{id}, \&final) if $r->{status} == 200;
+    },
+
     kill9 => sub {
         my $r = api('POST', '/v1/fine_tuning/jobs', 'alice',
                     { %$long, training_file =>
@@ -755,7 +806,18 @@ qr/\[alert\] .* exited on signal 9/
 
 
 
-=== TEST 10: a fine-tuning location needs aiserve_meter on
+=== TEST 10: training charges: reserved, settled, released; over budget: 429
+--- request
+GET /t
+--- ft_check: billing
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 11: a fine-tuning location needs aiserve_meter on
 --- config
     location /v1/fine_tuning/jobs {
         aiserve_fine_tuning;
@@ -766,7 +828,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" needs "aiserve_meter on" in its location/
 
 
 
-=== TEST 11: aiserve_fine_tuning needs the store
+=== TEST 12: aiserve_fine_tuning needs the store
 --- http_config
     aiserve_meter_db /nonexistent-070/db;
     aiserve_meter_zone meter070 1m;
@@ -781,7 +843,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_fine_tuning_store"
 
 
 
-=== TEST 12: aiserve_fine_tuning needs the files store
+=== TEST 13: aiserve_fine_tuning needs the files store
 --- http_config
     aiserve_meter_db /nonexistent-070/db;
     aiserve_meter_zone meter070 1m;
@@ -797,7 +859,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_files_store" befor
 
 
 
-=== TEST 13: an invalid parameter of the store
+=== TEST 14: an invalid parameter of the store
 --- http_config
     aiserve_fine_tuning_store /nonexistent-070/ft chunk_steps=0;
 --- config
@@ -807,7 +869,7 @@ qr/\[emerg\] .*invalid parameter "chunk_steps=0" in "aiserve_fine_tuning_store"/
 
 
 
-=== TEST 14: a lease under a second
+=== TEST 15: a lease under a second
 --- http_config
     aiserve_fine_tuning_store /nonexistent-070/ft lease=500ms;
 --- config
