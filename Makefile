@@ -107,6 +107,14 @@ $(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
 
 unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS)
 
+# Preloaded into nginx by t/058-worker-exit.t: widens a race of the
+# worker's exit (t/shim/exit_delay.c says how).
+EXIT_DELAY   := $(BUILD)/t/exit_delay.so
+
+$(EXIT_DELAY): t/shim/exit_delay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -fPIC $< -o $@ -ldl
+
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
@@ -176,7 +184,7 @@ test-unit: unit-tests $(DEFAULT_MODEL)/model.safetensors
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
 	AISERVE_TRAIN_DTYPE=bf16 prove --exec '' $(BUILD)/t/test_train_grad
 
-test-nginx: module $(UNIT_HELPERS) $(DEFAULT_MODEL)/model.safetensors
+test-nginx: module $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib -r t/
 	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
 
