@@ -142,7 +142,7 @@ refused:
                                           ? "server_error"
                                           : "invalid_request_error",
                                           e->code,
-                                          e->has_param ? e->param : NULL,
+                                          e->param,
                                           "%s", e->message);
     ctx->done = 1;
 }

@@ -149,8 +149,7 @@ typedef void *(*ngx_http_aiserve_alloc_pt)(void *data, size_t size);
 typedef struct {
     ngx_uint_t                       status;     /* 0: none */
     const char                      *code;       /* "invalid_type" */
-    ngx_uint_t                       has_param;
-    char                             param[NGX_HTTP_AISERVE_PARAMLEN];
+    char                            *param;      /* NULL: none */
     char                             message[NGX_MAX_ERROR_STR];
 } ngx_http_aiserve_error_t;
 

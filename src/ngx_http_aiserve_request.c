@@ -114,15 +114,17 @@ ngx_http_aiserve_pcalloc(ngx_http_aiserve_ctx_t *ctx, size_t size)
 
 /*
  * Records a refusal of the request: STATUS (422 for validation, 404, 500),
- * an error code ("invalid_type"), the field it names (NULL: none) and a
- * message made from FMT (printf's format); sets ctx->done.  The first
- * refusal of a request is kept.
+ * an error code ("invalid_type"), the field it names (NULL: none; copied
+ * with ctx->alloc, left out if that fails) and a message made from FMT
+ * (printf's format); sets ctx->done.  The first refusal of a request is
+ * kept.
  */
 
 void
 ngx_http_aiserve_invalid(ngx_http_aiserve_ctx_t *ctx, ngx_uint_t status,
     const char *code, const char *param, const char *fmt, ...)
 {
+    size_t                     len;
     va_list                    args;
     ngx_http_aiserve_error_t  *e;
 
@@ -135,8 +137,15 @@ ngx_http_aiserve_invalid(ngx_http_aiserve_ctx_t *ctx, ngx_uint_t status,
 
     e->status = status;
     e->code = code;
-    e->has_param = param != NULL;
-    (void) snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
+
+    /* a copy: PARAM may be the caller's buffer or a key of the body */
+    if (param) {
+        len = strlen(param) + 1;
+        e->param = ngx_http_aiserve_palloc(ctx, len);
+        if (e->param) {
+            memcpy(e->param, param, len);
+        }
+    }
 
     va_start(args, fmt);
     (void) vsnprintf(e->message, sizeof(e->message), fmt, args);
