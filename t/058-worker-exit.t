@@ -19,7 +19,8 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use AiserveTest qw(aiserve_http_concurrent aiserve_free_port);
+use AiserveTest qw(aiserve_http_concurrent aiserve_free_port
+                   aiserve_sanitizer_env aiserve_sanitizer_reports);
 use File::Path ();
 use Time::HiRes qw(sleep time);
 
@@ -75,17 +76,10 @@ EOC
 close $cf;
 
 my $delay_log = "$prefix/logs/exit-delay.log";
-my $preload = join ' ', grep { defined && length }
-                        $ENV{TEST_NGINX_SANITIZER_PRELOAD}, $shim;
-my $env = "env LD_PRELOAD='$preload' AISERVE_EXIT_DELAY_LOG=$delay_log"
+my $env = aiserve_sanitizer_env("$prefix/logs", $shim)
+          . "AISERVE_EXIT_DELAY_LOG=$delay_log"
           . " AISERVE_EXIT_DELAY_THREAD_MS=100"
           . " AISERVE_EXIT_DELAY_DLCLOSE_MS=300";
-if ($ENV{TEST_NGINX_SANITIZER_PRELOAD}) {
-    $env .= " ASAN_OPTIONS='" . ($ENV{TEST_NGINX_ASAN_OPTIONS} // '')
-            . ":log_path=$prefix/logs/asan'"
-            . " UBSAN_OPTIONS='" . ($ENV{TEST_NGINX_UBSAN_OPTIONS} // '')
-            . ":log_path=$prefix/logs/ubsan'";
-}
 
 sub slurp {
     open my $f, '<', $_[0] or return '';
@@ -163,8 +157,7 @@ is(join("\n", $log =~ /^.*exited on signal.*$/mg), '',
    'no worker exited on a signal');
 is(join("\n", $log =~ /^.*\[(?:alert|emerg|crit)\].*$/mg), '',
    'no alert, crit or emerg in the error log');
-my @reports = glob("$prefix/logs/asan.* $prefix/logs/ubsan.*");
-is(join("\n", map { slurp($_) } @reports), '', 'no sanitizer report');
+is(aiserve_sanitizer_reports("$prefix/logs"), '', 'no sanitizer report');
 
 File::Path::remove_tree($prefix) if Test::More->builder->is_passing;
 
