@@ -142,6 +142,11 @@ $(BUILD)/Makefile: config $(SRC_LIST) | $(BUILD)/.deps-ok
 	    --add-dynamic-module=$(ROOT) --builddir=$(ROOT)/$(BUILD) >$(ROOT)/$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(ROOT)/$(BUILD)/configure.log; exit 1; }
 
+# nginx's Makefile sets its own CFLAGS (configure's, with -D_GNU_SOURCE and
+# the engine's -O2): a CFLAGS given to this make (make test-asan, make
+# test-clang) must not override it there, or the engine's sources lose
+# -D_GNU_SOURCE (implicit declarations of mkostemp, qsort_r).
+$(MODULE_SO): MAKEOVERRIDES =
 $(MODULE_SO): $(BUILD)/Makefile $(MODULE_SRCS) $(ENGINE_SRCS) $(wildcard src/*.h)
 	$(MAKE) -f $(ROOT)/$(BUILD)/Makefile -C $(NGX_SRC) modules
 
