@@ -268,6 +268,10 @@ ngx_int_t ngx_http_aiserve_fields(ngx_http_aiserve_ctx_t *ctx);
  */
 void ngx_http_aiserve_request_inputs(ngx_http_aiserve_ctx_t *ctx);
 
+/* Whether a location of api= value API can answer with a model of TASK
+ * (NGX_HTTP_AISERVE_TASK_*). */
+ngx_uint_t ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task);
+
 /*
  * Records a refusal in ctx->error (the first one is kept) and sets
  * ctx->done.  FMT is printf's.
@@ -316,13 +320,6 @@ void ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m);
 /* Sends the response (or ctx's error) and finalizes the request. */
 void ngx_http_aiserve_finish(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
-
-
-/* ngx_http_aiserve_module.c */
-
-/* Whether a location of api= value API can answer with a model of TASK
- * (NGX_HTTP_AISERVE_TASK_*). */
-ngx_uint_t ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task);
 
 
 /* ngx_http_aiserve_deploy.c: the fine-tuned models of the registry */

@@ -1695,6 +1695,29 @@ ngx_http_aiserve_prepare_embed_all(ngx_http_aiserve_ctx_t *ctx)
 }
 
 
+/* Whether api= API can answer with a model of TASK: the configuration's
+ * check (aiserve_infer), the deployed models' and the fuzz target's. */
+
+ngx_uint_t
+ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task)
+{
+    switch (api) {
+    case NGX_HTTP_AISERVE_API_OPENAI:
+    case NGX_HTTP_AISERVE_API_EMBED:
+    case NGX_HTTP_AISERVE_API_SIMILARITY:
+        return task == NGX_HTTP_AISERVE_TASK_EMBED;
+    case NGX_HTTP_AISERVE_API_PREDICT:
+    case NGX_HTTP_AISERVE_API_RERANK:
+        return task == NGX_HTTP_AISERVE_TASK_CLASSIFY
+               || task == NGX_HTTP_AISERVE_TASK_RERANK;
+    case NGX_HTTP_AISERVE_API_NER:
+        return task == NGX_HTTP_AISERVE_TASK_NER;
+    default: /* tokenize, decode, embed_all, info, tei */
+        return 1;
+    }
+}
+
+
 /*
  * The inputs of a request whose fields passed ngx_http_aiserve_fields():
  * validated and tokenized into ctx->seqs (with ctx->out sized for the

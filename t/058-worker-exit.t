@@ -124,7 +124,8 @@ sub workers_of {
 }
 
 sub start {
-    system("$env $nginx -p $prefix/ -c $prefix/conf/nginx.conf") == 0
+    system("$env $nginx -p $prefix/ -c $prefix/conf/nginx.conf"
+           . " >>$prefix/logs/nginx.out 2>&1") == 0
         or BAIL_OUT("nginx did not start: " . slurp("$prefix/logs/error.log"));
     my $until = time + 30;
     sleep 0.05 until -s "$prefix/logs/nginx.pid" || time > $until;

@@ -124,30 +124,6 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 
-/* the api= values nginx accepts for a model's task (its configuration
- * check, ngx_http_aiserve_check_handler) */
-static int
-fuzz_api_fits(ngx_uint_t api, ngx_uint_t task)
-{
-    switch (api) {
-    case NGX_HTTP_AISERVE_API_OPENAI:
-    case NGX_HTTP_AISERVE_API_EMBED:
-    case NGX_HTTP_AISERVE_API_SIMILARITY:
-        return task == NGX_HTTP_AISERVE_TASK_EMBED;
-    case NGX_HTTP_AISERVE_API_PREDICT:
-    case NGX_HTTP_AISERVE_API_RERANK:
-        return task == NGX_HTTP_AISERVE_TASK_CLASSIFY
-               || task == NGX_HTTP_AISERVE_TASK_RERANK;
-    case NGX_HTTP_AISERVE_API_NER:
-        return task == NGX_HTTP_AISERVE_TASK_NER;
-    case NGX_HTTP_AISERVE_API_INFO:
-        return 0;       /* answers without a body */
-    default:            /* tokenize, decode, embed_all, tei */
-        return 1;
-    }
-}
-
-
 static void
 fuzz_check(ngx_http_aiserve_ctx_t *ctx)
 {
@@ -222,8 +198,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     alcf.max_inputs = 16;
     alcf.max_request_tokens = 512;
 
+    /* the api= values nginx accepts for the model (info has no body) */
     if (alcf.api >= NGX_HTTP_AISERVE_N_APIS
-        || !fuzz_api_fits(alcf.api, m->task))
+        || alcf.api == NGX_HTTP_AISERVE_API_INFO
+        || !ngx_http_aiserve_api_fits(alcf.api, m->task))
     {
         return 0;
     }
