@@ -107,7 +107,7 @@ $(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
 
 unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS)
 
-# Preloaded into nginx by t/058-worker-exit.t: widens a race of the
+# Preloaded into nginx by t/063-worker-exit.t: widens a race of the
 # worker's exit (t/shim/exit_delay.c says how).
 EXIT_DELAY   := $(BUILD)/t/exit_delay.so
 

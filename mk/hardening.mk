@@ -52,7 +52,7 @@ SAN_UNIT_TESTS := $(UNIT_TESTS:$(BUILD)/%=$(SAN_BUILD)/%)
 
 # The unit tests that run a tool (test_tokenizer, test_eval) run the one in
 # tools/, so the default build's tools are built first.
-test-asan: tools $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
+test-asan: tools $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 	@$(call other_setup,$(SAN_BUILD))
 	$(call other_build,$(SAN_BUILD),$(SAN_CC),-O1 -g $(SAN_FLAGS),-g $(SAN_FLAGS),$(SAN_FLAGS))
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) \
@@ -66,7 +66,7 @@ test-asan: tools $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 # the t/ suites on it, as make test runs them.
 CLANG_BUILD    := build-clang
 
-test-clang: tools $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
+test-clang: tools $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 	@$(call other_setup,$(CLANG_BUILD))
 	$(call other_build,$(CLANG_BUILD),clang,-O2 -g)
 	prove --exec '' $(UNIT_TESTS:$(BUILD)/%=$(CLANG_BUILD)/%)

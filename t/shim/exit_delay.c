@@ -1,5 +1,5 @@
 /*
- * exit_delay.so: preloaded into nginx by t/058-worker-exit.t to widen a
+ * exit_delay.so: preloaded into nginx by t/063-worker-exit.t to widen a
  * race of the worker's exit that load makes rare.  nginx's thread pools
  * let each thread go with pthread_exit() and do not wait for it; the
  * worker then dlclose()s the modules and calls exit().  Here a thread that

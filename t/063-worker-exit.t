@@ -32,7 +32,7 @@ my $module = $ENV{TEST_NGINX_AISERVE_MODULE}
              // "$root/build/ngx_http_aiserve_module.so";
 my $shim = "$root/build/t/exit_delay.so";
 my $nginx = $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx';
-my $prefix = "$FindBin::Bin/servroot-058-$$";
+my $prefix = "$FindBin::Bin/servroot-063-$$";
 my $port = aiserve_free_port();
 
 -f $shim or BAIL_OUT("$shim is missing: make build/t/exit_delay.so");
