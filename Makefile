@@ -107,6 +107,14 @@ $(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
 
 unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS)
 
+# Preloaded into nginx by t/063-worker-exit.t: widens a race of the
+# worker's exit (t/shim/exit_delay.c says how).
+EXIT_DELAY   := $(BUILD)/t/exit_delay.so
+
+$(EXIT_DELAY): t/shim/exit_delay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -fPIC $< -o $@ -ldl
+
 $(BUILD)/t/%: t/unit/%.c t/unit/tap.h $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -It/unit $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
@@ -134,6 +142,11 @@ $(BUILD)/Makefile: config $(SRC_LIST) | $(BUILD)/.deps-ok
 	    --add-dynamic-module=$(ROOT) --builddir=$(ROOT)/$(BUILD) >$(ROOT)/$(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(ROOT)/$(BUILD)/configure.log; exit 1; }
 
+# nginx's Makefile sets its own CFLAGS (configure's, with -D_GNU_SOURCE and
+# the engine's -O2): a CFLAGS given to this make (make test-asan, make
+# test-clang) must not override it there, or the engine's sources lose
+# -D_GNU_SOURCE (implicit declarations of mkostemp, qsort_r).
+$(MODULE_SO): MAKEOVERRIDES =
 $(MODULE_SO): $(BUILD)/Makefile $(MODULE_SRCS) $(ENGINE_SRCS) $(wildcard src/*.h)
 	$(MAKE) -f $(ROOT)/$(BUILD)/Makefile -C $(NGX_SRC) modules
 
@@ -166,6 +179,7 @@ test-fuzz:
 	$(MAKE) --no-print-directory fuzz-safetensors FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-data FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-model FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(MAKE) --no-print-directory fuzz-request FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS
@@ -176,7 +190,7 @@ test-unit: unit-tests $(DEFAULT_MODEL)/model.safetensors
 	AISERVE_GEMM=blas prove --exec '' $(filter $(BUILD)/t/test_encoder%,$(UNIT_TESTS))
 	AISERVE_TRAIN_DTYPE=bf16 prove --exec '' $(BUILD)/t/test_train_grad
 
-test-nginx: module $(UNIT_HELPERS) $(DEFAULT_MODEL)/model.safetensors
+test-nginx: module $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 	prove -I t/lib -r t/
 	TEST_NGINX_USE_HUP=1 prove -I t/lib -r t/
 

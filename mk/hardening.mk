@@ -52,7 +52,7 @@ SAN_UNIT_TESTS := $(UNIT_TESTS:$(BUILD)/%=$(SAN_BUILD)/%)
 
 # The unit tests that run a tool (test_tokenizer, test_eval) run the one in
 # tools/, so the default build's tools are built first.
-test-asan: tools $(DEFAULT_MODEL)/model.safetensors
+test-asan: tools $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 	@$(call other_setup,$(SAN_BUILD))
 	$(call other_build,$(SAN_BUILD),$(SAN_CC),-O1 -g $(SAN_FLAGS),-g $(SAN_FLAGS),$(SAN_FLAGS))
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) \
@@ -66,7 +66,7 @@ test-asan: tools $(DEFAULT_MODEL)/model.safetensors
 # the t/ suites on it, as make test runs them.
 CLANG_BUILD    := build-clang
 
-test-clang: tools $(DEFAULT_MODEL)/model.safetensors
+test-clang: tools $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
 	@$(call other_setup,$(CLANG_BUILD))
 	$(call other_build,$(CLANG_BUILD),clang,-O2 -g)
 	prove --exec '' $(UNIT_TESTS:$(BUILD)/%=$(CLANG_BUILD)/%)
@@ -129,3 +129,31 @@ fuzz-model: $(FUZZ_MODEL)
 	$(FUZZ_MODEL) -max_total_time=$(FUZZ_SECONDS) -max_len=400000 \
 	    -dict=t/fuzz/model.dict -print_final_stats=1 \
 	    $(BUILD)/fuzz/corpus-model
+
+# --- the request side under libFuzzer ----------------------------------------
+#   make fuzz-request [FUZZ_SECONDS=30] libFuzzer, ASan and UBSan over the
+#                                      JSON body of a request
+#                                      (t/fuzz/fuzz_request.c): the module's
+#                                      src/ngx_http_aiserve_request.c, which
+#                                      calls no function of nginx, compiled
+#                                      with nginx's headers (the configure
+#                                      tree and $(BUILD)'s generated ones)
+# Seeds: the request bodies of the t/ suites (t/fuzz/request-seeds.pl).
+FUZZ_REQUEST     := $(BUILD)/fuzz/fuzz_request
+FUZZ_NGX_INC      = $(addprefix -I$(NGX_SRC)/src/,core event event/modules \
+                        os/unix http http/modules http/v2) -I$(BUILD)
+
+.PHONY: fuzz-request
+
+$(FUZZ_REQUEST): t/fuzz/fuzz_request.c src/ngx_http_aiserve_request.c \
+                 $(wildcard src/ngx_http_aiserve*.h) $(FUZZ_ENGINE_OBJS) \
+                 $(BUILD)/Makefile
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -pthread $(DEP_CFLAGS) $(FUZZ_NGX_INC) \
+	    t/fuzz/fuzz_request.c src/ngx_http_aiserve_request.c \
+	    $(FUZZ_ENGINE_OBJS) -o $@ $(DEP_LIBS)
+
+fuzz-request: $(FUZZ_REQUEST)
+	@t/fuzz/request-seeds.pl $(BUILD)/fuzz/corpus-request
+	$(FUZZ_REQUEST) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	    -dict=t/fuzz/request.dict \
+	    -print_final_stats=1 $(BUILD)/fuzz/corpus-request

@@ -532,13 +532,18 @@ aiserve_files_list(aiserve_files_t *fs, uint32_t account_id,
     }
 
     while (rc == 0 && *n < limit + 1) {
-        f = v.mv_data;
+        /* LMDB aligns a value to 2 bytes only: the record is read from a
+         * copy, never through a pointer into the map */
+        f = &out[*n];
 
-        if (v.mv_size == sizeof(aiserve_file_t)
-            && (account_id == 0 || f->account_id == account_id)
-            && (purpose == NULL || strcmp(f->purpose, purpose) == 0))
-        {
-            memcpy(&out[(*n)++], f, sizeof(aiserve_file_t));
+        if (v.mv_size == sizeof(aiserve_file_t)) {
+            memcpy(f, v.mv_data, sizeof(aiserve_file_t));
+
+            if ((account_id == 0 || f->account_id == account_id)
+                && (purpose == NULL || strcmp(f->purpose, purpose) == 0))
+            {
+                (*n)++;
+            }
         }
 
         rc = mdb_cursor_get(cur, &k, &v, step);

@@ -136,6 +136,24 @@ struct ngx_http_aiserve_model_s {
 };
 
 
+/* The allocator of a request's parsing: SIZE bytes, NULL when out of
+ * memory; nothing is freed before the request ends (the module: its
+ * pool). */
+typedef void *(*ngx_http_aiserve_alloc_pt)(void *data, size_t size);
+
+
+#define NGX_HTTP_AISERVE_PARAMLEN  64
+
+
+/* A request refused by its parsing (ngx_http_aiserve_request.c). */
+typedef struct {
+    ngx_uint_t                       status;     /* 0: none */
+    const char                      *code;       /* "invalid_type" */
+    char                            *param;      /* NULL: none */
+    char                             message[NGX_MAX_ERROR_STR];
+} ngx_http_aiserve_error_t;
+
+
 /* One input sequence of a request. */
 typedef struct {
     const int32_t                   *input_ids;
@@ -173,6 +191,10 @@ struct ngx_http_aiserve_ctx_s {
     ngx_uint_t                       batch_size;
     ngx_uint_t                       prompt_tokens;
     off_t                            bytes_in;
+
+    ngx_http_aiserve_alloc_pt        alloc;      /* of the parsing */
+    void                            *alloc_data;
+    ngx_http_aiserve_error_t         error;      /* the parsing's refusal */
 
     ngx_int_t                        rc;         /* to finalize with */
     ngx_str_t                        page;       /* JSON for nginx's own
@@ -221,6 +243,44 @@ extern ngx_module_t  ngx_http_aiserve_module;
 extern ngx_str_t     ngx_http_aiserve_apis[];
 
 
+/* ngx_http_aiserve_request.c: no function of nginx is called there */
+
+/*
+ * The shape of this request (NGX_HTTP_AISERVE_API_*): the location's api=,
+ * or for api=tei the route of the model's task, from ctx->alcf, ctx->model
+ * and the body ctx->doc.
+ */
+ngx_uint_t ngx_http_aiserve_route(ngx_http_aiserve_ctx_t *ctx);
+
+/*
+ * Merges the Inference API's "parameters" object into the body, then
+ * checks the body's field names against the shape ctx->api (422
+ * unknown_field).  NGX_OK, or NGX_ERROR with ctx->error set.
+ */
+ngx_int_t ngx_http_aiserve_parameters(ngx_http_aiserve_ctx_t *ctx);
+ngx_int_t ngx_http_aiserve_fields(ngx_http_aiserve_ctx_t *ctx);
+
+/*
+ * Validates and tokenizes the inputs of ctx->doc for ctx->api into
+ * ctx->seqs, ctx->out_len and ctx->prompt_tokens (ctx->alloc allocates);
+ * more than aiserve_max_request_tokens tokens in all is a 422
+ * (too_many_tokens).  A refusal sets ctx->error and ctx->done.
+ */
+void ngx_http_aiserve_request_inputs(ngx_http_aiserve_ctx_t *ctx);
+
+/* Whether a location of api= value API can answer with a model of TASK
+ * (NGX_HTTP_AISERVE_TASK_*). */
+ngx_uint_t ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task);
+
+/*
+ * Records a refusal in ctx->error (the first one is kept) and sets
+ * ctx->done.  FMT is printf's.
+ */
+void ngx_http_aiserve_invalid(ngx_http_aiserve_ctx_t *ctx, ngx_uint_t status,
+    const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+
 /* ngx_http_aiserve_api.c */
 
 /*
@@ -260,13 +320,6 @@ void ngx_http_aiserve_batch_free(ngx_http_aiserve_model_t *m);
 /* Sends the response (or ctx's error) and finalizes the request. */
 void ngx_http_aiserve_finish(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx);
-
-
-/* ngx_http_aiserve_module.c */
-
-/* Whether a location of api= value API can answer with a model of TASK
- * (NGX_HTTP_AISERVE_TASK_*). */
-ngx_uint_t ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task);
 
 
 /* ngx_http_aiserve_deploy.c: the fine-tuned models of the registry */

@@ -326,8 +326,13 @@ ngx_http_aiserve_meter_row_key(ngx_http_request_t *r, ngx_str_t *model,
     ngx_memzero(rk, sizeof(aiserve_row_key_t));
     rk->key_id = ctx->key.id;
     rk->day = day;
-    ngx_memcpy(rk->model, model->data,
-               ngx_min(model->len, AISERVE_MODEL_MAX));
+
+    /* no model yet (refused before the body was read): data is NULL */
+    if (model->len) {
+        ngx_memcpy(rk->model, model->data,
+                   ngx_min(model->len, AISERVE_MODEL_MAX));
+    }
+
     rk->price = ngx_http_aiserve_meter_price_of(mcf, model, 0);
 
     if (alcf->model_name.len) {

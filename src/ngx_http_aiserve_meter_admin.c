@@ -1096,14 +1096,15 @@ ngx_http_aiserve_meter_admin_body(ngx_http_request_t *r)
 
 failed:
 
-    json_decref(body);
-
+    /* e.param may name a field of the body: sent before the body goes */
     rc = ngx_http_aiserve_send_error(r, e.status,
                                      e.status == NGX_HTTP_NOT_FOUND
                                      ? "not_found_error"
                                      : e.status >= 500 ? "server_error"
                                      : "invalid_request_error",
                                      e.code, e.param, "%s", e.msg);
+    json_decref(body);
+
     ngx_http_finalize_request(r, rc);
 }
 

@@ -1039,26 +1039,6 @@ ngx_http_aiserve_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-ngx_uint_t
-ngx_http_aiserve_api_fits(ngx_uint_t api, ngx_uint_t task)
-{
-    switch (api) {
-    case NGX_HTTP_AISERVE_API_OPENAI:
-    case NGX_HTTP_AISERVE_API_EMBED:
-    case NGX_HTTP_AISERVE_API_SIMILARITY:
-        return task == NGX_HTTP_AISERVE_TASK_EMBED;
-    case NGX_HTTP_AISERVE_API_PREDICT:
-    case NGX_HTTP_AISERVE_API_RERANK:
-        return task == NGX_HTTP_AISERVE_TASK_CLASSIFY
-               || task == NGX_HTTP_AISERVE_TASK_RERANK;
-    case NGX_HTTP_AISERVE_API_NER:
-        return task == NGX_HTTP_AISERVE_TASK_NER;
-    default: /* tokenize, decode, embed_all, info, tei */
-        return 1;
-    }
-}
-
-
 static ngx_int_t
 ngx_http_aiserve_init(ngx_conf_t *cf)
 {

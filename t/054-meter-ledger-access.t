@@ -14,7 +14,8 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use AiserveTest qw(aiserve_http aiserve_free_port);
+use AiserveTest qw(aiserve_http aiserve_free_port aiserve_sanitizer_env
+                   aiserve_sanitizer_reports);
 use File::Path ();
 use File::Temp ();
 use JSON::PP ();
@@ -69,9 +70,16 @@ EOC
 }
 
 # run_nginx(@args) -> (exit code, what nginx printed)
+# make test-asan: the sanitizers' reports of the nginx processes this suite
+# starts (the workers run as "nobody": a directory anyone may write)
+my $san_logs = File::Temp::tempdir('aiserve-054-san-XXXXXX', TMPDIR => 1,
+                                   CLEANUP => 1);
+chmod 0777, $san_logs;
+
 sub run_nginx {
     my (@args) = @_;
-    my $cmd = join ' ', map { quotemeta } $nginx, '-p', "$dir/", @args;
+    my $cmd = aiserve_sanitizer_env($san_logs)
+              . join ' ', map { quotemeta } $nginx, '-p', "$dir/", @args;
     my $out = `$cmd 2>&1`;
     return ($? >> 8, $out);
 }
@@ -248,5 +256,7 @@ my $emerg = qr/\[emerg\] .*user[ ]"nobody"[ ]of[ ]the[ ]worker[ ]processes
     is($r->{status}, 200, 'after the refused reload the old workers serve');
     stop_nginx();
 }
+
+is(aiserve_sanitizer_reports($san_logs), '', 'no sanitizer report');
 
 done_testing();

@@ -25,7 +25,8 @@ use Socket qw(SOL_SOCKET SO_ERROR);
 use Time::HiRes ();
 
 our @EXPORT_OK = qw(aiserve_http_concurrent aiserve_http aiserve_request
-                    aiserve_free_port);
+                    aiserve_free_port aiserve_sanitizer_env
+                    aiserve_sanitizer_reports);
 
 # aiserve_request(\%req) -> raw HTTP/1.1 request bytes.
 #
@@ -165,6 +166,43 @@ sub aiserve_free_port {
     my $port = $s->sockport;
     close $s;
     return $port;
+}
+
+# aiserve_sanitizer_env($logdir) -> "env LD_PRELOAD=... " to put before an
+# nginx command that a suite runs itself, or '' outside make test-asan: the
+# sanitizer runtimes of TEST_NGINX_SANITIZER_PRELOAD (and the runtimes' own
+# options) as the runner gives them to nginx, each process's reports in
+# $logdir/asan.PID and $logdir/ubsan.PID.  $preload: more libraries to
+# preload after the runtimes (which must come first).
+sub aiserve_sanitizer_env {
+    my ($logdir, $preload) = @_;
+    my $san = $ENV{TEST_NGINX_SANITIZER_PRELOAD};
+    my $libs = join ' ', grep { defined && length } $san, $preload;
+    return '' unless length $libs;
+    my $env = "env LD_PRELOAD='$libs'";
+    return "$env " unless $san;
+    for (['ASAN_OPTIONS', 'TEST_NGINX_ASAN_OPTIONS', 'asan'],
+         ['UBSAN_OPTIONS', 'TEST_NGINX_UBSAN_OPTIONS', 'ubsan'])
+    {
+        my ($var, $from, $log) = @$_;
+        $env .= " $var='" . join(':', grep { defined && length }
+                                       $ENV{$from}, "log_path=$logdir/$log")
+                . "'";
+    }
+    return "$env ";
+}
+
+# aiserve_sanitizer_reports($logdir) -> the sanitizers' reports written
+# there ('' when none)
+sub aiserve_sanitizer_reports {
+    my ($logdir) = @_;
+    my $text = '';
+    for my $f (glob("$logdir/asan.* $logdir/ubsan.*")) {
+        open my $in, '<', $f or next;
+        local $/;
+        $text .= <$in>;
+    }
+    return $text;
 }
 
 sub finish {

@@ -686,6 +686,18 @@ sub scan_valgrind {
                          . " errors $why ($f)");
         Test::More::diag(join "\n", @lines);
     }
+    return unless $SanPreload;
+    # a report a worker wrote to its stderr, which is the error log
+    # (UBSan's, from a worker, does not always reach its log_path)
+    open my $in, '<', $ErrLog or return;
+    seek $in, $ValgrindPos{$ErrLog} // 0, 0;
+    my @bad = grep { /runtime error: |ERROR: (?:Address|Leak)Sanitizer/ }
+              <$in>;
+    $ValgrindPos{$ErrLog} = tell $in;
+    return unless @bad;
+    Test::More::fail($block->name . " - a sanitizer reported errors $why"
+                     . " ($ErrLog)");
+    Test::More::diag(join '', @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
 }
 
 sub pattern_matches {
