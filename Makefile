@@ -105,11 +105,11 @@ $(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
 
-unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS)
-
 # Preloaded into nginx by t/063-worker-exit.t: widens a race of the
 # worker's exit (t/shim/exit_delay.c says how).
 EXIT_DELAY   := $(BUILD)/t/exit_delay.so
+
+unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS) $(EXIT_DELAY)
 
 $(EXIT_DELAY): t/shim/exit_delay.c
 	@mkdir -p $(dir $@)
