@@ -1883,6 +1883,25 @@ ngx_http_aiserve_meter_init(ngx_conf_t *cf)
 
     *h = ngx_http_aiserve_meter_post_read_handler;
 
+    /*
+     * The log phase runs its handlers in the order they were added, and
+     * the access log's was added before this module's: put the masking
+     * first.
+     */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memmove((ngx_http_handler_pt *)
+                    cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts + 1,
+                cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts,
+                (cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts - 1)
+                * sizeof(ngx_http_handler_pt));
+
+    *(ngx_http_handler_pt *) cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts
+        = ngx_http_aiserve_meter_log_handler;
+
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;

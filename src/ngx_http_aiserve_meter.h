@@ -220,6 +220,7 @@ ngx_int_t ngx_http_aiserve_meter_authenticate(ngx_http_request_t *r,
 ngx_int_t ngx_http_aiserve_meter_refuse(ngx_http_request_t *r,
     ngx_http_aiserve_meter_refusal_t *ref);
 ngx_int_t ngx_http_aiserve_meter_post_read_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_aiserve_meter_log_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_aiserve_meter_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_aiserve_meter_mask_logs(ngx_cycle_t *cycle,
     ngx_log_t *log);

@@ -142,6 +142,29 @@ ngx_http_aiserve_meter_post_read_handler(ngx_http_request_t *r)
 
 
 /*
+ * Log phase, before any other log handler: what the post-read phase masks,
+ * masked again for the requests nginx finalizes before that phase runs (a
+ * 400 for a duplicate or missing Host or a conflicting Content-Length, a
+ * 494 for a header too large, a 501 for an unknown Transfer-Encoding, a
+ * 408 while reading headers): their access log lines read $request and
+ * $http_* as well.  A masked key no longer has a key's shape, so masking a
+ * request twice changes nothing.
+ */
+ngx_int_t
+ngx_http_aiserve_meter_log_handler(ngx_http_request_t *r)
+{
+    ngx_http_aiserve_meter_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    (void) ngx_http_aiserve_meter_mask_headers(r, &ctx);
+    (void) ngx_http_aiserve_meter_mask_request(r);
+
+    return NGX_OK;
+}
+
+
+/*
  * Bearer token from Authorization (RFC 6750 2.1; scheme case-insensitive).
  * Refuses keys in the query string (RFC 6750 2.3 is not offered) and masks
  * them in the request line, so the access log and error log never hold

@@ -14,6 +14,7 @@ use AiserveMeter qw(meter_db meter_cli meter_create_key meter_usage
                     meter_keys_in_logs);
 use POSIX ();
 use Time::HiRes ();
+use IO::Socket::INET ();
 use Time::Local ();
 
 repeat_each(1);
@@ -358,6 +359,44 @@ my %checks = (
              'masked in an unmetered location too');
         ok(!grep({ index($_, $secret) >= 0 } @lines),
            'the secret is nowhere in the access log');
+
+        # requests nginx refuses while reading their headers, before the
+        # post-read phase: their log lines read the same variables
+        $offset = -s "$logs/access-055.log";
+        for my $raw (
+            "GET /t?k=$secret HTTP/1.1\r\nHost: a\r\n"
+            . "User-Agent: early $secret\r\nReferer: $secret\r\n"
+            . "Host: b\r\n\r\n",
+            "GET /t HTTP/1.1\r\nUser-Agent: early $secret\r\n\r\n",
+            "GET /t HTTP/1.1\r\nHost: a\r\nUser-Agent: early x\r\n"
+            . "X-Note: $secret\r\nAuthorization: Bearer $secret\r\n"
+            . "Transfer-Encoding: gzip\r\n\r\n")
+        {
+            my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                             PeerPort => server_port())
+                or die "connect: $!";
+            print $sock $raw;
+            my $status = <$sock>;
+            close $sock;
+            like($status, qr/^HTTP\/1.1 (400|501) /,
+                 'nginx refuses it before the post-read phase');
+        }
+        Time::HiRes::sleep(0.2);
+        open $in, '<', "$logs/access-055.log" or die $!;
+        seek $in, $offset, 0;
+        @lines = grep { /ua="early/ } <$in>;
+        close $in;
+        is(scalar @lines, 3, 'the early refusals logged');
+        my $m = qr/\Q$prefix\E\*{34}/;
+        like($lines[0],
+             qr/"GET \/t\?k=$m HTTP\/1.1" 400 ua="early $m" ref="$m"/,
+             'a duplicate Host: request line, User-Agent, Referer masked');
+        like($lines[1], qr/" 400 ua="early $m"/,
+             'no Host: User-Agent masked');
+        like($lines[2], qr/" 501 .* x="$m" auth="Bearer $m"/,
+             'a 501 Transfer-Encoding: custom header, Authorization masked');
+        ok(!grep({ index($_, $secret) >= 0 } @lines),
+           'the secret is in no line of an early refusal');
     },
 );
 
