@@ -319,28 +319,29 @@ ngx_http_aiserve_usage_key_cb(const aiserve_key_t *k, void *arg)
 }
 
 
-/* unix seconds, or YYYY-MM-DD (00:00 UTC); -1 if neither */
+/* unix seconds, or YYYY-MM-DD (00:00 UTC, a day of the calendar: digits
+ * only, 2026-02-30 is no date); -1 if neither */
 static time_t
 ngx_http_aiserve_usage_time(ngx_str_t *v)
 {
-    u_char     buf[16];
-    ngx_int_t  n;
+    time_t     t;
+    ngx_int_t  n, y, m, d;
     struct tm  tm;
-    unsigned   y, m, d;
 
     if (v->len == 10 && v->data[4] == '-' && v->data[7] == '-') {
-        ngx_memcpy(buf, v->data, 10);
-        buf[10] = '\0';
-        if (sscanf((char *) buf, "%4u-%2u-%2u", &y, &m, &d) != 3
-            || m < 1 || m > 12 || d < 1 || d > 31 || y < 1970)
-        {
+        y = ngx_atoi(v->data, 4);
+        m = ngx_atoi(v->data + 5, 2);
+        d = ngx_atoi(v->data + 8, 2);
+        if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31) {
             return -1;
         }
         ngx_memzero(&tm, sizeof(tm));
         tm.tm_year = y - 1900;
         tm.tm_mon = m - 1;
         tm.tm_mday = d;
-        return timegm(&tm);
+        t = timegm(&tm);
+        ngx_libc_gmtime(t, &tm);
+        return (tm.tm_mday == d && tm.tm_mon == m - 1) ? t : -1;
     }
 
     n = ngx_atoi(v->data, v->len);
@@ -482,6 +483,7 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
     ngx_int_t                            rc, limit;
     ngx_str_t                            n, v;
     ngx_uint_t                           month, group, i, j, nb, admin;
+    ngx_uint_t                           seen, once;
     ngx_array_t                          rows, *res;
     char                                 cursor[32];
     json_t                              *out, *data, *bucket, *results;
@@ -501,6 +503,7 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
     group = 0;
     acct = 0;
     admin = (ctx->key.flags & AISERVE_KEY_ADMIN) != 0;
+    seen = 0;
 
     p = r->args.data;
     last = p + r->args.len;
@@ -537,6 +540,20 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
                     && ngx_strncmp(n.data, x, sizeof(x) - 1) == 0)
 #define VAL_IS(x)  (v.len == sizeof(x) - 1                                    \
                     && ngx_strncmp(v.data, x, sizeof(x) - 1) == 0)
+
+        /* a parameter of one value given twice is ambiguous */
+        once = (ARG_IS("start_time") || ARG_IS("start_date")) ? 1
+               : (ARG_IS("end_time") || ARG_IS("end_date")) ? 2
+               : ARG_IS("bucket_width") ? 4 : ARG_IS("limit") ? 8
+               : ARG_IS("page") ? 16 : ARG_IS("account_id") ? 32 : 0;
+
+        if (seen & once) {
+            return ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
+                       "invalid_request_error", "invalid_parameter", NULL,
+                       "\"%V\" given twice (only group_by may repeat)", &n);
+        }
+
+        seen |= once;
 
         if (ARG_IS("start_time") || ARG_IS("start_date")) {
             start = ngx_http_aiserve_usage_time(&v);
@@ -633,10 +650,15 @@ ngx_http_aiserve_meter_usage_buckets(ngx_http_request_t *r,
             acct = (uint32_t) rc;
 
         } else {
-            n.data[n.len] = '\0';
+            /* the name as param: a copy, the request line stays as sent */
+            s = ngx_pnalloc(r->pool, n.len + 1);
+            if (s == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+            *ngx_cpymem(s, n.data, n.len) = '\0';
             return ngx_http_aiserve_send_error(r, NGX_HTTP_BAD_REQUEST,
                        "invalid_request_error", "unknown_parameter",
-                       (char *) n.data, "unknown parameter \"%V\"", &n);
+                       s, "unknown parameter \"%V\"", &n);
         }
 
 #undef ARG_IS

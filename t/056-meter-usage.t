@@ -302,6 +302,16 @@ my %checks = (
                    ['start_time=0&page=page_100', 'invalid_value'],
                    ['end_time=5', 'missing_parameter'],
                    ['start_time=yesterday', 'invalid_value'],
+                   ['start_time=2026-02-30', 'invalid_value'],
+                   ['start_time=2026-12-+6', 'invalid_value'],
+                   ['start_time=2026-12-%206', 'invalid_value'],
+                   ['start_time=-001-12-06', 'invalid_value'],
+                   ['start_time=0&start_time=86400', 'invalid_parameter'],
+                   ['start_time=0&start_date=1970-01-02',
+                    'invalid_parameter'],
+                   ['start_time=0&bucket_width=1mo&bucket_width=1d',
+                    'invalid_parameter'],
+                   ['start_time=0&limit=2&limit=3', 'invalid_parameter'],
                    ['start_time=100&end_time=50', 'invalid_value'],
                    ['start_time=0&bucket_width=1h', 'invalid_value'],
                    ['start_time=0&group_by=project_id', 'invalid_value'],
@@ -315,6 +325,15 @@ my %checks = (
         my $r = usage('a', '');
         is($r->{json}{object}, 'list',
            'no query string: the first format, unchanged');
+        $r = usage('a', 'start_time=2024-02-29&end_time=2024-03-01');
+        is($r->{json}{data}[0]{start_time}, 1709164800,
+           'a leap day is a date');
+        Time::HiRes::sleep(0.2);
+        open my $in, '<', "$logs/access-055.log" or die $!;
+        my @colour = grep { /colour/ } <$in>;
+        close $in;
+        like($colour[-1], qr/"GET \/v1\/usage\?start_time=0&colour=red /,
+             'an unknown parameter: the request line logged as sent');
     },
 
     headers => sub {
