@@ -844,6 +844,11 @@ ngx_http_aiserve_admin_route(ngx_http_request_t *r, ngx_str_t *seg,
         }
 
         if (n == 2 && !del) {
+            if (k.status == AISERVE_KEY_REVOKED) {
+                return ngx_http_aiserve_admin_fail(e, NGX_HTTP_CONFLICT,
+                           "key_revoked", NULL, "%s is revoked", obj);
+            }
+
             if (ngx_http_aiserve_admin_key_body(body, &k, key_update, e)
                 != NGX_OK)
             {
@@ -1037,6 +1042,16 @@ ngx_http_aiserve_meter_admin_body(ngx_http_request_t *r)
         goto failed;
     }
 
+    if (r->args.len) {
+        /* never ignored: GET keys?account_id=acct_2 would list every key */
+        ngx_http_aiserve_admin_fail(&e, NGX_HTTP_BAD_REQUEST,
+                                    "unknown_parameter", NULL, "%s",
+                                    "the admin API takes no query "
+                                    "parameters (an account's keys: GET "
+                                    "accounts/ID/keys)");
+        goto failed;
+    }
+
     len = 0;
 
     if (r->request_body) {
@@ -1120,7 +1135,26 @@ ngx_http_aiserve_meter_admin_handler(ngx_http_request_t *r)
     if (!(r->method
           & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST|NGX_HTTP_DELETE)))
     {
-        return NGX_HTTP_NOT_ALLOWED;
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        if (ngx_http_aiserve_meter_header(r, "Allow",
+                                          (u_char *) "GET, HEAD, POST, DELETE",
+                                          sizeof("GET, HEAD, POST, DELETE")
+                                          - 1, NULL)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                           "invalid_request_error",
+                                           "method_not_allowed", NULL,
+                                           "method %V is not allowed, use "
+                                           "GET, POST or DELETE",
+                                           &r->method_name);
     }
 
     ngx_memzero(&ref, sizeof(ref));

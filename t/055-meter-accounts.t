@@ -222,7 +222,14 @@ my %checks = (
         $r = admin('GET', '/admin/nothing');
         is(error_of($r), '404 not_found', 'an unknown route: 404');
         $r = admin('PUT', "/admin/accounts/$acct");
-        is($r->{status}, 405, 'PUT: 405');
+        is(error_of($r), '405 method_not_allowed', 'PUT: a JSON 405');
+        is($r->{headers}{allow},
+           'GET, HEAD, POST, DELETE', '... with Allow');
+        $r = admin('PATCH', "/admin/keys");
+        is(error_of($r), '405 method_not_allowed', 'PATCH: a JSON 405');
+        $r = admin('GET', "/admin/keys?account_id=$acct");
+        is(error_of($r), '400 unknown_parameter',
+           'a query string is never ignored (it would list every key)');
 
         $r = admin('POST', "/admin/accounts/$acct", { rpm => 60,
                                                        name => 'acme inc' });
@@ -360,6 +367,9 @@ my %checks = (
         is(embed($secret[0])->{status}, 401, 'its secret: 401');
         is(error_of(admin('DELETE', "/admin/keys/$kid[0]")),
            '409 key_revoked', 'DELETE of a revoked key: 409');
+        is(error_of(admin('POST', "/admin/keys/$kid[0]",
+                          { tpm => 5 })),
+           '409 key_revoked', 'changing a revoked key: 409');
         is(error_of(admin('DELETE', '/admin/keys/key_99999')),
            '404 not_found', 'DELETE of an unknown key: 404');
         is(error_of(admin('DELETE', '/admin/audit')), '404 not_found',
