@@ -3572,13 +3572,50 @@ aiserve_limits_check(uint64_t rpm, uint64_t tpm, uint64_t budget,
 
 
 int
+aiserve_parse_date(const char *s, size_t len, int64_t *t)
+{
+    int        y, m, d;
+    size_t     i;
+    struct tm  tm;
+
+    if (len != 10 || s[4] != '-' || s[7] != '-') {
+        return -1;
+    }
+
+    for (i = 0; i < 10; i++) {
+        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9')) {
+            return -1;
+        }
+    }
+
+    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10
+        + (s[3] - '0');
+    m = (s[5] - '0') * 10 + (s[6] - '0');
+    d = (s[8] - '0') * 10 + (s[9] - '0');
+
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31) {
+        return -1;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m - 1;
+    tm.tm_mday = d;
+    *t = timegm(&tm);
+
+    /* timegm() carries 2026-02-30 into March: such a day does not exist */
+    gmtime_r((time_t *) t, &tm);
+
+    return (tm.tm_mday == d && tm.tm_mon == m - 1) ? 0 : -1;
+}
+
+
+int
 aiserve_parse_expires(const char *s, int64_t now, int64_t *out, char *err,
     size_t errlen)
 {
     char                *end;
-    unsigned             y, m, d;
     long long            n, unit;
-    struct tm            tm;
     unsigned long long   u;
 
     if (strcmp(s, "never") == 0) {
@@ -3611,18 +3648,10 @@ aiserve_parse_expires(const char *s, int64_t now, int64_t *out, char *err,
     }
 
     if (strchr(s, '-')) {
-        if (strlen(s) != 10 || sscanf(s, "%4u-%2u-%2u", &y, &m, &d) != 3
-            || m < 1 || m > 12 || d < 1 || d > 31)
-        {
+        if (aiserve_parse_date(s, strlen(s), out) != 0) {
             snprintf(err, errlen, "invalid expiry \"%s\" (YYYY-MM-DD)", s);
             return -1;
         }
-
-        memset(&tm, 0, sizeof(tm));
-        tm.tm_year = (int) y - 1900;
-        tm.tm_mon = (int) m - 1;
-        tm.tm_mday = (int) d;
-        *out = timegm(&tm);
 
     } else {
         errno = 0;

@@ -445,6 +445,15 @@ int aiserve_limits_check(uint64_t rpm, uint64_t tpm, uint64_t budget,
 int aiserve_parse_expires(const char *s, int64_t now, int64_t *out,
     char *err, size_t errlen);
 
+/*
+ * Parses a calendar date YYYY-MM-DD (len bytes at s, not NUL-terminated):
+ * exactly ten characters, digits and the two dashes (ISO 8601's calendar
+ * date, extended format), a year from 1970 to 9999 and a day that exists
+ * (2024-02-29 is one, 2026-02-30 is not).  *t gets its 00:00 UTC in unix
+ * seconds.  0, or -1 for anything else.
+ */
+int aiserve_parse_date(const char *s, size_t len, int64_t *t);
+
 /* Parses a duration "3600", "90s", "15m", "1h", "7d" into seconds, at most
  * max: 0 or -1 with a message in err. */
 int aiserve_parse_duration(const char *s, int64_t max, int64_t *out,

@@ -319,29 +319,17 @@ ngx_http_aiserve_usage_key_cb(const aiserve_key_t *k, void *arg)
 }
 
 
-/* unix seconds, or YYYY-MM-DD (00:00 UTC, a day of the calendar: digits
- * only, 2026-02-30 is no date); -1 if neither */
+/* unix seconds, or YYYY-MM-DD (00:00 UTC, aiserve_parse_date); -1 if
+ * neither */
 static time_t
 ngx_http_aiserve_usage_time(ngx_str_t *v)
 {
-    time_t     t;
-    ngx_int_t  n, y, m, d;
-    struct tm  tm;
+    int64_t    t;
+    ngx_int_t  n;
 
-    if (v->len == 10 && v->data[4] == '-' && v->data[7] == '-') {
-        y = ngx_atoi(v->data, 4);
-        m = ngx_atoi(v->data + 5, 2);
-        d = ngx_atoi(v->data + 8, 2);
-        if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31) {
-            return -1;
-        }
-        ngx_memzero(&tm, sizeof(tm));
-        tm.tm_year = y - 1900;
-        tm.tm_mon = m - 1;
-        tm.tm_mday = d;
-        t = timegm(&tm);
-        ngx_libc_gmtime(t, &tm);
-        return (tm.tm_mday == d && tm.tm_mon == m - 1) ? t : -1;
+    if (v->len == 10 && v->data[4] == '-') {
+        return aiserve_parse_date((char *) v->data, v->len, &t) == 0
+               ? (time_t) t : -1;
     }
 
     n = ngx_atoi(v->data, v->len);

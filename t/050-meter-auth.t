@@ -86,6 +86,13 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
            '1577836800');
     $bad->('set: --budget on a key without a period', 'set', $id{bob},
            '--budget', '100');
+    $bad->('set: an expiry on no calendar day', 'set', $id{bob},
+           '--expires', '2099-02-30');
+    $bad->('export --to a day that does not exist', 'export', '--to',
+           '2026-02-30');
+    $bad->('usage --from with a sign', 'usage', '--from', '2026-12-+6');
+    $bad->('export --from with trailing characters', 'export', '--from',
+           '2026-12-06x');
     my ($rc) = meter_cli($db, 'set', $id{bob}, '--tpm', '100000000000000');
     is($rc, 0, 'the maximum itself is accepted');
     meter_cli($db, 'set', $id{bob}, '--tpm', '0');

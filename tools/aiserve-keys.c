@@ -144,22 +144,26 @@ parse_number(const char *opt, const char *s, uint64_t max)
 }
 
 
-/* YYYY-MM-DD or YYYYMMDD -> YYYYMMDD */
+/* YYYY-MM-DD or YYYYMMDD, a day of the calendar -> YYYYMMDD */
 static uint32_t
 parse_day(const char *s)
 {
-    unsigned  y, m, d;
+    char         buf[11];
+    int64_t      t;
+    const char  *date;
 
-    if (sscanf(s, "%4u-%2u-%2u", &y, &m, &d) == 3
-        || (strlen(s) == 8 && sscanf(s, "%4u%2u%2u", &y, &m, &d) == 3))
-    {
-        if (m >= 1 && m <= 12 && d >= 1 && d <= 31) {
-            return y * 10000 + m * 100 + d;
-        }
+    date = s;
+
+    if (strlen(s) == 8 && strspn(s, "0123456789") == 8) {
+        snprintf(buf, sizeof(buf), "%.4s-%.2s-%.2s", s, s + 4, s + 6);
+        date = buf;
     }
 
-    die("invalid day \"%s\" (YYYY-MM-DD)", s);
-    return 0;
+    if (aiserve_parse_date(date, strlen(date), &t) != 0) {
+        die("invalid day \"%s\" (YYYY-MM-DD)", s);
+    }
+
+    return aiserve_day(t);
 }
 
 

@@ -330,6 +330,32 @@ test_audit_and_validation(void)
            == 0 && t == 1893542400, "expires YYYY-MM-DD");
     tap_ok(aiserve_parse_expires("2020-01-02", now, &t, err, sizeof(err))
            == -1, "expiry in the past: %s", err);
+    tap_ok(aiserve_parse_expires("2031-02-30", now, &t, err, sizeof(err))
+           == -1 && aiserve_parse_expires("2031-+2-01", now, &t, err,
+                                          sizeof(err)) == -1
+           && aiserve_parse_expires("2031-02- 1", now, &t, err, sizeof(err))
+              == -1,
+           "an expiry that is no calendar day refused: %s", err);
+    tap_ok(aiserve_parse_date("2024-02-29", 10, &t) == 0 && t == 1709164800
+           && aiserve_parse_date("1970-01-01", 10, &t) == 0 && t == 0
+           && aiserve_parse_date("9999-12-31", 10, &t) == 0
+           && t == 253402214400LL
+           && aiserve_parse_date("2026-12-06xyz", 10, &t) == 0
+           && t == 1796515200,
+           "aiserve_parse_date: leap day, bounds, len bytes only");
+    tap_ok(aiserve_parse_date("2026-02-29", 10, &t) == -1
+           && aiserve_parse_date("2026-04-31", 10, &t) == -1
+           && aiserve_parse_date("2026-13-01", 10, &t) == -1
+           && aiserve_parse_date("2026-00-10", 10, &t) == -1
+           && aiserve_parse_date("2026-12-00", 10, &t) == -1
+           && aiserve_parse_date("2026-12-+6", 10, &t) == -1
+           && aiserve_parse_date("2026-12- 6", 10, &t) == -1
+           && aiserve_parse_date("-001-12-06", 10, &t) == -1
+           && aiserve_parse_date("1969-12-31", 10, &t) == -1
+           && aiserve_parse_date("2026/12/06", 10, &t) == -1
+           && aiserve_parse_date("2026-12-6", 9, &t) == -1
+           && aiserve_parse_date("2026-12-06x", 11, &t) == -1,
+           "aiserve_parse_date: no such day, signs, blanks, other shapes");
     tap_ok(aiserve_parse_expires("+5x", now, &t, err, sizeof(err)) == -1
            && aiserve_parse_expires("-5", now, &t, err, sizeof(err)) == -1
            && aiserve_parse_expires("99999999999999", now, &t, err,
