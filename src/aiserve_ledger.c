@@ -3572,6 +3572,29 @@ aiserve_limits_check(uint64_t rpm, uint64_t tpm, uint64_t budget,
 
 
 int
+aiserve_name_check(const char *s, size_t len, char *err, size_t errlen)
+{
+    size_t  i;
+
+    if (len >= AISERVE_KEY_NAME_MAX) {
+        snprintf(err, errlen, "a name has at most %d bytes",
+                 AISERVE_KEY_NAME_MAX - 1);
+        return -1;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) s[i] < 0x20 || s[i] == 0x7f) {
+            snprintf(err, errlen, "a name has no control characters "
+                     "(byte %zu is 0x%02x)", i, (unsigned char) s[i]);
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
 aiserve_parse_date(const char *s, size_t len, int64_t *t)
 {
     int        y, m, d;

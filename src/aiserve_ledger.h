@@ -446,6 +446,14 @@ int aiserve_parse_expires(const char *s, int64_t now, int64_t *out,
     char *err, size_t errlen);
 
 /*
+ * Checks the name of a key or an account (len bytes at s): at most
+ * AISERVE_KEY_NAME_MAX - 1 bytes, none of them a control character (C0 or
+ * DEL), so that a name stays one field of one line in aiserve-keys' tables,
+ * the audit trail and logs.  0, or -1 with a message in err.
+ */
+int aiserve_name_check(const char *s, size_t len, char *err, size_t errlen);
+
+/*
  * Parses a calendar date YYYY-MM-DD (len bytes at s, not NUL-terminated):
  * exactly ten characters, digits and the two dashes (ISO 8601's calendar
  * date, extended format), a year from 1970 to 9999 and a day that exists

@@ -205,17 +205,22 @@ ngx_http_aiserve_admin_limits(json_t *body,
     uint64_t     u;
     json_t      *v, *m;
     const char  *field, *s, **x;
-    char         models[AISERVE_MODELS_MAX];
+    char         models[AISERVE_MODELS_MAX], msg[80];
 
     json_object_foreach(body, field, v) {
 
         if (ngx_strcmp(field, "name") == 0) {
-            if (!json_is_string(v)
-                || json_string_length(v) >= AISERVE_KEY_NAME_MAX)
-            {
+            if (!json_is_string(v)) {
                 return ngx_http_aiserve_admin_fail(e, NGX_HTTP_BAD_REQUEST,
                            "invalid_value", "name", "\"%s\" must be a string "
                            "of at most 63 bytes", "name");
+            }
+            if (aiserve_name_check(json_string_value(v),
+                                   json_string_length(v), msg, sizeof(msg))
+                != 0)
+            {
+                return ngx_http_aiserve_admin_fail(e, NGX_HTTP_BAD_REQUEST,
+                           "invalid_value", "name", "%s", msg);
             }
             ngx_memzero(lim->name, AISERVE_KEY_NAME_MAX);
             ngx_memcpy(lim->name, json_string_value(v), json_string_length(v));
@@ -1104,6 +1109,18 @@ ngx_http_aiserve_meter_admin_body(ngx_http_request_t *r)
     }
 
     json_decref(body);
+
+    /* a new secret, or an account's limits: kept by no cache (RFC 6749
+     * 5.1 asks the same of a token response) */
+    if (ngx_http_aiserve_meter_header(r, "Cache-Control",
+                                      (u_char *) "no-store",
+                                      sizeof("no-store") - 1, NULL)
+        != NGX_OK)
+    {
+        json_decref(out);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     ngx_http_finalize_request(r, ngx_http_aiserve_meter_send_json(r, status,
                                                                  out));

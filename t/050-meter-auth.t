@@ -91,6 +91,9 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
     $bad->('export --to a day that does not exist', 'export', '--to',
            '2026-02-30');
     $bad->('usage --from with a sign', 'usage', '--from', '2026-12-+6');
+    $bad->('a name with an escape', 'create', '--name', "a\e[2Jb");
+    $bad->('an account name with a tab', 'account', 'create', '--name',
+           "a\tb");
     $bad->('export --from with trailing characters', 'export', '--from',
            '2026-12-06x');
     my ($rc) = meter_cli($db, 'set', $id{bob}, '--tpm', '100000000000000');

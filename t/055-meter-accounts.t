@@ -221,6 +221,13 @@ my %checks = (
         is(error_of($r), '404 not_found', 'a missing account: 404');
         $r = admin('GET', '/admin/nothing');
         is(error_of($r), '404 not_found', 'an unknown route: 404');
+        $r = admin('POST', '/admin/accounts', { name => "a\nb" });
+        is(error_of($r) . " $r->{json}{error}{param}",
+           '400 invalid_value name',
+           'a name with a control character: 400');
+        $r = admin('GET', "/admin/accounts/$acct");
+        is($r->{headers}{'cache-control'}, 'no-store',
+           'admin answers are cached nowhere');
         $r = admin('PUT', "/admin/accounts/$acct");
         is(error_of($r), '405 method_not_allowed', 'PUT: a JSON 405');
         is($r->{headers}{allow},
@@ -255,6 +262,8 @@ my %checks = (
         like($r->{json}{api_key}, qr/^ais_test_[A-Za-z0-9]{38}$/,
              'the secret, shown once');
         is($r->{json}{account_id}, $acct, 'under the account');
+        is($r->{headers}{'cache-control'}, 'no-store',
+           'the secret: Cache-Control: no-store');
         my ($kid, $secret) = ($r->{json}{id}, $r->{json}{api_key});
         $key{prod} = $secret;
         $id{prod} = $kid;

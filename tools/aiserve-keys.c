@@ -294,10 +294,12 @@ static const char  limit_help[] =
 static int
 apply_limit(aiserve_key_t *k, int opt, const char *arg)
 {
+    char  msg[80];
+
     switch (opt) {
     case OPT_NAME:
-        if (strlen(arg) >= sizeof(k->name)) {
-            die("name \"%s\" is too long", arg);
+        if (aiserve_name_check(arg, strlen(arg), msg, sizeof(msg)) != 0) {
+            die("--name: %s", msg);
         }
         snprintf(k->name, sizeof(k->name), "%s", arg);
         return 1;
