@@ -451,6 +451,25 @@ ngx_http_aiserve_meter_header(ngx_http_request_t *r, const char *name,
 
 
 ngx_int_t
+ngx_http_aiserve_meter_not_allowed(ngx_http_request_t *r, const char *allow,
+    const char *use)
+{
+    if (ngx_http_aiserve_meter_header(r, "Allow", (u_char *) allow,
+                                      ngx_strlen(allow), NULL)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                       "invalid_request_error",
+                                       "method_not_allowed", NULL,
+                                       "method %V is not allowed, use %s",
+                                       &r->method_name, use);
+}
+
+
+ngx_int_t
 ngx_http_aiserve_meter_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t *b)
 {

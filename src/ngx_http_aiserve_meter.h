@@ -205,6 +205,12 @@ void ngx_http_aiserve_meter_row_key(ngx_http_request_t *r, ngx_str_t *model,
 ngx_int_t ngx_http_aiserve_meter_header(ngx_http_request_t *r,
     const char *name, u_char *value, size_t len, ngx_table_elt_t **hp);
 
+/* ngx_http_aiserve_meter.c: a JSON 405 method_not_allowed with Allow:
+ * allow (a literal, "GET, HEAD"), its message "use " use; the body read
+ * or discarded before */
+ngx_int_t ngx_http_aiserve_meter_not_allowed(ngx_http_request_t *r,
+    const char *allow, const char *use);
+
 /* ngx_http_aiserve_meter.c: sends b (JSON) as the response with status;
  * send_json sends o (its reference is taken; NULL: 500) compactly, as
  * jansson writes it, and a newline. */

@@ -1157,21 +1157,9 @@ ngx_http_aiserve_meter_admin_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        if (ngx_http_aiserve_meter_header(r, "Allow",
-                                          (u_char *) "GET, HEAD, POST, DELETE",
-                                          sizeof("GET, HEAD, POST, DELETE")
-                                          - 1, NULL)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                           "invalid_request_error",
-                                           "method_not_allowed", NULL,
-                                           "method %V is not allowed, use "
-                                           "GET, POST or DELETE",
-                                           &r->method_name);
+        return ngx_http_aiserve_meter_not_allowed(r,
+                                                  "GET, HEAD, POST, DELETE",
+                                                  "GET, POST or DELETE");
     }
 
     ngx_memzero(&ref, sizeof(ref));

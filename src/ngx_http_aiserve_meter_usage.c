@@ -874,18 +874,7 @@ ngx_http_aiserve_meter_usage_handler(ngx_http_request_t *r)
     }
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_http_aiserve_meter_header(r, "Allow", (u_char *) "GET, HEAD",
-                                          sizeof("GET, HEAD") - 1, NULL)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                           "invalid_request_error",
-                                           "method_not_allowed", NULL,
-                                           "method %V is not allowed, use "
-                                           "GET", &r->method_name);
+        return ngx_http_aiserve_meter_not_allowed(r, "GET, HEAD", "GET");
     }
 
     ngx_memzero(&ref, sizeof(ref));
