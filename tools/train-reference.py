@@ -5,7 +5,8 @@ scikit-learn and seqeval.
 
     .venv/bin/python tools/train-reference.py --task classify --mode full
         [--epochs 3] [--learning-rate 5e-5] [--batch-size 32]
-        [--warmup-steps 0] [--seed 42] [--threads 2] [--out result.json]
+        [--warmup-steps 0 (below 1: a share of the steps)] [--seed 42]
+        [--sampling random|group_by_length] [--threads 2] [--out result.json]
 
 Tasks:
 
@@ -93,7 +94,8 @@ def training_args(args, out_dir):
         warmup_steps=args.warmup_steps, seed=args.seed, weight_decay=0.0,
         lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
         eval_strategy="no", logging_steps=50, report_to="none",
-        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
+        train_sampling_strategy=args.sampling)
 
 
 def classify(args, out_dir):
@@ -271,8 +273,15 @@ def main():
     ap.add_argument("--epochs", type=float, default=3)
     ap.add_argument("--learning-rate", type=float, default=5e-5)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--warmup-steps", type=int, default=0)
+    ap.add_argument("--warmup-steps", type=float, default=0,
+                    help="warmup steps, or below 1 a share of the steps "
+                    "(Trainer's warmup_steps)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--sampling", choices=["random", "group_by_length"],
+                    default="random",
+                    help="Trainer's train_sampling_strategy: group_by_length "
+                    "shuffles too but batches sequences of similar lengths "
+                    "(less padding, a faster run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the result JSON here too")
     ap.add_argument("--limit", type=int, default=0,
@@ -291,7 +300,8 @@ def main():
            "model": os.path.basename(os.path.normpath(args.model)),
            "epochs": args.epochs, "learning_rate": args.learning_rate,
            "batch_size": args.batch_size, "warmup_steps": args.warmup_steps,
-           "seed": args.seed, "threads": args.threads, "limit": args.limit,
+           "seed": args.seed, "sampling": args.sampling,
+           "threads": args.threads, "limit": args.limit,
            "torch": torch.__version__,
            "transformers": transformers.__version__, **res}
     res = jsonable(res)
