@@ -101,6 +101,7 @@ struct aiserve_scratch_s {
     float                  *scores[AISERVE_MAX_THREADS];  /* per thread */
     size_t                  n_scores;
     aiserve_team_t         *team;        /* started on first use */
+    int                     threads;     /* 0: aiserve_num_threads */
     int                     failed;      /* a step's product failed */
     char                    err[256];    /* its message */
 };
@@ -121,6 +122,14 @@ aiserve_set_num_threads(int n)
         n = AISERVE_MAX_THREADS;
     }
     aiserve_num_threads = n;
+}
+
+
+void
+aiserve_scratch_set_threads(aiserve_scratch_t *scratch, int n)
+{
+    scratch->threads = n < 1 ? 0
+                       : n > AISERVE_MAX_THREADS ? AISERVE_MAX_THREADS : n;
 }
 
 
@@ -2210,11 +2219,12 @@ aiserve_check_batch(const aiserve_model_t *m, const aiserve_batch_t *batch,
 
 
 /* The team at the current thread count and one attention buffer per
- * thread, (re)made when aiserve_set_num_threads() changed. */
+ * thread, (re)made when aiserve_set_num_threads() or
+ * aiserve_scratch_set_threads() changed it. */
 static int
 aiserve_scratch_ready(aiserve_scratch_t *s, char *err, size_t err_len)
 {
-    int     nt = aiserve_num_threads;
+    int     nt = s->threads ? s->threads : aiserve_num_threads;
     size_t  n;
 
     if (s->team == NULL || aiserve_team_size(s->team) != nt) {

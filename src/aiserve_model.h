@@ -215,4 +215,10 @@ int aiserve_model_forward_heads(const aiserve_model_t *base,
  * setting, read at the start of each pass). */
 void aiserve_set_num_threads(int n);
 
+/* Threads of the passes that use SCRATCH, in place of the process-wide
+ * aiserve_set_num_threads() count (for a caller such as the trainer that
+ * must not change the server's setting); n < 1: the process-wide count
+ * again, n over AISERVE_MAX_THREADS: that maximum. */
+void aiserve_scratch_set_threads(aiserve_scratch_t *scratch, int n);
+
 #endif /* AISERVE_MODEL_H */

@@ -217,13 +217,14 @@ void aiserve_train_zero_grad(aiserve_train_t *t);
 
 /*
  * Backward pass of the last forward pass (which had labels): adds
- * LOSS_SCALE times the gradient of its loss to the gradients (1 /
- * gradient_accumulation_steps, as transformers' Trainer scales each
- * micro-batch's loss for models that take no num_items_in_batch; note
- * that Trainer 5.x passes num_items_in_batch to BERT, which accepts
- * **kwargs but ignores it, and then does not divide: a scale of 1.
- * AdamW is nearly blind to the difference, clipping is not).  Returns 0, or -1 with err (no forward pass with
- * labels to go back through).
+ * LOSS_SCALE times the gradient of its loss to the gradients.  The
+ * trainer passes 1 for every micro-batch of an accumulated step, as
+ * transformers' Trainer 5.x does with BERT (it passes num_items_in_batch
+ * to the model, which takes **kwargs but ignores it, and then does not
+ * divide by the accumulation steps; Trainer before 4.46 and models that
+ * take no **kwargs get 1 / gradient_accumulation_steps).  AdamW is
+ * nearly blind to the difference, clipping is not.  Returns 0, or -1
+ * with err (no forward pass with labels to go back through).
  */
 int aiserve_train_backward(aiserve_train_t *t, float loss_scale, char *err,
     size_t err_len);

@@ -21,6 +21,9 @@
 
 #define AISERVE_CKPT_FORMAT   "aiserve-trainer-checkpoint"
 #define AISERVE_CKPT_VERSION  1
+/* head mode: tokens of a featurization chunk (the inference engine's
+ * activations for about 30 MB with all-MiniLM-L6-v2) */
+#define AISERVE_FEATURE_TOKENS  2048
 
 /* One featurized example, labels already in the model's ids. */
 typedef struct {
@@ -77,6 +80,12 @@ struct aiserve_trainer_s {
     aiserve_trainer_eval_t      last;
     int                         has_last;
 
+    /* head mode's featurization: the inference engine on packed
+     * weights, while the features are computed */
+    aiserve_model_t            *f_model;
+    aiserve_scratch_t          *f_scratch;
+    float                      *f_hidden;       /* [chunk tokens, H] */
+
     /* a batch */
     int32_t                    *b_ids, *b_types, *b_labels;
     float                      *b_values, *b_feats;
@@ -85,6 +94,9 @@ struct aiserve_trainer_s {
 
     aiserve_trainer_progress_t  p;
 };
+
+
+static void aiserve_features_end(aiserve_trainer_t *tr);
 
 
 /* --- generator ----------------------------------------------------------- */
@@ -611,6 +623,7 @@ aiserve_trainer_free(aiserve_trainer_t *tr)
     if (tr->has_last) {
         aiserve_report_free(&tr->last.report);
     }
+    aiserve_features_end(tr);
     free(tr->b_ids);
     free(tr->b_types);
     free(tr->b_labels);
@@ -725,17 +738,17 @@ aiserve_forward(aiserve_trainer_t *tr, const aiserve_set_t *s,
 
 /* --- the state machine --------------------------------------------------- */
 
-/* The batch of S's examples from FIRST on, in file order, within the
- * token budget: their indices in tr->idx, their count returned. */
+/* The batch of S's examples from FIRST on, in file order, within
+ * BUDGET tokens (one example at least): their indices in tr->idx, their
+ * count returned. */
 static size_t
 aiserve_file_batch(aiserve_trainer_t *tr, const aiserve_set_t *s,
-    size_t first)
+    size_t first, size_t budget)
 {
     size_t  n, tokens = 0;
 
     for (n = 0; first + n < s->n; n++) {
-        if (n > 0 && tokens + s->ex[first + n].n_tokens
-                     > tr->opts.batch_tokens)
+        if (n > 0 && tokens + s->ex[first + n].n_tokens > budget)
         {
             break;
         }
@@ -746,16 +759,82 @@ aiserve_file_batch(aiserve_trainer_t *tr, const aiserve_set_t *s,
 }
 
 
+/* Head mode's featurization: the inference engine (aiserve_model.h) on
+ * the checkpoint's weights packed in fp32, the oneDNN path the server
+ * runs, in chunks of at most AISERVE_FEATURE_TOKENS tokens (an example
+ * longer than that alone), on opts.threads threads of its own scratch.
+ * The encoder is frozen in head mode, so the checkpoint's weights are
+ * the ones the training engine holds. */
+static int
+aiserve_features_begin(aiserve_trainer_t *tr, char *err, size_t err_len)
+{
+    const aiserve_model_info_t  *in;
+    size_t                       i, max = AISERVE_FEATURE_TOKENS;
+
+    for (i = 0; i < tr->train.n; i++) {
+        max = tr->train.ex[i].n_tokens > max ? tr->train.ex[i].n_tokens : max;
+    }
+    for (i = 0; i < tr->valid.n; i++) {
+        max = tr->valid.ex[i].n_tokens > max ? tr->valid.ex[i].n_tokens : max;
+    }
+    tr->f_model = aiserve_model_load_packed(tr->model_dir, AISERVE_DTYPE_FP32,
+                                            err, err_len);
+    if (tr->f_model == NULL) {
+        return -1;
+    }
+    in = aiserve_model_info(tr->f_model);
+    if (in->hidden_size != tr->H) {
+        aiserve_err(err, err_len, "%s: the inference engine reads "
+                    "hidden_size %zu, the training engine %zu",
+                    tr->model_dir, in->hidden_size, tr->H);
+        return -1;
+    }
+    tr->f_scratch = aiserve_scratch_create(tr->f_model, max, err, err_len);
+    tr->f_hidden = malloc(max * tr->H * sizeof(float));
+    if (tr->f_scratch == NULL || tr->f_hidden == NULL) {
+        if (tr->f_scratch != NULL) {
+            aiserve_err(err, err_len, "out of memory for the features");
+        }
+        return -1;
+    }
+    aiserve_scratch_set_threads(tr->f_scratch, tr->opts.threads);
+    return 0;
+}
+
+
+static void
+aiserve_features_end(aiserve_trainer_t *tr)
+{
+    aiserve_scratch_free(tr->f_scratch);
+    aiserve_model_free(tr->f_model);
+    free(tr->f_hidden);
+    tr->f_scratch = NULL;
+    tr->f_model = NULL;
+    tr->f_hidden = NULL;
+}
+
+
+/* The features of the next chunk of examples (the training set's, then
+ * the validation set's) into the cache: each sequence's first token's
+ * final hidden state for a sequence classifier, every token's for a
+ * token classifier (what aiserve_train_features() computes, to
+ * rounding). */
 static int
 aiserve_features_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
 {
     aiserve_set_t          *s;
     aiserve_train_batch_t   b;
-    size_t                  first, i, n, tokens, H = tr->H;
-    uint64_t                pass;
+    aiserve_batch_t         mb;
+    size_t                  first, i, n, t, tokens, H = tr->H;
+    float                  *out;
     int                     tok_cls = tr->kind == AISERVE_LABELS_TAGS
                                       || tr->kind == AISERVE_LABELS_SPANS;
 
+    if (tr->f_model == NULL && aiserve_features_begin(tr, err, err_len) != 0)
+    {
+        aiserve_features_end(tr);
+        return -1;
+    }
     s = tr->feat_next < tr->train.n ? &tr->train : &tr->valid;
     first = s == &tr->train ? tr->feat_next : tr->feat_next - tr->train.n;
     if (first == 0) {
@@ -772,19 +851,32 @@ aiserve_features_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
             return -1;
         }
     }
-    n = aiserve_file_batch(tr, s, first);
-    /* features take no dropout pass: a run restored before them draws
-     * the masks of an uninterrupted one */
-    pass = aiserve_train_dropout_pass(tr->t);
-    if (aiserve_pack(tr, s, tr->idx, n, 0, &b, &tokens, err, err_len) != 0
-        || aiserve_train_features(tr->t, &b, s->feats + s->ex[first].feat * H,
-                                  err, err_len) != 0)
+    n = aiserve_file_batch(tr, s, first, AISERVE_FEATURE_TOKENS);
+    if (aiserve_pack(tr, s, tr->idx, n, 0, &b, &tokens, err, err_len) != 0) {
+        return -1;
+    }
+    mb.input_ids = b.input_ids;
+    mb.token_type_ids = b.token_type_ids;
+    mb.seq_lens = b.seq_lens;
+    mb.n_seqs = b.n_seqs;
+    if (aiserve_model_forward_hidden(tr->f_model, &mb, tr->f_scratch,
+                                     tr->f_hidden, err, err_len) != 0)
     {
         return -1;
     }
-    aiserve_train_set_dropout_pass(tr->t, pass);
+    out = s->feats + s->ex[first].feat * H;
+    if (tok_cls) {
+        memcpy(out, tr->f_hidden, tokens * H * sizeof(float));
+    } else {
+        for (i = 0, t = 0; i < n; t += b.seq_lens[i], i++) {
+            memcpy(out + i * H, tr->f_hidden + t * H, H * sizeof(float));
+        }
+    }
     tr->feat_next += n;
     tr->p.features_done = tr->feat_next;
+    if (tr->feat_next == tr->train.n + tr->valid.n) {
+        aiserve_features_end(tr);
+    }
     return 0;
 }
 
@@ -828,7 +920,13 @@ aiserve_epoch_next(aiserve_trainer_t *tr)
 
 
 /* One optimiser step over the next gradient_accumulation_steps batches
- * of the epoch. */
+ * of the epoch.  Their gradients add up unscaled, as transformers'
+ * Trainer (>= 4.46; 5.24.0 measured, tools/gen-train-accum.py) does with
+ * BERT: it counts the accumulated batch's labelled items, passes the
+ * count as num_items_in_batch to a model whose forward takes **kwargs
+ * and then leaves the loss undivided, but BERT's loss ignores the count
+ * and stays its micro-batch's mean, so the step's gradient is the sum of
+ * the micro-batches' mean-loss gradients. */
 static int
 aiserve_train_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
 {
@@ -844,8 +942,7 @@ aiserve_train_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
         if (aiserve_forward(tr, &tr->train, tr->order + tr->bstart[b],
                             tr->bstart[b + 1] - tr->bstart[b], &loss, &tokens,
                             err, err_len) != 0
-            || aiserve_train_backward(tr->t, 1.f / (float) m, err, err_len)
-               != 0)
+            || aiserve_train_backward(tr->t, 1.f, err, err_len) != 0)
         {
             return -1;
         }
@@ -1011,7 +1108,7 @@ aiserve_eval_unit(aiserve_trainer_t *tr, char *err, size_t err_len)
     size_t                C = tr->num_labels;
     float                 loss;
 
-    n = aiserve_file_batch(tr, s, first);
+    n = aiserve_file_batch(tr, s, first, tr->opts.batch_tokens);
     if (aiserve_forward(tr, s, tr->idx, n, &loss, &tokens, err, err_len)
         != 0)
     {
@@ -1178,6 +1275,27 @@ aiserve_trainer_labels(const aiserve_trainer_t *tr, size_t *n)
 {
     *n = tr->num_labels;
     return (const char *const *) tr->id2label;
+}
+
+
+int
+aiserve_trainer_example(const aiserve_trainer_t *tr, size_t i,
+    const int32_t **input_ids, const int32_t **token_type_ids,
+    size_t *n_tokens, const float **features)
+{
+    const aiserve_ex_t  *e;
+
+    if (tr->opts.mode != AISERVE_TRAIN_HEAD || i >= tr->train.n
+        || tr->feat_next < tr->train.n || tr->train.feats == NULL)
+    {
+        return -1;
+    }
+    e = &tr->train.ex[i];
+    *input_ids = e->input_ids;
+    *token_type_ids = e->token_type_ids;
+    *n_tokens = e->n_tokens;
+    *features = tr->train.feats + e->feat * tr->H;
+    return 0;
 }
 
 

@@ -19,8 +19,9 @@
  * in that order into packed, padding-free batches of at most
  * opts.batch_tokens tokens (an example longer than the budget is a batch
  * alone), gradient_accumulation_steps batches an optimiser step (the
- * epoch's last step takes what is left, each micro-batch's loss scaled by
- * 1 / the step's micro-batches), AdamW with the linear schedule and
+ * epoch's last step takes what is left; their gradients add up unscaled,
+ * the sum of the micro-batches' mean losses, as transformers' Trainer
+ * 5.x accumulates BERT's), AdamW with the linear schedule and
  * clipping (aiserve_train_step()); then the validation set's loss and
  * report.  Results depend on the data, the options, the seed and the
  * thread count only; a run saved and restored at any point between two
@@ -194,6 +195,18 @@ const char *const *aiserve_trainer_labels(const aiserve_trainer_t *tr,
 
 /* The engine underneath (its parameters, for tests and tools). */
 aiserve_train_t *aiserve_trainer_engine(aiserve_trainer_t *tr);
+
+/*
+ * Head mode, once the features are computed: training example I's
+ * tokens (n_tokens input_ids and token_type_ids, as packed) and its
+ * cached features (1 row of hidden_size floats for a sequence
+ * classifier, n_tokens rows for a token classifier), for a check against
+ * aiserve_train_features().  Returns 0, or -1 (another mode, the features
+ * not computed yet, I out of range).
+ */
+int aiserve_trainer_example(const aiserve_trainer_t *tr, size_t i,
+    const int32_t **input_ids, const int32_t **token_type_ids,
+    size_t *n_tokens, const float **features);
 
 /*
  * Writes a checkpoint to DIR (created if missing): state.safetensors (the

@@ -19,6 +19,7 @@
 
 #include "tap.h"
 #include "aiserve_model.h"
+#include "aiserve_safetensors.h"
 #include "aiserve_trainer.h"
 
 #define SEQ_CLS   "models/tiny-bert-seq-cls"
@@ -28,6 +29,8 @@
 #define S_VALID   "t/data/train/sentiment-valid.jsonl"
 #define N_CONLL   "t/data/train/ner.conll"
 #define N_JSONL   "t/data/train/ner.jsonl"
+#define A_CONLL   "t/data/train/accum.conll"
+#define A_FIXTURE "t/data/train-accum.safetensors"
 
 static char  tmpdir[] = "/tmp/aiserve-test-trainer-XXXXXX";
 
@@ -613,6 +616,200 @@ test_errors(void)
 }
 
 
+/* The first N floats of tensor NAME of ST (F32), or 0 when absent. */
+static int
+fixture_floats(const aiserve_st_file_t *st, const char *name, float *out,
+    size_t n)
+{
+    const aiserve_st_tensor_t  *x = aiserve_st_find(st, name);
+
+    return x != NULL && x->n_elements >= n
+           && aiserve_st_to_f32(x->dtype, x->data, out, n) == 0;
+}
+
+
+/*
+ * Gradient accumulation against transformers' Trainer itself
+ * (tools/gen-train-accum.py): tiny-bert-ner with its head, dropout off,
+ * two sentences of 23 and 8 tokens, a budget of 23 so that each is a
+ * micro-batch, 2 of them a step, 2 epochs.  Trainer's pre-clipping
+ * gradient norm of each step (the sum of the micro-batches' mean-loss
+ * gradients: 18.88 at the first step, where the mean over the
+ * micro-batches would give 9.44 and the mean over the step's labelled
+ * tokens 9.44 too, apart in the fourth digit) and every parameter after
+ * the two steps.
+ */
+static void
+test_accumulation(void)
+{
+    aiserve_trainer_opts_t              o;
+    aiserve_trainer_t                  *t;
+    aiserve_train_t                    *e;
+    aiserve_st_file_t                  *st;
+    const aiserve_trainer_progress_t   *p;
+    const aiserve_train_tensor_t       *x;
+    float                               hp[6], norms[2], losses[2], *ref;
+    double                              got[2] = { 0, 0 }, lgot[2] = { 0, 0 };
+    double                              d, worst = 0, big;
+    size_t                              i, k, n_t, last = 0;
+    char                                err[512], key[160];
+    int                                 rc, ok = 1;
+
+    st = aiserve_st_open(A_FIXTURE, err, sizeof(err));
+    if (!tap_ok(st != NULL && fixture_floats(st, "hparams", hp, 6)
+                && fixture_floats(st, "grad_norms", norms, 2)
+                && fixture_floats(st, "losses", losses, 2),
+                "accumulation: %s loads", A_FIXTURE))
+    {
+        aiserve_st_close(st);
+        return;
+    }
+    opts(&o, NER, AISERVE_TRAIN_FULL);
+    o.learning_rate = hp[0];
+    o.weight_decay = hp[1];
+    o.max_grad_norm = hp[2];
+    o.epochs = (size_t) hp[3];
+    o.gradient_accumulation_steps = (size_t) hp[4];
+    o.batch_tokens = (size_t) hp[5];
+    o.dropout = 0;
+    t = make(&o, A_CONLL, NULL);
+    if (!tap_ok(t != NULL, "accumulation: trainer made")) {
+        aiserve_st_close(st);
+        return;
+    }
+    p = aiserve_trainer_progress(t);
+    do {
+        rc = aiserve_trainer_step(t, 1, err, sizeof(err));
+        if (rc >= 0 && p->step != last && p->step <= 2) {
+            got[p->step - 1] = p->grad_norm;
+            lgot[p->step - 1] = p->loss;
+        }
+        last = p->step;
+    } while (rc > 0);
+    tap_ok(rc == 0 && p->step == 2 && p->total_steps == 2,
+           "accumulation: 2 steps of 2 micro-batches (%s)",
+           rc == 0 ? "ok" : err);
+    for (k = 0; k < 2; k++) {
+        tap_ok(fabs(got[k] - norms[k]) <= 1e-5 * norms[k],
+               "accumulation: step %zu's gradient norm before clipping "
+               "%.6f, Trainer's %.6f: the micro-batches' mean-loss "
+               "gradients summed, unscaled", k + 1, got[k], norms[k]);
+        /* Trainer logs the sum of the micro-batches' mean losses, the
+         * progress their mean */
+        tap_ok(fabs(2 * lgot[k] - losses[k]) <= 1e-4 * losses[k],
+               "accumulation: step %zu's loss %.5f, Trainer's sum %.5f / 2",
+               k + 1, lgot[k], losses[k]);
+    }
+    e = aiserve_trainer_engine(t);
+    n_t = aiserve_train_n_tensors(e);
+    for (i = 0; i < n_t && ok; i++) {
+        x = aiserve_train_tensor(e, i);
+        snprintf(key, sizeof(key), "step:%s", x->name);
+        ref = malloc(x->n * sizeof(float));
+        ok = ref != NULL && fixture_floats(st, key, ref, x->n);
+        big = 0;
+        for (k = 0; ok && k < x->n; k++) {
+            big = fabs(ref[k]) > big ? fabs(ref[k]) : big;
+        }
+        for (k = 0; ok && k < x->n; k++) {
+            d = fabs(aiserve_train_params(e)[x->offset + k] - ref[k])
+                / (big > 1 ? big : 1);
+            worst = d > worst ? d : worst;
+        }
+        if (!ok) {
+            tap_diag("%s missing from %s", key, A_FIXTURE);
+        }
+        free(ref);
+    }
+    tap_ok(ok && worst <= 1e-5, "accumulation: every parameter after the 2 "
+           "steps within %.2e of Trainer's (%zu tensors)", worst, n_t);
+    aiserve_trainer_free(t);
+    aiserve_st_close(st);
+}
+
+
+/*
+ * Head mode's features come from the inference engine's packed forward
+ * (aiserve_model_forward_hidden(), chunks of many examples); each equals
+ * what the training engine's forward, checked against torch autograd,
+ * gives for the example alone (dropout off), to rounding.
+ */
+static void
+head_features_case(const char *what, const char *model, const char *train,
+    int threads)
+{
+    aiserve_trainer_opts_t              o;
+    aiserve_trainer_t                  *t;
+    aiserve_train_t                    *e;
+    aiserve_train_batch_t               b;
+    const aiserve_trainer_progress_t   *p;
+    const int32_t                      *ids, *types;
+    const float                        *cached;
+    float                              *mine = NULL;
+    double                              d, worst = 0, big;
+    size_t                              i, k, n, rows, H, checked = 0;
+    char                                err[512];
+    int                                 ok = 1, tok_cls;
+
+    opts(&o, model, AISERVE_TRAIN_HEAD);
+    o.threads = threads;
+    t = make(&o, train, NULL);
+    if (!tap_ok(t != NULL, "head features %s: trainer made", what)) {
+        return;
+    }
+    p = aiserve_trainer_progress(t);
+    while (ok && p->phase == AISERVE_TRAINER_FEATURES) {
+        ok = aiserve_trainer_step(t, 1, err, sizeof(err)) >= 0;
+    }
+    e = aiserve_trainer_engine(t);
+    H = aiserve_train_info(e)->hidden_size;
+    tok_cls = aiserve_train_info(e)->arch
+              == AISERVE_ARCH_TOKEN_CLASSIFICATION;
+    for (i = 0; ok && aiserve_trainer_example(t, i, &ids, &types, &n,
+                                              &cached) == 0; i++)
+    {
+        rows = tok_cls ? n : 1;
+        free(mine);
+        mine = malloc(n * H * sizeof(float));
+        memset(&b, 0, sizeof(b));
+        b.input_ids = ids;
+        b.token_type_ids = types;
+        b.seq_lens = &n;
+        b.n_seqs = 1;
+        ok = mine != NULL
+             && aiserve_train_features(e, &b, mine, err, sizeof(err)) == 0;
+        big = 0;
+        for (k = 0; ok && k < rows * H; k++) {
+            big = fabs(mine[k]) > big ? fabs(mine[k]) : big;
+        }
+        for (k = 0; ok && k < rows * H; k++) {
+            d = fabs(cached[k] - mine[k]) / (big > 1 ? big : 1);
+            worst = d > worst ? d : worst;
+        }
+        checked += ok;
+    }
+    if (!ok) {
+        tap_diag("%s", err);
+    }
+    tap_ok(ok && checked > 1 && worst <= 1e-5,
+           "head features %s, %d thread(s): %zu examples' cached features "
+           "within %.2e of the training forward's", what, threads, checked,
+           worst);
+    free(mine);
+    aiserve_trainer_free(t);
+}
+
+
+static void
+test_head_features(void)
+{
+    head_features_case("classify", ST, S_TRAIN, 1);
+    head_features_case("classify", ST, S_TRAIN, 2);
+    head_features_case("ner", ST, N_CONLL, 2);
+    head_features_case("classify, existing head", SEQ_CLS, S_TRAIN, 1);
+}
+
+
 int
 main(void)
 {
@@ -630,6 +827,8 @@ main(void)
     test_ner();
     test_other_problems();
     test_errors();
+    test_accumulation();
+    test_head_features();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0) {
         tap_diag("could not remove %s", tmpdir);
