@@ -98,6 +98,14 @@ def training_args(args, out_dir):
         train_sampling_strategy=args.sampling)
 
 
+def predict(trainer, rows):
+    """Trainer.predict in the rows' order: with group_by_length Trainer
+    orders the evaluation by length too (its _get_eval_sampler), which
+    would pair the predictions with other rows' labels."""
+    trainer.args.train_sampling_strategy = "random"
+    return trainer.predict(Rows(rows))
+
+
 def classify(args, out_dir):
     import numpy as np
     import torch
@@ -131,7 +139,7 @@ def classify(args, out_dir):
                           train_dataset=Rows(train),
                           data_collator=DataCollatorWithPadding(tok))
         trainer.train()
-        logits = trainer.predict(Rows(test)).predictions
+        logits = predict(trainer, test).predictions
     else:
         collator = DataCollatorWithPadding(tok)
 
@@ -174,10 +182,9 @@ def classify(args, out_dir):
                                 for i in range(len(train))]),
             data_collator=default_data_collator)
         trainer.train()
-        logits = trainer.predict(Rows([{"features": ftest[i],
-                                        "labels": test[i]["labels"]}
-                                       for i in range(len(test))])
-                                 ).predictions
+        logits = predict(trainer, [{"features": ftest[i],
+                                    "labels": test[i]["labels"]}
+                                   for i in range(len(test))]).predictions
     seconds = time.perf_counter() - t0
     y_true = [r["labels"] for r in test]
     y_pred = np.asarray(logits).argmax(-1).tolist()
@@ -234,7 +241,7 @@ def ner(args, out_dir):
                       train_dataset=Rows(rtrain),
                       data_collator=DataCollatorForTokenClassification(tok))
     trainer.train()
-    pred = trainer.predict(Rows(rtest))
+    pred = predict(trainer, rtest)
     seconds = time.perf_counter() - t0
     arg = np.asarray(pred.predictions).argmax(-1)
     y_true, y_pred = [], []
