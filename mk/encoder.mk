@@ -7,13 +7,14 @@
 #                                             t/data/encoder-bf16-minilm.jsonl
 #   make bench-gemm                           sgemm GFLOP/s on BERT shapes
 #   make bench-train-gemm                     training products: OpenBLAS, oneDNN
+#   make bench-attention                      one head, fp32 vs bf16 kernel
 #   make bench-encoder                        engine vs PyTorch vs ONNX Runtime
 
 FUZZ_DIR     := $(BUILD)/fuzz
 PYTHON       ?= .venv/bin/python
 
 .PHONY: fuzz-safetensors encoder-fixtures bf16-fixtures bench-gemm \
-        bench-train-gemm \
+        bench-train-gemm bench-attention \
         bench-encoder
 
 $(FUZZ_DIR)/fuzz_safetensors: t/fuzz/fuzz_safetensors.c \
@@ -55,6 +56,13 @@ tools/bench-train-gemm: tools/bench-train-gemm.c tools/bench.h $(ENGINE_LIB)
 
 bench-train-gemm: tools/bench-train-gemm
 	env $(BENCH_ENV) tools/bench-train-gemm
+
+# The attention kernels, fp32 against bf16, one thread.
+$(BUILD)/bench-attention: tools/bench-attention.c tools/bench.h $(ENGINE_LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)
+
+bench-attention: $(BUILD)/bench-attention
+	$(BUILD)/bench-attention
 
 $(BUILD)/bench-encoder-engine: tools/bench-encoder-engine.c tools/bench.h $(ENGINE_LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(ENGINE_LIB) $(DEP_LIBS)

@@ -12,6 +12,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "aiserve_ops.h"
 
 /* Reductions are accumulated in this many independent lanes so that the
@@ -729,3 +733,177 @@ aiserve_attention_head(size_t L, size_t d, const float *q, const float *k,
         }
     }
 }
+
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+/* The 16 floats at X as 16 bf16 (round to nearest even) in the low halves
+ * of 16 32-bit lanes. */
+#define AISERVE_BF16_LO16(x)                                                 \
+    _mm512_cvtepu16_epi32((__m256i) _mm512_cvtneps_pbh(x))
+
+/*
+ * aiserve_attention_head() with both products on AVX512-BF16's vdpbf16ps:
+ * Q, K, V and the softmax numerators rounded to bf16, every product
+ * summed in fp32 (as torch.autocast's bf16 matmul), the scale, the
+ * maximum, the exponentials and their sum in fp32.  The operands are
+ * kept as bf16 pairs in 32-bit lanes, the pair running over the summed
+ * index: K as [d / 2][Lp] pairs of head columns, V as [Lp / 2][d] pairs
+ * of keys, so that each vdpbf16ps is 16 lanes x 2 products, the same
+ * broadcast-and-accumulate order as the fp32 kernel.
+ */
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void
+aiserve_attention_head_bf16(size_t L, size_t d, const float *q,
+    const float *k, const float *v, size_t ld, float scale, float *work,
+    float *out, size_t ldo)
+{
+    size_t         Lp = (L + 15) / 16 * 16, Lh = (L + 1) / 2, dh = d / 2;
+    size_t         i, j, c, r, nr;
+    uint32_t      *kp = (uint32_t *) work, *vp = kp + dh * Lp;
+    float         *p = (float *) (vp + dh * Lp);
+    uint32_t      *qb = (uint32_t *) (p + AISERVE_ATT_ROWS * Lp), *pr;
+    __m512         acc[AISERVE_ATT_ROWS][2], mx[AISERVE_ATT_ROWS], v0, v1;
+    __m512i        a, b;
+    __mmask16      m0, m1;
+    float          x, inv[AISERVE_ATT_ROWS];
+    int            w;
+
+    /* K rounded to bf16 row by row into VP's room ([L, d] bf16, pairs of
+     * columns in 32-bit lanes), then transposed by 16 x 16 blocks of
+     * lanes into KP, keys past L zero */
+    for (j = 0; j < L; j++) {
+        for (c = 0; c < d; c += 32) {
+            _mm512_storeu_si512(vp + j * dh + c / 2,
+                (__m512i) _mm512_cvtne2ps_pbh(_mm512_loadu_ps(k + j * ld
+                                                              + c + 16),
+                                              _mm512_loadu_ps(k + j * ld
+                                                              + c)));
+        }
+    }
+    for (j = 0; j < Lp; j += 16) {
+        for (c = 0; c < dh; c += 16) {
+            aiserve_transpose16((const float *) vp + j * dh + c, dh, L - j,
+                                (float *) kp + c * Lp + j, Lp);
+        }
+    }
+
+    /* V as pairs of keys (j, j + 1) per column, the key past an odd L
+     * zero */
+    for (j = 0; j < Lh; j++) {
+        for (c = 0; c < d; c += 16) {
+            a = AISERVE_BF16_LO16(_mm512_loadu_ps(v + 2 * j * ld + c));
+            b = 2 * j + 1 < L
+                ? AISERVE_BF16_LO16(_mm512_loadu_ps(v + (2 * j + 1) * ld + c))
+                : _mm512_setzero_si512();
+            _mm512_storeu_si512(vp + j * d + c,
+                                _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+        }
+    }
+
+    for (i = 0; i < L; i += AISERVE_ATT_ROWS) {
+        nr = L - i < AISERVE_ATT_ROWS ? L - i : AISERVE_ATT_ROWS;
+
+        /* the block's query rows in bf16, rows past L zero */
+        for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+            for (c = 0; c < d; c += 32) {
+                a = r < nr
+                    ? (__m512i) _mm512_cvtne2ps_pbh(
+                          _mm512_loadu_ps(q + (i + r) * ld + c + 16),
+                          _mm512_loadu_ps(q + (i + r) * ld + c))
+                    : _mm512_setzero_si512();
+                _mm512_storeu_si512(qb + r * dh + c / 2, a);
+            }
+        }
+
+        /* scores: scale (Q K^T), 32 keys at a time, then 16 */
+        for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+            mx[r] = _mm512_set1_ps(-INFINITY);
+        }
+        for (j = 0; j < Lp; j += 32) {
+            w = Lp - j < 32 ? 1 : 2;
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+            }
+            for (c = 0; c < dh; c++) {
+                a = _mm512_loadu_si512(kp + c * Lp + j);
+                b = w == 2 ? _mm512_loadu_si512(kp + c * Lp + j + 16)
+                           : _mm512_setzero_si512();
+                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                    __m512bh  s = (__m512bh) _mm512_set1_epi32(qb[r * dh
+                                                                  + c]);
+
+                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], s, (__m512bh) a);
+                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], s, (__m512bh) b);
+                }
+            }
+            m0 = _cvtu32_mask16(L - j >= 16 ? 0xffffu
+                                            : (1u << (L - j)) - 1);
+            m1 = _cvtu32_mask16(L - j >= 32 ? 0xffffu
+                                : L - j <= 16 ? 0
+                                : (1u << (L - j - 16)) - 1);
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                v0 = _mm512_mul_ps(acc[r][0], _mm512_set1_ps(scale));
+                _mm512_storeu_ps(p + r * Lp + j, v0);
+                mx[r] = _mm512_mask_max_ps(mx[r], m0, mx[r], v0);
+                if (w == 2) {
+                    v1 = _mm512_mul_ps(acc[r][1], _mm512_set1_ps(scale));
+                    _mm512_storeu_ps(p + r * Lp + j + 16, v1);
+                    mx[r] = _mm512_mask_max_ps(mx[r], m1, mx[r], v1);
+                }
+            }
+        }
+
+        /* softmax numerators e^(s - max) in fp32, their sum kept, then
+         * the row rounded to bf16 in place (keys in order, so pairs of
+         * keys share a 32-bit lane) */
+        for (r = 0; r < nr; r++) {
+            float        *row = p + r * Lp, m;
+            aiserve_v16   e, s = (aiserve_v16) { 0 };
+            aiserve_v16i  keep;
+
+            m = _mm512_reduce_max_ps(mx[r]);
+            for (j = 0; j < Lp; j += 16) {
+                AISERVE_EXP_V16(*(aiserve_v16 *) (row + j) - m, e);
+                keep = aiserve_v16_lane < (int32_t) L - (int32_t) j;
+                e = AISERVE_V16_SELECT(keep, e, (aiserve_v16) { 0 });
+                *(aiserve_v16 *) (row + j) = e;
+                s += e;
+            }
+            AISERVE_V16_SUM(s, x);
+            inv[r] = 1.f / x;
+            pr = (uint32_t *) row;
+            for (j = 0; j < Lp; j += 16) {
+                _mm256_storeu_si256((__m256i *) (pr + j / 2),
+                    (__m256i) _mm512_cvtneps_pbh(_mm512_loadu_ps(row + j)));
+            }
+        }
+
+        /* context: P V, 32 columns at a time (d is a multiple of 32); the
+         * rows past L are the zeros of their zero queries' scores */
+        for (c = 0; c < d; c += 32) {
+            for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+            }
+            for (j = 0; j < Lh; j++) {
+                a = _mm512_loadu_si512(vp + j * d + c);
+                b = _mm512_loadu_si512(vp + j * d + c + 16);
+                for (r = 0; r < AISERVE_ATT_ROWS; r++) {
+                    __m512bh  s = (__m512bh) _mm512_set1_epi32(
+                                      ((const uint32_t *) (p + r * Lp))[j]);
+
+                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], s, (__m512bh) a);
+                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], s, (__m512bh) b);
+                }
+            }
+            for (r = 0; r < nr; r++) {
+                _mm512_storeu_ps(out + (i + r) * ldo + c,
+                    _mm512_mul_ps(acc[r][0], _mm512_set1_ps(inv[r])));
+                _mm512_storeu_ps(out + (i + r) * ldo + c + 16,
+                    _mm512_mul_ps(acc[r][1], _mm512_set1_ps(inv[r])));
+            }
+        }
+    }
+}
+
+#endif

@@ -110,4 +110,15 @@ void aiserve_attention_head(size_t L, size_t d, const float *q,
     const float *k, const float *v, size_t ld, float scale, float *work,
     float *out, size_t ldo);
 
+/*
+ * aiserve_attention_head() with Q K^T and P V as bf16 products summed in
+ * fp32 (torch.autocast("cpu", dtype=torch.bfloat16)'s attention): Q, K,
+ * V and the softmax numerators rounded to bf16, the softmax itself in
+ * fp32.  D a multiple of 32 up to 128, the same WORK; x86-64 with
+ * AVX512-BF16 only (the caller checks the CPU).
+ */
+void aiserve_attention_head_bf16(size_t L, size_t d, const float *q,
+    const float *k, const float *v, size_t ld, float scale, float *work,
+    float *out, size_t ldo);
+
 #endif /* AISERVE_OPS_H */

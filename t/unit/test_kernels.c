@@ -12,7 +12,9 @@
  * - one head of attention (aiserve_attention_head(), src/aiserve_ops.c):
  *   head sizes 16..128, sequence lengths around the kernel's 8-row, 16-
  *   and 32-key blocks, scores large enough that most of softmax
- *   underflows.
+ *   underflows; its bf16 twin (aiserve_attention_head_bf16(), where the
+ *   CPU has AVX512-BF16) against the same reference on bf16-rounded
+ *   Q, K and V, within the rounding of the probabilities to bf16.
  */
 #include <math.h>
 #include <stdint.h>
@@ -243,8 +245,25 @@ attention_ref(size_t L, size_t d, const float *q, const float *k,
 }
 
 
+/* bf16 rounding (round to nearest even), as torch does */
+static float
+to_bf16(float f)
+{
+    uint32_t  u;
+
+    memcpy(&u, &f, sizeof(u));
+    u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+
+/* One head of attention of L tokens, head_dim D, inputs up to AMP, by
+ * aiserve_attention_head() or (BF16) aiserve_attention_head_bf16(),
+ * against attention_ref() on the inputs, or for BF16 on the inputs
+ * rounded to bf16. */
 static void
-attention_case(size_t L, size_t d, float amp)
+attention_case(size_t L, size_t d, float amp, int bf16)
 {
     size_t   heads = 3, H = heads * d, ld = 3 * H, i, c, h;
     float   *qkv = malloc(L * ld * sizeof(float));
@@ -257,8 +276,22 @@ attention_case(size_t L, size_t d, float amp)
         qkv[i] = rnd() * amp;
     }
     for (h = 0; h < heads; h++) {
-        const float  *q = qkv + h * d;
+        float  *q = qkv + h * d;
 
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (bf16) {
+            aiserve_attention_head_bf16(L, d, q, q + H, q + 2 * H, ld,
+                                        1.f / sqrtf((float) d), work,
+                                        out + h * d, H);
+            for (i = 0; i < L; i++) {
+                for (c = 0; c < d; c++) {
+                    q[i * ld + c] = to_bf16(q[i * ld + c]);
+                    q[i * ld + H + c] = to_bf16(q[i * ld + H + c]);
+                    q[i * ld + 2 * H + c] = to_bf16(q[i * ld + 2 * H + c]);
+                }
+            }
+        } else
+#endif
         aiserve_attention_head(L, d, q, q + H, q + 2 * H, ld,
                                1.f / sqrtf((float) d), work, out + h * d, H);
         attention_ref(L, d, q, q + H, q + 2 * H, ld, 1.0 / sqrt((double) d),
@@ -275,9 +308,14 @@ attention_case(size_t L, size_t d, float amp)
      * (eps times the sum of |q_c k_c|) moves the probabilities by about
      * 1e-4 relative: the bound is then what a wrong maximum, mask or
      * underflow would exceed by orders of magnitude */
-    tap_ok(finite && worst < (amp > 1 ? 1e-3 * amp : 2e-6),
-           "attention L %zu head_dim %zu, inputs up to %g: max |diff| %.2e "
-           "vs double, all finite %d", L, d, amp, worst, finite);
+    /* bf16: each probability rounded to bf16 (2^-9 relative) moves the
+     * output by at most 2^-9 of the largest |v|, the fp32 bound besides;
+     * a wrong pairing, mask or layout is off by the size of V itself */
+    tap_ok(finite && worst < (bf16 ? 1.f / 512 * amp : 0)
+                             + (amp > 1 ? 1e-3 * amp : 2e-6),
+           "attention%s L %zu head_dim %zu, inputs up to %g: max |diff| "
+           "%.2e vs double%s, all finite %d", bf16 ? " bf16" : "", L, d,
+           amp, worst, bf16 ? " on bf16-rounded Q, K, V" : "", finite);
     free(qkv);
     free(out);
     free(work);
@@ -365,11 +403,28 @@ main(void)
 
     for (di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
         for (li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
-            attention_case(lens[li], dims[di], 1.f);
+            attention_case(lens[li], dims[di], 1.f, 0);
         }
     }
     /* scores in the hundreds: most probabilities underflow to 0 */
-    attention_case(33, 32, 30.f);
-    attention_case(100, 64, 30.f);
+    attention_case(33, 32, 30.f, 0);
+    attention_case(100, 64, 30.f, 0);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx512bf16")) {
+        for (di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+            for (li = 0; dims[di] % 32 == 0
+                         && li < sizeof(lens) / sizeof(lens[0]); li++)
+            {
+                attention_case(lens[li], dims[di], 1.f, 1);
+            }
+        }
+        attention_case(33, 32, 30.f, 1);
+        attention_case(100, 64, 30.f, 1);
+    } else {
+        tap_diag("bf16 attention skipped: the CPU has no AVX512-BF16");
+    }
+#else
+    tap_diag("bf16 attention skipped: not an x86-64 GCC or clang build");
+#endif
     return tap_done();
 }
