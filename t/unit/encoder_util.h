@@ -1,6 +1,6 @@
 /*
  * Helpers shared by the encoder unit tests: fixture lines (JSON lines from
- * tools/gen-encoder-fixtures.py) and vector comparisons.
+ * tools/gen-encoder-fixtures.py), vector comparisons and bf16 rounding.
  */
 #ifndef AISERVE_ENCODER_UTIL_H
 #define AISERVE_ENCODER_UTIL_H
@@ -169,6 +169,20 @@ enc_forward_one(const aiserve_model_t *m, aiserve_scratch_t *s,
     b.seq_lens = &n;
     b.n_seqs = 1;
     return aiserve_model_forward(m, &b, s, out, err, err_len);
+}
+
+
+
+/* F rounded to bf16 (round to nearest even, as torch does), as a float */
+static inline float
+enc_to_bf16(float f)
+{
+    uint32_t  u;
+
+    memcpy(&u, &f, sizeof(u));
+    u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&f, &u, sizeof(f));
+    return f;
 }
 
 #endif

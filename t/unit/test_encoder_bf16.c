@@ -37,19 +37,6 @@ cmp_double(const void *a, const void *b)
 }
 
 
-/* bf16 rounding (round to nearest even), as torch does */
-static float
-to_bf16(float f)
-{
-    uint32_t  u;
-
-    memcpy(&u, &f, sizeof(u));
-    u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-
 /* A bf16 product against the same product in double of bf16-rounded
  * operands (odd sizes and a row stride, so tails and lda count). */
 static void
@@ -94,9 +81,10 @@ test_product(void)
             d = bias[j];
             scale = 0;
             for (p = 0; p < k; p++) {
-                d += (double) to_bf16(a[i * lda + p]) * to_bf16(w[j * k + p]);
-                scale += fabs((double) to_bf16(a[i * lda + p])
-                              * to_bf16(w[j * k + p]));
+                d += (double) enc_to_bf16(a[i * lda + p])
+                     * enc_to_bf16(w[j * k + p]);
+                scale += fabs((double) enc_to_bf16(a[i * lda + p])
+                              * enc_to_bf16(w[j * k + p]));
             }
             d = fabs(d - c[i * n + j]) / (scale + 1);
             worst = d > worst ? d : worst;
@@ -146,10 +134,10 @@ test_product_general(void)
                     d = 0;
                     scale = 1;
                     for (p = 0; p < k; p++) {
-                        double  x = to_bf16(ta ? a[p * ld + i]
-                                               : a[i * ld + p]);
-                        double  y = to_bf16(tb ? b[j * ld + p]
-                                               : b[p * ld + j]);
+                        double  x = enc_to_bf16(ta ? a[p * ld + i]
+                                                   : a[i * ld + p]);
+                        double  y = enc_to_bf16(tb ? b[j * ld + p]
+                                                   : b[p * ld + j]);
 
                         d += x * y;
                         scale += fabs(x * y);

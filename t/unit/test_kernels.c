@@ -24,6 +24,7 @@
 
 #include "aiserve_gemm.h"
 #include "aiserve_ops.h"
+#include "encoder_util.h"
 #include "tap.h"
 
 
@@ -245,19 +246,6 @@ attention_ref(size_t L, size_t d, const float *q, const float *k,
 }
 
 
-/* bf16 rounding (round to nearest even), as torch does */
-static float
-to_bf16(float f)
-{
-    uint32_t  u;
-
-    memcpy(&u, &f, sizeof(u));
-    u = (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-
 /* One head of attention of L tokens, head_dim D, inputs up to AMP, by
  * aiserve_attention_head() or (BF16) aiserve_attention_head_bf16(),
  * against attention_ref() on the inputs, or for BF16 on the inputs
@@ -285,9 +273,9 @@ attention_case(size_t L, size_t d, float amp, int bf16)
                                         out + h * d, H);
             for (i = 0; i < L; i++) {
                 for (c = 0; c < d; c++) {
-                    q[i * ld + c] = to_bf16(q[i * ld + c]);
-                    q[i * ld + H + c] = to_bf16(q[i * ld + H + c]);
-                    q[i * ld + 2 * H + c] = to_bf16(q[i * ld + 2 * H + c]);
+                    q[i * ld + c] = enc_to_bf16(q[i * ld + c]);
+                    q[i * ld + H + c] = enc_to_bf16(q[i * ld + H + c]);
+                    q[i * ld + 2 * H + c] = enc_to_bf16(q[i * ld + 2 * H + c]);
                 }
             }
         } else
