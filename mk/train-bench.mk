@@ -7,6 +7,8 @@
 # full and lora: tokens/s of whole training steps (forward, backward,
 # AdamW) on batches of 32 Banking77 sequences, aiserve packed, PyTorch
 # padded to the batch's longest (DataCollatorWithPadding), and peft LoRA;
+# full-bf16: full in bf16 mixed precision against PyTorch under
+# torch.autocast("cpu", dtype=torch.bfloat16), goal >= 2x our fp32 full;
 # head: Banking77 trained end to end in head mode (features included),
 # aiserve against PyTorch doing the same.  Peak RSS of each side.
 
