@@ -1483,6 +1483,33 @@ ngx_http_aiserve_ft_task_check(const char *task, const aiserve_dataset_t *ds)
 }
 
 
+/* 0 when valid's labels are of train's kind and every one is one of
+ * train's (aiserve_labels_check()), else -1 with err naming valid (and
+ * its line) */
+static int
+ngx_http_aiserve_ft_valid_check(const aiserve_dataset_t *train,
+    const aiserve_dataset_t *valid, char *err, size_t err_len)
+{
+    int                  rc;
+    aiserve_label_set_t  set;
+
+    if (valid->kind != train->kind) {
+        snprintf(err, err_len, "%s: its labels are of another kind than "
+                 "those of %s", valid->name, train->name);
+        return -1;
+    }
+
+    ngx_memzero(&set, sizeof(aiserve_label_set_t));
+
+    rc = aiserve_labels_build(train, &set, err, err_len) != 0
+         || aiserve_labels_check(&set, valid, err, err_len) != 0;
+
+    aiserve_labels_free(&set);
+
+    return rc ? -1 : 0;
+}
+
+
 /* Makes the trainer of rn's job (restored from its last checkpoint when
  * it has one): 0, or -1 with the job failed. */
 static int
@@ -1530,6 +1557,19 @@ ngx_http_aiserve_ft_setup(ngx_http_aiserve_ft_runner_t *rn, ngx_log_t *log,
         aiserve_dataset_free(&valid);
         ngx_http_aiserve_ft_failed(rn, "invalid_training_file",
                                    "training_file", msg, log);
+        return -1;
+    }
+
+    /* the validation file's labels (and their kind) must be the training
+     * file's: said of the validation file, not left to the trainer */
+    if (valid.n && ngx_http_aiserve_ft_valid_check(&train, &valid, err,
+                                                   sizeof(err))
+                   != 0)
+    {
+        aiserve_dataset_free(&train);
+        aiserve_dataset_free(&valid);
+        ngx_http_aiserve_ft_failed(rn, "invalid_validation_file",
+                                   "validation_file", err, log);
         return -1;
     }
 

@@ -211,6 +211,10 @@ my %checks = (
         $file{bad} = upload('alice', 'bad.jsonl',
             qq({"text": "fine", "label": "a"}\n{"text": "", "label": "b"}\n));
         is($file{bad}{status}, 'error', 'bad.jsonl: status error');
+        $file{vunk} = upload('alice', 'vunk.jsonl',
+            qq({"text": "fine", "label": "positive"}\n)
+            . qq({"text": "so so", "label": "neutral"}\n));
+        is($file{vunk}{status}, 'processed', 'vunk.jsonl uploaded');
     },
 
     train => sub {
@@ -391,6 +395,29 @@ my %checks = (
            '... and why');
     },
 
+    valid_labels => sub {
+        my @cases = (
+            [ 'vunk', 'vunk.jsonl:2: field "label": unknown label "neutral" '
+                      . '(not in the training labels)',
+              'a validation label the training file lacks' ],
+            [ 'ner.jsonl', 'ner.jsonl: its labels are of another kind than '
+                           . 'those of sentiment-train.jsonl',
+              'validation tags for class labels' ],
+        );
+        for my $c (@cases) {
+            my $r = api('POST', '/v1/fine_tuning/jobs', 'alice', {
+                model => 'cls',
+                training_file => $file{'sentiment-train.jsonl'}{id},
+                validation_file => $file{$c->[0]}{id} });
+            my $j = wait_job('alice', $r->{json}{id}, \&final);
+            is($j->{status}, 'failed', "$c->[2]: failed when it starts");
+            is_deeply($j->{error},
+                      { code => 'invalid_validation_file',
+                        message => $c->[1], param => 'validation_file' },
+                      "$c->[2]: the validation file's error");
+        }
+    },
+
     modes => sub {
         for my $mode ('head', 'lora') {
             my $r = api('POST', '/v1/fine_tuning/jobs', 'alice', {
@@ -415,7 +442,7 @@ my %checks = (
     list_acl => sub {
         my $r = api('GET', '/v1/fine_tuning/jobs', 'alice');
         my @ids = map { $_->{id} } @{ $r->{json}{data} };
-        is(scalar @ids, 5, 'list: alice\'s five jobs');
+        is(scalar @ids, 7, 'list: alice\'s seven jobs');
         is($ids[-1], $job{senti}{id}, 'list: newest first');
         is($r->{json}{object}, 'list', 'list: object');
         $r = api('GET', '/v1/fine_tuning/jobs?limit=2', 'alice');
@@ -727,7 +754,18 @@ ok
 
 
 
-=== TEST 3: head and lora modes
+=== TEST 3: a validation file whose labels are not the training file's
+--- request
+GET /t
+--- ft_check: valid_labels
+--- response_body
+ok
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: head and lora modes
 --- request
 GET /t
 --- ft_check: modes
@@ -738,7 +776,7 @@ ok
 
 
 
-=== TEST 4: list, after, limit; another account's job is a 404 like a missing one
+=== TEST 5: list, after, limit; another account's job is a 404 like a missing one
 --- request
 GET /t
 --- ft_check: list_acl
@@ -749,7 +787,7 @@ ok
 
 
 
-=== TEST 5: bad requests
+=== TEST 6: bad requests
 --- request
 GET /t
 --- ft_check: bad_requests
@@ -760,7 +798,7 @@ ok
 
 
 
-=== TEST 6: a file that failed validation: the job fails with the line and reason
+=== TEST 7: a file that failed validation: the job fails with the line and reason
 --- request
 GET /t
 --- ft_check: bad_file
@@ -771,7 +809,7 @@ ok
 
 
 
-=== TEST 7: too many jobs (429); cancel within one chunk
+=== TEST 8: too many jobs (429); cancel within one chunk
 --- request
 GET /t
 --- ft_check: cancel_limit
@@ -782,7 +820,7 @@ ok
 
 
 
-=== TEST 8: a reload in the middle of a job: it completes
+=== TEST 9: a reload in the middle of a job: it completes
 --- request
 GET /t
 --- ft_check: reload
@@ -793,7 +831,7 @@ ok
 
 
 
-=== TEST 9: kill -9 of the worker running a job: another resumes it
+=== TEST 10: kill -9 of the worker running a job: another resumes it
 --- request
 GET /t
 --- ft_check: kill9
@@ -806,7 +844,7 @@ qr/\[alert\] .* exited on signal 9/
 
 
 
-=== TEST 10: training charges: reserved, settled, released; over budget: 429
+=== TEST 11: training charges: reserved, settled, released; over budget: 429
 --- request
 GET /t
 --- ft_check: billing
@@ -817,7 +855,7 @@ ok
 
 
 
-=== TEST 11: a fine-tuning location needs aiserve_meter on
+=== TEST 12: a fine-tuning location needs aiserve_meter on
 --- config
     location /v1/fine_tuning/jobs {
         aiserve_fine_tuning;
@@ -828,7 +866,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" needs "aiserve_meter on" in its location/
 
 
 
-=== TEST 12: aiserve_fine_tuning needs the store
+=== TEST 13: aiserve_fine_tuning needs the store
 --- http_config
     aiserve_meter_db /nonexistent-070/db;
     aiserve_meter_zone meter070 1m;
@@ -843,7 +881,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_fine_tuning_store"
 
 
 
-=== TEST 13: aiserve_fine_tuning needs the files store
+=== TEST 14: aiserve_fine_tuning needs the files store
 --- http_config
     aiserve_meter_db /nonexistent-070/db;
     aiserve_meter_zone meter070 1m;
@@ -859,7 +897,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_files_store" befor
 
 
 
-=== TEST 14: an invalid parameter of the store
+=== TEST 15: an invalid parameter of the store
 --- http_config
     aiserve_fine_tuning_store /nonexistent-070/ft chunk_steps=0;
 --- config
@@ -869,7 +907,7 @@ qr/\[emerg\] .*invalid parameter "chunk_steps=0" in "aiserve_fine_tuning_store"/
 
 
 
-=== TEST 15: a lease under a second
+=== TEST 16: a lease under a second
 --- http_config
     aiserve_fine_tuning_store /nonexistent-070/ft lease=500ms;
 --- config
