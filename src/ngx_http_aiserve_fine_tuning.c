@@ -415,8 +415,8 @@ ngx_http_aiserve_ft_cancel(ngx_http_request_t *r, json_t *found)
                              ngx_time(), &job, err, sizeof(err));
 
     if (rc == AISERVE_JOBS_CONFLICT) {
-        ngx_snprintf((u_char *) msg, sizeof(msg), "the job has already "
-                     "%s%Z", json_string_value(json_object_get(job,
+        ngx_snprintf((u_char *) msg, sizeof(msg), "the job cannot be "
+                     "cancelled: its status is %s%Z", json_string_value(json_object_get(job,
                                                                 "status")));
         json_decref(job);
         return ngx_http_aiserve_ft_fail(r, NGX_HTTP_BAD_REQUEST,
@@ -940,8 +940,24 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
                                     "\"supervised\"");
         }
 
-        x = json_object_get(json_object_get(method, "supervised"),
-                            "hyperparameters");
+        x = json_object_get(method, "supervised");
+
+        if (x && !json_is_object(x)) {
+            ngx_http_aiserve_ft_bad(NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                    "method", "method.supervised must be "
+                                    "an object");
+        }
+
+        x = json_object_get(x, "hyperparameters");
+
+        /* both places, saying different things: which one was meant? */
+        if (x && hp && !json_equal(x, hp)) {
+            ngx_http_aiserve_ft_bad(NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                    "hyperparameters", "hyperparameters "
+                                    "and method.supervised.hyperparameters "
+                                    "differ: give one of them");
+        }
+
         if (x) {
             hp = x;
         }

@@ -508,6 +508,15 @@ my %checks = (
             [ { model => 'cls', training_file => $f,
                 hyperparameters => { warmup => 1 } },
               '400 unknown_parameter', 'an unknown hyperparameter' ],
+            [ { model => 'cls', training_file => $f,
+                hyperparameters => { n_epochs => 2 },
+                method => { type => 'supervised', supervised => {
+                    hyperparameters => { n_epochs => 3 } } } },
+              '400 invalid_value',
+              'hyperparameters and method\'s that differ' ],
+            [ { model => 'cls', training_file => $f,
+                method => { type => 'supervised', supervised => 3 } },
+              '400 invalid_value', 'method.supervised not an object' ],
             [ { model => 'cls', training_file => $f, epochs => 1 },
               '400 unknown_parameter', 'an unknown parameter' ],
             [ { model => 'cls', training_file => $f, suffix => 'a:b' },
@@ -592,6 +601,11 @@ my %checks = (
         $j = api('GET', "/v1/fine_tuning/jobs/$ids[0]", 'carol')->{json};
         is($j->{trained_tokens}, $at, '... nor any progress');
         is($j->{status}, 'cancelled', '... still cancelled');
+        $r = api('POST', "/v1/fine_tuning/jobs/$ids[0]/cancel", 'carol');
+        is(error_of($r), '400 job_not_cancellable', 'cancel again: 400');
+        is($r->{json}{error}{message},
+           'the job cannot be cancelled: its status is cancelled',
+           '... saying why');
         for my $id (@ids[1, 2]) {
             is(api('POST', "/v1/fine_tuning/jobs/$id/cancel", 'carol')
                ->{json}{status}, 'cancelled', 'cancel the others');
