@@ -56,6 +56,7 @@ typedef struct {
     aiserve_file_t               file;
     ngx_uint_t                   status;      /* 0: stored */
     const char                  *code;
+    const char                  *param;       /* of a 400: "file" if NULL */
     char                         err[512];
 } ngx_http_aiserve_files_upload_t;
 
@@ -986,6 +987,7 @@ ngx_http_aiserve_files_upload_thread(void *data, ngx_log_t *log)
     {
         up->status = NGX_HTTP_BAD_REQUEST;
         up->code = "invalid_value";
+        up->param = "purpose";
         ngx_cpystrn((u_char *) up->err,
                     (u_char *) "purpose must be \"fine-tune\"",
                     sizeof(up->err));
@@ -1076,7 +1078,8 @@ ngx_http_aiserve_files_upload_done(ngx_event_t *ev)
 
     if (up->status) {
         rc = ngx_http_aiserve_files_fail(r, up->status, up->code,
-                 up->status == NGX_HTTP_BAD_REQUEST ? "file" : NULL,
+                 up->status != NGX_HTTP_BAD_REQUEST ? NULL
+                 : up->param ? up->param : "file",
                  up->err);
 
     } else {

@@ -306,6 +306,8 @@ my %checks = (
         $r = api('POST', '/v1/files', 'bob', purpose => 'batch',
                  filename => 'a.jsonl', content => "{}\n");
         is(error_of($r), '400 invalid_value', 'purpose=batch: 400');
+        is(meter_json($r->{body})->{error}{param}, 'purpose',
+           '... param purpose');
         $r = api('POST', '/v1/files', 'bob', purpose => 'fine-tune');
         is(error_of($r), '400 missing_required_parameter', 'no file: 400');
         $r = aiserve_http(server_port(), {
