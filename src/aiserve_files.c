@@ -773,10 +773,7 @@ int
 aiserve_files_dataset(const aiserve_files_t *fs, const aiserve_file_t *f,
     aiserve_dataset_t *ds, char *err, size_t err_len)
 {
-    int     rc;
-    char    path[4200], label[128], *data;
-    long    n;
-    FILE   *in;
+    char  path[4200];
 
     memset(ds, 0, sizeof(aiserve_dataset_t));
 
@@ -784,6 +781,21 @@ aiserve_files_dataset(const aiserve_files_t *fs, const aiserve_file_t *f,
         snprintf(err, err_len, "%s: the path is too long", f->id);
         return -1;
     }
+
+    return aiserve_files_dataset_at(path, f, ds, err, err_len);
+}
+
+
+int
+aiserve_files_dataset_at(const char *path, const aiserve_file_t *f,
+    aiserve_dataset_t *ds, char *err, size_t err_len)
+{
+    int     rc;
+    char    label[128], *data;
+    long    n;
+    FILE   *in;
+
+    memset(ds, 0, sizeof(aiserve_dataset_t));
 
     in = fopen(path, "rb");
     if (in == NULL) {
@@ -817,6 +829,78 @@ aiserve_files_dataset(const aiserve_files_t *fs, const aiserve_file_t *f,
     free(data);
 
     return rc;
+}
+
+
+int
+aiserve_files_keep(const aiserve_files_t *fs, const aiserve_file_t *f,
+    const char *to, char *err, size_t err_len)
+{
+    int      in, out, rc;
+    char     path[4200], tmp[4200], buf[65536];
+    ssize_t  n;
+
+    if (aiserve_files_path(fs, f->id, path, sizeof(path)) != 0
+        || snprintf(tmp, sizeof(tmp), "%s.tmp", to) >= (int) sizeof(tmp))
+    {
+        snprintf(err, err_len, "%s: the path is too long", f->id);
+        return -1;
+    }
+
+    unlink(tmp);
+
+    if (link(path, tmp) == 0) {
+        goto keep;
+    }
+
+    in = open(path, O_RDONLY | O_CLOEXEC);
+    if (in == -1) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out == -1) {
+        snprintf(err, err_len, "%s: %s", tmp, strerror(errno));
+        close(in);
+        return -1;
+    }
+
+    rc = 0;
+
+    while ((n = read(in, buf, sizeof(buf))) != 0) {
+        if (n == -1 || write(out, buf, n) != n) {
+            rc = -1;
+            break;
+        }
+    }
+
+    if (rc != 0 || fsync(out) != 0) {
+        snprintf(err, err_len, "%s: %s", tmp, strerror(errno));
+        rc = -1;
+    }
+
+    if (close(out) != 0 && rc == 0) {
+        snprintf(err, err_len, "%s: %s", tmp, strerror(errno));
+        rc = -1;
+    }
+
+    close(in);
+
+    if (rc != 0) {
+        unlink(tmp);
+        return -1;
+    }
+
+keep:
+
+    if (rename(tmp, to) != 0) {
+        snprintf(err, err_len, "%s: %s", to, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+
+    return 0;
 }
 
 

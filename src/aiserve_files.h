@@ -152,6 +152,20 @@ void aiserve_files_validate(const aiserve_tok_t *tok, const char *data,
 int aiserve_files_dataset(const aiserve_files_t *fs, const aiserve_file_t *f,
     aiserve_dataset_t *ds, char *err, size_t err_len);
 
+/* The same on the content kept at path (aiserve_files_keep()), f naming
+ * it (its filename gives the format and the messages' name). */
+int aiserve_files_dataset_at(const char *path, const aiserve_file_t *f,
+    aiserve_dataset_t *ds, char *err, size_t err_len);
+
+/*
+ * Keeps the content of f at path to, so that a reader of it (a
+ * fine-tuning job resuming) does not depend on f staying in the store: a
+ * hard link when to is on the store's file system, else a copy (a
+ * temporary file, fsync, rename).  0, or -1 with err naming the path.
+ */
+int aiserve_files_keep(const aiserve_files_t *fs, const aiserve_file_t *f,
+    const char *to, char *err, size_t err_len);
+
 const char *aiserve_file_status_name(uint32_t status);
 
 #endif /* AISERVE_FILES_H */

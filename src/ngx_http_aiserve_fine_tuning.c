@@ -1063,6 +1063,15 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
                     "metadata", json_object_get(body, "metadata"),
                     "_tokens", (json_int_t) f[0].tokens,
                     "_examples", (json_int_t) f[0].examples);
+
+    /* the files' names: the job reads the copies it keeps under them */
+    for (i = 0; job && i < 2; i++) {
+        if (f[i].id[0]) {
+            json_object_set_new(job, i ? "_validation_filename"
+                                       : "_training_filename",
+                                json_string(f[i].filename));
+        }
+    }
     json_decref(hp);
 
     if (job == NULL) {
@@ -1436,30 +1445,55 @@ static int
 ngx_http_aiserve_ft_read_file(ngx_http_aiserve_ft_runner_t *rn,
     const char *param, aiserve_dataset_t *ds, ngx_log_t *log)
 {
-    char             err[700];
-    const char      *id;
+    int              rc;
+    char             err[700], path[4200], key[32];
+    const char      *id, *name;
     aiserve_file_t   f;
 
     ngx_memzero(ds, sizeof(aiserve_dataset_t));
+    ngx_memzero(&f, sizeof(aiserve_file_t));
 
     id = json_string_value(json_object_get(rn->job, param));
     if (id == NULL) {
         return 0;
     }
 
-    if (aiserve_files_get(ngx_http_aiserve_files_store_handle, id, &f, err,
-                          sizeof(err))
-        != AISERVE_FILES_OK)
+    /* DIR/jobs/ID/training_file: the copy the job's first start kept, so
+     * that a resume does not need the file to stay in the store */
+    snprintf(path, sizeof(path), "%s/%s", rn->dir, param);
+    snprintf(key, sizeof(key), "_%sname", param);
+    name = json_string_value(json_object_get(rn->job, key));
+
+    if (name && access(path, R_OK) == 0) {
+        ngx_cpystrn((u_char *) f.id, (u_char *) id, sizeof(f.id));
+        ngx_cpystrn((u_char *) f.filename, (u_char *) name,
+                    sizeof(f.filename));
+        rc = aiserve_files_dataset_at(path, &f, ds, err, sizeof(err));
+
+    } else if (aiserve_files_get(ngx_http_aiserve_files_store_handle, id,
+                                 &f, err, sizeof(err))
+               != AISERVE_FILES_OK)
     {
         snprintf(err, sizeof(err), "the file %s was deleted", id);
         ngx_http_aiserve_ft_failed(rn, "file_not_found", param, err, log);
         return -1;
+
+    } else {
+        rc = aiserve_files_dataset(ngx_http_aiserve_files_store_handle, &f,
+                                   ds, err, sizeof(err));
+
+        if (rc == 0 && name
+            && aiserve_files_keep(ngx_http_aiserve_files_store_handle, &f,
+                                  path, err, sizeof(err))
+               != 0)
+        {
+            ngx_log_error(NGX_LOG_WARN, log, 0, "aiserve fine-tuning: %s: "
+                          "the copy of %s not kept (a resume reads it from "
+                          "the files store): %s", rn->id, id, err);
+        }
     }
 
-    if (aiserve_files_dataset(ngx_http_aiserve_files_store_handle, &f, ds,
-                              err, sizeof(err))
-        != 0)
-    {
+    if (rc != 0) {
         ngx_http_aiserve_ft_failed(rn, param[0] == 't'
                                        ? "invalid_training_file"
                                        : "invalid_validation_file",

@@ -617,13 +617,16 @@ my %checks = (
     },
 
     reload => sub {
+        my $copy = upload('alice', 'sentiment-train.jsonl',
+                          slurp("$root/t/data/train/sentiment-train.jsonl"));
         my $r = api('POST', '/v1/fine_tuning/jobs', 'alice',
-                    { %$long, training_file =>
-                          $file{'sentiment-train.jsonl'}{id} });
+                    { %$long, training_file => $copy->{id} });
         my $id = $r->{json}{id};
         my $j = wait_job('alice', $id, sub {
             ($_[0]{trained_tokens} // 0) > 0 });
         is($j->{status}, 'running', 'reload: the job runs');
+        is(api('DELETE', "/v1/files/$copy->{id}", 'alice')->{status}, 200,
+           'its training file deleted while it runs (the job keeps a copy)');
         kill 'HUP', master_pid();
         $j = wait_job('alice', $id, \&final);
         is($j->{status}, 'succeeded', 'after a reload: it completes');
@@ -834,7 +837,7 @@ ok
 
 
 
-=== TEST 9: a reload in the middle of a job: it completes
+=== TEST 9: a reload in the middle of a job whose file was deleted: it completes
 --- request
 GET /t
 --- ft_check: reload

@@ -13,6 +13,7 @@
  *  - a second handle (another worker) sees the first one's records
  *  - recovery after a killed worker: partial uploads removed, records
  *    never validated marked so
+ *  - a kept copy (link or copy) reads as the file, after its delete
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -343,6 +344,56 @@ test_recover(aiserve_files_t *fs, const char *id)
 }
 
 
+/* a kept copy (a hard link in the store's file system, a copy in
+ * another) reads as the file did, after the file is deleted */
+static void
+test_keep(aiserve_files_t *fs)
+{
+    int                 i;
+    char                err[256], to[4200], tmp[4300], *back;
+    size_t              len;
+    aiserve_file_t      f;
+    aiserve_dataset_t   ds;
+    const char          data[] = "text,category\nhi there,greet\n"
+                                 "bye now,leave\n";
+    static const char  *where[] = { dir, "/dev/shm" };
+
+    for (i = 0; i < 2; i++) {
+        f = new_file(9, "k.csv");
+        aiserve_files_add(fs, &f, data, sizeof(data) - 1, 0, err,
+                          sizeof(err));
+        snprintf(to, sizeof(to), "%s/kept-%d-%d", where[i], (int) getpid(),
+                 i);
+        tap_ok(aiserve_files_keep(fs, &f, to, err, sizeof(err)) == 0,
+               "keep in %s", where[i]);
+        aiserve_files_delete(fs, f.id, err, sizeof(err));
+        back = slurp(to, &len);
+        tap_ok(back && len == sizeof(data) - 1
+               && memcmp(back, data, len) == 0,
+               "keep in %s: the content, after the file's delete",
+               where[i]);
+        free(back);
+        tap_ok(aiserve_files_dataset_at(to, &f, &ds, err, sizeof(err)) == 0
+               && ds.n == 2 && strcmp(ds.examples[1].labels[0], "leave") == 0
+               && strcmp(ds.name, "k.csv") == 0,
+               "dataset_at: read as the file (its CSV label column, its "
+               "name)");
+        aiserve_dataset_free(&ds);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", to);
+        tap_ok(access(tmp, F_OK) != 0, "no temporary file left");
+        unlink(to);
+    }
+
+    f = new_file(9, "k.csv");
+    aiserve_files_add(fs, &f, data, sizeof(data) - 1, 0, err, sizeof(err));
+    tap_ok(aiserve_files_keep(fs, &f, "/nonexistent/dir/x", err,
+                              sizeof(err)) != 0
+           && strstr(err, "/nonexistent/dir/x") != NULL,
+           "keep where it cannot: %s", err);
+    aiserve_files_delete(fs, f.id, err, sizeof(err));
+}
+
+
 int
 main(void)
 {
@@ -363,6 +414,7 @@ main(void)
     test_crud(fs);
     test_list(fs);
     test_quota(fs);
+    test_keep(fs);
 
     fs2 = aiserve_files_open(dir, 0, err, sizeof(err));
     f = new_file(3, "w.jsonl");
