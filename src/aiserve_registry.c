@@ -225,7 +225,7 @@ copy_tree(const char *from, const char *to, char *err, size_t err_len)
     struct stat     st;
     struct dirent  *de;
 
-    if (mkdir(to, 0755) == -1) {
+    if (mkdir(to, 0700) == -1) {
         aiserve_err(err, err_len, "%s: mkdir: %s", to, strerror(errno));
         return -1;
     }
@@ -399,7 +399,7 @@ mkdir_p(const char *dir, char *err, size_t err_len)
 
         if (s[-1] != '/') {
             *s = '\0';
-            if (mkdir(p, 0755) == -1 && errno != EEXIST) {
+            if (mkdir(p, 0700) == -1 && errno != EEXIST) {
                 aiserve_err(err, err_len, "%s: mkdir: %s", p, strerror(errno));
                 return -1;
             }

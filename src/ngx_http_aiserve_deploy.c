@@ -132,7 +132,7 @@ ngx_http_aiserve_deploy_init_module(ngx_cycle_t *cycle)
     paths[1] = amcf->ft_root;
 
     for (i = 0; i < 2; i++) {
-        if (ngx_create_dir(paths[i], 0755) == NGX_FILE_ERROR
+        if (ngx_create_dir(paths[i], 0700) == NGX_FILE_ERROR
             && ngx_errno != NGX_EEXIST)
         {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,

@@ -184,6 +184,17 @@ main(void)
 
     snprintf(p, sizeof(p), "%s/ft%%3Atiny%%3Aacct_2%%3Abank%%3Aabc", root);
     tap_ok(strcmp(m.dir, p) == 0, "the model's directory: %s", m.dir);
+    {
+        struct stat  rs, ms;
+        int          st;
+
+        st = stat(root, &rs) == 0 && stat(m.dir, &ms) == 0;
+        tap_ok(st && (rs.st_mode & 07777) == 0700
+               && (ms.st_mode & 07777) == 0700,
+               "the registry and the model's directory are the owner's "
+               "only (0%o, 0%o): customers' models", rs.st_mode & 07777,
+               ms.st_mode & 07777);
+    }
 
     ok = 1;
     for (i = 0; i < 6; i++) {
