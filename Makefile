@@ -204,3 +204,4 @@ clean:
 	rm -rf $(BUILD) $(TOOLS)
 
 -include $(sort $(wildcard mk/*.mk))
+include kernels/kernels.mk
