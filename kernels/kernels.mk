@@ -22,7 +22,7 @@ GPU_GENCODE = $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) 
               -gencode arch=compute_$(lastword $(subst a, ,$(GPU_ARCHS))),code=compute_$(lastword $(subst a, ,$(GPU_ARCHS)))
 GPU_NVFLAGS = -O3 -std=c++17 $(GPU_GENCODE) -Xptxas -v -Xcompiler -fPIC \
               -Xcompiler -fvisibility=hidden -Xcompiler -Wall \
-              -Xcompiler -Werror --Werror all-warnings -Ikernels
+              -Xcompiler -Werror --Werror all-warnings -Ikernels -Isrc
 
 .PHONY: gpu gpu-gates
 
@@ -30,7 +30,7 @@ gpu: $(GPU_SO) gpu-gates
 
 # ptxas writes its report to stderr: each object keeps its own (.ptxas),
 # the gate reads them all.
-$(GPU_DIR)/%.o: kernels/%.cu $(wildcard kernels/*.cuh kernels/*.h)
+$(GPU_DIR)/%.o: kernels/%.cu $(wildcard kernels/*.cuh src/aiserve_gpu.h)
 	@mkdir -p $(dir $@)
 	@test -n "$(NVCC)" || { echo "make gpu: nvcc not found (CUDA 13 toolkit)"; exit 1; }
 	$(NVCC) $(GPU_NVFLAGS) -c $< -o $@ 2>$(GPU_DIR)/$*.ptxas \
