@@ -42,3 +42,12 @@ $(GPU_SO): $(GPU_OBJS) kernels/exports.map
 
 gpu-gates: $(GPU_SO)
 	kernels/check-build.sh $(GPU_SO) $(GPU_OBJS:.o=.ptxas)
+
+# The device check's program links the planner alone (libc, libm), not
+# the engine's libraries, so that it builds on a bare GPU host; it needs
+# no `make deps`.
+$(TOOLDIR)/aiserve-gpucheck: tools/aiserve-gpucheck.c src/aiserve_gpu_plan.c \
+        src/aiserve_gpu_plan.h src/aiserve_gpu.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -std=gnu11 -D_GNU_SOURCE -Isrc \
+	    tools/aiserve-gpucheck.c src/aiserve_gpu_plan.c -o $@ -lm
