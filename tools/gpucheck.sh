@@ -84,7 +84,9 @@ env_stage() {
         nvidia-smi --query-gpu=name,driver_version,compute_cap,clocks.sm,clocks.mem,memory.total,memory.used --format=csv || exit 1
         nvidia-smi
         command -v nvcc && nvcc --version
-        .venv/bin/python -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' 2>&1
+        for py in .venv/bin/python python3; do
+            $py -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' 2>/dev/null && break
+        done
         lt=$(find_cublaslt)
         echo "libcublasLt.so.13: ${lt:-not found}"
         if command -v compute-sanitizer >/dev/null; then
