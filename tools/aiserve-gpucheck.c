@@ -219,13 +219,38 @@ ln64(const double *v, size_t H, const double *g, const double *b,
 }
 
 
+/* One row X[H] of a LayerNorm output against REF: the largest
+ * |x - ref| / max(1, |ref|) into *WORST, the elements past TOL into *BAD,
+ * the non-finite ones (left NaN) into *NONFINITE. */
+static void
+ln_compare(const check_t *c, const uint16_t *x, const double *ref,
+    size_t H, double tol, double *worst, size_t *bad, size_t *nonfinite)
+{
+    size_t  i;
+    double  d;
+
+    for (i = 0; i < H; i++) {
+        d = w16(c, x[i]);
+        if (!isfinite(d)) {
+            (*nonfinite)++;
+            continue;
+        }
+        d = fabs(d - ref[i]) / fmax(1.0, fabs(ref[i]));
+        if (d > *worst) {
+            *worst = d;
+        }
+        *bad += d > tol;
+    }
+}
+
+
 static void
 check_embed_ln(check_t *c, size_t T, size_t H)
 {
     size_t     vocab = 1000, n_pos = 512, n_type = 2, t, i, bad = 0;
     size_t     nonfinite = 0;
     int32_t   *ids, *tt, *pp;
-    double    *ww, *wp, *wy, *v, *ref, gd[1024], bd[1024], worst = 0, d;
+    double    *ww, *wp, *wy, *v, *ref, gd[1024], bd[1024], worst = 0;
     float      g[1024], b[1024];
     uint16_t  *word, *pos, *type, *x, *x2;
     char       err[512], shape[64];
@@ -268,18 +293,7 @@ check_embed_ln(check_t *c, size_t T, size_t H)
             v[i] = ww[ids[t] * H + i] + wp[pp[t] * H + i] + wy[tt[t] * H + i];
         }
         ln64(v, H, gd, bd, 1e-12, ref);
-        for (i = 0; i < H; i++) {
-            d = w16(c, x[t * H + i]);
-            if (!isfinite(d)) {
-                nonfinite++;
-                continue;
-            }
-            d = fabs(d - ref[i]) / fmax(1.0, fabs(ref[i]));
-            if (d > worst) {
-                worst = d;
-            }
-            bad += d > tol;
-        }
+        ln_compare(c, x + t * H, ref, H, tol, &worst, &bad, &nonfinite);
     }
 
     snprintf(shape, sizeof(shape), "T %zu H %zu", T, H);
@@ -296,7 +310,7 @@ static void
 check_residual_ln(check_t *c, size_t T, size_t H, int with_bias)
 {
     size_t     t, i, bad = 0, nonfinite = 0;
-    double    *wt, *wx, *v, *ref, gd[1024], bd[1024], worst = 0, d;
+    double    *wt, *wx, *v, *ref, gd[1024], bd[1024], worst = 0;
     float      g[1024], b[1024], bias[1024];
     uint16_t  *tmp, *x, *x0;
     char       err[512], shape[64];
@@ -327,18 +341,7 @@ check_residual_ln(check_t *c, size_t T, size_t H, int with_bias)
             v[i] = wt[t * H + i] + wx[t * H + i] + (with_bias ? bias[i] : 0);
         }
         ln64(v, H, gd, bd, 1e-12, ref);
-        for (i = 0; i < H; i++) {
-            d = w16(c, x[t * H + i]);
-            if (!isfinite(d)) {
-                nonfinite++;
-                continue;
-            }
-            d = fabs(d - ref[i]) / fmax(1.0, fabs(ref[i]));
-            if (d > worst) {
-                worst = d;
-            }
-            bad += d > tol;
-        }
+        ln_compare(c, x + t * H, ref, H, tol, &worst, &bad, &nonfinite);
     }
 
     /* in place: the second run starts again from X0 */
