@@ -139,7 +139,8 @@ static const aiserve_gpu_backend_t  aiserve_gpu_backend = {
     aiserve_gpu_gelu_erf,
     aiserve_gpu_attention_ref,
     aiserve_gpu_pool,
-    aiserve_gpu_gemm_bias
+    aiserve_gpu_gemm_bias,
+    aiserve_gpu_seq_cls_head
 };
 
 extern "C" __attribute__((visibility("default")))

@@ -118,6 +118,10 @@ int aiserve_gpu_attention_ref(aiserve_gpu_dtype_e dtype, size_t T,
 int aiserve_gpu_pool(aiserve_gpu_dtype_e dtype, aiserve_gpu_pool_e how,
     int normalize, size_t T, size_t B, size_t H, const int32_t *cu_seqlens,
     const uint16_t *x, float *out, char *err, size_t err_len);
+int aiserve_gpu_seq_cls_head(aiserve_gpu_dtype_e dtype, size_t T, size_t B,
+    size_t H, size_t L, const int32_t *cu_seqlens, const uint16_t *x,
+    const uint16_t *pooler_w, const float *pooler_b, const uint16_t *cls_w,
+    const float *cls_b, float *logits, char *err, size_t err_len);
 int aiserve_gpu_gemm_bias(aiserve_gpu_dtype_e dtype, size_t T, size_t N,
     size_t K, const uint16_t *x, const uint16_t *w, const uint16_t *b,
     uint16_t *y, char *err, size_t err_len);

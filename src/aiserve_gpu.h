@@ -11,7 +11,7 @@
  * reduction fp32; cu_seqlens[B + 1] the first token of each sequence
  * (cu_seqlens[0] = 0, cu_seqlens[B] = T).
  *
- * The check entries (embed_ln ... gemm_bias) take host arrays: they copy
+ * The check entries (embed_ln ... seq_cls_head) take host arrays: they copy
  * them to the device, run one kernel, copy the result back and free what
  * they allocated.  They exist for the device check (tools/gpucheck.sh),
  * which compares them with host fp64 oracles.  Each returns 0, or -1 with
@@ -120,6 +120,19 @@ typedef struct {
     int (*gemm_bias)(aiserve_gpu_dtype_e dtype, size_t T, size_t N,
         size_t K, const uint16_t *x, const uint16_t *w, const uint16_t *b,
         uint16_t *y, char *err, size_t err_len);
+
+    /*
+     * seq_cls_head (kernels/heads.cu): for each sequence b, pooled =
+     * tanh(pooler_w [H, H] x[cu_seqlens[b]] + pooler_b) and LOGITS[b]
+     * (fp32, [B, L]) = cls_w [L, H] pooled + cls_b, in fp32 on DTYPE
+     * weights and hidden states (BertPooler, then
+     * BertForSequenceClassification's classifier).  H <= 1024.
+     */
+    int (*seq_cls_head)(aiserve_gpu_dtype_e dtype, size_t T, size_t B,
+        size_t H, size_t L, const int32_t *cu_seqlens, const uint16_t *x,
+        const uint16_t *pooler_w, const float *pooler_b,
+        const uint16_t *cls_w, const float *cls_b, float *logits,
+        char *err, size_t err_len);
 } aiserve_gpu_backend_t;
 
 /* Returns the table for ABI, or NULL where the object was built for

@@ -47,9 +47,10 @@ usage(FILE *f)
 "            there is none; exit 0, or 2\n"
 "  kernels   runs embed_ln, residual_ln, gelu_erf, attention_ref (head_dim\n"
 "            32 and 64, lengths 1 to 512), pool (cls, mean, max, with and\n"
-"            without normalize) and the cuBLASLt projections of MiniLM and\n"
-"            bert-base shapes on random inputs (seed S, default from the\n"
-"            clock, printed), compares each with a host fp64 oracle under\n"
+"            without normalize), seq_cls_head and the cuBLASLt projections\n"
+"            of MiniLM and bert-base shapes on random inputs (seed S,\n"
+"            default from the clock, printed), compares each with a host\n"
+"            fp64 oracle under\n"
 "            the gates of shared/GPU.md section 5, checks that every\n"
 "            output element was written (outputs start as NaN) and that a\n"
 "            second run is bitwise equal, and prints one line a check and\n"
@@ -567,6 +568,85 @@ check_pool(check_t *c, aiserve_gpu_pool_e how, int normalize)
 
 
 static void
+check_seq_cls_head(check_t *c, size_t H, size_t L)
+{
+    static const size_t  lens[] = { 1, 5, 64, 129, 3 };
+    size_t     B = sizeof(lens) / sizeof(lens[0]), T = 0, b, i, j;
+    size_t     nonfinite = 0;
+    int32_t    cu[6];
+    double    *wx, *wpw, *wcw, *pooled, num = 0, den = 0, s, d;
+    float     *pb, *cb, *out, *out2;
+    uint16_t  *x, *pw, *cw;
+    char       err[512], shape[64];
+    int        rc, rc2 = -1;
+
+    cu[0] = 0;
+    for (b = 0; b < B; b++) {
+        T += lens[b];
+        cu[b + 1] = (int32_t) T;
+    }
+    wx = malloc(T * H * sizeof(double));
+    wpw = malloc(H * H * sizeof(double));
+    wcw = malloc(L * H * sizeof(double));
+    x = rand16(c, T * H, 0.0, 1.0, wx);
+    pw = rand16(c, H * H, 0.0, 0.05, wpw);
+    cw = rand16(c, L * H, 0.0, 0.05, wcw);
+    pb = malloc(H * sizeof(float));
+    cb = malloc(L * sizeof(float));
+    for (i = 0; i < H; i++) {
+        pb[i] = (float) rng_normal(0.1);
+    }
+    for (i = 0; i < L; i++) {
+        cb[i] = (float) rng_normal(0.1);
+    }
+    pooled = malloc(H * sizeof(double));
+    out = malloc(B * L * sizeof(float));
+    out2 = malloc(B * L * sizeof(float));
+    for (i = 0; i < B * L; i++) {
+        out[i] = out2[i] = NAN;
+    }
+
+    rc = c->be->seq_cls_head(c->dtype, T, B, H, L, cu, x, pw, pb, cw, cb,
+                             out, err, sizeof(err));
+    if (rc == 0) {
+        rc2 = c->be->seq_cls_head(c->dtype, T, B, H, L, cu, x, pw, pb, cw,
+                                  cb, out2, err, sizeof(err));
+    }
+
+    for (b = 0; rc == 0 && b < B; b++) {
+        for (j = 0; j < H; j++) {
+            s = pb[j];
+            for (i = 0; i < H; i++) {
+                s += wpw[j * H + i] * wx[cu[b] * H + i];
+            }
+            pooled[j] = tanh(s);
+        }
+        for (j = 0; j < L; j++) {
+            s = cb[j];
+            for (i = 0; i < H; i++) {
+                s += wcw[j * H + i] * pooled[i];
+            }
+            d = out[b * L + j];
+            if (!isfinite(d)) {
+                nonfinite++;
+                continue;
+            }
+            num += (d - s) * (d - s);
+            den += s * s;
+        }
+    }
+
+    d = den > 0 ? sqrt(num / den) : 0;
+    snprintf(shape, sizeof(shape), "B %zu H %zu labels %zu", B, H, L);
+    report(c, "seq_cls_head", shape, "|d|/|r|", d, 1e-4, d <= 1e-4,
+           nonfinite, rc2 == 0 && memcmp(out, out2, B * L * 4) == 0,
+           rc || rc2 ? err : NULL);
+
+    free(wx); free(wpw); free(wcw); free(x); free(pw); free(cw); free(pb);
+    free(cb); free(pooled); free(out); free(out2);
+}
+
+static void
 check_gemm(check_t *c, const char *what, size_t T, size_t N, size_t K)
 {
     size_t     i, j, k, nonfinite = 0;
@@ -683,6 +763,9 @@ cmd_kernels(const aiserve_gpu_backend_t *be, aiserve_gpu_dtype_e dtype,
         check_pool(&c, (aiserve_gpu_pool_e) how, 0);
         check_pool(&c, (aiserve_gpu_pool_e) how, 1);
     }
+
+    check_seq_cls_head(&c, 384, 2);
+    check_seq_cls_head(&c, 768, 77);
 
     for (i = 0; i < 3; i++) {
         check_gemm(&c, "minilm qkv", T_gemm[i], 3 * 384, 384);
