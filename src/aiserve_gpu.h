@@ -1,6 +1,6 @@
 /*
- * aiserve GPU backend: the C interface of libaiserve_gpu.so (kernels/ (.cu files),
- * built by `make gpu`).  The object exports one symbol,
+ * aiserve GPU backend: the C interface of libaiserve_gpu.so (the .cu
+ * files of kernels/, built by `make gpu`).  The object exports one symbol,
  * aiserve_gpu_backend_get(); everything else is reached through the table
  * it returns, so the module and tools/aiserve-gpucheck dlopen() it and link
  * no CUDA themselves (shared/GPU.md, rule 2).  Plain C, no CUDA headers.

@@ -198,6 +198,31 @@ ulp16(const check_t *c, double r)
 }
 
 
+/* ||got - ref|| / ||ref|| over a check's elements; non-finite outputs
+ * (left NaN, or Inf) are counted apart. */
+typedef struct {
+    double  num, den;
+    size_t  nonfinite;
+} relerr_t;
+
+static void
+relerr_add(relerr_t *e, double got, double ref)
+{
+    if (!isfinite(got)) {
+        e->nonfinite++;
+        return;
+    }
+    e->num += (got - ref) * (got - ref);
+    e->den += ref * ref;
+}
+
+static double
+relerr(const relerr_t *e)
+{
+    return e->den > 0 ? sqrt(e->num / e->den) : 0;
+}
+
+
 /* LayerNorm in fp64 of V[H] into OUT */
 static void
 ln64(const double *v, size_t H, const double *g, const double *b,
@@ -414,11 +439,12 @@ check_gelu(check_t *c, size_t n)
 static void
 check_attention(check_t *c, size_t hd, const size_t *lens, size_t B)
 {
-    size_t     nh = 12, H = nh * hd, T = 0, b, t, h, j, i, nonfinite = 0;
+    size_t     nh = 12, H = nh * hd, T = 0, b, t, h, j, i;
     int32_t   *cu;
-    double    *w, *s, num = 0, den = 0, m, l, acc, d, scale;
+    double    *w, *s, m, l, acc, d, scale;
     uint16_t  *qkv, *ctx, *ctx2;
     char       err[512], shape[64];
+    relerr_t   e = { 0, 0, 0 };
     int        rc, rc2 = -1;
     double     tol = c->dtype == AISERVE_GPU_BF16 ? 1e-2 : 2e-3;
 
@@ -468,21 +494,15 @@ check_attention(check_t *c, size_t hd, const size_t *lens, size_t B)
                                         + h * hd + i];
                     }
                     acc /= l;
-                    d = w16(c, ctx[t * H + h * hd + i]);
-                    if (!isfinite(d)) {
-                        nonfinite++;
-                        continue;
-                    }
-                    num += (d - acc) * (d - acc);
-                    den += acc * acc;
+                    relerr_add(&e, w16(c, ctx[t * H + h * hd + i]), acc);
                 }
             }
         }
     }
 
-    d = den > 0 ? sqrt(num / den) : 0;
+    d = relerr(&e);
     snprintf(shape, sizeof(shape), "hd %zu B %zu T %zu", hd, B, T);
-    report(c, "attention_ref", shape, "|d|/|r|", d, tol, d <= tol, nonfinite,
+    report(c, "attention_ref", shape, "|d|/|r|", d, tol, d <= tol, e.nonfinite,
            rc2 == 0 && memcmp(ctx, ctx2, T * H * 2) == 0,
            rc || rc2 ? err : NULL);
 
@@ -496,12 +516,12 @@ check_pool(check_t *c, aiserve_gpu_pool_e how, int normalize)
     static const size_t  lens[] = { 1, 2, 7, 64, 65, 128, 300, 512 };
     static const char   *names[] = { "cls", "mean", "max" };
     size_t     B = sizeof(lens) / sizeof(lens[0]), H = 768, T = 0, b, t, i;
-    size_t     nonfinite = 0;
     int32_t    cu[9];
-    double    *w, *ref, num = 0, den = 0, norm, d;
+    double    *w, *ref, norm, d;
     float     *out, *out2;
     uint16_t  *x;
     char       err[512], shape[64];
+    relerr_t   e = { 0, 0, 0 };
     int        rc, rc2 = -1;
 
     cu[0] = 0;
@@ -546,20 +566,14 @@ check_pool(check_t *c, aiserve_gpu_pool_e how, int normalize)
         }
         norm = normalize ? fmax(sqrt(norm), 1e-12) : 1.0;
         for (i = 0; i < H; i++) {
-            d = out[b * H + i];
-            if (!isfinite(d)) {
-                nonfinite++;
-                continue;
-            }
-            num += (d - ref[i] / norm) * (d - ref[i] / norm);
-            den += (ref[i] / norm) * (ref[i] / norm);
+            relerr_add(&e, out[b * H + i], ref[i] / norm);
         }
     }
 
-    d = den > 0 ? sqrt(num / den) : 0;
+    d = relerr(&e);
     snprintf(shape, sizeof(shape), "%s%s B %zu T %zu", names[how],
              normalize ? "+l2" : "", B, T);
-    report(c, "pool", shape, "|d|/|r|", d, 1e-5, d <= 1e-5, nonfinite,
+    report(c, "pool", shape, "|d|/|r|", d, 1e-5, d <= 1e-5, e.nonfinite,
            rc2 == 0 && memcmp(out, out2, B * H * 4) == 0,
            rc || rc2 ? err : NULL);
 
@@ -572,12 +586,12 @@ check_seq_cls_head(check_t *c, size_t H, size_t L)
 {
     static const size_t  lens[] = { 1, 5, 64, 129, 3 };
     size_t     B = sizeof(lens) / sizeof(lens[0]), T = 0, b, i, j;
-    size_t     nonfinite = 0;
     int32_t    cu[6];
-    double    *wx, *wpw, *wcw, *pooled, num = 0, den = 0, s, d;
+    double    *wx, *wpw, *wcw, *pooled, s, d;
     float     *pb, *cb, *out, *out2;
     uint16_t  *x, *pw, *cw;
     char       err[512], shape[64];
+    relerr_t   e = { 0, 0, 0 };
     int        rc, rc2 = -1;
 
     cu[0] = 0;
@@ -626,20 +640,14 @@ check_seq_cls_head(check_t *c, size_t H, size_t L)
             for (i = 0; i < H; i++) {
                 s += wcw[j * H + i] * pooled[i];
             }
-            d = out[b * L + j];
-            if (!isfinite(d)) {
-                nonfinite++;
-                continue;
-            }
-            num += (d - s) * (d - s);
-            den += s * s;
+            relerr_add(&e, out[b * L + j], s);
         }
     }
 
-    d = den > 0 ? sqrt(num / den) : 0;
+    d = relerr(&e);
     snprintf(shape, sizeof(shape), "B %zu H %zu labels %zu", B, H, L);
     report(c, "seq_cls_head", shape, "|d|/|r|", d, 1e-4, d <= 1e-4,
-           nonfinite, rc2 == 0 && memcmp(out, out2, B * L * 4) == 0,
+           e.nonfinite, rc2 == 0 && memcmp(out, out2, B * L * 4) == 0,
            rc || rc2 ? err : NULL);
 
     free(wx); free(wpw); free(wcw); free(x); free(pw); free(cw); free(pb);
@@ -649,10 +657,11 @@ check_seq_cls_head(check_t *c, size_t H, size_t L)
 static void
 check_gemm(check_t *c, const char *what, size_t T, size_t N, size_t K)
 {
-    size_t     i, j, k, nonfinite = 0;
-    double    *wx, *ww, *wb, num = 0, den = 0, r, d;
+    size_t     i, j, k;
+    double    *wx, *ww, *wb, r, d;
     uint16_t  *x, *w, *b, *y, *y2;
     char       err[512], shape[64];
+    relerr_t   e = { 0, 0, 0 };
     int        rc, rc2 = -1;
     double     tol = c->dtype == AISERVE_GPU_BF16 ? 8e-3 : 1e-3;
 
@@ -677,19 +686,13 @@ check_gemm(check_t *c, const char *what, size_t T, size_t N, size_t K)
             for (k = 0; k < K; k++) {
                 r += wx[i * K + k] * ww[j * K + k];
             }
-            d = w16(c, y[i * N + j]);
-            if (!isfinite(d)) {
-                nonfinite++;
-                continue;
-            }
-            num += (d - r) * (d - r);
-            den += r * r;
+            relerr_add(&e, w16(c, y[i * N + j]), r);
         }
     }
 
-    d = den > 0 ? sqrt(num / den) : 0;
+    d = relerr(&e);
     snprintf(shape, sizeof(shape), "%s m %zu n %zu k %zu", what, N, T, K);
-    report(c, "gemm_bias", shape, "|d|/|r|", d, tol, d <= tol, nonfinite,
+    report(c, "gemm_bias", shape, "|d|/|r|", d, tol, d <= tol, e.nonfinite,
            rc2 == 0 && memcmp(y, y2, T * N * 2) == 0,
            rc || rc2 ? err : NULL);
 

@@ -2,8 +2,8 @@
  * The GPU host planner (src/aiserve_gpu_plan.c): fp16 / bf16 conversion
  * against hand-computed bit patterns, the definition of round to nearest
  * even and, where the compiler has _Float16 (gcc; not clang 14 on x86),
- * the compiler's own conversion; packing, buckets and the attention work list against
- * hand-computed layouts and, on random batches, the invariants the
+ * the compiler's own conversion; packing, buckets and the attention work
+ * list against hand-computed layouts and, on random batches, the invariants the
  * kernels rely on; packing of the engine tokenizer's pairs; the
  * workspace layout against shared/GPU.md's per-token table and a real
  * config.json.  Runs on every machine (no CUDA).
@@ -94,7 +94,8 @@ test_fp16(void)
     tap_ok(h16(65519.99f) == 0x7bff, "fp16 65519.99 rounds down to 65504");
     tap_ok(h16(1.0f / 3.0f) == 0x3555, "fp16 1/3 = 0x3555");
     tap_ok(h16(0.1f) == 0x2e66, "fp16 0.1 = 0x2e66");
-    tap_ok(h16(ldexpf(1.0f, -14)) == 0x0400, "fp16 2^-14 = 0x0400 (min normal)");
+    tap_ok(h16(ldexpf(1.0f, -14)) == 0x0400,
+           "fp16 2^-14 = 0x0400 (min normal)");
     tap_ok(h16(ldexpf(1023.0f, -24)) == 0x03ff,
            "fp16 1023 x 2^-24 = 0x03ff (largest subnormal)");
     tap_ok(h16(ldexpf(1.0f, -24)) == 0x0001, "fp16 2^-24 = 0x0001");
