@@ -223,6 +223,20 @@ relerr(const relerr_t *e)
 }
 
 
+/* cu_seqlens (B + 1 entries) of sequences of LENS tokens; returns T. */
+static size_t
+cu_from_lens(const size_t *lens, size_t B, int32_t *cu)
+{
+    size_t  b;
+
+    cu[0] = 0;
+    for (b = 0; b < B; b++) {
+        cu[b + 1] = cu[b] + (int32_t) lens[b];
+    }
+    return (size_t) cu[B];
+}
+
+
 /* LayerNorm in fp64 of V[H] into OUT */
 static void
 ln64(const double *v, size_t H, const double *g, const double *b,
@@ -449,11 +463,7 @@ check_attention(check_t *c, size_t hd, const size_t *lens, size_t B)
     double     tol = c->dtype == AISERVE_GPU_BF16 ? 1e-2 : 2e-3;
 
     cu = malloc((B + 1) * sizeof(int32_t));
-    cu[0] = 0;
-    for (b = 0; b < B; b++) {
-        T += lens[b];
-        cu[b + 1] = (int32_t) T;
-    }
+    T = cu_from_lens(lens, B, cu);
 
     w = malloc(T * 3 * H * sizeof(double));
     qkv = rand16(c, T * 3 * H, 0.0, 1.0, w);
@@ -524,11 +534,7 @@ check_pool(check_t *c, aiserve_gpu_pool_e how, int normalize)
     relerr_t   e = { 0, 0, 0 };
     int        rc, rc2 = -1;
 
-    cu[0] = 0;
-    for (b = 0; b < B; b++) {
-        T += lens[b];
-        cu[b + 1] = (int32_t) T;
-    }
+    T = cu_from_lens(lens, B, cu);
     w = malloc(T * H * sizeof(double));
     x = rand16(c, T * H, 0.0, 1.0, w);
     ref = malloc(H * sizeof(double));
@@ -594,11 +600,7 @@ check_seq_cls_head(check_t *c, size_t H, size_t L)
     relerr_t   e = { 0, 0, 0 };
     int        rc, rc2 = -1;
 
-    cu[0] = 0;
-    for (b = 0; b < B; b++) {
-        T += lens[b];
-        cu[b + 1] = (int32_t) T;
-    }
+    T = cu_from_lens(lens, B, cu);
     wx = malloc(T * H * sizeof(double));
     wpw = malloc(H * H * sizeof(double));
     wcw = malloc(L * H * sizeof(double));
