@@ -171,8 +171,10 @@ FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS   = -g -O1 -fsanitize=fuzzer,address,undefined \
                 -fno-sanitize-recover=undefined -std=gnu11 -D_GNU_SOURCE -Isrc
 
+# Where nvcc is found, the GPU backend is built and its build gates run
+# (kernels/kernels.mk); nothing runs on a device.
 test: deps all
-	$(MAKE) --no-print-directory test-unit test-fuzz test-nginx
+	$(MAKE) --no-print-directory test-unit test-fuzz $(if $(NVCC),gpu) test-nginx
 
 test-fuzz:
 	$(MAKE) --no-print-directory fuzz-tokenizer FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
@@ -204,3 +206,4 @@ clean:
 	rm -rf $(BUILD) $(TOOLS)
 
 -include $(sort $(wildcard mk/*.mk))
+include kernels/kernels.mk

@@ -75,6 +75,7 @@ typedef struct {
     ngx_str_t                   ft_store;   /* aiserve_fine_tuning_store */
     u_char                     *ft_root;    /* its models/, NUL-terminated;
                                                NULL: no registry */
+    ngx_str_t                   gpu_library; /* aiserve_gpu_library */
 } ngx_http_aiserve_main_conf_t;
 
 
@@ -343,6 +344,26 @@ void ngx_http_aiserve_deploy_exit_process(ngx_cycle_t *cycle);
 ngx_http_aiserve_model_t *ngx_http_aiserve_deploy_find(ngx_http_request_t *r,
     ngx_http_aiserve_model_t *base, ngx_uint_t api, ngx_str_t *name);
 void ngx_http_aiserve_deploy_release(ngx_http_aiserve_model_t *m);
+
+
+/* ngx_http_aiserve_gpu.c: device=gpu (shared/GPU.md) */
+
+/* aiserve_gpu_library PATH: the GPU backend's shared object; it must
+ * come before the aiserve_model directives that ask for device=gpu. */
+char *ngx_http_aiserve_gpu_library(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/*
+ * The "device=gpu[:N]" parameter PARAM of aiserve_model NAME: loads the
+ * GPU backend and probes the driver and device N in a child process (the
+ * master never initialises CUDA), then says what it found.  Logs an
+ * [emerg] naming the directive and the reason and returns NGX_ERROR:
+ * the forward pass on the GPU is not built yet, so every outcome is an
+ * error today; the message says why (dlopen error, driver or device
+ * error, or the device found and the missing forward pass).
+ */
+ngx_int_t ngx_http_aiserve_gpu_check(ngx_conf_t *cf,
+    ngx_http_aiserve_main_conf_t *amcf, ngx_str_t *name, ngx_str_t *param);
 
 /* GET /v1/models: the caller's fine-tuned model after PREV (NULL: the
  * first), NULL after the last; GET /v1/models/ID: the caller's model ID

@@ -122,6 +122,13 @@ static ngx_command_t  ngx_http_aiserve_commands[] = {
       offsetof(ngx_http_aiserve_main_conf_t, max_queue),
       &ngx_http_aiserve_positive_bounds },
 
+    { ngx_string("aiserve_gpu_library"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_aiserve_gpu_library,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("aiserve_threads"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -260,7 +267,7 @@ static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 /*
  * aiserve_model NAME PATH [task=embed|classify|ner|rerank] [max_seq=N]
- *     [truncate=on|off] [device=cpu] [dtype=fp32|bf16|auto]
+ *     [truncate=on|off] [device=cpu|gpu[:N]] [dtype=fp32|bf16|auto]
  *
  * Loads the tokenizer and the model in the process that reads the
  * configuration (the master, or nginx -t): weights are mapped read-only
@@ -404,11 +411,17 @@ ngx_http_aiserve_model(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
+        if (ngx_strncmp(value[i].data, "device=gpu", 10) == 0) {
+            (void) ngx_http_aiserve_gpu_check(cf, amcf, &m->name,
+                                              &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
         if (ngx_strncmp(value[i].data, "device=", 7) == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\" in \"aiserve_model\": the GPU backend "
-                               "is not built yet, only device=cpu is "
-                               "available", &value[i]);
+                               "invalid device \"%V\" in \"aiserve_model\", "
+                               "use device=cpu, device=gpu or device=gpu:N",
+                               &value[i]);
             return NGX_CONF_ERROR;
         }
 

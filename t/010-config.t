@@ -139,18 +139,6 @@ invalid max_seq=4096 in "aiserve_model" "m": the model has max_position_embeddin
 
 
 
-=== TEST 9: device=gpu says the GPU backend is not built
---- main_config
-load_module $TEST_NGINX_AISERVE_MODULE;
---- http_config
-aiserve_model m $TEST_NGINX_AISERVE_ROOT/models/tiny-bert-seq-cls device=gpu;
---- config
---- must_die
---- error_log
-"device=gpu" in "aiserve_model": the GPU backend is not built yet, only device=cpu is available
-
-
-
 === TEST 10: unknown parameter
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
