@@ -64,6 +64,11 @@ env AISERVE_EXIT_DELAY_DLCLOSE_MS;
 events { worker_connections 256; }
 http {
     access_log off;
+    client_body_temp_path $prefix/client_body_temp;
+    proxy_temp_path $prefix/proxy_temp;
+    fastcgi_temp_path $prefix/fastcgi_temp;
+    uwsgi_temp_path $prefix/uwsgi_temp;
+    scgi_temp_path $prefix/scgi_temp;
     aiserve_model tiny $root/models/tiny-st-cls;
     server {
         listen 127.0.0.1:$port;
@@ -126,7 +131,8 @@ sub workers_of {
 sub start {
     system("$env $nginx -p $prefix/ -c $prefix/conf/nginx.conf"
            . " >>$prefix/logs/nginx.out 2>&1") == 0
-        or BAIL_OUT("nginx did not start: " . slurp("$prefix/logs/error.log"));
+        or BAIL_OUT("nginx did not start: " . slurp("$prefix/logs/error.log")
+                    . slurp("$prefix/logs/nginx.out"));
     my $until = time + 30;
     sleep 0.05 until -s "$prefix/logs/nginx.pid" || time > $until;
 }
