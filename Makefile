@@ -109,9 +109,13 @@ $(TOOLDIR)/aiserve-%: tools/aiserve-%.c $(ENGINE_LIB)
 # worker's exit (t/shim/exit_delay.c says how).
 EXIT_DELAY   := $(BUILD)/t/exit_delay.so
 
-unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS) $(EXIT_DELAY)
+# Preloaded into nginx by make test-asan after the sanitizer runtimes:
+# UBSan's reports to UBSAN_OPTIONS's log_path (t/shim/ubsan_log_path.c).
+UBSAN_LOG_PATH := $(BUILD)/t/ubsan_log_path.so
 
-$(EXIT_DELAY): t/shim/exit_delay.c
+unit-tests: $(UNIT_TESTS) $(UNIT_HELPERS) $(EXIT_DELAY) $(UBSAN_LOG_PATH)
+
+$(EXIT_DELAY) $(UBSAN_LOG_PATH): $(BUILD)/t/%.so: t/shim/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -shared -fPIC $< -o $@ -ldl
 

@@ -52,7 +52,8 @@ SAN_UNIT_TESTS := $(UNIT_TESTS:$(BUILD)/%=$(SAN_BUILD)/%)
 
 # The unit tests that run a tool (test_tokenizer, test_eval) run the one in
 # tools/, so the default build's tools are built first.
-test-asan: tools $(UNIT_HELPERS) $(EXIT_DELAY) $(DEFAULT_MODEL)/model.safetensors
+test-asan: tools $(UNIT_HELPERS) $(EXIT_DELAY) $(UBSAN_LOG_PATH) \
+           $(DEFAULT_MODEL)/model.safetensors
 	@$(call other_setup,$(SAN_BUILD))
 	$(call other_build,$(SAN_BUILD),$(SAN_CC),-O1 -g $(SAN_FLAGS),-g $(SAN_FLAGS),$(SAN_FLAGS))
 	ASAN_OPTIONS=$(SAN_ASAN_OPTIONS) UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS) \
@@ -88,9 +89,11 @@ other_build = $(MAKE) --no-print-directory BUILD=$(1) TOOLDIR=$(1)/tools \
               $(UNIT_TESTS:$(BUILD)/%=$(1)/%) $(TOOLS:$(TOOLDIR)/%=$(1)/tools/%) \
               $(1)/ngx_http_aiserve_module.so
 
-# nginx does not free its pools at exit: leak checking is off there.
+# nginx does not free its pools at exit: leak checking is off there.  The
+# shim after the runtimes sends UBSan's reports to their log_path (with both
+# runtimes preloaded, libubsan's own start-up sets libasan's path instead).
 SAN_NGINX_ENV   = TEST_NGINX_AISERVE_MODULE=$(ROOT)/$(SAN_BUILD)/ngx_http_aiserve_module.so \
-                  TEST_NGINX_SANITIZER_PRELOAD="$(call dep_shell,$(SAN_CC) -print-file-name=libasan.so) $(call dep_shell,$(SAN_CC) -print-file-name=libubsan.so)" \
+                  TEST_NGINX_SANITIZER_PRELOAD="$(call dep_shell,$(SAN_CC) -print-file-name=libasan.so) $(call dep_shell,$(SAN_CC) -print-file-name=libubsan.so) $(ROOT)/$(UBSAN_LOG_PATH)" \
                   TEST_NGINX_ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0 \
                   TEST_NGINX_UBSAN_OPTIONS=$(SAN_UBSAN_OPTIONS)
 

@@ -1488,6 +1488,7 @@ static int
 key_account_attach(aiserve_ledger_t *l, MDB_txn *txn, aiserve_key_t *k)
 {
     int                rc;
+    uint32_t           status;
     MDB_val            mk, mv;
     aiserve_account_t  a;
 
@@ -1497,11 +1498,16 @@ key_account_attach(aiserve_ledger_t *l, MDB_txn *txn, aiserve_key_t *k)
 
         rc = mdb_get(txn, l->accounts, &mk, &mv);
 
-        if (rc == 0 && mv.mv_size == sizeof(aiserve_account_t)
-            && ((aiserve_account_t *) mv.mv_data)->status
-               == AISERVE_ACCOUNT_CLOSED)
-        {
-            return AISERVE_LEDGER_ERROR;
+        if (rc == 0 && mv.mv_size == sizeof(aiserve_account_t)) {
+            /* LMDB aligns values to 2 bytes only: the status is copied
+             * out, not read through a pointer into the map */
+            memcpy(&status, (unsigned char *) mv.mv_data
+                            + offsetof(aiserve_account_t, status),
+                   sizeof(uint32_t));
+
+            if (status == AISERVE_ACCOUNT_CLOSED) {
+                return AISERVE_LEDGER_ERROR;
+            }
         }
 
         return rc;

@@ -673,6 +673,7 @@ sub scan_alerts {
 sub scan_valgrind {
     my ($block, $why) = @_;
     return unless ($UseValgrind || $SanPreload) && $block;
+    my $reported = 0;
     for my $f (sort glob "$LogDir/valgrind.*.log $LogDir/asan.* "
                          . "$LogDir/ubsan.*") {
         open my $in, '<', $f or next;
@@ -680,6 +681,7 @@ sub scan_valgrind {
         my $text = do { local $/; <$in> } // '';
         $ValgrindPos{$f} = tell $in;
         next unless $text =~ /\S/;
+        $reported++;
         my @lines = split /\n/, $text;
         splice @lines, 60, @lines - 60, '...' if @lines > 60;
         Test::More::fail($block->name . " - valgrind or a sanitizer reported"
@@ -687,17 +689,30 @@ sub scan_valgrind {
         Test::More::diag(join "\n", @lines);
     }
     return unless $SanPreload;
-    # a report a worker wrote to its stderr, which is the error log
-    # (UBSan's, from a worker, does not always reach its log_path)
+    # a report a process wrote to its stderr, which is the error log (the
+    # preloaded t/shim/ubsan_log_path.c sends UBSan's to its log_path; a
+    # run without it leaves them there)
     open my $in, '<', $ErrLog or return;
     seek $in, $ValgrindPos{$ErrLog} // 0, 0;
-    my @bad = grep { /runtime error: |ERROR: (?:Address|Leak)Sanitizer/ }
-              <$in>;
+    my @lines = <$in>;
     $ValgrindPos{$ErrLog} = tell $in;
-    return unless @bad;
-    Test::More::fail($block->name . " - a sanitizer reported errors $why"
-                     . " ($ErrLog)");
-    Test::More::diag(join '', @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+    my @bad = grep { /runtime error: |ERROR: (?:Address|Leak)Sanitizer/ }
+              @lines;
+    if (@bad) {
+        Test::More::fail($block->name . " - a sanitizer reported errors $why"
+                         . " ($ErrLog)");
+        Test::More::diag(join '', @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+    }
+    # A sanitizer ends a process with code 1 after its report, which may
+    # have gone where nothing here reads it; nginx's workers exit with 0,
+    # or 2 when their start failed.
+    my @died = grep { /worker process \d+ exited with code 1\b/ } @lines;
+    return unless @died;
+    Test::More::fail($block->name . " - a worker exited with code 1 $why,"
+                     . " as a sanitizer ends one after its report"
+                     . ($reported || @bad ? ''
+                        : " (no report found in $LogDir or $ErrLog)"));
+    Test::More::diag(join '', @died[0 .. ($#died < 4 ? $#died : 4)]);
 }
 
 sub pattern_matches {
