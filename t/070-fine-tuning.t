@@ -28,6 +28,7 @@ no_shuffle();
 
 my $root = $ENV{TEST_NGINX_AISERVE_ROOT};
 my $db = meter_db('070');
+$ENV{TEST_NGINX_METER_DB_070} = $db;
 my $files = meter_dir() . '/files-070';
 my $store = meter_dir() . '/ft-070';
 my $logs = meter_log_dir();
@@ -885,7 +886,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" needs "aiserve_meter on" in its location/
 
 === TEST 13: aiserve_fine_tuning needs the store
 --- http_config
-    aiserve_meter_db /nonexistent-070/db;
+    aiserve_meter_db $TEST_NGINX_METER_DB_070;
     aiserve_meter_zone meter070 1m;
 --- config
     location /v1/fine_tuning/jobs {
@@ -900,7 +901,7 @@ qr/\[emerg\] .*"aiserve_fine_tuning" directive needs "aiserve_fine_tuning_store"
 
 === TEST 14: aiserve_fine_tuning needs the files store
 --- http_config
-    aiserve_meter_db /nonexistent-070/db;
+    aiserve_meter_db $TEST_NGINX_METER_DB_070;
     aiserve_meter_zone meter070 1m;
     aiserve_fine_tuning_store /nonexistent-070/ft;
 --- config
