@@ -1143,15 +1143,7 @@ ngx_http_aiserve_files_header_filter(ngx_http_request_t *r)
     ctx->page = 1;
     ngx_http_set_ctx(r, ctx, ngx_http_aiserve_files_module);
 
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = ctx->json.len;
-
-    if (r->headers_out.content_length) {
-        r->headers_out.content_length->hash = 0;
-        r->headers_out.content_length = NULL;
-    }
+    ngx_http_aiserve_json_page_headers(r, &ctx->json);
 
     return ngx_http_next_header_filter(r);
 }
@@ -1160,8 +1152,7 @@ ngx_http_aiserve_files_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_aiserve_files_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_buf_t                     *b;
-    ngx_chain_t                   *cl, out;
+    ngx_chain_t                   *out;
     ngx_http_aiserve_files_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_files_module);
@@ -1170,32 +1161,14 @@ ngx_http_aiserve_files_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    for (cl = in; cl; cl = cl->next) {
-        cl->buf->pos = cl->buf->last;
-        cl->buf->file_pos = cl->buf->file_last;
-    }
-
-    if (ctx->page_sent) {
-        return ngx_http_next_body_filter(r, NULL);
-    }
-
-    ctx->page_sent = 1;
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
+    if (ngx_http_aiserve_json_page_body(r, in, &ctx->json, &ctx->page_sent,
+                                        &out)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    b->pos = ctx->json.data;
-    b->last = ctx->json.data + ctx->json.len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_next_body_filter(r, &out);
+    return ngx_http_next_body_filter(r, out);
 }
 
 

@@ -512,3 +512,58 @@ ngx_http_aiserve_not_allowed(ngx_http_request_t *r, const char *allow,
                                        "method %V is not allowed, use %s",
                                        &r->method_name, use);
 }
+
+
+void
+ngx_http_aiserve_json_page_headers(ngx_http_request_t *r, ngx_str_t *page)
+{
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = page->len;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+}
+
+
+ngx_int_t
+ngx_http_aiserve_json_page_body(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_str_t *page, ngx_uint_t *sent, ngx_chain_t **out)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    *out = NULL;
+
+    if (*sent) {
+        return NGX_OK;
+    }
+
+    *sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = page->data;
+    b->last = page->data + page->len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+    *out = cl;
+
+    return NGX_OK;
+}

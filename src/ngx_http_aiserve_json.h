@@ -56,6 +56,18 @@ void ngx_http_aiserve_json_base64_floats(ngx_http_aiserve_json_t *j,
  * NGX_HTTP_INTERNAL_SERVER_ERROR when j failed; the caller finalizes the
  * request with it.
  */
+/*
+ * nginx's own error page (413, 400, 500 ...) as JSON, from a module's
+ * output filters: json_page_headers() in the header filter makes PAGE the
+ * response's body (Content-Type application/json, its length);
+ * json_page_body() in the body filter swallows nginx's HTML and sets *OUT
+ * to PAGE once (*SENT remembers), NULL after; NGX_ERROR without memory.
+ */
+void ngx_http_aiserve_json_page_headers(ngx_http_request_t *r,
+    ngx_str_t *page);
+ngx_int_t ngx_http_aiserve_json_page_body(ngx_http_request_t *r,
+    ngx_chain_t *in, ngx_str_t *page, ngx_uint_t *sent, ngx_chain_t **out);
+
 ngx_int_t ngx_http_aiserve_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_http_aiserve_json_t *j, const char *content_type);
 

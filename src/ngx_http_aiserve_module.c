@@ -1575,15 +1575,7 @@ ngx_http_aiserve_header_filter(ngx_http_request_t *r)
     ctx->page.len = j.pos - j.start;
     ctx->rewrite_page = 1;
 
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = ctx->page.len;
-
-    if (r->headers_out.content_length) {
-        r->headers_out.content_length->hash = 0;
-        r->headers_out.content_length = NULL;
-    }
+    ngx_http_aiserve_json_page_headers(r, &ctx->page);
 
     return ngx_http_next_header_filter(r);
 }
@@ -1592,8 +1584,8 @@ ngx_http_aiserve_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_aiserve_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_buf_t               *b;
-    ngx_chain_t             *cl, out;
+    ngx_uint_t               sent;
+    ngx_chain_t             *out;
     ngx_http_aiserve_ctx_t  *ctx;
 
     if (in == NULL) {
@@ -1608,32 +1600,17 @@ ngx_http_aiserve_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     /* swallow nginx's HTML page, send the JSON one once */
 
-    for (cl = in; cl; cl = cl->next) {
-        cl->buf->pos = cl->buf->last;
-        cl->buf->file_pos = cl->buf->file_last;
-    }
+    sent = ctx->page_sent;
 
-    if (ctx->page_sent) {
-        return ngx_http_next_body_filter(r, NULL);
-    }
-
-    ctx->page_sent = 1;
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
+    if (ngx_http_aiserve_json_page_body(r, in, &ctx->page, &sent, &out)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    b->pos = ctx->page.data;
-    b->last = ctx->page.data + ctx->page.len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
+    ctx->page_sent = sent;
 
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_next_body_filter(r, &out);
+    return ngx_http_next_body_filter(r, out);
 }
 
 
