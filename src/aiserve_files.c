@@ -23,8 +23,27 @@ struct aiserve_files_s {
     MDB_env   *env;
     MDB_dbi    files;              /* id -> aiserve_file_t */
     MDB_dbi    usage;              /* account id (uint32) -> bytes */
+    MDB_dbi    meta;               /* "version" -> uint32 */
     char       dir[4096];
 };
+
+
+/* A record of a version 1 store: aiserve_file_t with a purpose of 16
+ * bytes. */
+typedef struct {
+    char      id[AISERVE_FILES_ID_LEN + 1];
+    uint32_t  account_id;
+    uint32_t  status;
+    uint64_t  bytes;
+    int64_t   created_at;
+    uint64_t  examples;
+    uint64_t  tokens;
+    uint32_t  num_labels;
+    char      format[8];
+    char      purpose[16];
+    char      filename[AISERVE_FILES_NAME_MAX + 1];
+    char      details[AISERVE_FILES_DETAILS_MAX + 1];
+} aiserve_file_v1_t;
 
 
 const char *
@@ -55,14 +74,166 @@ aiserve_files_end(MDB_txn *txn, int rc)
 }
 
 
+/*
+ * Converts every version 1 record of the store to aiserve_file_t in txn
+ * (the same fields, the purpose in its longer field); *n gets how many.
+ * An MDB error code, or -1 with err naming a record of neither size.
+ */
+static int
+aiserve_files_migrate_v1(aiserve_files_t *fs, MDB_txn *txn, size_t *n,
+    char *err, size_t err_len)
+{
+    int                 rc;
+    MDB_val             k, v;
+    MDB_cursor         *cur;
+    aiserve_file_t      f;
+    aiserve_file_v1_t   old;
+
+    *n = 0;
+
+    rc = mdb_cursor_open(txn, fs->files, &cur);
+    if (rc != 0) {
+        return rc;
+    }
+
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+         rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+    {
+        if (v.mv_size == sizeof(aiserve_file_t)) {
+            continue;
+        }
+
+        if (v.mv_size != sizeof(aiserve_file_v1_t)) {
+            snprintf(err, err_len, "the record \"%.*s\" has %zu bytes: "
+                     "not a file record of version 1",
+                     (int) (k.mv_size < 64 ? k.mv_size : 64),
+                     (char *) k.mv_data, v.mv_size);
+            mdb_cursor_close(cur);
+            return -1;
+        }
+
+        /* LMDB aligns values to 2 bytes: read through a copy */
+        memcpy(&old, v.mv_data, sizeof(old));
+        memset(&f, 0, sizeof(f));
+
+        memcpy(f.id, old.id, sizeof(f.id));
+        f.account_id = old.account_id;
+        f.status = old.status;
+        f.bytes = old.bytes;
+        f.created_at = old.created_at;
+        f.examples = old.examples;
+        f.tokens = old.tokens;
+        f.num_labels = old.num_labels;
+        memcpy(f.format, old.format, sizeof(f.format));
+        memcpy(f.purpose, old.purpose, sizeof(old.purpose));
+        f.purpose[sizeof(old.purpose) - 1] = '\0';
+        memcpy(f.filename, old.filename, sizeof(f.filename));
+        memcpy(f.details, old.details, sizeof(f.details));
+
+        v.mv_data = &f;
+        v.mv_size = sizeof(f);
+
+        rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
+        if (rc != 0) {
+            break;
+        }
+
+        (*n)++;
+    }
+
+    mdb_cursor_close(cur);
+
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+
+/*
+ * The store's version in txn: written for a new store, an older one
+ * migrated (*migrated records), a newer one refused.  0, an MDB error,
+ * or -1 with err.
+ */
+static int
+aiserve_files_version(aiserve_files_t *fs, MDB_txn *txn, size_t *migrated,
+    char *err, size_t err_len)
+{
+    int          rc;
+    uint32_t     version;
+    MDB_val      k, v, fk, fv;
+    MDB_cursor  *cur;
+
+    k.mv_data = "version";
+    k.mv_size = sizeof("version") - 1;
+
+    rc = mdb_get(txn, fs->meta, &k, &v);
+
+    if (rc == 0) {
+        if (v.mv_size != sizeof(uint32_t)) {
+            snprintf(err, err_len, "the store's version has %zu bytes",
+                     v.mv_size);
+            return -1;
+        }
+        memcpy(&version, v.mv_data, sizeof(uint32_t));
+
+    } else if (rc == MDB_NOTFOUND) {
+        /* no version: a new store, or one of version 1 (which had
+         * records and no "meta") */
+        rc = mdb_cursor_open(txn, fs->files, &cur);
+        if (rc != 0) {
+            return rc;
+        }
+        rc = mdb_cursor_get(cur, &fk, &fv, MDB_FIRST);
+        mdb_cursor_close(cur);
+
+        if (rc != 0 && rc != MDB_NOTFOUND) {
+            return rc;
+        }
+        version = rc == 0 ? 1 : AISERVE_FILES_VERSION;
+        rc = 0;
+
+    } else {
+        return rc;
+    }
+
+    if (version > AISERVE_FILES_VERSION) {
+        snprintf(err, err_len, "the store is of version %u; this aiserve "
+                 "reads versions up to %d", version, AISERVE_FILES_VERSION);
+        return -1;
+    }
+
+    if (version == 1) {
+        rc = aiserve_files_migrate_v1(fs, txn, migrated, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+
+    if (version != AISERVE_FILES_VERSION
+        || mdb_get(txn, fs->meta, &k, &v) == MDB_NOTFOUND)
+    {
+        version = AISERVE_FILES_VERSION;
+        v.mv_data = &version;
+        v.mv_size = sizeof(version);
+        return mdb_put(txn, fs->meta, &k, &v, 0);
+    }
+
+    return 0;
+}
+
+
 aiserve_files_t *
-aiserve_files_open(const char *dir, size_t map_size, char *err,
-    size_t err_len)
+aiserve_files_open(const char *dir, size_t map_size, size_t *migrated,
+    char *err, size_t err_len)
 {
     int               rc;
-    char              meta[4200];
+    char              meta[4200], why[256];
+    size_t            n;
     MDB_txn          *txn;
     aiserve_files_t  *fs;
+
+    if (migrated) {
+        *migrated = 0;
+    }
 
     fs = calloc(1, sizeof(aiserve_files_t));
     if (fs == NULL) {
@@ -114,13 +285,31 @@ aiserve_files_open(const char *dir, size_t map_size, char *err,
         rc = mdb_dbi_open(txn, "usage", MDB_CREATE | MDB_INTEGERKEY,
                           &fs->usage);
     }
-
-    rc = aiserve_files_end(txn, rc);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &fs->meta);
+    }
 
     if (rc != 0) {
+        mdb_txn_abort(txn);
         snprintf(err, err_len, "mdb_dbi_open(\"%s\"): %s", meta,
                  mdb_strerror(rc));
         goto failed;
+    }
+
+    n = 0;
+    why[0] = '\0';
+
+    rc = aiserve_files_end(txn,
+             aiserve_files_version(fs, txn, &n, why, sizeof(why)));
+
+    if (rc != 0) {
+        snprintf(err, err_len, "\"%s\": %s", meta,
+                 rc == -1 ? why : mdb_strerror(rc));
+        goto failed;
+    }
+
+    if (migrated) {
+        *migrated = n;
     }
 
     return fs;
@@ -152,7 +341,7 @@ aiserve_files_path(const aiserve_files_t *fs, const char *id, char *buf,
 
 
 /* "file-" + 13 hex digits of microseconds + 11 random hex digits */
-static int
+int
 aiserve_files_new_id(char *id, int64_t *created_at)
 {
     unsigned char   rnd[6];
@@ -280,8 +469,14 @@ aiserve_files_key(MDB_val *k, const char *id)
 }
 
 
-int
-aiserve_files_add(aiserve_files_t *fs, aiserve_file_t *f, const void *data,
+/*
+ * Writes the content of f->id, then adds its record and its bytes to the
+ * account's in one transaction: AISERVE_FILES_QUOTA (nothing kept) when
+ * quota (0: none) would be exceeded, AISERVE_FILES_EXISTS (the content
+ * left as it was) when the record exists.
+ */
+static int
+aiserve_files_put(aiserve_files_t *fs, aiserve_file_t *f, const void *data,
     size_t len, uint64_t quota, char *err, size_t err_len)
 {
     int        rc;
@@ -290,13 +485,7 @@ aiserve_files_add(aiserve_files_t *fs, aiserve_file_t *f, const void *data,
     MDB_val    k, v;
     MDB_txn   *txn;
 
-    if (aiserve_files_new_id(f->id, &f->created_at) != 0) {
-        snprintf(err, err_len, "RAND_bytes failed");
-        return AISERVE_FILES_ERROR;
-    }
-
     f->bytes = len;
-    f->status = AISERVE_FILE_UPLOADED;
 
     if (aiserve_files_write(fs->dir, f->id, data, len, err, err_len) != 0) {
         return AISERVE_FILES_ERROR;
@@ -339,12 +528,59 @@ aiserve_files_add(aiserve_files_t *fs, aiserve_file_t *f, const void *data,
         return AISERVE_FILES_OK;
     }
 
+    if (rc == MDB_KEYEXIST) {
+        return AISERVE_FILES_EXISTS;
+    }
+
 failed:
 
     snprintf(err, err_len, "files metadata: %s", mdb_strerror(rc));
     aiserve_files_path(fs, f->id, path, sizeof(path));
     unlink(path);
     return AISERVE_FILES_ERROR;
+}
+
+
+int
+aiserve_files_add(aiserve_files_t *fs, aiserve_file_t *f, const void *data,
+    size_t len, uint64_t quota, char *err, size_t err_len)
+{
+    if (aiserve_files_new_id(f->id, &f->created_at) != 0) {
+        snprintf(err, err_len, "RAND_bytes failed");
+        return AISERVE_FILES_ERROR;
+    }
+
+    f->status = AISERVE_FILE_UPLOADED;
+
+    return aiserve_files_put(fs, f, data, len, quota, err, err_len);
+}
+
+
+int
+aiserve_files_add_as(aiserve_files_t *fs, aiserve_file_t *f,
+    const void *data, size_t len, char *err, size_t err_len)
+{
+    int             rc;
+    struct timeval  tv;
+    aiserve_file_t  old;
+
+    if (strlen(f->id) != AISERVE_FILES_ID_LEN
+        || strncmp(f->id, "file-", 5) != 0)
+    {
+        snprintf(err, err_len, "\"%s\" is not a file id", f->id);
+        return AISERVE_FILES_ERROR;
+    }
+
+    /* stored already: its content is not written again */
+    rc = aiserve_files_get(fs, f->id, &old, err, err_len);
+    if (rc != AISERVE_FILES_NOTFOUND) {
+        return rc == AISERVE_FILES_OK ? AISERVE_FILES_EXISTS : rc;
+    }
+
+    gettimeofday(&tv, NULL);
+    f->created_at = tv.tv_sec;
+
+    return aiserve_files_put(fs, f, data, len, 0, err, err_len);
 }
 
 

@@ -7,6 +7,11 @@
  * the bytes an account stores are checked against its quota in the same
  * write transaction that adds the file.
  *
+ * The store has a version (AISERVE_FILES_VERSION, in a sub-database
+ * "meta"); aiserve_files_open() migrates a store of an older version in
+ * place (version 1: records with a purpose of 16 bytes, too short for
+ * "fine-tune-results").
+ *
  * Ids are "file-" and 24 lower-case hex digits: 13 of the creation time in
  * microseconds, 11 random (libcrypto's RAND_bytes), so the key order of
  * the "files" sub-database is the order of creation and a list is a walk
@@ -33,12 +38,15 @@
 #define AISERVE_FILES_ID_LEN        29      /* "file-" + 24 hex */
 #define AISERVE_FILES_NAME_MAX      255     /* bytes of a file name */
 #define AISERVE_FILES_DETAILS_MAX   511
+#define AISERVE_FILES_PURPOSE_MAX   31      /* bytes of a purpose */
+#define AISERVE_FILES_VERSION       2       /* of the store's records */
 
 /* return codes */
 #define AISERVE_FILES_OK            0
 #define AISERVE_FILES_ERROR         -1      /* err says why */
 #define AISERVE_FILES_NOTFOUND      -2
 #define AISERVE_FILES_QUOTA         -3      /* over the account's quota */
+#define AISERVE_FILES_EXISTS        -4      /* the id is stored already */
 
 typedef enum {
     AISERVE_FILE_UPLOADED = 0,      /* stored, not validated yet */
@@ -56,7 +64,7 @@ typedef struct {
     uint64_t  tokens;               /* their tokens, [CLS] and [SEP] in */
     uint32_t  num_labels;           /* labels (or tags) of the file */
     char      format[8];            /* "jsonl", "csv", "conll" */
-    char      purpose[16];
+    char      purpose[AISERVE_FILES_PURPOSE_MAX + 1];
     char      filename[AISERVE_FILES_NAME_MAX + 1];
     char      details[AISERVE_FILES_DETAILS_MAX + 1];  /* "" when none */
 } aiserve_file_t;
@@ -66,10 +74,15 @@ typedef struct aiserve_files_s  aiserve_files_t;
 
 /*
  * Opens (creates) the store in dir, which must exist and be writable;
- * map_size is the LMDB map in bytes (0: 64 MiB).  Returns NULL with err.
+ * map_size is the LMDB map in bytes (0: 64 MiB).  A store of an older
+ * version is migrated to AISERVE_FILES_VERSION first, in one write
+ * transaction (all its records or none; a process opening it at the same
+ * time waits, then finds it migrated); *migrated (may be NULL) gets the
+ * number of records converted.  A store of a newer version is refused.
+ * Returns NULL with err.
  */
 aiserve_files_t *aiserve_files_open(const char *dir, size_t map_size,
-    char *err, size_t err_len);
+    size_t *migrated, char *err, size_t err_len);
 void aiserve_files_close(aiserve_files_t *fs);
 
 /* The path of a file's content: DIR/ID, in buf (len bytes); -1 if it does
@@ -87,6 +100,23 @@ int aiserve_files_path(const aiserve_files_t *fs, const char *id, char *buf,
  */
 int aiserve_files_add(aiserve_files_t *fs, aiserve_file_t *f,
     const void *data, size_t len, uint64_t quota, char *err, size_t err_len);
+
+/* A new file id into id (AISERVE_FILES_ID_LEN + 1 bytes), of the time
+ * now, whose Unix seconds go to *created_at: 0, or -1 when RAND_bytes
+ * fails. */
+int aiserve_files_new_id(char *id, int64_t *created_at);
+
+/*
+ * Stores len bytes of data as the file f->id (from aiserve_files_new_id())
+ * of f->account_id with the fields of f as they are (filename, purpose,
+ * status, format, details; bytes and created_at are set here): a file
+ * the service makes for the account, as a fine-tuning job's results.
+ * Counted in the account's bytes, never refused by a quota.
+ * AISERVE_FILES_EXISTS, changing nothing, when f->id is stored already
+ * (a writer that was interrupted and runs again).
+ */
+int aiserve_files_add_as(aiserve_files_t *fs, aiserve_file_t *f,
+    const void *data, size_t len, char *err, size_t err_len);
 
 /* The record of id; AISERVE_FILES_NOTFOUND when none. */
 int aiserve_files_get(aiserve_files_t *fs, const char *id, aiserve_file_t *f,

@@ -1147,3 +1147,194 @@ aiserve_jobs_checkpoints(aiserve_jobs_t *js, const char *id,
     return aiserve_jobs_walk(js, js->checkpoints, id, after, limit, out,
                              has_more, err, err_len);
 }
+
+
+/* --- results --------------------------------------------------------------- */
+
+/* a row of the results CSV: the values of one step */
+typedef struct {
+    int64_t   step;
+    int64_t   trained_tokens;
+    int64_t   epoch;
+    double    train_loss;
+    double    learning_rate;
+    double    valid_loss;
+    double    accuracy;
+    double    f1;
+    unsigned  has;              /* AISERVE_JOBS_HAS_* */
+} aiserve_jobs_row_t;
+
+#define AISERVE_JOBS_HAS_TRAIN_LOSS      0x01
+#define AISERVE_JOBS_HAS_LEARNING_RATE   0x02
+#define AISERVE_JOBS_HAS_TRAINED_TOKENS  0x04
+#define AISERVE_JOBS_HAS_EPOCH           0x08
+#define AISERVE_JOBS_HAS_VALID_LOSS      0x10
+#define AISERVE_JOBS_HAS_ACCURACY        0x20
+#define AISERVE_JOBS_HAS_F1              0x40
+
+
+/* Takes the metrics of event ev into rows (*n of them, room for cap),
+ * kept in step order. */
+static void
+aiserve_jobs_row_add(aiserve_jobs_row_t *rows, size_t *n, size_t cap,
+    const json_t *ev)
+{
+    size_t               i;
+    json_t              *d, *x;
+    int64_t              step;
+    aiserve_jobs_row_t  *r;
+
+    d = json_object_get(ev, "data");
+
+    if (!json_is_string(json_object_get(ev, "type"))
+        || strcmp(json_string_value(json_object_get(ev, "type")), "metrics")
+           != 0
+        || !json_is_integer(json_object_get(d, "step")))
+    {
+        return;
+    }
+
+    step = json_integer_value(json_object_get(d, "step"));
+
+    /* steps come in order but after a resume: from the end */
+    for (i = *n; i > 0 && rows[i - 1].step > step; i--) {
+        /* void */
+    }
+
+    if (i > 0 && rows[i - 1].step == step) {
+        r = &rows[i - 1];
+
+    } else {
+        if (*n == cap) {
+            return;
+        }
+        memmove(&rows[i + 1], &rows[i], (*n - i) * sizeof(rows[0]));
+        (*n)++;
+        r = &rows[i];
+        memset(r, 0, sizeof(*r));
+        r->step = step;
+    }
+
+#define aiserve_jobs_take(name, field, flag, get)                            \
+    x = json_object_get(d, name);                                            \
+    if (json_is_number(x)) {                                                 \
+        r->field = get(x);                                                   \
+        r->has |= flag;                                                      \
+    }
+
+    aiserve_jobs_take("train_loss", train_loss, AISERVE_JOBS_HAS_TRAIN_LOSS,
+                      json_number_value);
+    aiserve_jobs_take("learning_rate", learning_rate,
+                      AISERVE_JOBS_HAS_LEARNING_RATE, json_number_value);
+    aiserve_jobs_take("trained_tokens", trained_tokens,
+                      AISERVE_JOBS_HAS_TRAINED_TOKENS, json_integer_value);
+    aiserve_jobs_take("epoch", epoch, AISERVE_JOBS_HAS_EPOCH,
+                      json_integer_value);
+    aiserve_jobs_take("valid_loss", valid_loss, AISERVE_JOBS_HAS_VALID_LOSS,
+                      json_number_value);
+    aiserve_jobs_take("accuracy", accuracy, AISERVE_JOBS_HAS_ACCURACY,
+                      json_number_value);
+    aiserve_jobs_take("f1", f1, AISERVE_JOBS_HAS_F1, json_number_value);
+
+#undef aiserve_jobs_take
+}
+
+
+int
+aiserve_jobs_results_csv(aiserve_jobs_t *js, const char *id,
+    const json_t *pending, char **csv, size_t *len, char *err,
+    size_t err_len)
+{
+    int                  more, rc;
+    char                *text;
+    size_t               i, n, cap, size;
+    FILE                *out;
+    json_t              *stored;
+    aiserve_jobs_row_t  *rows, *r;
+
+    *csv = NULL;
+    *len = 0;
+
+    stored = json_array();
+    if (stored == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return AISERVE_JOBS_ERROR;
+    }
+
+    rc = aiserve_jobs_events(js, id, NULL, SIZE_MAX, stored, &more, err,
+                             err_len);
+    if (rc != AISERVE_JOBS_OK) {
+        json_decref(stored);
+        return rc;
+    }
+
+    cap = json_array_size(stored) + json_array_size(pending) + 1;
+    rows = malloc(cap * sizeof(aiserve_jobs_row_t));
+    text = NULL;
+    size = 0;
+    out = rows ? open_memstream(&text, &size) : NULL;
+
+    if (out == NULL) {
+        free(rows);
+        json_decref(stored);
+        snprintf(err, err_len, "out of memory");
+        return AISERVE_JOBS_ERROR;
+    }
+
+    n = 0;
+
+    /* stored newest first: read back to front */
+    for (i = json_array_size(stored); i > 0; i--) {
+        aiserve_jobs_row_add(rows, &n, cap, json_array_get(stored, i - 1));
+    }
+
+    for (i = 0; i < json_array_size(pending); i++) {
+        aiserve_jobs_row_add(rows, &n, cap, json_array_get(pending, i));
+    }
+
+    json_decref(stored);
+
+    fputs("step,train_loss,learning_rate,trained_tokens,epoch,valid_loss,"
+          "valid_accuracy,valid_f1\n", out);
+
+    for (i = 0; i < n; i++) {
+        r = &rows[i];
+
+        fprintf(out, "%lld,", (long long) r->step);
+
+#define aiserve_jobs_put(flag, fmt, v, sep)                                  \
+        if (r->has & flag) {                                                 \
+            fprintf(out, fmt, v);                                            \
+        }                                                                    \
+        fputs(sep, out);
+
+        aiserve_jobs_put(AISERVE_JOBS_HAS_TRAIN_LOSS, "%.6g", r->train_loss,
+                         ",");
+        aiserve_jobs_put(AISERVE_JOBS_HAS_LEARNING_RATE, "%.6g",
+                         r->learning_rate, ",");
+        aiserve_jobs_put(AISERVE_JOBS_HAS_TRAINED_TOKENS, "%lld",
+                         (long long) r->trained_tokens, ",");
+        aiserve_jobs_put(AISERVE_JOBS_HAS_EPOCH, "%lld",
+                         (long long) r->epoch, ",");
+        aiserve_jobs_put(AISERVE_JOBS_HAS_VALID_LOSS, "%.6g", r->valid_loss,
+                         ",");
+        aiserve_jobs_put(AISERVE_JOBS_HAS_ACCURACY, "%.6g", r->accuracy,
+                         ",");
+        aiserve_jobs_put(AISERVE_JOBS_HAS_F1, "%.6g", r->f1, "\n");
+
+#undef aiserve_jobs_put
+    }
+
+    free(rows);
+
+    if (fclose(out) != 0 || text == NULL) {
+        free(text);
+        snprintf(err, err_len, "out of memory");
+        return AISERVE_JOBS_ERROR;
+    }
+
+    *csv = text;
+    *len = size;
+
+    return AISERVE_JOBS_OK;
+}

@@ -166,4 +166,22 @@ int aiserve_jobs_checkpoints(aiserve_jobs_t *js, const char *id,
     const char *after, size_t limit, json_t *out, int *has_more, char *err,
     size_t err_len);
 
+/*
+ * The step metrics of job ID as the CSV of a fine-tune-results file
+ * (OpenAI's has "step,train_loss,train_accuracy,valid_loss,..."): the
+ * header "step,train_loss,learning_rate,trained_tokens,epoch,valid_loss,
+ * valid_accuracy,valid_f1", then a row per step of a metrics event (type
+ * "metrics", data with "step"), in step order: that step's training loss,
+ * learning rate and trained tokens and, when an evaluation ran at that
+ * step, its epoch, validation loss and accuracy (or F1); a field whose
+ * value no event gives is empty.  The stored events are read oldest
+ * first, then PENDING (an array of events not written yet, may be NULL);
+ * a step met again (steps trained again after a worker was killed) keeps
+ * the last values.  Reals are printed with %.6g.  *csv gets the text
+ * (malloc()'ed, NUL-terminated), *len its length.
+ */
+int aiserve_jobs_results_csv(aiserve_jobs_t *js, const char *id,
+    const json_t *pending, char **csv, size_t *len, char *err,
+    size_t err_len);
+
 #endif /* AISERVE_JOBS_H */

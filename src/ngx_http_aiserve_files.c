@@ -192,7 +192,11 @@ ngx_http_aiserve_files_object(const aiserve_file_t *f)
         json_object_set_new(o, "status_details", json_string(f->details));
     }
 
-    if (f->status == AISERVE_FILE_PROCESSED) {
+    /* the training fields: not of a job's results (purpose
+     * fine-tune-results) */
+    if (f->status == AISERVE_FILE_PROCESSED
+        && ngx_strcmp(f->purpose, "fine-tune") == 0)
+    {
         json_object_set_new(o, "format", json_string(f->format));
         json_object_set_new(o, "examples", json_integer(f->examples));
         json_object_set_new(o, "tokens", json_integer(f->tokens));
@@ -267,7 +271,8 @@ static ngx_int_t
 ngx_http_aiserve_files_list(ngx_http_request_t *r)
 {
     char                           after[AISERVE_FILES_ID_LEN + 1];
-    char                           purpose[16], err[256];
+    char                           purpose[AISERVE_FILES_PURPOSE_MAX + 1];
+    char                           err[256];
     size_t                         n, i, limit;
     ngx_uint_t                     ascending;
     json_t                        *o, *data;
@@ -442,23 +447,15 @@ ngx_http_aiserve_files_content(ngx_http_request_t *r, aiserve_file_t *f)
 }
 
 
-/*
- * After an upload or a delete by a key of account_id: the bytes the
- * account now stores go to the ledger's storage row of the key (a synced
- * write on the event loop, as the admin API's).  A file of another
- * account (an admin's delete) is recorded by its owner's next change.
- */
-static void
-ngx_http_aiserve_files_storage(ngx_http_request_t *r, uint32_t account_id)
+void
+ngx_http_aiserve_files_storage_of(uint32_t account_id, uint32_t key_id,
+    ngx_log_t *log)
 {
-    char                           err[256];
-    uint64_t                       bytes;
-    ngx_http_aiserve_meter_ctx_t  *mctx;
+    char      err[256];
+    uint64_t  bytes;
 
-    mctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
-
-    if (mctx == NULL || mctx->key.account_id != account_id
-        || ngx_http_aiserve_meter_ledger == NULL)
+    if (ngx_http_aiserve_meter_ledger == NULL
+        || ngx_http_aiserve_files_store_handle == NULL)
     {
         return;
     }
@@ -467,21 +464,43 @@ ngx_http_aiserve_files_storage(ngx_http_request_t *r, uint32_t account_id)
                             &bytes, err, sizeof(err))
         != AISERVE_FILES_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "aiserve files: storage of acct_%uD not recorded: %s",
                       account_id, err);
         return;
     }
 
-    if (aiserve_ledger_storage(ngx_http_aiserve_meter_ledger, mctx->key.id,
-                               bytes, ngx_time())
+    if (aiserve_ledger_storage(ngx_http_aiserve_meter_ledger, key_id, bytes,
+                               ngx_time())
         != AISERVE_LEDGER_OK)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "aiserve files: storage of acct_%uD not recorded: %s",
                       account_id,
                       aiserve_ledger_error(ngx_http_aiserve_meter_ledger));
     }
+}
+
+
+/*
+ * After an upload or a delete by a key of account_id: the bytes the
+ * account now stores go to the ledger's storage row of the key.  A file
+ * of another account (an admin's delete) is recorded by its owner's next
+ * change.
+ */
+static void
+ngx_http_aiserve_files_storage(ngx_http_request_t *r, uint32_t account_id)
+{
+    ngx_http_aiserve_meter_ctx_t  *mctx;
+
+    mctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_meter_module);
+
+    if (mctx == NULL || mctx->key.account_id != account_id) {
+        return;
+    }
+
+    ngx_http_aiserve_files_storage_of(account_id, mctx->key.id,
+                                      r->connection->log);
 }
 
 
@@ -1442,12 +1461,24 @@ ngx_http_aiserve_files_chown(ngx_cycle_t *cycle, u_char *path)
  * left (aiserve_files_recover()), the master's LMDB handle closed before
  * any fork.
  */
+/* The notice of a store migrated by aiserve_files_open(). */
+static void
+ngx_http_aiserve_files_log_migrated(ngx_log_t *log, size_t migrated)
+{
+    if (migrated) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "aiserve files: the store migrated to version %d "
+                      "(%uz records)", AISERVE_FILES_VERSION, migrated);
+    }
+}
+
+
 static ngx_int_t
 ngx_http_aiserve_files_init_module(ngx_cycle_t *cycle)
 {
     char                                 err[512];
     u_char                              *paths[4], *p;
-    size_t                               removed, interrupted;
+    size_t                               removed, interrupted, migrated;
     ngx_int_t                            rc;
     ngx_uint_t                           i;
     aiserve_files_t                     *fs;
@@ -1488,8 +1519,8 @@ ngx_http_aiserve_files_init_module(ngx_cycle_t *cycle)
     }
 
     if (ngx_is_init_cycle(cycle->old_cycle)) {
-        fs = aiserve_files_open((char *) fmcf->dir.data, fmcf->map_size, err,
-                                sizeof(err));
+        fs = aiserve_files_open((char *) fmcf->dir.data, fmcf->map_size,
+                                &migrated, err, sizeof(err));
         rc = fs ? aiserve_files_recover(fs, &removed, &interrupted, err,
                                         sizeof(err))
                 : AISERVE_FILES_ERROR;
@@ -1500,6 +1531,8 @@ ngx_http_aiserve_files_init_module(ngx_cycle_t *cycle)
                           "aiserve_files_store: %s", err);
             return NGX_ERROR;
         }
+
+        ngx_http_aiserve_files_log_migrated(cycle->log, migrated);
 
         if (removed || interrupted) {
             ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
@@ -1523,6 +1556,7 @@ static ngx_int_t
 ngx_http_aiserve_files_init_process(ngx_cycle_t *cycle)
 {
     char                                 err[512];
+    size_t                               migrated;
     ngx_http_aiserve_files_main_conf_t  *fmcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
@@ -1540,13 +1574,15 @@ ngx_http_aiserve_files_init_process(ngx_cycle_t *cycle)
     /* LMDB never crosses fork(): each worker opens its own environment;
      * one that cannot answers 503 files_unavailable */
     ngx_http_aiserve_files_store_handle =
-        aiserve_files_open((char *) fmcf->dir.data, fmcf->map_size, err,
-                           sizeof(err));
+        aiserve_files_open((char *) fmcf->dir.data, fmcf->map_size,
+                           &migrated, err, sizeof(err));
 
     if (ngx_http_aiserve_files_store_handle == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "aiserve files: %s; the files API answers 503", err);
     }
+
+    ngx_http_aiserve_files_log_migrated(cycle->log, migrated);
 
     return NGX_OK;
 }

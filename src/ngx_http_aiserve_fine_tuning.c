@@ -92,6 +92,8 @@ typedef struct {
                                                   the lease another's */
     uint64_t                     trained;      /* thread: trained_tokens
                                                   written */
+    ngx_uint_t                   results;      /* thread: result files
+                                                  stored */
     ngx_msec_t                   settled;      /* event loop: the last
                                                   settle */
     ngx_pid_t                    pid;
@@ -1043,6 +1045,16 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
             ngx_http_aiserve_ft_bad(NGX_HTTP_NOT_FOUND, "file_not_found",
                                     param, msg);
         }
+
+        /* a job's results are not training data */
+        if (ngx_strcmp(f[i].purpose, "fine-tune") != 0) {
+            json_decref(hp);
+            ngx_snprintf((u_char *) msg, sizeof(msg), "the file %s has "
+                         "purpose \"%s\": %s needs a file of purpose "
+                         "\"fine-tune\"%Z", f[i].id, f[i].purpose, param);
+            ngx_http_aiserve_ft_bad(NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                    param, msg);
+        }
     }
 
     job = json_pack("{s:s,s:s,s:s?,s:O,s:{s:s,s:{s:O}},s:I,s:s?,s:s,s:s,"
@@ -1268,6 +1280,9 @@ ngx_http_aiserve_ft_create_body(ngx_http_request_t *r)
             return;
         }
     }
+
+    /* the creator key: its ledger row gets the storage of the results */
+    json_object_set_new(job, "_key", json_integer(mctx->key.id));
 
     jrc = aiserve_jobs_create(ngx_http_aiserve_ft_store_handle, job,
                               mctx->key.account_id, fmcf->jobs_per_account,
@@ -1785,6 +1800,163 @@ ngx_http_aiserve_ft_save(ngx_http_aiserve_ft_runner_t *rn,
 }
 
 
+/*
+ * Stores one result file of rn's job (purpose fine-tune-results, owned by
+ * its account) with id and the len bytes of data; appends its id to ids.
+ * A file stored already (by a worker that died before the job's status
+ * was written) is kept as it is.  A failure is logged; the job succeeds
+ * without that file.
+ */
+static void
+ngx_http_aiserve_ft_result_file(ngx_http_aiserve_ft_runner_t *rn,
+    const char *id, const char *filename, const char *format,
+    const char *data, size_t len, json_t *ids, ngx_log_t *log)
+{
+    int             rc;
+    char            err[512];
+    aiserve_file_t  f;
+
+    ngx_memzero(&f, sizeof(aiserve_file_t));
+    ngx_cpystrn((u_char *) f.id, (u_char *) id, sizeof(f.id));
+    f.account_id = aiserve_jobs_account(rn->job);
+    f.status = AISERVE_FILE_PROCESSED;
+    ngx_cpystrn((u_char *) f.purpose, (u_char *) "fine-tune-results",
+                sizeof(f.purpose));
+    ngx_cpystrn((u_char *) f.filename, (u_char *) filename,
+                sizeof(f.filename));
+    ngx_cpystrn((u_char *) f.format, (u_char *) format, sizeof(f.format));
+
+    rc = aiserve_files_add_as(ngx_http_aiserve_files_store_handle, &f, data,
+                              len, err, sizeof(err));
+
+    if (rc != AISERVE_FILES_OK && rc != AISERVE_FILES_EXISTS) {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "aiserve fine-tuning: %s: the "
+                      "result file %s not stored: %s", rn->id, filename,
+                      err);
+        return;
+    }
+
+    json_array_append_new(ids, json_string(id));
+    rn->results = 1;
+}
+
+
+/*
+ * The result files of a job that succeeded (OpenAI's result_files): the
+ * step metrics (aiserve_jobs_results_csv(), the stored events and those
+ * of this chunk) and, when a validation file was evaluated, the report
+ * (DIR/jobs/ID/report.json, the bytes GET .../report sends).  Their ids
+ * are written in the job's record ("_result_files") before the files, so
+ * that a worker that resumes the job stores the same ids, not copies.
+ * The ids stored go to *ids.  0, or -1 when the job was cancelled
+ * meanwhile (rn->lost).
+ */
+static int
+ngx_http_aiserve_ft_results(ngx_http_aiserve_ft_runner_t *rn, json_t *events,
+    json_t **ids, ngx_log_t *log)
+{
+    int                     rc;
+    char                    id[2][AISERVE_FILES_ID_LEN + 1], err[512];
+    char                    path[4300], *csv, *report;
+    size_t                  i, len;
+    int64_t                 created_at;
+    json_t                 *kept;
+    ngx_fd_t                fd;
+    ngx_file_info_t         fi;
+    aiserve_jobs_update_t   u;
+
+    *ids = json_array();
+    if (*ids == NULL) {
+        return 0;
+    }
+
+    kept = json_object_get(rn->job, "_result_files");
+
+    for (i = 0; i < 2; i++) {
+        if (json_is_string(json_array_get(kept, i))) {
+            ngx_cpystrn((u_char *) id[i],
+                        (u_char *) json_string_value(json_array_get(kept, i)),
+                        sizeof(id[i]));
+
+        } else if (aiserve_files_new_id(id[i], &created_at) != 0) {
+            ngx_log_error(NGX_LOG_ERR, log, 0, "aiserve fine-tuning: %s: "
+                          "RAND_bytes failed: no result files", rn->id);
+            return 0;
+        }
+    }
+
+    if (json_array_size(kept) != 2) {
+        ngx_memzero(&u, sizeof(u));
+        u.set = json_pack("{s:[s,s]}", "_result_files", id[0], id[1]);
+
+        rc = aiserve_jobs_update(ngx_http_aiserve_ft_store_handle, rn->id,
+                                 rn->pid, ngx_http_aiserve_ft_now_ms(),
+                                 rn->conf->lease, &u, NULL, err,
+                                 sizeof(err));
+        json_decref(u.set);
+
+        if (rc == AISERVE_JOBS_CONFLICT) {
+            json_decref(*ids);
+            *ids = NULL;
+            rn->over = 1;
+            rn->lost = 1;
+            return -1;
+        }
+
+        if (rc != AISERVE_JOBS_OK) {
+            ngx_log_error(NGX_LOG_ERR, log, 0, "aiserve fine-tuning: %s: %s: "
+                          "no result files", rn->id, err);
+            return 0;
+        }
+    }
+
+    if (aiserve_jobs_results_csv(ngx_http_aiserve_ft_store_handle, rn->id,
+                                 events, &csv, &len, err, sizeof(err))
+        == AISERVE_JOBS_OK)
+    {
+        ngx_http_aiserve_ft_result_file(rn, id[0], "step_metrics.csv", "csv",
+                                        csv, len, *ids, log);
+        free(csv);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0, "aiserve fine-tuning: %s: the "
+                      "step metrics: %s", rn->id, err);
+    }
+
+    /* the report: the bytes of GET .../report (none without a
+     * validation file) */
+    snprintf(path, sizeof(path), "%s/report.json", rn->dir);
+
+    fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return 0;
+    }
+
+    report = NULL;
+    len = 0;
+
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR) {
+        len = ngx_file_size(&fi);
+        report = malloc(len + 1);
+    }
+
+    if (report && read(fd, report, len) == (ssize_t) len) {
+        ngx_http_aiserve_ft_result_file(rn, id[1], "report.json", "json",
+                                        report, len, *ids, log);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno, "aiserve fine-tuning: "
+                      "%s: \"%s\" cannot be read: no result file of it",
+                      rn->id, path);
+    }
+
+    free(report);
+    ngx_close_file(fd);
+
+    return 0;
+}
+
+
 /* Writes the model and the report of a finished run into u. */
 static int
 ngx_http_aiserve_ft_succeed(ngx_http_aiserve_ft_runner_t *rn,
@@ -1792,6 +1964,7 @@ ngx_http_aiserve_ft_succeed(ngx_http_aiserve_ft_runner_t *rn,
 {
     int                        rc;
     char                       dir[4200], err[512], name[400];
+    json_t                    *ids;
     aiserve_registry_entry_t   e;
 
     snprintf(dir, sizeof(dir), "%s/model", rn->dir);
@@ -1823,7 +1996,12 @@ ngx_http_aiserve_ft_succeed(ngx_http_aiserve_ft_runner_t *rn,
         return -1;
     }
 
+    if (ngx_http_aiserve_ft_results(rn, events, &ids, log) != 0) {
+        return -1;
+    }
+
     json_object_set_new(u->set, "fine_tuned_model", json_string(name));
+    json_object_set_new(u->set, "result_files", ids);
     u->status = "succeeded";
 
     json_array_append_new(events,
@@ -1842,8 +2020,8 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
 
     int                                rc;
     char                               err[512], msg[256];
-    size_t                             prev_step;
-    json_t                            *events, *set, *d, *job;
+    size_t                             prev_step, i;
+    json_t                            *events, *set, *d, *job, *ids;
     aiserve_trainer_phase_e            prev_phase;
     int64_t                            now_ms, est;
     const char                        *name;
@@ -1998,7 +2176,16 @@ ngx_http_aiserve_ft_chunk(void *data, ngx_log_t *log)
         }
 
     } else if (rc == AISERVE_JOBS_CONFLICT) {
-        /* cancelled meanwhile, or the lease lost: stop here */
+        /* cancelled meanwhile, or the lease lost: stop here; result files
+         * stored for a success that is not written are removed */
+        ids = json_object_get(set, "result_files");
+        for (i = 0; i < json_array_size(ids); i++) {
+            aiserve_files_delete(ngx_http_aiserve_files_store_handle,
+                                 json_string_value(json_array_get(ids, i)),
+                                 err, sizeof(err));
+        }
+        rn->results = 0;
+
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "aiserve fine-tuning: %s stopped at step %zu: %s",
                       rn->id, p->step,
@@ -2110,6 +2297,16 @@ ngx_http_aiserve_ft_chunk_done(ngx_event_t *ev)
         ngx_http_aiserve_ft_charge(aiserve_jobs_account(rn->job), rn->id,
                                    rn->trained, rn->final, ev->log);
         rn->settled = ngx_current_msec;
+    }
+
+    /* the result files are the account's storage, on the creator key's
+     * row as an upload's */
+    if (rn->results && rn->final
+        && json_is_integer(json_object_get(rn->job, "_key")))
+    {
+        ngx_http_aiserve_files_storage_of(aiserve_jobs_account(rn->job),
+            (uint32_t) json_integer_value(json_object_get(rn->job, "_key")),
+            ev->log);
     }
 
     if (!rn->over) {

@@ -14,6 +14,12 @@
  *  - recovery after a killed worker: partial uploads removed, records
  *    never validated marked so
  *  - a kept copy (link or copy) reads as the file, after its delete
+ *  - a file stored with its id (a job's results): purpose
+ *    fine-tune-results, counted in the account's bytes past its quota; the
+ *    same id again changes nothing
+ *  - a store of version 1 (t/data/files-v1, tools/gen-files-v1.sh) is
+ *    migrated at open: every record as the old store listed it
+ *    (files.json), then the version written; a newer version is refused
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -23,6 +29,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <lmdb.h>
 
 #include "tap.h"
 #include "aiserve_files.h"
@@ -394,6 +401,209 @@ test_keep(aiserve_files_t *fs)
 }
 
 
+static void
+test_add_as(aiserve_files_t *fs)
+{
+    int              rc;
+    char             err[256], path[4200], *got;
+    size_t           len;
+    int64_t          at;
+    uint64_t         before, after;
+    aiserve_file_t   f, g;
+
+    aiserve_files_usage(fs, 9, &before, err, sizeof(err));
+
+    f = new_file(9, "step_metrics.csv");
+    snprintf(f.purpose, sizeof(f.purpose), "fine-tune-results");
+    f.status = AISERVE_FILE_PROCESSED;
+    tap_ok(aiserve_files_new_id(f.id, &at) == 0
+           && strlen(f.id) == AISERVE_FILES_ID_LEN, "a new id: %s", f.id);
+
+    rc = aiserve_files_add_as(fs, &f, "step\n1\n", 7, err, sizeof(err));
+    tap_ok(rc == AISERVE_FILES_OK, "stored with its id: %s",
+           rc ? err : "ok");
+    tap_ok(aiserve_files_get(fs, f.id, &g, err, sizeof(err))
+           == AISERVE_FILES_OK
+           && strcmp(g.purpose, "fine-tune-results") == 0
+           && g.status == AISERVE_FILE_PROCESSED && g.bytes == 7
+           && g.created_at >= at,
+           "its record: purpose fine-tune-results, processed, 7 bytes");
+    aiserve_files_usage(fs, 9, &after, err, sizeof(err));
+    tap_ok(after == before + 7, "counted in the account's bytes");
+
+    f.status = AISERVE_FILE_ERROR;
+    rc = aiserve_files_add_as(fs, &f, "other", 5, err, sizeof(err));
+    aiserve_files_path(fs, f.id, path, sizeof(path));
+    got = slurp(path, &len);
+    aiserve_files_get(fs, f.id, &g, err, sizeof(err));
+    aiserve_files_usage(fs, 9, &after, err, sizeof(err));
+    tap_ok(rc == AISERVE_FILES_EXISTS && got && len == 7
+           && memcmp(got, "step\n1\n", 7) == 0
+           && g.status == AISERVE_FILE_PROCESSED && after == before + 7,
+           "the same id again: EXISTS, content, record and bytes unchanged");
+    free(got);
+
+    strcpy(f.id, "file-x");
+    tap_ok(aiserve_files_add_as(fs, &f, "x", 1, err, sizeof(err))
+           == AISERVE_FILES_ERROR, "not an id: %s", err);
+
+    aiserve_files_delete(fs, g.id, err, sizeof(err));
+}
+
+
+/* Writes version into the "meta" sub-database of the store in d. */
+static int
+set_version(const char *d, uint32_t version)
+{
+    int       rc;
+    char      meta[4200];
+    MDB_env  *env;
+    MDB_txn  *txn;
+    MDB_dbi   dbi;
+    MDB_val   k, v;
+
+    snprintf(meta, sizeof(meta), "%s/meta", d);
+
+    rc = mdb_env_create(&env);
+    if (rc != 0) {
+        return rc;
+    }
+
+    mdb_env_set_maxdbs(env, 4);
+    rc = mdb_env_open(env, meta, 0, 0600);
+    if (rc == 0) {
+        rc = mdb_txn_begin(env, NULL, 0, &txn);
+    }
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &dbi);
+        k.mv_data = "version";
+        k.mv_size = 7;
+        v.mv_data = &version;
+        v.mv_size = sizeof(version);
+        if (rc == 0) {
+            rc = mdb_put(txn, dbi, &k, &v, 0);
+        }
+        rc = rc == 0 ? mdb_txn_commit(txn) : (mdb_txn_abort(txn), rc);
+    }
+
+    mdb_env_close(env);
+    return rc;
+}
+
+
+/* the store of version 1 of t/data/files-v1, copied into a new directory,
+ * opened: the records as the old store listed them in files.json */
+static void
+test_migrate(void)
+{
+    int              ok;
+    char             err[256], cmd[8400], v1[] = "/tmp/aiserve-test-v1-XXXXXX";
+    char             path[4200], *data;
+    size_t           i, n, len;
+    json_t          *doc, *want, *w;
+    json_error_t     jerr;
+    aiserve_file_t   out[8], f;
+    aiserve_files_t  *fs;
+
+    if (mkdtemp(v1) == NULL) {
+        tap_ok(0, "mkdtemp");
+        return;
+    }
+
+    snprintf(cmd, sizeof(cmd), "cp -r t/data/files-v1/. %s/", v1);
+    tap_ok(system(cmd) == 0, "the version 1 store copied");
+
+    doc = json_load_file("t/data/files-v1/files.json", 0, &jerr);
+    want = json_object_get(doc, "data");
+
+    fs = aiserve_files_open(v1, 0, &n, err, sizeof(err));
+    if (!tap_ok(fs != NULL && n == 4 && json_array_size(want) == 4,
+                "opened, %zu records migrated (%s)", n, fs ? "ok" : err))
+    {
+        return;
+    }
+
+    aiserve_files_list(fs, 0, NULL, NULL, 1, out, 7, &n, err, sizeof(err));
+
+    ok = n == 4;
+    for (i = 0; ok && i < n; i++) {
+        w = json_array_get(want, i);
+        ok = strcmp(out[i].id, json_string_value(json_object_get(w, "id")))
+                 == 0
+             && out[i].bytes
+                == (uint64_t) json_integer_value(json_object_get(w, "bytes"))
+             && out[i].created_at
+                == json_integer_value(json_object_get(w, "created_at"))
+             && strcmp(out[i].filename,
+                       json_string_value(json_object_get(w, "filename"))) == 0
+             && strcmp(out[i].purpose,
+                       json_string_value(json_object_get(w, "purpose"))) == 0
+             && strcmp(aiserve_file_status_name(out[i].status),
+                       json_string_value(json_object_get(w, "status"))) == 0;
+
+        if (ok && out[i].status == AISERVE_FILE_PROCESSED) {
+            ok = out[i].examples
+                 == (uint64_t) json_integer_value(json_object_get(w,
+                                                              "examples"))
+                 && out[i].tokens
+                    == (uint64_t) json_integer_value(json_object_get(w,
+                                                                 "tokens"))
+                 && out[i].num_labels
+                    == json_integer_value(json_object_get(w, "num_labels"))
+                 && strcmp(out[i].format, json_string_value(
+                               json_object_get(w, "format"))) == 0;
+
+        } else if (ok) {
+            ok = strcmp(out[i].details, json_string_value(
+                            json_object_get(w, "status_details"))) == 0;
+        }
+
+        tap_ok(ok, "record %zu: %s %s %s as the old store listed it", i,
+               out[i].id, out[i].filename,
+               aiserve_file_status_name(out[i].status));
+    }
+
+    tap_ok(out[0].account_id == 1 && out[3].account_id == 2,
+           "owners kept: acct_1, acct_2");
+
+    aiserve_files_path(fs, out[0].id, path, sizeof(path));
+    data = slurp(path, &len);
+    tap_ok(data && len == out[0].bytes, "content in place");
+    free(data);
+
+    f = new_file(1, "results.csv");
+    snprintf(f.purpose, sizeof(f.purpose), "fine-tune-results");
+    f.status = AISERVE_FILE_PROCESSED;
+    aiserve_files_new_id(f.id, &f.created_at);
+    tap_ok(aiserve_files_add_as(fs, &f, "step\n", 5, err, sizeof(err))
+           == AISERVE_FILES_OK
+           && aiserve_files_list(fs, 1, "fine-tune-results", NULL, 0, out,
+                                 7, &n, err, sizeof(err)) == 0
+           && n == 1 && strcmp(out[0].id, f.id) == 0,
+           "a new record of the longer purpose, listed by it");
+    aiserve_files_close(fs);
+
+    fs = aiserve_files_open(v1, 0, &n, err, sizeof(err));
+    tap_ok(fs != NULL && n == 0, "opened again: nothing to migrate");
+    aiserve_files_close(fs);
+
+    /* a store of a later version than this code's is refused */
+    tap_ok(set_version(v1, AISERVE_FILES_VERSION + 1) == 0,
+           "the version set to %d", AISERVE_FILES_VERSION + 1);
+    fs = aiserve_files_open(v1, 0, &n, err, sizeof(err));
+    tap_ok(fs == NULL && strstr(err, "version 3") != NULL,
+           "a later version refused: %s", err);
+    aiserve_files_close(fs);
+
+    json_decref(doc);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", v1);
+    if (system(cmd) != 0) {
+        tap_ok(0, "rm");
+    }
+}
+
+
 int
 main(void)
 {
@@ -406,7 +616,7 @@ main(void)
         return 1;
     }
 
-    fs = aiserve_files_open(dir, 0, err, sizeof(err));
+    fs = aiserve_files_open(dir, 0, NULL, err, sizeof(err));
     if (!tap_ok(fs != NULL, "open %s", fs ? dir : err)) {
         return tap_done();
     }
@@ -416,7 +626,9 @@ main(void)
     test_quota(fs);
     test_keep(fs);
 
-    fs2 = aiserve_files_open(dir, 0, err, sizeof(err));
+    test_add_as(fs);
+
+    fs2 = aiserve_files_open(dir, 0, NULL, err, sizeof(err));
     f = new_file(3, "w.jsonl");
     aiserve_files_add(fs, &f, "y", 1, 0, err, sizeof(err));
     tap_ok(fs2 && aiserve_files_get(fs2, f.id, &g, err, sizeof(err))
@@ -427,7 +639,9 @@ main(void)
     test_recover(fs, f.id);
     aiserve_files_close(fs);
 
-    fs = aiserve_files_open("/nonexistent/dir", 0, err, sizeof(err));
+    test_migrate();
+
+    fs = aiserve_files_open("/nonexistent/dir", 0, NULL, err, sizeof(err));
     tap_ok(fs == NULL && strstr(err, "/nonexistent/dir") != NULL,
            "a missing directory: %s", err);
 

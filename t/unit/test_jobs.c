@@ -11,6 +11,7 @@
  *  - transitions: updates only by the holder; a final status ends the
  *    lease and the job's activity; cancel of a running job makes the
  *    holder's next update a conflict; cancel of a final job a conflict
+ *  - the results CSV of the metrics events (stored and pending)
  *  - events and checkpoints: newest first, after, limit
  *  - a second handle (another worker) sees the first one's writes
  */
@@ -88,7 +89,9 @@ main(void)
 {
     int              rc, more, pid_dead, i;
     char             err[256], a[4][40], b[2][40], got[1024], want[1024];
-    json_t          *job, *list, *ev;
+    char            *csv;
+    size_t           len;
+    json_t          *job, *list, *ev, *pending;
     pid_t            child;
     aiserve_jobs_t  *js, *js2;
     aiserve_jobs_update_t  u;
@@ -360,6 +363,43 @@ main(void)
            && json_object_get(ev, "_dir") == NULL,
            "checkpoints: the record, no private dir");
     json_decref(list);
+
+    /* the results CSV: the stored metrics, then the pending ones; a step
+     * met again keeps its last values */
+    pending = json_pack("[{s:s,s:{s:i,s:f,s:f,s:i}},"
+                        "{s:s,s:{s:i,s:i,s:f,s:f,s:f}},"
+                        "{s:s,s:{s:i,s:f,s:f,s:i}},{s:s}]",
+                        "type", "metrics", "data", "step", 2,
+                        "train_loss", 0.25, "learning_rate", 1e-4,
+                        "trained_tokens", 40,
+                        "type", "metrics", "data", "step", 2, "epoch", 1,
+                        "train_loss", 0.25, "valid_loss", 0.75,
+                        "accuracy", 0.5,
+                        "type", "metrics", "data", "step", 1,
+                        "train_loss", 0.5, "learning_rate", 2e-5,
+                        "trained_tokens", 20,
+                        "message", "New fine-tuned model created");
+    rc = aiserve_jobs_results_csv(js, a[0], pending, &csv, &len, err,
+                                  sizeof(err));
+    tap_ok(rc == AISERVE_JOBS_OK && strlen(csv) == len
+           && strcmp(csv, "step,train_loss,learning_rate,trained_tokens,"
+                          "epoch,valid_loss,valid_accuracy,valid_f1\n"
+                          "1,0.5,2e-05,20,,,,\n"
+                          "2,0.25,0.0001,40,1,0.75,0.5,\n") == 0,
+           "results CSV: a row per step, the evaluation in its step's row:"
+           "\n%s", csv ? csv : err);
+    free(csv);
+
+    rc = aiserve_jobs_results_csv(js, a[0], NULL, &csv, &len, err,
+                                  sizeof(err));
+    tap_ok(rc == AISERVE_JOBS_OK
+           && strcmp(csv, "step,train_loss,learning_rate,trained_tokens,"
+                          "epoch,valid_loss,valid_accuracy,valid_f1\n"
+                          "1,0.5,,,,,,\n") == 0,
+           "results CSV of the stored events alone:\n%s",
+           csv ? csv : err);
+    free(csv);
+    json_decref(pending);
 
     /* cancel while running: the holder's next update is a conflict */
     rc = aiserve_jobs_cancel(js2, a[0], 14, &job, err, sizeof(err));
