@@ -84,6 +84,7 @@ aiserve_files_migrate_v1(aiserve_files_t *fs, MDB_txn *txn, size_t *n,
     char *err, size_t err_len)
 {
     int                 rc;
+    char                key[AISERVE_FILES_ID_LEN + 1];
     MDB_val             k, v;
     MDB_cursor         *cur;
     aiserve_file_t      f;
@@ -104,7 +105,9 @@ aiserve_files_migrate_v1(aiserve_files_t *fs, MDB_txn *txn, size_t *n,
             continue;
         }
 
-        if (v.mv_size != sizeof(aiserve_file_v1_t)) {
+        if (v.mv_size != sizeof(aiserve_file_v1_t)
+            || k.mv_size > AISERVE_FILES_ID_LEN)
+        {
             snprintf(err, err_len, "the record \"%.*s\" has %zu bytes: "
                      "not a file record of version 1",
                      (int) (k.mv_size < 64 ? k.mv_size : 64),
@@ -131,6 +134,10 @@ aiserve_files_migrate_v1(aiserve_files_t *fs, MDB_txn *txn, size_t *n,
         memcpy(f.filename, old.filename, sizeof(f.filename));
         memcpy(f.details, old.details, sizeof(f.details));
 
+        /* the key points into the page the resized value is written
+         * to: the put reads it from a copy */
+        memcpy(key, k.mv_data, k.mv_size);
+        k.mv_data = key;
         v.mv_data = &f;
         v.mv_size = sizeof(f);
 

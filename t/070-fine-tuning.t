@@ -9,7 +9,10 @@
 # does not fit the task (fails when it starts); cancel (takes effect
 # within one chunk); a reload in the middle of a job (it completes, from
 # the checkpoint the exiting worker saved); kill -9 of the worker running
-# a job (another worker resumes it from its last checkpoint).
+# a job (another worker resumes it from its last checkpoint).  A job that
+# succeeds has result files (purpose fine-tune-results) of its account:
+# the step metrics CSV and the report, read through the Files API; a
+# files store of version 1 (t/data/files-v1) is migrated at start.
 
 use Test::Nginx::Socket 'no_plan';
 use FindBin;
@@ -33,6 +36,13 @@ my $files = meter_dir() . '/files-070';
 my $store = meter_dir() . '/ft-070';
 my $logs = meter_log_dir();
 File::Path::remove_tree($files, $store);
+
+# a files store of version 1, migrated when nginx starts on it (TEST 17)
+my $files_v1 = meter_dir() . '/files-v1-070';
+File::Path::remove_tree($files_v1);
+system('cp', '-r', "$root/t/data/files-v1", $files_v1) == 0
+    or die "cp $root/t/data/files-v1: $?";
+$ENV{TEST_NGINX_FILES_V1_070} = $files_v1;
 
 my (%key, %id);
 my %file;       # name -> file object
@@ -106,10 +116,11 @@ sub api {
 }
 
 sub upload {
-    my ($who, $name, $content) = @_;
+    my ($who, $name, $content, $purpose) = @_;
     my $b = 'f0e1d2c3b4a5968778695a4b3c2d1e0f';
+    $purpose //= 'fine-tune';
     my $body = "--$b\r\nContent-Disposition: form-data; name=\"purpose\""
-             . "\r\n\r\nfine-tune\r\n--$b\r\nContent-Disposition: form-data;"
+             . "\r\n\r\n$purpose\r\n--$b\r\nContent-Disposition: form-data;"
              . " name=\"file\"; filename=\"$name\"\r\nContent-Type: "
              . "application/octet-stream\r\n\r\n$content\r\n--$b--\r\n";
     my $r = aiserve_http(server_port(), {
@@ -190,6 +201,33 @@ sub reference_model {
     system(join(' ', map { quotemeta } @cmd) . ' >/dev/null 2>&1') == 0
         or die "aiserve-train failed: @cmd";
     return slurp("$out/model.safetensors");
+}
+
+# the result files of a succeeded job: (file objects, contents) by file
+# name
+sub result_files {
+    my ($who, $j) = @_;
+    my (%obj, %content);
+    for my $id (@{ $j->{result_files} }) {
+        my $o = api('GET', "/v1/files/$id", $who)->{json};
+        $obj{$o->{filename}} = $o;
+        $content{$o->{filename}} =
+            api('GET', "/v1/files/$id/content", $who)->{body};
+    }
+    return (\%obj, \%content);
+}
+
+# the rows of the step metrics CSV: [ { column => value } ] and its header
+sub csv_rows {
+    my ($text) = @_;
+    my ($head, @lines) = split /\n/, $text // '';
+    my @cols = split /,/, $head // '';
+    my @rows;
+    for my $l (@lines) {
+        my @v = split /,/, $l, -1;
+        push @rows, { map { $cols[$_] => $v[$_] } 0 .. $#cols };
+    }
+    return ($head, @rows);
 }
 
 sub master_pid {
@@ -365,6 +403,74 @@ my %checks = (
         is(error_of(api('GET', "/v1/fine_tuning/jobs/$j->{id}/report?"
                                . "format=xml", 'alice')),
            '400 invalid_value', 'report format=xml: 400');
+
+        # the result files: the step metrics and the report
+        is(scalar @{ $j->{result_files} }, 2, 'result_files: two files');
+        my ($obj, $content) = result_files('alice', $j);
+        my $csv = $obj->{'step_metrics.csv'};
+        is($csv->{purpose}, 'fine-tune-results',
+           'step_metrics.csv: purpose fine-tune-results');
+        is($csv->{status}, 'processed', '... processed');
+        ok(!exists $csv->{examples} && !exists $csv->{tokens},
+           '... without the fields of training data');
+        is($csv->{bytes}, length $content->{'step_metrics.csv'},
+           '... its bytes');
+        my ($head, @rows) = csv_rows($content->{'step_metrics.csv'});
+        is($head, 'step,train_loss,learning_rate,trained_tokens,epoch,'
+                  . 'valid_loss,valid_accuracy,valid_f1', '... its header');
+        is_deeply([ map { $_->{step} } @rows ], [ @steps ],
+                  '... a row per step of the metrics events, in order');
+        my %ev_at = map { $_->{data}{step} => $_->{data} } @m;
+        ok(!grep({ $_->{train_loss} ne sprintf('%.6g',
+                                               $ev_at{$_->{step}}{train_loss})
+                   || $_->{trained_tokens}
+                      ne $ev_at{$_->{step}}{trained_tokens} } @rows),
+           '... the training loss and trained tokens of each');
+        my @erows = grep { $_->{epoch} ne '' } @rows;
+        is_deeply([ map { [ @$_{qw(step epoch valid_loss valid_accuracy)} ] }
+                    @erows ],
+                  [ map { [ $_->{data}{step}, $_->{data}{epoch},
+                            sprintf('%.6g', $_->{data}{valid_loss}),
+                            sprintf('%.6g', $_->{data}{accuracy}) ] }
+                    reverse @evals ],
+                  '... the evaluations in the rows of their steps');
+        is($obj->{'report.json'}{purpose}, 'fine-tune-results',
+           'report.json: purpose fine-tune-results');
+        is($content->{'report.json'},
+           api('GET', "/v1/fine_tuning/jobs/$j->{id}/report", 'alice')
+           ->{body}, '... the bytes of the report route');
+
+        my $rid = $csv->{id};
+        is(api('GET', "/v1/files/$rid", 'bob')->{status}, 404,
+           'a result file: 404 for another account');
+        is(api('GET', "/v1/files/$rid/content", 'bob')->{status}, 404,
+           '... its content too');
+        is(api('GET', "/v1/files/$rid", 'ops')->{status}, 200,
+           '... an admin key reads it');
+        my $l = api('GET', '/v1/files?purpose=fine-tune-results', 'alice');
+        is_deeply([ sort map { $_->{id} } @{ $l->{json}{data} } ],
+                  [ sort @{ $j->{result_files} } ],
+                  'listed by purpose fine-tune-results');
+
+        my $all = api('GET', '/v1/files?limit=100', 'alice')->{json}{data};
+        my $bytes = 0;
+        $bytes += $_->{bytes} for @$all;
+        my (undef, $out) = meter_cli($db, 'export', '--key', $id{alice},
+                                     '--format', 'jsonl');
+        my ($stored) = map { $_->{storage_bytes} }
+                       grep { ($_->{api} // '') eq 'storage' }
+                       map { meter_json($_) } split /\n/, $out;
+        is($stored, $bytes, "the ledger's storage of alice: her files with "
+           . "the result files ($bytes bytes)");
+
+        my $bad = api('POST', '/v1/fine_tuning/jobs', 'alice',
+                      { model => 'cls', training_file => $rid });
+        is(error_of($bad), '400 invalid_value',
+           'a result file as a training file: 400');
+        is($bad->{json}{error}{param}, 'training_file', '... its param');
+        my $up = upload('alice', 'x.csv', "step\n1\n", 'fine-tune-results');
+        is($up->{error}{code}, 'invalid_value',
+           'an upload cannot claim purpose fine-tune-results');
     },
 
     ner => sub {
@@ -730,6 +836,35 @@ my %checks = (
         ok(slurp("$store/jobs/$id/model/model.safetensors")
            eq reference_model('sentiment-train.jsonl', undef, 40, 1),
            'the model: bit for bit an uninterrupted run\'s');
+        is(scalar @{ $j->{result_files} }, 1,
+           'no validation file: one result file, the step metrics');
+        my (undef, $content) = result_files('alice', $j);
+        my (undef, @rows) = csv_rows($content->{'step_metrics.csv'});
+        my %uniq = map { $_ => 1 } @steps;
+        is_deeply([ map { $_->{step} } @rows ],
+                  [ sort { $a <=> $b } keys %uniq ],
+                  '... a row per step, once, the steps trained again '
+                  . 'included');
+    },
+
+    migrated => sub {
+        my $want = JSON::PP::decode_json(
+            slurp("$root/t/data/files-v1/files.json"));
+        my $r = api('GET', '/v1/files?order=asc', 'ops');
+        is_deeply($r->{json}{data}, $want->{data},
+                  'a store of version 1: every file as the old store '
+                  . 'listed it');
+        my $f = $want->{data}[0];
+        is(api('GET', "/v1/files/$f->{id}/content", 'alice')->{body},
+           slurp("$root/t/data/files-v1/$f->{id}"),
+           "its content, for its account (alice's)");
+        is(api('GET', "/v1/files/$want->{data}[3]{id}", 'alice')->{status},
+           404, "bob's file: 404 for alice");
+        my $n = upload('alice', 'classify.jsonl',
+                       slurp("$root/t/data/train/classify.jsonl"));
+        is($n->{status}, 'processed', 'a new upload beside them');
+        is(scalar @{ api('GET', '/v1/files', 'ops')->{json}{data} }, 5,
+           'five files listed');
     },
 );
 
@@ -932,3 +1067,29 @@ qr/\[emerg\] .*invalid parameter "chunk_steps=0" in "aiserve_fine_tuning_store"/
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*"lease=500ms" must be 1s or more in "aiserve_fine_tuning_store"/
+
+
+
+=== TEST 17: a files store of version 1 is migrated at start
+--- http_config
+    aiserve_meter_db $TEST_NGINX_METER_DB_070 flush=100ms;
+    aiserve_meter_zone meter070 1m;
+    aiserve_files_store $TEST_NGINX_FILES_V1_070
+        tokenizer=$TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+    location /v1/files {
+        aiserve_meter on;
+        aiserve_files;
+    }
+    location = /t {
+        return 200 "ok\n";
+    }
+--- request
+GET /t
+--- ft_check: migrated
+--- response_body
+ok
+--- error_log
+aiserve files: the store migrated to version 2 (4 records)
+--- no_error_log
+[error]

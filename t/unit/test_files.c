@@ -558,6 +558,12 @@ test_migrate(void)
                             json_object_get(w, "status_details"))) == 0;
         }
 
+        /* found by its key: the key and the record go together */
+        ok = ok && aiserve_files_get(fs, out[i].id, &f, err, sizeof(err))
+                   == AISERVE_FILES_OK
+             && strcmp(f.id, out[i].id) == 0
+             && f.account_id == out[i].account_id;
+
         tap_ok(ok, "record %zu: %s %s %s as the old store listed it", i,
                out[i].id, out[i].filename,
                aiserve_file_status_name(out[i].status));
