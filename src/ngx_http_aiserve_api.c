@@ -67,18 +67,13 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
 {
     json_t                    *v;
     ngx_str_t                  name;
-    ngx_uint_t                 api;
     ngx_http_aiserve_error_t  *e;
     ngx_http_aiserve_model_t  *m;
 
     ctx->alloc = ngx_http_aiserve_pool_alloc;
     ctx->alloc_data = r->pool;
 
-    ctx->api = ngx_http_aiserve_route(ctx);
-
-    if (ngx_http_aiserve_parameters(ctx) != NGX_OK
-        || ngx_http_aiserve_fields(ctx) != NGX_OK)
-    {
+    if (ngx_http_aiserve_parameters(ctx) != NGX_OK) {
         goto refused;
     }
 
@@ -113,18 +108,16 @@ ngx_http_aiserve_api_prepare(ngx_http_request_t *r,
 
             ctx->model = m;
             ctx->fine_tuned = 1;
-
-            /* api=tei: the route of the fine-tuned model's task */
-            api = ngx_http_aiserve_route(ctx);
-
-            if (api != ctx->api) {
-                ctx->api = api;
-
-                if (ngx_http_aiserve_fields(ctx) != NGX_OK) {
-                    goto refused;
-                }
-            }
         }
+    }
+
+    /* the route, and the fields it reads: for api=tei the route of the
+     * model's task, the fine-tuned model's when one is asked for (a
+     * classifier of an embedding base answers as /predict, with top_k) */
+    ctx->api = ngx_http_aiserve_route(ctx);
+
+    if (ngx_http_aiserve_fields(ctx) != NGX_OK) {
+        goto refused;
     }
 
     ngx_http_aiserve_request_inputs(ctx);

@@ -270,6 +270,23 @@ my %checks = (
         Time::HiRes::sleep($left) if $left > 0;
         served_as('alice', $id{st}, 'st', 'api=tei of an embedding base: '
                   . 'a classifier over it answers as /predict', 4, '/tei');
+        my $all = api('POST', '/tei', 'alice',
+                      { inputs => $texts[0], model => $id{st},
+                        top_k => undef });
+        my $top = api('POST', '/tei', 'alice',
+                      { inputs => $texts[0], model => $id{st}, top_k => 1 });
+        ok($all->{status} == 200 && $top->{status} == 200
+           && @{ $top->{json} } == 1 && @{ $all->{json} } > 1
+           && $top->{json}[0]{label} eq $all->{json}[0]{label},
+           "... with the fields of /predict: top_k ($top->{status})");
+        my $hf = api('POST', '/tei', 'alice',
+                     { inputs => $texts[0], model => $id{st},
+                       parameters => { top_k => 1 } });
+        is_deeply($hf->{json}[0], $top->{json},
+                  '... in parameters too (the Inference API\'s [[...]])');
+        is(error_of(api('POST', '/tei', 'alice',
+                        { inputs => $texts[0], top_k => 1 })),
+           '422 unknown_field', '... the base (/embed) has no top_k');
         my $r = predict('alice', undef, $texts[0], '/tei');
         ok($r->{status} == 200 && ref $r->{json}[0] eq 'ARRAY'
            && @{ $r->{json}[0] } == 32, '... the base itself as /embed');
