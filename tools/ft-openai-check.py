@@ -2,7 +2,8 @@
 """Drives aiserve's Files and fine-tuning APIs with the openai client
 (openai-python, unchanged): files.create, fine_tuning.jobs.create /
 retrieve / list / list_events / cancel, fine_tuning.jobs.checkpoints.list,
-and prints a transcript.  With --predict-url (a location that serves the
+the job's result_files through files.retrieve and files.content, and
+prints a transcript.  With --predict-url (a location that serves the
 base model with api=predict or api=tei) it then calls the fine-tuned
 model there (and with --other-key, as another account: 404), lists it with
 models.list and deletes it with models.delete (GET and DELETE /v1/models,
@@ -84,6 +85,15 @@ def main():
     for c in ckpts.data:
         print("checkpoints.list:", c.id, c.step_number,
               c.fine_tuned_model_checkpoint, c.metrics)
+
+    for fid in job.result_files:
+        f = client.files.retrieve(fid)
+        print("files.retrieve:", f.id, f.purpose, f.filename, f.bytes,
+              "bytes")
+        lines = client.files.content(fid).text.splitlines()
+        for line in lines[:2] + (["..."] + lines[-1:] if len(lines) > 3
+                                 else lines[2:]):
+            print("files.content:", line[:100])
 
     if a.predict_url:
         deploy_check(a, client, job.fine_tuned_model)
