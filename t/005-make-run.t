@@ -2,7 +2,9 @@
 # port.  Starts it as a user does, in a session of its own, until
 # POST /v1/embeddings answers on that port with a MiniLM embedding; checks
 # the printed hint names the port, then stops it as Ctrl-C does (SIGINT to
-# the session) and checks the port is closed.  A PORT that is not a port
+# the session) and checks the port is closed.  The fine-tuning routes of
+# conf/aiserve.conf answer too: the Files API, the jobs and the fine-tuned
+# models' locations ask for a key (401), /v1/models answers without one.  A PORT that is not a port
 # number, or one already in use, is refused with a message.  Not a
 # Test::Nginx suite: make run is the same in HUP mode, so it runs once.
 
@@ -94,6 +96,20 @@ like($out, qr{serving conf/aiserve\.conf on http://127\.0\.0\.1:$port\b},
      'make run says which port it serves');
 like($out, qr{curl -s http://127\.0\.0\.1:$port/v1/embeddings},
      'the printed curl hint uses the port');
+
+# --- the fine-tuning routes ----------------------------------------------------
+for my $c (['GET', '/v1/files'], ['GET', '/v1/fine_tuning/jobs'],
+           ['POST', '/ft/minilm'], ['POST', '/ft/tiny-cls']) {
+    my $r = aiserve_http($port, {
+        method => $c->[0], uri => $c->[1],
+        headers => ['Content-Type' => 'application/json'],
+        $c->[0] eq 'POST' ? (body => '{"inputs": "x"}') : () });
+    my $e = eval { JSON::PP::decode_json($r->{body} // '') } // {};
+    is("$r->{status} " . ($e->{error}{code} // '-'), '401 missing_api_key',
+       "$c->[0] $c->[1]: served, for API keys (401 without one)");
+}
+my $models = aiserve_http($port, { method => 'GET', uri => '/v1/models' });
+is($models->{status}, 200, 'GET /v1/models: 200 without a key (dry_run)');
 
 # --- Ctrl-C stops it and frees the port ---------------------------------------
 kill 'INT', -$pid;
