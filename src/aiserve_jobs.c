@@ -1149,7 +1149,7 @@ aiserve_jobs_checkpoints(aiserve_jobs_t *js, const char *id,
 }
 
 
-/* --- results --------------------------------------------------------------- */
+/* --- results -------------------------------------------------------------- */
 
 /* a row of the results CSV: the values of one step */
 typedef struct {
