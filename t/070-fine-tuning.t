@@ -381,6 +381,11 @@ my %checks = (
            "$j->{fine_tuned_model}:ckpt-step-$ck[0]", '... its model name');
         ok($c->{data}[0]{metrics}{train_loss} > 0, '... its metrics');
         ok(!exists $c->{data}[0]{_dir}, '... no private field');
+        is(error_of(api('POST', '/predict', 'alice',
+                        { inputs => 'fine',
+                          model => $c->{data}[0]{fine_tuned_model_checkpoint}
+                        })),
+           '404 model_not_found', '... a name that is not served');
         ok(-f "$store/jobs/$j->{id}/ckpt-$ck[0]/trainer.json"
            && !-e "$store/jobs/$j->{id}/ckpt-$ck[1]",
            'the last checkpoint kept on disk, the older ones removed');
