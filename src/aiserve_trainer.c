@@ -911,6 +911,7 @@ aiserve_epoch_next(aiserve_trainer_t *tr)
 {
     tr->rng = tr->rng_next;
     tr->p.epoch++;
+    tr->p.epoch_batch = 0;
     tr->epoch_ready = 0;
     tr->epoch_loss_sum = 0;
     tr->epoch_loss_n = 0;
@@ -1519,7 +1520,14 @@ aiserve_trainer_read_checkpoint(const char *dir,
     snprintf(path, sizeof(path), "%s/trainer.json", dir);
     root = json_load_file(path, 0, &jerr);
     if (root == NULL) {
-        aiserve_err(err, err_len, "%s:%d: %s", path, jerr.line, jerr.text);
+        /* a file that cannot be read has no line (jansson says -1) */
+        if (jerr.line < 1) {
+            aiserve_err(err, err_len, "%s: no checkpoint here: %s", dir,
+                        jerr.text);
+        } else {
+            aiserve_err(err, err_len, "%s:%d: %s", path, jerr.line,
+                        jerr.text);
+        }
         return NULL;
     }
     s = json_string_value(json_object_get(root, "format"));

@@ -407,6 +407,7 @@ main(int argc, char **argv)
     const char                        *resume = NULL, *problem = NULL;
     const char                        *ner_mode = NULL;
     const char                        *dtype = NULL;
+    const char                        *resume_other = NULL;
     char                               err[1024], ckdir[PATH_MAX];
     char                               abs_train[PATH_MAX];
     char                               abs_valid[PATH_MAX];
@@ -420,6 +421,7 @@ main(int argc, char **argv)
     int                                i, have_valid = 0, nodrop = 0;
     int                                was_features;
     struct sigaction                   sa;
+    struct stat                        st;
 
     /* the numeric options, applied over the mode's defaults */
     double  epochs = -1, lr = -1, bt = -1, acc = -1, warm = -1, wr = -1;
@@ -432,6 +434,12 @@ main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         const char  *k = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
 
+        if (resume_other == NULL && strcmp(k, "--json") != 0
+            && strcmp(k, "--logging-steps") != 0
+            && strcmp(k, "--resume") != 0)
+        {
+            resume_other = k;
+        }
         if (strcmp(k, "-h") == 0 || strcmp(k, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -499,10 +507,11 @@ main(int argc, char **argv)
     }
 
     if (resume != NULL) {
-        if (model != NULL || a.train != NULL || a.out != NULL) {
+        if (resume_other != NULL) {
             fprintf(stderr, "aiserve-train: --resume takes the run's "
-                    "options from the checkpoint; --model, --train and "
-                    "--out are not allowed with it\n");
+                    "options from the checkpoint; only --json and "
+                    "--logging-steps may go with it, not %s\n",
+                    resume_other);
             return 2;
         }
         ckpt = aiserve_trainer_read_checkpoint(resume, &o, err, sizeof(err));
@@ -596,6 +605,15 @@ main(int argc, char **argv)
         if (mkdir(a.out, 0755) != 0 && errno != EEXIST) {
             fprintf(stderr, "aiserve-train: %s: mkdir: %s\n", a.out,
                     strerror(errno));
+            return 1;
+        }
+        /* before training, not after it: the run would be lost */
+        if (stat(a.out, &st) != 0 || !S_ISDIR(st.st_mode)
+            || access(a.out, W_OK | X_OK) != 0)
+        {
+            fprintf(stderr, "aiserve-train: --out %s: %s\n", a.out,
+                    stat(a.out, &st) == 0 && !S_ISDIR(st.st_mode)
+                    ? "not a directory" : "not writable");
             return 1;
         }
         a.out = absolute(a.out, abs_out);

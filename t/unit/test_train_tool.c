@@ -311,6 +311,48 @@ test_head_ner(void)
 }
 
 
+/*
+ * The "epoch" of a step line is the epochs done, as a fraction: the
+ * step that ends an epoch says that epoch exactly (1.0, 2.0), with or
+ * without a validation file, and never more than --epochs.
+ */
+static void
+test_epoch_fraction(void)
+{
+    char      out[256];
+    result_t  r;
+    json_t   *o;
+    size_t    i, steps = 0, bad = 0;
+    double    e, prev = 0, last = 0;
+    char     *argv[] = { TOOL, "--model", "models/tiny-bert-seq-cls",
+                         "--task", "classify", "--train", S_TRAIN,
+                         "--out", out, "--epochs", "2", "--batch-tokens",
+                         "64", "--logging-steps", "1", NULL };
+
+    snprintf(out, sizeof(out), "%s/epochs", tmpdir);
+    run_tool(argv, 0, &r);
+    json_array_foreach(r.lines, i, o) {
+        if (strcmp(json_string_value(json_object_get(o, "event")), "step")
+            != 0)
+        {
+            continue;
+        }
+        e = json_number_value(json_object_get(o, "epoch"));
+        steps++;
+        if (e <= prev || e > 2.0 + 1e-9) {
+            bad++;
+        }
+        prev = e;
+        last = e;
+    }
+    tap_ok(r.status == 0 && steps >= 4 && bad == 0 && last == 2.0,
+           "epoch fraction: %zu step lines rising to 2.0 (%zu out of "
+           "order or past --epochs, the last %g) (%s)", steps, bad, last,
+           r.err);
+    json_decref(r.lines);
+}
+
+
 static void
 test_errors(void)
 {
@@ -325,6 +367,11 @@ test_errors(void)
                           "classify", "--train", S_TRAIN, "--validation",
                           bad, "--out", out, NULL };
     char     *resume[] = { TOOL, "--resume", tmpdir, NULL };
+    char     *resume_opt[] = { TOOL, "--resume", tmpdir, "--epochs", "5",
+                               NULL };
+    char     *out_file[] = { TOOL, "--model", "models/tiny-st-cls",
+                             "--task", "classify", "--train", S_TRAIN,
+                             "--out", bad, NULL };
 
     snprintf(out, sizeof(out), "%s/err", tmpdir);
     snprintf(bad, sizeof(bad), "%s/bad.jsonl", tmpdir);
@@ -353,8 +400,19 @@ test_errors(void)
            "and field (%s)", r.err);
     json_decref(r.lines);
     run_tool(resume, 0, &r);
-    tap_ok(r.status == 1 && strstr(r.err, "trainer.json") != NULL,
+    tap_ok(r.status == 1 && strstr(r.err, "trainer.json") != NULL
+           && strstr(r.err, ":-1:") == NULL,
            "errors: --resume without a checkpoint (%s)", r.err);
+    json_decref(r.lines);
+    run_tool(resume_opt, 0, &r);
+    tap_ok(r.status == 2 && strstr(r.err, "--epochs") != NULL,
+           "errors: --resume with a training option exits 2 and names it, "
+           "rather than ignoring it (%s)", r.err);
+    json_decref(r.lines);
+    run_tool(out_file, 0, &r);
+    tap_ok(r.status == 1 && count(&r, "start", NULL) == 0
+           && strstr(r.err, "not a directory") != NULL,
+           "errors: --out naming a file fails before training (%s)", r.err);
     json_decref(r.lines);
 }
 
@@ -453,6 +511,7 @@ main(void)
     test_interrupt();
     test_head_ner();
     test_dtype();
+    test_epoch_fraction();
     test_errors();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0) {
