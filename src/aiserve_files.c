@@ -946,7 +946,8 @@ aiserve_files_format_name(const char *filename)
  * that is neither "text" nor "text_pair" (banking77's "text,category"),
  * copied into col; 0 when found, -1 otherwise (the reader then names the
  * missing "label" column).  Header names are read up to the first line
- * end, quotes removed.
+ * end, quotes removed, after the UTF-8 byte order mark a spreadsheet may
+ * write (the reader skips it too).
  */
 static int
 aiserve_files_csv_label(const char *data, size_t len, char *col,
@@ -958,6 +959,10 @@ aiserve_files_csv_label(const char *data, size_t len, char *col,
     const char  *p, *last;
 
     found = 0;
+    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) {
+        data += 3;
+        len -= 3;
+    }
     p = data;
     last = memchr(data, '\n', len);
     if (last == NULL) {

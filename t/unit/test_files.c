@@ -313,6 +313,16 @@ test_validate(void)
            && strstr(f.details, "\"label\"") != NULL,
            "a CSV of two label candidates names the missing \"label\"");
 
+    /* a spreadsheet's export: a UTF-8 byte order mark and CRLF */
+    f = new_file(1, "bom.csv");
+    aiserve_files_validate(tok, "\xef\xbb\xbftext,category\r\n"
+                           "\"hello, world\",a\r\n\"say \"\"hi\"\"\",b\r\n",
+                           52, &f);
+    tap_ok(f.status == AISERVE_FILE_PROCESSED && f.examples == 2
+           && f.num_labels == 2,
+           "a CSV with a byte order mark and CRLF takes \"category\" as "
+           "its label column (%s)", f.details);
+
     json_decref(golden);
     aiserve_tok_free(tok);
 }
