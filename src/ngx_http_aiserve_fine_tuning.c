@@ -776,6 +776,44 @@ ngx_http_aiserve_ft_file(ngx_http_request_t *r, const char *id,
 }
 
 
+/* The characters (code points) of UTF-8 text, as jansson holds it. */
+static size_t
+ngx_http_aiserve_ft_chars(const char *s)
+{
+    size_t  n;
+
+    for (n = 0; *s; s++) {
+        n += ((u_char) *s & 0xc0) != 0x80;
+    }
+
+    return n;
+}
+
+
+/* NGX_OK when META is OpenAI's metadata: an object of at most 16 string
+ * values, keys of at most 64 characters, values of at most 512. */
+static ngx_int_t
+ngx_http_aiserve_ft_metadata_ok(json_t *meta)
+{
+    json_t      *v;
+    const char  *k;
+
+    if (!json_is_object(meta) || json_object_size(meta) > 16) {
+        return NGX_DECLINED;
+    }
+
+    json_object_foreach(meta, k, v) {
+        if (!json_is_string(v) || ngx_http_aiserve_ft_chars(k) > 64
+            || ngx_http_aiserve_ft_chars(json_string_value(v)) > 512)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /*
  * Checks a creation request and builds the new job's record from it, or
  * sends the error (returns NULL, *rc what to finalize with).
@@ -912,6 +950,18 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
                                     "at most 64 letters, digits, \"-\", "
                                     "\"_\" or \".\"");
         }
+    }
+
+    /* metadata: OpenAI's, null or up to 16 string values, keys of up to
+     * 64 characters, values of up to 512 */
+    x = json_object_get(body, "metadata");
+    if (x && !json_is_null(x)
+        && ngx_http_aiserve_ft_metadata_ok(x) != NGX_OK)
+    {
+        ngx_http_aiserve_ft_bad(NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                "metadata", "metadata must be an object of "
+                                "at most 16 keys of up to 64 characters, "
+                                "each a string of up to 512 characters");
     }
 
     x = json_object_get(body, "seed");

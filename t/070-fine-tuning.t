@@ -264,6 +264,7 @@ my %checks = (
             validation_file => $file{'sentiment-valid.jsonl'}{id},
             method => { type => 'supervised', supervised => {
                 hyperparameters => { n_epochs => 3, batch_size => 4 } } },
+            metadata => { project => 'reviews', 'k' x 64 => 'v' x 512 },
         });
         my $j = $r->{json};
         is($r->{status}, 200, 'create: 200');
@@ -281,6 +282,9 @@ my %checks = (
         is($j->{seed}, 42, 'create: seed 42 by default');
         ok(abs($j->{created_at} - $t0) <= 5, 'create: created_at');
         is($j->{fine_tuned_model}, undef, 'create: no model yet');
+        is_deeply($j->{metadata},
+                  { project => 'reviews', 'k' x 64 => 'v' x 512 },
+                  'create: metadata as given');
         $job{senti} = $j;
 
         $j = wait_job('alice', $j->{id}, \&final);
@@ -633,6 +637,23 @@ my %checks = (
               '400 unknown_parameter', 'an unknown parameter' ],
             [ { model => 'cls', training_file => $f, suffix => 'a:b' },
               '400 invalid_value', 'a suffix with ":"' ],
+            [ { model => 'cls', training_file => $f, metadata => 'x' },
+              '400 invalid_value', 'metadata not an object' ],
+            [ { model => 'cls', training_file => $f,
+                metadata => { a => 1 } },
+              '400 invalid_value', 'a metadata value not a string' ],
+            [ { model => 'cls', training_file => $f,
+                metadata => { a => { b => 'c' } } },
+              '400 invalid_value', 'a metadata value an object' ],
+            [ { model => 'cls', training_file => $f,
+                metadata => { map { ("k$_" => 'v') } 1 .. 17 } },
+              '400 invalid_value', '17 metadata keys' ],
+            [ { model => 'cls', training_file => $f,
+                metadata => { 'k' x 65 => 'v' } },
+              '400 invalid_value', 'a metadata key of 65 characters' ],
+            [ { model => 'cls', training_file => $f,
+                metadata => { a => 'v' x 513 } },
+              '400 invalid_value', 'a metadata value of 513 characters' ],
             [ { model => 'cls' },
               '400 missing_required_parameter', 'no training_file' ],
             [ { training_file => $f },
