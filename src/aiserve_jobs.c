@@ -602,9 +602,35 @@ aiserve_jobs_get(aiserve_jobs_t *js, const char *id, json_t **job,
 }
 
 
+/* Whether JOB's metadata passes the filter WANT (aiserve_jobs_list()). */
+static int
+aiserve_jobs_meta_match(const json_t *job, const json_t *want)
+{
+    json_t      *have, *v;
+    const char  *k, *s;
+
+    have = json_object_get(job, "metadata");
+
+    if (json_is_null(want)) {
+        return have == NULL || json_is_null(have)
+               || (json_is_object(have) && json_object_size(have) == 0);
+    }
+
+    json_object_foreach((json_t *) want, k, v) {
+        s = json_string_value(json_object_get(have, k));
+        if (s == NULL || strcmp(s, json_string_value(v)) != 0) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 int
 aiserve_jobs_list(aiserve_jobs_t *js, uint32_t account, const char *after,
-    size_t limit, json_t *out, int *has_more, char *err, size_t err_len)
+    const json_t *metadata, size_t limit, json_t *out, int *has_more,
+    char *err, size_t err_len)
 {
     int            rc;
     unsigned char  buf[4 + AISERVE_JOBS_ID_LEN + 1], *kd;
@@ -674,7 +700,7 @@ aiserve_jobs_list(aiserve_jobs_t *js, uint32_t account, const char *after,
             continue;
         }
 
-        if (n == limit) {
+        if (n == limit && metadata == NULL) {
             *has_more = 1;
             break;
         }
@@ -692,6 +718,18 @@ aiserve_jobs_list(aiserve_jobs_t *js, uint32_t account, const char *after,
         job = aiserve_jobs_parse(&v);
         if (job == NULL) {
             continue;
+        }
+
+        if (metadata != NULL && !aiserve_jobs_meta_match(job, metadata)) {
+            json_decref(job);
+            continue;
+        }
+
+        /* a filtered list knows of more once it found one */
+        if (n == limit) {
+            json_decref(job);
+            *has_more = 1;
+            break;
         }
 
         json_array_append_new(out, aiserve_jobs_public(job));

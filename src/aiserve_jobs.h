@@ -111,11 +111,14 @@ uint32_t aiserve_jobs_account(const json_t *job);
 /*
  * Up to LIMIT public job objects of ACCOUNT (0: every account's), newest
  * first, older than the job AFTER (NULL: from the newest), appended to
- * the array OUT; *has_more says whether more follow.
+ * the array OUT; *has_more says whether more follow.  METADATA filters
+ * as OpenAI's list does: NULL or an empty object, none; JSON null, the
+ * jobs without metadata; an object of strings, the jobs whose metadata
+ * has each of its keys with that value.
  */
 int aiserve_jobs_list(aiserve_jobs_t *js, uint32_t account,
-    const char *after, size_t limit, json_t *out, int *has_more, char *err,
-    size_t err_len);
+    const char *after, const json_t *metadata, size_t limit, json_t *out,
+    int *has_more, char *err, size_t err_len);
 
 /*
  * Cancels ID at NOW: its status becomes cancelled at once (a process

@@ -323,13 +323,94 @@ ngx_http_aiserve_ft_send_list(ngx_http_request_t *r, json_t *data,
 }
 
 
+/*
+ * The metadata filter of a job list (openai-python's jobs.list(metadata=)):
+ * metadata[KEY]=VALUE arguments (the brackets escaped or not) make an
+ * object, metadata=null JSON null; *filter stays NULL without either.
+ * NGX_ERROR when out of memory.
+ */
+static ngx_int_t
+ngx_http_aiserve_ft_meta_filter(ngx_http_request_t *r, json_t **filter)
+{
+    u_char   *p, *last, *amp, *eq, *src, *dst, *name, *value;
+    size_t    nlen;
+
+    *filter = NULL;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    while (p < last) {
+        amp = ngx_strlchr(p, last, '&');
+        if (amp == NULL) {
+            amp = last;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+        if (eq == NULL) {
+            p = amp + 1;
+            continue;
+        }
+
+        /* both halves unescaped into one buffer: NAME\0VALUE\0 */
+        name = ngx_pnalloc(r->pool, (amp - p) + 2);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        src = p;
+        dst = name;
+        ngx_unescape_uri(&dst, &src, eq - p, 0);
+        nlen = dst - name;
+        *dst++ = '\0';
+        value = dst;
+        src = eq + 1;
+        ngx_unescape_uri(&dst, &src, amp - eq - 1, 0);
+        *dst = '\0';
+        p = amp + 1;
+
+        if (nlen == 8 && ngx_strcmp(name, "metadata") == 0
+            && ngx_strcmp(value, "null") == 0)
+        {
+            if (*filter == NULL) {
+                *filter = json_null();
+            }
+            continue;
+        }
+
+        if (nlen < 11 || ngx_strncmp(name, "metadata[", 9) != 0
+            || name[nlen - 1] != ']')
+        {
+            continue;
+        }
+
+        name[nlen - 1] = '\0';
+
+        if (*filter == NULL || json_is_null(*filter)) {
+            json_decref(*filter);
+            *filter = json_object();
+        }
+
+        if (*filter == NULL
+            || json_object_set_new(*filter, (char *) name + 9,
+                                   json_string((char *) value))
+               != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_aiserve_ft_list(ngx_http_request_t *r)
 {
-    int                            more;
+    int                            more, jrc;
     char                           after[AISERVE_JOBS_ID_LEN + 1], err[256];
     size_t                         limit;
-    json_t                        *data;
+    json_t                        *data, *filter;
     ngx_int_t                      rc;
     ngx_http_aiserve_meter_ctx_t  *mctx;
 
@@ -342,18 +423,25 @@ ngx_http_aiserve_ft_list(ngx_http_request_t *r)
         return rc;
     }
 
-    data = json_array();
-    if (data == NULL) {
+    if (ngx_http_aiserve_ft_meta_filter(r, &filter) != NGX_OK) {
+        json_decref(filter);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (aiserve_jobs_list(ngx_http_aiserve_ft_store_handle,
-                          (mctx->key.flags & AISERVE_KEY_ADMIN)
-                          ? 0 : mctx->key.account_id,
-                          after[0] ? after : NULL, limit, data, &more, err,
-                          sizeof(err))
-        != AISERVE_JOBS_OK)
-    {
+    data = json_array();
+    if (data == NULL) {
+        json_decref(filter);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    jrc = aiserve_jobs_list(ngx_http_aiserve_ft_store_handle,
+                            (mctx->key.flags & AISERVE_KEY_ADMIN)
+                            ? 0 : mctx->key.account_id,
+                            after[0] ? after : NULL, filter, limit, data,
+                            &more, err, sizeof(err));
+    json_decref(filter);
+
+    if (jrc != AISERVE_JOBS_OK) {
         json_decref(data);
         return ngx_http_aiserve_ft_store_failed(r, err);
     }

@@ -569,6 +569,27 @@ my %checks = (
                   'after: the next two');
         ok(!exists $r->{json}{data}[0]{_account}, 'no private fields');
 
+        # OpenAI's metadata filter, as openai-python sends it (brackets
+        # escaped) and as typed
+        $r = api('GET', '/v1/fine_tuning/jobs?metadata%5Bproject%5D=reviews',
+                 'alice');
+        is_deeply([ map { $_->{id} } @{ $r->{json}{data} } ],
+                  [ $job{senti}{id} ], 'metadata[project]=reviews: the job '
+                  . 'with it');
+        $r = api('GET', '/v1/fine_tuning/jobs?metadata[project]=other',
+                 'alice');
+        is_deeply($r->{json}{data}, [], 'metadata[project]=other: none');
+        $r = api('GET', '/v1/fine_tuning/jobs?metadata=null&limit=5',
+                 'alice');
+        is_deeply([ map { $_->{id} } @{ $r->{json}{data} } ],
+                  [ @ids[0 .. 4] ], 'metadata=null: the jobs without it');
+        is($r->{json}{has_more}, JSON::PP::true, '... has_more');
+        $r = api('GET', "/v1/fine_tuning/jobs?metadata=null&after=$ids[4]",
+                 'alice');
+        is_deeply([ map { $_->{id} } @{ $r->{json}{data} } ], [ $ids[5] ],
+                  '... and after them, the last one');
+        is($r->{json}{has_more}, JSON::PP::false, '... no more');
+
         my $id = $job{senti}{id};
         my $missing = api('GET',
             '/v1/fine_tuning/jobs/ftjob-000000000000000000000000', 'alice');

@@ -54,6 +54,8 @@ create(aiserve_jobs_t *js, uint32_t account, const char *status, char *id)
                             json_pack("{s:s,s:s,s:s}", "code", "bad",
                                       "message", "train.jsonl:2: bad",
                                       "param", "training_file"));
+        json_object_set_new(job, "metadata",
+                            json_pack("{s:s}", "run", status));
     }
 
     rc = aiserve_jobs_create(js, job, account, 3, 1000, err, sizeof(err));
@@ -91,7 +93,7 @@ main(void)
     char             err[256], a[4][40], b[2][40], got[1024], want[1024];
     char            *csv;
     size_t           len;
-    json_t          *job, *list, *ev, *pending;
+    json_t          *job, *list, *ev, *pending, *meta;
     pid_t            child;
     aiserve_jobs_t  *js, *js2;
     aiserve_jobs_update_t  u;
@@ -167,7 +169,8 @@ main(void)
     /* --- list --------------------------------------------------------- */
 
     list = json_array();
-    rc = aiserve_jobs_list(js, 1, NULL, 10, list, &more, err, sizeof(err));
+    rc = aiserve_jobs_list(js, 1, NULL, NULL, 10, list, &more, err,
+                           sizeof(err));
     snprintf(want, sizeof(want), "%s %s %s %s", a[3], a[2], a[1], a[0]);
     tap_ok(rc == 0 && strcmp(ids(list, got, sizeof(got)), want) == 0
            && !more, "list account 1: newest first (%s)", got);
@@ -176,37 +179,65 @@ main(void)
     json_decref(list);
 
     list = json_array();
-    aiserve_jobs_list(js, 1, NULL, 2, list, &more, err, sizeof(err));
+    aiserve_jobs_list(js, 1, NULL, NULL, 2, list, &more, err, sizeof(err));
     snprintf(want, sizeof(want), "%s %s", a[3], a[2]);
     tap_ok(strcmp(ids(list, got, sizeof(got)), want) == 0 && more,
            "limit 2: the newest two, has_more");
     json_decref(list);
 
     list = json_array();
-    aiserve_jobs_list(js, 1, a[2], 2, list, &more, err, sizeof(err));
+    aiserve_jobs_list(js, 1, a[2], NULL, 2, list, &more, err, sizeof(err));
     snprintf(want, sizeof(want), "%s %s", a[1], a[0]);
     tap_ok(strcmp(ids(list, got, sizeof(got)), want) == 0 && !more,
            "after: the next two, no more");
     json_decref(list);
 
     list = json_array();
-    aiserve_jobs_list(js, 2, NULL, 10, list, &more, err, sizeof(err));
+    aiserve_jobs_list(js, 2, NULL, NULL, 10, list, &more, err, sizeof(err));
     snprintf(want, sizeof(want), "%s %s", b[1], b[0]);
     tap_ok(strcmp(ids(list, got, sizeof(got)), want) == 0,
            "account 2 sees only its own");
     json_decref(list);
 
     list = json_array();
-    aiserve_jobs_list(js, 3, NULL, 10, list, &more, err, sizeof(err));
+    aiserve_jobs_list(js, 3, NULL, NULL, 10, list, &more, err, sizeof(err));
     tap_ok(json_array_size(list) == 0, "account 3: none");
     json_decref(list);
 
     list = json_array();
-    aiserve_jobs_list(js, 0, b[1], 3, list, &more, err, sizeof(err));
+    aiserve_jobs_list(js, 0, b[1], NULL, 3, list, &more, err, sizeof(err));
     snprintf(want, sizeof(want), "%s %s %s", b[0], a[3], a[2]);
     tap_ok(strcmp(ids(list, got, sizeof(got)), want) == 0 && more,
            "every account (admin), after: %s", got);
     json_decref(list);
+
+    /* metadata filters: OpenAI's metadata[k]=v and metadata=null */
+    meta = json_pack("{s:s}", "run", "failed");
+    list = json_array();
+    aiserve_jobs_list(js, 1, NULL, meta, 10, list, &more, err, sizeof(err));
+    tap_ok(strcmp(ids(list, got, sizeof(got)), a[3]) == 0 && !more,
+           "metadata run=failed: the one job with it (%s)", got);
+    json_decref(list);
+    json_object_set_new(meta, "run", json_string("other"));
+    list = json_array();
+    aiserve_jobs_list(js, 1, NULL, meta, 10, list, &more, err, sizeof(err));
+    tap_ok(json_array_size(list) == 0 && !more, "metadata run=other: none");
+    json_decref(list);
+    json_decref(meta);
+    meta = json_null();
+    list = json_array();
+    aiserve_jobs_list(js, 1, NULL, meta, 2, list, &more, err, sizeof(err));
+    snprintf(want, sizeof(want), "%s %s", a[2], a[1]);
+    tap_ok(strcmp(ids(list, got, sizeof(got)), want) == 0 && more,
+           "metadata null, limit 2: the newest two without metadata, "
+           "has_more (%s)", got);
+    json_decref(list);
+    list = json_array();
+    aiserve_jobs_list(js, 1, a[1], meta, 2, list, &more, err, sizeof(err));
+    tap_ok(strcmp(ids(list, got, sizeof(got)), a[0]) == 0 && !more,
+           "metadata null, after: the last one, no more (%s)", got);
+    json_decref(list);
+    json_decref(meta);
 
     /* --- leases ------------------------------------------------------- */
 
