@@ -1312,6 +1312,13 @@ ngx_http_aiserve_files_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (value[i].data[0] == 'q') {
                 fmcf->quota = size;
 
+            } else if (size < 1024 * 1024) {
+                /* too small for the records: every upload would fail */
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" must be 1m or more in \"%V\"",
+                                   &value[i], &cmd->name);
+                return NGX_CONF_ERROR;
+
             } else {
                 fmcf->map_size = (size_t) size;
             }

@@ -2685,6 +2685,16 @@ ngx_http_aiserve_ft_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             if (size <= 0) {
                 goto invalid;
             }
+
+            /* below that, LMDB cannot even open the sub-databases, and
+             * every worker's API would answer 503 */
+            if (size < 1024 * 1024) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" must be 1m or more in \"%V\"",
+                                   &value[i], &cmd->name);
+                return NGX_CONF_ERROR;
+            }
+
             fmcf->map_size = (size_t) size;
             continue;
         }

@@ -588,3 +588,14 @@ qr/\[emerg\] .*"aiserve_files" needs "aiserve_meter on" in its location/
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*"aiserve_files_store" needs tokenizer=MODEL_DIR/
+
+
+
+=== TEST 11: a map too small for the files' records
+--- http_config
+    aiserve_files_store /nonexistent-065
+        tokenizer=$TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2 map_size=1;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"map_size=1" must be 1m or more in "aiserve_files_store"/

@@ -1140,3 +1140,13 @@ ok
 aiserve files: the store migrated to version 2 (4 records)
 --- no_error_log
 [error]
+
+
+
+=== TEST 18: a map too small for the jobs' records (LMDB could not open it)
+--- http_config
+    aiserve_fine_tuning_store /nonexistent-070/ft map_size=64k;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"map_size=64k" must be 1m or more in "aiserve_fine_tuning_store"/
