@@ -1040,6 +1040,17 @@ ngx_http_aiserve_ft_new_job(ngx_http_request_t *r, json_t *body,
         }
     }
 
+    /* integrations (OpenAI's Weights and Biases reporting): none here,
+     * so asking for one is an error, not a silent no-op */
+    x = json_object_get(body, "integrations");
+    if (x && !json_is_null(x)
+        && (!json_is_array(x) || json_array_size(x) > 0))
+    {
+        ngx_http_aiserve_ft_bad(NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                "integrations", "integrations are not "
+                                "supported: give none (null or [])");
+    }
+
     /* metadata: OpenAI's, null or up to 16 string values, keys of up to
      * 64 characters, values of up to 512 */
     x = json_object_get(body, "metadata");
