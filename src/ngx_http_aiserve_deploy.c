@@ -876,8 +876,9 @@ ngx_http_aiserve_deploy_delete(ngx_http_request_t *r, ngx_str_t *id)
     int                            rc;
     char                          *cid, err[NGX_HTTP_AISERVE_ERRLEN];
     ngx_queue_t                   *q;
+    ngx_uint_t                     i;
     ngx_http_aiserve_json_t        j;
-    ngx_http_aiserve_model_t      *m;
+    ngx_http_aiserve_model_t      *m, **mp;
     aiserve_registry_model_t       e;
     ngx_http_aiserve_main_conf_t  *amcf;
 
@@ -958,6 +959,20 @@ failed:
                                        NULL, "the model registry failed");
 
 not_found:
+
+    /* a base model is listed and retrieved, but only nginx.conf removes it */
+
+    mp = amcf->models.elts;
+    for (i = 0; i < amcf->models.nelts; i++) {
+        if (mp[i]->name.len == id->len
+            && ngx_strncmp(mp[i]->name.data, id->data, id->len) == 0)
+        {
+            return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_FOUND,
+                       "invalid_request_error", "model_not_found", "model",
+                       "the model \"%V\" is a base model of this server: "
+                       "only fine-tuned models can be deleted", id);
+        }
+    }
 
     return ngx_http_aiserve_send_error(r, NGX_HTTP_NOT_FOUND,
                                        "invalid_request_error",

@@ -331,8 +331,11 @@ my %checks = (
         is(error_of($r), '404 model_not_found',
            "bob deletes alice's model: 404");
         served_as('alice', $id{head}, 'head', '... it is still served', 2);
-        is(error_of(api('DELETE', '/v1/models/tiny', 'ops')),
-           '404 model_not_found', 'a base model cannot be deleted: 404');
+        $r = api('DELETE', '/v1/models/tiny', 'ops');
+        is(error_of($r), '404 model_not_found',
+           'a base model cannot be deleted: 404');
+        like($r->{json}{error}{message}, qr/"tiny" is a base model/,
+             '... and the message says why');
 
         my $t0 = Time::HiRes::time();
         $r = api('DELETE', "/v1/models/$id{head}", 'alice');
