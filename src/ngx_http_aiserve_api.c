@@ -37,7 +37,6 @@
 #include "ngx_http_aiserve_infer.h"
 
 
-static void *ngx_http_aiserve_pool_alloc(void *pool, size_t size);
 static ngx_int_t ngx_http_aiserve_respond_decode(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_http_aiserve_json_t *j);
 static void ngx_http_aiserve_respond_similarity(ngx_http_aiserve_ctx_t *ctx,
@@ -54,7 +53,7 @@ static ngx_int_t ngx_http_aiserve_respond_ner(ngx_http_request_t *r,
     ngx_http_aiserve_seq_t *seq, const float *logits);
 
 
-static void *
+void *
 ngx_http_aiserve_pool_alloc(void *pool, size_t size)
 {
     return ngx_palloc(pool, size);

@@ -142,6 +142,14 @@ struct ngx_http_aiserve_model_s {
  * pool). */
 typedef void *(*ngx_http_aiserve_alloc_pt)(void *data, size_t size);
 
+/* Reads SIZE bytes at OFFSET of FILE into BUF: the bytes read, -1 on an
+ * error (the module: ngx_read_file()). */
+typedef ssize_t (*ngx_http_aiserve_read_file_pt)(ngx_file_t *file,
+    u_char *buf, size_t size, off_t offset);
+
+/* U+10FFFF, which stands for each invalid byte of a repaired body */
+#define NGX_HTTP_AISERVE_UTF8_MARK  "\xf4\x8f\xbf\xbf"
+
 
 #define NGX_HTTP_AISERVE_PARAMLEN  64
 
@@ -244,6 +252,50 @@ extern ngx_module_t  ngx_http_aiserve_module;
 extern ngx_str_t     ngx_http_aiserve_apis[];
 
 
+/* ngx_http_aiserve_body.c: no function of nginx is called there */
+
+/*
+ * The length of the valid UTF-8 sequence (RFC 3629) that starts at P, of
+ * the N > 0 bytes there: 1 to 4, or 0 when P starts none (a continuation
+ * byte, an overlong form, a surrogate, a code point above U+10FFFF, a
+ * sequence cut short).  An ASCII byte, NUL included, is 1.
+ */
+size_t ngx_http_aiserve_utf8_seq(const u_char *p, size_t n);
+
+/*
+ * Copies LEN bytes of IN to OUT with every byte that starts no valid UTF-8
+ * sequence replaced by NGX_HTTP_AISERVE_UTF8_MARK (4 bytes); OUT holds
+ * 4 * LEN bytes.  Returns the bytes written: valid UTF-8, equal to IN when
+ * IN was valid UTF-8.
+ */
+size_t ngx_http_aiserve_utf8_repair(u_char *out, const u_char *in,
+    size_t len);
+
+/*
+ * The request body held by BUFS (nginx's r->request_body->bufs: buffers
+ * in memory and parts of the client body temporary file) as one buffer in
+ * BODY: a single buffer in memory as it is, else a copy from ALLOC (one
+ * byte more than the body) with the file's parts read by READ_FILE.  No
+ * BUFS is an empty body.  NGX_OK, NGX_ERROR (ALLOC failed) or NGX_DECLINED
+ * (READ_FILE read less than a part: an error, or the file is shorter).
+ */
+ngx_int_t ngx_http_aiserve_body_join(ngx_chain_t *bufs,
+    ngx_http_aiserve_alloc_pt alloc, void *alloc_data,
+    ngx_http_aiserve_read_file_pt read_file, ngx_str_t *body);
+
+/*
+ * Parses LEN bytes of BODY as the handler does (json_loadb(),
+ * JSON_ALLOW_NUL) into *DOC, NULL with ERR set when it is not JSON.  A
+ * body jansson refuses for invalid UTF-8 is parsed again as
+ * ngx_http_aiserve_utf8_repair() repairs it (a copy from ALLOC) and
+ * *REPAIRED is set: the request side then names the field and index that
+ * holds the marker (422 invalid_utf8), and an error of that second parse
+ * is never one of UTF-8.  NGX_OK, or NGX_ERROR when ALLOC failed.
+ */
+ngx_int_t ngx_http_aiserve_body_parse(const u_char *body, size_t len,
+    ngx_http_aiserve_alloc_pt alloc, void *alloc_data, json_t **doc,
+    ngx_uint_t *repaired, json_error_t *err);
+
 /* ngx_http_aiserve_request.c: no function of nginx is called there */
 
 /*
@@ -283,6 +335,9 @@ void ngx_http_aiserve_invalid(ngx_http_aiserve_ctx_t *ctx, ngx_uint_t status,
 
 
 /* ngx_http_aiserve_api.c */
+
+/* The module's ngx_http_aiserve_alloc_pt: ngx_palloc() from POOL. */
+void *ngx_http_aiserve_pool_alloc(void *pool, size_t size);
 
 /*
  * Validates the parsed body (ctx->doc) for the location's API, tokenizes

@@ -14,7 +14,7 @@
 
 #include <math.h>
 
-#include "ngx_http_aiserve_json.h"
+#include "ngx_http_aiserve_infer.h"
 
 
 static ngx_int_t ngx_http_aiserve_json_reserve(ngx_http_aiserve_json_t *j,
@@ -96,9 +96,8 @@ void
 ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
     size_t len)
 {
-    u_char         c, *p, *src;
+    u_char         c, *p;
     size_t         i, n;
-    uint32_t       cp;
     static u_char  hex[] = "0123456789abcdef";
 
     /* worst case: every byte becomes \u00XX */
@@ -147,14 +146,12 @@ ngx_http_aiserve_json_string(ngx_http_aiserve_json_t *j, const char *s,
 
             } else {
                 /* invalid UTF-8 (in a message quoting the body) -> U+FFFD */
-                src = (u_char *) s + i;
-                cp = ngx_utf8_decode(&src, len - i);
+                n = ngx_http_aiserve_utf8_seq((u_char *) s + i, len - i);
 
-                if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+                if (n == 0) {
                     p = ngx_cpymem(p, "\\ufffd", 6);
 
                 } else {
-                    n = src - ((u_char *) s + i);
                     p = ngx_cpymem(p, s + i, n);
                     i += n - 1;
                 }

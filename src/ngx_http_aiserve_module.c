@@ -33,8 +33,6 @@ static size_t ngx_http_aiserve_default_max_seq(ngx_http_aiserve_model_t *m);
 
 static ngx_int_t ngx_http_aiserve_handler(ngx_http_request_t *r);
 static void ngx_http_aiserve_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_aiserve_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
 static ngx_int_t ngx_http_aiserve_parse(ngx_http_request_t *r,
     ngx_http_aiserve_ctx_t *ctx, ngx_str_t *body);
 static void ngx_http_aiserve_ctx_cleanup(void *data);
@@ -1247,7 +1245,17 @@ ngx_http_aiserve_body_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_aiserve_module);
 
-    if (ngx_http_aiserve_read_body(r, &body) != NGX_OK) {
+    rc = ngx_http_aiserve_body_join(r->request_body
+                                    ? r->request_body->bufs : NULL,
+                                    ngx_http_aiserve_pool_alloc, r->pool,
+                                    ngx_read_file, &body);
+
+    if (rc != NGX_OK) {
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "aiserve: short read of the request body file");
+        }
+
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -1306,86 +1314,19 @@ ngx_http_aiserve_body_handler(ngx_http_request_t *r)
 }
 
 
-/* The request body as one contiguous buffer (memory or temporary file). */
-
-static ngx_int_t
-ngx_http_aiserve_read_body(ngx_http_request_t *r, ngx_str_t *body)
-{
-    off_t         len;
-    u_char       *p;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    body->len = 0;
-    body->data = (u_char *) "";
-
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return NGX_OK;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        len += b->in_file ? b->file_last - b->file_pos : b->last - b->pos;
-    }
-
-    cl = r->request_body->bufs;
-
-    if (cl->next == NULL && !cl->buf->in_file) {
-        body->data = cl->buf->pos;
-        body->len = len;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    body->data = p;
-    body->len = len;
-
-    for ( /* void */ ; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                          b->file_pos);
-        if (n != b->file_last - b->file_pos) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "aiserve: short read of the request body file");
-            return NGX_ERROR;
-        }
-
-        p += n;
-    }
-
-    return NGX_OK;
-}
-
-
 /*
- * Parses the body with jansson into ctx->doc.  Returns NGX_OK (with
- * ctx->done set when a 400 has been sent) or an HTTP status.  JSON with
- * invalid UTF-8 inside a string is parsed a second time with every invalid
- * byte replaced by U+10FFFF so that the validation of the API can name the
- * field and index that holds it (ngx_http_aiserve_api.c rejects strings
- * containing that marker).
+ * Parses the body into ctx->doc (ngx_http_aiserve_body_parse(): invalid
+ * UTF-8 repaired, ctx->repaired set).  Returns NGX_OK (with ctx->done set
+ * when a 400 has been sent) or an HTTP status.
  */
 
 static ngx_int_t
 ngx_http_aiserve_parse(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
     ngx_str_t *body)
 {
-    u_char        *p, *q, *s, *last, *copy;
-    uint32_t       cp;
+    u_char        *p, *last;
     json_t        *doc;
+    ngx_uint_t     repaired;
     json_error_t   jerr;
 
     for (p = body->data, last = body->data + body->len; p < last; p++) {
@@ -1404,40 +1345,15 @@ ngx_http_aiserve_parse(ngx_http_request_t *r, ngx_http_aiserve_ctx_t *ctx,
         return NGX_OK;
     }
 
-    doc = json_loadb((char *) body->data, body->len, JSON_ALLOW_NUL, &jerr);
-
-    if (doc == NULL && json_error_code(&jerr) == json_error_invalid_utf8) {
-
-        copy = ngx_pnalloc(r->pool, body->len * 4);
-        if (copy == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = body->data;
-        last = body->data + body->len;
-        q = copy;
-
-        while (p < last) {
-            if (*p < 0x80) {
-                *q++ = *p++;
-                continue;
-            }
-
-            s = p;
-            cp = ngx_utf8_decode(&p, last - p);
-
-            if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-                p = s + 1;
-                q = ngx_cpymem(q, "\xf4\x8f\xbf\xbf", 4);
-
-            } else {
-                q = ngx_cpymem(q, s, p - s);
-            }
-        }
-
-        doc = json_loadb((char *) copy, q - copy, JSON_ALLOW_NUL, &jerr);
-        ctx->repaired = 1;
+    if (ngx_http_aiserve_body_parse(body->data, body->len,
+                                    ngx_http_aiserve_pool_alloc, r->pool,
+                                    &doc, &repaired, &jerr)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->repaired = repaired;
 
     if (doc == NULL) {
         ctx->done = 1;

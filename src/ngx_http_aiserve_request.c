@@ -330,7 +330,7 @@ ngx_http_aiserve_fields(ngx_http_aiserve_ctx_t *ctx)
         }
 
         p = ctx->repaired
-            ? (u_char *) ngx_strstr(key, "\xf4\x8f\xbf\xbf") : NULL;
+            ? (u_char *) ngx_strstr(key, NGX_HTTP_AISERVE_UTF8_MARK) : NULL;
 
         if (p) {
             ngx_http_aiserve_invalid(ctx, 422, "invalid_utf8", NULL,
@@ -391,7 +391,7 @@ ngx_http_aiserve_get_text(ngx_http_aiserve_ctx_t *ctx,
     }
 
     if (ctx->repaired) {
-        bad = memmem(s, *len, "\xf4\x8f\xbf\xbf", 4);
+        bad = memmem(s, *len, NGX_HTTP_AISERVE_UTF8_MARK, 4);
         if (bad) {
             ngx_http_aiserve_invalid(ctx, 422, "invalid_utf8", param,
                                      "%s is not valid UTF-8 (byte %zu)",
