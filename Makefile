@@ -186,6 +186,7 @@ test-fuzz:
 	$(MAKE) --no-print-directory fuzz-data FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-model FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 	$(MAKE) --no-print-directory fuzz-request FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
+	$(MAKE) --no-print-directory fuzz-body FUZZ_SECONDS=$(CI_FUZZ_SECONDS)
 
 # The encoder suites run twice: with the projections on oneDNN and packed
 # weights (src/aiserve_gemm.c), and with AISERVE_GEMM=blas, the OpenBLAS

@@ -137,8 +137,9 @@ fuzz-model: $(FUZZ_MODEL)
 #   make fuzz-request [FUZZ_SECONDS=30] libFuzzer, ASan and UBSan over the
 #                                      JSON body of a request
 #                                      (t/fuzz/fuzz_request.c): the module's
-#                                      src/ngx_http_aiserve_request.c, which
-#                                      calls no function of nginx, compiled
+#                                      src/ngx_http_aiserve_request.c and
+#                                      src/ngx_http_aiserve_body.c, which
+#                                      call no function of nginx, compiled
 #                                      with nginx's headers (the configure
 #                                      tree and $(BUILD)'s generated ones)
 # Seeds: the request bodies of the t/ suites (t/fuzz/request-seeds.pl).
@@ -148,15 +149,43 @@ FUZZ_NGX_INC      = $(addprefix -I$(NGX_SRC)/src/,core event event/modules \
 
 .PHONY: fuzz-request
 
-$(FUZZ_REQUEST): t/fuzz/fuzz_request.c src/ngx_http_aiserve_request.c \
+$(FUZZ_REQUEST): t/fuzz/fuzz_request.c t/fuzz/fuzz_alloc.h \
+                 src/ngx_http_aiserve_request.c src/ngx_http_aiserve_body.c \
                  $(wildcard src/ngx_http_aiserve*.h) $(FUZZ_ENGINE_OBJS) \
                  $(BUILD)/Makefile
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -pthread $(DEP_CFLAGS) $(FUZZ_NGX_INC) \
 	    t/fuzz/fuzz_request.c src/ngx_http_aiserve_request.c \
-	    $(FUZZ_ENGINE_OBJS) -o $@ $(DEP_LIBS)
+	    src/ngx_http_aiserve_body.c $(FUZZ_ENGINE_OBJS) -o $@ $(DEP_LIBS)
 
 fuzz-request: $(FUZZ_REQUEST)
 	@t/fuzz/request-seeds.pl $(BUILD)/fuzz/corpus-request
 	$(FUZZ_REQUEST) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
 	    -dict=t/fuzz/request.dict \
 	    -print_final_stats=1 $(BUILD)/fuzz/corpus-request
+
+# --- the request body under libFuzzer ----------------------------------------
+#   make fuzz-body [FUZZ_SECONDS=30]   libFuzzer, ASan and UBSan over the
+#                                      body before the request side reads it
+#                                      (t/fuzz/fuzz_body.c): the buffers
+#                                      joined, jansson's parse, the repair of
+#                                      invalid UTF-8, in the module's
+#                                      src/ngx_http_aiserve_body.c (nginx's
+#                                      headers, as fuzz-request)
+# Seeds: the request bodies of the t/ suites and bodies of invalid UTF-8,
+# in several layouts of buffers (t/fuzz/body-seeds.pl).
+FUZZ_BODY        := $(BUILD)/fuzz/fuzz_body
+
+.PHONY: fuzz-body
+
+$(FUZZ_BODY): t/fuzz/fuzz_body.c t/fuzz/fuzz_alloc.h \
+              src/ngx_http_aiserve_body.c $(wildcard src/ngx_http_aiserve*.h) \
+              $(BUILD)/Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(DEP_CFLAGS) $(FUZZ_NGX_INC) \
+	    t/fuzz/fuzz_body.c src/ngx_http_aiserve_body.c -o $@ \
+	    $(call dep_shell,pkg-config --libs jansson libutf8proc)
+
+fuzz-body: $(FUZZ_BODY)
+	@t/fuzz/body-seeds.pl $(BUILD)/fuzz/corpus-body
+	$(FUZZ_BODY) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	    -dict=t/fuzz/body.dict -print_final_stats=1 $(BUILD)/fuzz/corpus-body

@@ -178,6 +178,9 @@ Content-Type: application/json
 
 
 === TEST 7: invalid UTF-8 names the field and index; nothing crashes
+A byte that cannot continue a sequence, a sequence cut short before
+another one, lead bytes of five-byte forms, overlong forms and code points
+above U+10FFFF are each invalid UTF-8 (RFC 3629), not invalid JSON.
 --- main_config
 load_module $TEST_NGINX_AISERVE_MODULE;
 --- http_config
@@ -190,14 +193,24 @@ Content-Type: application/json
 [ "POST /embed\n{\"inputs\": [\"fine\", \"ab\xff\xfecd\"]}",
   "POST /embed\n{\"inputs\": \"\xed\xa0\x80 surrogate\"}",
   "POST /embed\n{\"inputs\": \"ok\", \"\xc3\": 1}",
-  "POST /embed\n{\"inputs\": \"nul \\u0000 inside\"}" ]
+  "POST /embed\n{\"inputs\": \"nul \\u0000 inside\"}",
+  "POST /embed\n{\"inputs\": [\"fine\", \"x\xc3\xc3y\"]}",
+  "POST /embed\n{\"inputs\": \"cut \xe2\x98\xc3\xa9t\xc3\xa9\"}",
+  "POST /embed\n{\"inputs\": \"\xf8\x90\x80\x80\x80 five bytes\"}",
+  "POST /embed\n{\"inputs\": \"overlong \xc0\xaf \xe0\x80\xaf\"}",
+  "POST /embed\n{\"inputs\": \"\xf4\x90\x80\x80 above U+10FFFF\"}" ]
 --- error_code eval
-[422, 422, 422, 200]
+[422, 422, 422, 200, 422, 422, 422, 422, 422]
 --- response_body_like eval
 [ qr/^\{"error":\{"message":"inputs\[1\] is not valid UTF-8 \(byte 2\)","type":"invalid_request_error","param":"inputs\[1\]","code":"invalid_utf8"\}\}$/,
   qr/"message":"inputs is not valid UTF-8 \(byte 0\)"/,
   qr/^\{"error":\{"message":"a field name is not valid UTF-8 \(byte 0\)","type":"invalid_request_error","param":null,"code":"invalid_utf8"\}\}$/,
-  qr/^\[\[[-0-9.e,]+\]\]$/ ]
+  qr/^\[\[[-0-9.e,]+\]\]$/,
+  qr/^\{"error":\{"message":"inputs\[1\] is not valid UTF-8 \(byte 1\)","type":"invalid_request_error","param":"inputs\[1\]","code":"invalid_utf8"\}\}$/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 4\)"/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 0\)"/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 9\)"/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 0\)"/ ]
 --- no_error_log
 [error]
 
@@ -584,3 +597,33 @@ location = /v1/embeddings { aiserve_infer minilm; }
 --- response_headers
 Content-Type: text/html
 --- response_body_like: <title>400 Bad Request</title>
+
+
+
+=== TEST 19: a body read from the client body temporary file is the body
+nginx writes a body larger than client_body_buffer_size, and with
+client_body_in_file_only every body, to a temporary file: the handler
+reads it from there (valid JSON, and invalid UTF-8 repaired as in TEST 7).
+--- main_config
+load_module $TEST_NGINX_AISERVE_MODULE;
+--- http_config
+aiserve_model minilm $TEST_NGINX_AISERVE_ROOT/models/all-MiniLM-L6-v2;
+--- config
+location = /small { client_body_buffer_size 16; aiserve_infer minilm api=tokenize; }
+location = /file { client_body_in_file_only clean; aiserve_infer minilm api=tokenize; }
+--- more_headers
+Content-Type: application/json
+--- request eval
+[ "POST /small\n{\"inputs\": \"" . ("hello " x 40) . "world\"}",
+  "POST /file\n{\"inputs\": \"hello world\"}",
+  "POST /small\n{\"inputs\": \"" . ("hello " x 40) . "w\xc3\xc3\"}",
+  "POST /file\n{\"inputs\": \"hello \xff\"}" ]
+--- error_code eval
+[200, 200, 422, 422]
+--- response_body_like eval
+[ qr/^\[\[\{"id":101,"text":"\[CLS\]"[^}]*\},(?:\{"id":7592,"text":"hello"[^}]*\},){40}\{"id":2088,"text":"world","special":false,"start":240,"stop":245\},\{"id":102,"text":"\[SEP\]"[^}]*\}\]\]$/,
+  qr/^\[\[\{"id":101,"text":"\[CLS\]"[^}]*\},\{"id":7592,"text":"hello","special":false,"start":0,"stop":5\},\{"id":2088,"text":"world","special":false,"start":6,"stop":11\},\{"id":102,"text":"\[SEP\]"[^}]*\}\]\]$/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 241\)"/,
+  qr/"message":"inputs is not valid UTF-8 \(byte 6\)"/ ]
+--- no_error_log
+[error]

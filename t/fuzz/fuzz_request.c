@@ -1,12 +1,12 @@
 /*
  * libFuzzer target for the request side of the aiserve routes: a JSON
- * body, parsed as the handler parses it (json_loadb with JSON_ALLOW_NUL),
- * goes through the code the module runs for every request
- * (src/ngx_http_aiserve_request.c: the route, the Inference API's
- * "parameters", the field names of the shape, then the validation and
- * tokenization of the inputs), for one location setting: the input's
- * first byte picks the model, the api=, the model's max_seq and whether
- * the body had invalid UTF-8 repaired; the rest is the body.
+ * body, parsed as the handler parses it, goes through the code the module
+ * runs for every request (src/ngx_http_aiserve_request.c: the route, the
+ * Inference API's "parameters", the field names of the shape, then the
+ * validation and tokenization of the inputs), for one location setting:
+ * the input's first byte picks the model, the api= and the model's
+ * max_seq; the rest is the body, parsed and its invalid UTF-8 repaired as
+ * the handler does (src/ngx_http_aiserve_body.c).
  *
  * Besides ASan and UBSan, the target checks what the handler relies on: a
  * refusal has a status, a code and a message; an accepted request has
@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "ngx_http_aiserve_infer.h"
+#include "fuzz_alloc.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -42,48 +43,6 @@ static const char  *fuzz_dirs[FUZZ_N_MODELS] = {
 
 static ngx_http_aiserve_model_t  fuzz_models[FUZZ_N_MODELS];
 static size_t                    fuzz_max_position[FUZZ_N_MODELS];
-
-
-/* the allocator: one malloc() a block, all freed after the input, so
- * ASan sees each block's bounds */
-typedef struct fuzz_block_s  fuzz_block_t;
-
-struct fuzz_block_s {
-    fuzz_block_t  *next;
-    max_align_t    data[];
-};
-
-static fuzz_block_t  *fuzz_blocks;
-
-
-static void *
-fuzz_alloc(void *data, size_t size)
-{
-    fuzz_block_t  *b;
-
-    (void) data;
-
-    b = malloc(sizeof(fuzz_block_t) + size);
-    if (b == NULL) {
-        return NULL;
-    }
-    b->next = fuzz_blocks;
-    fuzz_blocks = b;
-    return b->data;
-}
-
-
-static void
-fuzz_free_all(void)
-{
-    fuzz_block_t  *b;
-
-    while (fuzz_blocks) {
-        b = fuzz_blocks;
-        fuzz_blocks = b->next;
-        free(b);
-    }
-}
 
 
 int
@@ -176,7 +135,7 @@ fuzz_check(ngx_http_aiserve_ctx_t *ctx)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    ngx_uint_t                    i, sel;
+    ngx_uint_t                    i, sel, repaired;
     json_t                       *doc;
     json_error_t                  jerr;
     ngx_http_aiserve_ctx_t       *ctx;
@@ -188,7 +147,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* bits 0-3: api=, 4-5: the model, 6: max_seq 16 (else the model's
-     * max_position_embeddings), 7: the body had invalid UTF-8 repaired */
+     * max_position_embeddings) */
     sel = data[0];
     m = &fuzz_models[(sel >> 4) & 3];
 
@@ -209,9 +168,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m->max_seq = (sel & 64) ? 16 : fuzz_max_position[(sel >> 4) & 3];
     m->truncate = 0;
 
-    doc = json_loadb((const char *) data + 1, size - 1, JSON_ALLOW_NUL,
-                     &jerr);
+    /* as the handler: invalid UTF-8 repaired (ngx_http_aiserve_body.c) */
+    if (ngx_http_aiserve_body_parse(data + 1, size - 1, fuzz_alloc, NULL,
+                                    &doc, &repaired, &jerr)
+        != NGX_OK)
+    {
+        abort();
+    }
+
     if (doc == NULL || !json_is_object(doc)) {
+        fuzz_free_all();
         json_decref(doc);
         return 0;
     }
@@ -223,7 +189,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ctx->model = m;
     ctx->alcf = &alcf;
     ctx->doc = doc;
-    ctx->repaired = (sel & 128) ? 1 : 0;
+    ctx->repaired = repaired;
     ctx->alloc = fuzz_alloc;
 
     /* as ngx_http_aiserve_api_prepare() */
