@@ -8,9 +8,11 @@
 # parse as documented.
 
 use Test::Nginx::Socket 'no_plan';
+use File::Basename qw(dirname);
 
-my $root = $ENV{TEST_NGINX_AISERVE_ROOT};
-my $so = "$root/build/libaiserve_gpu.so";
+# the module under test may be another build's (make test-asan,
+# make test-clang): the default library is the one beside it
+my $so = dirname($ENV{TEST_NGINX_AISERVE_MODULE}) . "/libaiserve_gpu.so";
 my $driver = grep { -e "$_/libcuda.so.1" }
     qw(/usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /lib/x86_64-linux-gnu);
 

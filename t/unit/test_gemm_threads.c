@@ -66,10 +66,10 @@ main(void)
 
     srand(7);
     for (i = 0; i < M * K; i++) {
-        a[i] = (float) rand() / RAND_MAX - 0.5f;
+        a[i] = (float) rand() / (float) RAND_MAX - 0.5f;
     }
     for (i = 0; i < N * K; i++) {
-        w[i] = (float) rand() / RAND_MAX - 0.5f;
+        w[i] = (float) rand() / (float) RAND_MAX - 0.5f;
     }
     for (j = 0; j < N; j++) {
         bias[j] = (float) j / 5;
