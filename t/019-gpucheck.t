@@ -18,7 +18,8 @@ plan skip_all => 'the GPU check tools do not depend on HUP mode'
     if $ENV{TEST_NGINX_USE_HUP};
 
 my $root = "$FindBin::Bin/..";
-my $tool = "$root/tools/aiserve-gpucheck";
+my $tool = ($ENV{TEST_NGINX_AISERVE_TOOLS} // "$root/tools")
+           . "/aiserve-gpucheck";
 my $so = "$root/build/libaiserve_gpu.so";
 my $driver = grep { -e "$_/libcuda.so.1" }
     qw(/usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib /lib/x86_64-linux-gnu);

@@ -48,8 +48,10 @@ for my $cmd (qw(create list revoke block unblock set usage export)) {
 {
     my $bad = sub {
         my ($what, @args) = @_;
-        my $cmd = join ' ', map { quotemeta } "$ENV{TEST_NGINX_AISERVE_ROOT}"
-                  . '/tools/aiserve-keys', '--db', $db, @args;
+        my $cmd = join ' ', map { quotemeta }
+                  ($ENV{TEST_NGINX_AISERVE_TOOLS}
+                   // "$ENV{TEST_NGINX_AISERVE_ROOT}/tools") . '/aiserve-keys',
+                  '--db', $db, @args;
         my $err = `$cmd 2>&1 >/dev/null`;
         my $rc = $? >> 8;
         ok($rc != 0, "aiserve-keys refuses $what") or diag($err);

@@ -29,7 +29,8 @@ my $root = $ENV{TEST_NGINX_AISERVE_ROOT} // "$FindBin::Bin/..";
 my $module = $ENV{TEST_NGINX_AISERVE_MODULE}
              // "$root/build/ngx_http_aiserve_module.so";
 my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
-my $keys = "$root/tools/aiserve-keys";
+my $keys = ($ENV{TEST_NGINX_AISERVE_TOOLS} // "$root/tools")
+           . "/aiserve-keys";
 
 # under /tmp, so that "nobody" can search every directory above it
 my $dir = File::Temp::tempdir('aiserve-054-XXXXXX', TMPDIR => 1,

@@ -30,6 +30,10 @@ repeat_each(1);
 no_shuffle();
 
 my $root = $ENV{TEST_NGINX_AISERVE_ROOT};
+# the tools of the build under test (make test-clang: build-clang/tools):
+# the models a job trains and the ones aiserve-train trains are compared
+# bit for bit
+my $tools = $ENV{TEST_NGINX_AISERVE_TOOLS} // "$root/tools";
 my $db = meter_db('070');
 $ENV{TEST_NGINX_METER_DB_070} = $db;
 my $files = meter_dir() . '/files-070';
@@ -189,7 +193,7 @@ sub reference_model {
     my $f = $file{$train};
     my $out = meter_dir() . "/ref-070-$epochs-$batch_size";
     File::Path::remove_tree($out);
-    my @cmd = ("$root/tools/aiserve-train", '--json',
+    my @cmd = ("$tools/aiserve-train", '--json',
                '--model', "$root/models/tiny-bert-seq-cls",
                '--task', 'classify',
                '--train', "$root/t/data/train/$train",

@@ -27,6 +27,10 @@ repeat_each(1);
 no_shuffle();
 
 my $root = $ENV{TEST_NGINX_AISERVE_ROOT};
+# the tools of the build under test (make test-clang: build-clang/tools):
+# the models a job trains and the ones aiserve-train trains are compared
+# bit for bit
+my $tools = $ENV{TEST_NGINX_AISERVE_TOOLS} // "$root/tools";
 my $db = meter_db('075');
 my $store = meter_dir() . '/ft-075';
 my $work = meter_dir() . '/train-075';
@@ -48,7 +52,7 @@ for my $who ('alice', 'bob', 'ops') {
 my %dir;
 for my $mode ('head', 'lora', 'full') {
     $dir{$mode} = "$work/$mode";
-    my @cmd = ("$root/tools/aiserve-train", '--model', $base_dir,
+    my @cmd = ("$tools/aiserve-train", '--model', $base_dir,
                '--task', 'classify',
                '--train', "$root/t/data/train/sentiment-train.jsonl",
                '--mode', $mode, '--epochs', 2, '--seed', 7,
@@ -59,7 +63,7 @@ for my $mode ('head', 'lora', 'full') {
 
 # a head over a sentence-transformers base (an embedding model)
 $dir{st} = "$work/st";
-system(join(' ', map { quotemeta } "$root/tools/aiserve-train", '--model',
+system(join(' ', map { quotemeta } "$tools/aiserve-train", '--model',
             "$root/models/tiny-st-cls", '--task', 'classify', '--train',
             "$root/t/data/train/sentiment-train.jsonl", '--mode', 'head',
             '--epochs', 2, '--seed', 7, '--out', $dir{st}, '--json')
@@ -74,7 +78,7 @@ sub reference {
     my %ref;
     for my $text (@texts) {
         my $cmd = join ' ', map { quotemeta }
-            "$root/tools/aiserve-embed", '--tokenizer',
+            "$tools/aiserve-embed", '--tokenizer',
             $tokenizer // $base_dir, $dir;
         my $out = `echo \Q$text\E | $cmd`;
         die "aiserve-embed $dir failed" if $?;
@@ -93,7 +97,7 @@ my %id;     # mode -> published id
 
 sub models_cli {
     my (@args) = @_;
-    my $cmd = join ' ', map { quotemeta } "$root/tools/aiserve-models",
+    my $cmd = join ' ', map { quotemeta } "$tools/aiserve-models",
                                            '--store', $store, @args;
     my $out = `$cmd 2>&1`;
     return ($? >> 8, $out);

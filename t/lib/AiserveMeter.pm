@@ -18,7 +18,7 @@ our @EXPORT_OK = qw(meter_dir meter_db meter_cli meter_create_key meter_usage
 
 my $root = $ENV{TEST_NGINX_AISERVE_ROOT}
            // do { require Cwd; Cwd::getcwd() };
-my $cli = "$root/tools/aiserve-keys";
+my $cli = ($ENV{TEST_NGINX_AISERVE_TOOLS} // "$root/tools") . "/aiserve-keys";
 
 # The suites' own files live beside the server root, never in it (the
 # server root belongs to the runner; openresty's deletes it for every
