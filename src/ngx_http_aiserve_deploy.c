@@ -111,52 +111,6 @@ static ngx_http_aiserve_deploy_t  *ngx_http_aiserve_deploy;
 
 
 ngx_int_t
-ngx_http_aiserve_deploy_init_module(ngx_cycle_t *cycle)
-{
-    u_char                        *paths[2];
-    ngx_uint_t                     i;
-    ngx_core_conf_t               *ccf;
-    ngx_http_aiserve_main_conf_t  *amcf;
-
-    amcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_aiserve_module);
-
-    if (amcf == NULL || amcf->ft_root == NULL
-        || ngx_test_config || ngx_process == NGX_PROCESS_SIGNALLER)
-    {
-        return NGX_OK;
-    }
-
-    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
-
-    paths[0] = amcf->ft_store.data;
-    paths[1] = amcf->ft_root;
-
-    for (i = 0; i < 2; i++) {
-        if (ngx_create_dir(paths[i], 0700) == NGX_FILE_ERROR
-            && ngx_errno != NGX_EEXIST)
-        {
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                          "aiserve_fine_tuning_store: mkdir(\"%s\") failed",
-                          paths[i]);
-            return NGX_ERROR;
-        }
-    }
-
-    if (geteuid() == 0
-        && ccf->user != (ngx_uid_t) NGX_CONF_UNSET_UINT
-        && chown((char *) amcf->ft_root, ccf->user, ccf->group) == -1)
-    {
-        ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,
-                      "aiserve_fine_tuning_store: chown(\"%s\") failed",
-                      amcf->ft_root);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
 ngx_http_aiserve_deploy_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i;

@@ -2763,7 +2763,6 @@ ngx_http_aiserve_ft_store(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
      * module serves (ngx_http_aiserve_deploy.c) and the jobs publish to */
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_aiserve_module);
 
-    amcf->ft_store = fmcf->dir;
     amcf->ft_root = ngx_pnalloc(cf->pool, fmcf->dir.len + sizeof("/models"));
     if (amcf->ft_root == NULL) {
         return NGX_CONF_ERROR;
@@ -2834,16 +2833,18 @@ ngx_http_aiserve_ft(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* Master, at a start or a reload: DIR, DIR/jobs and DIR/jobs.mdb exist
- * and belong to the workers' user. */
+/* Master, at a start or a reload: DIR, DIR/jobs, DIR/jobs.mdb and the
+ * registry DIR/models exist and belong to the workers' user (they write
+ * jobs and publish and remove models). */
 static ngx_int_t
 ngx_http_aiserve_ft_init_module(ngx_cycle_t *cycle)
 {
-    u_char                           *paths[5];
+    u_char                           *paths[6];
     ngx_uint_t                        i;
     ngx_core_conf_t                  *ccf;
     ngx_http_aiserve_ft_main_conf_t  *fmcf;
     static const char                *sub[] = { "", "/jobs", "/jobs.mdb",
+                                                "/models",
                                                 "/jobs.mdb/data.mdb",
                                                 "/jobs.mdb/lock.mdb" };
 
@@ -2857,7 +2858,7 @@ ngx_http_aiserve_ft_init_module(ngx_cycle_t *cycle)
 
     ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
 
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         paths[i] = ngx_pnalloc(cycle->pool,
                                fmcf->dir.len + ngx_strlen(sub[i]) + 1);
         if (paths[i] == NULL) {
@@ -2866,7 +2867,7 @@ ngx_http_aiserve_ft_init_module(ngx_cycle_t *cycle)
 
         ngx_sprintf(paths[i], "%V%s%Z", &fmcf->dir, sub[i]);
 
-        if (i < 3 && ngx_create_dir(paths[i], 0700) == NGX_FILE_ERROR
+        if (i < 4 && ngx_create_dir(paths[i], 0700) == NGX_FILE_ERROR
             && ngx_errno != NGX_EEXIST)
         {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, ngx_errno,

@@ -72,7 +72,6 @@ typedef struct {
     ngx_uint_t                  max_queue;
     ngx_int_t                   threads;
     ngx_http_aiserve_metrics_t *metrics;    /* the shared zone's context */
-    ngx_str_t                   ft_store;   /* aiserve_fine_tuning_store */
     u_char                     *ft_root;    /* its models/, NUL-terminated;
                                                NULL: no registry */
     ngx_str_t                   gpu_library; /* aiserve_gpu_library */
@@ -379,10 +378,6 @@ void ngx_http_aiserve_finish(ngx_http_request_t *r,
 
 
 /* ngx_http_aiserve_deploy.c: the fine-tuned models of the registry */
-
-/* Master, at a start or reload: DIR/models exists and belongs to the
- * workers' user (they remove models). */
-ngx_int_t ngx_http_aiserve_deploy_init_module(ngx_cycle_t *cycle);
 
 /* Worker start: loads every registered model whose base this
  * configuration serves, and starts the timer that follows the registry's

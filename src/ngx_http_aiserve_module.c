@@ -194,7 +194,7 @@ ngx_module_t  ngx_http_aiserve_module = {
     ngx_http_aiserve_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    ngx_http_aiserve_deploy_init_module,   /* init module */
+    NULL,                                  /* init module */
     ngx_http_aiserve_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
